@@ -1,0 +1,401 @@
+//! Documents of the public REST API (/v1). Every request type rejects unknown fields.
+
+use crate::ids::{HostId, InstanceId, OperationId, TenantId};
+use crate::names::Name;
+use crate::state::{DesiredState, InstanceState, ObservedState};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use time::OffsetDateTime;
+
+/// Limits a tenant may not exceed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Quotas {
+    /// vCPUs held by starting, running and warm instances.
+    pub max_vcpus: u32,
+    /// Memory (MiB) held by starting, running and warm instances.
+    pub max_mem_mib: u64,
+    /// Instances starting or running at once.
+    pub max_running: u32,
+    /// Instances that exist.
+    pub max_instances: u32,
+    /// Disk (GiB) of all instance volumes.
+    pub max_disk_gib: u64,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Quotas { max_vcpus: 8, max_mem_mib: 8192, max_running: 8, max_instances: 16, max_disk_gib: 20 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantCreate {
+    pub name: Name,
+    #[serde(default)]
+    pub quotas: Option<Quotas>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Tenant {
+    pub id: TenantId,
+    pub name: Name,
+    pub quotas: Quotas,
+    /// The tenant's network number; its /24 is derived from it.
+    pub net_id: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// Current use against each quota.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Usage {
+    pub vcpus: u32,
+    pub mem_mib: u64,
+    pub running: u32,
+    pub instances: u32,
+    pub disk_mib: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TenantInfo {
+    #[serde(flatten)]
+    pub tenant: Tenant,
+    pub usage: Usage,
+}
+
+/// What an instance's root filesystem comes from.
+///
+/// `host`: the host's /usr, /bin, /lib, /lib64, /sbin and /etc read-only, zero size.
+/// `dir:/abs/path`: a directory used read-only as the root.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum ImageRef {
+    Host,
+    Dir(String),
+}
+
+impl std::str::FromStr for ImageRef {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "host" {
+            return Ok(ImageRef::Host);
+        }
+        if let Some(p) = s.strip_prefix("dir:") {
+            if p.starts_with('/') && !p.split('/').any(|c| c == "..") {
+                return Ok(ImageRef::Dir(p.to_string()));
+            }
+            return Err(format!("image '{s}': a dir: image needs an absolute path without '..', e.g. dir:/srv/rootfs"));
+        }
+        Err(format!("image '{s}' is not known: use 'host' or 'dir:/absolute/path'"))
+    }
+}
+
+impl TryFrom<String> for ImageRef {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<ImageRef> for String {
+    fn from(i: ImageRef) -> String {
+        match i {
+            ImageRef::Host => "host".into(),
+            ImageRef::Dir(p) => format!("dir:{p}"),
+        }
+    }
+}
+
+/// What to run and with how much.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceSpec {
+    /// `host` or `dir:/absolute/path`.
+    #[schema(value_type = String, example = "host")]
+    pub image: ImageRef,
+    pub vcpus: u32,
+    pub mem_mib: u64,
+    pub disk_mib: u64,
+    /// The workload's command line; empty means `sleep infinity`.
+    #[serde(default)]
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+impl InstanceSpec {
+    /// Checks the bounds a host cannot enforce meaningfully; names the field and the fix.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.vcpus == 0 || self.vcpus > 256 {
+            return Err(format!("vcpus must be between 1 and 256, got {}", self.vcpus));
+        }
+        if self.mem_mib < 16 || self.mem_mib > 1 << 20 {
+            return Err(format!("mem_mib must be between 16 and 1048576, got {}", self.mem_mib));
+        }
+        if self.disk_mib < 16 || self.disk_mib > 1 << 24 {
+            return Err(format!("disk_mib must be between 16 and 16777216, got {}", self.disk_mib));
+        }
+        for k in self.env.keys() {
+            if k.is_empty() || k.contains('=') || k.contains('\0') {
+                return Err(format!("env name '{k}' is invalid: names must be non-empty without '=' or NUL"));
+            }
+        }
+        if self.command.iter().any(|a| a.contains('\0')) {
+            return Err("command arguments must not contain NUL bytes".into());
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceCreate {
+    pub name: Name,
+    #[serde(flatten)]
+    pub spec: InstanceSpec,
+    /// Start right after creation.
+    #[serde(default)]
+    pub start: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Instance {
+    pub id: InstanceId,
+    pub tenant: Name,
+    pub name: Name,
+    pub spec: InstanceSpec,
+    /// The host it is placed on.
+    pub host: Option<Name>,
+    pub state: InstanceState,
+    pub desired: DesiredState,
+    pub observed: ObservedState,
+    /// Bumped on every change of desired state; hosts report which generation they acted on.
+    pub generation: i64,
+    pub error: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OperationStatus {
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl OperationStatus {
+    pub fn is_final(self) -> bool {
+        !matches!(self, OperationStatus::Running)
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperationStatus::Running => "running",
+            OperationStatus::Succeeded => "succeeded",
+            OperationStatus::Failed => "failed",
+            OperationStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::str::FromStr for OperationStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "running" => OperationStatus::Running,
+            "succeeded" => OperationStatus::Succeeded,
+            "failed" => OperationStatus::Failed,
+            "cancelled" => OperationStatus::Cancelled,
+            _ => return Err(format!("unknown operation status '{s}'")),
+        })
+    }
+}
+
+/// Anything slower than a moment: the API answers 202 with one of these.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Operation {
+    pub id: OperationId,
+    /// e.g. `instance.start`.
+    pub kind: String,
+    pub tenant: Option<Name>,
+    /// What it acts on, e.g. `acme/web`.
+    pub target: String,
+    pub instance_id: Option<InstanceId>,
+    /// The instance state that completes it.
+    pub target_state: Option<InstanceState>,
+    pub status: OperationStatus,
+    pub error: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// Who did what to which object, when, and how it ended.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Event {
+    pub id: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub time: OffsetDateTime,
+    /// `admin`, `tenant:acme`, `host:node-a` or `hub`.
+    pub actor: String,
+    pub tenant: Option<Name>,
+    /// e.g. `instance/acme/web`.
+    pub object: String,
+    /// e.g. `instance.start`.
+    pub action: String,
+    /// `ok`, `accepted`, `error`.
+    pub result: String,
+    pub message: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HostState {
+    Joining,
+    Ready,
+    Draining,
+    Stale,
+    Offline,
+    Removed,
+}
+
+impl HostState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostState::Joining => "joining",
+            HostState::Ready => "ready",
+            HostState::Draining => "draining",
+            HostState::Stale => "stale",
+            HostState::Offline => "offline",
+            HostState::Removed => "removed",
+        }
+    }
+}
+
+impl std::str::FromStr for HostState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "joining" => HostState::Joining,
+            "ready" => HostState::Ready,
+            "draining" => HostState::Draining,
+            "stale" => HostState::Stale,
+            "offline" => HostState::Offline,
+            "removed" => HostState::Removed,
+            _ => return Err(format!("unknown host state '{s}'")),
+        })
+    }
+}
+
+/// What a host can hold.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Capacity {
+    pub vcpus: u32,
+    pub mem_mib: u64,
+    pub disk_mib: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Host {
+    pub id: HostId,
+    pub name: Name,
+    pub state: HostState,
+    pub capacity: Capacity,
+    /// The agent's mTLS endpoint for exec, logs and stats.
+    pub endpoint: Option<String>,
+    /// Drivers the agent has, e.g. `runtime=runc`, `volume=btrfs`.
+    pub drivers: Vec<String>,
+    pub agent_version: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_heartbeat: Option<OffsetDateTime>,
+    pub instances: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HostAdd {
+    pub name: Name,
+}
+
+/// Answer to `host add`: the one-time token an agent joins with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct HostJoinToken {
+    pub host: Host,
+    /// `hjt1.<secret>.<ca-sha256>`: single use; pins the hub's CA.
+    pub join_token: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenCreate {
+    /// The tenant the token is scoped to; absent means an admin token.
+    #[serde(default)]
+    pub tenant: Option<Name>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TokenCreated {
+    pub id: String,
+    pub tenant: Option<Name>,
+    /// Shown once; the hub keeps only its hash.
+    pub token: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecRequest {
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Seconds before the command is killed.
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ExecResult {
+    pub exit_code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct InstanceStats {
+    pub cpu_usage_ns: u64,
+    pub memory_bytes: u64,
+    pub memory_limit_bytes: u64,
+    pub pids: u64,
+    pub pids_limit: u64,
+    pub disk_used_bytes: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct InstanceLogs {
+    pub lines: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct HubInfo {
+    pub version: String,
+    pub api_version: String,
+    pub protocol_version: u32,
+}
+
+/// Query of list and wait endpoints.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct WaitQuery {
+    /// Seconds to wait for the operation to finish (max 300).
+    pub timeout: Option<u64>,
+}

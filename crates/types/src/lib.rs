@@ -1,0 +1,16 @@
+//! Pure types shared by every hangar crate: typed identifiers, validated names,
+//! the API and hub-agent documents, and the instance state machine.
+//!
+//! This crate does no I/O: no files, no sockets, no clocks except the caller's.
+
+pub mod api;
+pub mod error;
+pub mod ids;
+pub mod names;
+pub mod protocol;
+pub mod state;
+
+pub use error::{ApiError, ErrorCode};
+pub use ids::{HostId, InstanceId, OperationId, TenantId};
+pub use names::{InstanceRef, Name, NameError};
+pub use state::{DesiredState, IllegalTransition, InstanceState, ObservedState, Transition};
