@@ -1,1 +1,312 @@
-//! placeholder
+//! Typed clients of hangar's HTTP APIs, shared by the CLI, the agent, the hub and the
+//! harness:
+//! - [`HubClient`]: the public /v1 API, authenticated with a bearer token;
+//! - [`HostClient`]: the agent's calls to the hub (join, desired state, reports), mTLS;
+//! - [`AgentClient`]: the hub's calls to an agent's endpoint (exec, logs, stats), mTLS.
+
+use hangar_types::api::*;
+use hangar_types::protocol::{AgentReport, DesiredDoc, JoinRequest, JoinResponse};
+use hangar_types::{ApiError, ErrorCode, OperationId};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::time::Duration;
+
+/// Why a call failed: the server's `{code, message}`, or no answer at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{}", .0.message)]
+    Api(ApiError),
+    #[error("cannot reach {url}: {source}")]
+    Transport {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("unexpected answer from {url} (HTTP {status}): {body}")]
+    Decode { url: String, status: u16, body: String },
+    #[error("bad client setup: {0}")]
+    Setup(String),
+}
+
+impl ClientError {
+    /// The API error code, if the server answered with one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Api(e) => Some(e.code),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// One HTTP connection pool to one base URL, JSON in and out.
+#[derive(Clone, Debug)]
+struct Transport {
+    base: String,
+    http: reqwest::Client,
+    token: Option<String>,
+}
+
+impl Transport {
+    fn new(base: &str, tls: rustls::ClientConfig, token: Option<String>, timeout: Option<Duration>) -> Result<Self> {
+        let mut b = reqwest::Client::builder().tls_backend_preconfigured(tls).connect_timeout(Duration::from_secs(5));
+        if let Some(t) = timeout {
+            b = b.timeout(t);
+        }
+        let http = b.build().map_err(|e| ClientError::Setup(e.to_string()))?;
+        Ok(Transport { base: base.trim_end_matches('/').to_string(), http, token })
+    }
+
+    async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&B>,
+        timeout: Option<Duration>,
+    ) -> Result<T> {
+        let url = format!("{}{}", self.base, path);
+        let mut req = self.http.request(method, &url);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        if let Some(t) = timeout {
+            req = req.timeout(t);
+        }
+        let resp = req.send().await.map_err(|source| ClientError::Transport { url: url.clone(), source })?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|source| ClientError::Transport { url: url.clone(), source })?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+                url,
+                status: status.as_u16(),
+                body: format!("{e}: {}", String::from_utf8_lossy(&bytes[..bytes.len().min(500)])),
+            });
+        }
+        match serde_json::from_slice::<ApiError>(&bytes) {
+            Ok(e) => Err(ClientError::Api(e)),
+            Err(_) => Err(ClientError::Decode {
+                url,
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&bytes[..bytes.len().min(500)]).into_owned(),
+            }),
+        }
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.call::<(), T>(reqwest::Method::GET, path, None, None).await
+    }
+    async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        self.call(reqwest::Method::POST, path, Some(body), None).await
+    }
+    async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.call::<(), T>(reqwest::Method::DELETE, path, None, None).await
+    }
+}
+
+/// Percent-encodes one query value.
+fn q(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// The public API, as a user (admin or tenant token).
+#[derive(Clone, Debug)]
+pub struct HubClient {
+    t: Transport,
+}
+
+impl HubClient {
+    /// `ca_pem`: the hub's CA, which the hub's server certificate chains to.
+    pub fn new(hub_url: &str, ca_pem: &str, token: &str) -> Result<Self> {
+        hangar_tls::install_crypto_provider();
+        let tls = hangar_tls::client_config(ca_pem, None).map_err(|e| ClientError::Setup(e.to_string()))?;
+        Ok(HubClient { t: Transport::new(hub_url, tls, Some(token.to_string()), None)? })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.t.base
+    }
+
+    pub async fn info(&self) -> Result<HubInfo> {
+        self.t.get("/v1/info").await
+    }
+    pub async fn openapi(&self) -> Result<serde_json::Value> {
+        self.t.get("/v1/openapi.json").await
+    }
+
+    // ---- tenants ----
+    pub async fn tenant_create(&self, req: &TenantCreate) -> Result<Tenant> {
+        self.t.post("/v1/tenants", req).await
+    }
+    pub async fn tenant_list(&self) -> Result<Vec<Tenant>> {
+        self.t.get("/v1/tenants").await
+    }
+    pub async fn tenant_info(&self, tenant: &str) -> Result<TenantInfo> {
+        self.t.get(&format!("/v1/tenants/{tenant}")).await
+    }
+    pub async fn tenant_destroy(&self, tenant: &str) -> Result<Tenant> {
+        self.t.delete(&format!("/v1/tenants/{tenant}")).await
+    }
+
+    // ---- instances ----
+    pub async fn instance_create(&self, tenant: &str, req: &InstanceCreate) -> Result<Operation> {
+        self.t.post(&format!("/v1/tenants/{tenant}/instances"), req).await
+    }
+    pub async fn instance_list(&self, tenant: Option<&str>) -> Result<Vec<Instance>> {
+        match tenant {
+            Some(t) => self.t.get(&format!("/v1/tenants/{t}/instances")).await,
+            None => self.t.get("/v1/instances").await,
+        }
+    }
+    pub async fn instance_get(&self, tenant: &str, name: &str) -> Result<Instance> {
+        self.t.get(&format!("/v1/tenants/{tenant}/instances/{name}")).await
+    }
+    /// `action`: start, stop, warm, resume.
+    pub async fn instance_action(&self, tenant: &str, name: &str, action: &str) -> Result<Operation> {
+        self.t.post(&format!("/v1/tenants/{tenant}/instances/{name}/{action}"), &serde_json::json!({})).await
+    }
+    pub async fn instance_delete(&self, tenant: &str, name: &str) -> Result<Operation> {
+        self.t.delete(&format!("/v1/tenants/{tenant}/instances/{name}")).await
+    }
+    pub async fn instance_exec(&self, tenant: &str, name: &str, req: &ExecRequest) -> Result<ExecResult> {
+        let timeout = Duration::from_secs(req.timeout_secs.unwrap_or(60) + 15);
+        self.t
+            .call(reqwest::Method::POST, &format!("/v1/tenants/{tenant}/instances/{name}/exec"), Some(req), Some(timeout))
+            .await
+    }
+    pub async fn instance_logs(&self, tenant: &str, name: &str, lines: u32) -> Result<InstanceLogs> {
+        self.t.get(&format!("/v1/tenants/{tenant}/instances/{name}/logs?lines={lines}")).await
+    }
+    pub async fn instance_stats(&self, tenant: &str, name: &str) -> Result<InstanceStats> {
+        self.t.get(&format!("/v1/tenants/{tenant}/instances/{name}/stats")).await
+    }
+
+    // ---- operations ----
+    pub async fn operation_get(&self, id: OperationId) -> Result<Operation> {
+        self.t.get(&format!("/v1/operations/{id}")).await
+    }
+    /// Waits up to `timeout` (server side, max 300 s) for the operation to finish.
+    pub async fn operation_wait(&self, id: OperationId, timeout: Duration) -> Result<Operation> {
+        let secs = timeout.as_secs().clamp(1, 300);
+        self.t
+            .call::<(), _>(
+                reqwest::Method::GET,
+                &format!("/v1/operations/{id}/wait?timeout={secs}"),
+                None,
+                Some(Duration::from_secs(secs + 15)),
+            )
+            .await
+    }
+    /// Waits until the operation is final, however long, polling the wait endpoint.
+    pub async fn operation_wait_final(&self, id: OperationId, timeout: Duration) -> Result<Operation> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let op = self.operation_wait(id, left.min(Duration::from_secs(30)).max(Duration::from_secs(1))).await?;
+            if op.status.is_final() || left.is_zero() {
+                return Ok(op);
+            }
+        }
+    }
+
+    // ---- events ----
+    pub async fn events(&self, tenant: Option<&str>, limit: u32) -> Result<Vec<Event>> {
+        match tenant {
+            Some(t) => self.t.get(&format!("/v1/events?tenant={}&limit={limit}", q(t))).await,
+            None => self.t.get(&format!("/v1/events?limit={limit}")).await,
+        }
+    }
+
+    // ---- hosts ----
+    pub async fn host_add(&self, req: &HostAdd) -> Result<HostJoinToken> {
+        self.t.post("/v1/hosts", req).await
+    }
+    pub async fn host_list(&self) -> Result<Vec<Host>> {
+        self.t.get("/v1/hosts").await
+    }
+    pub async fn host_get(&self, name: &str) -> Result<Host> {
+        self.t.get(&format!("/v1/hosts/{name}")).await
+    }
+
+    // ---- tokens ----
+    pub async fn token_create(&self, req: &TokenCreate) -> Result<TokenCreated> {
+        self.t.post("/v1/tokens", req).await
+    }
+}
+
+/// The agent's calls to the hub, over mutual TLS with the host certificate.
+#[derive(Clone, Debug)]
+pub struct HostClient {
+    t: Transport,
+}
+
+impl HostClient {
+    pub fn new(hub_url: &str, ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<Self> {
+        hangar_tls::install_crypto_provider();
+        let tls = hangar_tls::client_config(ca_pem, Some((cert_pem, key_pem))).map_err(|e| ClientError::Setup(e.to_string()))?;
+        Ok(HostClient { t: Transport::new(hub_url, tls, None, None)? })
+    }
+
+    /// Joins with a one-time token. The token pins the hub's CA by fingerprint, so the
+    /// CA is fetched over an unverified connection and trusted only if it matches.
+    pub async fn join(hub_url: &str, req: &JoinRequest, ca_fingerprint: &str) -> Result<JoinResponse> {
+        hangar_tls::install_crypto_provider();
+        let insecure = Transport::new(hub_url, hangar_tls::insecure_fetch_config(), None, Some(Duration::from_secs(30)))?;
+        let ca: serde_json::Value = insecure.get("/v1/agent/ca").await?;
+        let ca_pem = ca["ca_pem"].as_str().ok_or_else(|| ClientError::Setup("hub sent no CA certificate".into()))?;
+        let got = hangar_tls::fingerprint_pem(ca_pem).map_err(|e| ClientError::Setup(e.to_string()))?;
+        if !got.starts_with(ca_fingerprint) || ca_fingerprint.len() < 16 {
+            return Err(ClientError::Setup(format!(
+                "the hub's CA fingerprint {got} does not match the join token's pin {ca_fingerprint}: wrong hub, or someone in between"
+            )));
+        }
+        let tls = hangar_tls::client_config(ca_pem, None).map_err(|e| ClientError::Setup(e.to_string()))?;
+        let verified = Transport::new(hub_url, tls, None, Some(Duration::from_secs(30)))?;
+        verified.post("/v1/agent/join", req).await
+    }
+
+    /// Long-polls the desired state: answers as soon as the host's generation is above
+    /// `after`, or after `wait` with the current document.
+    pub async fn desired(&self, after: i64, wait: Duration) -> Result<DesiredDoc> {
+        self.t
+            .call::<(), _>(
+                reqwest::Method::GET,
+                &format!("/v1/agent/desired?after={after}&wait={}", wait.as_secs()),
+                None,
+                Some(wait + Duration::from_secs(15)),
+            )
+            .await
+    }
+
+    pub async fn report(&self, report: &AgentReport) -> Result<serde_json::Value> {
+        self.t.call(reqwest::Method::POST, "/v1/agent/report", Some(report), Some(Duration::from_secs(30))).await
+    }
+}
+
+/// The hub's calls to an agent's endpoint, over mutual TLS with the hub's client certificate.
+#[derive(Clone, Debug)]
+pub struct AgentClient {
+    t: Transport,
+}
+
+impl AgentClient {
+    pub fn new(endpoint: &str, ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<Self> {
+        hangar_tls::install_crypto_provider();
+        let tls = hangar_tls::client_config(ca_pem, Some((cert_pem, key_pem))).map_err(|e| ClientError::Setup(e.to_string()))?;
+        Ok(AgentClient { t: Transport::new(endpoint, tls, None, None)? })
+    }
+
+    pub async fn exec(&self, sandbox: &str, req: &ExecRequest) -> Result<ExecResult> {
+        let timeout = Duration::from_secs(req.timeout_secs.unwrap_or(60) + 10);
+        self.t.call(reqwest::Method::POST, &format!("/v1/sandboxes/{sandbox}/exec"), Some(req), Some(timeout)).await
+    }
+    pub async fn logs(&self, sandbox: &str, lines: u32) -> Result<InstanceLogs> {
+        self.t.get(&format!("/v1/sandboxes/{sandbox}/logs?lines={lines}")).await
+    }
+    pub async fn stats(&self, sandbox: &str) -> Result<InstanceStats> {
+        self.t.get(&format!("/v1/sandboxes/{sandbox}/stats")).await
+    }
+}

@@ -66,6 +66,9 @@ pub struct ObservedInstance {
 pub struct JoinRequest {
     pub join_token: String,
     pub csr_pem: String,
+    /// DNS names and IPs the agent's endpoint is reached at (its certificate's SANs).
+    #[serde(default)]
+    pub names: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]

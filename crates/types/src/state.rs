@@ -211,10 +211,9 @@ fn hint(from: InstanceState, t: Transition) -> &'static str {
 /// The one function that decides every legal move.
 ///
 /// Requests are strict: anything not listed is illegal. Observations never fail for a
-/// live instance (the host is the source of truth for what runs), but they only move
-/// the states they confirm; an observation that contradicts a pending request (e.g. a
-/// `stopped` report while `starting`) leaves the state alone, because the caller only
-/// applies observations made for the current generation.
+/// live instance (the host is the source of truth for what runs). The caller applies
+/// only observations the host made for the instance's current generation, so a report
+/// always answers the latest request.
 pub fn transition(from: InstanceState, t: Transition) -> Result<InstanceState, IllegalTransition> {
     use InstanceState as S;
     use ObservedState as O;
@@ -246,6 +245,9 @@ pub fn transition(from: InstanceState, t: Transition) -> Result<InstanceState, I
             (_, O::Unknown) => from,
             (S::Starting, O::Running) => S::Running,
             (S::Starting, O::Failed) => S::Failed,
+            // Reports are only applied for the current generation, so `stopped` while
+            // starting means the host started the workload and it has already exited.
+            (S::Starting, O::Stopped) => S::Stopped,
             (S::Running, O::Stopped) => S::Stopped, // the workload exited by itself
             (S::Running | S::Warm, O::Failed) => S::Failed,
             (S::Warm, O::Stopped) => S::Stopped,
@@ -307,6 +309,7 @@ mod tests {
         let moves: &[(S, O, S)] = &[
             (S::Starting, O::Running, S::Running),
             (S::Starting, O::Failed, S::Failed),
+            (S::Starting, O::Stopped, S::Stopped),
             (S::Starting, O::Gone, S::Failed),
             (S::Running, O::Stopped, S::Stopped),
             (S::Running, O::Failed, S::Failed),

@@ -1,0 +1,174 @@
+//! The agent daemon: the reconcile loop (which doubles as the heartbeat), the desired
+//! state long-poll, and the mTLS endpoint the hub calls for exec, logs and stats.
+//!
+//! When the hub is unreachable the loop keeps converging to the last document it has
+//! (kept on disk), so running instances keep running.
+
+use crate::endpoint;
+use crate::identity::AgentPaths;
+use crate::reconcile::Reconciler;
+use crate::runtime::{Flavor, OciRuntime, Runtime};
+use crate::volume::{BtrfsPool, DirVolumes, PoolConfig, VolumeDriver};
+use anyhow::{Context, Result};
+use hangar_client::HostClient;
+use hangar_types::api::Capacity;
+use hangar_types::protocol::{AgentReport, DesiredDoc, PROTOCOL_VERSION};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+#[derive(Clone, Debug)]
+pub enum VolumeChoice {
+    /// A btrfs pool on `device`, or on a loop file of `loop_size_mib` under the data dir.
+    Btrfs { device: Option<PathBuf>, loop_size_mib: u64 },
+    /// Plain directories, no quotas.
+    Dir,
+}
+
+#[derive(Clone, Debug)]
+pub struct AgentOptions {
+    pub paths: AgentPaths,
+    pub runtime: Flavor,
+    pub volumes: VolumeChoice,
+    /// Where the mTLS endpoint listens.
+    pub listen: SocketAddr,
+    /// The host name or IP the hub reaches the endpoint at (default: the listen IP).
+    pub advertise: Option<String>,
+    /// Reconcile and heartbeat interval.
+    pub interval: Duration,
+}
+
+pub fn open_runtime(paths: &AgentPaths, flavor: Flavor) -> Result<Arc<dyn Runtime>> {
+    for d in [paths.runtime_root(), paths.bundles(), paths.logs()] {
+        std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
+    }
+    Ok(Arc::new(OciRuntime::new(flavor, paths.runtime_root(), paths.bundles())))
+}
+
+pub async fn open_volumes(paths: &AgentPaths, choice: &VolumeChoice) -> Result<Arc<dyn VolumeDriver>> {
+    Ok(match choice {
+        VolumeChoice::Btrfs { device, loop_size_mib } => Arc::new(
+            BtrfsPool::open(PoolConfig { root: paths.storage(), device: device.clone(), loop_size_mib: *loop_size_mib })
+                .await
+                .context("cannot open the btrfs volume pool")?,
+        ),
+        VolumeChoice::Dir => {
+            std::fs::create_dir_all(paths.storage())?;
+            Arc::new(DirVolumes::new(paths.storage()))
+        }
+    })
+}
+
+/// What this host offers, reported with every heartbeat.
+async fn capacity(paths: &AgentPaths) -> Capacity {
+    let vcpus = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
+    let mem_mib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+        .map(|kib| kib / 1024)
+        .unwrap_or(0);
+    let disk_mib = tokio::process::Command::new("df")
+        .args(["-B1M", "--output=size"])
+        .arg(paths.storage())
+        .output()
+        .await
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).lines().nth(1).and_then(|l| l.trim().parse().ok()))
+        .unwrap_or(0);
+    Capacity { vcpus, mem_mib, disk_mib }
+}
+
+/// Runs the agent until `shutdown` resolves. Sandboxes keep running after it returns.
+pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+    hangar_tls::install_crypto_provider();
+    let paths = opts.paths.clone();
+    let (identity, ca_pem, cert_pem, key_pem) = paths.load()?;
+    let hub = HostClient::new(&identity.hub_url, &ca_pem, &cert_pem, &key_pem)?;
+    let runtime = open_runtime(&paths, opts.runtime)?;
+    let volumes = open_volumes(&paths, &opts.volumes).await?;
+    let drivers = vec![format!("runtime={}", runtime.name()), format!("volume={}", volumes.name())];
+    let reconciler = Reconciler::new(paths.clone(), runtime.clone(), volumes.clone());
+
+    let listener = tokio::net::TcpListener::bind(opts.listen).await.with_context(|| format!("cannot listen on {}", opts.listen))?;
+    let local = listener.local_addr()?;
+    let advertise = opts.advertise.clone().unwrap_or_else(|| local.ip().to_string());
+    let endpoint_url = format!("https://{}:{}", if advertise.contains(':') { format!("[{advertise}]") } else { advertise }, local.port());
+    let tls = hangar_tls::server_config(&cert_pem, &key_pem, Some(&ca_pem), true)?;
+    let app = endpoint::router(endpoint::EndpointState { paths: paths.clone(), runtime: runtime.clone(), volumes: volumes.clone(), hub_fingerprint: identity.hub_client_fingerprint.clone() });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut endpoint_stop = stop_rx.clone();
+    let server = tokio::spawn(hangar_tls::serve::serve_router(listener, tls, app, async move {
+        let _ = endpoint_stop.wait_for(|s| *s).await;
+    }));
+
+    // The last document survives restarts so a hub outage changes nothing here.
+    let cached: Option<DesiredDoc> = std::fs::read_to_string(paths.desired()).ok().and_then(|s| serde_json::from_str(&s).ok());
+    let (doc_tx, mut doc_rx) = watch::channel(cached);
+    let poller = {
+        let hub = hub.clone();
+        let paths = paths.clone();
+        let doc_tx = doc_tx.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(200);
+            loop {
+                let after = doc_tx.borrow().as_ref().map(|d| d.generation).unwrap_or(-1);
+                let r = tokio::select! {
+                    r = hub.desired(after, Duration::from_secs(25)) => r,
+                    _ = stop.wait_for(|s| *s) => return,
+                };
+                match r {
+                    Ok(doc) => {
+                        backoff = Duration::from_millis(200);
+                        if doc.generation > after || after < 0 {
+                            if let Ok(s) = serde_json::to_string(&doc) {
+                                let _ = std::fs::write(paths.desired(), s);
+                            }
+                            doc_tx.send_replace(Some(doc));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot fetch desired state; keeping the last one");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        })
+    };
+
+    tracing::info!(host = %identity.host, endpoint = %endpoint_url, "agent running");
+    let mut tick = tokio::time::interval(opts.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    let cap = capacity(&paths).await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            r = doc_rx.changed() => { if r.is_err() { break; } }
+            _ = &mut shutdown => break,
+        }
+        let doc = doc_rx.borrow_and_update().clone();
+        let observed = match &doc {
+            Some(d) => reconciler.converge(d).await,
+            None => vec![],
+        };
+        let report = AgentReport {
+            schema_version: PROTOCOL_VERSION,
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            capacity: cap,
+            endpoint: endpoint_url.clone(),
+            drivers: drivers.clone(),
+            instances: observed,
+        };
+        if let Err(e) = hub.report(&report).await {
+            tracing::warn!(error = %e, "cannot report to the hub; will retry");
+        }
+    }
+    let _ = stop_tx.send(true);
+    poller.abort();
+    let _ = server.await;
+    Ok(())
+}

@@ -1,0 +1,90 @@
+//! The agent's mTLS endpoint: exec, logs and stats of this host's sandboxes, for the hub
+//! only (its client certificate is pinned by fingerprint at join).
+
+use crate::identity::AgentPaths;
+use crate::runtime::{Runtime, RuntimeError};
+use crate::volume::VolumeDriver;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use hangar_tls::serve::PeerInfo;
+use hangar_types::api::{ExecRequest, ExecResult, InstanceLogs, InstanceStats};
+use hangar_types::{ApiError, ErrorCode};
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct EndpointState {
+    pub paths: AgentPaths,
+    pub runtime: Arc<dyn Runtime>,
+    pub volumes: Arc<dyn VolumeDriver>,
+    pub hub_fingerprint: String,
+}
+
+struct EpError(ApiError);
+
+impl IntoResponse for EpError {
+    fn into_response(self) -> Response {
+        (StatusCode::from_u16(self.0.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), Json(self.0)).into_response()
+    }
+}
+
+impl From<RuntimeError> for EpError {
+    fn from(e: RuntimeError) -> Self {
+        let code = if matches!(e, RuntimeError::NotFound(_)) { ErrorCode::NotFound } else { ErrorCode::Internal };
+        EpError(ApiError::new(code, e.to_string()))
+    }
+}
+
+fn check_peer(st: &EndpointState, peer: &PeerInfo) -> Result<(), EpError> {
+    if peer.fingerprint.as_deref() == Some(st.hub_fingerprint.as_str()) {
+        return Ok(());
+    }
+    Err(EpError(ApiError::new(ErrorCode::Unauthenticated, "only the hub may call this endpoint")))
+}
+
+fn check_id(id: &str) -> Result<(), EpError> {
+    if !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
+        return Ok(());
+    }
+    Err(EpError(ApiError::invalid(format!("'{id}' is not a sandbox id"))))
+}
+
+pub fn router(st: EndpointState) -> Router {
+    Router::new()
+        .route("/v1/sandboxes/{id}/exec", post(exec))
+        .route("/v1/sandboxes/{id}/logs", get(logs))
+        .route("/v1/sandboxes/{id}/stats", get(stats))
+        .with_state(st)
+}
+
+async fn exec(State(st): State<EndpointState>, Extension(peer): Extension<PeerInfo>, Path(id): Path<String>, Json(req): Json<ExecRequest>) -> Result<Json<ExecResult>, EpError> {
+    check_peer(&st, &peer)?;
+    check_id(&id)?;
+    Ok(Json(st.runtime.exec(&id, &req).await?))
+}
+
+#[derive(serde::Deserialize)]
+struct LogsQuery {
+    lines: Option<usize>,
+}
+
+async fn logs(State(st): State<EndpointState>, Extension(peer): Extension<PeerInfo>, Path(id): Path<String>, Query(q): Query<LogsQuery>) -> Result<Json<InstanceLogs>, EpError> {
+    check_peer(&st, &peer)?;
+    check_id(&id)?;
+    let n = q.lines.unwrap_or(100);
+    let text = tokio::fs::read(st.paths.log_file(&id)).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let all: Vec<&str> = text.lines().collect();
+    let lines = all[all.len().saturating_sub(n)..].iter().map(|s| s.to_string()).collect();
+    Ok(Json(InstanceLogs { lines }))
+}
+
+async fn stats(State(st): State<EndpointState>, Extension(peer): Extension<PeerInfo>, Path(id): Path<String>) -> Result<Json<InstanceStats>, EpError> {
+    check_peer(&st, &peer)?;
+    check_id(&id)?;
+    let mut s = st.runtime.stats(&id).await?;
+    s.disk_used_bytes = st.volumes.usage_bytes(&id).await.ok().flatten();
+    Ok(Json(s))
+}

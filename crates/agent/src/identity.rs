@@ -1,0 +1,70 @@
+//! The agent's on-disk identity: which hub, which host, and the certificate it joined
+//! with. Written once by `hangar agent join`, read by every later start.
+
+use anyhow::{Context, Result};
+use hangar_types::{HostId, Name};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    pub host_id: HostId,
+    pub host: Name,
+    pub hub_url: String,
+    /// The only client certificate the agent's endpoint accepts: the hub's.
+    pub hub_client_fingerprint: String,
+}
+
+/// Where an agent keeps its files.
+#[derive(Clone, Debug)]
+pub struct AgentPaths {
+    pub root: PathBuf,
+}
+
+impl AgentPaths {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        AgentPaths { root: root.into() }
+    }
+    pub fn identity(&self) -> PathBuf {
+        self.root.join("identity.json")
+    }
+    pub fn cert(&self) -> PathBuf {
+        self.root.join("host.pem")
+    }
+    pub fn key(&self) -> PathBuf {
+        self.root.join("host.key")
+    }
+    pub fn ca(&self) -> PathBuf {
+        self.root.join("ca.pem")
+    }
+    /// The last desired-state document, kept so a restart without the hub changes nothing.
+    pub fn desired(&self) -> PathBuf {
+        self.root.join("desired.json")
+    }
+    pub fn runtime_root(&self) -> PathBuf {
+        self.root.join("runtime")
+    }
+    pub fn bundles(&self) -> PathBuf {
+        self.root.join("bundles")
+    }
+    pub fn logs(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+    pub fn log_file(&self, sandbox: &str) -> PathBuf {
+        self.logs().join(format!("{sandbox}.log"))
+    }
+    pub fn storage(&self) -> PathBuf {
+        self.root.join("storage")
+    }
+
+    pub fn is_joined(&self) -> bool {
+        self.identity().exists() && self.cert().exists() && self.key().exists()
+    }
+
+    pub fn load(&self) -> Result<(Identity, String, String, String)> {
+        let read = |p: &Path| std::fs::read_to_string(p).with_context(|| format!("cannot read {}: has this host joined? run `hangar agent join`", p.display()));
+        let id: Identity = serde_json::from_str(&read(&self.identity())?).with_context(|| format!("{} is not a valid identity file", self.identity().display()))?;
+        Ok((id, read(&self.ca())?, read(&self.cert())?, read(&self.key())?))
+    }
+}

@@ -1,0 +1,186 @@
+//! Convergence: make this host match a desired-state document, and say what it found.
+//!
+//! One pass lists the sandboxes once, then acts only on instances whose observed state
+//! differs from desired. The agent remembers, per instance, the generation it last acted
+//! on and how that ended, so a workload that exited is reported `stopped` rather than
+//! restarted in a loop, and a failed start is not retried until the hub asks again.
+
+use crate::identity::AgentPaths;
+use crate::runtime::{Runtime, SandboxSpec, SandboxStatus};
+use crate::volume::VolumeDriver;
+use hangar_types::protocol::{DesiredDoc, DesiredInstance, ObservedInstance};
+use hangar_types::{DesiredState, InstanceId, ObservedState};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How long a workload gets to exit on SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Upper bound on tasks forked by one sandbox (its pids cgroup).
+const PIDS_LIMIT: u64 = 1024;
+
+#[derive(Clone, Debug, PartialEq)]
+struct Acted {
+    generation: i64,
+    observed: ObservedState,
+    error: Option<String>,
+}
+
+pub struct Reconciler {
+    pub paths: AgentPaths,
+    pub runtime: Arc<dyn Runtime>,
+    pub volumes: Arc<dyn VolumeDriver>,
+    acted: Mutex<HashMap<InstanceId, Acted>>,
+    /// Bounds how many instances converge at once (each spawns runtime processes).
+    parallel: Arc<tokio::sync::Semaphore>,
+}
+
+impl Reconciler {
+    pub fn new(paths: AgentPaths, runtime: Arc<dyn Runtime>, volumes: Arc<dyn VolumeDriver>) -> Arc<Self> {
+        Arc::new(Reconciler { paths, runtime, volumes, acted: Mutex::new(HashMap::new()), parallel: Arc::new(tokio::sync::Semaphore::new(8)) })
+    }
+
+    fn acted(&self, id: InstanceId) -> Option<Acted> {
+        self.acted.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned()
+    }
+
+    fn remember(&self, id: InstanceId, a: Acted) {
+        self.acted.lock().unwrap_or_else(|p| p.into_inner()).insert(id, a);
+    }
+
+    /// One convergence pass over the whole document.
+    pub async fn converge(self: &Arc<Self>, doc: &DesiredDoc) -> Vec<ObservedInstance> {
+        let listed: HashMap<String, SandboxStatus> = match self.runtime.list().await {
+            Ok(l) => l.into_iter().collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list sandboxes; reporting nothing this pass");
+                return vec![];
+            }
+        };
+        // Sandboxes no desired instance owns are stopped (volumes are kept: only an
+        // explicit desired `deleted` ever removes data).
+        let wanted: HashSet<String> = doc.instances.iter().map(|d| d.id.short()).collect();
+        for orphan in listed.keys().filter(|k| !wanted.contains(*k)) {
+            tracing::warn!(sandbox = %orphan, "stopping a sandbox no desired instance owns");
+            if let Err(e) = self.runtime.stop(orphan, STOP_GRACE).await {
+                tracing::error!(sandbox = %orphan, error = %e, "cannot stop orphan sandbox");
+            }
+        }
+        let mut set = tokio::task::JoinSet::new();
+        for d in doc.instances.iter().cloned() {
+            let status = listed.get(&d.id.short()).copied();
+            let me = self.clone();
+            set.spawn(async move {
+                let _permit = me.parallel.clone().acquire_owned().await;
+                me.converge_one(&d, status).await
+            });
+        }
+        let mut out = Vec::with_capacity(doc.instances.len());
+        while let Some(r) = set.join_next().await {
+            match r {
+                Ok(o) => out.push(o),
+                Err(e) => tracing::error!(error = %e, "convergence task panicked"),
+            }
+        }
+        out
+    }
+
+    async fn converge_one(&self, d: &DesiredInstance, status: Option<SandboxStatus>) -> ObservedInstance {
+        let prev = self.acted(d.id).filter(|a| a.generation == d.generation);
+        let (observed, error) = match self.act(d, status, prev.as_ref()).await {
+            Ok(o) => (o, None),
+            Err(e) => {
+                tracing::error!(instance = %d.id, error = %e, "convergence failed");
+                (ObservedState::Failed, Some(e))
+            }
+        };
+        let a = Acted { generation: d.generation, observed, error: error.clone() };
+        if d.desired == DesiredState::Deleted && observed == ObservedState::Gone {
+            self.acted.lock().unwrap_or_else(|p| p.into_inner()).remove(&d.id);
+        } else {
+            self.remember(d.id, a);
+        }
+        ObservedInstance { id: d.id, state: observed, generation: d.generation, error }
+    }
+
+    /// Makes one instance match; returns what it now is. Errors are user-facing strings.
+    async fn act(&self, d: &DesiredInstance, status: Option<SandboxStatus>, prev: Option<&Acted>) -> Result<ObservedState, String> {
+        use ObservedState as O;
+        use SandboxStatus as S;
+        let sid = d.id.short();
+        // Already failed at this generation: do not retry until the hub asks again.
+        if let Some(p) = prev.filter(|p| p.observed == O::Failed) {
+            return Err(p.error.clone().unwrap_or_else(|| "failed".into()));
+        }
+        let running = matches!(status, Some(S::Running));
+        let paused = matches!(status, Some(S::Paused));
+        match d.desired {
+            DesiredState::Deleted => {
+                if status.is_some() {
+                    self.runtime.stop(&sid, STOP_GRACE).await.map_err(|e| e.to_string())?;
+                }
+                self.volumes.delete(&sid).await.map_err(|e| e.to_string())?;
+                let _ = std::fs::remove_file(self.paths.log_file(&sid));
+                Ok(O::Gone)
+            }
+            DesiredState::Stopped => {
+                if prev.is_none() {
+                    self.volumes.ensure(&sid, d.spec.disk_mib).await.map_err(|e| e.to_string())?;
+                }
+                if status.is_some() {
+                    self.runtime.stop(&sid, STOP_GRACE).await.map_err(|e| e.to_string())?;
+                }
+                Ok(O::Stopped)
+            }
+            DesiredState::Running | DesiredState::Warm => {
+                let want_warm = d.desired == DesiredState::Warm;
+                if running && !want_warm {
+                    return Ok(O::Running);
+                }
+                if paused && want_warm {
+                    return Ok(O::Warm);
+                }
+                if paused {
+                    self.runtime.resume(&sid).await.map_err(|e| e.to_string())?;
+                    return Ok(O::Running);
+                }
+                if running {
+                    self.runtime.pause(&sid).await.map_err(|e| e.to_string())?;
+                    return Ok(O::Warm);
+                }
+                // Not running. If we already started it for this generation, it exited:
+                // report that instead of restarting it behind the user's back.
+                if prev.is_some_and(|p| matches!(p.observed, O::Running | O::Warm | O::Stopped)) {
+                    if status.is_some() {
+                        self.runtime.stop(&sid, STOP_GRACE).await.map_err(|e| e.to_string())?;
+                    }
+                    return Ok(O::Stopped);
+                }
+                let home = self.volumes.ensure(&sid, d.spec.disk_mib).await.map_err(|e| e.to_string())?;
+                let spec = SandboxSpec {
+                    id: sid.clone(),
+                    image: d.spec.image.clone(),
+                    home_dir: home,
+                    vcpus: d.spec.vcpus,
+                    mem_mib: d.spec.mem_mib,
+                    pids_limit: PIDS_LIMIT,
+                    command: d.spec.command.clone(),
+                    env: d.spec.env.clone(),
+                    hostname: d.name.to_string(),
+                    log_path: self.paths.log_file(&sid),
+                    netns_path: None,
+                };
+                self.runtime.start(&spec).await.map_err(|e| e.to_string())?;
+                if want_warm {
+                    self.runtime.pause(&sid).await.map_err(|e| e.to_string())?;
+                    return Ok(O::Warm);
+                }
+                match self.runtime.status(&sid).await.map_err(|e| e.to_string())? {
+                    Some(S::Running) => Ok(O::Running),
+                    Some(S::Paused) => Ok(O::Warm),
+                    _ => Ok(O::Stopped),
+                }
+            }
+        }
+    }
+}

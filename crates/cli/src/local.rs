@@ -1,0 +1,196 @@
+//! Running hangar on this machine: `init`, `hub serve`, `agent run`, `up` (hub and a
+//! local agent in one process) and `daemon` (the same in the background).
+
+use crate::config::{self, ClientConfig};
+use anyhow::{bail, Context, Result};
+use hangar_agent::daemon::{AgentOptions, VolumeChoice};
+use hangar_agent::identity::AgentPaths;
+use hangar_agent::runtime::Flavor;
+use hangar_hub::{Hub, HubConfig, HubKeys};
+use hangar_tls::{Ca, CertifiedKey};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Files of a hub under its data dir.
+pub struct HubPaths {
+    pub root: PathBuf,
+}
+
+impl HubPaths {
+    pub fn new(data_dir: &Path) -> Self {
+        HubPaths { root: data_dir.join("hub") }
+    }
+    fn p(&self, f: &str) -> PathBuf {
+        self.root.join(f)
+    }
+    pub fn db(&self) -> PathBuf {
+        self.p("hangar.db")
+    }
+    pub fn initialized(&self) -> bool {
+        self.p("ca.pem").exists() && self.p("ca.key").exists() && self.db().exists()
+    }
+
+    pub fn load_keys(&self) -> Result<HubKeys> {
+        let r = |f: &str| std::fs::read_to_string(self.p(f)).with_context(|| format!("cannot read {}: run `hangar init` first", self.p(f).display()));
+        let ca = Ca::from_pem(&r("ca.pem")?, &r("ca.key")?)?;
+        Ok(HubKeys {
+            ca: Arc::new(ca),
+            server: CertifiedKey { cert_pem: r("server.pem")?, key_pem: r("server.key")? },
+            client: CertifiedKey { cert_pem: r("client.pem")?, key_pem: r("client.key")? },
+        })
+    }
+}
+
+/// Names the hub's server certificate is valid for.
+fn server_names(listen: &SocketAddr, extra: &[String]) -> Vec<String> {
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
+    if !listen.ip().is_unspecified() {
+        names.push(listen.ip().to_string());
+    }
+    if let Ok(h) = std::fs::read_to_string("/etc/hostname") {
+        let h = h.trim();
+        if !h.is_empty() {
+            names.push(h.to_string());
+        }
+    }
+    names.extend(extra.iter().cloned());
+    names.sort();
+    names.dedup();
+    names
+}
+
+pub fn hub_url(listen: &SocketAddr) -> String {
+    let ip = if listen.ip().is_unspecified() { "127.0.0.1".to_string() } else { listen.ip().to_string() };
+    if ip.contains(':') { format!("https://[{ip}]:{}", listen.port()) } else { format!("https://{ip}:{}", listen.port()) }
+}
+
+/// Creates the data dir, the fleet CA, the hub's certificates, the store and an admin
+/// token, and writes the client config. Idempotent: an initialized dir is left alone
+/// (the client config is rewritten only when missing).
+pub async fn init(data_dir: &Path, listen: &SocketAddr, extra_names: &[String], config_path: &Path) -> Result<bool> {
+    hangar_tls::install_crypto_provider();
+    let hp = HubPaths::new(data_dir);
+    if hp.initialized() {
+        return Ok(false);
+    }
+    std::fs::create_dir_all(&hp.root).with_context(|| format!("cannot create {}", hp.root.display()))?;
+    let ca = Ca::generate("hangar fleet CA")?;
+    let server = ca.issue_server("hangar-hub", &server_names(listen, extra_names))?;
+    let client = ca.issue_client("hangar-hub")?;
+    std::fs::write(hp.p("ca.pem"), ca.cert_pem())?;
+    hangar_tls::write_private(&hp.p("ca.key"), ca.key_pem())?;
+    std::fs::write(hp.p("server.pem"), &server.cert_pem)?;
+    hangar_tls::write_private(&hp.p("server.key"), &server.key_pem)?;
+    std::fs::write(hp.p("client.pem"), &client.cert_pem)?;
+    hangar_tls::write_private(&hp.p("client.key"), &client.key_pem)?;
+    let store = hangar_store::open(&hp.db().to_string_lossy()).await?;
+    let keys = hp.load_keys()?;
+    let hub = Hub::new(store, keys, HubConfig::default());
+    let admin = hub.token_create(&hangar_hub::Principal::Admin, hangar_types::api::TokenCreate { tenant: None, description: Some("created by hangar init".into()) }).await.map_err(|e| anyhow::anyhow!("{}", e.0.message))?;
+    config::save(config_path, &ClientConfig { hub_url: hub_url(listen), ca_pem: ca.cert_pem().to_string(), token: admin.token })?;
+    Ok(true)
+}
+
+pub struct HubRun {
+    pub hub: Arc<Hub>,
+    pub addr: SocketAddr,
+    pub tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Opens the store and starts serving the API and the monitor in the background.
+pub async fn start_hub(data_dir: &Path, listen: SocketAddr, cfg: HubConfig, shutdown: tokio::sync::watch::Receiver<bool>) -> Result<HubRun> {
+    hangar_tls::install_crypto_provider();
+    let hp = HubPaths::new(data_dir);
+    if !hp.initialized() {
+        bail!("{} holds no initialized hub: run `hangar init --data-dir {}` first", data_dir.display(), data_dir.display());
+    }
+    let store = hangar_store::open(&hp.db().to_string_lossy()).await?;
+    let hub = Hub::new(store, hp.load_keys()?, cfg);
+    let listener = hangar_hub::server::bind(listen).await.with_context(|| format!("cannot listen on {listen}: is another hub running? pick another port with --listen"))?;
+    let addr = listener.local_addr()?;
+    let mut rx = shutdown.clone();
+    let h = hub.clone();
+    let serve = tokio::spawn(async move {
+        let stop = async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        if let Err(e) = hangar_hub::server::serve(h, listener, stop).await {
+            tracing::error!(error = ?e, "hub server stopped");
+        }
+    });
+    let monitor = tokio::spawn(hangar_hub::monitor::run(hub.clone(), Duration::from_secs(1)));
+    Ok(HubRun { hub, addr, tasks: vec![serve, monitor] })
+}
+
+pub struct AgentArgs {
+    pub runtime: Flavor,
+    pub volumes: VolumeChoice,
+    pub listen: SocketAddr,
+    pub advertise: Option<String>,
+    pub interval: Duration,
+}
+
+pub fn agent_options(paths: AgentPaths, a: &AgentArgs) -> AgentOptions {
+    AgentOptions { paths, runtime: a.runtime, volumes: a.volumes.clone(), listen: a.listen, advertise: a.advertise.clone(), interval: a.interval }
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+pub async fn termination() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+}
+
+/// `hangar up`: hub and a local agent in one process, on SQLite.
+pub async fn up(data_dir: &Path, listen: SocketAddr, agent: AgentArgs, config_path: &Path, hub_cfg: HubConfig) -> Result<()> {
+    let fresh = init(data_dir, &listen, &[], config_path).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let run = start_hub(data_dir, listen, hub_cfg, stop_rx.clone()).await?;
+    let url = hub_url(&run.addr);
+    // The client config follows the port actually bound (--listen :0 picks a free one).
+    let mut cfg = config::load(config_path).ok();
+    if let Some(c) = cfg.as_mut() {
+        if c.hub_url != url {
+            c.hub_url = url.clone();
+            config::save(config_path, c)?;
+        }
+    }
+    let paths = AgentPaths::new(data_dir.join("agent"));
+    if !paths.is_joined() {
+        let name: hangar_types::Name = "local".parse()?;
+        let (_, token) = run.hub.host_add_record(name).await.map_err(|e| anyhow::anyhow!("{}", e.0.message))?;
+        hangar_agent::join::join(&paths, &url, &token, vec!["127.0.0.1".into(), "localhost".into()]).await?;
+    }
+    eprintln!(
+        "hangar is up{}: hub {url}, local agent in {} (client config {})",
+        if fresh { " (new data dir)" } else { "" },
+        paths.root.display(),
+        config_path.display()
+    );
+    let mut agent_stop = stop_rx.clone();
+    let mut agent_task = tokio::spawn(hangar_agent::daemon::run(agent_options(paths, &agent), async move {
+        let _ = agent_stop.wait_for(|s| *s).await;
+    }));
+    tokio::select! {
+        _ = termination() => {}
+        r = &mut agent_task => {
+            let _ = stop_tx.send(true);
+            return match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e.context("the local agent stopped")),
+                Err(e) => Err(anyhow::anyhow!("the local agent crashed: {e}")),
+            };
+        }
+    }
+    eprintln!("hangar: shutting down (instances keep running)");
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), agent_task).await;
+    for t in run.tasks {
+        t.abort();
+    }
+    Ok(())
+}

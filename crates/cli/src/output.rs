@@ -1,0 +1,314 @@
+//! How the CLI shows things: human tables by default, JSON with `--json`; and the
+//! background daemon commands.
+
+use anyhow::{bail, Context, Result};
+use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
+use hangar_types::api::*;
+use serde::Serialize;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub struct Out {
+    pub json: bool,
+}
+
+fn ago(t: Option<time::OffsetDateTime>) -> String {
+    match t {
+        None => "never".into(),
+        Some(t) => {
+            let s = (time::OffsetDateTime::now_utc() - t).whole_seconds();
+            format!("{s}s ago")
+        }
+    }
+}
+
+fn ts(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+impl Out {
+    fn print_json<T: Serialize + ?Sized>(&self, v: &T) {
+        println!("{}", serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")));
+    }
+
+    fn table(&self, header: &[&str], rows: Vec<Vec<String>>) {
+        let mut t = Table::new();
+        t.load_preset(UTF8_BORDERS_ONLY).set_header(header.to_vec());
+        for r in rows {
+            t.add_row(r);
+        }
+        println!("{t}");
+    }
+
+    pub fn message<T: Serialize>(&self, v: &T, text: &str) {
+        self.item(v, text)
+    }
+
+    pub fn item<T: Serialize>(&self, v: &T, text: &str) {
+        if self.json {
+            self.print_json(v);
+        } else if !text.is_empty() {
+            println!("{text}");
+        }
+    }
+
+    /// A spinner on a terminal, nothing otherwise (or with --json).
+    pub fn spinner(&self, what: &str) -> Option<indicatif::ProgressBar> {
+        if self.json || !std::io::stderr().is_terminal() {
+            return None;
+        }
+        let pb = indicatif::ProgressBar::new_spinner();
+        pb.set_message(what.to_string());
+        pb.enable_steady_tick(Duration::from_millis(100));
+        Some(pb)
+    }
+
+    pub fn tenants(&self, ts_: &[Tenant]) {
+        if self.json {
+            return self.print_json(ts_);
+        }
+        self.table(
+            &["NAME", "NET ID", "MAX VCPUS", "MAX MEM MIB", "MAX RUNNING", "MAX INSTANCES", "MAX DISK GIB"],
+            ts_.iter()
+                .map(|t| {
+                    let q = &t.quotas;
+                    vec![t.name.to_string(), t.net_id.to_string(), q.max_vcpus.to_string(), q.max_mem_mib.to_string(), q.max_running.to_string(), q.max_instances.to_string(), q.max_disk_gib.to_string()]
+                })
+                .collect(),
+        );
+    }
+
+    pub fn tenant_info(&self, t: &TenantInfo) {
+        if self.json {
+            return self.print_json(t);
+        }
+        let (q, u) = (&t.tenant.quotas, &t.usage);
+        println!("tenant {} (net id {}, created {})", t.tenant.name, t.tenant.net_id, ts(t.tenant.created_at));
+        self.table(
+            &["QUOTA", "USED", "LIMIT"],
+            vec![
+                vec!["vcpus".into(), u.vcpus.to_string(), q.max_vcpus.to_string()],
+                vec!["memory (MiB)".into(), u.mem_mib.to_string(), q.max_mem_mib.to_string()],
+                vec!["running".into(), u.running.to_string(), q.max_running.to_string()],
+                vec!["instances".into(), u.instances.to_string(), q.max_instances.to_string()],
+                vec!["disk (GiB)".into(), format!("{:.2}", u.disk_mib as f64 / 1024.0), q.max_disk_gib.to_string()],
+            ],
+        );
+    }
+
+    pub fn instances(&self, list: &[Instance]) {
+        if self.json {
+            return self.print_json(list);
+        }
+        self.table(
+            &["INSTANCE", "STATE", "OBSERVED", "HOST", "CPUS", "MEM MIB", "DISK MIB", "IMAGE"],
+            list.iter()
+                .map(|i| {
+                    vec![
+                        format!("{}/{}", i.tenant, i.name),
+                        i.state.to_string(),
+                        i.observed.to_string(),
+                        i.host.as_ref().map(|h| h.to_string()).unwrap_or_else(|| "-".into()),
+                        i.spec.vcpus.to_string(),
+                        i.spec.mem_mib.to_string(),
+                        i.spec.disk_mib.to_string(),
+                        String::from(i.spec.image.clone()),
+                    ]
+                })
+                .collect(),
+        );
+    }
+
+    pub fn instance(&self, i: &Instance) {
+        if self.json {
+            return self.print_json(i);
+        }
+        let rows = vec![
+            ("instance", format!("{}/{}", i.tenant, i.name)),
+            ("id", i.id.to_string()),
+            ("state", i.state.to_string()),
+            ("desired", format!("{:?}", i.desired).to_lowercase()),
+            ("observed", i.observed.to_string()),
+            ("host", i.host.as_ref().map(|h| h.to_string()).unwrap_or_else(|| "-".into())),
+            ("image", String::from(i.spec.image.clone())),
+            ("resources", format!("{} vCPU, {} MiB memory, {} MiB disk", i.spec.vcpus, i.spec.mem_mib, i.spec.disk_mib)),
+            ("command", if i.spec.command.is_empty() { "sleep infinity".into() } else { i.spec.command.join(" ") }),
+            ("generation", i.generation.to_string()),
+            ("error", i.error.clone().unwrap_or_else(|| "-".into())),
+            ("created", ts(i.created_at)),
+            ("updated", ts(i.updated_at)),
+        ];
+        for (k, v) in rows {
+            println!("{k:>11}: {v}");
+        }
+    }
+
+    pub fn stats(&self, s: &InstanceStats) {
+        if self.json {
+            return self.print_json(s);
+        }
+        let mib = |b: u64| format!("{:.1} MiB", b as f64 / 1048576.0);
+        println!("cpu: {:.3} s", s.cpu_usage_ns as f64 / 1e9);
+        println!("memory: {} of {}", mib(s.memory_bytes), mib(s.memory_limit_bytes));
+        println!("pids: {} of {}", s.pids, s.pids_limit);
+        println!("disk: {}", s.disk_used_bytes.map(mib).unwrap_or_else(|| "-".into()));
+    }
+
+    pub fn hosts(&self, hs: &[Host]) {
+        if self.json {
+            return self.print_json(hs);
+        }
+        self.table(
+            &["HOST", "STATE", "VCPUS", "MEM MIB", "DISK MIB", "INSTANCES", "LAST HEARTBEAT", "DRIVERS"],
+            hs.iter()
+                .map(|h| {
+                    vec![
+                        h.name.to_string(),
+                        h.state.as_str().into(),
+                        h.capacity.vcpus.to_string(),
+                        h.capacity.mem_mib.to_string(),
+                        h.capacity.disk_mib.to_string(),
+                        h.instances.to_string(),
+                        ago(h.last_heartbeat),
+                        h.drivers.join(","),
+                    ]
+                })
+                .collect(),
+        );
+    }
+
+    pub fn host(&self, h: &Host) {
+        if self.json {
+            return self.print_json(h);
+        }
+        println!("host {} ({}), state {}", h.name, h.id, h.state.as_str());
+        println!("capacity: {} vCPU, {} MiB memory, {} MiB disk", h.capacity.vcpus, h.capacity.mem_mib, h.capacity.disk_mib);
+        println!("instances: {}", h.instances);
+        println!("endpoint: {}", h.endpoint.as_deref().unwrap_or("-"));
+        println!("drivers: {}", h.drivers.join(", "));
+        println!("agent: {}", h.agent_version.as_deref().unwrap_or("-"));
+        println!("last heartbeat: {}", ago(h.last_heartbeat));
+    }
+
+    pub fn events(&self, es: &[Event]) {
+        if self.json {
+            return self.print_json(es);
+        }
+        self.table(
+            &["TIME", "ACTOR", "ACTION", "OBJECT", "RESULT", "MESSAGE"],
+            es.iter()
+                .map(|e| vec![ts(e.time), e.actor.clone(), e.action.clone(), e.object.clone(), e.result.clone(), e.message.clone().unwrap_or_default()])
+                .collect(),
+        );
+    }
+}
+
+pub enum DaemonAction {
+    Start { data_dir: PathBuf, args: Vec<String> },
+    Status(PathBuf),
+    Logs(PathBuf, usize),
+    Stop(PathBuf),
+}
+
+fn pid_file(d: &Path) -> PathBuf {
+    d.join("hangar.pid")
+}
+
+fn log_file(d: &Path) -> PathBuf {
+    d.join("hangar.log")
+}
+
+/// The daemon's PID if the PID file names a live `hangar` process.
+fn live_pid(d: &Path) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(pid_file(d)).ok()?.trim().parse().ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    // Only our own process counts: a recycled PID of something else does not.
+    let first = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+    String::from_utf8_lossy(first).ends_with("hangar").then_some(pid)
+}
+
+pub async fn daemon(a: DaemonAction, config_path: &Path, out: &Out) -> Result<i32> {
+    match a {
+        DaemonAction::Start { data_dir, args } => {
+            if let Some(pid) = live_pid(&data_dir) {
+                bail!("hangar is already running for {} (pid {pid}): stop it with `hangar daemon stop`", data_dir.display());
+            }
+            std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+            let log = std::fs::OpenOptions::new().create(true).append(true).open(log_file(&data_dir))?;
+            let exe = std::env::current_exe()?;
+            // setsid: the daemon leaves this terminal's session and survives it.
+            let child = std::process::Command::new("setsid")
+                .arg(exe)
+                .args(&args)
+                .env("HANGAR_CONFIG", config_path)
+                .stdin(std::process::Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()
+                .context("cannot start the daemon (is setsid installed?)")?;
+            std::fs::write(pid_file(&data_dir), child.id().to_string())?;
+            // Wait until it answers, so `start` returning means it is up.
+            for _ in 0..300 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if live_pid(&data_dir).is_none() {
+                    bail!("the daemon exited during startup: see {}", log_file(&data_dir).display());
+                }
+                if let Ok(cfg) = crate::config::load(config_path) {
+                    if let Ok(c) = hangar_client::HubClient::new(&cfg.hub_url, &cfg.ca_pem, &cfg.token) {
+                        if c.info().await.is_ok() {
+                            out.item(&serde_json::json!({"pid": child.id(), "hub": cfg.hub_url}), &format!("hangar started (pid {}), hub {}", child.id(), cfg.hub_url));
+                            return Ok(0);
+                        }
+                    }
+                }
+            }
+            bail!("the daemon did not answer within 30s: see {}", log_file(&data_dir).display())
+        }
+        DaemonAction::Status(d) => {
+            let pid = live_pid(&d);
+            let hub_ok = match crate::config::load(config_path) {
+                Ok(cfg) => match hangar_client::HubClient::new(&cfg.hub_url, &cfg.ca_pem, &cfg.token) {
+                    Ok(c) => c.info().await.is_ok(),
+                    Err(_) => false,
+                },
+                Err(_) => false,
+            };
+            let state = match pid {
+                Some(_) if hub_ok => "running",
+                Some(_) => "starting or unhealthy",
+                None => "stopped",
+            };
+            out.item(&serde_json::json!({"state": state, "pid": pid, "hub_answers": hub_ok}), &format!("hangar daemon: {state}{}", pid.map(|p| format!(" (pid {p})")).unwrap_or_default()));
+            Ok(if pid.is_some() { 0 } else { 3 })
+        }
+        DaemonAction::Logs(d, lines) => {
+            let text = std::fs::read_to_string(log_file(&d)).with_context(|| format!("no log at {}", log_file(&d).display()))?;
+            let all: Vec<&str> = text.lines().collect();
+            for l in &all[all.len().saturating_sub(lines)..] {
+                println!("{l}");
+            }
+            Ok(0)
+        }
+        DaemonAction::Stop(d) => {
+            let Some(pid) = live_pid(&d) else {
+                let _ = std::fs::remove_file(pid_file(&d));
+                out.item(&serde_json::json!({"stopped": false}), "hangar daemon is not running");
+                return Ok(0);
+            };
+            let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+            for _ in 0..100 {
+                if live_pid(&d).is_none() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            if live_pid(&d).is_some() {
+                let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            }
+            let _ = std::fs::remove_file(pid_file(&d));
+            out.item(&serde_json::json!({"stopped": true, "pid": pid}), &format!("hangar daemon stopped (pid {pid}); instances keep running"));
+            Ok(0)
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! The hub's side of the hub-agent protocol: join, desired-state long-poll, reports.
+//!
+//! Observed state only ever comes from here, and only a report made for an instance's
+//! current generation moves its state machine.
+
+use crate::auth::hash_secret;
+use crate::error::{HubError, HubResult};
+use crate::Hub;
+use hangar_store::{HostRecord, InstanceFilter};
+use hangar_types::api::HostState;
+use hangar_types::protocol::{AgentReport, DesiredDoc, DesiredInstance, JoinRequest, JoinResponse, PROTOCOL_VERSION};
+use hangar_types::state::transition;
+use hangar_types::{ErrorCode, InstanceState, ObservedState, Transition};
+use std::time::Duration;
+use time::OffsetDateTime;
+
+impl Hub {
+    /// Exchanges a one-time join token and a CSR for a host certificate.
+    pub async fn join(&self, req: JoinRequest, peer_ip: Option<std::net::IpAddr>) -> HubResult<JoinResponse> {
+        let mut parts = req.join_token.split('.');
+        let (Some("hjt1"), Some(secret), Some(_pin), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+            return Err(HubError::invalid("join token is malformed: use the token printed by `hangar host add NAME`"));
+        };
+        let mut names = req.names.clone();
+        if let Some(ip) = peer_ip {
+            names.push(ip.to_string());
+        }
+        names.push("localhost".into());
+        names.sort();
+        names.dedup();
+        // Look the host up first so its name goes into the certificate; consuming the
+        // token then records the fingerprint atomically, so of two racing joins with one
+        // token only one gets a working certificate.
+        let hash = hash_secret(secret);
+        let hosts = self.store.list_hosts().await?;
+        let host = hosts
+            .into_iter()
+            .find(|h| h.join_token_hash.as_deref() == Some(hash.as_str()))
+            .ok_or_else(|| HubError::new(ErrorCode::Unauthenticated, "join token is unknown or already used: ask for a new one with `hangar host add NAME`"))?;
+        let cert_pem = self
+            .keys
+            .ca
+            .sign_csr(&req.csr_pem, &format!("host:{}", host.name), &names)
+            .map_err(|e| HubError::invalid(format!("csr_pem: {e}")))?;
+        let fp = hangar_tls::fingerprint_pem(&cert_pem).map_err(|e| HubError::internal(e.to_string()))?;
+        let host = self
+            .store
+            .consume_join_token(&hash, &fp)
+            .await?
+            .ok_or_else(|| HubError::new(ErrorCode::Unauthenticated, "join token is unknown or already used: ask for a new one with `hangar host add NAME`"))?;
+        self.event(&format!("host:{}", host.name), None, format!("host/{}", host.name), "host.join", "ok", None).await;
+        Ok(JoinResponse {
+            host_id: host.id,
+            host: host.name,
+            cert_pem,
+            ca_pem: self.keys.ca.cert_pem().to_string(),
+            hub_client_fingerprint: hangar_tls::fingerprint_pem(&self.keys.client.cert_pem).map_err(|e| HubError::internal(e.to_string()))?,
+        })
+    }
+
+    /// The desired-state document of one host, built from the store.
+    pub async fn desired_doc(&self, host: &HostRecord) -> HubResult<DesiredDoc> {
+        let list = self.store.list_instances(&InstanceFilter { tenant: None, host: Some(host.name.clone()) }).await?;
+        Ok(DesiredDoc {
+            schema_version: PROTOCOL_VERSION,
+            host: host.name.clone(),
+            host_id: host.id,
+            generation: host.desired_generation,
+            instances: list
+                .into_iter()
+                .map(|i| DesiredInstance { id: i.id, tenant: i.tenant, name: i.name, desired: i.state.desired(), generation: i.generation, spec: i.spec })
+                .collect(),
+        })
+    }
+
+    /// Answers when the host's generation passes `after`, or after `wait`.
+    pub async fn desired_long_poll(&self, host: &HostRecord, after: i64, wait: Duration) -> HubResult<DesiredDoc> {
+        let mut rx = self.subscribe_host(host.id);
+        let deadline = tokio::time::Instant::now() + wait.min(Duration::from_secs(60));
+        loop {
+            let h = self.store.get_host_by_id(host.id).await?.ok_or_else(|| HubError::not_found("host was removed"))?;
+            if h.desired_generation > after {
+                return self.desired_doc(&h).await;
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return self.desired_doc(&h).await,
+            }
+        }
+    }
+
+    /// Applies a host's report: heartbeat, capacity, and observations for the current
+    /// generation of each instance.
+    pub async fn report(&self, host: HostRecord, report: AgentReport) -> HubResult<()> {
+        if report.schema_version != PROTOCOL_VERSION {
+            return Err(HubError::invalid(format!(
+                "protocol version {} is not supported by this hub (speaks {PROTOCOL_VERSION}): upgrade the agent or the hub",
+                report.schema_version
+            )));
+        }
+        let mut h = self.store.get_host_by_id(host.id).await?.ok_or_else(|| HubError::not_found("host was removed"))?;
+        let was = h.state;
+        h.last_heartbeat = Some(OffsetDateTime::now_utc());
+        h.capacity = report.capacity;
+        h.endpoint = Some(report.endpoint.clone());
+        h.drivers = report.drivers.clone();
+        h.agent_version = Some(report.agent_version.clone());
+        if matches!(h.state, HostState::Joining | HostState::Stale | HostState::Offline) {
+            h.state = HostState::Ready;
+        }
+        self.store.update_host(&h).await?;
+        if was != h.state {
+            self.event(&format!("host:{}", h.name), None, format!("host/{}", h.name), "host.state", "ok", Some(format!("{} -> {}", was.as_str(), h.state.as_str()))).await;
+        }
+        let mut host_changed = false;
+        for obs in report.instances {
+            host_changed |= self.observe(&h, obs).await?;
+        }
+        if host_changed {
+            self.bump_host(&h.name).await?;
+        }
+        Ok(())
+    }
+
+    /// Applies one observation; returns whether the host's desired document changed.
+    async fn observe(&self, host: &HostRecord, obs: hangar_types::protocol::ObservedInstance) -> HubResult<bool> {
+        let lock = self.instance_lock(obs.id);
+        let _g = lock.lock().await;
+        let Some(mut inst) = self.store.get_instance_by_id(obs.id).await? else { return Ok(false) };
+        if inst.host.as_ref() != Some(&host.name) || obs.generation != inst.generation {
+            return Ok(false); // stale or misplaced report: only current observations count
+        }
+        if inst.state == InstanceState::Deleted && obs.state == ObservedState::Gone {
+            self.store.delete_instance(inst.id).await?;
+            self.forget_instance_lock(inst.id);
+            self.settle_operations(inst.id).await?;
+            self.event(&format!("host:{}", host.name), Some(&inst.tenant), format!("instance/{}/{}", inst.tenant, inst.name), "instance.delete", "ok", None).await;
+            return Ok(true);
+        }
+        let from = inst.state;
+        let to = transition(from, Transition::Observed(obs.state))?;
+        if inst.observed == obs.state && from == to && inst.error == obs.error {
+            return Ok(false);
+        }
+        inst.observed = obs.state;
+        inst.state = to;
+        if obs.error.is_some() {
+            inst.error = obs.error.clone();
+        }
+        let desired_changed = from.desired() != to.desired();
+        if desired_changed {
+            // A new desired state is a new generation, like a request.
+            inst.desired = to.desired();
+            inst.generation = self.store.next_generation().await?;
+        }
+        inst.updated_at = OffsetDateTime::now_utc();
+        self.store.update_instance(&inst).await?;
+        if from != to {
+            let result = if to == InstanceState::Failed { "error" } else { "ok" };
+            self.event(
+                &format!("host:{}", host.name),
+                Some(&inst.tenant),
+                format!("instance/{}/{}", inst.tenant, inst.name),
+                "instance.state",
+                result,
+                Some(match &obs.error {
+                    Some(e) => format!("{from} -> {to}: {e}"),
+                    None => format!("{from} -> {to}"),
+                }),
+            )
+            .await;
+        }
+        self.settle_operations(inst.id).await?;
+        Ok(desired_changed)
+    }
+}

@@ -1,0 +1,76 @@
+//! The hub's error type: an [`ApiError`] that knows its HTTP status.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use hangar_store::StoreError;
+use hangar_types::{ApiError, ErrorCode};
+
+/// Every handler returns this; it renders as `{code, message}` with the code's status.
+#[derive(Debug)]
+pub struct HubError(pub ApiError);
+
+pub type HubResult<T> = Result<T, HubError>;
+
+impl HubError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        HubError(ApiError::new(code, message))
+    }
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidArgument, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, message)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Internal, message)
+    }
+}
+
+impl From<ApiError> for HubError {
+    fn from(e: ApiError) -> Self {
+        HubError(e)
+    }
+}
+
+impl From<hangar_types::IllegalTransition> for HubError {
+    fn from(e: hangar_types::IllegalTransition) -> Self {
+        HubError(e.into())
+    }
+}
+
+impl From<hangar_types::NameError> for HubError {
+    fn from(e: hangar_types::NameError) -> Self {
+        HubError(e.into())
+    }
+}
+
+impl From<StoreError> for HubError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::AlreadyExists(what) => HubError::new(ErrorCode::AlreadyExists, format!("{what} already exists")),
+            StoreError::NotFound(what) => HubError::not_found(format!("{what} not found")),
+            StoreError::NetworksExhausted(_) => HubError::new(ErrorCode::NoCapacity, e.to_string()),
+            other => {
+                // The cause may hold paths or SQL: log it, answer generically.
+                tracing::error!(error = ?other, "store error");
+                HubError::internal(format!("internal store error: {other}"))
+            }
+        }
+    }
+}
+
+impl From<hangar_client::ClientError> for HubError {
+    fn from(e: hangar_client::ClientError) -> Self {
+        match e {
+            hangar_client::ClientError::Api(api) => HubError(api),
+            other => HubError::new(ErrorCode::Unavailable, format!("host unreachable: {other}")),
+        }
+    }
+}
+
+impl IntoResponse for HubError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, axum::Json(self.0)).into_response()
+    }
+}
