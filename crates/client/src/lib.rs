@@ -130,6 +130,31 @@ impl HubClient {
         &self.t.base
     }
 
+    /// Any call with any JSON body; answers the status and the JSON body as they came.
+    /// For tools and tests that probe the API beyond the typed methods.
+    pub async fn raw(&self, method: &str, path: &str, body: Option<&serde_json::Value>) -> Result<(u16, serde_json::Value)> {
+        let url = format!("{}{}", self.t.base, path);
+        let m = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| ClientError::Setup(e.to_string()))?;
+        let mut req = self.t.http.request(m, &url);
+        if let Some(t) = &self.t.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b.to_string());
+        }
+        let resp = req.send().await.map_err(|source| ClientError::Transport { url: url.clone(), source })?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.map_err(|source| ClientError::Transport { url, source })?;
+        Ok((status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null)))
+    }
+
+    /// The same client with another token.
+    pub fn with_token(&self, token: &str) -> HubClient {
+        let mut t = self.t.clone();
+        t.token = Some(token.to_string());
+        HubClient { t }
+    }
+
     pub async fn info(&self) -> Result<HubInfo> {
         self.t.get("/v1/info").await
     }

@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use hangar_store::HostRecord;
+use hangar_tls::serve::PeerInfo;
 use hangar_types::api::*;
 use hangar_types::protocol::{AgentReport, DesiredDoc, JoinRequest, JoinResponse, PROTOCOL_VERSION};
 use hangar_types::{ApiError, Transition};
@@ -20,14 +21,6 @@ use std::time::Duration;
 use utoipa::OpenApi;
 
 pub type AppState = Arc<Hub>;
-
-/// Facts about the TLS connection a request came on, put there by the server.
-#[derive(Clone, Debug, Default)]
-pub struct ConnInfo {
-    /// SHA-256 of the client certificate, if one was presented and verified.
-    pub peer_fingerprint: Option<String>,
-    pub peer_addr: Option<std::net::SocketAddr>,
-}
 
 impl FromRequestParts<AppState> for Principal {
     type Rejection = HubError;
@@ -43,7 +36,7 @@ pub struct HostCaller(pub HostRecord);
 impl FromRequestParts<AppState> for HostCaller {
     type Rejection = HubError;
     async fn from_request_parts(parts: &mut Parts, hub: &AppState) -> Result<Self, HubError> {
-        let fp = parts.extensions.get::<ConnInfo>().and_then(|c| c.peer_fingerprint.clone());
+        let fp = parts.extensions.get::<PeerInfo>().and_then(|c| c.fingerprint.clone());
         Ok(HostCaller(authenticate_host(hub.store.as_ref(), fp.as_deref()).await?))
     }
 }
@@ -302,8 +295,8 @@ async fn agent_ca(State(hub): State<AppState>) -> Json<CaDoc> {
 
 #[utoipa::path(post, path = "/v1/agent/join", request_body = JoinRequest,
     responses((status = 200, body = JoinResponse), (status = 401, body = ApiError)))]
-async fn agent_join(State(hub): State<AppState>, conn: Option<axum::Extension<ConnInfo>>, ApiJson(req): ApiJson<JoinRequest>) -> HubResult<Json<JoinResponse>> {
-    let ip = conn.and_then(|c| c.peer_addr).map(|a| a.ip());
+async fn agent_join(State(hub): State<AppState>, conn: Option<axum::Extension<PeerInfo>>, ApiJson(req): ApiJson<JoinRequest>) -> HubResult<Json<JoinResponse>> {
+    let ip = conn.map(|c| c.addr.ip());
     Ok(Json(hub.join(req, ip).await?))
 }
 

@@ -1,1 +1,298 @@
-//! placeholder
+//! PKI and TLS of a hangar fleet: the hub's CA (rcgen), host certificates from CSRs,
+//! rustls configurations, certificate fingerprints, and [`serve`], the TLS accept loop
+//! both the hub and the agent serve their routers through.
+//!
+//! One crypto provider for the whole tree: aws-lc-rs ([`install_crypto_provider`]).
+
+pub mod serve;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("certificate generation failed while trying to {context}")]
+    Rcgen {
+        context: &'static str,
+        #[source]
+        source: rcgen::Error,
+    },
+    #[error("cannot parse {what}: not valid PEM")]
+    Pem { what: &'static str },
+    #[error("tls configuration failed")]
+    Rustls(#[from] rustls::Error),
+    #[error("client certificate verifier could not be built")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+    #[error("'{0}' is neither a DNS name nor an IP address")]
+    BadName(String),
+}
+
+fn rc(context: &'static str) -> impl FnOnce(rcgen::Error) -> TlsError {
+    move |source| TlsError::Rcgen { context, source }
+}
+
+/// Installs aws-lc-rs as the process-wide rustls provider; idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// A certificate and its private key, both PEM.
+#[derive(Clone)]
+pub struct CertifiedKey {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for CertifiedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the key.
+        f.debug_struct("CertifiedKey").field("cert_pem", &self.cert_pem).finish_non_exhaustive()
+    }
+}
+
+/// The fleet's certificate authority.
+pub struct Ca {
+    cert_pem: String,
+    key_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+fn dn(common_name: &str) -> DistinguishedName {
+    let mut d = DistinguishedName::new();
+    d.push(DnType::CommonName, common_name);
+    d
+}
+
+fn sans(names: &[String]) -> Result<Vec<SanType>, TlsError> {
+    names
+        .iter()
+        .map(|n| {
+            if let Ok(ip) = n.parse::<std::net::IpAddr>() {
+                return Ok(SanType::IpAddress(ip));
+            }
+            n.clone().try_into().map(SanType::DnsName).map_err(|_| TlsError::BadName(n.clone()))
+        })
+        .collect()
+}
+
+fn leaf_params(common_name: &str, names: &[String], ekus: Vec<ExtendedKeyUsagePurpose>, days: i64) -> Result<CertificateParams, TlsError> {
+    let mut p = CertificateParams::default();
+    p.distinguished_name = dn(common_name);
+    p.subject_alt_names = sans(names)?;
+    p.is_ca = IsCa::NoCa;
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    p.extended_key_usages = ekus;
+    p.use_authority_key_identifier_extension = true;
+    let now = time::OffsetDateTime::now_utc();
+    // Backdated a little so hosts with a slightly slow clock accept it at once.
+    p.not_before = now - time::Duration::hours(1);
+    p.not_after = now + time::Duration::days(days);
+    Ok(p)
+}
+
+impl Ca {
+    /// A fresh self-signed CA (ECDSA P-256, 10 years).
+    pub fn generate(common_name: &str) -> Result<Ca, TlsError> {
+        let key = KeyPair::generate().map_err(rc("generate the CA key"))?;
+        let mut p = CertificateParams::default();
+        p.distinguished_name = dn(common_name);
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        let now = time::OffsetDateTime::now_utc();
+        p.not_before = now - time::Duration::hours(1);
+        p.not_after = now + time::Duration::days(3650);
+        let cert = p.self_signed(&key).map_err(rc("self-sign the CA"))?;
+        let (cert_pem, key_pem) = (cert.pem(), key.serialize_pem());
+        Ca::from_pem(&cert_pem, &key_pem)
+    }
+
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Ca, TlsError> {
+        let key = KeyPair::from_pem(key_pem).map_err(rc("read the CA key"))?;
+        let issuer = Issuer::from_ca_cert_pem(cert_pem, key).map_err(rc("read the CA certificate"))?;
+        Ok(Ca { cert_pem: cert_pem.to_string(), key_pem: key_pem.to_string(), issuer })
+    }
+
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+    pub fn key_pem(&self) -> &str {
+        &self.key_pem
+    }
+
+    /// SHA-256 (hex) of the CA certificate: what join tokens pin.
+    pub fn fingerprint(&self) -> String {
+        fingerprint_pem(&self.cert_pem).unwrap_or_default()
+    }
+
+    fn issue(&self, params: CertificateParams) -> Result<CertifiedKey, TlsError> {
+        let key = KeyPair::generate().map_err(rc("generate a key"))?;
+        let cert = params.signed_by(&key, &self.issuer).map_err(rc("sign a certificate"))?;
+        Ok(CertifiedKey { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+    }
+
+    /// A server certificate for `names` (DNS names or IP literals).
+    pub fn issue_server(&self, common_name: &str, names: &[String]) -> Result<CertifiedKey, TlsError> {
+        self.issue(leaf_params(common_name, names, vec![ExtendedKeyUsagePurpose::ServerAuth], 3650)?)
+    }
+
+    /// A client certificate.
+    pub fn issue_client(&self, common_name: &str) -> Result<CertifiedKey, TlsError> {
+        self.issue(leaf_params(common_name, &[], vec![ExtendedKeyUsagePurpose::ClientAuth], 3650)?)
+    }
+
+    /// Signs a host's CSR. Only its public key is taken from the request: the subject is
+    /// forced to `common_name` and the names to `names`, so a host cannot claim another
+    /// identity. Valid for client and server use (the agent calls the hub and serves).
+    pub fn sign_csr(&self, csr_pem: &str, common_name: &str, names: &[String]) -> Result<String, TlsError> {
+        let mut csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(rc("parse the CSR"))?;
+        csr.params = leaf_params(common_name, names, vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth], 365)?;
+        Ok(csr.signed_by(&self.issuer).map_err(rc("sign the CSR"))?.pem())
+    }
+}
+
+/// A fresh key pair and a CSR for it: `(csr_pem, key_pem)`.
+pub fn generate_csr(common_name: &str) -> Result<(String, String), TlsError> {
+    let key = KeyPair::generate().map_err(rc("generate a key"))?;
+    let mut p = CertificateParams::default();
+    p.distinguished_name = dn(common_name);
+    let csr = p.serialize_request(&key).map_err(rc("build the CSR"))?;
+    Ok((csr.pem().map_err(rc("encode the CSR"))?, key.serialize_pem()))
+}
+
+pub fn fingerprint_der(der: &[u8]) -> String {
+    hex::encode(Sha256::digest(der))
+}
+
+/// Fingerprint of the first certificate in `cert_pem`.
+pub fn fingerprint_pem(cert_pem: &str) -> Result<String, TlsError> {
+    let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|_| TlsError::Pem { what: "certificate" })?;
+    Ok(fingerprint_der(der.as_ref()))
+}
+
+/// The subject common name of a DER certificate.
+pub fn common_name_der(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    cert.subject().iter_common_name().next()?.as_str().ok().map(str::to_string)
+}
+
+fn certs(pem: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let v: Vec<_> = CertificateDer::pem_slice_iter(pem.as_bytes()).collect::<Result<_, _>>().map_err(|_| TlsError::Pem { what: "certificate" })?;
+    if v.is_empty() {
+        return Err(TlsError::Pem { what: "certificate" });
+    }
+    Ok(v)
+}
+
+fn key(pem: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|_| TlsError::Pem { what: "private key" })
+}
+
+fn roots(ca_pem: &str) -> Result<rustls::RootCertStore, TlsError> {
+    let mut r = rustls::RootCertStore::empty();
+    for c in certs(ca_pem)? {
+        r.add(c)?;
+    }
+    Ok(r)
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// Server config (ALPN h2, http/1.1). With `client_ca_pem`, client certificates are
+/// verified against it: mandatory if `require_client_cert`, optional otherwise.
+pub fn server_config(cert_pem: &str, key_pem: &str, client_ca_pem: Option<&str>, require_client_cert: bool) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let b = rustls::ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+    let b = match client_ca_pem {
+        Some(ca) => {
+            let v = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider());
+            let v = if require_client_cert { v } else { v.allow_unauthenticated() };
+            b.with_client_cert_verifier(v.build()?)
+        }
+        None => b.with_no_client_auth(),
+    };
+    let mut cfg = b.with_single_cert(certs(cert_pem)?, key(key_pem)?)?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// Client config trusting only `ca_pem`, optionally with a client identity.
+pub fn client_config(ca_pem: &str, identity: Option<(&str, &str)>) -> Result<rustls::ClientConfig, TlsError> {
+    let b = rustls::ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?.with_root_certificates(roots(ca_pem)?);
+    let mut cfg = match identity {
+        Some((c, k)) => b.with_client_auth_cert(certs(c)?, key(k)?)?,
+        None => b.with_no_client_auth(),
+    };
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+/// Accepts any server certificate (signatures are still checked). Only for fetching the
+/// CA during a join, whose fingerprint the caller then checks against the token's pin
+/// before trusting anything it says.
+pub fn insecure_fetch_config() -> rustls::ClientConfig {
+    let p = provider();
+    let mut cfg = rustls::ClientConfig::builder_with_provider(p.clone())
+        .with_safe_default_protocol_versions()
+        .expect("aws-lc-rs supports the default protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny(p)))
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    cfg
+}
+
+#[derive(Debug)]
+struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Writes a secret file with mode 0600 from the start, replacing atomically.
+pub fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("secret")));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}

@@ -1,0 +1,654 @@
+//! [`SqliteStore`]: the embedded store, one SQLite file in WAL mode.
+//!
+//! How it stays correct under many concurrent tasks:
+//! - Every write that must be atomic is a single statement (`INSERT ... SELECT`,
+//!   `UPDATE ... RETURNING`) or an `IMMEDIATE` transaction. SQLite serializes writers,
+//!   and the busy timeout makes a writer queue instead of failing. A *deferred*
+//!   transaction that reads before it writes could instead fail with `SQLITE_BUSY`
+//!   without waiting, which is why none is used.
+//! - Net ids and generations are computed inside the writing statement, so two tasks
+//!   can never be handed the same value.
+//!
+//! Storage formats (see `migrations/0001_init.sql`): ids and names are text, enums are
+//! their lowercase API spelling, composite values are JSON text, and timestamps are
+//! INTEGER unix nanoseconds in UTC, which round-trip `OffsetDateTime` exactly (the
+//! offset is normalized to UTC; `OffsetDateTime` equality compares instants, so values
+//! read back compare equal). Times outside 1678..2262 do not fit and fail to encode.
+//!
+//! Migrations: sqlx's `migrate!` macro needs the `macros` feature, which the workspace
+//! leaves off. The SQL files are embedded with `include_str!` and run by sqlx's own
+//! [`Migrator`] instead, which records them in the same `_sqlx_migrations` table with
+//! the same checksums as `migrate!` would, so switching to the macro later is seamless.
+
+use crate::{HostRecord, InstanceFilter, NewEvent, Result, Store, StoreError, TokenRecord};
+use async_trait::async_trait;
+use hangar_types::api::{Event, Instance, Operation, OperationStatus, Tenant};
+use hangar_types::{DesiredState, HostId, InstanceId, Name, OperationId};
+use serde::de::DeserializeOwned;
+use sqlx::encode::IsNull;
+use sqlx::error::BoxDynError;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{
+    Sqlite, SqliteArguments, SqliteArgumentsBuffer, SqliteConnectOptions, SqliteJournalMode, SqlitePool,
+    SqlitePoolOptions, SqliteRow, SqliteSynchronous, SqliteTypeInfo, SqliteValueRef,
+};
+use sqlx::types::Json;
+use sqlx::{Decode, Encode, Row, SqlSafeStr, Type};
+use std::fmt::Display;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+use time::OffsetDateTime;
+
+/// How long a writer waits for another writer's lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// SQLite has one writer at a time; a few connections let readers run beside it.
+const MAX_CONNECTIONS: u32 = 4;
+
+/// The schema, oldest first. Append new files; never edit one that has shipped (its
+/// checksum is recorded and a changed file makes `open` fail).
+const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+
+/// The store on one SQLite database; cheap to clone (it is a connection pool).
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file at `path` and migrates it.
+    pub async fn open(path: &Path) -> Result<SqliteStore> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // NORMAL is durable across process crashes in WAL mode; only an OS crash or
+            // power loss can drop the last transactions, which the hub reconciles anyway.
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .connect_with(options)
+            .await
+            .map_err(backend("open the database"))?;
+        Self::migrate(pool).await
+    }
+
+    /// A private in-memory database, for tests.
+    pub async fn open_in_memory() -> Result<SqliteStore> {
+        // An in-memory database lives exactly as long as its connection: keep a single
+        // one that is never retired, and let concurrent callers queue for it.
+        let options = SqliteConnectOptions::new().in_memory(true).foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await
+            .map_err(backend("open an in-memory database"))?;
+        Self::migrate(pool).await
+    }
+
+    /// Closes every connection, waiting for them to finish; later calls fail.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn migrate(pool: SqlitePool) -> Result<SqliteStore> {
+        let migrations = MIGRATIONS
+            .iter()
+            .map(|&(version, name, sql)| {
+                Migration::new(version, name.into(), MigrationType::Simple, sql.into_sql_str(), false)
+            })
+            .collect();
+        Migrator::with_migrations(migrations).run(&pool).await.map_err(StoreError::Migrate)?;
+        Ok(SqliteStore { pool })
+    }
+
+    /// Runs a statement that must change exactly one row; NotFound otherwise.
+    async fn update_one(&self, query: Q<'_>, context: &'static str, what: String) -> Result<()> {
+        let done = query.execute(&self.pool).await.map_err(unique(context, what.clone()))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(what));
+        }
+        Ok(())
+    }
+
+    /// Runs a delete; whether it removed anything.
+    async fn delete(&self, query: Q<'_>, context: &'static str) -> Result<bool> {
+        let done = query.execute(&self.pool).await.map_err(backend(context))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Fetches at most one row and maps it.
+    async fn one<T>(&self, query: Q<'_>, context: &'static str, map: fn(&SqliteRow) -> Result<T>) -> Result<Option<T>> {
+        query.fetch_optional(&self.pool).await.map_err(backend(context))?.as_ref().map(map).transpose()
+    }
+
+    /// Fetches every row and maps it.
+    async fn all<T>(&self, query: Q<'_>, context: &'static str, map: fn(&SqliteRow) -> Result<T>) -> Result<Vec<T>> {
+        query.fetch_all(&self.pool).await.map_err(backend(context))?.iter().map(map).collect()
+    }
+}
+
+/// A query with its arguments bound, as `sqlx::query(..).bind(..)` builds it.
+type Q<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments>;
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn insert_tenant(&self, tenant: &Tenant, max_net_id: u32) -> Result<Tenant> {
+        // One statement finds the smallest free net id (1 if free, else the lowest id
+        // whose successor is free) and inserts with it; SQLite runs it under the write
+        // lock, so concurrent inserts cannot pick the same id.
+        let rows = sqlx::query(
+            "INSERT INTO tenants (id, name, quotas, net_id, created_at)
+             SELECT ?1, ?2, ?3, free.n, ?4 FROM (
+                 SELECT 1 AS n WHERE NOT EXISTS (SELECT 1 FROM tenants WHERE net_id = 1)
+                 UNION ALL
+                 SELECT t.net_id + 1 FROM tenants AS t
+                 WHERE NOT EXISTS (SELECT 1 FROM tenants AS u WHERE u.net_id = t.net_id + 1)
+             ) AS free
+             WHERE free.n <= ?5
+             ORDER BY free.n LIMIT 1
+             RETURNING net_id",
+        )
+        .bind(tenant.id.to_string())
+        .bind(tenant.name.as_str())
+        .bind(Json(&tenant.quotas))
+        .bind(Nanos(tenant.created_at))
+        .bind(max_net_id)
+        // fetch_all, not fetch_optional: it steps the statement to completion, so the
+        // write is committed before the connection goes back to the pool.
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unique("insert tenant", format!("tenant '{}'", tenant.name)))?;
+        let Some(row) = rows.first() else {
+            // Nothing inserted: say "exists" rather than "full" when both are true.
+            if self.get_tenant(&tenant.name).await?.is_some() {
+                return Err(StoreError::AlreadyExists(format!("tenant '{}'", tenant.name)));
+            }
+            return Err(StoreError::NetworksExhausted(max_net_id));
+        };
+        let net_id = Cols::new(row, "tenants").get("net_id")?;
+        Ok(Tenant { net_id, ..tenant.clone() })
+    }
+
+    async fn get_tenant(&self, name: &Name) -> Result<Option<Tenant>> {
+        let q = sqlx::query("SELECT * FROM tenants WHERE name = ?1").bind(name.as_str());
+        self.one(q, "get tenant", tenant_row).await
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<Tenant>> {
+        self.all(sqlx::query("SELECT * FROM tenants ORDER BY name"), "list tenants", tenant_row).await
+    }
+
+    async fn delete_tenant(&self, name: &Name) -> Result<bool> {
+        const CONTEXT: &str = "delete tenant";
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(backend(CONTEXT))?;
+        sqlx::query("DELETE FROM tokens WHERE tenant = ?1")
+            .bind(name.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend(CONTEXT))?;
+        let done = sqlx::query("DELETE FROM tenants WHERE name = ?1")
+            .bind(name.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend(CONTEXT))?;
+        tx.commit().await.map_err(backend(CONTEXT))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn insert_host(&self, host: &HostRecord) -> Result<()> {
+        let q = bind_host(sqlx::query("INSERT INTO hosts VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"), host);
+        q.execute(&self.pool).await.map_err(unique("insert host", format!("host '{}'", host.name)))?;
+        Ok(())
+    }
+
+    async fn get_host(&self, name: &Name) -> Result<Option<HostRecord>> {
+        let q = sqlx::query("SELECT * FROM hosts WHERE name = ?1").bind(name.as_str());
+        self.one(q, "get host", host_row).await
+    }
+
+    async fn get_host_by_id(&self, id: HostId) -> Result<Option<HostRecord>> {
+        let q = sqlx::query("SELECT * FROM hosts WHERE id = ?1").bind(id.to_string());
+        self.one(q, "get host by id", host_row).await
+    }
+
+    async fn get_host_by_fingerprint(&self, fingerprint: &str) -> Result<Option<HostRecord>> {
+        let q = sqlx::query("SELECT * FROM hosts WHERE cert_fingerprint = ?1").bind(fingerprint);
+        self.one(q, "get host by certificate fingerprint", host_row).await
+    }
+
+    async fn list_hosts(&self) -> Result<Vec<HostRecord>> {
+        self.all(sqlx::query("SELECT * FROM hosts ORDER BY name"), "list hosts", host_row).await
+    }
+
+    async fn update_host(&self, host: &HostRecord) -> Result<()> {
+        let q = bind_host(
+            sqlx::query(
+                "UPDATE hosts SET name = ?2, state = ?3, capacity = ?4, endpoint = ?5, drivers = ?6,
+                 agent_version = ?7, last_heartbeat = ?8, join_token_hash = ?9, cert_fingerprint = ?10,
+                 desired_generation = ?11, created_at = ?12 WHERE id = ?1",
+            ),
+            host,
+        );
+        self.update_one(q, "update host", format!("host '{}'", host.name)).await
+    }
+
+    async fn consume_join_token(&self, token_hash: &str, cert_fingerprint: &str) -> Result<Option<HostRecord>> {
+        // Clearing the hash in the same statement that matches it makes the token
+        // single-use even when two agents present it at once.
+        let rows = sqlx::query(
+            "UPDATE hosts SET join_token_hash = NULL, cert_fingerprint = ?2
+             WHERE join_token_hash = ?1 RETURNING *",
+        )
+        .bind(token_hash)
+        .bind(cert_fingerprint)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unique("consume join token", format!("host with certificate fingerprint {cert_fingerprint}")))?;
+        rows.first().map(host_row).transpose()
+    }
+
+    async fn delete_host(&self, id: HostId) -> Result<bool> {
+        self.delete(sqlx::query("DELETE FROM hosts WHERE id = ?1").bind(id.to_string()), "delete host").await
+    }
+
+    async fn insert_instance(&self, instance: &Instance) -> Result<()> {
+        let q = bind_instance(
+            sqlx::query("INSERT INTO instances VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
+            instance,
+        );
+        let what = format!("instance '{}/{}'", instance.tenant, instance.name);
+        q.execute(&self.pool).await.map_err(unique("insert instance", what))?;
+        Ok(())
+    }
+
+    async fn update_instance(&self, instance: &Instance) -> Result<()> {
+        let q = bind_instance(
+            sqlx::query(
+                "UPDATE instances SET tenant = ?2, name = ?3, spec = ?4, host = ?5, state = ?6, desired = ?7,
+                 observed = ?8, generation = ?9, error = ?10, created_at = ?11, updated_at = ?12 WHERE id = ?1",
+            ),
+            instance,
+        );
+        self.update_one(q, "update instance", format!("instance '{}/{}'", instance.tenant, instance.name)).await
+    }
+
+    async fn get_instance(&self, tenant: &Name, name: &Name) -> Result<Option<Instance>> {
+        let q = sqlx::query("SELECT * FROM instances WHERE tenant = ?1 AND name = ?2")
+            .bind(tenant.as_str())
+            .bind(name.as_str());
+        self.one(q, "get instance", instance_row).await
+    }
+
+    async fn get_instance_by_id(&self, id: InstanceId) -> Result<Option<Instance>> {
+        let q = sqlx::query("SELECT * FROM instances WHERE id = ?1").bind(id.to_string());
+        self.one(q, "get instance by id", instance_row).await
+    }
+
+    async fn list_instances(&self, filter: &InstanceFilter) -> Result<Vec<Instance>> {
+        let q = sqlx::query(
+            "SELECT * FROM instances WHERE (?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR host = ?2)
+             ORDER BY tenant, name",
+        )
+        .bind(filter.tenant.as_ref().map(Name::as_str))
+        .bind(filter.host.as_ref().map(Name::as_str));
+        self.all(q, "list instances", instance_row).await
+    }
+
+    async fn delete_instance(&self, id: InstanceId) -> Result<bool> {
+        self.delete(sqlx::query("DELETE FROM instances WHERE id = ?1").bind(id.to_string()), "delete instance").await
+    }
+
+    async fn next_generation(&self) -> Result<i64> {
+        // Increment-and-read in one statement: atomic, and persisted for restarts.
+        let rows = sqlx::query("UPDATE meta SET value = value + 1 WHERE key = 'generation' RETURNING value")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend("advance the generation counter"))?;
+        let row = rows.first().ok_or_else(|| StoreError::Corrupt {
+            table: "meta",
+            detail: "the 'generation' counter row is missing".into(),
+        })?;
+        Cols::new(row, "meta").get("value")
+    }
+
+    async fn insert_operation(&self, op: &Operation) -> Result<()> {
+        sqlx::query("INSERT INTO operations VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)")
+            .bind(op.id.to_string())
+            .bind(&op.kind)
+            .bind(op.tenant.as_ref().map(Name::as_str))
+            .bind(&op.target)
+            .bind(op.instance_id.map(|i| i.to_string()))
+            .bind(op.target_state.map(|s| s.as_str()))
+            .bind(op.status.as_str())
+            .bind(op.error.as_deref())
+            .bind(Nanos(op.created_at))
+            .bind(Nanos(op.updated_at))
+            .execute(&self.pool)
+            .await
+            .map_err(unique("insert operation", format!("operation {}", op.id)))?;
+        Ok(())
+    }
+
+    async fn get_operation(&self, id: OperationId) -> Result<Option<Operation>> {
+        let q = sqlx::query("SELECT * FROM operations WHERE id = ?1").bind(id.to_string());
+        self.one(q, "get operation", operation_row).await
+    }
+
+    async fn finish_operation(&self, id: OperationId, status: OperationStatus, error: Option<&str>) -> Result<()> {
+        let q = sqlx::query("UPDATE operations SET status = ?2, error = ?3, updated_at = ?4 WHERE id = ?1")
+            .bind(id.to_string())
+            .bind(status.as_str())
+            .bind(error)
+            .bind(Nanos(OffsetDateTime::now_utc()));
+        self.update_one(q, "finish operation", format!("operation {id}")).await
+    }
+
+    async fn running_operations(&self, instance: Option<InstanceId>) -> Result<Vec<Operation>> {
+        // `id` breaks ties of equal timestamps; UUIDv7 ids sort by creation too.
+        let q = sqlx::query(
+            "SELECT * FROM operations WHERE status = 'running' AND (?1 IS NULL OR instance_id = ?1)
+             ORDER BY created_at, id",
+        )
+        .bind(instance.map(|i| i.to_string()));
+        self.all(q, "list running operations", operation_row).await
+    }
+
+    async fn insert_event(&self, event: &NewEvent) -> Result<Event> {
+        let time = OffsetDateTime::now_utc();
+        let rows = sqlx::query(
+            "INSERT INTO events (time, actor, tenant, object, action, result, message)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
+        )
+        .bind(Nanos(time))
+        .bind(&event.actor)
+        .bind(event.tenant.as_ref().map(Name::as_str))
+        .bind(&event.object)
+        .bind(&event.action)
+        .bind(&event.result)
+        .bind(event.message.as_deref())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend("insert event"))?;
+        let row = rows.first().ok_or_else(|| StoreError::Corrupt {
+            table: "events",
+            detail: "insert returned no id".into(),
+        })?;
+        Ok(Event {
+            id: Cols::new(row, "events").get("id")?,
+            time,
+            actor: event.actor.clone(),
+            tenant: event.tenant.clone(),
+            object: event.object.clone(),
+            action: event.action.clone(),
+            result: event.result.clone(),
+            message: event.message.clone(),
+        })
+    }
+
+    async fn list_events(&self, tenant: Option<&Name>, limit: u32) -> Result<Vec<Event>> {
+        // The inner query picks the newest `limit`; the outer one puts them oldest first.
+        let q = sqlx::query(
+            "SELECT * FROM (
+                 SELECT * FROM events WHERE (?1 IS NULL OR tenant = ?1) ORDER BY id DESC LIMIT ?2
+             ) ORDER BY id",
+        )
+        .bind(tenant.map(Name::as_str))
+        .bind(limit);
+        self.all(q, "list events", event_row).await
+    }
+
+    async fn insert_token(&self, token: &TokenRecord) -> Result<()> {
+        sqlx::query("INSERT INTO tokens VALUES (?1, ?2, ?3, ?4, ?5)")
+            .bind(&token.id)
+            .bind(&token.hash)
+            .bind(token.tenant.as_ref().map(Name::as_str))
+            .bind(token.description.as_deref())
+            .bind(Nanos(token.created_at))
+            .execute(&self.pool)
+            .await
+            .map_err(unique("insert token", format!("token '{}'", token.id)))?;
+        Ok(())
+    }
+
+    async fn find_token(&self, hash: &str) -> Result<Option<TokenRecord>> {
+        let q = sqlx::query("SELECT * FROM tokens WHERE hash = ?1").bind(hash);
+        self.one(q, "find token", token_row).await
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
+        self.all(sqlx::query("SELECT * FROM tokens ORDER BY created_at, id"), "list tokens", token_row).await
+    }
+
+    async fn delete_token(&self, id: &str) -> Result<bool> {
+        self.delete(sqlx::query("DELETE FROM tokens WHERE id = ?1").bind(id), "delete token").await
+    }
+}
+
+// ---- binding: one place per table knows the column order of its INSERT and UPDATE ----
+
+fn bind_host<'q>(q: Q<'q>, h: &HostRecord) -> Q<'q> {
+    q.bind(h.id.to_string())
+        .bind(h.name.as_str())
+        .bind(h.state.as_str())
+        .bind(Json(&h.capacity))
+        .bind(h.endpoint.as_deref())
+        .bind(Json(&h.drivers))
+        .bind(h.agent_version.as_deref())
+        .bind(h.last_heartbeat.map(Nanos))
+        .bind(h.join_token_hash.as_deref())
+        .bind(h.cert_fingerprint.as_deref())
+        .bind(h.desired_generation)
+        .bind(Nanos(h.created_at))
+}
+
+fn bind_instance<'q>(q: Q<'q>, i: &Instance) -> Q<'q> {
+    q.bind(i.id.to_string())
+        .bind(i.tenant.as_str())
+        .bind(i.name.as_str())
+        .bind(Json(&i.spec))
+        .bind(i.host.as_ref().map(Name::as_str))
+        .bind(i.state.as_str())
+        .bind(desired_str(i.desired))
+        .bind(i.observed.as_str())
+        .bind(i.generation)
+        .bind(i.error.as_deref())
+        .bind(Nanos(i.created_at))
+        .bind(Nanos(i.updated_at))
+}
+
+// ---- row mapping ----
+
+fn tenant_row(row: &SqliteRow) -> Result<Tenant> {
+    let c = Cols::new(row, "tenants");
+    Ok(Tenant {
+        id: c.parse("id")?,
+        name: c.parse("name")?,
+        quotas: c.json("quotas")?,
+        net_id: c.get("net_id")?,
+        created_at: c.time("created_at")?,
+    })
+}
+
+fn host_row(row: &SqliteRow) -> Result<HostRecord> {
+    let c = Cols::new(row, "hosts");
+    Ok(HostRecord {
+        id: c.parse("id")?,
+        name: c.parse("name")?,
+        state: c.parse("state")?,
+        capacity: c.json("capacity")?,
+        endpoint: c.get("endpoint")?,
+        drivers: c.json("drivers")?,
+        agent_version: c.get("agent_version")?,
+        last_heartbeat: c.get::<Option<Nanos>>("last_heartbeat")?.map(|n| n.0),
+        join_token_hash: c.get("join_token_hash")?,
+        cert_fingerprint: c.get("cert_fingerprint")?,
+        desired_generation: c.get("desired_generation")?,
+        created_at: c.time("created_at")?,
+    })
+}
+
+fn instance_row(row: &SqliteRow) -> Result<Instance> {
+    let c = Cols::new(row, "instances");
+    let desired: String = c.get("desired")?;
+    Ok(Instance {
+        id: c.parse("id")?,
+        tenant: c.parse("tenant")?,
+        name: c.parse("name")?,
+        spec: c.json("spec")?,
+        host: c.parse_opt("host")?,
+        state: c.parse("state")?,
+        desired: desired_from_str(&desired).ok_or_else(|| c.corrupt("desired", format!("unknown state '{desired}'")))?,
+        observed: c.parse("observed")?,
+        generation: c.get("generation")?,
+        error: c.get("error")?,
+        created_at: c.time("created_at")?,
+        updated_at: c.time("updated_at")?,
+    })
+}
+
+fn operation_row(row: &SqliteRow) -> Result<Operation> {
+    let c = Cols::new(row, "operations");
+    Ok(Operation {
+        id: c.parse("id")?,
+        kind: c.get("kind")?,
+        tenant: c.parse_opt("tenant")?,
+        target: c.get("target")?,
+        instance_id: c.parse_opt("instance_id")?,
+        target_state: c.parse_opt("target_state")?,
+        status: c.parse("status")?,
+        error: c.get("error")?,
+        created_at: c.time("created_at")?,
+        updated_at: c.time("updated_at")?,
+    })
+}
+
+fn event_row(row: &SqliteRow) -> Result<Event> {
+    let c = Cols::new(row, "events");
+    Ok(Event {
+        id: c.get("id")?,
+        time: c.time("time")?,
+        actor: c.get("actor")?,
+        tenant: c.parse_opt("tenant")?,
+        object: c.get("object")?,
+        action: c.get("action")?,
+        result: c.get("result")?,
+        message: c.get("message")?,
+    })
+}
+
+fn token_row(row: &SqliteRow) -> Result<TokenRecord> {
+    let c = Cols::new(row, "tokens");
+    Ok(TokenRecord {
+        id: c.get("id")?,
+        hash: c.get("hash")?,
+        tenant: c.parse_opt("tenant")?,
+        description: c.get("description")?,
+        created_at: c.time("created_at")?,
+    })
+}
+
+/// Typed access to the columns of one row; every failure is [`StoreError::Corrupt`].
+struct Cols<'r> {
+    row: &'r SqliteRow,
+    table: &'static str,
+}
+
+impl<'r> Cols<'r> {
+    fn new(row: &'r SqliteRow, table: &'static str) -> Self {
+        Cols { row, table }
+    }
+
+    fn corrupt(&self, column: &str, err: impl Display) -> StoreError {
+        StoreError::Corrupt { table: self.table, detail: format!("column {column}: {err}") }
+    }
+
+    fn get<T: Decode<'r, Sqlite> + Type<Sqlite>>(&self, column: &str) -> Result<T> {
+        self.row.try_get(column).map_err(|e| self.corrupt(column, e))
+    }
+
+    /// Text parsed with `FromStr`: names, ids and enum states.
+    fn parse<T: FromStr<Err: Display>>(&self, column: &str) -> Result<T> {
+        let text: String = self.get(column)?;
+        text.parse().map_err(|e| self.corrupt(column, e))
+    }
+
+    fn parse_opt<T: FromStr<Err: Display>>(&self, column: &str) -> Result<Option<T>> {
+        let text: Option<String> = self.get(column)?;
+        text.map(|t| t.parse().map_err(|e| self.corrupt(column, e))).transpose()
+    }
+
+    fn json<T: DeserializeOwned>(&self, column: &str) -> Result<T> {
+        Ok(self.get::<Json<T>>(column)?.0)
+    }
+
+    fn time(&self, column: &str) -> Result<OffsetDateTime> {
+        Ok(self.get::<Nanos>(column)?.0)
+    }
+}
+
+// ---- errors ----
+
+/// Maps any sqlx error to [`StoreError::Backend`] with what was being done.
+fn backend(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| StoreError::Backend { context, source }
+}
+
+/// Like [`backend`], but a unique-constraint violation means `what` already exists.
+fn unique(context: &'static str, what: String) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| match &source {
+        sqlx::Error::Database(e) if e.is_unique_violation() => StoreError::AlreadyExists(what),
+        _ => StoreError::Backend { context, source },
+    }
+}
+
+// ---- column encodings ----
+
+/// `DesiredState` has no string form in hangar-types; this is its serde spelling.
+fn desired_str(d: DesiredState) -> &'static str {
+    match d {
+        DesiredState::Stopped => "stopped",
+        DesiredState::Running => "running",
+        DesiredState::Warm => "warm",
+        DesiredState::Deleted => "deleted",
+    }
+}
+
+fn desired_from_str(s: &str) -> Option<DesiredState> {
+    [DesiredState::Stopped, DesiredState::Running, DesiredState::Warm, DesiredState::Deleted]
+        .into_iter()
+        .find(|d| desired_str(*d) == s)
+}
+
+/// A timestamp stored as INTEGER unix nanoseconds (UTC).
+struct Nanos(OffsetDateTime);
+
+impl Type<Sqlite> for Nanos {
+    fn type_info() -> SqliteTypeInfo {
+        <i64 as Type<Sqlite>>::type_info()
+    }
+    fn compatible(ty: &SqliteTypeInfo) -> bool {
+        <i64 as Type<Sqlite>>::compatible(ty)
+    }
+}
+
+impl Encode<'_, Sqlite> for Nanos {
+    fn encode_by_ref(&self, buf: &mut SqliteArgumentsBuffer) -> Result<IsNull, BoxDynError> {
+        // Fails (surfacing as a Backend error of the statement) only past year 2262.
+        let nanos = i64::try_from(self.0.unix_timestamp_nanos())
+            .map_err(|_| format!("timestamp {} is outside the storable range 1678..2262", self.0))?;
+        <i64 as Encode<Sqlite>>::encode(nanos, buf)
+    }
+}
+
+impl<'r> Decode<'r, Sqlite> for Nanos {
+    fn decode(value: SqliteValueRef<'r>) -> Result<Self, BoxDynError> {
+        let nanos = <i64 as Decode<Sqlite>>::decode(value)?;
+        Ok(Nanos(OffsetDateTime::from_unix_timestamp_nanos(nanos.into())?))
+    }
+}
