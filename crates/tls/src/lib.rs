@@ -78,6 +78,10 @@ fn sans(names: &[String]) -> Result<Vec<SanType>, TlsError> {
             if let Ok(ip) = n.parse::<std::net::IpAddr>() {
                 return Ok(SanType::IpAddress(ip));
             }
+            let dns_like = !n.is_empty() && n.len() <= 253 && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            if !dns_like {
+                return Err(TlsError::BadName(n.clone()));
+            }
             n.clone().try_into().map(SanType::DnsName).map_err(|_| TlsError::BadName(n.clone()))
         })
         .collect()
