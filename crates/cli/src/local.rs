@@ -194,3 +194,63 @@ pub async fn up(data_dir: &Path, listen: SocketAddr, agent: AgentArgs, config_pa
     }
     Ok(())
 }
+
+/// PIDs of `hangar` processes (other than this one) whose arguments name `dir`.
+fn processes_using(dir: &Path) -> Vec<u32> {
+    let me = std::process::id();
+    let needle = dir.to_string_lossy().to_string();
+    let Ok(rd) = std::fs::read_dir("/proc") else { return vec![] };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != me)
+        .filter(|pid| {
+            let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+            let args: Vec<String> = raw.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+            args.first().is_some_and(|a0| a0.ends_with("hangar")) && args.iter().skip(1).any(|a| a.starts_with(&needle))
+        })
+        .collect()
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = std::process::Command::new("kill").args([sig, &pid.to_string()]).stderr(std::process::Stdio::null()).status();
+}
+
+/// `hangar down`: stops everything a data dir's fleet runs on this machine: its
+/// `hangar` processes, its sandboxes (and their cgroups), its volume pool mount and
+/// loop device. With `purge`, removes the data dir too.
+pub async fn down(data_dir: &Path, purge: bool) -> Result<Vec<String>> {
+    let mut done = vec![];
+    let data_dir = data_dir.canonicalize().unwrap_or_else(|_| data_dir.to_path_buf());
+    let pids = processes_using(&data_dir);
+    for pid in &pids {
+        signal(*pid, "-TERM");
+    }
+    for _ in 0..50 {
+        if processes_using(&data_dir).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for pid in processes_using(&data_dir) {
+        signal(pid, "-KILL");
+    }
+    if !pids.is_empty() {
+        done.push(format!("stopped {} hangar process(es)", pids.len()));
+    }
+    let paths = AgentPaths::new(data_dir.join("agent"));
+    for flavor in [Flavor::Runc, Flavor::Crun] {
+        let rt = hangar_agent::runtime::OciRuntime::new(flavor, paths.runtime_root(), paths.bundles());
+        use hangar_agent::runtime::Runtime;
+        let Ok(list) = rt.list().await else { continue };
+        for (id, _) in list {
+            rt.stop(&id, Duration::from_secs(2)).await.with_context(|| format!("cannot stop sandbox {id}"))?;
+            done.push(format!("stopped sandbox {id}"));
+        }
+    }
+    hangar_agent::volume::BtrfsPool::teardown(&paths.storage()).await.context("cannot release the volume pool")?;
+    if purge && data_dir.exists() {
+        std::fs::remove_dir_all(&data_dir).with_context(|| format!("cannot remove {}", data_dir.display()))?;
+        done.push(format!("removed {}", data_dir.display()));
+    }
+    Ok(done)
+}

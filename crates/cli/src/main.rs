@@ -49,6 +49,14 @@ enum Cmd {
     /// Run `hangar up` in the background.
     #[command(subcommand)]
     Daemon(DaemonCmd),
+    /// Stop this machine's fleet of a data dir: processes, sandboxes, volume pool.
+    Down {
+        #[command(flatten)]
+        dir: DataDir,
+        /// Also delete the data dir (all instances' data).
+        #[arg(long)]
+        purge: bool,
+    },
     #[command(subcommand)]
     Hub(HubCmd),
     #[command(subcommand)]
@@ -384,6 +392,11 @@ async fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Cmd::Daemon(d) => output::daemon(d_to(d), &config_path, &out).await,
+        Cmd::Down { dir, purge } => {
+            let done = local::down(&dir.data_dir, *purge).await?;
+            out.item(&done, &if done.is_empty() { "nothing was running".to_string() } else { done.join("\n") });
+            Ok(0)
+        }
         Cmd::Hub(HubCmd::Serve { dir, listen }) => {
             init_tracing("info");
             let (tx, rx) = tokio::sync::watch::channel(false);

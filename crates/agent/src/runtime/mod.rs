@@ -1,1 +1,92 @@
-//! placeholder
+//! Sandbox runtimes behind one narrow trait. [`OciRuntime`] drives runc or crun with an
+//! OCI bundle built by [`bundle`]; a new runtime (e.g. a VM monitor) is a new file that
+//! implements [`Runtime`].
+
+pub mod bundle;
+mod oci;
+
+pub use oci::{Flavor, OciRuntime};
+
+use hangar_types::api::{ExecRequest, ExecResult, ImageRef, InstanceStats};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What a sandbox is, as the runtime reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SandboxStatus {
+    Created,
+    Running,
+    Paused,
+    Stopped,
+}
+
+/// Everything needed to start one sandbox.
+#[derive(Clone, Debug)]
+pub struct SandboxSpec {
+    /// Container id: `[a-z0-9]`, at most 64 characters (hangar uses `InstanceId::short`).
+    pub id: String,
+    pub image: ImageRef,
+    /// The instance's volume, bind-mounted read-write at /home.
+    pub home_dir: PathBuf,
+    pub vcpus: u32,
+    pub mem_mib: u64,
+    pub pids_limit: u64,
+    /// Empty means `sleep infinity`.
+    pub command: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub hostname: String,
+    /// The workload's stdout and stderr are appended here.
+    pub log_path: PathBuf,
+    /// Join this network namespace; None gives the sandbox a new, empty one.
+    pub netns_path: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("no sandbox '{0}'")]
+    NotFound(String),
+    #[error("'{0}' is not a valid sandbox id: use 1-64 of a-z and 0-9")]
+    InvalidId(String),
+    #[error("{runtime} {action} {id} failed: {stderr}")]
+    Command { runtime: &'static str, action: &'static str, id: String, stderr: String },
+    #[error("cannot run {program}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot prepare the bundle of {id}: {detail}")]
+    Bundle { id: String, detail: String },
+    #[error("command in {id} did not finish within {secs}s and was killed")]
+    ExecTimeout { id: String, secs: u64 },
+    #[error("unexpected answer from {runtime} {action}: {detail}")]
+    Parse { runtime: &'static str, action: &'static str, detail: String },
+}
+
+#[async_trait::async_trait]
+pub trait Runtime: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// Builds the bundle and starts the sandbox detached. A running sandbox with this id
+    /// is left alone; a stopped one is replaced.
+    async fn start(&self, spec: &SandboxSpec) -> Result<(), RuntimeError>;
+    /// None when the runtime knows no sandbox with this id.
+    async fn status(&self, id: &str) -> Result<Option<SandboxStatus>, RuntimeError>;
+    /// Every sandbox in this runtime's state root.
+    async fn list(&self) -> Result<Vec<(String, SandboxStatus)>, RuntimeError>;
+    /// Freezes it (cgroup freezer).
+    async fn pause(&self, id: &str) -> Result<(), RuntimeError>;
+    async fn resume(&self, id: &str) -> Result<(), RuntimeError>;
+    /// SIGTERM, up to `grace`, SIGKILL, then deletes the sandbox and its bundle. Ok if absent.
+    async fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError>;
+    async fn exec(&self, id: &str, req: &ExecRequest) -> Result<ExecResult, RuntimeError>;
+    async fn stats(&self, id: &str) -> Result<InstanceStats, RuntimeError>;
+}
+
+pub(crate) fn check_id(id: &str) -> Result<(), RuntimeError> {
+    if !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
+        Ok(())
+    } else {
+        Err(RuntimeError::InvalidId(id.to_string()))
+    }
+}

@@ -1,1 +1,84 @@
-//! placeholder
+//! Instance volumes behind one narrow trait: [`BtrfsPool`] (subvolumes with qgroup
+//! limits and read-only snapshots, on a device or a loop file) and [`DirVolumes`]
+//! (plain directories, no quotas) as the fallback.
+
+mod btrfs;
+mod dir;
+pub mod disk;
+
+pub use btrfs::{BtrfsPool, PoolConfig};
+pub use dir::DirVolumes;
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeError {
+    #[error("'{0}' is not a valid volume or snapshot id: use 1-64 of a-z, 0-9 and '-'")]
+    InvalidId(String),
+    #[error("{device} holds a {fs} filesystem: hangar never formats a disk that holds data; give an empty device or a btrfs one")]
+    Occupied { device: String, fs: String },
+    #[error("`{command}` failed: {stderr}")]
+    Command { command: String, stderr: String },
+    #[error("cannot run {program}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{context}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no volume '{0}'")]
+    NotFound(String),
+}
+
+#[async_trait::async_trait]
+pub trait VolumeDriver: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// Creates the volume if absent and applies a limit of `size_mib`; returns its path.
+    async fn ensure(&self, id: &str, size_mib: u64) -> Result<PathBuf, VolumeError>;
+    fn path(&self, id: &str) -> PathBuf;
+    async fn exists(&self, id: &str) -> Result<bool, VolumeError>;
+    async fn list(&self) -> Result<Vec<String>, VolumeError>;
+    /// Removes the volume and its snapshots. Ok if absent.
+    async fn delete(&self, id: &str) -> Result<(), VolumeError>;
+    async fn usage_bytes(&self, id: &str) -> Result<Option<u64>, VolumeError>;
+    /// A read-only snapshot named `snap`.
+    async fn snapshot(&self, id: &str, snap: &str) -> Result<PathBuf, VolumeError>;
+    async fn list_snapshots(&self, id: &str) -> Result<Vec<String>, VolumeError>;
+    async fn delete_snapshot(&self, id: &str, snap: &str) -> Result<(), VolumeError>;
+}
+
+/// Ids become path components: only a safe alphabet, so no traversal is possible.
+pub(crate) fn check_id(id: &str) -> Result<(), VolumeError> {
+    if !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        Ok(())
+    } else {
+        Err(VolumeError::InvalidId(id.to_string()))
+    }
+}
+
+/// Runs a command; its stdout on success, a `Command` error with its stderr otherwise.
+pub(crate) async fn run(program: &str, args: &[&std::ffi::OsStr]) -> Result<String, VolumeError> {
+    let out = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|source| VolumeError::Spawn { program: program.into(), source })?;
+    if out.status.success() {
+        return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+    }
+    Err(VolumeError::Command {
+        command: format!("{program} {}", args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")),
+        stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    })
+}
+
+pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> VolumeError {
+    let context = context.into();
+    move |source| VolumeError::Io { context, source }
+}

@@ -1,0 +1,277 @@
+//! runc and crun, driven through their command lines with a private state root.
+
+use super::{bundle, check_id, Runtime, RuntimeError, SandboxSpec, SandboxStatus};
+use hangar_types::api::{ExecRequest, ExecResult, InstanceStats};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+use tokio::process::Command;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    Runc,
+    Crun,
+}
+
+/// An OCI runtime with its own state root (`--root`), so each agent has its own
+/// namespace of sandboxes and never touches anyone else's.
+pub struct OciRuntime {
+    flavor: Flavor,
+    state_root: PathBuf,
+    bundles: PathBuf,
+}
+
+/// Output of exec is capped so a chatty command cannot exhaust the agent's memory.
+const MAX_OUTPUT: usize = 1 << 20;
+
+impl OciRuntime {
+    pub fn new(flavor: Flavor, state_root: PathBuf, bundles: PathBuf) -> Self {
+        OciRuntime { flavor, state_root, bundles }
+    }
+
+    fn program(&self) -> &'static str {
+        match self.flavor {
+            Flavor::Runc => "runc",
+            Flavor::Crun => "crun",
+        }
+    }
+
+    /// The runtime command with its state root. crun refuses this host's hybrid cgroup
+    /// layout unless it runs in a private mount namespace without the cgroup2 mount
+    /// (FACTS.md), so crun is wrapped in `unshare -m` with that mount removed.
+    fn cmd(&self) -> Command {
+        match self.flavor {
+            Flavor::Runc => {
+                let mut c = Command::new("runc");
+                c.arg("--root").arg(&self.state_root);
+                c
+            }
+            Flavor::Crun => {
+                let mut c = Command::new("unshare");
+                c.args(["-m", "--propagation", "private", "sh", "-c", "umount /sys/fs/cgroup/unified 2>/dev/null; exec crun \"$@\"", "crun"]);
+                c.arg("--root").arg(&self.state_root);
+                c
+            }
+        }
+    }
+
+    async fn run(&self, action: &'static str, id: &str, args: &[&str]) -> Result<Vec<u8>, RuntimeError> {
+        let out = self
+            .cmd()
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .map_err(|source| RuntimeError::Spawn { program: self.program().into(), source })?;
+        if out.status.success() {
+            return Ok(out.stdout);
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        if stderr.contains("does not exist") || stderr.contains("not found") || stderr.contains("No such file") {
+            return Err(RuntimeError::NotFound(id.to_string()));
+        }
+        Err(RuntimeError::Command { runtime: self.program(), action, id: id.to_string(), stderr })
+    }
+
+    fn bundle_dir(&self, id: &str) -> PathBuf {
+        self.bundles.join(id)
+    }
+}
+
+fn parse_status(s: &str) -> SandboxStatus {
+    match s {
+        "running" => SandboxStatus::Running,
+        "paused" | "pausing" => SandboxStatus::Paused,
+        "created" | "creating" => SandboxStatus::Created,
+        _ => SandboxStatus::Stopped,
+    }
+}
+
+#[async_trait::async_trait]
+impl Runtime for OciRuntime {
+    fn name(&self) -> &'static str {
+        self.program()
+    }
+
+    async fn start(&self, spec: &SandboxSpec) -> Result<(), RuntimeError> {
+        check_id(&spec.id)?;
+        match self.status(&spec.id).await? {
+            Some(SandboxStatus::Running) => return Ok(()),
+            Some(_) => self.stop(&spec.id, Duration::from_secs(1)).await?,
+            None => {}
+        }
+        let bundle = self.bundle_dir(&spec.id);
+        // A bundle left by a crash may hold a stale rootfs: start from scratch.
+        let _ = std::fs::remove_dir_all(&bundle);
+        std::fs::create_dir_all(&bundle).map_err(|e| RuntimeError::Bundle { id: spec.id.clone(), detail: e.to_string() })?;
+        bundle::write(&bundle, spec)?;
+        if let Some(dir) = spec.log_path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&spec.log_path)
+            .map_err(|e| RuntimeError::Bundle { id: spec.id.clone(), detail: format!("log {}: {e}", spec.log_path.display()) })?;
+        let log2 = log.try_clone().map_err(|e| RuntimeError::Bundle { id: spec.id.clone(), detail: e.to_string() })?;
+        // Detached, with the workload's stdio on the log file: the sandbox does not
+        // depend on the agent staying alive.
+        let out = self
+            .cmd()
+            .arg("run")
+            .arg("-d")
+            .arg("--bundle")
+            .arg(&bundle)
+            .arg(&spec.id)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .status()
+            .await
+            .map_err(|source| RuntimeError::Spawn { program: self.program().into(), source })?;
+        if !out.success() {
+            let tail = std::fs::read_to_string(&spec.log_path).unwrap_or_default();
+            let last: Vec<&str> = tail.lines().rev().take(3).collect();
+            let _ = self.run("delete", &spec.id, &["delete", "--force", &spec.id]).await;
+            return Err(RuntimeError::Command {
+                runtime: self.program(),
+                action: "run",
+                id: spec.id.clone(),
+                stderr: last.into_iter().rev().collect::<Vec<_>>().join(" | "),
+            });
+        }
+        Ok(())
+    }
+
+    async fn status(&self, id: &str) -> Result<Option<SandboxStatus>, RuntimeError> {
+        check_id(id)?;
+        match self.run("state", id, &["state", id]).await {
+            Ok(out) => {
+                let v: serde_json::Value = serde_json::from_slice(&out)
+                    .map_err(|e| RuntimeError::Parse { runtime: self.program(), action: "state", detail: e.to_string() })?;
+                Ok(Some(parse_status(v["status"].as_str().unwrap_or(""))))
+            }
+            Err(RuntimeError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<(String, SandboxStatus)>, RuntimeError> {
+        if !self.state_root.exists() {
+            return Ok(vec![]);
+        }
+        let out = self.run("list", "-", &["list", "--format", "json"]).await?;
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap_or(serde_json::Value::Null);
+        Ok(v.as_array()
+            .map(|a| a.iter().filter_map(|c| Some((c["id"].as_str()?.to_string(), parse_status(c["status"].as_str().unwrap_or(""))))).collect())
+            .unwrap_or_default())
+    }
+
+    async fn pause(&self, id: &str) -> Result<(), RuntimeError> {
+        check_id(id)?;
+        match self.status(id).await? {
+            Some(SandboxStatus::Paused) => Ok(()),
+            None => Err(RuntimeError::NotFound(id.into())),
+            _ => self.run("pause", id, &["pause", id]).await.map(|_| ()),
+        }
+    }
+
+    async fn resume(&self, id: &str) -> Result<(), RuntimeError> {
+        check_id(id)?;
+        match self.status(id).await? {
+            Some(SandboxStatus::Paused) => self.run("resume", id, &["resume", id]).await.map(|_| ()),
+            None => Err(RuntimeError::NotFound(id.into())),
+            _ => Ok(()),
+        }
+    }
+
+    async fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
+        check_id(id)?;
+        let Some(status) = self.status(id).await? else {
+            let _ = std::fs::remove_dir_all(self.bundle_dir(id));
+            return Ok(());
+        };
+        if status == SandboxStatus::Paused {
+            // A frozen task cannot handle a signal: thaw first so TERM can do its work.
+            self.run("resume", id, &["resume", id]).await?;
+        }
+        if matches!(status, SandboxStatus::Running | SandboxStatus::Paused) {
+            let _ = self.run("kill", id, &["kill", id, "TERM"]).await;
+            let deadline = tokio::time::Instant::now() + grace;
+            while tokio::time::Instant::now() < deadline {
+                if !matches!(self.status(id).await?, Some(SandboxStatus::Running)) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        // delete --force SIGKILLs what is left and removes the cgroups.
+        match self.run("delete", id, &["delete", "--force", id]).await {
+            Ok(_) | Err(RuntimeError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let _ = std::fs::remove_dir_all(self.bundle_dir(id));
+        Ok(())
+    }
+
+    async fn exec(&self, id: &str, req: &ExecRequest) -> Result<ExecResult, RuntimeError> {
+        check_id(id)?;
+        let mut c = self.cmd();
+        c.arg("exec").arg("--cwd").arg("/home");
+        for (k, v) in &req.env {
+            c.arg("--env").arg(format!("{k}={v}"));
+        }
+        c.arg(id).args(&req.command);
+        c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+        let mut child = c.spawn().map_err(|source| RuntimeError::Spawn { program: self.program().into(), source })?;
+        let so = child.stdout.take().expect("piped stdout");
+        let se = child.stderr.take().expect("piped stderr");
+        let read_capped = |mut r: Box<dyn tokio::io::AsyncRead + Unpin + Send>| async move {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 8192];
+            loop {
+                match r.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) if buf.len() < MAX_OUTPUT => buf.extend_from_slice(&chunk[..n.min(MAX_OUTPUT - buf.len())]),
+                    Ok(_) => {}
+                }
+            }
+            buf
+        };
+        let secs = req.timeout_secs.unwrap_or(60);
+        let work = async {
+            let (o, e, st) = tokio::join!(read_capped(Box::new(so)), read_capped(Box::new(se)), child.wait());
+            (o, e, st)
+        };
+        let (stdout, stderr, status) = match tokio::time::timeout(Duration::from_secs(secs), work).await {
+            Ok(r) => r,
+            Err(_) => return Err(RuntimeError::ExecTimeout { id: id.to_string(), secs }),
+        };
+        let status = status.map_err(|source| RuntimeError::Spawn { program: self.program().into(), source })?;
+        use std::os::unix::process::ExitStatusExt;
+        let exit_code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+        let stderr_s = String::from_utf8_lossy(&stderr).into_owned();
+        if exit_code != 0 && stdout.is_empty() && (stderr_s.contains("does not exist") || stderr_s.contains("container not running")) {
+            return Err(RuntimeError::NotFound(id.to_string()));
+        }
+        Ok(ExecResult { exit_code, stdout: String::from_utf8_lossy(&stdout).into_owned(), stderr: stderr_s })
+    }
+
+    async fn stats(&self, id: &str) -> Result<InstanceStats, RuntimeError> {
+        check_id(id)?;
+        let out = self.run("events", id, &["events", "--stats", id]).await?;
+        let v: serde_json::Value = serde_json::from_slice(&out)
+            .map_err(|e| RuntimeError::Parse { runtime: self.program(), action: "events --stats", detail: e.to_string() })?;
+        let d = &v["data"];
+        let u = |p: &serde_json::Value| p.as_u64().unwrap_or(0);
+        Ok(InstanceStats {
+            cpu_usage_ns: u(&d["cpu"]["usage"]["total"]),
+            memory_bytes: u(&d["memory"]["usage"]["usage"]),
+            memory_limit_bytes: u(&d["memory"]["usage"]["limit"]),
+            pids: u(&d["pids"]["current"]),
+            pids_limit: u(&d["pids"]["limit"]),
+            disk_used_bytes: None,
+        })
+    }
+}

@@ -1,0 +1,208 @@
+//! A btrfs pool: one filesystem on a device or a sparse loop file, a subvolume per
+//! volume with a qgroup limit, read-only snapshots beside them.
+//!
+//! Disk safety: before anything is formatted the target is probed with `blkid -p`;
+//! only a blank target is ever formatted, a btrfs one is used as is, anything else is
+//! refused. `mkfs.btrfs` is never given `-f`.
+
+use super::disk::{probe, Probe};
+use super::{check_id, io, run, VolumeDriver, VolumeError};
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug)]
+pub struct PoolConfig {
+    /// Directory for the pool's mount point (`<root>/pool`) and loop file (`<root>/pool.img`).
+    pub root: PathBuf,
+    /// A block device to use instead of a loop file.
+    pub device: Option<PathBuf>,
+    /// Size of the sparse loop file, created only if missing.
+    pub loop_size_mib: u64,
+}
+
+pub struct BtrfsPool {
+    mount: PathBuf,
+}
+
+fn mount_point(root: &Path) -> PathBuf {
+    root.join("pool")
+}
+
+fn image(root: &Path) -> PathBuf {
+    root.join("pool.img")
+}
+
+/// Whether `path` is a mount point, per /proc/self/mountinfo.
+fn is_mounted(path: &Path) -> bool {
+    let Ok(canon) = path.canonicalize() else { return false };
+    let target = canon.to_string_lossy().replace(' ', "\\040");
+    std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| m.lines().any(|l| l.split(' ').nth(4) == Some(target.as_str())))
+}
+
+/// Loop devices attached to `file`.
+async fn loops_of(file: &Path) -> Result<Vec<String>, VolumeError> {
+    let out = run("losetup", &["-j".as_ref(), file.as_os_str()]).await?;
+    Ok(out.lines().filter_map(|l| l.split(':').next()).filter(|d| d.starts_with("/dev/loop")).map(str::to_string).collect())
+}
+
+fn a(s: &str) -> &OsStr {
+    OsStr::new(s)
+}
+
+impl BtrfsPool {
+    /// Opens the pool, creating, formatting (only if blank) and mounting it as needed.
+    /// Re-opening an existing pool re-uses its loop device and mount.
+    pub async fn open(cfg: PoolConfig) -> Result<BtrfsPool, VolumeError> {
+        let mount = mount_point(&cfg.root);
+        std::fs::create_dir_all(&mount).map_err(io(format!("cannot create {}", mount.display())))?;
+        if !is_mounted(&mount) {
+            let backing = match &cfg.device {
+                Some(d) => d.clone(),
+                None => {
+                    let img = image(&cfg.root);
+                    if !img.exists() {
+                        let f = std::fs::File::create(&img).map_err(io(format!("cannot create {}", img.display())))?;
+                        f.set_len(cfg.loop_size_mib * 1024 * 1024).map_err(io(format!("cannot size {}", img.display())))?;
+                    }
+                    img
+                }
+            };
+            match probe(&backing).await? {
+                Probe::Blank => {
+                    run("mkfs.btrfs", &[a("-q"), a("-L"), a("hangar"), backing.as_os_str()]).await?;
+                }
+                Probe::Holds(fs) if fs == "btrfs" => {}
+                Probe::Holds(fs) => return Err(VolumeError::Occupied { device: backing.display().to_string(), fs }),
+            }
+            let dev = if cfg.device.is_some() {
+                backing.display().to_string()
+            } else {
+                match loops_of(&backing).await?.into_iter().next() {
+                    Some(d) => d,
+                    None => run("losetup", &[a("--find"), a("--show"), backing.as_os_str()]).await?.trim().to_string(),
+                }
+            };
+            run("mount", &[a("-t"), a("btrfs"), a(&dev), mount.as_os_str()]).await?;
+        }
+        run("btrfs", &[a("quota"), a("enable"), mount.as_os_str()]).await?;
+        for d in ["volumes", "snapshots"] {
+            std::fs::create_dir_all(mount.join(d)).map_err(io(format!("cannot create {d} in the pool")))?;
+        }
+        Ok(BtrfsPool { mount })
+    }
+
+    pub fn mount_path(&self) -> &Path {
+        &self.mount
+    }
+
+    /// Unmounts the pool under `root` and detaches its loop device, if any. Leaves the
+    /// image file (and so the data) in place.
+    pub async fn teardown(root: &Path) -> Result<(), VolumeError> {
+        let mount = mount_point(root);
+        if is_mounted(&mount) {
+            if run("umount", &[mount.as_os_str()]).await.is_err() {
+                // Busy (a sandbox still holds a bind): detach lazily so it goes when freed.
+                run("umount", &[a("-l"), mount.as_os_str()]).await?;
+            }
+        }
+        let img = image(root);
+        if img.exists() {
+            for dev in loops_of(&img).await? {
+                run("losetup", &[a("-d"), a(&dev)]).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn snaps(&self, id: &str) -> PathBuf {
+        self.mount.join("snapshots").join(id)
+    }
+}
+
+#[async_trait::async_trait]
+impl VolumeDriver for BtrfsPool {
+    fn name(&self) -> &'static str {
+        "btrfs"
+    }
+
+    async fn ensure(&self, id: &str, size_mib: u64) -> Result<PathBuf, VolumeError> {
+        check_id(id)?;
+        let p = self.path(id);
+        if !p.exists() {
+            run("btrfs", &[a("subvolume"), a("create"), p.as_os_str()]).await?;
+        }
+        run("btrfs", &[a("qgroup"), a("limit"), a(&format!("{size_mib}M")), p.as_os_str()]).await?;
+        Ok(p)
+    }
+
+    fn path(&self, id: &str) -> PathBuf {
+        self.mount.join("volumes").join(id)
+    }
+
+    async fn exists(&self, id: &str) -> Result<bool, VolumeError> {
+        check_id(id)?;
+        Ok(self.path(id).is_dir())
+    }
+
+    async fn list(&self) -> Result<Vec<String>, VolumeError> {
+        let rd = std::fs::read_dir(self.mount.join("volumes")).map_err(io("cannot list volumes"))?;
+        let mut v: Vec<String> = rd.flatten().filter_map(|e| e.file_name().into_string().ok()).collect();
+        v.sort();
+        Ok(v)
+    }
+
+    async fn delete(&self, id: &str) -> Result<(), VolumeError> {
+        check_id(id)?;
+        for s in self.list_snapshots(id).await? {
+            self.delete_snapshot(id, &s).await?;
+        }
+        let _ = std::fs::remove_dir(self.snaps(id));
+        let p = self.path(id);
+        if p.exists() {
+            run("btrfs", &[a("subvolume"), a("delete"), p.as_os_str()]).await?;
+        }
+        Ok(())
+    }
+
+    async fn usage_bytes(&self, id: &str) -> Result<Option<u64>, VolumeError> {
+        check_id(id)?;
+        let p = self.path(id);
+        if !p.exists() {
+            return Ok(None);
+        }
+        // `-f` limits the listing to the qgroup of this subvolume; the last row is it.
+        let out = run("btrfs", &[a("qgroup"), a("show"), a("--raw"), a("-f"), p.as_os_str()]).await?;
+        Ok(out.lines().last().and_then(|l| l.split_whitespace().nth(1)).and_then(|n| n.parse().ok()))
+    }
+
+    async fn snapshot(&self, id: &str, snap: &str) -> Result<PathBuf, VolumeError> {
+        check_id(id)?;
+        check_id(snap)?;
+        let src = self.path(id);
+        if !src.exists() {
+            return Err(VolumeError::NotFound(id.into()));
+        }
+        std::fs::create_dir_all(self.snaps(id)).map_err(io("cannot create the snapshot dir"))?;
+        let dst = self.snaps(id).join(snap);
+        run("btrfs", &[a("subvolume"), a("snapshot"), a("-r"), src.as_os_str(), dst.as_os_str()]).await?;
+        Ok(dst)
+    }
+
+    async fn list_snapshots(&self, id: &str) -> Result<Vec<String>, VolumeError> {
+        check_id(id)?;
+        let Ok(rd) = std::fs::read_dir(self.snaps(id)) else { return Ok(vec![]) };
+        let mut v: Vec<String> = rd.flatten().filter_map(|e| e.file_name().into_string().ok()).collect();
+        v.sort();
+        Ok(v)
+    }
+
+    async fn delete_snapshot(&self, id: &str, snap: &str) -> Result<(), VolumeError> {
+        check_id(id)?;
+        check_id(snap)?;
+        let p = self.snaps(id).join(snap);
+        if p.exists() {
+            run("btrfs", &[a("subvolume"), a("delete"), p.as_os_str()]).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,94 @@
+//! Plain-directory volumes: no quotas, snapshots by copy. For hosts without btrfs.
+
+use super::{check_id, io, run, VolumeDriver, VolumeError};
+use std::path::PathBuf;
+
+pub struct DirVolumes {
+    root: PathBuf,
+}
+
+impl DirVolumes {
+    pub fn new(root: PathBuf) -> Self {
+        DirVolumes { root }
+    }
+    fn snaps(&self, id: &str) -> PathBuf {
+        self.root.join("snapshots").join(id)
+    }
+}
+
+fn dir_size(p: &std::path::Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(p) else { return 0 };
+    rd.flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+#[async_trait::async_trait]
+impl VolumeDriver for DirVolumes {
+    fn name(&self) -> &'static str {
+        "dir"
+    }
+    async fn ensure(&self, id: &str, _size_mib: u64) -> Result<PathBuf, VolumeError> {
+        check_id(id)?;
+        let p = self.path(id);
+        std::fs::create_dir_all(&p).map_err(io(format!("cannot create {}", p.display())))?;
+        Ok(p)
+    }
+    fn path(&self, id: &str) -> PathBuf {
+        self.root.join("volumes").join(id)
+    }
+    async fn exists(&self, id: &str) -> Result<bool, VolumeError> {
+        check_id(id)?;
+        Ok(self.path(id).is_dir())
+    }
+    async fn list(&self) -> Result<Vec<String>, VolumeError> {
+        let Ok(rd) = std::fs::read_dir(self.root.join("volumes")) else { return Ok(vec![]) };
+        let mut v: Vec<String> = rd.flatten().filter_map(|e| e.file_name().into_string().ok()).collect();
+        v.sort();
+        Ok(v)
+    }
+    async fn delete(&self, id: &str) -> Result<(), VolumeError> {
+        check_id(id)?;
+        for p in [self.path(id), self.snaps(id)] {
+            if p.exists() {
+                std::fs::remove_dir_all(&p).map_err(io(format!("cannot remove {}", p.display())))?;
+            }
+        }
+        Ok(())
+    }
+    async fn usage_bytes(&self, id: &str) -> Result<Option<u64>, VolumeError> {
+        check_id(id)?;
+        Ok(self.path(id).is_dir().then(|| dir_size(&self.path(id))))
+    }
+    async fn snapshot(&self, id: &str, snap: &str) -> Result<PathBuf, VolumeError> {
+        check_id(id)?;
+        check_id(snap)?;
+        if !self.path(id).is_dir() {
+            return Err(VolumeError::NotFound(id.into()));
+        }
+        let dst = self.snaps(id).join(snap);
+        std::fs::create_dir_all(self.snaps(id)).map_err(io("cannot create the snapshot dir"))?;
+        run("cp", &["-a".as_ref(), "--reflink=auto".as_ref(), self.path(id).as_os_str(), dst.as_os_str()]).await?;
+        Ok(dst)
+    }
+    async fn list_snapshots(&self, id: &str) -> Result<Vec<String>, VolumeError> {
+        check_id(id)?;
+        let Ok(rd) = std::fs::read_dir(self.snaps(id)) else { return Ok(vec![]) };
+        let mut v: Vec<String> = rd.flatten().filter_map(|e| e.file_name().into_string().ok()).collect();
+        v.sort();
+        Ok(v)
+    }
+    async fn delete_snapshot(&self, id: &str, snap: &str) -> Result<(), VolumeError> {
+        check_id(id)?;
+        check_id(snap)?;
+        let p = self.snaps(id).join(snap);
+        if p.exists() {
+            std::fs::remove_dir_all(&p).map_err(io(format!("cannot remove {}", p.display())))?;
+        }
+        Ok(())
+    }
+}
