@@ -62,7 +62,7 @@ pub async fn open_volumes(paths: &AgentPaths, choice: &VolumeChoice) -> Result<A
 }
 
 /// What this host offers, reported with every heartbeat.
-async fn capacity(paths: &AgentPaths) -> Capacity {
+async fn capacity(volumes: &dyn VolumeDriver) -> Capacity {
     let vcpus = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
     let mem_mib = std::fs::read_to_string("/proc/meminfo")
         .ok()
@@ -71,7 +71,7 @@ async fn capacity(paths: &AgentPaths) -> Capacity {
         .unwrap_or(0);
     let disk_mib = tokio::process::Command::new("df")
         .args(["-B1M", "--output=size"])
-        .arg(paths.storage())
+        .arg(volumes.path("capacity-probe").parent().unwrap_or(std::path::Path::new("/")))
         .output()
         .await
         .ok()
@@ -143,7 +143,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output =
     let mut tick = tokio::time::interval(opts.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
-    let cap = capacity(&paths).await;
+    let cap = capacity(volumes.as_ref()).await;
     loop {
         tokio::select! {
             _ = tick.tick() => {}

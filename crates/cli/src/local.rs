@@ -248,6 +248,13 @@ pub async fn down(data_dir: &Path, purge: bool) -> Result<Vec<String>> {
         }
     }
     hangar_agent::volume::BtrfsPool::teardown(&paths.storage()).await.context("cannot release the volume pool")?;
+    // The shared parent cgroups go too once no sandbox of any fleet uses them
+    // (rmdir of a non-empty cgroup fails, which is what keeps others' safe).
+    if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
+        for c in rd.flatten() {
+            let _ = std::fs::remove_dir(c.path().join("hangar"));
+        }
+    }
     if purge && data_dir.exists() {
         std::fs::remove_dir_all(&data_dir).with_context(|| format!("cannot remove {}", data_dir.display()))?;
         done.push(format!("removed {}", data_dir.display()));

@@ -74,6 +74,18 @@ impl OciRuntime {
         Err(RuntimeError::Command { runtime: self.program(), action, id: id.to_string(), stderr })
     }
 
+    /// Whether the sandbox's init handles SIGTERM. PID 1 of a namespace ignores signals
+    /// it has no handler for (`sleep infinity` is the classic case), so waiting out a
+    /// grace period after TERM would only delay the KILL that follows.
+    async fn init_catches_sigterm(&self, id: &str) -> bool {
+        let Ok(out) = self.run("state", id, &["state", id]).await else { return true };
+        let pid = serde_json::from_slice::<serde_json::Value>(&out).ok().and_then(|v| v["pid"].as_u64());
+        let Some(pid) = pid else { return true };
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return true };
+        let caught = status.lines().find_map(|l| l.strip_prefix("SigCgt:")).and_then(|h| u64::from_str_radix(h.trim(), 16).ok());
+        caught.is_none_or(|mask| mask & (1 << (15 - 1)) != 0)
+    }
+
     fn bundle_dir(&self, id: &str) -> PathBuf {
         self.bundles.join(id)
     }
@@ -196,7 +208,7 @@ impl Runtime for OciRuntime {
             // A frozen task cannot handle a signal: thaw first so TERM can do its work.
             self.run("resume", id, &["resume", id]).await?;
         }
-        if matches!(status, SandboxStatus::Running | SandboxStatus::Paused) {
+        if matches!(status, SandboxStatus::Running | SandboxStatus::Paused) && self.init_catches_sigterm(id).await {
             let _ = self.run("kill", id, &["kill", id, "TERM"]).await;
             let deadline = tokio::time::Instant::now() + grace;
             while tokio::time::Instant::now() < deadline {
