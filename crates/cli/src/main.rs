@@ -535,7 +535,7 @@ async fn instance(c: &HubClient, out: &Out, cmd: &InstanceCmd) -> Result<i32> {
             }
             let spec = InstanceSpec { image, vcpus: *cpus, mem_mib: *mem, disk_mib: *disk, command: command.clone(), env: envs };
             spec.validate().map_err(|e| anyhow::anyhow!("{}", cli_field(&e)))?;
-            let op = c.instance_create(r.tenant.as_str(), &InstanceCreate { name: r.name.clone(), spec, start: *start }).await?;
+            let op = c.instance_create(r.tenant.as_str(), &InstanceCreate::new(r.name.clone(), spec, *start)).await?;
             finish(c, out, op, wait, |_| format!("{r} {}", if *start { "running" } else { "created" })).await?;
         }
         InstanceCmd::Start { instance, wait } => action(c, out, instance, "start", wait).await?,

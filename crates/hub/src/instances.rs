@@ -167,7 +167,8 @@ impl Hub {
 
     pub async fn instance_create(&self, p: &Principal, tenant: &str, req: InstanceCreate) -> HubResult<Operation> {
         let t = self.tenant_get(p, tenant).await?;
-        req.spec.validate().map_err(HubError::invalid)?;
+        let spec = req.spec();
+        spec.validate().map_err(HubError::invalid)?;
         let _tg = self.tenant_lock(&t.name).lock_owned().await;
         if self.store.get_instance(&t.name, &req.name).await?.is_some() {
             return Err(HubError::new(ErrorCode::AlreadyExists, format!("instance '{}/{}' already exists", t.name, req.name)));
@@ -177,7 +178,7 @@ impl Hub {
             id: InstanceId::new(),
             tenant: t.name.clone(),
             name: req.name.clone(),
-            spec: req.spec,
+            spec,
             host: None,
             state: InstanceState::Created,
             desired: InstanceState::Created.desired(),

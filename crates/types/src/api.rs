@@ -149,15 +149,51 @@ impl InstanceSpec {
     }
 }
 
+/// A new instance. The spec fields are spelled out rather than flattened so that
+/// unknown fields are rejected and every error names its field.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InstanceCreate {
     pub name: Name,
-    #[serde(flatten)]
-    pub spec: InstanceSpec,
+    /// `host` or `dir:/absolute/path`.
+    #[schema(value_type = String, example = "host")]
+    pub image: ImageRef,
+    pub vcpus: u32,
+    pub mem_mib: u64,
+    pub disk_mib: u64,
+    #[serde(default)]
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
     /// Start right after creation.
     #[serde(default)]
     pub start: bool,
+}
+
+impl InstanceCreate {
+    pub fn new(name: Name, spec: InstanceSpec, start: bool) -> Self {
+        InstanceCreate {
+            name,
+            image: spec.image,
+            vcpus: spec.vcpus,
+            mem_mib: spec.mem_mib,
+            disk_mib: spec.disk_mib,
+            command: spec.command,
+            env: spec.env,
+            start,
+        }
+    }
+
+    pub fn spec(&self) -> InstanceSpec {
+        InstanceSpec {
+            image: self.image.clone(),
+            vcpus: self.vcpus,
+            mem_mib: self.mem_mib,
+            disk_mib: self.disk_mib,
+            command: self.command.clone(),
+            env: self.env.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
