@@ -185,7 +185,18 @@ impl Runtime for OciRuntime {
         match self.status(id).await? {
             Some(SandboxStatus::Paused) => Ok(()),
             None => Err(RuntimeError::NotFound(id.into())),
-            _ => self.run("pause", id, &["pause", id]).await.map(|_| ()),
+            _ => {
+                self.run("pause", id, &["pause", id]).await?;
+                // The freezer may still be FREEZING when the command returns (crun):
+                // report warm only once every task is frozen.
+                for _ in 0..100 {
+                    if self.status(id).await? == Some(SandboxStatus::Paused) {
+                        return Ok(());
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(RuntimeError::Command { runtime: self.program(), action: "pause", id: id.to_string(), stderr: "the sandbox did not freeze within 1s".into() })
+            }
         }
     }
 
@@ -229,6 +240,14 @@ impl Runtime for OciRuntime {
 
     async fn exec(&self, id: &str, req: &ExecRequest) -> Result<ExecResult, RuntimeError> {
         check_id(id)?;
+        // Exec into a frozen sandbox would hang until it thaws: refuse it up front.
+        match self.status(id).await? {
+            Some(SandboxStatus::Running) => {}
+            None => return Err(RuntimeError::NotFound(id.to_string())),
+            Some(other) => {
+                return Err(RuntimeError::Command { runtime: self.program(), action: "exec", id: id.to_string(), stderr: format!("the sandbox is {other:?}, not running").to_lowercase() })
+            }
+        }
         let mut c = self.cmd();
         c.arg("exec").arg("--cwd").arg("/home");
         for (k, v) in &req.env {
@@ -263,27 +282,47 @@ impl Runtime for OciRuntime {
         let status = status.map_err(|source| RuntimeError::Spawn { program: self.program().into(), source })?;
         use std::os::unix::process::ExitStatusExt;
         let exit_code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
-        let stderr_s = String::from_utf8_lossy(&stderr).into_owned();
-        if exit_code != 0 && stdout.is_empty() && (stderr_s.contains("does not exist") || stderr_s.contains("container not running")) {
-            return Err(RuntimeError::NotFound(id.to_string()));
-        }
-        Ok(ExecResult { exit_code, stdout: String::from_utf8_lossy(&stdout).into_owned(), stderr: stderr_s })
+        Ok(ExecResult { exit_code, stdout: String::from_utf8_lossy(&stdout).into_owned(), stderr: String::from_utf8_lossy(&stderr).into_owned() })
     }
 
     async fn stats(&self, id: &str) -> Result<InstanceStats, RuntimeError> {
         check_id(id)?;
-        let out = self.run("events", id, &["events", "--stats", id]).await?;
-        let v: serde_json::Value = serde_json::from_slice(&out)
-            .map_err(|e| RuntimeError::Parse { runtime: self.program(), action: "events --stats", detail: e.to_string() })?;
-        let d = &v["data"];
-        let u = |p: &serde_json::Value| p.as_u64().unwrap_or(0);
-        Ok(InstanceStats {
-            cpu_usage_ns: u(&d["cpu"]["usage"]["total"]),
-            memory_bytes: u(&d["memory"]["usage"]["usage"]),
-            memory_limit_bytes: u(&d["memory"]["usage"]["limit"]),
-            pids: u(&d["pids"]["current"]),
-            pids_limit: u(&d["pids"]["limit"]),
+        if self.status(id).await?.is_none() {
+            return Err(RuntimeError::NotFound(id.to_string()));
+        }
+        Ok(cgroup_stats(id))
+    }
+
+}
+
+/// Reads a sandbox's accounting straight from its cgroup (`/hangar/<id>`), for runc and
+/// crun alike and without spawning anything. Handles cgroup v1 and the unified v2 layout.
+fn cgroup_stats(id: &str) -> InstanceStats {
+    let read = |p: String| std::fs::read_to_string(p).ok().map(|s| s.trim().to_string());
+    let num = |p: String| read(p).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    if v2 {
+        let d = format!("/sys/fs/cgroup/hangar/{id}");
+        let cpu_us = read(format!("{d}/cpu.stat"))
+            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("usage_usec ").and_then(|v| v.parse::<u64>().ok())))
+            .unwrap_or(0);
+        let limit = |f: &str| read(format!("{d}/{f}")).and_then(|s| s.parse().ok()).unwrap_or(u64::MAX);
+        return InstanceStats {
+            cpu_usage_ns: cpu_us * 1000,
+            memory_bytes: num(format!("{d}/memory.current")),
+            memory_limit_bytes: limit("memory.max"),
+            pids: num(format!("{d}/pids.current")),
+            pids_limit: limit("pids.max"),
             disk_used_bytes: None,
-        })
+        };
+    }
+    let g = |ctl: &str, f: &str| format!("/sys/fs/cgroup/{ctl}/hangar/{id}/{f}");
+    InstanceStats {
+        cpu_usage_ns: num(g("cpuacct", "cpuacct.usage")),
+        memory_bytes: num(g("memory", "memory.usage_in_bytes")),
+        memory_limit_bytes: num(g("memory", "memory.limit_in_bytes")),
+        pids: num(g("pids", "pids.current")),
+        pids_limit: read(g("pids", "pids.max")).and_then(|s| s.parse().ok()).unwrap_or(u64::MAX),
+        disk_used_bytes: None,
     }
 }

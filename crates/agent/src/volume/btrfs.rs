@@ -110,6 +110,14 @@ impl BtrfsPool {
             for dev in loops_of(&img).await? {
                 run("losetup", &[a("-d"), a(&dev)]).await?;
             }
+            // A device still busy right after the unmount is only marked for autoclear:
+            // wait until the kernel has really let go of it.
+            for _ in 0..100 {
+                if loops_of(&img).await?.is_empty() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
         }
         Ok(())
     }

@@ -1,0 +1,244 @@
+//! The drivers against the real thing: runc and crun sandboxes, a btrfs pool on a loop
+//! file. Needs root; fails loudly without it. Every test cleans up through guards, also
+//! when it fails.
+
+use hangar_agent::runtime::{Flavor, OciRuntime, Runtime, SandboxSpec, SandboxStatus};
+use hangar_agent::volume::{BtrfsPool, DirVolumes, PoolConfig, VolumeDriver, VolumeError};
+use hangar_types::api::{ExecRequest, ImageRef};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn require_root() {
+    let st = std::fs::read_to_string("/proc/self/status").unwrap();
+    let uid = st.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(1)).unwrap();
+    assert_eq!(uid, "0", "driver tests need root (runc, cgroups, loop devices, btrfs)");
+    for tool in ["runc", "crun", "mkfs.btrfs", "losetup", "blkid", "mkfs.ext4"] {
+        let ok = std::process::Command::new("sh").arg("-c").arg(format!("command -v {tool} >/dev/null")).status().unwrap().success();
+        assert!(ok, "{tool} is missing: .ci/run installs it");
+    }
+}
+
+/// A temp dir with a btrfs pool; dropping it stops sandboxes and releases the pool.
+struct Env {
+    dir: tempfile::TempDir,
+    runtimes: Vec<Arc<OciRuntime>>,
+    ids: std::sync::Mutex<Vec<String>>,
+}
+
+impl Env {
+    fn new() -> Env {
+        require_root();
+        Env { dir: tempfile::Builder::new().prefix("hangar-drv-").tempdir().unwrap(), runtimes: vec![], ids: Default::default() }
+    }
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+    async fn pool(&self) -> BtrfsPool {
+        BtrfsPool::open(PoolConfig { root: self.root().join("storage"), device: None, loop_size_mib: 1024 }).await.unwrap()
+    }
+    fn runtime(&mut self, flavor: Flavor) -> Arc<OciRuntime> {
+        let rt = Arc::new(OciRuntime::new(flavor, self.root().join(format!("state-{flavor:?}")), self.root().join("bundles")));
+        self.runtimes.push(rt.clone());
+        rt
+    }
+    fn spec(&self, home: PathBuf, mem_mib: u64) -> SandboxSpec {
+        let id = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        self.ids.lock().unwrap().push(id.clone());
+        SandboxSpec {
+            id: id.clone(),
+            image: ImageRef::Host,
+            home_dir: home,
+            vcpus: 1,
+            mem_mib,
+            pids_limit: 64,
+            command: vec![],
+            env: BTreeMap::from([("GREETING".into(), "hello".into())]),
+            hostname: "drv".into(),
+            log_path: self.root().join(format!("{id}.log")),
+            netns_path: None,
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        // Drop may run inside the test's runtime, which cannot be blocked on: clean up
+        // on a thread with a runtime of its own.
+        let runtimes = std::mem::take(&mut self.runtimes);
+        let ids = std::mem::take(&mut *self.ids.lock().unwrap());
+        let storage = self.root().join("storage");
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                for r in &runtimes {
+                    for id in &ids {
+                        let _ = r.stop(id, Duration::from_millis(100)).await;
+                    }
+                }
+                let _ = BtrfsPool::teardown(&storage).await;
+            });
+        })
+        .join()
+        .unwrap();
+    }
+}
+
+fn exec(cmd: &str) -> ExecRequest {
+    ExecRequest { command: vec!["sh".into(), "-c".into(), cmd.into()], env: BTreeMap::new(), timeout_secs: Some(30) }
+}
+
+fn loops_of(file: &Path) -> String {
+    String::from_utf8(std::process::Command::new("losetup").arg("-j").arg(file).output().unwrap().stdout).unwrap()
+}
+
+fn mounted(p: &Path) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo").unwrap().contains(&format!(" {} ", p.display()))
+}
+
+#[tokio::test]
+async fn btrfs_pool_volumes_snapshots_reopen_and_teardown() {
+    let env = Env::new();
+    let pool = env.pool().await;
+    let v = pool.ensure("vol-a", 64).await.unwrap();
+    std::fs::write(v.join("marker"), "kept").unwrap();
+    assert_eq!(pool.ensure("vol-a", 64).await.unwrap(), v, "ensure is idempotent");
+    assert!(pool.exists("vol-a").await.unwrap());
+    let snap = pool.snapshot("vol-a", "s1").await.unwrap();
+    assert_eq!(std::fs::read_to_string(snap.join("marker")).unwrap(), "kept");
+    assert!(std::fs::write(snap.join("x"), "no").is_err(), "snapshots are read-only");
+    assert_eq!(pool.list_snapshots("vol-a").await.unwrap(), ["s1"]);
+    assert_eq!(pool.list().await.unwrap(), ["vol-a"]);
+    assert!(matches!(pool.ensure("../etc", 1).await, Err(VolumeError::InvalidId(_))));
+    drop(pool);
+    // Reopening re-uses the formatted pool: the data is still there.
+    let pool = env.pool().await;
+    assert_eq!(std::fs::read_to_string(pool.path("vol-a").join("marker")).unwrap(), "kept");
+    pool.delete("vol-a").await.unwrap();
+    assert!(!pool.exists("vol-a").await.unwrap());
+    assert!(pool.list_snapshots("vol-a").await.unwrap().is_empty());
+    pool.delete("vol-a").await.unwrap(); // absent: still fine
+    let mount = pool.mount_path().to_path_buf();
+    BtrfsPool::teardown(&env.root().join("storage")).await.unwrap();
+    assert!(!mounted(&mount), "pool still mounted");
+    assert_eq!(loops_of(&env.root().join("storage/pool.img")), "", "loop device still attached");
+}
+
+#[tokio::test]
+async fn a_file_holding_ext4_is_refused_and_left_untouched() {
+    let env = Env::new();
+    let storage = env.root().join("storage");
+    std::fs::create_dir_all(&storage).unwrap();
+    let img = storage.join("pool.img");
+    std::fs::File::create(&img).unwrap().set_len(64 << 20).unwrap();
+    assert!(std::process::Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img).status().unwrap().success());
+    let err = BtrfsPool::open(PoolConfig { root: storage.clone(), device: None, loop_size_mib: 1024 }).await.err().expect("ext4 must be refused");
+    assert!(matches!(&err, VolumeError::Occupied { fs, .. } if fs == "ext4"), "{err}");
+    assert!(err.to_string().contains("never formats"), "{err}");
+    let probe = std::process::Command::new("blkid").arg("-p").arg(&img).output().unwrap();
+    assert!(String::from_utf8_lossy(&probe.stdout).contains("TYPE=\"ext4\""));
+    assert_eq!(loops_of(&img), "");
+}
+
+#[tokio::test]
+async fn volume_quota_stops_writes_at_the_limit() {
+    let env = Env::new();
+    let pool = env.pool().await;
+    let v = pool.ensure("q", 20).await.unwrap();
+    let out = std::process::Command::new("dd").arg("if=/dev/zero").arg(format!("of={}", v.join("big").display())).args(["bs=1M", "count=60", "conv=fsync"]).output().unwrap();
+    assert!(!out.status.success(), "a 60 MiB write fit in a 20 MiB volume");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Disk quota exceeded"), "{}", String::from_utf8_lossy(&out.stderr));
+    let used = pool.usage_bytes("q").await.unwrap().unwrap();
+    assert!(used <= 21 << 20, "usage {used} beyond the limit");
+}
+
+async fn lifecycle(flavor: Flavor) {
+    let mut env = Env::new();
+    let pool = env.pool().await;
+    let rt = env.runtime(flavor);
+    let home = pool.ensure("home", 64).await.unwrap();
+    let spec = env.spec(home.clone(), 128);
+    let id = spec.id.clone();
+    rt.start(&spec).await.unwrap();
+    assert_eq!(rt.status(&id).await.unwrap(), Some(SandboxStatus::Running));
+    assert!(rt.list().await.unwrap().iter().any(|(i, s)| *i == id && *s == SandboxStatus::Running), "list() adopts it");
+    rt.start(&spec).await.unwrap(); // already running: left alone
+
+    let r = rt.exec(&id, &exec("echo hi > /home/hi.txt; cat /home/hi.txt; echo $GREETING $HOME; hostname")).await.unwrap();
+    assert_eq!((r.exit_code, r.stdout.as_str()), (0, "hi\nhello /home\ndrv\n"), "{}", r.stderr);
+    assert_eq!(std::fs::read_to_string(home.join("hi.txt")).unwrap(), "hi\n", "the volume is the sandbox's /home");
+    assert_eq!(rt.exec(&id, &exec("exit 3")).await.unwrap().exit_code, 3);
+    let ro = rt.exec(&id, &exec("touch /usr/evil")).await.unwrap();
+    assert_ne!(ro.exit_code, 0, "/usr must be read-only");
+    assert!(!Path::new("/usr/evil").exists());
+    // Sandboxed: no mounts, no namespaces, no tracing, own pid namespace.
+    assert_ne!(rt.exec(&id, &exec("mount -t tmpfs none /tmp")).await.unwrap().exit_code, 0, "mount allowed");
+    assert_ne!(rt.exec(&id, &exec("unshare -U true")).await.unwrap().exit_code, 0, "unshare allowed");
+    let pid1 = rt.exec(&id, &exec("cat /proc/1/cmdline | tr '\\0' ' '")).await.unwrap();
+    assert_eq!(pid1.stdout.trim(), "sleep infinity");
+    let caps = rt.exec(&id, &exec("grep CapEff /proc/self/status")).await.unwrap();
+    assert!(!caps.stdout.contains("000001ffffffffff") && !caps.stdout.contains("0000003fffffffff"), "full capabilities: {}", caps.stdout);
+
+    let st = rt.stats(&id).await.unwrap();
+    assert!(st.memory_bytes > 0 && st.pids >= 1, "{st:?}");
+    assert_eq!((st.memory_limit_bytes, st.pids_limit), (128 << 20, 64));
+
+    rt.pause(&id).await.unwrap();
+    assert_eq!(rt.status(&id).await.unwrap(), Some(SandboxStatus::Paused));
+    rt.pause(&id).await.unwrap(); // idempotent
+    rt.resume(&id).await.unwrap();
+    assert_eq!(rt.status(&id).await.unwrap(), Some(SandboxStatus::Running));
+
+    // Stopping a paused sandbox works too, and leaves no cgroup behind.
+    rt.pause(&id).await.unwrap();
+    rt.stop(&id, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(rt.status(&id).await.unwrap(), None);
+    assert!(!Path::new(&format!("/sys/fs/cgroup/memory/hangar/{id}")).exists(), "cgroup left behind");
+    rt.stop(&id, Duration::from_secs(1)).await.unwrap(); // absent: fine
+
+    // Start again: the volume's data is still there.
+    rt.start(&spec).await.unwrap();
+    assert_eq!(rt.exec(&id, &exec("cat /home/hi.txt")).await.unwrap().stdout, "hi\n");
+    rt.stop(&id, Duration::from_secs(2)).await.unwrap();
+    assert!(matches!(rt.exec(&id, &exec("true")).await, Err(_)), "exec in a stopped sandbox must fail");
+}
+
+#[tokio::test]
+async fn runc_sandbox_lifecycle() {
+    lifecycle(Flavor::Runc).await;
+}
+
+#[tokio::test]
+async fn crun_sandbox_lifecycle() {
+    lifecycle(Flavor::Crun).await;
+}
+
+#[tokio::test]
+async fn memory_limit_kills_an_allocation_beyond_it() {
+    let mut env = Env::new();
+    let rt = env.runtime(Flavor::Runc);
+    let home = env.root().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let spec = env.spec(home, 32);
+    rt.start(&spec).await.unwrap();
+    let r = rt.exec(&spec.id, &exec("x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo survived")).await.unwrap();
+    assert!(!r.stdout.contains("survived"), "100 MB fit in a 32 MiB sandbox");
+    assert_ne!(r.exit_code, 0);
+    let oom = std::fs::read_to_string(format!("/sys/fs/cgroup/memory/hangar/{}/memory.oom_control", spec.id)).unwrap_or_default();
+    assert!(oom.contains("oom_kill ") && !oom.contains("oom_kill 0"), "no OOM kill recorded: {oom}");
+}
+
+#[tokio::test]
+async fn dir_volumes_work_without_btrfs() {
+    let env = Env::new();
+    let d = DirVolumes::new(env.root().join("dirvols"));
+    let p = d.ensure("a", 10).await.unwrap();
+    std::fs::write(p.join("f"), "12345").unwrap();
+    assert_eq!(d.usage_bytes("a").await.unwrap(), Some(5));
+    d.snapshot("a", "s").await.unwrap();
+    assert_eq!(d.list_snapshots("a").await.unwrap(), ["s"]);
+    d.delete("a").await.unwrap();
+    assert!(d.list().await.unwrap().is_empty());
+    assert!(d.list_snapshots("a").await.unwrap().is_empty());
+}
