@@ -61,3 +61,48 @@ fn user_flow_from_create_to_delete() {
     assert_eq!(String::from_utf8_lossy(&runc.stdout).trim(), "", "sandboxes left behind");
     f.run(&["tenant", "destroy", "acme"]);
 }
+
+#[test]
+fn daemon_runs_in_the_background_and_refuses_a_second_copy() {
+    common::require_root();
+    let dir = tempfile::Builder::new().prefix("hangar-e2e-daemon-").tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("config.json");
+    struct Down(std::path::PathBuf);
+    impl Drop for Down {
+        fn drop(&mut self) {
+            common::down(&self.0);
+        }
+    }
+    let _down = Down(data.clone());
+    let hangar = |args: &[&str]| std::process::Command::new(common::bin()).args(args).env("HANGAR_CONFIG", &cfg).output().unwrap();
+    let d = data.to_str().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let start = hangar(&["daemon", "start", "--data-dir", d, "--listen", &listen, "--pool-size-mib", "1024"]);
+    assert!(start.status.success(), "{}", String::from_utf8_lossy(&start.stderr));
+    let again = hangar(&["daemon", "start", "--data-dir", d, "--listen", &listen]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already running"));
+    let st: Value = serde_json::from_slice(&hangar(&["daemon", "status", "--data-dir", d, "--json"]).stdout).unwrap();
+    assert_eq!(st["state"], "running", "{st}");
+    // The CLI found the hub through the config the daemon wrote.
+    assert!(hangar(&["tenant", "create", "acme"]).status.success());
+    let logs = hangar(&["daemon", "logs", "--data-dir", d]);
+    assert!(String::from_utf8_lossy(&logs.stdout).contains("hangar is up"));
+    let stop = hangar(&["daemon", "stop", "--data-dir", d]);
+    assert!(stop.status.success());
+    let st = hangar(&["daemon", "status", "--data-dir", d, "--json"]);
+    assert_eq!(st.status.code(), Some(3));
+    assert_eq!(serde_json::from_slice::<Value>(&st.stdout).unwrap()["state"], "stopped");
+}
+
+#[test]
+fn shell_completions_are_generated() {
+    for shell in ["bash", "zsh", "fish"] {
+        let o = std::process::Command::new(common::bin()).args(["completions", shell]).output().unwrap();
+        assert!(o.status.success());
+        let s = String::from_utf8_lossy(&o.stdout);
+        assert!(s.contains("instance") && s.contains("tenant"), "{shell} completions lack commands");
+    }
+}
