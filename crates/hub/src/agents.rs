@@ -61,6 +61,7 @@ impl Hub {
     /// The desired-state document of one host, built from the store.
     pub async fn desired_doc(&self, host: &HostRecord) -> HubResult<DesiredDoc> {
         let list = self.store.list_instances(&InstanceFilter { tenant: None, host: Some(host.name.clone()) }).await?;
+        let net_ids: std::collections::HashMap<_, _> = self.store.list_tenants().await?.into_iter().map(|t| (t.name, t.net_id)).collect();
         Ok(DesiredDoc {
             schema_version: PROTOCOL_VERSION,
             host: host.name.clone(),
@@ -68,7 +69,18 @@ impl Hub {
             generation: host.desired_generation,
             instances: list
                 .into_iter()
-                .map(|i| DesiredInstance { id: i.id, tenant: i.tenant, name: i.name, desired: i.state.desired(), generation: i.generation, spec: i.spec })
+                .map(|i| DesiredInstance {
+                    network: match (net_ids.get(&i.tenant), i.address) {
+                        (Some(n), Some(a)) => Some(self.net_spec(*n, a)),
+                        _ => None,
+                    },
+                    id: i.id,
+                    tenant: i.tenant,
+                    name: i.name,
+                    desired: i.state.desired(),
+                    generation: i.generation,
+                    spec: i.spec,
+                })
                 .collect(),
         })
     }

@@ -38,7 +38,7 @@ impl Hub {
             return Err(HubError::invalid("quotas must be positive: max_vcpus, max_mem_mib, max_instances and max_disk_gib must be at least 1"));
         }
         let t = Tenant { id: TenantId::new(), name: req.name, quotas, net_id: 0, created_at: OffsetDateTime::now_utc() };
-        let t = self.store.insert_tenant(&t, self.config.max_net_id).await?;
+        let t = self.store.insert_tenant(&t, self.config.cluster_range.max_net_id()).await?;
         self.event(&p.actor(), Some(&t.name), format!("tenant/{}", t.name), "tenant.create", "ok", None).await;
         Ok(t)
     }
@@ -163,6 +163,32 @@ impl Hub {
         })
     }
 
+    /// The lowest free address of the tenant's /24. Called under the tenant lock; the
+    /// store's unique index on (tenant, address) is the last line of defence.
+    async fn allocate_address(&self, t: &Tenant) -> HubResult<std::net::Ipv4Addr> {
+        use hangar_types::net::{FIRST_HOST, LAST_HOST};
+        let used: std::collections::HashSet<std::net::Ipv4Addr> = self
+            .store
+            .list_instances(&InstanceFilter { tenant: Some(t.name.clone()), host: None })
+            .await?
+            .into_iter()
+            .filter_map(|i| i.address)
+            .collect();
+        let r = &self.config.cluster_range;
+        (FIRST_HOST..=LAST_HOST).map(|n| r.host(t.net_id, n)).find(|a| !used.contains(a)).ok_or_else(|| {
+            HubError::new(
+                ErrorCode::NoCapacity,
+                format!("tenant '{}' network {}/24 has no free address: delete an instance first", t.name, r.subnet(t.net_id)),
+            )
+        })
+    }
+
+    /// What a host needs to wire an instance to its tenant's network.
+    pub(crate) fn net_spec(&self, net_id: u32, address: std::net::Ipv4Addr) -> hangar_types::net::NetSpec {
+        let r = &self.config.cluster_range;
+        hangar_types::net::NetSpec { net_id, address, prefix_len: 24, gateway: r.gateway(net_id), cluster_range: r.to_string() }
+    }
+
     // ---------------------------------------------------------------- instances
 
     pub async fn instance_create(&self, p: &Principal, tenant: &str, req: InstanceCreate) -> HubResult<Operation> {
@@ -187,10 +213,12 @@ impl Hub {
             error: None,
             created_at: now,
             updated_at: now,
+            address: None,
         };
         let target = if req.start { transition(InstanceState::Created, Transition::Start)? } else { InstanceState::Created };
         self.check_quota(&t, &inst, target).await?;
         let host = self.place(&inst.spec).await?;
+        inst.address = Some(self.allocate_address(&t).await?);
         inst.host = Some(host.name.clone());
         inst.state = target;
         inst.desired = target.desired();

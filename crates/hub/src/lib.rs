@@ -37,8 +37,8 @@ pub struct HubConfig {
     pub mem_overcommit: f64,
     /// Same for volume sizes (btrfs volumes are thin).
     pub disk_overcommit: f64,
-    /// Size of the cluster network range in /24s (net ids 1..=max_net_id).
-    pub max_net_id: u32,
+    /// The range tenant networks (/24s) are cut from.
+    pub cluster_range: hangar_types::net::ClusterRange,
 }
 
 impl Default for HubConfig {
@@ -49,8 +49,7 @@ impl Default for HubConfig {
             cpu_overcommit: 16.0,
             mem_overcommit: 1.5,
             disk_overcommit: 4.0,
-            // 10.240.0.0/12 holds 4096 /24s; net id 0 is never handed out.
-            max_net_id: 4095,
+            cluster_range: hangar_types::net::ClusterRange::default(),
         }
     }
 }

@@ -47,7 +47,10 @@ const MAX_CONNECTIONS: u32 = 4;
 
 /// The schema, oldest first. Append new files; never edit one that has shipped (its
 /// checksum is recorded and a changed file makes `open` fail).
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../migrations/0001_init.sql")),
+    (2, "instance address", include_str!("../migrations/0002_instance_address.sql")),
+];
 
 /// The store on one SQLite database; cheap to clone (it is a connection pool).
 #[derive(Clone, Debug)]
@@ -259,7 +262,10 @@ impl Store for SqliteStore {
 
     async fn insert_instance(&self, instance: &Instance) -> Result<()> {
         let q = bind_instance(
-            sqlx::query("INSERT INTO instances VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
+            sqlx::query(
+                "INSERT INTO instances (id, tenant, name, spec, host, state, desired, observed, generation, error, created_at, updated_at, address)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            ),
             instance,
         );
         let what = format!("instance '{}/{}'", instance.tenant, instance.name);
@@ -271,7 +277,7 @@ impl Store for SqliteStore {
         let q = bind_instance(
             sqlx::query(
                 "UPDATE instances SET tenant = ?2, name = ?3, spec = ?4, host = ?5, state = ?6, desired = ?7,
-                 observed = ?8, generation = ?9, error = ?10, created_at = ?11, updated_at = ?12 WHERE id = ?1",
+                 observed = ?8, generation = ?9, error = ?10, created_at = ?11, updated_at = ?12, address = ?13 WHERE id = ?1",
             ),
             instance,
         );
@@ -460,6 +466,7 @@ fn bind_instance<'q>(q: Q<'q>, i: &Instance) -> Q<'q> {
         .bind(i.error.as_deref())
         .bind(Nanos(i.created_at))
         .bind(Nanos(i.updated_at))
+        .bind(i.address.map(|a| a.to_string()))
 }
 
 // ---- row mapping ----
@@ -509,6 +516,7 @@ fn instance_row(row: &SqliteRow) -> Result<Instance> {
         error: c.get("error")?,
         created_at: c.time("created_at")?,
         updated_at: c.time("updated_at")?,
+        address: c.parse_opt("address")?,
     })
 }
 

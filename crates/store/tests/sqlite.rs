@@ -84,6 +84,7 @@ fn instance(tenant: &str, n: &str, host: Option<&str>) -> Instance {
         error: None,
         created_at: at(2),
         updated_at: at(3),
+        address: None,
     }
 }
 
@@ -553,4 +554,24 @@ async fn open_accepts_url_and_path() {
         let store = hangar_store::open(&url).await.unwrap();
         assert_eq!(store.next_generation().await.unwrap(), 1, "{url}");
     }
+}
+
+/// An address is never handed out twice within a tenant, whatever the hub does.
+#[tokio::test]
+async fn instance_addresses_are_unique_per_tenant() {
+    let (_dir, store) = store().await;
+    let addr = |s: &str| Some(s.parse::<std::net::Ipv4Addr>().unwrap());
+    let mut a = instance("acme", "a", None);
+    a.address = addr("10.240.1.2");
+    store.insert_instance(&a).await.unwrap();
+    assert_eq!(store.get_instance_by_id(a.id).await.unwrap().unwrap().address, addr("10.240.1.2"));
+    let mut b = instance("acme", "b", None);
+    b.address = addr("10.240.1.2");
+    assert!(matches!(store.insert_instance(&b).await, Err(StoreError::AlreadyExists(_))));
+    let mut c = instance("zeta", "c", None);
+    c.address = addr("10.240.1.2");
+    store.insert_instance(&c).await.unwrap();
+    // Several instances without an address are fine.
+    store.insert_instance(&instance("acme", "x", None)).await.unwrap();
+    store.insert_instance(&instance("acme", "y", None)).await.unwrap();
 }

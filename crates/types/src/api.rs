@@ -214,6 +214,9 @@ pub struct Instance {
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+    /// Its address on the tenant network; kept for the instance's whole life.
+    #[schema(value_type = Option<String>, example = "10.240.1.2")]
+    pub address: Option<std::net::Ipv4Addr>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -7,6 +7,7 @@ pub mod api;
 pub mod error;
 pub mod ids;
 pub mod names;
+pub mod net;
 pub mod protocol;
 pub mod state;
 

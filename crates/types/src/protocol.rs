@@ -35,6 +35,9 @@ pub struct DesiredInstance {
     pub desired: DesiredState,
     /// The instance's generation; echoed back in reports.
     pub generation: i64,
+    /// Its tenant network; absent for instances without one.
+    #[serde(default)]
+    pub network: Option<crate::net::NetSpec>,
 }
 
 /// What a host observed: sent after every convergence pass and as the heartbeat.
