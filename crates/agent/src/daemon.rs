@@ -38,6 +38,9 @@ pub struct AgentOptions {
     pub advertise: Option<String>,
     /// Reconcile and heartbeat interval.
     pub interval: Duration,
+    /// The hub's URL, when it differs from the one joined at (e.g. `hangar up` on a
+    /// port picked anew at each start).
+    pub hub_url: Option<String>,
 }
 
 pub fn open_runtime(paths: &AgentPaths, flavor: Flavor) -> Result<Arc<dyn Runtime>> {
@@ -85,18 +88,20 @@ pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output =
     hangar_tls::install_crypto_provider();
     let paths = opts.paths.clone();
     let (identity, ca_pem, cert_pem, key_pem) = paths.load()?;
-    let hub = HostClient::new(&identity.hub_url, &ca_pem, &cert_pem, &key_pem)?;
+    let hub_url = opts.hub_url.clone().unwrap_or_else(|| identity.hub_url.clone());
+    let hub = HostClient::new(&hub_url, &ca_pem, &cert_pem, &key_pem)?;
     let runtime = open_runtime(&paths, opts.runtime)?;
     let volumes = open_volumes(&paths, &opts.volumes).await?;
-    let drivers = vec![format!("runtime={}", runtime.name()), format!("volume={}", volumes.name())];
-    let reconciler = Reconciler::new(paths.clone(), runtime.clone(), volumes.clone());
+    let drivers = vec![format!("runtime={}", runtime.name()), format!("volume={}", volumes.name()), "network=bridge".to_string()];
+    let network: Arc<dyn crate::network::NetworkDriver> = Arc::new(crate::network::BridgeNetwork::new(&identity.host_id.short()));
+    let reconciler = Reconciler::new(paths.clone(), runtime.clone(), volumes.clone(), network.clone());
 
     let listener = tokio::net::TcpListener::bind(opts.listen).await.with_context(|| format!("cannot listen on {}", opts.listen))?;
     let local = listener.local_addr()?;
     let advertise = opts.advertise.clone().unwrap_or_else(|| local.ip().to_string());
     let endpoint_url = format!("https://{}:{}", if advertise.contains(':') { format!("[{advertise}]") } else { advertise }, local.port());
     let tls = hangar_tls::server_config(&cert_pem, &key_pem, Some(&ca_pem), true)?;
-    let app = endpoint::router(endpoint::EndpointState { paths: paths.clone(), runtime: runtime.clone(), volumes: volumes.clone(), hub_fingerprint: identity.hub_client_fingerprint.clone() });
+    let app = endpoint::router(endpoint::EndpointState { paths: paths.clone(), runtime: runtime.clone(), volumes: volumes.clone(), network: network.clone(), hub_fingerprint: identity.hub_client_fingerprint.clone() });
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut endpoint_stop = stop_rx.clone();
     let server = tokio::spawn(hangar_tls::serve::serve_router(listener, tls, app, async move {

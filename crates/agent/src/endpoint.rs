@@ -19,6 +19,7 @@ pub struct EndpointState {
     pub paths: AgentPaths,
     pub runtime: Arc<dyn Runtime>,
     pub volumes: Arc<dyn VolumeDriver>,
+    pub network: Arc<dyn crate::network::NetworkDriver>,
     pub hub_fingerprint: String,
 }
 
@@ -56,6 +57,7 @@ pub fn router(st: EndpointState) -> Router {
         .route("/v1/sandboxes/{id}/exec", post(exec))
         .route("/v1/sandboxes/{id}/logs", get(logs))
         .route("/v1/sandboxes/{id}/stats", get(stats))
+        .route("/v1/network", get(network))
         .with_state(st)
 }
 
@@ -87,4 +89,9 @@ async fn stats(State(st): State<EndpointState>, Extension(peer): Extension<PeerI
     let mut s = st.runtime.stats(&id).await?;
     s.disk_used_bytes = st.volumes.usage_bytes(&id).await.ok().flatten();
     Ok(Json(s))
+}
+
+async fn network(State(st): State<EndpointState>, Extension(peer): Extension<PeerInfo>) -> Result<Json<hangar_types::net::NetReport>, EpError> {
+    check_peer(&st, &peer)?;
+    st.network.inspect().await.map(Json).map_err(|e| EpError(ApiError::internal(e.to_string())))
 }

@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod endpoint;
 pub mod identity;
 pub mod join;
+pub mod network;
 pub mod reconcile;
 pub mod runtime;
 pub mod volume;

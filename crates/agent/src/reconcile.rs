@@ -6,6 +6,7 @@
 //! restarted in a loop, and a failed start is not retried until the hub asks again.
 
 use crate::identity::AgentPaths;
+use crate::network::NetworkDriver;
 use crate::runtime::{Runtime, SandboxSpec, SandboxStatus};
 use crate::volume::VolumeDriver;
 use hangar_types::protocol::{DesiredDoc, DesiredInstance, ObservedInstance};
@@ -30,14 +31,15 @@ pub struct Reconciler {
     pub paths: AgentPaths,
     pub runtime: Arc<dyn Runtime>,
     pub volumes: Arc<dyn VolumeDriver>,
+    pub network: Arc<dyn NetworkDriver>,
     acted: Mutex<HashMap<InstanceId, Acted>>,
     /// Bounds how many instances converge at once (each spawns runtime processes).
     parallel: Arc<tokio::sync::Semaphore>,
 }
 
 impl Reconciler {
-    pub fn new(paths: AgentPaths, runtime: Arc<dyn Runtime>, volumes: Arc<dyn VolumeDriver>) -> Arc<Self> {
-        Arc::new(Reconciler { paths, runtime, volumes, acted: Mutex::new(HashMap::new()), parallel: Arc::new(tokio::sync::Semaphore::new(8)) })
+    pub fn new(paths: AgentPaths, runtime: Arc<dyn Runtime>, volumes: Arc<dyn VolumeDriver>, network: Arc<dyn NetworkDriver>) -> Arc<Self> {
+        Arc::new(Reconciler { paths, runtime, volumes, network, acted: Mutex::new(HashMap::new()), parallel: Arc::new(tokio::sync::Semaphore::new(8)) })
     }
 
     fn acted(&self, id: InstanceId) -> Option<Acted> {
@@ -66,13 +68,24 @@ impl Reconciler {
                 tracing::error!(sandbox = %orphan, error = %e, "cannot stop orphan sandbox");
             }
         }
+        // One look at the host's links per pass: a veth removed behind our back is
+        // re-created for the running instance it belonged to.
+        let veths: HashSet<String> = match self.network.inspect().await {
+            Ok(r) => r.veths.into_iter().map(|(n, _)| n).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot inspect host networking");
+                HashSet::new()
+            }
+        };
         let mut set = tokio::task::JoinSet::new();
         for d in doc.instances.iter().cloned() {
-            let status = listed.get(&d.id.short()).copied();
+            let sid = d.id.short();
+            let status = listed.get(&sid).copied();
+            let wired = veths.contains(&hangar_types::net::veth_name(&sid));
             let me = self.clone();
             set.spawn(async move {
                 let _permit = me.parallel.clone().acquire_owned().await;
-                me.converge_one(&d, status).await
+                me.converge_one(&d, status, wired).await
             });
         }
         let mut out = Vec::with_capacity(doc.instances.len());
@@ -82,11 +95,38 @@ impl Reconciler {
                 Err(e) => tracing::error!(error = %e, "convergence task panicked"),
             }
         }
+        self.sync_network(doc, &wanted).await;
         out
     }
 
-    async fn converge_one(&self, d: &DesiredInstance, status: Option<SandboxStatus>) -> ObservedInstance {
+    /// Host-wide networking: bridges and rules for the tenants present, and no
+    /// namespace for a sandbox the document does not hold.
+    async fn sync_network(&self, doc: &DesiredDoc, wanted: &HashSet<String>) {
+        match self.network.attached().await {
+            Ok(list) => {
+                for sid in list.into_iter().filter(|s| !wanted.contains(s)) {
+                    if let Err(e) = self.network.detach(&sid).await {
+                        tracing::error!(sandbox = %sid, error = %e, "cannot remove a stale network namespace");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot list network namespaces"),
+        }
+        let Some(range) = doc.cluster_range.as_deref().and_then(|r| r.parse::<hangar_types::net::ClusterRange>().ok()) else { return };
+        let nets: Vec<_> = doc.instances.iter().filter(|d| d.desired != DesiredState::Deleted).filter_map(|d| d.network.clone()).collect();
+        if let Err(e) = self.network.sync(&range, &nets).await {
+            tracing::error!(error = %e, "cannot sync tenant networks");
+        }
+    }
+
+    async fn converge_one(&self, d: &DesiredInstance, status: Option<SandboxStatus>, wired: bool) -> ObservedInstance {
         let prev = self.acted(d.id).filter(|a| a.generation == d.generation);
+        if let (Some(net), Some(SandboxStatus::Running | SandboxStatus::Paused), false) = (&d.network, status, wired) {
+            tracing::warn!(instance = %d.id, "its veth is gone; wiring it again");
+            if let Err(e) = self.network.attach(&d.id.short(), net).await {
+                tracing::error!(instance = %d.id, error = %e, "cannot re-wire the instance");
+            }
+        }
         let (observed, error) = match self.act(d, status, prev.as_ref()).await {
             Ok(o) => (o, None),
             Err(e) => {
@@ -119,6 +159,7 @@ impl Reconciler {
                 if status.is_some() {
                     self.runtime.stop(&sid, STOP_GRACE).await.map_err(|e| e.to_string())?;
                 }
+                self.network.detach(&sid).await.map_err(|e| e.to_string())?;
                 self.volumes.delete(&sid).await.map_err(|e| e.to_string())?;
                 let _ = std::fs::remove_file(self.paths.log_file(&sid));
                 Ok(O::Gone)
@@ -157,6 +198,10 @@ impl Reconciler {
                     return Ok(O::Stopped);
                 }
                 let home = self.volumes.ensure(&sid, d.spec.disk_mib).await.map_err(|e| e.to_string())?;
+                let netns_path = match &d.network {
+                    Some(net) => Some(self.network.attach(&sid, net).await.map_err(|e| format!("network: {e}"))?),
+                    None => None,
+                };
                 let spec = SandboxSpec {
                     id: sid.clone(),
                     image: d.spec.image.clone(),
@@ -168,7 +213,7 @@ impl Reconciler {
                     env: d.spec.env.clone(),
                     hostname: d.name.to_string(),
                     log_path: self.paths.log_file(&sid),
-                    netns_path: None,
+                    netns_path,
                 };
                 self.runtime.start(&spec).await.map_err(|e| e.to_string())?;
                 if want_warm {

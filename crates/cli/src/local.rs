@@ -132,8 +132,8 @@ pub struct AgentArgs {
     pub interval: Duration,
 }
 
-pub fn agent_options(paths: AgentPaths, a: &AgentArgs) -> AgentOptions {
-    AgentOptions { paths, runtime: a.runtime, volumes: a.volumes.clone(), listen: a.listen, advertise: a.advertise.clone(), interval: a.interval }
+pub fn agent_options(paths: AgentPaths, a: &AgentArgs, hub_url: Option<String>) -> AgentOptions {
+    AgentOptions { paths, runtime: a.runtime, volumes: a.volumes.clone(), listen: a.listen, advertise: a.advertise.clone(), interval: a.interval, hub_url }
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.
@@ -172,7 +172,7 @@ pub async fn up(data_dir: &Path, listen: SocketAddr, agent: AgentArgs, config_pa
         config_path.display()
     );
     let mut agent_stop = stop_rx.clone();
-    let mut agent_task = tokio::spawn(hangar_agent::daemon::run(agent_options(paths, &agent), async move {
+    let mut agent_task = tokio::spawn(hangar_agent::daemon::run(agent_options(paths, &agent, Some(url.clone())), async move {
         let _ = agent_stop.wait_for(|s| *s).await;
     }));
     tokio::select! {
@@ -238,22 +238,51 @@ pub async fn down(data_dir: &Path, purge: bool) -> Result<Vec<String>> {
         done.push(format!("stopped {} hangar process(es)", pids.len()));
     }
     let paths = AgentPaths::new(data_dir.join("agent"));
+    // Best effort: every step runs even when an earlier one failed, so one stuck object
+    // does not leave the rest behind; the errors are reported together at the end.
+    let mut errors: Vec<String> = vec![];
     for flavor in [Flavor::Runc, Flavor::Crun] {
         let rt = hangar_agent::runtime::OciRuntime::new(flavor, paths.runtime_root(), paths.bundles());
         use hangar_agent::runtime::Runtime;
         let Ok(list) = rt.list().await else { continue };
         for (id, _) in list {
-            rt.stop(&id, Duration::from_secs(2)).await.with_context(|| format!("cannot stop sandbox {id}"))?;
-            done.push(format!("stopped sandbox {id}"));
+            match rt.stop(&id, Duration::from_secs(2)).await {
+                Ok(()) => done.push(format!("stopped sandbox {id}")),
+                Err(e) => errors.push(format!("sandbox {id}: {e}")),
+            }
         }
     }
-    hangar_agent::volume::BtrfsPool::teardown(&paths.storage()).await.context("cannot release the volume pool")?;
+    // Networking: namespaces of every instance the agent last knew, then its bridges
+    // and nftables table (sync to nothing removes both).
+    if let (Ok((identity, ..)), Ok(doc)) = (paths.load(), std::fs::read_to_string(paths.desired())) {
+        if let Ok(doc) = serde_json::from_str::<hangar_types::protocol::DesiredDoc>(&doc) {
+            use hangar_agent::network::NetworkDriver;
+            let net = hangar_agent::network::BridgeNetwork::new(&identity.host_id.short());
+            for d in &doc.instances {
+                if let Err(e) = net.detach(&d.id.short()).await {
+                    errors.push(format!("network of {}/{}: {e}", d.tenant, d.name));
+                }
+            }
+            if let Some(range) = doc.cluster_range.as_deref().and_then(|r| r.parse().ok()) {
+                match net.sync(&range, &[]).await {
+                    Ok(()) => done.push("removed tenant networks".into()),
+                    Err(e) => errors.push(format!("tenant bridges: {e}")),
+                }
+            }
+        }
+    }
+    if let Err(e) = hangar_agent::volume::BtrfsPool::teardown(&paths.storage()).await {
+        errors.push(format!("volume pool: {e}"));
+    }
     // The shared parent cgroups go too once no sandbox of any fleet uses them
     // (rmdir of a non-empty cgroup fails, which is what keeps others' safe).
     if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
         for c in rd.flatten() {
             let _ = std::fs::remove_dir(c.path().join("hangar"));
         }
+    }
+    if !errors.is_empty() {
+        bail!("some things could not be removed (the rest was):\n  {}", errors.join("\n  "));
     }
     if purge && data_dir.exists() {
         std::fs::remove_dir_all(&data_dir).with_context(|| format!("cannot remove {}", data_dir.display()))?;

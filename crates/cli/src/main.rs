@@ -69,6 +69,8 @@ enum Cmd {
     Host(HostCmd),
     #[command(subcommand)]
     Token(TokenCmd),
+    #[command(subcommand)]
+    Net(NetCmd),
     /// The audit log: who did what, when, and how it ended.
     Events {
         /// Only this tenant's events.
@@ -153,12 +155,27 @@ impl AgentRunArgs {
 }
 
 #[derive(Args, Clone)]
+struct HubArgs {
+    /// The range tenant networks (/24s) are cut from.
+    #[arg(long, default_value = "10.240.0.0/12")]
+    cluster_range: hangar_types::net::ClusterRange,
+}
+
+impl HubArgs {
+    fn config(&self) -> hangar_hub::HubConfig {
+        hangar_hub::HubConfig { cluster_range: self.cluster_range, ..Default::default() }
+    }
+}
+
+#[derive(Args, Clone)]
 struct UpArgs {
     #[command(flatten)]
     dir: DataDir,
     /// Address of the hub API.
     #[arg(long, default_value = "127.0.0.1:7443")]
     listen: SocketAddr,
+    #[command(flatten)]
+    hub: HubArgs,
     #[command(flatten)]
     agent: AgentRunArgs,
 }
@@ -188,6 +205,8 @@ enum HubCmd {
         dir: DataDir,
         #[arg(long, default_value = "127.0.0.1:7443")]
         listen: SocketAddr,
+        #[command(flatten)]
+        hub: HubArgs,
     },
 }
 
@@ -321,6 +340,13 @@ enum HostCmd {
 }
 
 #[derive(Subcommand)]
+enum NetCmd {
+    /// Check every host's bridges, addresses and rules against the store, and probe
+    /// isolation from inside running instances. Exits 1 when anything is off.
+    Verify,
+}
+
+#[derive(Subcommand)]
 enum TokenCmd {
     /// Create an API token (admin, or scoped to one tenant).
     Create {
@@ -388,7 +414,7 @@ async fn run(cli: Cli) -> Result<i32> {
         }
         Cmd::Up(a) => {
             init_tracing("info");
-            local::up(&a.dir.data_dir, a.listen, a.agent.to_local("127.0.0.1:0".parse()?, None)?, &config_path, hangar_hub::HubConfig::default()).await?;
+            local::up(&a.dir.data_dir, a.listen, a.agent.to_local("127.0.0.1:0".parse()?, None)?, &config_path, a.hub.config()).await?;
             Ok(0)
         }
         Cmd::Daemon(d) => output::daemon(d_to(d), &config_path, &out).await,
@@ -397,10 +423,10 @@ async fn run(cli: Cli) -> Result<i32> {
             out.item(&done, &if done.is_empty() { "nothing was running".to_string() } else { done.join("\n") });
             Ok(0)
         }
-        Cmd::Hub(HubCmd::Serve { dir, listen }) => {
+        Cmd::Hub(HubCmd::Serve { dir, listen, hub }) => {
             init_tracing("info");
             let (tx, rx) = tokio::sync::watch::channel(false);
-            let run = local::start_hub(&dir.data_dir, *listen, hangar_hub::HubConfig::default(), rx).await?;
+            let run = local::start_hub(&dir.data_dir, *listen, hub.config(), rx).await?;
             eprintln!("hub listening on {}", local::hub_url(&run.addr));
             local::termination().await;
             let _ = tx.send(true);
@@ -414,7 +440,7 @@ async fn run(cli: Cli) -> Result<i32> {
         }
         Cmd::Agent(AgentCmd::Run { agent_dir, listen, advertise, run }) => {
             init_tracing("info");
-            let opts = local::agent_options(AgentPaths::new(agent_dir), &run.to_local(*listen, advertise.clone())?);
+            let opts = local::agent_options(AgentPaths::new(agent_dir), &run.to_local(*listen, advertise.clone())?, None);
             hangar_agent::daemon::run(opts, local::termination()).await?;
             Ok(0)
         }
@@ -454,6 +480,8 @@ fn daemon_up_args(a: &UpArgs) -> Vec<String> {
         a.agent.pool_size_mib.to_string(),
         "--interval".into(),
         a.agent.interval.to_string(),
+        "--cluster-range".into(),
+        a.hub.cluster_range.to_string(),
     ];
     if let Some(d) = &a.agent.pool_device {
         v.push("--pool-device".into());
@@ -518,6 +546,11 @@ async fn api(cli: &Cli, out: &Out) -> Result<i32> {
             out.item(&t, &t.token);
         }
         Cmd::Events { tenant, last } => out.events(&c.events(tenant.as_deref(), *last).await?),
+        Cmd::Net(NetCmd::Verify) => {
+            let r = c.net_verify().await?;
+            out.net_verify(&r);
+            return Ok(if r.ok { 0 } else { 1 });
+        }
         _ => unreachable!("local commands are handled in run()"),
     }
     Ok(0)

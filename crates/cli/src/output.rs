@@ -191,6 +191,18 @@ impl Out {
         println!("last heartbeat: {}", ago(h.last_heartbeat));
     }
 
+    pub fn net_verify(&self, r: &hangar_types::net::NetVerifyReport) {
+        if self.json {
+            return self.print_json(r);
+        }
+        self.table(
+            &["HOST", "CHECK", "OK", "DETAIL"],
+            r.checks.iter().map(|c| vec![c.host.clone(), c.check.clone(), if c.ok { "ok".into() } else { "FAIL".into() }, c.detail.clone()]).collect(),
+        );
+        let bad = r.checks.iter().filter(|c| !c.ok).count();
+        println!("{}", if r.ok { format!("network ok: {} checks passed", r.checks.len()) } else { format!("network NOT ok: {bad} of {} checks failed", r.checks.len()) });
+    }
+
     pub fn events(&self, es: &[Event]) {
         if self.json {
             return self.print_json(es);

@@ -200,7 +200,8 @@ fn kill9_of_hub_and_agent_loses_nothing() {
         let i: Value = serde_json::from_slice(&hangar(&["instance", "info", "acme/later", "--json"]).stdout).unwrap_or_default();
         i["observed"] == "stopped"
     });
-    assert!(hangar(&["instance", "start", "acme/keep"]).status.success());
+    let st = hangar(&["instance", "start", "acme/keep"]);
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
     let starts = hangar(&["instance", "exec", "acme/keep", "--", "cat", "/home/starts"]);
     assert_eq!(String::from_utf8_lossy(&starts.stdout), "start\nstart\n", "one start before the stop, one after");
 

@@ -256,6 +256,11 @@ impl HubClient {
         self.t.get(&format!("/v1/hosts/{name}")).await
     }
 
+    /// Checks every host's tenant networking against the store and probes isolation.
+    pub async fn net_verify(&self) -> Result<hangar_types::net::NetVerifyReport> {
+        self.t.call::<(), _>(reqwest::Method::GET, "/v1/network/verify", None, Some(Duration::from_secs(300))).await
+    }
+
     // ---- tokens ----
     pub async fn token_create(&self, req: &TokenCreate) -> Result<TokenCreated> {
         self.t.post("/v1/tokens", req).await
@@ -333,5 +338,8 @@ impl AgentClient {
     }
     pub async fn stats(&self, sandbox: &str) -> Result<InstanceStats> {
         self.t.get(&format!("/v1/sandboxes/{sandbox}/stats")).await
+    }
+    pub async fn network(&self) -> Result<hangar_types::net::NetReport> {
+        self.t.get("/v1/network").await
     }
 }

@@ -67,6 +67,7 @@ impl Hub {
             host: host.name.clone(),
             host_id: host.id,
             generation: host.desired_generation,
+            cluster_range: Some(self.config.cluster_range.to_string()),
             instances: list
                 .into_iter()
                 .map(|i| DesiredInstance {

@@ -80,7 +80,7 @@ fn accepted(op: Operation) -> Accepted {
         info, openapi_json, tenant_create, tenant_list, tenant_info, tenant_destroy,
         instance_create, instance_list_tenant, instance_list_all, instance_get, instance_delete,
         instance_start, instance_stop, instance_warm, instance_resume, instance_exec, instance_logs, instance_stats,
-        operation_get, operation_wait, events, token_create, host_add, host_list, host_get,
+        operation_get, operation_wait, events, net_verify, token_create, host_add, host_list, host_get,
         agent_ca, agent_join, agent_desired, agent_report,
     ),
     components(schemas(ApiError, hangar_types::ErrorCode)),
@@ -124,6 +124,7 @@ pub fn router(hub: AppState) -> Router {
         .route("/v1/operations/{id}", get(operation_get))
         .route("/v1/operations/{id}/wait", get(operation_wait))
         .route("/v1/events", get(events))
+        .route("/v1/network/verify", get(net_verify))
         .route("/v1/tokens", post(token_create))
         .route("/v1/hosts", post(host_add).get(host_list))
         .route("/v1/hosts/{name}", get(host_get))
@@ -258,6 +259,12 @@ struct EventsQuery {
 #[utoipa::path(get, path = "/v1/events", security(("token" = [])), params(EventsQuery), responses((status = 200, body = Vec<Event>)))]
 async fn events(State(hub): State<AppState>, p: Principal, ApiQuery(q): ApiQuery<EventsQuery>) -> HubResult<Json<Vec<Event>>> {
     Ok(Json(hub.events(&p, q.tenant.as_deref(), q.limit.unwrap_or(100)).await?))
+}
+
+#[utoipa::path(get, path = "/v1/network/verify", security(("token" = [])),
+    responses((status = 200, body = hangar_types::net::NetVerifyReport), (status = 403, body = ApiError)))]
+async fn net_verify(State(hub): State<AppState>, p: Principal) -> HubResult<Json<hangar_types::net::NetVerifyReport>> {
+    Ok(Json(hub.net_verify(&p).await?))
 }
 
 #[utoipa::path(post, path = "/v1/tokens", request_body = TokenCreate, security(("token" = [])),

@@ -186,7 +186,14 @@ impl Hub {
     /// What a host needs to wire an instance to its tenant's network.
     pub(crate) fn net_spec(&self, net_id: u32, address: std::net::Ipv4Addr) -> hangar_types::net::NetSpec {
         let r = &self.config.cluster_range;
-        hangar_types::net::NetSpec { net_id, address, prefix_len: 24, gateway: r.gateway(net_id), cluster_range: r.to_string() }
+        hangar_types::net::NetSpec {
+            net_id,
+            bridge: hangar_types::net::bridge_name(r.subnet(net_id)),
+            address,
+            prefix_len: 24,
+            gateway: r.gateway(net_id),
+            cluster_range: r.to_string(),
+        }
     }
 
     // ---------------------------------------------------------------- instances

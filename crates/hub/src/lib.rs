@@ -11,6 +11,7 @@ pub mod error;
 pub mod http;
 pub mod instances;
 pub mod monitor;
+pub mod network;
 pub mod server;
 
 pub use auth::Principal;

@@ -56,6 +56,12 @@ impl ClusterRange {
         Ipv4Addr::from(u32::from(self.subnet(net_id)) + 1)
     }
 
+    /// Whether a /24 starting at `subnet` lies inside this range.
+    pub fn contains(&self, subnet: Ipv4Addr) -> bool {
+        let mask = u32::MAX << (32 - self.prefix_len);
+        u32::from(subnet) & mask == u32::from(self.base)
+    }
+
     /// The instance address with host number `n` (2..=254) in a tenant's /24.
     pub fn host(&self, net_id: u32, n: u8) -> Ipv4Addr {
         Ipv4Addr::from(u32::from(self.subnet(net_id)) + n as u32)
@@ -66,9 +72,19 @@ impl ClusterRange {
 pub const FIRST_HOST: u8 = 2;
 pub const LAST_HOST: u8 = 254;
 
-/// The per-tenant bridge on every host: `hgb` and the net id in hex (at most 15 chars).
-pub fn bridge_name(net_id: u32) -> String {
-    format!("hgb{net_id:04x}")
+/// The per-tenant bridge on every host: `hgb` and the first three octets of the
+/// tenant's /24 in hex. Named after the subnet, not the net id, so fleets with different
+/// cluster ranges on one machine never share or fight over a bridge.
+pub fn bridge_name(subnet: Ipv4Addr) -> String {
+    let o = subnet.octets();
+    format!("hgb{:02x}{:02x}{:02x}", o[0], o[1], o[2])
+}
+
+/// The subnet a bridge name stands for, if it is a hangar bridge name.
+pub fn bridge_subnet(name: &str) -> Option<Ipv4Addr> {
+    let hex = name.strip_prefix("hgb").filter(|h| h.len() == 6)?;
+    let n = u32::from_str_radix(hex, 16).ok()?;
+    Some(Ipv4Addr::from(n << 8))
 }
 
 /// The host side of an instance's veth pair: `hv` and the sandbox id's 12 hex digits.
@@ -81,6 +97,8 @@ pub fn veth_name(sandbox: &str) -> String {
 #[serde(deny_unknown_fields)]
 pub struct NetSpec {
     pub net_id: u32,
+    /// The tenant's bridge on the host.
+    pub bridge: String,
     #[schema(value_type = String)]
     pub address: Ipv4Addr,
     pub prefix_len: u8,
@@ -88,6 +106,44 @@ pub struct NetSpec {
     pub gateway: Ipv4Addr,
     /// The cluster range, for NAT and isolation rules.
     pub cluster_range: String,
+}
+
+/// What a host's tenant networking looks like, as its agent finds it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NetReport {
+    /// hangar bridges (`hgb*`) with their addresses.
+    pub bridges: Vec<BridgeReport>,
+    /// Host-side veths (`hv*`) and the bridge each is attached to.
+    pub veths: Vec<(String, Option<String>)>,
+    /// Sandboxes with a network namespace (`/run/netns/hg-<host>-<sandbox>`).
+    pub namespaces: Vec<String>,
+    /// Whether this agent's nftables table is present with its chains.
+    pub rules_present: bool,
+    pub ip_forward: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BridgeReport {
+    pub name: String,
+    /// `a.b.c.d/len`.
+    pub addresses: Vec<String>,
+    pub up: bool,
+}
+
+/// One finding of `hangar net verify`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NetCheck {
+    pub host: String,
+    /// e.g. `bridge hgb0af001`, `veth of acme/web`, `probe acme/a -> zeta/x`.
+    pub check: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NetVerifyReport {
+    pub ok: bool,
+    pub checks: Vec<NetCheck>,
 }
 
 #[cfg(test)]
@@ -102,7 +158,11 @@ mod tests {
         assert_eq!(r.gateway(1), Ipv4Addr::new(10, 240, 1, 1));
         assert_eq!(r.subnet(4095), Ipv4Addr::new(10, 255, 255, 0));
         assert_eq!(r.host(2, 7), Ipv4Addr::new(10, 240, 2, 7));
-        assert_eq!(bridge_name(4095), "hgb0fff");
+        assert_eq!(bridge_name(r.subnet(1)), "hgb0af001");
+        assert_eq!(bridge_subnet("hgb0af001"), Some(r.subnet(1)));
+        assert_eq!(bridge_subnet("hgbx"), None);
+        assert!(bridge_name(r.subnet(4095)).len() <= 15);
+        assert!(r.contains(r.subnet(4095)) && !r.contains(Ipv4Addr::new(10, 239, 0, 0)));
         assert!(veth_name("i0123456789ab").len() <= 15);
     }
 

@@ -23,6 +23,10 @@ pub struct DesiredDoc {
     /// Increases whenever anything in this document changes.
     pub generation: i64,
     pub instances: Vec<DesiredInstance>,
+    /// The range tenant networks come from: hangar bridges inside it that no instance
+    /// needs are removed from the host.
+    #[serde(default)]
+    pub cluster_range: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -26,6 +26,9 @@ pub fn require_root() {
 
 pub struct Fleet {
     pub dir: tempfile::TempDir,
+    /// A cluster range of this fleet's own, so fleets of tests running side by side
+    /// never share a bridge.
+    pub range_octet: u8,
     pub procs: Vec<Child>,
     pub extra_env: Vec<(String, String)>,
 }
@@ -41,7 +44,13 @@ impl Fleet {
     /// `hangar up` in the background on a free port, waiting until its host is ready.
     pub fn up() -> Fleet {
         require_root();
-        let mut f = Fleet { dir: tempfile::Builder::new().prefix("hangar-e2e-").tempdir().expect("tempdir"), procs: vec![], extra_env: vec![] };
+        let dir = tempfile::Builder::new().prefix("hangar-e2e-").tempdir().expect("tempdir");
+        // 10.100.0.0/16 .. 10.199.0.0/16: distinct for every fleet of this test binary
+        // (test binaries run one after another).
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + std::process::id() * 7;
+        let range_octet = 100 + (n % 100) as u8;
+        let mut f = Fleet { dir, range_octet, procs: vec![], extra_env: vec![] };
         f.spawn_up();
         f.wait_ready();
         f
@@ -50,7 +59,9 @@ impl Fleet {
     pub fn spawn_up(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("up.log")).unwrap();
         let child = Command::new(bin())
-            .args(["up", "--listen", "127.0.0.1:0", "--pool-size-mib", "2048", "--interval", "0.5", "--data-dir"])
+            .args(["up", "--listen", "127.0.0.1:0", "--pool-size-mib", "2048", "--interval", "0.5", "--cluster-range"])
+            .arg(format!("10.{}.0.0/16", self.range_octet))
+            .arg("--data-dir")
             .arg(self.data_dir())
             .env("HANGAR_CONFIG", self.config())
             .env("HANGAR_LOG", "info")

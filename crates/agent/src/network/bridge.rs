@@ -1,0 +1,336 @@
+//! The bridge network driver: netlink for links, addresses and routes; persistent
+//! network namespaces made without forking (a short-lived thread unshares and
+//! bind-mounts its namespace); nftables through [`super::nft`].
+
+use super::{nft, BridgeReport, NetError, NetReport, NetworkDriver};
+use futures_util::TryStreamExt;
+use hangar_types::net::{bridge_subnet, veth_name, ClusterRange, NetSpec};
+use nix::mount::{MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+
+const NETNS_DIR: &str = "/run/netns";
+const ENODEV: i32 = -19;
+const EEXIST: i32 = -17;
+
+/// Bridges per tenant, a namespace and veth per sandbox, one nftables table.
+pub struct BridgeNetwork {
+    /// This agent's nftables table (`hangar_<host>`), so agents never rewrite each other's.
+    table: String,
+    /// Prefix of this agent's namespace names (`hg-<host>-`): several agents can share a
+    /// machine, and each must only ever clean up its own.
+    ns_prefix: String,
+    /// The last rule set applied, so unchanged passes do not rewrite nftables.
+    applied: tokio::sync::Mutex<Option<Vec<String>>>,
+}
+
+impl BridgeNetwork {
+    /// `owner`: a short name unique on this machine (the host id's short form).
+    pub fn new(owner: &str) -> Self {
+        BridgeNetwork { table: format!("hangar_{owner}"), ns_prefix: format!("hg-{owner}-"), applied: Default::default() }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    pub fn netns_path(&self, sandbox: &str) -> PathBuf {
+        Path::new(NETNS_DIR).join(format!("{}{sandbox}", self.ns_prefix))
+    }
+}
+
+fn nl(context: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetError {
+    let context = context.into();
+    move |source| NetError::Netlink { context, source }
+}
+
+fn sys(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> NetError {
+    let context = context.into();
+    move |source| NetError::Sys { context, source }
+}
+
+fn errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => m.code.map(|c| c.get()),
+        _ => None,
+    }
+}
+
+async fn connect() -> Result<Handle, NetError> {
+    let (conn, handle, _) = rtnetlink::new_connection().map_err(sys("cannot open a netlink socket"))?;
+    tokio::spawn(conn);
+    Ok(handle)
+}
+
+async fn link(h: &Handle, name: &str) -> Result<Option<LinkMessage>, NetError> {
+    match h.link().get().match_name(name.to_string()).execute().try_next().await {
+        Ok(m) => Ok(m),
+        Err(e) if errno(&e) == Some(ENODEV) => Ok(None),
+        Err(e) => Err(nl(format!("get link {name}"))(e)),
+    }
+}
+
+fn is_bridge(m: &LinkMessage) -> bool {
+    m.attributes.iter().any(|a| matches!(a, LinkAttribute::LinkInfo(i) if i.iter().any(|x| matches!(x, LinkInfo::Kind(InfoKind::Bridge)))))
+}
+
+fn link_name(m: &LinkMessage) -> Option<String> {
+    m.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfName(n) => Some(n.clone()),
+        _ => None,
+    })
+}
+
+fn controller(m: &LinkMessage) -> Option<u32> {
+    m.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Controller(c) => Some(*c),
+        _ => None,
+    })
+}
+
+async fn add_address(h: &Handle, index: u32, addr: Ipv4Addr, len: u8, what: &str) -> Result<(), NetError> {
+    match h.address().add(index, IpAddr::V4(addr), len).execute().await {
+        Ok(()) => Ok(()),
+        Err(e) if errno(&e) == Some(EEXIST) => Ok(()),
+        Err(e) => Err(nl(format!("add {addr}/{len} to {what}"))(e)),
+    }
+}
+
+async fn set_up(h: &Handle, index: u32, what: &str) -> Result<(), NetError> {
+    h.link().set(LinkUnspec::new_with_index(index).up().build()).execute().await.map_err(nl(format!("set {what} up")))
+}
+
+/// Ensures the tenant's bridge exists, is up and holds the gateway address.
+async fn ensure_bridge(h: &Handle, net: &NetSpec) -> Result<u32, NetError> {
+    let name = net.bridge.clone();
+    let m = match link(h, &name).await? {
+        Some(m) if is_bridge(&m) => m,
+        Some(_) => return Err(NetError::NameClash(name)),
+        None => {
+            h.link().add(LinkBridge::new(&name).build()).execute().await.map_err(nl(format!("create bridge {name}")))?;
+            link(h, &name).await?.ok_or_else(|| NetError::NameClash(name.clone()))?
+        }
+    };
+    let idx = m.header.index;
+    add_address(h, idx, net.gateway, net.prefix_len, &name).await?;
+    if !m.header.flags.contains(LinkFlags::Up) {
+        set_up(h, idx, &name).await?;
+    }
+    Ok(idx)
+}
+
+/// Runs `f` with a netlink handle inside the network namespace at `path`, on a fresh
+/// thread: setns changes only that thread, which then dies, so no worker thread of the
+/// agent is ever left in a sandbox's namespace.
+async fn in_netns<F, Fut, T>(path: PathBuf, f: F) -> Result<T, NetError>
+where
+    F: FnOnce(Handle) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, NetError>>,
+    T: Send + 'static,
+{
+    let job = move || -> Result<T, NetError> {
+        let file = std::fs::File::open(&path).map_err(sys(format!("open {}", path.display())))?;
+        nix::sched::setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| NetError::Sys { context: format!("setns {}", path.display()), source: e.into() })?;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(sys("runtime"))?;
+        rt.block_on(async move { f(connect().await?).await })
+    };
+    tokio::task::spawn_blocking(move || std::thread::spawn(job).join())
+        .await
+        .map_err(|e| NetError::Sys { context: "netns worker".into(), source: std::io::Error::other(e.to_string()) })?
+        .map_err(|_| NetError::Sys { context: "netns worker panicked".into(), source: std::io::Error::other("panic") })?
+}
+
+/// Creates a persistent, empty network namespace bound at `path` (like `ip netns add`),
+/// without forking: a thread unshares its own namespace and bind-mounts it.
+async fn create_netns(path: PathBuf) -> Result<(), NetError> {
+    std::fs::create_dir_all(NETNS_DIR).map_err(sys(format!("create {NETNS_DIR}")))?;
+    share_netns_dir()?;
+    std::fs::File::create(&path).map_err(sys(format!("create {}", path.display())))?;
+    let p = path.clone();
+    let job = move || -> Result<(), NetError> {
+        let io = |what: &str, e: nix::Error| NetError::Sys { context: format!("{what} {}", p.display()), source: e.into() };
+        nix::sched::unshare(CloneFlags::CLONE_NEWNET).map_err(|e| io("unshare for", e))?;
+        nix::mount::mount(Some("/proc/thread-self/ns/net"), &p, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(|e| io("bind-mount", e))
+    };
+    let r = tokio::task::spawn_blocking(move || std::thread::spawn(job).join())
+        .await
+        .map_err(|e| NetError::Sys { context: "netns create".into(), source: std::io::Error::other(e.to_string()) })?
+        .map_err(|_| NetError::Sys { context: "netns create panicked".into(), source: std::io::Error::other("panic") })?;
+    if r.is_err() {
+        let _ = std::fs::remove_file(&path);
+    }
+    r?;
+    // Loopback up, so the workload can talk to itself.
+    in_netns(path, |h| async move {
+        if let Some(lo) = link(&h, "lo").await? {
+            set_up(&h, lo.header.index, "lo").await?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Makes /run/netns a shared mount point, as `ip netns add` does. Without it, the first
+/// `ip netns add` by anyone else bind-mounts the directory over itself and hides every
+/// namespace mounted in it before.
+fn share_netns_dir() -> Result<(), NetError> {
+    let shared = |flags| nix::mount::mount(None::<&str>, NETNS_DIR, None::<&str>, flags, None::<&str>);
+    let err = |e: nix::Error| NetError::Sys { context: format!("make {NETNS_DIR} a shared mount"), source: e.into() };
+    match shared(MsFlags::MS_SHARED | MsFlags::MS_REC) {
+        Ok(()) => Ok(()),
+        Err(nix::Error::EINVAL) => {
+            nix::mount::mount(Some(NETNS_DIR), NETNS_DIR, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>).map_err(err)?;
+            shared(MsFlags::MS_SHARED | MsFlags::MS_REC).map_err(err)
+        }
+        Err(e) => Err(err(e)),
+    }
+}
+
+fn remove_netns(path: &Path) -> Result<(), NetError> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let _ = nix::mount::umount2(path, MntFlags::MNT_DETACH);
+    std::fs::remove_file(path).map_err(sys(format!("remove {}", path.display())))
+}
+
+#[async_trait::async_trait]
+impl NetworkDriver for BridgeNetwork {
+    fn name(&self) -> &'static str {
+        "bridge"
+    }
+
+    async fn attach(&self, sandbox: &str, net: &NetSpec) -> Result<PathBuf, NetError> {
+        let h = connect().await?;
+        let br = ensure_bridge(&h, net).await?;
+        let ns = self.netns_path(sandbox);
+        if !ns.exists() {
+            create_netns(ns.clone()).await?;
+        }
+        let host_end = veth_name(sandbox);
+        if let Some(m) = link(&h, &host_end).await? {
+            // Exists: make sure it hangs on the right bridge and is up.
+            if controller(&m) != Some(br) || !m.header.flags.contains(LinkFlags::Up) {
+                h.link().set(LinkUnspec::new_with_index(m.header.index).controller(br).up().build()).execute().await.map_err(nl(format!("attach {host_end}")))?;
+            }
+            return Ok(ns);
+        }
+        let peer = format!("hp{}", &host_end[2..]);
+        h.link().add(LinkVeth::new(&host_end, &peer).build()).execute().await.map_err(nl(format!("create veth {host_end}")))?;
+        let peer_idx = link(&h, &peer).await?.map(|m| m.header.index).ok_or_else(|| NetError::NameClash(peer.clone()))?;
+        let ns_file = std::fs::File::open(&ns).map_err(sys(format!("open {}", ns.display())))?;
+        use std::os::fd::AsRawFd;
+        h.link()
+            .set(LinkUnspec::new_with_index(peer_idx).setns_by_fd(ns_file.as_raw_fd()).build())
+            .execute()
+            .await
+            .map_err(nl(format!("move {peer} into {}", ns.display())))?;
+        let host_idx = link(&h, &host_end).await?.map(|m| m.header.index).ok_or_else(|| NetError::NameClash(host_end.clone()))?;
+        h.link().set(LinkUnspec::new_with_index(host_idx).controller(br).up().build()).execute().await.map_err(nl(format!("attach {host_end}")))?;
+        let (addr, len, gw) = (net.address, net.prefix_len, net.gateway);
+        in_netns(ns.clone(), move |h| async move {
+            let m = link(&h, &peer).await?.ok_or_else(|| NetError::NameClash(peer.clone()))?;
+            let idx = m.header.index;
+            // The MAC follows from the address (02:58 + IPv4, locally administered), so a
+            // re-created veth answers with the MAC neighbours already have cached.
+            let o = addr.octets();
+            let mac = vec![0x02, 0x58, o[0], o[1], o[2], o[3]];
+            h.link()
+                .set(LinkUnspec::new_with_index(idx).name("eth0".to_string()).address(mac).build())
+                .execute()
+                .await
+                .map_err(nl("rename eth0"))?;
+            add_address(&h, idx, addr, len, "eth0").await?;
+            set_up(&h, idx, "eth0").await?;
+            match h.route().add(RouteMessageBuilder::<Ipv4Addr>::new().gateway(gw).build()).execute().await {
+                Ok(()) => Ok(()),
+                Err(e) if errno(&e) == Some(EEXIST) => Ok(()),
+                Err(e) => Err(nl(format!("default route via {gw}"))(e)),
+            }
+        })
+        .await?;
+        Ok(ns)
+    }
+
+    async fn detach(&self, sandbox: &str) -> Result<(), NetError> {
+        let h = connect().await?;
+        if let Some(m) = link(&h, &veth_name(sandbox)).await? {
+            match h.link().del(m.header.index).execute().await {
+                Ok(()) => {}
+                Err(e) if errno(&e) == Some(ENODEV) => {}
+                Err(e) => return Err(nl(format!("delete {}", veth_name(sandbox)))(e)),
+            }
+        }
+        remove_netns(&self.netns_path(sandbox))
+    }
+
+    async fn sync(&self, range: &ClusterRange, nets: &[NetSpec]) -> Result<(), NetError> {
+        let h = connect().await?;
+        let mut wanted: Vec<String> = vec![];
+        for n in nets {
+            if !wanted.contains(&n.bridge) {
+                ensure_bridge(&h, n).await?;
+                wanted.push(n.bridge.clone());
+            }
+        }
+        wanted.sort();
+        // Bridges of this fleet's range that no instance here needs go away; bridges of
+        // other ranges belong to someone else.
+        let all: Vec<LinkMessage> = h.link().get().execute().try_collect().await.map_err(nl("list links"))?;
+        for m in all.iter().filter(|m| is_bridge(m)) {
+            let Some(n) = link_name(m) else { continue };
+            let ours = bridge_subnet(&n).is_some_and(|s| range.contains(s));
+            if ours && !wanted.contains(&n) {
+                h.link().del(m.header.index).execute().await.map_err(nl(format!("delete bridge {n}")))?;
+            }
+        }
+        let mut applied = self.applied.lock().await;
+        if applied.as_ref() != Some(&wanted) || (!wanted.is_empty() && !nft::present(&self.table).await) {
+            nft::apply(&self.table, &range.to_string(), &wanted).await?;
+            *applied = Some(wanted.clone());
+        }
+        if !wanted.is_empty() {
+            std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(sys("enable ip_forward"))?;
+        }
+        Ok(())
+    }
+
+    async fn attached(&self) -> Result<Vec<String>, NetError> {
+        let Ok(rd) = std::fs::read_dir(NETNS_DIR) else { return Ok(vec![]) };
+        Ok(rd.flatten().filter_map(|e| e.file_name().into_string().ok()?.strip_prefix(&self.ns_prefix).map(str::to_string)).collect())
+    }
+
+    async fn inspect(&self) -> Result<NetReport, NetError> {
+        let h = connect().await?;
+        let all: Vec<LinkMessage> = h.link().get().execute().try_collect().await.map_err(nl("list links"))?;
+        let addrs: Vec<_> = h.address().get().execute().try_collect().await.map_err(nl("list addresses"))?;
+        let mut r = NetReport::default();
+        let name_of = |idx: u32| all.iter().find(|m| m.header.index == idx).and_then(link_name);
+        for m in &all {
+            let Some(name) = link_name(m) else { continue };
+            if is_bridge(m) && name.starts_with("hgb") {
+                let addresses = addrs
+                    .iter()
+                    .filter(|a| a.header.index == m.header.index)
+                    .filter_map(|a| {
+                        a.attributes.iter().find_map(|x| match x {
+                            AddressAttribute::Address(ip) => Some(format!("{ip}/{}", a.header.prefix_len)),
+                            _ => None,
+                        })
+                    })
+                    .collect();
+                r.bridges.push(BridgeReport { name, addresses, up: m.header.flags.contains(LinkFlags::Up) });
+            } else if name.starts_with("hv") {
+                r.veths.push((name, controller(m).and_then(name_of)));
+            }
+        }
+        r.namespaces = self.attached().await?;
+        r.rules_present = nft::present(&self.table).await;
+        r.ip_forward = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").is_ok_and(|s| s.trim() == "1");
+        Ok(r)
+    }
+}

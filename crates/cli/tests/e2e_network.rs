@@ -1,0 +1,158 @@
+//! End to end, tenant networks with real packets: reach within a tenant, isolation
+//! across tenants and from the host, NAT out to a namespace standing in for the outside
+//! world, stable addresses, repair of links removed by hand, and a clean teardown.
+
+mod common;
+
+use common::Fleet;
+use serde_json::Value;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn address(f: &Fleet, inst: &str) -> String {
+    f.json(&["instance", "info", inst])["address"].as_str().expect("instance has an address").to_string()
+}
+
+fn ping(f: &Fleet, from: &str, to: &str) -> bool {
+    f.try_run(&["instance", "exec", from, "--", "ping", "-c1", "-W1", to]).status.success()
+}
+
+fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn sh(cmd: &str) -> String {
+    let o = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A network namespace with a veth to the host: the "internet" for the NAT test.
+struct Outside {
+    ns: String,
+    host_if: String,
+}
+
+impl Outside {
+    fn new(octet: u8) -> Outside {
+        let o = Outside { ns: format!("hgtest-out-{octet}"), host_if: format!("hgto{octet}") };
+        let cmds = [
+            format!("ip netns add {}", o.ns),
+            format!("ip link add {} type veth peer name hgtp{octet}", o.host_if),
+            format!("ip link set hgtp{octet} netns {}", o.ns),
+            format!("ip addr add 198.18.{octet}.1/24 dev {}", o.host_if),
+            format!("ip link set {} up", o.host_if),
+            format!("ip -n {} addr add 198.18.{octet}.2/24 dev hgtp{octet}", o.ns),
+            format!("ip -n {} link set hgtp{octet} up", o.ns),
+            format!("ip -n {} link set lo up", o.ns),
+        ];
+        for c in cmds {
+            assert!(Command::new("sh").arg("-c").arg(&c).status().unwrap().success(), "{c}");
+        }
+        o
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.host_if]).status();
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+#[test]
+fn tenants_reach_their_own_and_nothing_else() {
+    let mut f = Fleet::up();
+    let range = format!("10.{}.", f.range_octet);
+    f.run(&["tenant", "create", "acme"]);
+    f.run(&["tenant", "create", "zeta"]);
+    for i in ["acme/a", "acme/b", "zeta/x"] {
+        f.run(&["instance", "create", i, "--start", "--", "sleep", "infinity"]);
+    }
+    let (a, b, x) = (address(&f, "acme/a"), address(&f, "acme/b"), address(&f, "zeta/x"));
+    assert!(a.starts_with(&range) && b.starts_with(&range) && x.starts_with(&range), "{a} {b} {x} outside {range}0.0/16");
+    assert_ne!(a, b);
+    let gw_a = format!("{}.1", a.rsplit_once('.').unwrap().0);
+
+    assert!(ping(&f, "acme/a", &b), "same tenant must reach");
+    assert!(ping(&f, "acme/b", &a), "same tenant must reach");
+    assert!(!ping(&f, "acme/a", &x), "other tenant reachable");
+    assert!(!ping(&f, "zeta/x", &a), "other tenant reachable");
+    assert!(!ping(&f, "acme/a", &gw_a), "the host (gateway address) is reachable");
+    let host_ip = sh("ip -4 -o addr show scope global | awk '$2 !~ /^hg/ {print $4}' | cut -d/ -f1 | head -1");
+    if !host_ip.trim().is_empty() {
+        assert!(!ping(&f, "acme/a", host_ip.trim()), "the host's own address {host_ip} is reachable");
+    }
+
+    let v = f.json(&["net", "verify"]);
+    assert_eq!(v["ok"], true, "{v:#}");
+    let probes = v["checks"].as_array().unwrap().iter().filter(|c| c["check"].as_str().unwrap().starts_with("probe")).count();
+    assert!(probes >= 4, "{v:#}");
+
+    // NAT: the outside world sees the host's address, not the instance's.
+    let out = Outside::new(f.range_octet);
+    let server = Command::new("ip")
+        .args(["netns", "exec", &out.ns, "python3", "-c"])
+        .arg("import socket;s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('0.0.0.0',8080));s.listen();s.settimeout(30);c,a=s.accept();c.send(a[0].encode());c.close()")
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = Kill(server);
+    let target = format!("198.18.{}.2", f.range_octet);
+    let mut seen = String::new();
+    wait_until("the outside answers through NAT", || {
+        let o = f.try_run(&["instance", "exec", "acme/a", "--", "python3", "-c", &format!("import socket;s=socket.create_connection(('{target}',8080),timeout=2);print(s.recv(64).decode())")]);
+        seen = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        o.status.success()
+    });
+    assert_eq!(seen, format!("198.18.{}.1", f.range_octet), "the outside saw {seen}: not masqueraded");
+
+    // Addresses are stable across stop/start and a crash of hub and agent.
+    f.run(&["instance", "stop", "acme/a"]);
+    f.run(&["instance", "start", "acme/a"]);
+    assert_eq!(address(&f, "acme/a"), a);
+    assert!(ping(&f, "acme/a", &b));
+    f.kill9();
+    f.spawn_up();
+    f.wait_ready();
+    assert_eq!(address(&f, "acme/a"), a);
+    let t0 = Instant::now();
+    wait_until("reach across the restart", || ping(&f, "acme/b", &a));
+    eprintln!("reach restored {:?} after ready", t0.elapsed());
+
+    // A veth and the rules removed by hand: verify sees it, the agent repairs it.
+    let inst: Value = f.json(&["instance", "info", "acme/b"]);
+    let id = inst["id"].as_str().unwrap().replace('-', "");
+    let veth = format!("hv{}", &id[id.len() - 12..]);
+    assert!(Command::new("ip").args(["link", "del", &veth]).status().unwrap().success());
+    wait_until("the agent re-creates the veth", || sh(&format!("ip -br link show {veth} 2>/dev/null")).contains(&veth));
+    wait_until("same-tenant reach again", || ping(&f, "acme/a", &b));
+    assert_eq!(f.json(&["net", "verify"])["ok"], true);
+
+    // Teardown: deleting removes veths and namespaces; the last instance of a tenant
+    // takes its bridge with it.
+    let bridge_of = |addr: &str| {
+        let o: Vec<u8> = addr.split('.').take(3).map(|p| p.parse().unwrap()).collect();
+        format!("hgb{:02x}{:02x}{:02x}", o[0], o[1], o[2])
+    };
+    let zeta_bridge = bridge_of(&x);
+    let zeta_id = f.json(&["instance", "info", "zeta/x"])["id"].as_str().unwrap().replace('-', "");
+    f.run(&["instance", "delete", "zeta/x"]);
+    wait_until("zeta's bridge goes", || !sh("ip -br link").contains(&zeta_bridge));
+    let zeta_sid = format!("i{}", &zeta_id[zeta_id.len() - 12..]);
+    assert!(!sh("ls /run/netns").contains(&zeta_sid), "zeta/x's namespace is left");
+    assert!(sh("ip -br link").contains(&bridge_of(&a)), "acme's bridge must stay");
+    f.run(&["instance", "delete", "acme/a"]);
+    f.run(&["instance", "delete", "acme/b"]);
+    wait_until("acme's bridge goes", || !sh("ip -br link").contains(&bridge_of(&a)));
+    assert!(!sh("ip -br link").contains(&veth));
+}
