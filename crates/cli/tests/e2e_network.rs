@@ -156,3 +156,34 @@ fn tenants_reach_their_own_and_nothing_else() {
     wait_until("acme's bridge goes", || !sh("ip -br link").contains(&bridge_of(&a)));
     assert!(!sh("ip -br link").contains(&veth));
 }
+
+#[test]
+fn a_tenant_subnet_overlapping_a_host_route_is_refused_and_nothing_is_half_made() {
+    let f = Fleet::up();
+    let dummy = format!("hgtd{}", f.range_octet);
+    struct Del(String);
+    impl Drop for Del {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["link", "del", &self.0]).status();
+        }
+    }
+    let _del = Del(dummy.clone());
+    // The host already routes the first tenant's /24 somewhere else.
+    let subnet_host = format!("10.{}.1.5/24", f.range_octet);
+    let peer = format!("hgte{}", f.range_octet);
+    for c in [
+        format!("ip link add {dummy} type veth peer name {peer}"),
+        format!("ip addr add {subnet_host} dev {dummy}"),
+        format!("ip link set {dummy} up"),
+        format!("ip link set {peer} up"),
+    ] {
+        assert!(Command::new("sh").arg("-c").arg(&c).status().unwrap().success(), "{c}");
+    }
+    f.run(&["tenant", "create", "acme"]);
+    let err = f.fail(&["instance", "create", "acme/a", "--start", "--", "sleep", "infinity"]);
+    assert!(err.contains("overlaps the host's route"), "{err}");
+    let i = f.json(&["instance", "info", "acme/a"]);
+    assert_eq!(i["state"], "failed", "{i}");
+    let bridge = format!("hgb0a{:02x}01", f.range_octet);
+    assert!(!sh("ip -br link").contains(&bridge), "a bridge was made anyway");
+}

@@ -111,6 +111,7 @@ async fn ensure_bridge(h: &Handle, net: &NetSpec) -> Result<u32, NetError> {
         Some(m) if is_bridge(&m) => m,
         Some(_) => return Err(NetError::NameClash(name)),
         None => {
+            check_no_overlap(h, net).await?;
             h.link().add(LinkBridge::new(&name).build()).execute().await.map_err(nl(format!("create bridge {name}")))?;
             link(h, &name).await?.ok_or_else(|| NetError::NameClash(name.clone()))?
         }
@@ -121,6 +122,45 @@ async fn ensure_bridge(h: &Handle, net: &NetSpec) -> Result<u32, NetError> {
         set_up(h, idx, &name).await?;
     }
     Ok(idx)
+}
+
+/// Refuses a tenant subnet that overlaps a route the host already has (other than the
+/// default route and hangar's own bridges): traffic to that network would go astray.
+async fn check_no_overlap(h: &Handle, net: &NetSpec) -> Result<(), NetError> {
+    use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
+    let routes: Vec<_> = h.route().get(RouteMessageBuilder::<Ipv4Addr>::new().build()).execute().try_collect().await.map_err(nl("list routes"))?;
+    let links: Vec<LinkMessage> = h.link().get().execute().try_collect().await.map_err(nl("list links"))?;
+    let ours = u32::from(net.address) & (u32::MAX << (32 - net.prefix_len as u32));
+    for r in routes {
+        let len = r.header.destination_prefix_length;
+        if len == 0 {
+            continue;
+        }
+        let Some(dst) = r.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(*ip),
+            _ => None,
+        }) else {
+            continue;
+        };
+        let dev = r.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Oif(i) => links.iter().find(|l| l.header.index == *i).and_then(link_name),
+            _ => None,
+        });
+        if dev.as_deref().is_some_and(|d| d.starts_with("hgb")) {
+            continue;
+        }
+        // Two prefixes overlap when they agree on the shorter one's bits.
+        let shorter = len.min(net.prefix_len) as u32;
+        let mask = if shorter == 0 { 0 } else { u32::MAX << (32 - shorter) };
+        if u32::from(dst) & mask == ours & mask {
+            return Err(NetError::Overlap {
+                subnet: format!("{}/{}", Ipv4Addr::from(ours), net.prefix_len),
+                route: format!("{dst}/{len}"),
+                dev: dev.unwrap_or_else(|| "?".into()),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Runs `f` with a netlink handle inside the network namespace at `path`, on a fresh
@@ -272,9 +312,14 @@ impl NetworkDriver for BridgeNetwork {
         let h = connect().await?;
         let mut wanted: Vec<String> = vec![];
         for n in nets {
-            if !wanted.contains(&n.bridge) {
-                ensure_bridge(&h, n).await?;
-                wanted.push(n.bridge.clone());
+            if wanted.contains(&n.bridge) {
+                continue;
+            }
+            // One tenant's broken network (e.g. an overlapping route) must not keep
+            // the others from being synced: skip it, its instances report the error.
+            match ensure_bridge(&h, n).await {
+                Ok(_) => wanted.push(n.bridge.clone()),
+                Err(e) => tracing::warn!(bridge = %n.bridge, error = %e, "cannot set up a tenant bridge"),
             }
         }
         wanted.sort();

@@ -29,6 +29,8 @@ pub enum NetError {
     },
     #[error("a device named {0} exists and is not a hangar bridge: rename or remove it, hangar will not take it over")]
     NameClash(String),
+    #[error("tenant subnet {subnet} overlaps the host's route to {route} (dev {dev}): pick another cluster range with --cluster-range")]
+    Overlap { subnet: String, route: String, dev: String },
     #[error("nft failed: {0}")]
     Nft(String),
 }
