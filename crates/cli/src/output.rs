@@ -102,7 +102,7 @@ impl Out {
             return self.print_json(list);
         }
         self.table(
-            &["INSTANCE", "STATE", "OBSERVED", "HOST", "CPUS", "MEM MIB", "DISK MIB", "IMAGE"],
+            &["INSTANCE", "STATE", "OBSERVED", "HOST", "ADDRESS", "CPUS", "MEM MIB", "DISK MIB", "IMAGE"],
             list.iter()
                 .map(|i| {
                     vec![
@@ -110,6 +110,7 @@ impl Out {
                         i.state.to_string(),
                         i.observed.to_string(),
                         i.host.as_ref().map(|h| h.to_string()).unwrap_or_else(|| "-".into()),
+                        i.address.map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
                         i.spec.vcpus.to_string(),
                         i.spec.mem_mib.to_string(),
                         i.spec.disk_mib.to_string(),
@@ -131,6 +132,9 @@ impl Out {
             ("desired", format!("{:?}", i.desired).to_lowercase()),
             ("observed", i.observed.to_string()),
             ("host", i.host.as_ref().map(|h| h.to_string()).unwrap_or_else(|| "-".into())),
+            ("address", i.address.map(|a| format!("{a}/24")).unwrap_or_else(|| "-".into())),
+            ("gateway", i.address.map(|a| { let o = a.octets(); format!("{}.{}.{}.1", o[0], o[1], o[2]) }).unwrap_or_else(|| "-".into())),
+            ("bridge", i.address.map(|a| { let o = a.octets(); hangar_types::net::bridge_name(std::net::Ipv4Addr::new(o[0], o[1], o[2], 0)) }).unwrap_or_else(|| "-".into())),
             ("image", String::from(i.spec.image.clone())),
             ("resources", format!("{} vCPU, {} MiB memory, {} MiB disk", i.spec.vcpus, i.spec.mem_mib, i.spec.disk_mib)),
             ("command", if i.spec.command.is_empty() { "sleep infinity".into() } else { i.spec.command.join(" ") }),
