@@ -171,6 +171,9 @@ pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output =
         if let Err(e) = hub.report(&report).await {
             tracing::warn!(error = %e, "cannot report to the hub; will retry");
         }
+        if let Some(d) = &doc {
+            reconciler.sync_network(d).await;
+        }
     }
     let _ = stop_tx.send(true);
     poller.abort();

@@ -70,8 +70,8 @@ impl Reconciler {
         }
         // One look at the host's links per pass: a veth removed behind our back is
         // re-created for the running instance it belonged to.
-        let veths: HashSet<String> = match self.network.inspect().await {
-            Ok(r) => r.veths.into_iter().map(|(n, _)| n).collect(),
+        let veths: HashSet<String> = match self.network.wired().await {
+            Ok(v) => v,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot inspect host networking");
                 HashSet::new()
@@ -95,13 +95,14 @@ impl Reconciler {
                 Err(e) => tracing::error!(error = %e, "convergence task panicked"),
             }
         }
-        self.sync_network(doc, &wanted).await;
         out
     }
 
     /// Host-wide networking: bridges and rules for the tenants present, and no
-    /// namespace for a sandbox the document does not hold.
-    async fn sync_network(&self, doc: &DesiredDoc, wanted: &HashSet<String>) {
+    /// namespace for a sandbox the document does not hold. Run after the report, off the
+    /// start path: attaching an instance creates its bridge by itself.
+    pub async fn sync_network(&self, doc: &DesiredDoc) {
+        let wanted: HashSet<String> = doc.instances.iter().map(|d| d.id.short()).collect();
         match self.network.attached().await {
             Ok(list) => {
                 for sid in list.into_iter().filter(|s| !wanted.contains(s)) {

@@ -3,6 +3,7 @@
 //! Thin by design: raw arguments become validated arguments here, and everything else
 //! is a call into the library crates.
 
+mod benchmark;
 mod config;
 mod local;
 mod output;
@@ -79,6 +80,8 @@ enum Cmd {
         #[arg(long, default_value_t = 20)]
         last: u32,
     },
+    /// Measure hangar against the raw tools underneath (own fleet; writes bench.json).
+    Bench(benchmark::BenchArgs),
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
 }
@@ -443,6 +446,10 @@ async fn run(cli: Cli) -> Result<i32> {
             let opts = local::agent_options(AgentPaths::new(agent_dir), &run.to_local(*listen, advertise.clone())?, None);
             hangar_agent::daemon::run(opts, local::termination()).await?;
             Ok(0)
+        }
+        Cmd::Bench(a) => {
+            init_tracing("warn");
+            benchmark::run(a, &out).await
         }
         Cmd::Completions { shell } => {
             clap_complete::generate(*shell, &mut Cli::command(), "hangar", &mut std::io::stdout());

@@ -32,7 +32,8 @@ pub struct HubConfig {
     pub stale_after: Duration,
     /// An operation not finished after this long fails with a timeout.
     pub operation_timeout: Duration,
-    /// How much vCPU a host may promise beyond its cores (idle workspaces are cheap).
+    /// How much vCPU a host may promise beyond its cores. vCPUs are CFS quotas, not
+    /// reservations, and idle workspaces cost next to nothing, so this is generous.
     pub cpu_overcommit: f64,
     /// Same for memory of instances that hold memory (starting, running, warm).
     pub mem_overcommit: f64,
@@ -47,7 +48,7 @@ impl Default for HubConfig {
         HubConfig {
             stale_after: Duration::from_secs(15),
             operation_timeout: Duration::from_secs(300),
-            cpu_overcommit: 16.0,
+            cpu_overcommit: 256.0,
             mem_overcommit: 1.5,
             disk_overcommit: 4.0,
             cluster_range: hangar_types::net::ClusterRange::default(),

@@ -112,7 +112,12 @@ async fn ensure_bridge(h: &Handle, net: &NetSpec) -> Result<u32, NetError> {
         Some(_) => return Err(NetError::NameClash(name)),
         None => {
             check_no_overlap(h, net).await?;
-            h.link().add(LinkBridge::new(&name).build()).execute().await.map_err(nl(format!("create bridge {name}")))?;
+            match h.link().add(LinkBridge::new(&name).build()).execute().await {
+                Ok(()) => {}
+                // Another instance of the same tenant, converging in parallel, made it first.
+                Err(e) if errno(&e) == Some(EEXIST) => {}
+                Err(e) => return Err(nl(format!("create bridge {name}"))(e)),
+            }
             link(h, &name).await?.ok_or_else(|| NetError::NameClash(name.clone()))?
         }
     };
@@ -342,6 +347,12 @@ impl NetworkDriver for BridgeNetwork {
             std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(sys("enable ip_forward"))?;
         }
         Ok(())
+    }
+
+    async fn wired(&self) -> Result<std::collections::HashSet<String>, NetError> {
+        let h = connect().await?;
+        let all: Vec<LinkMessage> = h.link().get().execute().try_collect().await.map_err(nl("list links"))?;
+        Ok(all.iter().filter_map(link_name).filter(|n| n.starts_with("hv")).collect())
     }
 
     async fn attached(&self) -> Result<Vec<String>, NetError> {

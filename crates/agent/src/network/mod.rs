@@ -46,6 +46,8 @@ pub trait NetworkDriver: Send + Sync {
     /// Makes the host-wide part match: a bridge for each of `nets` (and no other hangar
     /// bridge), the nftables table, forwarding on. Repairs what was removed by hand.
     async fn sync(&self, range: &ClusterRange, nets: &[NetSpec]) -> Result<(), NetError>;
+    /// Host-side veths present now (one cheap netlink dump, every reconcile pass).
+    async fn wired(&self) -> Result<std::collections::HashSet<String>, NetError>;
     /// Sandboxes that have a namespace here.
     async fn attached(&self) -> Result<Vec<String>, NetError>;
     async fn inspect(&self) -> Result<NetReport, NetError>;

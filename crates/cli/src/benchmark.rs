@@ -1,0 +1,363 @@
+//! `hangar bench`: hangar measured against the raw tool underneath, in the same run, on
+//! a fleet of its own. Absolute times on a shared machine are context; ratios are the
+//! figure. Every sample is checked to be real (the instance is observed running) before
+//! it counts.
+
+use crate::output::Out;
+use anyhow::{bail, Context, Result};
+use hangar_client::HubClient;
+use hangar_types::api::*;
+use hangar_types::{InstanceState, ObservedState};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args, Clone)]
+pub struct BenchArgs {
+    /// Comma-separated subset of: start, resume, burst, api.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Samples for start and resume.
+    #[arg(long, default_value_t = 20)]
+    runs: usize,
+    /// Instances in the burst.
+    #[arg(long, default_value_t = 100)]
+    burst: usize,
+    /// Seconds of load for the api benchmark.
+    #[arg(long, default_value_t = 5)]
+    api_secs: u64,
+    /// Where to write the results.
+    #[arg(long, default_value = "bench.json")]
+    out: PathBuf,
+}
+
+const ALL: [&str; 4] = ["start", "resume", "burst", "api"];
+
+#[derive(Serialize, Clone, Debug)]
+pub struct Row {
+    bench: String,
+    metric: String,
+    hangar: f64,
+    raw: Option<f64>,
+    ratio: Option<f64>,
+    unit: String,
+    target: String,
+    met: Option<bool>,
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn sorted(mut v: Vec<f64>) -> Vec<f64> {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    v
+}
+
+/// A fleet of the bench's own: `hangar up` in a temp dir, removed with `hangar down`.
+struct Fleet {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Fleet {
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    async fn start() -> Result<(Fleet, HubClient)> {
+        let dir = tempfile::Builder::new().prefix("hangar-bench-").tempdir()?;
+        let exe = std::env::current_exe()?;
+        let log = std::fs::File::create(dir.path().join("up.log"))?;
+        let child = Command::new(&exe)
+            .args(["up", "--listen", "127.0.0.1:0", "--pool-size-mib", "8192", "--interval", "0.5", "--cluster-range", "10.250.0.0/16", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .env("HANGAR_CONFIG", dir.path().join("config.json"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("cannot start the bench fleet")?;
+        let fleet = Fleet { dir, child: Some(child) };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(cfg) = crate::config::load(&fleet.dir.path().join("config.json")) {
+                if !cfg.hub_url.ends_with(":0") {
+                    let c = HubClient::new(&cfg.hub_url, &cfg.ca_pem, &cfg.token)?;
+                    if c.host_list().await.is_ok_and(|h| h.iter().any(|h| h.state == HostState::Ready)) {
+                        return Ok((fleet, c));
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("the bench fleet did not come up: see {}", fleet.dir.path().join("up.log").display());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Ok(exe) = std::env::current_exe() {
+            let _ = Command::new(exe).args(["down", "--purge", "--data-dir"]).arg(self.data()).output();
+        }
+    }
+}
+
+fn spec(command: &[&str]) -> InstanceSpec {
+    InstanceSpec { image: ImageRef::Host, vcpus: 1, mem_mib: 64, disk_mib: 64, command: command.iter().map(|s| s.to_string()).collect(), env: Default::default() }
+}
+
+/// Creates and starts one instance through the hub; the time until it is confirmed running.
+async fn create_running(c: &HubClient, name: &str) -> Result<Duration> {
+    let t = Instant::now();
+    let op = c.instance_create("bench", &InstanceCreate::new(name.parse()?, spec(&[]), true)).await?;
+    let op = c.operation_wait_final(op.id, Duration::from_secs(120)).await?;
+    let took = t.elapsed();
+    if op.status != OperationStatus::Succeeded {
+        bail!("start of {name} {}: {}", op.status.as_str(), op.error.unwrap_or_default());
+    }
+    let i = c.instance_get("bench", name).await?;
+    if i.state != InstanceState::Running || i.observed != ObservedState::Running {
+        bail!("{name} is {} / {} after its start succeeded", i.state, i.observed);
+    }
+    Ok(took)
+}
+
+async fn delete(c: &HubClient, name: &str) -> Result<()> {
+    let op = c.instance_delete("bench", name).await?;
+    c.operation_wait_final(op.id, Duration::from_secs(120)).await?;
+    Ok(())
+}
+
+fn runc(root: &Path, args: &[&str]) -> Result<std::process::Output> {
+    Ok(Command::new("runc").arg("--root").arg(root).args(args).stdin(Stdio::null()).output()?)
+}
+
+/// The raw baseline: the very bundle hangar would write, started with `runc run -d` by
+/// hand, timed until `runc state` says running.
+fn raw_runc_start(dir: &Path, n: usize) -> Result<Vec<f64>> {
+    let root = dir.join("rawrunc");
+    let mut out = vec![];
+    for i in 0..n {
+        let id = format!("rawbench{i}");
+        let bundle = dir.join("bundles").join(&id);
+        let home = dir.join("homes").join(&id);
+        std::fs::create_dir_all(&bundle)?;
+        std::fs::create_dir_all(&home)?;
+        let s = hangar_agent::runtime::SandboxSpec {
+            id: id.clone(),
+            image: ImageRef::Host,
+            home_dir: home,
+            vcpus: 1,
+            mem_mib: 64,
+            pids_limit: 1024,
+            command: vec![],
+            env: Default::default(),
+            hostname: id.clone(),
+            log_path: dir.join(format!("{id}.log")),
+            netns_path: None,
+        };
+        hangar_agent::runtime::bundle::write(&bundle, &s)?;
+        let t = Instant::now();
+        let o = Command::new("runc").arg("--root").arg(&root).args(["run", "-d", "--bundle"]).arg(&bundle).arg(&id).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status()?;
+        if !o.success() {
+            bail!("raw runc run failed");
+        }
+        loop {
+            let st = runc(&root, &["state", &id])?;
+            if String::from_utf8_lossy(&st.stdout).contains("\"running\"") {
+                break;
+            }
+        }
+        out.push(ms(t.elapsed()));
+        runc(&root, &["delete", "--force", &id])?;
+    }
+    Ok(out)
+}
+
+pub async fn run(a: &BenchArgs, out: &Out) -> Result<i32> {
+    let which: Vec<&str> = if a.only.is_empty() { ALL.to_vec() } else { a.only.iter().map(String::as_str).collect() };
+    if let Some(bad) = which.iter().find(|w| !ALL.contains(w)) {
+        bail!("--only: unknown benchmark '{bad}': choose from {}", ALL.join(", "));
+    }
+    if a.runs == 0 || a.burst == 0 {
+        bail!("--runs and --burst must be at least 1");
+    }
+    let started_at = time::OffsetDateTime::now_utc();
+    let (fleet, c) = Fleet::start().await?;
+    c.tenant_create(&TenantCreate {
+        name: "bench".parse()?,
+        quotas: Some(Quotas { max_vcpus: 100_000, max_mem_mib: 10_000_000, max_running: 5000, max_instances: 5000, max_disk_gib: 100_000 }),
+    })
+    .await?;
+    let mut rows = vec![];
+    let row = |bench: &str, metric: &str, hangar: f64, raw: Option<f64>, unit: &str, target: &str, met: Option<bool>| Row {
+        bench: bench.into(),
+        metric: metric.into(),
+        hangar,
+        raw,
+        ratio: raw.map(|r| hangar / r),
+        unit: unit.into(),
+        target: target.into(),
+        met,
+    };
+    if which.contains(&"start") {
+        eprintln!("bench start: {} runs through the hub, {} raw runc runs", a.runs, a.runs);
+        let mut samples = vec![];
+        for i in 0..a.runs {
+            samples.push(ms(create_running(&c, &format!("s{i}")).await?));
+        }
+        for i in 0..a.runs {
+            delete(&c, &format!("s{i}")).await?;
+        }
+        let h = sorted(samples);
+        let r = sorted(raw_runc_start(fleet.dir.path(), a.runs)?);
+        let ratio = pct(&h, 0.5) / pct(&r, 0.5);
+        rows.push(row("start", "p50 create-to-running", pct(&h, 0.5), Some(pct(&r, 0.5)), "ms", "ratio <= 1.3", Some(ratio <= 1.3)));
+        rows.push(row("start", "p90", pct(&h, 0.9), Some(pct(&r, 0.9)), "ms", "", None));
+        rows.push(row("start", "p99", pct(&h, 0.99), Some(pct(&r, 0.99)), "ms", "", None));
+    }
+    if which.contains(&"resume") {
+        eprintln!("bench resume: {} warm/resume cycles", a.runs);
+        create_running(&c, "r0").await?;
+        let mut samples = vec![];
+        for _ in 0..a.runs {
+            let op = c.instance_action("bench", "r0", "warm").await?;
+            c.operation_wait_final(op.id, Duration::from_secs(60)).await?;
+            let t = Instant::now();
+            let op = c.instance_action("bench", "r0", "resume").await?;
+            let op = c.operation_wait_final(op.id, Duration::from_secs(60)).await?;
+            if op.status != OperationStatus::Succeeded {
+                bail!("resume failed: {:?}", op.error);
+            }
+            samples.push(ms(t.elapsed()));
+        }
+        // Raw: runc resume of a paused sandbox of the same runtime root.
+        let root = fleet.data().join("agent/runtime");
+        let sid = c.instance_get("bench", "r0").await?.id.short();
+        let mut raw = vec![];
+        for _ in 0..a.runs {
+            runc(&root, &["pause", &sid])?;
+            let t = Instant::now();
+            runc(&root, &["resume", &sid])?;
+            raw.push(ms(t.elapsed()));
+        }
+        delete(&c, "r0").await?;
+        let (h, r) = (sorted(samples), sorted(raw));
+        rows.push(row("resume", "p50 warm->running", pct(&h, 0.5), Some(pct(&r, 0.5)), "ms", "<= 10 ms", Some(pct(&h, 0.5) <= 10.0)));
+        rows.push(row("resume", "p99", pct(&h, 0.99), Some(pct(&r, 0.99)), "ms", "", None));
+    }
+    if which.contains(&"burst") {
+        eprintln!("bench burst: {} instances at once", a.burst);
+        let t = Instant::now();
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..a.burst {
+            let c = c.clone();
+            set.spawn(async move { create_running(&c, &format!("b{i}")).await });
+        }
+        let mut lat = vec![];
+        while let Some(r) = set.join_next().await {
+            lat.push(ms(r??));
+        }
+        let wall = t.elapsed().as_secs_f64();
+        let running = c.instance_list(Some("bench")).await?.iter().filter(|i| i.observed == ObservedState::Running).count();
+        if running < a.burst {
+            bail!("only {running} of {} burst instances run", a.burst);
+        }
+        let l = sorted(lat);
+        let rate = a.burst as f64 / wall;
+        rows.push(row("burst", "instances per second", rate, None, "/s", ">= 20/s", Some(rate >= 20.0)));
+        rows.push(row("burst", "p99 create-to-running", pct(&l, 0.99), None, "ms", "", None));
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..a.burst {
+            let c = c.clone();
+            set.spawn(async move { delete(&c, &format!("b{i}")).await });
+        }
+        while let Some(r) = set.join_next().await {
+            r??;
+        }
+    }
+    if which.contains(&"api") {
+        eprintln!("bench api: 100 clients for {}s", a.api_secs);
+        create_running(&c, "api0").await?;
+        let stop = Instant::now() + Duration::from_secs(a.api_secs);
+        let mut set = tokio::task::JoinSet::new();
+        for k in 0..100 {
+            let c = c.clone();
+            set.spawn(async move {
+                let mut lat = vec![];
+                while Instant::now() < stop {
+                    let t = Instant::now();
+                    let ok = if k % 2 == 0 { c.instance_get("bench", "api0").await.is_ok() } else { c.instance_list(Some("bench")).await.is_ok() };
+                    if ok {
+                        lat.push(ms(t.elapsed()));
+                    }
+                }
+                lat
+            });
+        }
+        let mut lat = vec![];
+        while let Some(r) = set.join_next().await {
+            lat.extend(r?);
+        }
+        let l = sorted(lat);
+        let rps = l.len() as f64 / a.api_secs as f64;
+        rows.push(row("api", "requests per second (get+list)", rps, None, "/s", ">= 5000/s", Some(rps >= 5000.0)));
+        rows.push(row("api", "p99 latency", pct(&l, 0.99), None, "ms", "< 20 ms", Some(pct(&l, 0.99) < 20.0)));
+        delete(&c, "api0").await?;
+    }
+    let machine = serde_json::json!({
+        "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+        "cpu": std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())),
+        "build": if cfg!(debug_assertions) { "debug" } else { "release" },
+    });
+    let doc = serde_json::json!({
+        "machine": machine,
+        "started_at": started_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        "results": rows,
+    });
+    std::fs::write(&a.out, serde_json::to_string_pretty(&doc)?).with_context(|| format!("cannot write {}", a.out.display()))?;
+    drop(fleet);
+    out.bench(&rows, &doc);
+    Ok(0)
+}
+
+impl Out {
+    pub fn bench(&self, rows: &[Row], doc: &serde_json::Value) {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(doc).unwrap_or_default());
+            return;
+        }
+        let mut t = comfy_table::Table::new();
+        t.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY).set_header(vec!["BENCH", "METRIC", "HANGAR", "RAW", "RATIO", "TARGET", "MET"]);
+        let f = |v: f64| if v >= 100.0 { format!("{v:.0}") } else { format!("{v:.2}") };
+        for r in rows {
+            t.add_row(vec![
+                r.bench.clone(),
+                r.metric.clone(),
+                format!("{} {}", f(r.hangar), r.unit),
+                r.raw.map(|v| format!("{} {}", f(v), r.unit)).unwrap_or_else(|| "-".into()),
+                r.ratio.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into()),
+                r.target.clone(),
+                r.met.map(|m| if m { "yes" } else { "no" }.to_string()).unwrap_or_default(),
+            ]);
+        }
+        println!("{t}");
+    }
+}

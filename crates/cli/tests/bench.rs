@@ -1,0 +1,29 @@
+//! `hangar bench` runs end to end and reports real numbers. No speed is asserted: these
+//! machines are shared and noisy.
+
+mod common;
+
+#[test]
+fn bench_runs_and_reports() {
+    common::require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("b.json");
+    let o = std::process::Command::new(common::bin())
+        .args(["bench", "--only", "start,resume,api", "--runs", "3", "--api-secs", "1", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let results = v["results"].as_array().unwrap();
+    for bench in ["start", "resume", "api"] {
+        let r = results.iter().find(|r| r["bench"] == bench).unwrap_or_else(|| panic!("no {bench} result in {v:#}"));
+        assert!(r["hangar"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    let start = results.iter().find(|r| r["bench"] == "start").unwrap();
+    assert!(start["raw"].as_f64().unwrap() > 0.0 && start["ratio"].as_f64().unwrap() > 0.0, "{start}");
+    assert!(v["machine"]["nproc"].as_u64().unwrap() >= 1);
+    let bad = std::process::Command::new(common::bin()).args(["bench", "--only", "warp"]).output().unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown benchmark 'warp'"));
+}
