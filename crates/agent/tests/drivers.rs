@@ -189,6 +189,7 @@ async fn lifecycle(flavor: Flavor) {
     rt.pause(&id).await.unwrap(); // idempotent
     rt.resume(&id).await.unwrap();
     assert_eq!(rt.status(&id).await.unwrap(), Some(SandboxStatus::Running));
+    rt.resume(&id).await.unwrap(); // not paused: nothing to do
 
     // Stopping a paused sandbox works too, and leaves no cgroup behind.
     rt.pause(&id).await.unwrap();

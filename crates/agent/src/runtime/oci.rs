@@ -86,33 +86,8 @@ impl OciRuntime {
         caught.is_none_or(|mask| mask & (1 << (15 - 1)) != 0)
     }
 
-    fn bundle_dir(&self, id: &str) -> PathBuf {
-        self.bundles.join(id)
-    }
-}
-
-fn parse_status(s: &str) -> SandboxStatus {
-    match s {
-        "running" => SandboxStatus::Running,
-        "paused" | "pausing" => SandboxStatus::Paused,
-        "created" | "creating" => SandboxStatus::Created,
-        _ => SandboxStatus::Stopped,
-    }
-}
-
-#[async_trait::async_trait]
-impl Runtime for OciRuntime {
-    fn name(&self) -> &'static str {
-        self.program()
-    }
-
-    async fn start(&self, spec: &SandboxSpec) -> Result<(), RuntimeError> {
-        check_id(&spec.id)?;
-        match self.status(&spec.id).await? {
-            Some(SandboxStatus::Running) => return Ok(()),
-            Some(_) => self.stop(&spec.id, Duration::from_secs(1)).await?,
-            None => {}
-        }
+    /// Writes the bundle and runs the sandbox detached, its stdio on the log file.
+    async fn run_detached(&self, spec: &SandboxSpec) -> Result<(), RuntimeError> {
         let bundle = self.bundle_dir(&spec.id);
         // A bundle left by a crash may hold a stale rootfs: start from scratch.
         let _ = std::fs::remove_dir_all(&bundle);
@@ -156,6 +131,52 @@ impl Runtime for OciRuntime {
         Ok(())
     }
 
+    fn bundle_dir(&self, id: &str) -> PathBuf {
+        self.bundles.join(id)
+    }
+}
+
+fn parse_status(s: &str) -> SandboxStatus {
+    match s {
+        "running" => SandboxStatus::Running,
+        "paused" | "pausing" => SandboxStatus::Paused,
+        "created" | "creating" => SandboxStatus::Created,
+        _ => SandboxStatus::Stopped,
+    }
+}
+
+#[async_trait::async_trait]
+impl Runtime for OciRuntime {
+    fn name(&self) -> &'static str {
+        self.program()
+    }
+
+    async fn start(&self, spec: &SandboxSpec) -> Result<(), RuntimeError> {
+        check_id(&spec.id)?;
+        // No status call up front (a process spawn on the start path): callers start
+        // what they saw absent, and a leftover with the same id is handled below.
+        match self.run_detached(spec).await {
+            Err(RuntimeError::Command { stderr, .. }) if stderr.contains("exists") => match self.status(&spec.id).await? {
+                Some(SandboxStatus::Running) => Ok(()),
+                _ => {
+                    self.stop(&spec.id, Duration::from_secs(1)).await?;
+                    self.run_detached(spec).await
+                }
+            },
+            other => other,
+        }
+    }
+
+    async fn resume(&self, id: &str) -> Result<(), RuntimeError> {
+        check_id(id)?;
+        match self.run("resume", id, &["resume", id]).await {
+            Ok(_) => Ok(()),
+            // Not paused (already running): nothing to do. One spawn instead of two.
+            Err(RuntimeError::Command { stderr, .. }) if stderr.contains("not paused") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn status(&self, id: &str) -> Result<Option<SandboxStatus>, RuntimeError> {
         check_id(id)?;
         match self.run("state", id, &["state", id]).await {
@@ -197,15 +218,6 @@ impl Runtime for OciRuntime {
                 }
                 Err(RuntimeError::Command { runtime: self.program(), action: "pause", id: id.to_string(), stderr: "the sandbox did not freeze within 1s".into() })
             }
-        }
-    }
-
-    async fn resume(&self, id: &str) -> Result<(), RuntimeError> {
-        check_id(id)?;
-        match self.status(id).await? {
-            Some(SandboxStatus::Paused) => self.run("resume", id, &["resume", id]).await.map(|_| ()),
-            None => Err(RuntimeError::NotFound(id.into())),
-            _ => Ok(()),
         }
     }
 
