@@ -203,6 +203,7 @@ pub async fn run(a: &BenchArgs, out: &Out) -> Result<i32> {
     c.tenant_create(&TenantCreate {
         name: "bench".parse()?,
         quotas: Some(Quotas { max_vcpus: 100_000, max_mem_mib: 10_000_000, max_running: 5000, max_instances: 5000, max_disk_gib: 100_000 }),
+        isolated: false,
     })
     .await?;
     let mut rows = vec![];

@@ -260,6 +260,9 @@ enum TenantCmd {
         /// GiB.
         #[arg(long, default_value_t = 20)]
         max_disk: u64,
+        /// Its instances cannot reach each other (they still reach the outside).
+        #[arg(long)]
+        isolated: bool,
     },
     List,
     Info { name: String },
@@ -521,10 +524,11 @@ async fn finish(c: &HubClient, out: &Out, op: Operation, wait: &WaitArgs, done: 
 async fn api(cli: &Cli, out: &Out) -> Result<i32> {
     let c = client(cli)?;
     match &cli.cmd {
-        Cmd::Tenant(TenantCmd::Create { name, max_vcpus, max_mem, max_running, max_instances, max_disk }) => {
+        Cmd::Tenant(TenantCmd::Create { name, max_vcpus, max_mem, max_running, max_instances, max_disk, isolated }) => {
             let req = TenantCreate {
                 name: parse_name("tenant", name)?,
                 quotas: Some(Quotas { max_vcpus: *max_vcpus, max_mem_mib: *max_mem, max_running: *max_running, max_instances: *max_instances, max_disk_gib: *max_disk }),
+                isolated: *isolated,
             };
             let t = c.tenant_create(&req).await?;
             out.item(&t, &format!("tenant '{}' created (net id {})", t.name, t.net_id));

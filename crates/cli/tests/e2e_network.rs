@@ -187,3 +187,48 @@ fn a_tenant_subnet_overlapping_a_host_route_is_refused_and_nothing_is_half_made(
     let bridge = format!("hgb0a{:02x}01", f.range_octet);
     assert!(!sh("ip -br link").contains(&bridge), "a bridge was made anyway");
 }
+
+#[test]
+fn an_isolated_tenant_keeps_its_own_instances_apart() {
+    let f = Fleet::up();
+    f.run(&["tenant", "create", "iso", "--isolated"]);
+    f.run(&["instance", "create", "iso/a", "--start", "--", "sleep", "infinity"]);
+    f.run(&["instance", "create", "iso/b", "--start", "--", "sleep", "infinity"]);
+    let (a, b) = (address(&f, "iso/a"), address(&f, "iso/b"));
+    assert!(!ping(&f, "iso/a", &b), "isolated instances reach each other");
+    assert!(!ping(&f, "iso/b", &a), "isolated instances reach each other");
+    let v = f.json(&["net", "verify"]);
+    assert_eq!(v["ok"], true, "{v:#}");
+}
+
+#[test]
+fn an_exhausted_cluster_range_is_a_clear_error_and_a_destroyed_tenant_frees_its_network() {
+    common::require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("config.json");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{port}");
+    let hangar = |args: &[&str]| Command::new(common::bin()).args(args).env("HANGAR_CONFIG", &cfg).output().unwrap();
+    assert!(hangar(&["init", "--data-dir", data.to_str().unwrap(), "--listen", &listen]).status.success());
+    // A /23 holds two /24s; the first is never handed out, so one tenant fits.
+    let mut hub = Command::new(common::bin())
+        .args(["hub", "serve", "--data-dir", data.to_str().unwrap(), "--listen", &listen, "--cluster-range", "10.99.0.0/23"])
+        .env("HANGAR_CONFIG", &cfg)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("hub answers", || hangar(&["tenant", "list"]).status.success());
+    let one = hangar(&["tenant", "create", "one", "--json"]);
+    assert!(one.status.success());
+    assert_eq!(serde_json::from_slice::<Value>(&one.stdout).unwrap()["net_id"], 1);
+    let two = hangar(&["tenant", "create", "two"]);
+    assert!(!two.status.success());
+    assert!(String::from_utf8_lossy(&two.stderr).contains("no free tenant network left"), "{}", String::from_utf8_lossy(&two.stderr));
+    assert!(hangar(&["tenant", "destroy", "one"]).status.success());
+    let two = hangar(&["tenant", "create", "two", "--json"]);
+    assert!(two.status.success(), "{}", String::from_utf8_lossy(&two.stderr));
+    assert_eq!(serde_json::from_slice::<Value>(&two.stdout).unwrap()["net_id"], 1);
+    let _ = hub.kill();
+    let _ = hub.wait();
+}

@@ -61,7 +61,7 @@ impl Hub {
     /// The desired-state document of one host, built from the store.
     pub async fn desired_doc(&self, host: &HostRecord) -> HubResult<DesiredDoc> {
         let list = self.store.list_instances(&InstanceFilter { tenant: None, host: Some(host.name.clone()) }).await?;
-        let net_ids: std::collections::HashMap<_, _> = self.store.list_tenants().await?.into_iter().map(|t| (t.name, t.net_id)).collect();
+        let tenants: std::collections::HashMap<_, _> = self.store.list_tenants().await?.into_iter().map(|t| (t.name.clone(), t)).collect();
         Ok(DesiredDoc {
             schema_version: PROTOCOL_VERSION,
             host: host.name.clone(),
@@ -71,8 +71,8 @@ impl Hub {
             instances: list
                 .into_iter()
                 .map(|i| DesiredInstance {
-                    network: match (net_ids.get(&i.tenant), i.address) {
-                        (Some(n), Some(a)) => Some(self.net_spec(*n, a)),
+                    network: match (tenants.get(&i.tenant), i.address) {
+                        (Some(t), Some(a)) => Some(self.net_spec(t, a)),
                         _ => None,
                     },
                     id: i.id,

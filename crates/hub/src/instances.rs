@@ -37,7 +37,7 @@ impl Hub {
         if quotas.max_instances == 0 || quotas.max_vcpus == 0 || quotas.max_mem_mib == 0 || quotas.max_disk_gib == 0 {
             return Err(HubError::invalid("quotas must be positive: max_vcpus, max_mem_mib, max_instances and max_disk_gib must be at least 1"));
         }
-        let t = Tenant { id: TenantId::new(), name: req.name, quotas, net_id: 0, created_at: OffsetDateTime::now_utc() };
+        let t = Tenant { id: TenantId::new(), name: req.name, quotas, net_id: 0, created_at: OffsetDateTime::now_utc(), isolated: req.isolated };
         let t = self.store.insert_tenant(&t, self.config.cluster_range.max_net_id()).await?;
         self.event(&p.actor(), Some(&t.name), format!("tenant/{}", t.name), "tenant.create", "ok", None).await;
         Ok(t)
@@ -184,7 +184,8 @@ impl Hub {
     }
 
     /// What a host needs to wire an instance to its tenant's network.
-    pub(crate) fn net_spec(&self, net_id: u32, address: std::net::Ipv4Addr) -> hangar_types::net::NetSpec {
+    pub(crate) fn net_spec(&self, t: &Tenant, address: std::net::Ipv4Addr) -> hangar_types::net::NetSpec {
+        let net_id = t.net_id;
         let r = &self.config.cluster_range;
         hangar_types::net::NetSpec {
             net_id,
@@ -193,6 +194,7 @@ impl Hub {
             prefix_len: 24,
             gateway: r.gateway(net_id),
             cluster_range: r.to_string(),
+            isolated: t.isolated,
         }
     }
 

@@ -45,7 +45,7 @@ impl Hub {
                 .into_iter()
                 .filter(|i| i.state != InstanceState::Deleted && i.address.is_some())
                 .collect();
-            let net_of = |i: &Instance| tenants.get(&i.tenant).map(|t| self.net_spec(t.net_id, i.address.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED)));
+            let net_of = |i: &Instance| tenants.get(&i.tenant).map(|t| self.net_spec(t, i.address.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED)));
             // Bridges: one per tenant with instances here, up, holding the gateway.
             let mut expected = BTreeSet::new();
             for i in &insts {
@@ -101,7 +101,9 @@ impl Hub {
             let mut probes: Vec<(&Instance, std::net::Ipv4Addr, String, bool)> = vec![];
             for v in by_tenant.values() {
                 if v.len() >= 2 {
-                    probes.push((v[0], v[1].address.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED), format!("{}/{}", v[1].tenant, v[1].name), true));
+                    // Neighbours reach each other, unless the tenant isolates its instances.
+                    let reach = !tenants.get(&v[0].tenant).is_some_and(|t| t.isolated);
+                    probes.push((v[0], v[1].address.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED), format!("{}/{}", v[1].tenant, v[1].name), reach));
                 }
                 if let Some(n) = net_of(v[0]) {
                     probes.push((v[0], n.gateway, format!("host {} (gateway)", n.gateway), false));

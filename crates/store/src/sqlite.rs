@@ -50,6 +50,7 @@ const MAX_CONNECTIONS: u32 = 4;
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../migrations/0001_init.sql")),
     (2, "instance address", include_str!("../migrations/0002_instance_address.sql")),
+    (3, "tenant isolated", include_str!("../migrations/0003_tenant_isolated.sql")),
 ];
 
 /// The store on one SQLite database; cheap to clone (it is a connection pool).
@@ -146,8 +147,8 @@ impl Store for SqliteStore {
         // whose successor is free) and inserts with it; SQLite runs it under the write
         // lock, so concurrent inserts cannot pick the same id.
         let rows = sqlx::query(
-            "INSERT INTO tenants (id, name, quotas, net_id, created_at)
-             SELECT ?1, ?2, ?3, free.n, ?4 FROM (
+            "INSERT INTO tenants (id, name, quotas, net_id, created_at, isolated)
+             SELECT ?1, ?2, ?3, free.n, ?4, ?6 FROM (
                  SELECT 1 AS n WHERE NOT EXISTS (SELECT 1 FROM tenants WHERE net_id = 1)
                  UNION ALL
                  SELECT t.net_id + 1 FROM tenants AS t
@@ -162,6 +163,7 @@ impl Store for SqliteStore {
         .bind(Json(&tenant.quotas))
         .bind(Nanos(tenant.created_at))
         .bind(max_net_id)
+        .bind(tenant.isolated)
         // fetch_all, not fetch_optional: it steps the statement to completion, so the
         // write is committed before the connection goes back to the pool.
         .fetch_all(&self.pool)
@@ -479,6 +481,7 @@ fn tenant_row(row: &SqliteRow) -> Result<Tenant> {
         quotas: c.json("quotas")?,
         net_id: c.get("net_id")?,
         created_at: c.time("created_at")?,
+        isolated: c.get("isolated")?,
     })
 }
 

@@ -43,6 +43,7 @@ fn tenant(n: &str) -> Tenant {
         quotas: Quotas { max_vcpus: 3, ..Quotas::default() },
         net_id: 0, // ignored: the store allocates it
         created_at: at(0),
+        isolated: n.ends_with("-iso"),
     }
 }
 
@@ -574,4 +575,13 @@ async fn instance_addresses_are_unique_per_tenant() {
     // Several instances without an address are fine.
     store.insert_instance(&instance("acme", "x", None)).await.unwrap();
     store.insert_instance(&instance("acme", "y", None)).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_isolated_flag_persists() {
+    let (_dir, store) = store().await;
+    store.insert_tenant(&tenant("a-iso"), 10).await.unwrap();
+    store.insert_tenant(&tenant("b"), 10).await.unwrap();
+    assert!(store.get_tenant(&name("a-iso")).await.unwrap().unwrap().isolated);
+    assert!(!store.get_tenant(&name("b")).await.unwrap().unwrap().isolated);
 }

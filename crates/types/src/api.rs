@@ -35,6 +35,10 @@ pub struct TenantCreate {
     pub name: Name,
     #[serde(default)]
     pub quotas: Option<Quotas>,
+    /// Instances of this tenant cannot reach each other (bridge port isolation); they
+    /// still reach the outside world.
+    #[serde(default)]
+    pub isolated: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -46,6 +50,9 @@ pub struct Tenant {
     pub net_id: u32,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// Instances cannot reach each other.
+    #[serde(default)]
+    pub isolated: bool,
 }
 
 /// Current use against each quota.

@@ -106,6 +106,9 @@ pub struct NetSpec {
     pub gateway: Ipv4Addr,
     /// The cluster range, for NAT and isolation rules.
     pub cluster_range: String,
+    /// The tenant's instances must not reach each other (isolated bridge port).
+    #[serde(default)]
+    pub isolated: bool,
 }
 
 /// What a host's tenant networking looks like, as its agent finds it.

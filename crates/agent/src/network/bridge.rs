@@ -8,7 +8,7 @@ use hangar_types::net::{bridge_subnet, veth_name, ClusterRange, NetSpec};
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 use rtnetlink::packet_route::address::AddressAttribute;
-use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use rtnetlink::packet_route::link::{InfoBridgePort, InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -276,6 +276,15 @@ impl NetworkDriver for BridgeNetwork {
             .map_err(nl(format!("move {peer} into {}", ns.display())))?;
         let host_idx = link(&h, &host_end).await?.map(|m| m.header.index).ok_or_else(|| NetError::NameClash(host_end.clone()))?;
         h.link().set(LinkUnspec::new_with_index(host_idx).controller(br).up().build()).execute().await.map_err(nl(format!("attach {host_end}")))?;
+        if net.isolated {
+            // Isolated ports forward only to non-isolated ones (the bridge itself, which
+            // routes out): instances of this tenant cannot talk to each other.
+            h.link()
+                .set_port(rtnetlink::LinkBridgePort::new(host_idx).append_info_data(InfoBridgePort::Isolated(true)).build())
+                .execute()
+                .await
+                .map_err(nl(format!("isolate {host_end}")))?;
+        }
         let (addr, len, gw) = (net.address, net.prefix_len, net.gateway);
         in_netns(ns.clone(), move |h| async move {
             let m = link(&h, &peer).await?.ok_or_else(|| NetError::NameClash(peer.clone()))?;
