@@ -232,3 +232,22 @@ fn an_exhausted_cluster_range_is_a_clear_error_and_a_destroyed_tenant_frees_its_
     let _ = hub.kill();
     let _ = hub.wait();
 }
+
+#[test]
+fn a_device_with_the_bridge_name_that_hangar_does_not_own_is_left_alone() {
+    let f = Fleet::up();
+    let name = format!("hgb0a{:02x}01", f.range_octet);
+    struct Del(String);
+    impl Drop for Del {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["link", "del", &self.0]).status();
+        }
+    }
+    let _del = Del(name.clone());
+    assert!(Command::new("ip").args(["link", "add", &name, "type", "veth", "peer", "name", &format!("hgtc{}", f.range_octet)]).status().unwrap().success());
+    f.run(&["tenant", "create", "acme"]);
+    let err = f.fail(&["instance", "create", "acme/a", "--start", "--", "sleep", "infinity"]);
+    assert!(err.contains("is not a hangar bridge"), "{err}");
+    // Still the user's veth, untouched.
+    assert!(sh(&format!("ip -d link show {name}")).contains("veth"));
+}
