@@ -10,7 +10,8 @@ use hangar_types::api::*;
 use hangar_types::{InstanceState, ObservedState};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use crate::localfleet::LocalFleet;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[derive(clap::Args, Clone)]
@@ -61,61 +62,6 @@ fn ms(d: Duration) -> f64 {
 fn sorted(mut v: Vec<f64>) -> Vec<f64> {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     v
-}
-
-/// A fleet of the bench's own: `hangar up` in a temp dir, removed with `hangar down`.
-struct Fleet {
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-}
-
-impl Fleet {
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    async fn start() -> Result<(Fleet, HubClient)> {
-        let dir = tempfile::Builder::new().prefix("hangar-bench-").tempdir()?;
-        let exe = std::env::current_exe()?;
-        let log = std::fs::File::create(dir.path().join("up.log"))?;
-        let child = Command::new(&exe)
-            .args(["up", "--listen", "127.0.0.1:0", "--pool-size-mib", "8192", "--interval", "0.5", "--cluster-range", "10.250.0.0/16", "--data-dir"])
-            .arg(dir.path().join("data"))
-            .env("HANGAR_CONFIG", dir.path().join("config.json"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("cannot start the bench fleet")?;
-        let fleet = Fleet { dir, child: Some(child) };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(cfg) = crate::config::load(&fleet.dir.path().join("config.json")) {
-                if !cfg.hub_url.ends_with(":0") {
-                    let c = HubClient::new(&cfg.hub_url, &cfg.ca_pem, &cfg.token)?;
-                    if c.host_list().await.is_ok_and(|h| h.iter().any(|h| h.state == HostState::Ready)) {
-                        return Ok((fleet, c));
-                    }
-                }
-            }
-            if Instant::now() > deadline {
-                bail!("the bench fleet did not come up: see {}", fleet.dir.path().join("up.log").display());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if let Ok(exe) = std::env::current_exe() {
-            let _ = Command::new(exe).args(["down", "--purge", "--data-dir"]).arg(self.data()).output();
-        }
-    }
 }
 
 fn spec(command: &[&str]) -> InstanceSpec {
@@ -199,7 +145,7 @@ pub async fn run(a: &BenchArgs, out: &Out) -> Result<i32> {
         bail!("--runs and --burst must be at least 1");
     }
     let started_at = time::OffsetDateTime::now_utc();
-    let (fleet, c) = Fleet::start().await?;
+    let (fleet, c) = LocalFleet::start("hangar-bench-", "10.250.0.0/16").await?;
     c.tenant_create(&TenantCreate {
         name: "bench".parse()?,
         quotas: Some(Quotas { max_vcpus: 100_000, max_mem_mib: 10_000_000, max_running: 5000, max_instances: 5000, max_disk_gib: 100_000 }),

@@ -6,7 +6,9 @@
 mod benchmark;
 mod config;
 mod local;
+mod localfleet;
 mod output;
+mod smoke;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
@@ -80,6 +82,8 @@ enum Cmd {
         #[arg(long, default_value_t = 20)]
         last: u32,
     },
+    /// Run the whole lifecycle end to end and print a PASS/FAIL matrix.
+    Smoke(smoke::SmokeArgs),
     /// Measure hangar against the raw tools underneath (own fleet; writes bench.json).
     Bench(benchmark::BenchArgs),
     /// Print shell completions.
@@ -449,6 +453,10 @@ async fn run(cli: Cli) -> Result<i32> {
             let opts = local::agent_options(AgentPaths::new(agent_dir), &run.to_local(*listen, advertise.clone())?, None);
             hangar_agent::daemon::run(opts, local::termination()).await?;
             Ok(0)
+        }
+        Cmd::Smoke(a) => {
+            init_tracing("warn");
+            smoke::run(a, &config_path, &out).await
         }
         Cmd::Bench(a) => {
             init_tracing("warn");
