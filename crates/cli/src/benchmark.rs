@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 #[derive(clap::Args, Clone)]
 pub struct BenchArgs {
-    /// Comma-separated subset of: start, resume, burst, api.
+    /// Comma-separated subset of: start, resume, burst (with density), api, heartbeat.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Samples for start and resume.
@@ -25,6 +25,9 @@ pub struct BenchArgs {
     /// Instances in the burst.
     #[arg(long, default_value_t = 100)]
     burst: usize,
+    /// kill -9 / stale detection rounds (each takes the stale threshold, 12 s).
+    #[arg(long, default_value_t = 3)]
+    heartbeat_runs: usize,
     /// Seconds of load for the api benchmark.
     #[arg(long, default_value_t = 5)]
     api_secs: u64,
@@ -33,7 +36,7 @@ pub struct BenchArgs {
     out: PathBuf,
 }
 
-const ALL: [&str; 4] = ["start", "resume", "burst", "api"];
+const ALL: [&str; 5] = ["start", "resume", "burst", "api", "heartbeat"];
 
 #[derive(Serialize, Clone, Debug)]
 pub struct Row {
@@ -211,6 +214,8 @@ pub async fn run(a: &BenchArgs, out: &Out) -> Result<i32> {
     }
     if which.contains(&"burst") {
         eprintln!("bench burst: {} instances at once", a.burst);
+        let mem_before = mem_available_kib();
+        let rss_before = fleet.rss_kib();
         let t = Instant::now();
         let mut set = tokio::task::JoinSet::new();
         for i in 0..a.burst {
@@ -230,6 +235,16 @@ pub async fn run(a: &BenchArgs, out: &Out) -> Result<i32> {
         let rate = a.burst as f64 / wall;
         rows.push(row("burst", "instances per second", rate, None, "/s", ">= 20/s", Some(rate >= 20.0)));
         rows.push(row("burst", "p99 create-to-running", pct(&l, 0.99), None, "ms", "", None));
+        // Density: what the host lost per idle instance (the workload, `sleep`, is ~0.5
+        // MiB of its own), and how much the hub+agent process grew.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let per = (mem_before.saturating_sub(mem_available_kib())) as f64 / 1024.0 / a.burst as f64;
+        rows.push(row("density", "host memory per idle running instance", per, None, "MiB", "<= 1 MiB beyond the workload", Some(per <= 1.5)));
+        let grew = (fleet.rss_kib().saturating_sub(rss_before)) as f64 / 1024.0 / a.burst as f64;
+        rows.push(row("density", "hub+agent RSS growth per instance", grew, None, "MiB", "", None));
+        // No host went stale while the machine was busy with the burst.
+        let stale = c.events(None, 10_000).await?.iter().filter(|e| e.action == "host.state" && e.message.as_deref().is_some_and(|m| m.contains("-> stale"))).count();
+        rows.push(row("heartbeat", "false stale marks during the burst", stale as f64, None, "", "0", Some(stale == 0)));
         let mut set = tokio::task::JoinSet::new();
         for i in 0..a.burst {
             let c = c.clone();
@@ -267,6 +282,23 @@ pub async fn run(a: &BenchArgs, out: &Out) -> Result<i32> {
         rows.push(row("api", "requests per second (get+list)", rps, None, "/s", ">= 5000/s", Some(rps >= 5000.0)));
         rows.push(row("api", "p99 latency", pct(&l, 0.99), None, "ms", "< 20 ms", Some(pct(&l, 0.99) < 20.0)));
         delete(&c, "api0").await?;
+    }
+    if which.contains(&"heartbeat") {
+        eprintln!("bench heartbeat: {} rounds of kill -9 until stale (default threshold)", a.heartbeat_runs);
+        let stale_after = hangar_hub::HubConfig::default().stale_after.as_secs_f64();
+        let (mut split, sc) = crate::localfleet::SplitFleet::start("hangar-bench-hb-", "10.249.0.0/16", stale_after).await?;
+        let mut samples = vec![];
+        for _ in 0..a.heartbeat_runs {
+            split.kill_agent();
+            let t = Instant::now();
+            crate::localfleet::wait_host(&sc, HostState::Stale).await?;
+            samples.push(t.elapsed().as_secs_f64());
+            split.start_agent().await?;
+            crate::localfleet::wait_host(&sc, HostState::Ready).await?;
+        }
+        let s = sorted(samples);
+        rows.push(row("heartbeat", "kill -9 to stale, max", s[s.len() - 1], None, "s", "<= 15 s", Some(s[s.len() - 1] <= 15.0)));
+        rows.push(row("heartbeat", "kill -9 to stale, p50", pct(&s, 0.5), None, "s", "", None));
     }
     let machine = serde_json::json!({
         "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
@@ -307,4 +339,11 @@ impl Out {
         }
         println!("{t}");
     }
+}
+
+fn mem_available_kib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("MemAvailable:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
 }

@@ -20,6 +20,15 @@ impl LocalFleet {
         self.dir.path().join("data")
     }
 
+    /// Resident memory of the `hangar up` process (hub and agent), KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let Some(pid) = self.child.as_ref().map(|c| c.id()) else { return 0 };
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+            .unwrap_or(0)
+    }
+
     /// Starts it and waits until its host is ready; `range` is its cluster range.
     pub async fn start(prefix: &str, range: &str) -> Result<(LocalFleet, HubClient)> {
         let dir = tempfile::Builder::new().prefix(prefix).tempdir()?;
@@ -65,3 +74,111 @@ impl Drop for LocalFleet {
     }
 }
 
+
+/// A fleet with the hub and the agent as separate processes, so the agent can be killed
+/// and restarted on its own (heartbeat and crash measurements).
+pub struct SplitFleet {
+    pub dir: tempfile::TempDir,
+    hub: Option<Child>,
+    agent: Option<Child>,
+    agent_args: Vec<String>,
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl SplitFleet {
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn hangar(&self, args: &[&str]) -> Result<std::process::Output> {
+        Ok(Command::new(std::env::current_exe()?).args(args).env("HANGAR_CONFIG", self.dir.path().join("config.json")).output()?)
+    }
+
+    fn spawn(&self, args: &[String], log: &str) -> Result<Child> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join(log))?;
+        Ok(Command::new(std::env::current_exe()?)
+            .args(args)
+            .env("HANGAR_CONFIG", self.dir.path().join("config.json"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?)
+    }
+
+    pub async fn start(prefix: &str, range: &str, stale_after: f64) -> Result<(SplitFleet, HubClient)> {
+        let dir = tempfile::Builder::new().prefix(prefix).tempdir()?;
+        let mut f = SplitFleet { dir, hub: None, agent: None, agent_args: vec![] };
+        let data = f.data().display().to_string();
+        let listen = format!("127.0.0.1:{}", free_port()?);
+        let o = f.hangar(&["init", "--data-dir", &data, "--listen", &listen])?;
+        if !o.status.success() {
+            bail!("hangar init failed: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        let hub_args: Vec<String> = ["hub", "serve", "--data-dir", &data, "--listen", &listen, "--cluster-range", range, "--stale-after", &stale_after.to_string()]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        f.hub = Some(f.spawn(&hub_args, "hub.log")?);
+        let cfg = crate::config::load(&f.dir.path().join("config.json"))?;
+        let c = HubClient::new(&cfg.hub_url, &cfg.ca_pem, &cfg.token)?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while c.info().await.is_err() {
+            if Instant::now() > deadline {
+                bail!("the hub did not come up: see {}", f.dir.path().join("hub.log").display());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let add = c.host_add(&hangar_types::api::HostAdd { name: "node-a".parse()? }).await?;
+        let agent_dir = f.data().join("agent").display().to_string();
+        let o = f.hangar(&["agent", "join", "--hub", &cfg.hub_url, "--token", &add.join_token, "--agent-dir", &agent_dir])?;
+        if !o.status.success() {
+            bail!("agent join failed: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        f.agent_args = ["agent", "run", "--agent-dir", &agent_dir, "--pool-size-mib", "2048", "--interval", "0.5"].iter().map(|s| s.to_string()).collect();
+        f.start_agent().await?;
+        wait_host(&c, HostState::Ready).await?;
+        Ok((f, c))
+    }
+
+    pub fn kill_agent(&mut self) {
+        if let Some(mut a) = self.agent.take() {
+            let _ = a.kill();
+            let _ = a.wait();
+        }
+    }
+
+    pub async fn start_agent(&mut self) -> Result<()> {
+        self.agent = Some(self.spawn(&self.agent_args, "agent.log")?);
+        Ok(())
+    }
+}
+
+/// Waits until host node-a is in `state` (60 s at most).
+pub async fn wait_host(c: &HubClient, state: HostState) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if c.host_get("node-a").await.is_ok_and(|h| h.state == state) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("host node-a did not become {} within 60s", state.as_str());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl Drop for SplitFleet {
+    fn drop(&mut self) {
+        self.kill_agent();
+        if let Some(mut h) = self.hub.take() {
+            let _ = h.kill();
+            let _ = h.wait();
+        }
+        if let Ok(exe) = std::env::current_exe() {
+            let _ = Command::new(exe).args(["down", "--purge", "--data-dir"]).arg(self.data()).output();
+        }
+    }
+}

@@ -166,11 +166,18 @@ struct HubArgs {
     /// The range tenant networks (/24s) are cut from.
     #[arg(long, default_value = "10.240.0.0/12")]
     cluster_range: hangar_types::net::ClusterRange,
+    /// Seconds without a report after which a host is marked stale (with the monitor's
+    /// 1 s tick, a dead host is stale within 15 s; a live one reports every 2 s).
+    #[arg(long, default_value_t = 12.0)]
+    stale_after: f64,
 }
 
 impl HubArgs {
-    fn config(&self) -> hangar_hub::HubConfig {
-        hangar_hub::HubConfig { cluster_range: self.cluster_range, ..Default::default() }
+    fn config(&self) -> Result<hangar_hub::HubConfig> {
+        if !(1.0..=3600.0).contains(&self.stale_after) {
+            bail!("--stale-after must be between 1 and 3600 seconds, got {}", self.stale_after);
+        }
+        Ok(hangar_hub::HubConfig { cluster_range: self.cluster_range, stale_after: Duration::from_secs_f64(self.stale_after), ..Default::default() })
     }
 }
 
@@ -424,7 +431,7 @@ async fn run(cli: Cli) -> Result<i32> {
         }
         Cmd::Up(a) => {
             init_tracing("info");
-            local::up(&a.dir.data_dir, a.listen, a.agent.to_local("127.0.0.1:0".parse()?, None)?, &config_path, a.hub.config()).await?;
+            local::up(&a.dir.data_dir, a.listen, a.agent.to_local("127.0.0.1:0".parse()?, None)?, &config_path, a.hub.config()?).await?;
             Ok(0)
         }
         Cmd::Daemon(d) => output::daemon(d_to(d), &config_path, &out).await,
@@ -436,7 +443,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Cmd::Hub(HubCmd::Serve { dir, listen, hub }) => {
             init_tracing("info");
             let (tx, rx) = tokio::sync::watch::channel(false);
-            let run = local::start_hub(&dir.data_dir, *listen, hub.config(), rx).await?;
+            let run = local::start_hub(&dir.data_dir, *listen, hub.config()?, rx).await?;
             eprintln!("hub listening on {}", local::hub_url(&run.addr));
             local::termination().await;
             let _ = tx.send(true);
@@ -500,6 +507,8 @@ fn daemon_up_args(a: &UpArgs) -> Vec<String> {
         a.agent.interval.to_string(),
         "--cluster-range".into(),
         a.hub.cluster_range.to_string(),
+        "--stale-after".into(),
+        a.hub.stale_after.to_string(),
     ];
     if let Some(d) = &a.agent.pool_device {
         v.push("--pool-device".into());

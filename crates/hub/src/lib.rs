@@ -46,7 +46,7 @@ pub struct HubConfig {
 impl Default for HubConfig {
     fn default() -> Self {
         HubConfig {
-            stale_after: Duration::from_secs(15),
+            stale_after: Duration::from_secs(12),
             operation_timeout: Duration::from_secs(300),
             cpu_overcommit: 256.0,
             mem_overcommit: 1.5,
