@@ -6,7 +6,7 @@
 //! refused. `mkfs.btrfs` is never given `-f`.
 
 use super::disk::{probe, Probe};
-use super::{check_id, io, run, VolumeDriver, VolumeError};
+use super::{check_id, dir_names, io, run, VolumeDriver, VolumeError};
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
@@ -153,10 +153,7 @@ impl VolumeDriver for BtrfsPool {
     }
 
     async fn list(&self) -> Result<Vec<String>, VolumeError> {
-        let rd = std::fs::read_dir(self.mount.join("volumes")).map_err(io("cannot list volumes"))?;
-        let mut v: Vec<String> = rd.flatten().filter_map(|e| e.file_name().into_string().ok()).collect();
-        v.sort();
-        Ok(v)
+        Ok(dir_names(&self.mount.join("volumes")))
     }
 
     async fn delete(&self, id: &str) -> Result<(), VolumeError> {
@@ -198,10 +195,7 @@ impl VolumeDriver for BtrfsPool {
 
     async fn list_snapshots(&self, id: &str) -> Result<Vec<String>, VolumeError> {
         check_id(id)?;
-        let Ok(rd) = std::fs::read_dir(self.snaps(id)) else { return Ok(vec![]) };
-        let mut v: Vec<String> = rd.flatten().filter_map(|e| e.file_name().into_string().ok()).collect();
-        v.sort();
-        Ok(v)
+        Ok(dir_names(&self.snaps(id)))
     }
 
     async fn delete_snapshot(&self, id: &str, snap: &str) -> Result<(), VolumeError> {

@@ -1,6 +1,6 @@
 //! Plain-directory volumes: no quotas, snapshots by copy. For hosts without btrfs.
 
-use super::{check_id, io, run, VolumeDriver, VolumeError};
+use super::{check_id, dir_names, io, run, VolumeDriver, VolumeError};
 use std::path::PathBuf;
 
 pub struct DirVolumes {
@@ -46,10 +46,7 @@ impl VolumeDriver for DirVolumes {
         Ok(self.path(id).is_dir())
     }
     async fn list(&self) -> Result<Vec<String>, VolumeError> {
-        let Ok(rd) = std::fs::read_dir(self.root.join("volumes")) else { return Ok(vec![]) };
-        let mut v: Vec<String> = rd.flatten().filter_map(|e| e.file_name().into_string().ok()).collect();
-        v.sort();
-        Ok(v)
+        Ok(dir_names(&self.root.join("volumes")))
     }
     async fn delete(&self, id: &str) -> Result<(), VolumeError> {
         check_id(id)?;
@@ -77,10 +74,7 @@ impl VolumeDriver for DirVolumes {
     }
     async fn list_snapshots(&self, id: &str) -> Result<Vec<String>, VolumeError> {
         check_id(id)?;
-        let Ok(rd) = std::fs::read_dir(self.snaps(id)) else { return Ok(vec![]) };
-        let mut v: Vec<String> = rd.flatten().filter_map(|e| e.file_name().into_string().ok()).collect();
-        v.sort();
-        Ok(v)
+        Ok(dir_names(&self.snaps(id)))
     }
     async fn delete_snapshot(&self, id: &str, snap: &str) -> Result<(), VolumeError> {
         check_id(id)?;

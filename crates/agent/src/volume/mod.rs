@@ -78,6 +78,14 @@ pub(crate) async fn run(program: &str, args: &[&std::ffi::OsStr]) -> Result<Stri
     })
 }
 
+/// The sorted entry names of a directory; none if it does not exist.
+pub(crate) fn dir_names(dir: &std::path::Path) -> Vec<String> {
+    let Ok(rd) = std::fs::read_dir(dir) else { return vec![] };
+    let mut v: Vec<String> = rd.flatten().filter_map(|e| e.file_name().into_string().ok()).collect();
+    v.sort();
+    v
+}
+
 pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> VolumeError {
     let context = context.into();
     move |source| VolumeError::Io { context, source }
