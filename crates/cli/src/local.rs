@@ -244,7 +244,15 @@ pub async fn down(data_dir: &Path, purge: bool) -> Result<Vec<String>> {
     for flavor in [Flavor::Runc, Flavor::Crun] {
         let rt = hangar_agent::runtime::OciRuntime::new(flavor, paths.runtime_root(), paths.bundles());
         use hangar_agent::runtime::Runtime;
-        let Ok(list) = rt.list().await else { continue };
+        let list = match rt.list().await {
+            Ok(l) => l,
+            // crun may simply not be installed; runc failing on our own root is an error.
+            Err(e) if flavor == Flavor::Runc && paths.runtime_root().exists() => {
+                errors.push(format!("cannot list sandboxes: {e}"));
+                continue;
+            }
+            Err(_) => continue,
+        };
         for (id, _) in list {
             match rt.stop(&id, Duration::from_secs(2)).await {
                 Ok(()) => done.push(format!("stopped sandbox {id}")),
@@ -254,8 +262,13 @@ pub async fn down(data_dir: &Path, purge: bool) -> Result<Vec<String>> {
     }
     // Networking: namespaces of every instance the agent last knew, then its bridges
     // and nftables table (sync to nothing removes both).
-    if let (Ok((identity, ..)), Ok(doc)) = (paths.load(), std::fs::read_to_string(paths.desired())) {
-        if let Ok(doc) = serde_json::from_str::<hangar_types::protocol::DesiredDoc>(&doc) {
+    let doc = std::fs::read_to_string(paths.desired()).ok();
+    if let (Ok((identity, ..)), Some(doc)) = (paths.load(), doc) {
+        let parsed = serde_json::from_str::<hangar_types::protocol::DesiredDoc>(&doc);
+        if let Err(e) = &parsed {
+            errors.push(format!("cannot read the agent's last desired state (its networks are left): {e}"));
+        }
+        if let Ok(doc) = parsed {
             use hangar_agent::network::NetworkDriver;
             let net = hangar_agent::network::BridgeNetwork::new(&identity.host_id.short());
             for d in &doc.instances {
@@ -282,7 +295,19 @@ pub async fn down(data_dir: &Path, purge: bool) -> Result<Vec<String>> {
         }
     }
     if !errors.is_empty() {
-        bail!("some things could not be removed (the rest was):\n  {}", errors.join("\n  "));
+        bail!("some things could not be removed (the rest was; the data dir was kept):\n  {}", errors.join("\n  "));
+    }
+    // Never delete through a mount: a pool still mounted below the data dir (busy, lazily
+    // detached) would have its volumes deleted with it.
+    let prefix = format!("{}/", data_dir.display());
+    let mounted: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .filter(|m| m.starts_with(&prefix))
+        .collect();
+    if purge && !mounted.is_empty() {
+        bail!("not removing {}: still mounted below it: {}", data_dir.display(), mounted.join(", "));
     }
     if purge && data_dir.exists() {
         std::fs::remove_dir_all(&data_dir).with_context(|| format!("cannot remove {}", data_dir.display()))?;

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 pub struct LocalFleet {
     pub dir: tempfile::TempDir,
     child: Option<Child>,
+    listen: String,
+    range: String,
 }
 
 impl LocalFleet {
@@ -32,33 +34,59 @@ impl LocalFleet {
     /// Starts it and waits until its host is ready; `range` is its cluster range.
     pub async fn start(prefix: &str, range: &str) -> Result<(LocalFleet, HubClient)> {
         let dir = tempfile::Builder::new().prefix(prefix).tempdir()?;
-        let exe = std::env::current_exe()?;
-        let log = std::fs::File::create(dir.path().join("up.log"))?;
-        let child = Command::new(&exe)
-            .args(["up", "--listen", "127.0.0.1:0", "--pool-size-mib", "8192", "--interval", "0.5", "--cluster-range", range, "--data-dir"])
-            .arg(dir.path().join("data"))
-            .env("HANGAR_CONFIG", dir.path().join("config.json"))
+        // One port for the fleet's life, so a restart keeps the clients' URL.
+        let listen = format!("127.0.0.1:{}", free_port()?);
+        let mut fleet = LocalFleet { dir, child: None, listen, range: range.to_string() };
+        fleet.spawn()?;
+        let c = fleet.wait_ready().await?;
+        Ok((fleet, c))
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("up.log"))?;
+        let child = Command::new(std::env::current_exe()?)
+            .args(["up", "--listen", &self.listen, "--pool-size-mib", "8192", "--interval", "0.5", "--cluster-range", &self.range, "--data-dir"])
+            .arg(self.data())
+            .env("HANGAR_CONFIG", self.dir.path().join("config.json"))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .context("cannot start a local fleet")?;
-        let fleet = LocalFleet { dir, child: Some(child) };
+        self.child = Some(child);
+        Ok(())
+    }
+
+    async fn wait_ready(&self) -> Result<HubClient> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(cfg) = crate::config::load(&fleet.dir.path().join("config.json")) {
-                if !cfg.hub_url.ends_with(":0") {
-                    let c = HubClient::new(&cfg.hub_url, &cfg.ca_pem, &cfg.token)?;
-                    if c.host_list().await.is_ok_and(|h| h.iter().any(|h| h.state == HostState::Ready)) {
-                        return Ok((fleet, c));
-                    }
+            if let Ok(cfg) = crate::config::load(&self.dir.path().join("config.json")) {
+                let c = HubClient::new(&cfg.hub_url, &cfg.ca_pem, &cfg.token)?;
+                if c.host_list().await.is_ok_and(|h| h.iter().any(|h| h.state == HostState::Ready)) {
+                    return Ok(c);
                 }
             }
             if Instant::now() > deadline {
-                bail!("the local fleet did not come up: see {}", fleet.dir.path().join("up.log").display());
+                bail!("the local fleet did not come up: see {}", self.dir.path().join("up.log").display());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// kill -9 of hub and agent (one process), then a start on the same data dir.
+    pub async fn crash_and_restart(&mut self) -> Result<()> {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.spawn()?;
+        self.wait_ready().await.map(|_| ())
+    }
+
+    /// Open file descriptors of the `hangar up` process.
+    pub fn fds(&self) -> usize {
+        let Some(pid) = self.child.as_ref().map(|c| c.id()) else { return 0 };
+        std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
     }
 }
 

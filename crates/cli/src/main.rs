@@ -9,6 +9,7 @@ mod local;
 mod localfleet;
 mod output;
 mod smoke;
+mod soak;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
@@ -82,6 +83,9 @@ enum Cmd {
         #[arg(long, default_value_t = 20)]
         last: u32,
     },
+    /// Long background runs: start, status, stop, collect, band, triage.
+    #[command(subcommand)]
+    Soak(soak::SoakCmd),
     /// Run the whole lifecycle end to end and print a PASS/FAIL matrix.
     Smoke(smoke::SmokeArgs),
     /// Measure hangar against the raw tools underneath (own fleet; writes bench.json).
@@ -460,6 +464,10 @@ async fn run(cli: Cli) -> Result<i32> {
             let opts = local::agent_options(AgentPaths::new(agent_dir), &run.to_local(*listen, advertise.clone())?, None);
             hangar_agent::daemon::run(opts, local::termination()).await?;
             Ok(0)
+        }
+        Cmd::Soak(s) => {
+            init_tracing("warn");
+            soak::cmd(s, &out).await
         }
         Cmd::Smoke(a) => {
             init_tracing("warn");

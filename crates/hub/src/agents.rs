@@ -111,6 +111,8 @@ impl Hub {
                 report.schema_version
             )));
         }
+        let lock = self.host_lock(&host.name);
+        let g = lock.lock().await;
         let mut h = self.store.get_host_by_id(host.id).await?.ok_or_else(|| HubError::not_found("host was removed"))?;
         let was = h.state;
         h.last_heartbeat = Some(OffsetDateTime::now_utc());
@@ -122,6 +124,8 @@ impl Hub {
             h.state = HostState::Ready;
         }
         self.store.update_host(&h).await?;
+        // Released before the observations: applying them may bump this host again.
+        drop(g);
         if was != h.state {
             self.event(&format!("host:{}", h.name), None, format!("host/{}", h.name), "host.state", "ok", Some(format!("{} -> {}", was.as_str(), h.state.as_str()))).await;
         }
@@ -185,5 +189,63 @@ impl Hub {
         }
         self.settle_operations(inst.id).await?;
         Ok(desired_changed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{HubConfig, HubKeys};
+    use hangar_store::HostRecord;
+    use hangar_types::api::Capacity;
+    use std::sync::Arc;
+
+    async fn hub() -> (tempfile::TempDir, Arc<Hub>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = hangar_store::open(&dir.path().join("hub.db").to_string_lossy()).await.unwrap();
+        let ca = hangar_tls::Ca::generate("test").unwrap();
+        let keys = HubKeys { server: ca.issue_server("hub", &["localhost".into()]).unwrap(), client: ca.issue_client("hub").unwrap(), ca: Arc::new(ca) };
+        (dir, Hub::new(store, keys, HubConfig::default()))
+    }
+
+    /// Regression (found by `hangar soak` churn): a report read the host row, a request
+    /// bumped its desired generation, and the report wrote the old generation back. The
+    /// agent's long-poll then never saw the change and an instance stayed `stopping`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reports_never_write_back_a_stale_desired_generation() {
+        let (_dir, hub) = hub().await;
+        let name: hangar_types::Name = "node".parse().unwrap();
+        let rec = HostRecord {
+            id: hangar_types::HostId::new(),
+            name: name.clone(),
+            state: HostState::Ready,
+            capacity: Capacity::default(),
+            endpoint: None,
+            drivers: vec![],
+            agent_version: None,
+            last_heartbeat: None,
+            join_token_hash: None,
+            cert_fingerprint: Some("fp".into()),
+            desired_generation: 0,
+            created_at: OffsetDateTime::now_utc(),
+        };
+        hub.store.insert_host(&rec).await.unwrap();
+        let report = AgentReport {
+            schema_version: PROTOCOL_VERSION,
+            agent_version: "t".into(),
+            capacity: Capacity::default(),
+            endpoint: "https://127.0.0.1:1".into(),
+            drivers: vec![],
+            instances: vec![],
+        };
+        for _ in 0..200 {
+            let (a, b) = tokio::join!(hub.report(rec.clone(), report.clone()), hub.bump_host(&name));
+            a.unwrap();
+            b.unwrap();
+            let h = hub.store.get_host(&name).await.unwrap().unwrap();
+            let latest = hub.store.next_generation().await.unwrap() - 1;
+            // The bump's generation is the newest the counter handed out before this read.
+            assert_eq!(h.desired_generation, latest, "a report wrote back an old desired generation");
+        }
     }
 }

@@ -376,6 +376,7 @@ impl Hub {
 
     /// Bumps a host's desired generation and wakes its long-poll.
     pub(crate) async fn bump_host(&self, host: &Name) -> HubResult<()> {
+        let _g = self.host_lock(host).lock_owned().await;
         let Some(mut h) = self.store.get_host(host).await? else { return Ok(()) };
         h.desired_generation = self.store.next_generation().await?;
         self.store.update_host(&h).await?;
@@ -515,6 +516,7 @@ impl Hub {
         let secret = new_secret("");
         let token = format!("hjt1.{secret}.{}", &self.keys.ca.fingerprint()[..32]);
         let hash = hash_secret(&secret);
+        let _g = self.host_lock(&name).lock_owned().await;
         if let Some(mut h) = self.store.get_host(&name).await? {
             if h.cert_fingerprint.is_some() {
                 return Err(HubError::new(ErrorCode::AlreadyExists, format!("host '{name}' already exists and has joined")));

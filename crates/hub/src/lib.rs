@@ -78,6 +78,9 @@ pub struct Hub {
     instance_locks: Mutex<HashMap<InstanceId, Arc<tokio::sync::Mutex<()>>>>,
     /// One lock per tenant: makes quota checks and the changes they allow atomic.
     tenant_locks: Mutex<HashMap<Name, Arc<tokio::sync::Mutex<()>>>>,
+    /// One lock per host: every read-modify-write of a host row holds it, so a report
+    /// (heartbeat) can never write back a stale desired generation over a newer one.
+    host_locks: Mutex<HashMap<Name, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Hub {
@@ -90,6 +93,7 @@ impl Hub {
             ops_changed: watch::channel(0).0,
             instance_locks: Mutex::new(HashMap::new()),
             tenant_locks: Mutex::new(HashMap::new()),
+            host_locks: Mutex::new(HashMap::new()),
         })
     }
 
@@ -122,6 +126,11 @@ impl Hub {
 
     pub(crate) fn forget_instance_lock(&self, id: InstanceId) {
         self.instance_locks.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    }
+
+    pub(crate) fn host_lock(&self, host: &Name) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.host_locks.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(host.clone()).or_default().clone()
     }
 
     pub(crate) fn tenant_lock(&self, tenant: &Name) -> Arc<tokio::sync::Mutex<()>> {

@@ -23,7 +23,14 @@ pub async fn run(hub: Arc<Hub>, tick: Duration) {
 pub async fn check_once(hub: &Hub) -> crate::HubResult<()> {
     let now = OffsetDateTime::now_utc();
     let stale_after = time::Duration::try_from(hub.config.stale_after).unwrap_or(time::Duration::seconds(15));
-    for mut h in hub.store.list_hosts().await? {
+    for listed in hub.store.list_hosts().await? {
+        let silent = listed.last_heartbeat.is_some_and(|t| now - t > stale_after);
+        if listed.state != HostState::Ready || !silent {
+            continue;
+        }
+        // Re-read under the host's lock: a report may have landed since the listing.
+        let _g = hub.host_lock(&listed.name).lock_owned().await;
+        let Some(mut h) = hub.store.get_host_by_id(listed.id).await? else { continue };
         let silent = h.last_heartbeat.is_some_and(|t| now - t > stale_after);
         if h.state == HostState::Ready && silent {
             h.state = HostState::Stale;

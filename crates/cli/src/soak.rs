@@ -1,0 +1,563 @@
+//! `hangar soak`: long background runs that find what breaks after hours.
+//!
+//! A run lives in a directory (`<base>/<run_id>/`) holding `state.json` (state, rounds,
+//! errors, the runner's PID), `rounds.tsv` (one line per round: scenario, result, time,
+//! the fleet process's RSS and open fds) and the fleet's logs. `<base>/current` names the
+//! latest run. The runner stops on its own at its deadline, on `soak stop` (SIGTERM), or
+//! when a round of its fleet cannot be brought back; every object it makes is removed
+//! with its fleet.
+
+use crate::localfleet::LocalFleet;
+use crate::output::Out;
+use anyhow::{anyhow, bail, Context, Result};
+use hangar_client::HubClient;
+use hangar_types::api::*;
+use hangar_types::{InstanceState, ObservedState};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub const SCENARIOS: [&str; 5] = ["lifecycle", "churn", "integrity", "concurrency", "restart"];
+
+#[derive(clap::Subcommand, Clone)]
+pub enum SoakCmd {
+    /// Start a run in the background for SECS seconds.
+    Start {
+        secs: u64,
+        /// Comma-separated scenarios run in turn each round.
+        #[arg(long, value_delimiter = ',', default_value = "churn")]
+        scenario: Vec<String>,
+        #[command(flatten)]
+        base: Base,
+    },
+    /// State of the latest run: running, completed, failed or stopped.
+    Status(Base),
+    /// Stop the latest run (only the runner it started, verified by its command line).
+    Stop(Base),
+    /// A tarball of the latest run: state, rounds.tsv, logs.
+    Collect(Base),
+    /// Every scenario in sequence in the foreground; writes results.tsv and status.tsv.
+    Band {
+        /// Seconds per scenario.
+        #[arg(long, default_value_t = 60)]
+        secs: u64,
+        #[command(flatten)]
+        base: Base,
+    },
+    /// Summarize a run directory or tarball: failures by kind, first occurrence, rates.
+    Triage { path: PathBuf },
+    /// The runner itself (what `start` launches).
+    #[command(hide = true)]
+    Run {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        secs: u64,
+        #[arg(long, value_delimiter = ',')]
+        scenario: Vec<String>,
+    },
+}
+
+#[derive(clap::Args, Clone)]
+pub struct Base {
+    /// Where runs are kept.
+    #[arg(long, default_value = "soak-runs")]
+    base: PathBuf,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+struct State {
+    run_id: String,
+    state: String,
+    scenarios: Vec<String>,
+    pid: u32,
+    rounds: u64,
+    errors: u64,
+    started_at: String,
+    updated_at: String,
+    deadline_secs: u64,
+    last_error: Option<String>,
+    /// Data dir of the runner's fleet, so a dead runner's fleet can be cleaned up.
+    #[serde(default)]
+    fleet_dir: Option<PathBuf>,
+}
+
+fn now() -> String {
+    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+fn check_scenarios(s: &[String]) -> Result<()> {
+    if s.is_empty() {
+        bail!("--scenario: give at least one of {}", SCENARIOS.join(", "));
+    }
+    if let Some(bad) = s.iter().find(|x| !SCENARIOS.contains(&x.as_str())) {
+        bail!("--scenario: unknown scenario '{bad}': choose from {}", SCENARIOS.join(", "));
+    }
+    Ok(())
+}
+
+fn read_state(dir: &Path) -> Result<State> {
+    let p = dir.join("state.json");
+    serde_json::from_str(&std::fs::read_to_string(&p).with_context(|| format!("no run state at {}", p.display()))?).with_context(|| format!("{} is not a soak state file", p.display()))
+}
+
+fn write_state(dir: &Path, s: &State) -> Result<()> {
+    let tmp = dir.join(".state.json.tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(s)?)?;
+    std::fs::rename(tmp, dir.join("state.json"))?;
+    Ok(())
+}
+
+/// Whether `pid` is this run's runner: a `hangar soak run` whose arguments name `dir`.
+fn runner_alive(pid: u32, dir: &Path) -> bool {
+    let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+    let args: Vec<String> = raw.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+    args.iter().any(|a| a == "soak") && args.iter().any(|a| a == "run") && args.iter().any(|a| Path::new(a) == dir)
+}
+
+fn current(base: &Path) -> Result<PathBuf> {
+    let p = base.join("current");
+    let dir = std::fs::read_to_string(&p).with_context(|| format!("no soak run in {}: start one with `hangar soak start SECS`", base.display()))?;
+    Ok(PathBuf::from(dir.trim()))
+}
+
+/// The latest run's state; a run whose runner died is marked failed on the spot.
+fn current_state(base: &Path) -> Result<(PathBuf, State)> {
+    let dir = current(base)?;
+    let mut s = read_state(&dir)?;
+    if s.state == "running" && !runner_alive(s.pid, &dir) {
+        s.state = "failed".into();
+        s.last_error = Some("the runner died without finishing (killed?); its fleet was removed".into());
+        if let Some(f) = &s.fleet_dir {
+            let _ = std::process::Command::new(std::env::current_exe()?).args(["down", "--purge", "--data-dir"]).arg(f).output();
+        }
+        s.updated_at = now();
+        write_state(&dir, &s)?;
+    }
+    Ok((dir, s))
+}
+
+pub async fn cmd(c: &SoakCmd, out: &Out) -> Result<i32> {
+    match c {
+        SoakCmd::Start { secs, scenario, base } => {
+            check_scenarios(scenario)?;
+            if let Ok((dir, s)) = current_state(&base.base) {
+                if s.state == "running" {
+                    bail!("soak run {} is still running (pid {}) in {}: stop it with `hangar soak stop`", s.run_id, s.pid, dir.display());
+                }
+            }
+            let run_id = format!("soak-{}", time::OffsetDateTime::now_utc().unix_timestamp());
+            let dir = std::path::absolute(base.base.join(&run_id))?;
+            std::fs::create_dir_all(&dir)?;
+            let log = std::fs::File::create(dir.join("runner.log"))?;
+            let child = std::process::Command::new("setsid")
+                .arg(std::env::current_exe()?)
+                .args(["soak", "run", "--secs", &secs.to_string(), "--scenario", &scenario.join(","), "--dir"])
+                .arg(&dir)
+                .stdin(std::process::Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()
+                .context("cannot start the soak runner (is setsid installed?)")?;
+            let st = State {
+                run_id: run_id.clone(),
+                state: "running".into(),
+                scenarios: scenario.clone(),
+                pid: child.id(),
+                rounds: 0,
+                errors: 0,
+                started_at: now(),
+                updated_at: now(),
+                deadline_secs: *secs,
+                last_error: None,
+                fleet_dir: None,
+            };
+            write_state(&dir, &st)?;
+            std::fs::write(base.base.join("current"), dir.display().to_string())?;
+            out.item(&st, &format!("soak run {run_id} started (pid {}), {secs}s of {}; see `hangar soak status`", child.id(), scenario.join(",")));
+            Ok(0)
+        }
+        SoakCmd::Status(base) => {
+            let (dir, s) = current_state(&base.base)?;
+            out.item(&s, &format!(
+                "{}: {} ({} rounds, {} errors){} in {}",
+                s.run_id,
+                s.state,
+                s.rounds,
+                s.errors,
+                s.last_error.as_ref().map(|e| format!(", last error: {e}")).unwrap_or_default(),
+                dir.display()
+            ));
+            Ok(if s.state == "failed" { 1 } else { 0 })
+        }
+        SoakCmd::Stop(base) => {
+            let (dir, s) = current_state(&base.base)?;
+            if s.state != "running" {
+                out.item(&s, &format!("{} is not running ({})", s.run_id, s.state));
+                return Ok(0);
+            }
+            // Only our own runner: the PID must still be a `soak run` of this directory.
+            if !runner_alive(s.pid, &dir) {
+                bail!("pid {} is no longer the runner of {}", s.pid, dir.display());
+            }
+            let _ = std::process::Command::new("kill").args(["-TERM", &s.pid.to_string()]).status();
+            for _ in 0..600 {
+                if !runner_alive(s.pid, &dir) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            if runner_alive(s.pid, &dir) {
+                let _ = std::process::Command::new("kill").args(["-KILL", &s.pid.to_string()]).status();
+            }
+            let mut s = read_state(&dir)?;
+            if s.state == "running" {
+                s.state = "stopped".into();
+                s.updated_at = now();
+                write_state(&dir, &s)?;
+            }
+            out.item(&s, &format!("{} stopped after {} rounds", s.run_id, s.rounds));
+            Ok(0)
+        }
+        SoakCmd::Collect(base) => {
+            let (dir, s) = current_state(&base.base)?;
+            let tar = base.base.join(format!("{}.tar.gz", s.run_id));
+            let st = std::process::Command::new("tar")
+                .arg("-czf")
+                .arg(&tar)
+                .arg("-C")
+                .arg(dir.parent().unwrap_or(Path::new(".")))
+                .arg(dir.file_name().unwrap_or_default())
+                .status()?;
+            if !st.success() {
+                bail!("tar failed");
+            }
+            out.item(&serde_json::json!({"tarball": tar}), &tar.display().to_string());
+            Ok(0)
+        }
+        SoakCmd::Band { secs, base } => {
+            let dir = std::path::absolute(base.base.join(format!("band-{}", time::OffsetDateTime::now_utc().unix_timestamp())))?;
+            std::fs::create_dir_all(&dir)?;
+            let mut results = String::from("scenario\trounds\terrors\tresult\n");
+            let mut status = String::from("scenario\tstate\tlast_error\n");
+            let mut failed = false;
+            for sc in SCENARIOS {
+                eprintln!("band: {sc} for {secs}s");
+                let sub = dir.join(sc);
+                std::fs::create_dir_all(&sub)?;
+                let st = run_loop(&sub, *secs, &[sc.to_string()]).await;
+                let s = read_state(&sub).unwrap_or_else(|_| State {
+                    run_id: sc.into(),
+                    state: "failed".into(),
+                    scenarios: vec![],
+                    pid: 0,
+                    rounds: 0,
+                    errors: 1,
+                    started_at: now(),
+                    updated_at: now(),
+                    deadline_secs: *secs,
+                    last_error: st.as_ref().err().map(|e| format!("{e:#}")),
+                    fleet_dir: None,
+                });
+                let ok = st.is_ok() && s.errors == 0 && s.rounds > 0;
+                failed |= !ok;
+                results.push_str(&format!("{sc}\t{}\t{}\t{}\n", s.rounds, s.errors, if ok { "PASS" } else { "FAIL" }));
+                status.push_str(&format!("{sc}\t{}\t{}\n", s.state, s.last_error.clone().unwrap_or_default().replace(['\t', '\n'], " ")));
+            }
+            std::fs::write(dir.join("results.tsv"), &results)?;
+            std::fs::write(dir.join("status.tsv"), &status)?;
+            print!("{results}");
+            println!("band results in {}", dir.display());
+            Ok(if failed { 1 } else { 0 })
+        }
+        SoakCmd::Triage { path } => triage(path, out),
+        SoakCmd::Run { dir, secs, scenario } => {
+            check_scenarios(scenario)?;
+            run_loop(dir, *secs, scenario).await.map(|_| 0)
+        }
+    }
+}
+
+/// The runner: a fleet of its own, rounds until the deadline or SIGTERM.
+async fn run_loop(dir: &Path, secs: u64, scenarios: &[String]) -> Result<()> {
+    let mut st = read_state(dir).unwrap_or(State {
+        run_id: dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        state: "running".into(),
+        scenarios: scenarios.to_vec(),
+        pid: std::process::id(),
+        rounds: 0,
+        errors: 0,
+        started_at: now(),
+        updated_at: now(),
+        deadline_secs: secs,
+        last_error: None,
+        fleet_dir: None,
+    });
+    st.pid = std::process::id();
+    st.state = "running".into();
+    write_state(dir, &st)?;
+    let (mut fleet, mut c) = match LocalFleet::start("hangar-soak-", "10.252.0.0/16").await {
+        Ok(x) => x,
+        Err(e) => {
+            // A failed startup marks the run failed at once.
+            st.state = "failed".into();
+            st.last_error = Some(format!("fleet startup: {e:#}"));
+            write_state(dir, &st)?;
+            return Err(e);
+        }
+    };
+    st.fleet_dir = Some(fleet.data());
+    write_state(dir, &st)?;
+    c.tenant_create(&TenantCreate {
+        name: "soak".parse()?,
+        quotas: Some(Quotas { max_vcpus: 10_000, max_mem_mib: 1_000_000, max_running: 64, max_instances: 64, max_disk_gib: 1_000 }),
+        isolated: false,
+    })
+    .await?;
+    let mut tsv = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("rounds.tsv"))?;
+    writeln!(tsv, "round\ttime\tscenario\tresult\tms\trss_kib\tfds\terror")?;
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut rng_state = std::process::id() as u64 ^ 0x9E37_79B9_7F4A_7C15;
+    let mut baseline: Option<(u64, usize)> = None;
+    let mut stopped = false;
+    // Rounds are bounded in count as well as in time.
+    for round in 0..1_000_000u64 {
+        if Instant::now() >= deadline {
+            break;
+        }
+        let sc = scenarios[(round as usize) % scenarios.len()].as_str();
+        let t = Instant::now();
+        let r = tokio::select! {
+            r = tokio::time::timeout(Duration::from_secs(300), one_round(&mut fleet, &mut c, sc, round, &mut rng_state, &mut baseline)) => r.unwrap_or_else(|_| Err(anyhow!("round timed out after 300s"))),
+            _ = term.recv() => { stopped = true; Ok(()) }
+        };
+        if stopped {
+            break;
+        }
+        let (rss, fds) = (fleet.rss_kib(), fleet.fds());
+        let err = r.as_ref().err().map(|e| format!("{e:#}").replace(['\t', '\n'], " "));
+        writeln!(tsv, "{round}\t{}\t{sc}\t{}\t{}\t{rss}\t{fds}\t{}", now(), if err.is_none() { "ok" } else { "error" }, t.elapsed().as_millis(), err.clone().unwrap_or_default())?;
+        st.rounds += 1;
+        if let Some(e) = err {
+            st.errors += 1;
+            st.last_error = Some(e);
+        }
+        st.updated_at = now();
+        write_state(dir, &st)?;
+    }
+    let _ = std::fs::copy(fleet.dir.path().join("up.log"), dir.join("fleet.log"));
+    drop(fleet);
+    st.state = if stopped { "stopped" } else if st.errors > 0 { "failed" } else { "completed" }.into();
+    st.updated_at = now();
+    write_state(dir, &st)?;
+    Ok(())
+}
+
+fn next_rand(s: &mut u64) -> u64 {
+    // xorshift64: reproducible from the PID, no dependency for a dice roll.
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    *s
+}
+
+async fn wait_op(c: &HubClient, op: Operation) -> Result<()> {
+    let op = c.operation_wait_final(op.id, Duration::from_secs(120)).await?;
+    if op.status != OperationStatus::Succeeded {
+        bail!("{} {} {}: {}", op.kind, op.target, op.status.as_str(), op.error.unwrap_or_default());
+    }
+    Ok(())
+}
+
+fn spec() -> InstanceSpec {
+    InstanceSpec { image: ImageRef::Host, vcpus: 1, mem_mib: 64, disk_mib: 64, command: vec![], env: Default::default() }
+}
+
+async fn one_round(fleet: &mut LocalFleet, c: &mut HubClient, sc: &str, round: u64, rng: &mut u64, baseline: &mut Option<(u64, usize)>) -> Result<()> {
+    const MAX_POPULATION: usize = 8;
+    match sc {
+        "lifecycle" => {
+            let n = format!("life{round}");
+            wait_op(c, c.instance_create("soak", &InstanceCreate::new(n.parse()?, spec(), true)).await?).await?;
+            let r = c.instance_exec("soak", &n, &ExecRequest { command: vec!["true".into()], env: Default::default(), timeout_secs: Some(30) }).await?;
+            if r.exit_code != 0 {
+                bail!("exec in {n} exited {}", r.exit_code);
+            }
+            for verb in ["warm", "resume", "stop"] {
+                wait_op(c, c.instance_action("soak", &n, verb).await?).await?;
+            }
+            wait_op(c, c.instance_delete("soak", &n).await?).await
+        }
+        "churn" => {
+            let list = c.instance_list(Some("soak")).await?;
+            let pick = |rng: &mut u64| list.get(next_rand(rng) as usize % list.len().max(1)).cloned();
+            match next_rand(rng) % 5 {
+                0 | 1 if list.len() < MAX_POPULATION => {
+                    wait_op(c, c.instance_create("soak", &InstanceCreate::new(format!("ch{round}").parse()?, spec(), next_rand(rng) % 2 == 0)).await?).await
+                }
+                2 => match pick(rng) {
+                    Some(i) if matches!(i.state, InstanceState::Created | InstanceState::Stopped) => wait_op(c, c.instance_action("soak", i.name.as_str(), "start").await?).await,
+                    Some(i) if i.state == InstanceState::Running => wait_op(c, c.instance_action("soak", i.name.as_str(), "warm").await?).await,
+                    Some(i) if i.state == InstanceState::Warm => wait_op(c, c.instance_action("soak", i.name.as_str(), "resume").await?).await,
+                    _ => Ok(()),
+                },
+                3 => match pick(rng) {
+                    Some(i) if matches!(i.state, InstanceState::Running | InstanceState::Warm) => wait_op(c, c.instance_action("soak", i.name.as_str(), "stop").await?).await,
+                    _ => Ok(()),
+                },
+                _ => match pick(rng) {
+                    // Cleanup keeps the population bounded.
+                    Some(i) if i.state != InstanceState::Deleted => wait_op(c, c.instance_delete("soak", i.name.as_str()).await?).await,
+                    _ => Ok(()),
+                },
+            }
+        }
+        "integrity" => {
+            if c.instance_list(Some("soak")).await?.len() < 2 {
+                for k in 0..2 {
+                    let _ = wait_op(c, c.instance_create("soak", &InstanceCreate::new(format!("in{round}x{k}").parse()?, spec(), true)).await?).await;
+                }
+            }
+            let list = c.instance_list(None).await?;
+            let mut ids = HashSet::new();
+            let mut addrs = HashSet::new();
+            for i in &list {
+                if !ids.insert(i.id) {
+                    bail!("duplicate instance id {}", i.id);
+                }
+                if let Some(a) = i.address {
+                    if !addrs.insert((i.tenant.clone(), a)) {
+                        bail!("duplicate address {a} in tenant {}", i.tenant);
+                    }
+                }
+                // Settled states must be confirmed by the host.
+                let settled_ok = match i.state {
+                    InstanceState::Running => i.observed == ObservedState::Running,
+                    InstanceState::Warm => i.observed == ObservedState::Warm,
+                    InstanceState::Stopped | InstanceState::Created => i.observed == ObservedState::Stopped,
+                    _ => true,
+                };
+                let age = (time::OffsetDateTime::now_utc() - i.updated_at).whole_seconds();
+                if !settled_ok && age > 30 {
+                    bail!("{}/{} is {} but observed {} for {age}s", i.tenant, i.name, i.state, i.observed);
+                }
+            }
+            let v = c.net_verify().await?;
+            if !v.ok {
+                let bad: Vec<String> = v.checks.iter().filter(|x| !x.ok).map(|x| format!("{}: {}", x.check, x.detail)).collect();
+                bail!("net verify: {}", bad.join("; "));
+            }
+            // Unbounded growth of the hub+agent process fails the run.
+            let now = (fleet.rss_kib(), fleet.fds());
+            match baseline {
+                None => *baseline = Some(now),
+                Some((rss0, fd0)) => {
+                    if now.0 > (*rss0).max(20_000) * 4 {
+                        bail!("hub+agent RSS grew from {} to {} KiB", rss0, now.0);
+                    }
+                    if now.1 > (*fd0).max(32) * 4 {
+                        bail!("hub+agent open fds grew from {fd0} to {}", now.1);
+                    }
+                }
+            }
+            Ok(())
+        }
+        "concurrency" => {
+            let mut set = tokio::task::JoinSet::new();
+            for k in 0..6 {
+                let c = c.clone();
+                set.spawn(async move {
+                    let n = format!("cc{round}x{k}");
+                    wait_op(&c, c.instance_create("soak", &InstanceCreate::new(n.parse()?, spec(), true)).await?).await?;
+                    wait_op(&c, c.instance_delete("soak", &n).await?).await
+                });
+            }
+            while let Some(r) = set.join_next().await {
+                r??;
+            }
+            Ok(())
+        }
+        "restart" => {
+            // kill -9 of hub and agent right after a request; nothing may be lost or
+            // duplicated, and the request must still complete.
+            let n = format!("rs{round}");
+            let before = c.instance_list(Some("soak")).await?.len();
+            let op = c.instance_create("soak", &InstanceCreate::new(n.parse()?, spec(), true)).await?;
+            fleet.crash_and_restart().await?;
+            let done = c.operation_wait_final(op.id, Duration::from_secs(120)).await?;
+            let i = c.instance_get("soak", &n).await?;
+            if done.status != OperationStatus::Succeeded && i.state != InstanceState::Running {
+                bail!("after a crash {n} is {} (operation {})", i.state, done.status.as_str());
+            }
+            let after = c.instance_list(Some("soak")).await?;
+            if after.len() != before + 1 {
+                bail!("{} instances before, {} after one create and a crash", before, after.len());
+            }
+            // The operation may have been cut short by the crash; converge before deleting.
+            for _ in 0..100 {
+                if c.instance_get("soak", &n).await?.observed == ObservedState::Running {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            wait_op(c, c.instance_delete("soak", &n).await?).await
+        }
+        _ => unreachable!("checked up front"),
+    }
+}
+
+/// Reads rounds.tsv from a run directory or a `soak collect` tarball.
+fn triage(path: &Path, out: &Out) -> Result<i32> {
+    let text = if path.is_dir() {
+        let direct = path.join("rounds.tsv");
+        if direct.exists() {
+            std::fs::read_to_string(direct)?
+        } else {
+            // A band: every scenario's rounds.
+            let mut all = String::new();
+            for e in std::fs::read_dir(path)?.flatten() {
+                if let Ok(t) = std::fs::read_to_string(e.path().join("rounds.tsv")) {
+                    all.push_str(&t);
+                }
+            }
+            all
+        }
+    } else {
+        let o = std::process::Command::new("tar").arg("-xzOf").arg(path).arg("--wildcards").arg("*/rounds.tsv").output()?;
+        if !o.status.success() {
+            bail!("{} is neither a run directory nor a soak tarball", path.display());
+        }
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let mut total = 0u64;
+    let mut errors: std::collections::BTreeMap<String, (u64, String)> = Default::default();
+    for line in text.lines().filter(|l| !l.starts_with("round\t") && !l.is_empty()) {
+        let f: Vec<&str> = line.split('\t').collect();
+        if f.len() < 8 {
+            continue;
+        }
+        total += 1;
+        if f[3] == "error" {
+            // The kind: the error with digits blanked, so one failure mode is one row.
+            let kind: String = f[7].chars().map(|ch| if ch.is_ascii_digit() { '#' } else { ch }).take(120).collect();
+            let e = errors.entry(format!("{}: {kind}", f[2])).or_insert((0, f[1].to_string()));
+            e.0 += 1;
+        }
+    }
+    let failed: u64 = errors.values().map(|(n, _)| n).sum();
+    let summary = serde_json::json!({
+        "rounds": total,
+        "failed_rounds": failed,
+        "failure_rate": if total > 0 { failed as f64 / total as f64 } else { 0.0 },
+        "kinds": errors.iter().map(|(k, (n, first))| serde_json::json!({"kind": k, "count": n, "first": first})).collect::<Vec<_>>(),
+    });
+    let mut text = format!("{total} rounds, {failed} failed ({:.2}%)\n", if total > 0 { 100.0 * failed as f64 / total as f64 } else { 0.0 });
+    for (k, (n, first)) in &errors {
+        text.push_str(&format!("  {n} x {k} (first {first})\n"));
+    }
+    out.item(&summary, text.trim_end());
+    Ok(if failed > 0 { 1 } else { 0 })
+}
