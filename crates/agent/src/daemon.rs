@@ -129,7 +129,11 @@ pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output =
                         backoff = Duration::from_millis(200);
                         if doc.generation > after || after < 0 {
                             if let Ok(s) = serde_json::to_string(&doc) {
-                                let _ = std::fs::write(paths.desired(), s);
+                                // Atomically: a kill mid-write must not leave a torn document.
+                                let tmp = paths.desired().with_extension("json.tmp");
+                                if std::fs::write(&tmp, s).is_ok() {
+                                    let _ = std::fs::rename(&tmp, paths.desired());
+                                }
                             }
                             doc_tx.send_replace(Some(doc));
                         }

@@ -148,7 +148,7 @@ pub async fn run(a: &BenchArgs, out: &Out) -> Result<i32> {
         bail!("--runs and --burst must be at least 1");
     }
     let started_at = time::OffsetDateTime::now_utc();
-    let (fleet, c) = LocalFleet::start("hangar-bench-", "10.250.0.0/16").await?;
+    let (fleet, c) = LocalFleet::start("hangar-bench-").await?;
     c.tenant_create(&TenantCreate {
         name: "bench".parse()?,
         quotas: Some(Quotas { max_vcpus: 100_000, max_mem_mib: 10_000_000, max_running: 5000, max_instances: 5000, max_disk_gib: 100_000 }),
@@ -286,7 +286,7 @@ pub async fn run(a: &BenchArgs, out: &Out) -> Result<i32> {
     if which.contains(&"heartbeat") {
         eprintln!("bench heartbeat: {} rounds of kill -9 until stale (default threshold)", a.heartbeat_runs);
         let stale_after = hangar_hub::HubConfig::default().stale_after.as_secs_f64();
-        let (mut split, sc) = crate::localfleet::SplitFleet::start("hangar-bench-hb-", "10.249.0.0/16", stale_after).await?;
+        let (mut split, sc) = crate::localfleet::SplitFleet::start("hangar-bench-hb-", stale_after).await?;
         let mut samples = vec![];
         for _ in 0..a.heartbeat_runs {
             split.kill_agent();

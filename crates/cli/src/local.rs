@@ -284,6 +284,12 @@ pub async fn down(data_dir: &Path, purge: bool) -> Result<Vec<String>> {
             }
         }
     }
+    // The agent's own nftables table goes in any case: its name needs only the identity.
+    if let Ok((identity, ..)) = paths.load() {
+        if let Err(e) = hangar_agent::network::remove_rules(&identity.host_id.short()).await {
+            errors.push(format!("nftables table: {e}"));
+        }
+    }
     if let Err(e) = hangar_agent::volume::BtrfsPool::teardown(&paths.storage()).await {
         errors.push(format!("volume pool: {e}"));
     }

@@ -31,8 +31,10 @@ impl LocalFleet {
             .unwrap_or(0)
     }
 
-    /// Starts it and waits until its host is ready; `range` is its cluster range.
-    pub async fn start(prefix: &str, range: &str) -> Result<(LocalFleet, HubClient)> {
+    /// Starts it and waits until its host is ready, on a cluster range of its own.
+    pub async fn start(prefix: &str) -> Result<(LocalFleet, HubClient)> {
+        let range = free_range();
+        let range = range.as_str();
         let dir = tempfile::Builder::new().prefix(prefix).tempdir()?;
         // One port for the fleet's life, so a restart keeps the clients' URL.
         let listen = format!("127.0.0.1:{}", free_port()?);
@@ -112,6 +114,27 @@ pub struct SplitFleet {
     agent_args: Vec<String>,
 }
 
+/// A `10.X.0.0/16` no hangar bridge on this machine uses yet, X in 200..240 (below the
+/// default 10.240.0.0/12, so a default fleet on the same machine never claims it), starting
+/// from a place that differs per process: fleets of tools running side by side (two soak
+/// runners, a smoke beside a bench) must never share a bridge.
+fn free_range() -> String {
+    let used: std::collections::HashSet<u8> = std::fs::read_dir("/sys/class/net")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter_map(|n| hangar_types::net::bridge_subnet(&n))
+                .filter(|s| s.octets()[0] == 10)
+                .map(|s| s.octets()[1])
+                .collect()
+        })
+        .unwrap_or_default();
+    let seed = (std::process::id() as u64).wrapping_mul(2_654_435_761) ^ time::OffsetDateTime::now_utc().unix_timestamp_nanos() as u64;
+    let start = (seed % 40) as u8;
+    let octet = (0..40u8).map(|i| 200 + (start + i) % 40).find(|o| !used.contains(o)).unwrap_or(200 + start);
+    format!("10.{octet}.0.0/16")
+}
+
 fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -136,7 +159,9 @@ impl SplitFleet {
             .spawn()?)
     }
 
-    pub async fn start(prefix: &str, range: &str, stale_after: f64) -> Result<(SplitFleet, HubClient)> {
+    pub async fn start(prefix: &str, stale_after: f64) -> Result<(SplitFleet, HubClient)> {
+        let range = free_range();
+        let range = range.as_str();
         let dir = tempfile::Builder::new().prefix(prefix).tempdir()?;
         let mut f = SplitFleet { dir, hub: None, agent: None, agent_args: vec![] };
         let data = f.data().display().to_string();

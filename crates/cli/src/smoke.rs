@@ -355,7 +355,7 @@ pub async fn run(a: &SmokeArgs, config: &std::path::Path, out: &Out) -> Result<i
             (None, c)
         }
         None => {
-            let (f, c) = LocalFleet::start("hangar-smoke-", "10.251.0.0/16").await?;
+            let (f, c) = LocalFleet::start("hangar-smoke-").await?;
             (Some(f), c)
         }
     };

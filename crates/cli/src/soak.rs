@@ -132,6 +132,10 @@ fn current_state(base: &Path) -> Result<(PathBuf, State)> {
         s.last_error = Some("the runner died without finishing (killed?); its fleet was removed".into());
         if let Some(f) = &s.fleet_dir {
             let _ = std::process::Command::new(std::env::current_exe()?).args(["down", "--purge", "--data-dir"]).arg(f).output();
+            // The fleet's temp dir (logs, config) goes too, once its data is gone.
+            if let Some(parent) = f.parent().filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("hangar-soak-")) && !f.exists()) {
+                let _ = std::fs::remove_dir_all(parent);
+            }
         }
         s.updated_at = now();
         write_state(&dir, &s)?;
@@ -298,7 +302,7 @@ async fn run_loop(dir: &Path, secs: u64, scenarios: &[String]) -> Result<()> {
     st.pid = std::process::id();
     st.state = "running".into();
     write_state(dir, &st)?;
-    let (mut fleet, mut c) = match LocalFleet::start("hangar-soak-", "10.252.0.0/16").await {
+    let (mut fleet, mut c) = match LocalFleet::start("hangar-soak-").await {
         Ok(x) => x,
         Err(e) => {
             // A failed startup marks the run failed at once.

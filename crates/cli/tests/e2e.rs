@@ -77,7 +77,7 @@ fn daemon_runs_in_the_background_and_refuses_a_second_copy() {
     let _down = Down(data.clone());
     let hangar = |args: &[&str]| std::process::Command::new(common::bin()).args(args).env("HANGAR_CONFIG", &cfg).output().unwrap();
     let d = data.to_str().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let port = common::free_port().to_string();
     let listen = format!("127.0.0.1:{port}");
     let start = hangar(&["daemon", "start", "--data-dir", d, "--listen", &listen, "--pool-size-mib", "1024"]);
     assert!(start.status.success(), "{}", String::from_utf8_lossy(&start.stderr));

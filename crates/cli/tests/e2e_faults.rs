@@ -2,11 +2,11 @@
 
 mod common;
 
-use common::{Fleet, bin, down, require_root};
+use common::{Fleet, bin, down, free_port, require_root, wait_until};
 use hangar_client::HubClient;
 use serde_json::{json, Value};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn client(f: &Fleet) -> HubClient {
     let cfg: Value = serde_json::from_str(&std::fs::read_to_string(f.config()).unwrap()).unwrap();
@@ -248,17 +248,5 @@ struct Cleanup(std::path::PathBuf);
 impl Drop for Cleanup {
     fn drop(&mut self) {
         down(&self.0);
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(250));
     }
 }

@@ -4,10 +4,10 @@
 
 mod common;
 
-use common::Fleet;
+use common::{free_port, wait_until, Fleet};
 use serde_json::Value;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 fn address(f: &Fleet, inst: &str) -> String {
     f.json(&["instance", "info", inst])["address"].as_str().expect("instance has an address").to_string()
@@ -17,13 +17,6 @@ fn ping(f: &Fleet, from: &str, to: &str) -> bool {
     f.try_run(&["instance", "exec", from, "--", "ping", "-c1", "-W1", to]).status.success()
 }
 
-fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
 
 fn sh(cmd: &str) -> String {
     let o = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
@@ -207,7 +200,7 @@ fn an_exhausted_cluster_range_is_a_clear_error_and_a_destroyed_tenant_frees_its_
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let cfg = dir.path().join("config.json");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let hangar = |args: &[&str]| Command::new(common::bin()).args(args).env("HANGAR_CONFIG", &cfg).output().unwrap();
     assert!(hangar(&["init", "--data-dir", data.to_str().unwrap(), "--listen", &listen]).status.success());

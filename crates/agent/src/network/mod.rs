@@ -9,6 +9,11 @@ mod nft;
 
 pub use bridge::BridgeNetwork;
 
+/// Removes the nftables table of the agent `owner` (see [`BridgeNetwork::new`]), if any.
+pub async fn remove_rules(owner: &str) -> Result<(), NetError> {
+    nft::remove(&format!("hangar_{owner}")).await
+}
+
 pub use hangar_types::net::{BridgeReport, NetReport};
 use hangar_types::net::{ClusterRange, NetSpec};
 use std::path::PathBuf;

@@ -139,6 +139,19 @@ impl Fleet {
     }
 }
 
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Polls `ok` every 250 ms for up to 90 s.
+pub fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 pub fn tail(s: &str, n: usize) -> String {
     let l: Vec<&str> = s.lines().collect();
     l[l.len().saturating_sub(n)..].join("\n")
