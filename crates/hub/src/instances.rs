@@ -289,10 +289,12 @@ impl Hub {
                 return Err(e.into());
             }
         };
-        let grows = matches!(t, Transition::Start | Transition::Resume);
-        if let Err(e) = async { if grows { self.check_quota(&ten, &inst, to).await } else { Ok(()) } }.await {
-            self.event(&p.actor(), Some(&ten.name), object, &action, "error", Some(e.0.message.clone())).await;
-            return Err(e);
+        // Only moves that take more resources are checked against the quotas.
+        if matches!(t, Transition::Start | Transition::Resume) {
+            if let Err(e) = self.check_quota(&ten, &inst, to).await {
+                self.event(&p.actor(), Some(&ten.name), object, &action, "error", Some(e.0.message.clone())).await;
+                return Err(e);
+            }
         }
         self.cancel_operations(inst.id, &format!("superseded by {action}")).await?;
         inst.state = to;
