@@ -195,6 +195,9 @@ pub async fn up(data_dir: &Path, listen: SocketAddr, agent: AgentArgs, config_pa
     Ok(())
 }
 
+/// Where hangar keeps its state unless told otherwise.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/hangar";
+
 /// PIDs of `hangar` processes (other than this one) whose arguments name `dir`.
 fn processes_using(dir: &Path) -> Vec<u32> {
     let me = std::process::id();
@@ -206,7 +209,14 @@ fn processes_using(dir: &Path) -> Vec<u32> {
         .filter(|pid| {
             let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
             let args: Vec<String> = raw.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
-            args.first().is_some_and(|a0| a0.ends_with("hangar")) && args.iter().skip(1).any(|a| a.starts_with(&needle))
+            if !args.first().is_some_and(|a0| a0.ends_with("hangar")) {
+                return false;
+            }
+            // Started with this data dir, or with none at all while it is the default one.
+            let names_it = args.iter().skip(1).any(|a| a.starts_with(&needle));
+            let runs_fleet = args.get(1).is_some_and(|c| matches!(c.as_str(), "up" | "hub" | "agent"));
+            let default_dir = !args.iter().any(|a| a.starts_with("--data-dir") || a.starts_with("--agent-dir")) && dir == Path::new(DEFAULT_DATA_DIR);
+            names_it || (runs_fleet && default_dir)
         })
         .collect()
 }
