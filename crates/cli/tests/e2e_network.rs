@@ -23,6 +23,15 @@ fn sh(cmd: &str) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// Deletes a link the test made, also when the test fails.
+struct DelLink(String);
+
+impl Drop for DelLink {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.0]).status();
+    }
+}
+
 /// A network namespace with a veth to the host: the "internet" for the NAT test.
 struct Outside {
     ns: String,
@@ -154,13 +163,7 @@ fn tenants_reach_their_own_and_nothing_else() {
 fn a_tenant_subnet_overlapping_a_host_route_is_refused_and_nothing_is_half_made() {
     let f = Fleet::up();
     let dummy = format!("hgtd{}", f.range_octet);
-    struct Del(String);
-    impl Drop for Del {
-        fn drop(&mut self) {
-            let _ = Command::new("ip").args(["link", "del", &self.0]).status();
-        }
-    }
-    let _del = Del(dummy.clone());
+    let _del = DelLink(dummy.clone());
     // The host already routes the first tenant's /24 somewhere else.
     let subnet_host = format!("10.{}.1.5/24", f.range_octet);
     let peer = format!("hgte{}", f.range_octet);
@@ -230,13 +233,7 @@ fn an_exhausted_cluster_range_is_a_clear_error_and_a_destroyed_tenant_frees_its_
 fn a_device_with_the_bridge_name_that_hangar_does_not_own_is_left_alone() {
     let f = Fleet::up();
     let name = format!("hgb0a{:02x}01", f.range_octet);
-    struct Del(String);
-    impl Drop for Del {
-        fn drop(&mut self) {
-            let _ = Command::new("ip").args(["link", "del", &self.0]).status();
-        }
-    }
-    let _del = Del(name.clone());
+    let _del = DelLink(name.clone());
     assert!(Command::new("ip").args(["link", "add", &name, "type", "veth", "peer", "name", &format!("hgtc{}", f.range_octet)]).status().unwrap().success());
     f.run(&["tenant", "create", "acme"]);
     let err = f.fail(&["instance", "create", "acme/a", "--start", "--", "sleep", "infinity"]);

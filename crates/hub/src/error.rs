@@ -16,13 +16,13 @@ impl HubError {
         HubError(ApiError::new(code, message))
     }
     pub fn invalid(message: impl Into<String>) -> Self {
-        Self::new(ErrorCode::InvalidArgument, message)
+        HubError(ApiError::invalid(message))
     }
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(ErrorCode::NotFound, message)
+        HubError(ApiError::not_found(message))
     }
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(ErrorCode::Internal, message)
+        HubError(ApiError::internal(message))
     }
 }
 
