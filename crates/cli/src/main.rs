@@ -566,7 +566,7 @@ async fn api(cli: &Cli, out: &Out) -> Result<i32> {
         }
         Cmd::Instance(ic) => return instance(&c, out, ic).await,
         Cmd::Host(HostCmd::Add { name }) => {
-            let r = c.host_add(&HostAdd { name: parse_name("host", name)? }).await?;
+            let r = c.host_add(&HostAdd { name: parse_name("host", name)?, provider: None }).await?;
             out.item(&r, &format!(
                 "host '{}' added. On that host run:\n  hangar agent join --hub {} --token {}\n  hangar agent run",
                 r.host.name,

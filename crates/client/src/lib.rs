@@ -255,6 +255,39 @@ impl HubClient {
     pub async fn host_get(&self, name: &str) -> Result<Host> {
         self.t.get(&format!("/v1/hosts/{name}")).await
     }
+    /// `drain`, `undrain`, `stop` or `start`. Stop and start wait for the provider.
+    pub async fn host_action(&self, name: &str, action: &str) -> Result<Host> {
+        self.t.call(reqwest::Method::POST, &format!("/v1/hosts/{name}/{action}"), Some(&serde_json::json!({})), Some(Duration::from_secs(180))).await
+    }
+    pub async fn host_remove(&self, name: &str) -> Result<Host> {
+        self.t.call::<(), _>(reqwest::Method::DELETE, &format!("/v1/hosts/{name}"), None, Some(Duration::from_secs(180))).await
+    }
+    pub async fn host_status(&self, name: &str) -> Result<NodeStatus> {
+        self.t.get(&format!("/v1/hosts/{name}/status")).await
+    }
+    pub async fn host_desired(&self, name: &str) -> Result<DesiredDoc> {
+        self.t.get(&format!("/v1/hosts/{name}/desired")).await
+    }
+
+    pub async fn pool_create(&self, tenant: &str, req: &PoolCreate) -> Result<PoolInfo> {
+        self.t.post(&format!("/v1/tenants/{tenant}/pools"), req).await
+    }
+    pub async fn pool_list(&self, tenant: &str) -> Result<Vec<PoolInfo>> {
+        self.t.get(&format!("/v1/tenants/{tenant}/pools")).await
+    }
+    pub async fn pool_info(&self, tenant: &str, name: &str) -> Result<PoolInfo> {
+        self.t.get(&format!("/v1/tenants/{tenant}/pools/{name}")).await
+    }
+    pub async fn pool_scale(&self, tenant: &str, name: &str, req: &PoolScale) -> Result<PoolInfo> {
+        self.t.post(&format!("/v1/tenants/{tenant}/pools/{name}/scale"), req).await
+    }
+    pub async fn pool_delete(&self, tenant: &str, name: &str) -> Result<PoolInfo> {
+        self.t.delete(&format!("/v1/tenants/{tenant}/pools/{name}")).await
+    }
+    /// Members of one pool.
+    pub async fn pool_members(&self, tenant: &str, pool: &str) -> Result<Vec<Instance>> {
+        self.t.get(&format!("/v1/tenants/{tenant}/instances?pool={}", q(pool))).await
+    }
 
     /// Checks every host's tenant networking against the store and probes isolation.
     pub async fn net_verify(&self) -> Result<hangar_types::net::NetVerifyReport> {
@@ -341,5 +374,8 @@ impl AgentClient {
     }
     pub async fn network(&self) -> Result<hangar_types::net::NetReport> {
         self.t.get("/v1/network").await
+    }
+    pub async fn status(&self) -> Result<NodeStatus> {
+        self.t.call::<(), _>(reqwest::Method::GET, "/v1/status", None, Some(Duration::from_secs(20))).await
     }
 }

@@ -8,7 +8,7 @@ use crate::error::{HubError, HubResult};
 use crate::Hub;
 use hangar_store::{HostRecord, InstanceFilter};
 use hangar_types::api::HostState;
-use hangar_types::protocol::{AgentReport, DesiredDoc, DesiredInstance, JoinRequest, JoinResponse, PROTOCOL_VERSION};
+use hangar_types::protocol::{AgentReport, DesiredDoc, DesiredInstance, DesiredPool, DesiredTenant, JoinRequest, JoinResponse, PROTOCOL_VERSION};
 use hangar_types::state::transition;
 use hangar_types::{ErrorCode, InstanceState, ObservedState, Transition};
 use std::time::Duration;
@@ -60,9 +60,22 @@ impl Hub {
 
     /// The desired-state document of one host, built from the store.
     pub async fn desired_doc(&self, host: &HostRecord) -> HubResult<DesiredDoc> {
-        let list = self.store.list_instances(&InstanceFilter { tenant: None, host: Some(host.name.clone()) }).await?;
+        let list = self.store.list_instances(&InstanceFilter::host(&host.name)).await?;
         let tenants: std::collections::HashMap<_, _> = self.store.list_tenants().await?.into_iter().map(|t| (t.name.clone(), t)).collect();
+        let mut names: Vec<&hangar_types::Name> = list.iter().map(|i| &i.tenant).collect();
+        names.sort();
+        names.dedup();
+        let mut pools = vec![];
+        for t in &names {
+            for p in self.store.list_pools(Some(t)).await? {
+                if list.iter().any(|i| i.tenant == p.tenant && i.pool.as_ref() == Some(&p.name)) {
+                    pools.push(DesiredPool { tenant: p.tenant, name: p.name, role: p.role, counts: p.counts });
+                }
+            }
+        }
         Ok(DesiredDoc {
+            tenants: names.iter().filter_map(|n| tenants.get(*n)).map(|t| DesiredTenant { name: t.name.clone(), quotas: t.quotas }).collect(),
+            pools,
             schema_version: PROTOCOL_VERSION,
             host: host.name.clone(),
             host_id: host.id,
@@ -81,6 +94,7 @@ impl Hub {
                     desired: i.state.desired(),
                     generation: i.generation,
                     spec: i.spec,
+                    pool: i.pool,
                 })
                 .collect(),
         })
@@ -114,13 +128,20 @@ impl Hub {
         let lock = self.host_lock(&host.name);
         let g = lock.lock().await;
         let mut h = self.store.get_host_by_id(host.id).await?.ok_or_else(|| HubError::not_found("host was removed"))?;
+        if h.state == HostState::Stopped {
+            // A stopped host comes back only through `host start`: a stray agent's report
+            // (one that outlived the stop) must not revive it.
+            return Err(HubError::new(ErrorCode::IllegalTransition, format!("host '{}' is stopped: start it with `hangar host start {}`", h.name, h.name)));
+        }
         let was = h.state;
         h.last_heartbeat = Some(OffsetDateTime::now_utc());
         h.capacity = report.capacity;
         h.endpoint = Some(report.endpoint.clone());
         h.drivers = report.drivers.clone();
         h.agent_version = Some(report.agent_version.clone());
-        if matches!(h.state, HostState::Joining | HostState::Stale | HostState::Offline) {
+        // Every report is a full one (each instance, after a convergence pass), so one is
+        // enough to trust the host again.
+        if matches!(h.state, HostState::Joining | HostState::Stale | HostState::Offline | HostState::Missing) {
             h.state = HostState::Ready;
         }
         self.store.update_host(&h).await?;
@@ -228,6 +249,7 @@ mod tests {
             cert_fingerprint: Some("fp".into()),
             desired_generation: 0,
             created_at: OffsetDateTime::now_utc(),
+            provider: None,
         };
         hub.store.insert_host(&rec).await.unwrap();
         let report = AgentReport {

@@ -80,7 +80,9 @@ fn accepted(op: Operation) -> Accepted {
         info, openapi_json, tenant_create, tenant_list, tenant_info, tenant_destroy,
         instance_create, instance_list_tenant, instance_list_all, instance_get, instance_delete,
         instance_start, instance_stop, instance_warm, instance_resume, instance_exec, instance_logs, instance_stats,
+        instance_sleep, pool_create, pool_list, pool_info, pool_scale, pool_delete,
         operation_get, operation_wait, events, net_verify, token_create, host_add, host_list, host_get,
+        host_drain, host_undrain, host_stop, host_start, host_remove, host_status, host_desired,
         agent_ca, agent_join, agent_desired, agent_report,
     ),
     components(schemas(ApiError, hangar_types::ErrorCode)),
@@ -118,6 +120,10 @@ pub fn router(hub: AppState) -> Router {
         .route(&format!("{t}/stop"), post(instance_stop))
         .route(&format!("{t}/warm"), post(instance_warm))
         .route(&format!("{t}/resume"), post(instance_resume))
+        .route(&format!("{t}/sleep"), post(instance_sleep))
+        .route("/v1/tenants/{tenant}/pools", post(pool_create).get(pool_list))
+        .route("/v1/tenants/{tenant}/pools/{name}", get(pool_info).delete(pool_delete))
+        .route("/v1/tenants/{tenant}/pools/{name}/scale", post(pool_scale))
         .route(&format!("{t}/exec"), post(instance_exec))
         .route(&format!("{t}/logs"), get(instance_logs))
         .route(&format!("{t}/stats"), get(instance_stats))
@@ -127,7 +133,13 @@ pub fn router(hub: AppState) -> Router {
         .route("/v1/network/verify", get(net_verify))
         .route("/v1/tokens", post(token_create))
         .route("/v1/hosts", post(host_add).get(host_list))
-        .route("/v1/hosts/{name}", get(host_get))
+        .route("/v1/hosts/{name}", get(host_get).delete(host_remove))
+        .route("/v1/hosts/{name}/drain", post(host_drain))
+        .route("/v1/hosts/{name}/undrain", post(host_undrain))
+        .route("/v1/hosts/{name}/stop", post(host_stop))
+        .route("/v1/hosts/{name}/start", post(host_start))
+        .route("/v1/hosts/{name}/status", get(host_status))
+        .route("/v1/hosts/{name}/desired", get(host_desired))
         .route("/v1/agent/ca", get(agent_ca))
         .route("/v1/agent/join", post(agent_join))
         .route("/v1/agent/desired", get(agent_desired))
@@ -176,15 +188,22 @@ async fn instance_create(State(hub): State<AppState>, p: Principal, Path(tenant)
     Ok(accepted(hub.instance_create(&p, &tenant, req).await?))
 }
 
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/instances", security(("token" = [])), params(("tenant" = String, Path)),
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/instances", security(("token" = [])), params(("tenant" = String, Path), InstanceQuery),
     responses((status = 200, body = Vec<Instance>)))]
-async fn instance_list_tenant(State(hub): State<AppState>, p: Principal, Path(tenant): Path<String>) -> HubResult<Json<Vec<Instance>>> {
-    Ok(Json(hub.instance_list(&p, Some(&tenant)).await?))
+async fn instance_list_tenant(State(hub): State<AppState>, p: Principal, Path(tenant): Path<String>, ApiQuery(q): ApiQuery<InstanceQuery>) -> HubResult<Json<Vec<Instance>>> {
+    Ok(Json(hub.instance_list(&p, Some(&tenant), q.pool.as_deref()).await?))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct InstanceQuery {
+    /// Only members of this pool.
+    pool: Option<String>,
 }
 
 #[utoipa::path(get, path = "/v1/instances", security(("token" = [])), responses((status = 200, body = Vec<Instance>)))]
 async fn instance_list_all(State(hub): State<AppState>, p: Principal) -> HubResult<Json<Vec<Instance>>> {
-    Ok(Json(hub.instance_list(&p, None).await?))
+    Ok(Json(hub.instance_list(&p, None, None).await?))
 }
 
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/instances/{name}", security(("token" = [])),
@@ -208,7 +227,40 @@ instance_action!(instance_start, post, "/start", Transition::Start);
 instance_action!(instance_stop, post, "/stop", Transition::Stop);
 instance_action!(instance_warm, post, "/warm", Transition::Warm);
 instance_action!(instance_resume, post, "/resume", Transition::Resume);
+instance_action!(instance_sleep, post, "/sleep", Transition::Sleep);
 instance_action!(instance_delete, delete, "", Transition::Delete);
+
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/pools", request_body = PoolCreate, security(("token" = [])), params(("tenant" = String, Path)),
+    responses((status = 200, body = PoolInfo), (status = 400, body = ApiError), (status = 409, body = ApiError), (status = 422, body = ApiError)))]
+async fn pool_create(State(hub): State<AppState>, p: Principal, Path(tenant): Path<String>, ApiJson(req): ApiJson<PoolCreate>) -> HubResult<Json<PoolInfo>> {
+    Ok(Json(hub.pool_create(&p, &tenant, req).await?))
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/pools", security(("token" = [])), params(("tenant" = String, Path)),
+    responses((status = 200, body = Vec<PoolInfo>)))]
+async fn pool_list(State(hub): State<AppState>, p: Principal, Path(tenant): Path<String>) -> HubResult<Json<Vec<PoolInfo>>> {
+    Ok(Json(hub.pool_list(&p, &tenant).await?))
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/pools/{name}", security(("token" = [])), params(("tenant" = String, Path), ("name" = String, Path)),
+    responses((status = 200, body = PoolInfo), (status = 404, body = ApiError)))]
+async fn pool_info(State(hub): State<AppState>, p: Principal, Path((tenant, name)): Path<(String, String)>) -> HubResult<Json<PoolInfo>> {
+    Ok(Json(hub.pool_info(&p, &tenant, &name).await?))
+}
+
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/pools/{name}/scale", request_body = PoolScale, security(("token" = [])),
+    params(("tenant" = String, Path), ("name" = String, Path)),
+    responses((status = 200, body = PoolInfo, description = "new counts stored; `actions` is what the first pass did, `pool.last_error` why it stopped"),
+        (status = 404, body = ApiError), (status = 422, body = ApiError)))]
+async fn pool_scale(State(hub): State<AppState>, p: Principal, Path((tenant, name)): Path<(String, String)>, ApiJson(req): ApiJson<PoolScale>) -> HubResult<Json<PoolInfo>> {
+    Ok(Json(hub.pool_scale(&p, &tenant, &name, req).await?))
+}
+
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/pools/{name}", security(("token" = [])), params(("tenant" = String, Path), ("name" = String, Path)),
+    responses((status = 200, body = PoolInfo), (status = 404, body = ApiError)))]
+async fn pool_delete(State(hub): State<AppState>, p: Principal, Path((tenant, name)): Path<(String, String)>) -> HubResult<Json<PoolInfo>> {
+    Ok(Json(hub.pool_delete(&p, &tenant, &name).await?))
+}
 
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/instances/{name}/exec", request_body = ExecRequest, security(("token" = [])),
     params(("tenant" = String, Path), ("name" = String, Path)),
@@ -288,6 +340,40 @@ async fn host_list(State(hub): State<AppState>, p: Principal) -> HubResult<Json<
     responses((status = 200, body = Host), (status = 404, body = ApiError)))]
 async fn host_get(State(hub): State<AppState>, p: Principal, Path(name): Path<String>) -> HubResult<Json<Host>> {
     Ok(Json(hub.host_get(&p, &name).await?))
+}
+
+macro_rules! host_action {
+    ($fn:ident, $suffix:literal, $call:expr) => {
+        #[utoipa::path(post, path = concat!("/v1/hosts/{name}/", $suffix), security(("token" = [])), params(("name" = String, Path)),
+            responses((status = 200, body = Host), (status = 404, body = ApiError), (status = 409, body = ApiError), (status = 503, body = ApiError)))]
+        async fn $fn(State(hub): State<AppState>, p: Principal, Path(name): Path<String>) -> HubResult<Json<Host>> {
+            let f = $call;
+            Ok(Json(f(hub, p, name).await?))
+        }
+    };
+}
+
+host_action!(host_drain, "drain", |hub: AppState, p: Principal, name: String| async move { hub.host_drain(&p, &name, true).await });
+host_action!(host_undrain, "undrain", |hub: AppState, p: Principal, name: String| async move { hub.host_drain(&p, &name, false).await });
+host_action!(host_stop, "stop", |hub: AppState, p: Principal, name: String| async move { hub.host_stop(&p, &name).await });
+host_action!(host_start, "start", |hub: AppState, p: Principal, name: String| async move { hub.host_start(&p, &name).await });
+
+#[utoipa::path(delete, path = "/v1/hosts/{name}", security(("token" = [])), params(("name" = String, Path)),
+    responses((status = 200, body = Host), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+async fn host_remove(State(hub): State<AppState>, p: Principal, Path(name): Path<String>) -> HubResult<Json<Host>> {
+    Ok(Json(hub.host_remove(&p, &name).await?))
+}
+
+#[utoipa::path(get, path = "/v1/hosts/{name}/status", security(("token" = [])), params(("name" = String, Path)),
+    responses((status = 200, body = NodeStatus, description = "read live from the host's agent"), (status = 503, body = ApiError)))]
+async fn host_status(State(hub): State<AppState>, p: Principal, Path(name): Path<String>) -> HubResult<Json<NodeStatus>> {
+    Ok(Json(hub.host_status(&p, &name).await?))
+}
+
+#[utoipa::path(get, path = "/v1/hosts/{name}/desired", security(("token" = [])), params(("name" = String, Path)),
+    responses((status = 200, body = DesiredDoc), (status = 404, body = ApiError)))]
+async fn host_desired(State(hub): State<AppState>, p: Principal, Path(name): Path<String>) -> HubResult<Json<DesiredDoc>> {
+    Ok(Json(hub.host_desired(&p, &name).await?))
 }
 
 #[derive(serde::Serialize, utoipa::ToSchema)]

@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 /// The observed state that confirms an instance reached `state`.
 pub fn confirming_observation(state: InstanceState) -> Option<ObservedState> {
     match state {
-        InstanceState::Created | InstanceState::Stopped => Some(ObservedState::Stopped),
+        InstanceState::Created | InstanceState::Stopped | InstanceState::Sleeping => Some(ObservedState::Stopped),
         InstanceState::Running => Some(ObservedState::Running),
         InstanceState::Warm => Some(ObservedState::Warm),
         _ => None,
@@ -64,7 +64,11 @@ impl Hub {
         p.require_admin()?;
         let t = self.tenant_get(p, tenant).await?;
         let _g = self.tenant_lock(&t.name).lock_owned().await;
-        let n = self.store.list_instances(&InstanceFilter { tenant: Some(t.name.clone()), host: None }).await?.len();
+        let pools = self.store.list_pools(Some(&t.name)).await?.len();
+        if pools > 0 {
+            return Err(HubError::new(ErrorCode::IllegalTransition, format!("tenant '{}' still has {pools} pool(s): delete them first", t.name)));
+        }
+        let n = self.store.list_instances(&InstanceFilter::tenant(&t.name)).await?.len();
         if n > 0 {
             return Err(HubError::new(
                 ErrorCode::IllegalTransition,
@@ -78,7 +82,7 @@ impl Hub {
 
     /// Current use of a tenant's quotas, leaving out one instance (the one being changed).
     async fn usage(&self, tenant: &Name, except: Option<InstanceId>) -> HubResult<Usage> {
-        let list = self.store.list_instances(&InstanceFilter { tenant: Some(tenant.clone()), host: None }).await?;
+        let list = self.store.list_instances(&InstanceFilter::tenant(tenant)).await?;
         let mut u = Usage::default();
         for i in list.iter().filter(|i| Some(i.id) != except) {
             u.instances += 1;
@@ -126,14 +130,16 @@ impl Hub {
 
     // ---------------------------------------------------------------- placement
 
-    /// Picks the ready host with the most free memory that fits the spec (spread).
+    /// Picks the ready host (never a draining, stale, stopped or missing one) that fits
+    /// the spec and is least loaded: memory share, then instance count (spread).
     async fn place(&self, spec: &InstanceSpec) -> HubResult<HostRecord> {
         let hosts = self.store.list_hosts().await?;
         let all = self.store.list_instances(&InstanceFilter::default()).await?;
         let mut best: Option<(f64, HostRecord)> = None;
         for h in hosts.into_iter().filter(|h| h.state == HostState::Ready && h.endpoint.is_some()) {
-            let (mut cpu, mut mem, mut disk) = (0u64, 0u64, 0u64);
+            let (mut cpu, mut mem, mut disk, mut count) = (0u64, 0u64, 0u64, 0u64);
             for i in all.iter().filter(|i| i.host.as_ref() == Some(&h.name)) {
+                count += 1;
                 disk += i.spec.disk_mib;
                 if i.state.holds_resources() {
                     cpu += i.spec.vcpus as u64;
@@ -147,7 +153,9 @@ impl Hub {
             if !fits {
                 continue;
             }
-            let load = (mem + spec.mem_mib) as f64 / (c.mem_mib.max(1)) as f64;
+            // Hosts made on one machine report the same capacity, so the count breaks ties
+            // between them, also for members that hold no memory (sleeping).
+            let load = (mem + spec.mem_mib) as f64 / (c.mem_mib.max(1)) as f64 + count as f64 * 0.01;
             if best.as_ref().is_none_or(|(l, _)| load < *l) {
                 best = Some((load, h));
             }
@@ -169,7 +177,7 @@ impl Hub {
         use hangar_types::net::{FIRST_HOST, LAST_HOST};
         let used: std::collections::HashSet<std::net::Ipv4Addr> = self
             .store
-            .list_instances(&InstanceFilter { tenant: Some(t.name.clone()), host: None })
+            .list_instances(&InstanceFilter::tenant(&t.name))
             .await?
             .into_iter()
             .filter_map(|i| i.address)
@@ -205,14 +213,29 @@ impl Hub {
         let spec = req.spec();
         spec.validate().map_err(HubError::invalid)?;
         let _tg = self.tenant_lock(&t.name).lock_owned().await;
-        if self.store.get_instance(&t.name, &req.name).await?.is_some() {
-            return Err(HubError::new(ErrorCode::AlreadyExists, format!("instance '{}/{}' already exists", t.name, req.name)));
+        let target = if req.start { transition(InstanceState::Created, Transition::Start)? } else { InstanceState::Created };
+        self.create_locked(&p.actor(), &t, req.name, spec, target, None).await
+    }
+
+    /// Creates an instance in `target` (created, starting or sleeping): quota, placement,
+    /// address, record, host wake-up, operation and event. The caller holds the tenant lock.
+    pub(crate) async fn create_locked(
+        &self,
+        actor: &str,
+        t: &Tenant,
+        name: Name,
+        spec: InstanceSpec,
+        target: InstanceState,
+        pool: Option<Name>,
+    ) -> HubResult<Operation> {
+        if self.store.get_instance(&t.name, &name).await?.is_some() {
+            return Err(HubError::new(ErrorCode::AlreadyExists, format!("instance '{}/{}' already exists", t.name, name)));
         }
         let now = OffsetDateTime::now_utc();
         let mut inst = Instance {
             id: InstanceId::new(),
             tenant: t.name.clone(),
-            name: req.name.clone(),
+            name,
             spec,
             host: None,
             state: InstanceState::Created,
@@ -223,28 +246,25 @@ impl Hub {
             created_at: now,
             updated_at: now,
             address: None,
+            pool,
+            held_until: None,
         };
-        let target = if req.start { transition(InstanceState::Created, Transition::Start)? } else { InstanceState::Created };
-        self.check_quota(&t, &inst, target).await?;
+        self.check_quota(t, &inst, target).await?;
         let host = self.place(&inst.spec).await?;
-        inst.address = Some(self.allocate_address(&t).await?);
+        inst.address = Some(self.allocate_address(t).await?);
         inst.host = Some(host.name.clone());
         inst.state = target;
         inst.desired = target.desired();
         inst.generation = self.store.next_generation().await?;
         self.store.insert_instance(&inst).await?;
         self.bump_host(&host.name).await?;
-        let done_at = if req.start { InstanceState::Running } else { InstanceState::Created };
+        let done_at = if target == InstanceState::Starting { InstanceState::Running } else { target };
         let op = self.operation_new("instance.create", &inst, done_at).await?;
-        self.event(
-            &p.actor(),
-            Some(&t.name),
-            format!("instance/{}/{}", t.name, inst.name),
-            "instance.create",
-            "accepted",
-            Some(format!("placed on host {}", host.name)),
-        )
-        .await;
+        let why = match &inst.pool {
+            Some(pl) => format!("placed on host {} (pool {pl}, {target})", host.name),
+            None => format!("placed on host {}", host.name),
+        };
+        self.event(actor, Some(&t.name), format!("instance/{}/{}", t.name, inst.name), "instance.create", "accepted", Some(why)).await;
         Ok(op)
     }
 
@@ -257,14 +277,20 @@ impl Hub {
             .ok_or_else(|| HubError::not_found(format!("instance '{}/{}' not found", t.name, n)))
     }
 
-    pub async fn instance_list(&self, p: &Principal, tenant: Option<&str>) -> HubResult<Vec<Instance>> {
-        let filter = match tenant {
-            Some(t) => InstanceFilter { tenant: Some(self.tenant_get(p, t).await?.name), host: None },
+    pub async fn instance_list(&self, p: &Principal, tenant: Option<&str>, pool: Option<&str>) -> HubResult<Vec<Instance>> {
+        let mut filter = match tenant {
+            Some(t) => InstanceFilter::tenant(&self.tenant_get(p, t).await?.name),
             None => match p {
                 Principal::Admin => InstanceFilter::default(),
-                Principal::Tenant(t) => InstanceFilter { tenant: Some(t.clone()), host: None },
+                Principal::Tenant(t) => InstanceFilter::tenant(t),
             },
         };
+        if let Some(pl) = pool {
+            if filter.tenant.is_none() {
+                return Err(HubError::invalid("pool: a pool filter needs a tenant (pools are named per tenant)"));
+            }
+            filter.pool = Some(parse_name("pool", pl)?);
+        }
         Ok(self.store.list_instances(&filter).await?)
     }
 
@@ -273,26 +299,37 @@ impl Hub {
         let ten = self.tenant_get(p, tenant).await?;
         let inst = self.instance_get(p, tenant, name).await?;
         let _tg = self.tenant_lock(&ten.name).lock_owned().await;
-        let _ig = self.instance_lock(inst.id).lock_owned().await;
+        // A user's action on a pool member holds the pool's reconciler off it for a while.
+        let hold = inst.pool.as_ref().map(|_| OffsetDateTime::now_utc() + self.config.pool_hold);
+        self.request_locked(&p.actor(), &ten, inst.id, t, hold).await
+    }
+
+    /// One request through the state machine; the caller holds the tenant lock.
+    /// `hold` sets (or with None keeps) the instance's pool hold-off.
+    pub(crate) async fn request_locked(
+        &self,
+        actor: &str,
+        ten: &Tenant,
+        id: InstanceId,
+        t: Transition,
+        hold: Option<OffsetDateTime>,
+    ) -> HubResult<Operation> {
+        let _ig = self.instance_lock(id).lock_owned().await;
         // Re-read under the lock: the state may have moved while we waited.
-        let mut inst = self
-            .store
-            .get_instance_by_id(inst.id)
-            .await?
-            .ok_or_else(|| HubError::not_found(format!("instance '{}/{}' not found", ten.name, inst.name)))?;
+        let mut inst = self.store.get_instance_by_id(id).await?.ok_or_else(|| HubError::not_found(format!("instance {id} of tenant '{}' not found", ten.name)))?;
         let object = format!("instance/{}/{}", ten.name, inst.name);
         let action = format!("instance.{t}");
         let to = match transition(inst.state, t) {
             Ok(to) => to,
             Err(e) => {
-                self.event(&p.actor(), Some(&ten.name), object, &action, "error", Some(e.to_string())).await;
+                self.event(actor, Some(&ten.name), object, &action, "error", Some(e.to_string())).await;
                 return Err(e.into());
             }
         };
         // Only moves that take more resources are checked against the quotas.
         if matches!(t, Transition::Start | Transition::Resume) {
-            if let Err(e) = self.check_quota(&ten, &inst, to).await {
-                self.event(&p.actor(), Some(&ten.name), object, &action, "error", Some(e.0.message.clone())).await;
+            if let Err(e) = self.check_quota(ten, &inst, to).await {
+                self.event(actor, Some(&ten.name), object, &action, "error", Some(e.0.message.clone())).await;
                 return Err(e);
             }
         }
@@ -303,6 +340,9 @@ impl Hub {
         inst.error = None;
         inst.generation = self.store.next_generation().await?;
         inst.updated_at = OffsetDateTime::now_utc();
+        if hold.is_some() {
+            inst.held_until = hold;
+        }
         self.store.update_instance(&inst).await?;
         if let Some(h) = &inst.host {
             self.bump_host(h).await?;
@@ -313,7 +353,11 @@ impl Hub {
             s => s,
         };
         let op = self.operation_new(&action, &inst, done_at).await?;
-        self.event(&p.actor(), Some(&ten.name), object, &action, "accepted", None).await;
+        let note = match (&inst.pool, hold) {
+            (Some(pl), Some(_)) => Some(format!("pool {pl} leaves this member alone for {}s", self.config.pool_hold.as_secs())),
+            _ => None,
+        };
+        self.event(actor, Some(&ten.name), object, &action, "accepted", note).await;
         Ok(op)
     }
 
@@ -507,6 +551,9 @@ impl Hub {
 
     pub async fn host_add(&self, p: &Principal, req: HostAdd) -> HubResult<HostJoinToken> {
         p.require_admin()?;
+        if let Some(pv) = &req.provider {
+            return self.host_add_provided(p, req.name, pv).await;
+        }
         let (rec, token) = self.host_add_record(req.name).await?;
         self.event(&p.actor(), None, format!("host/{}", rec.name), "host.add", "ok", None).await;
         Ok(HostJoinToken { host: self.host_view(&rec).await?, join_token: token })
@@ -540,13 +587,14 @@ impl Hub {
             cert_fingerprint: None,
             desired_generation: 0,
             created_at: OffsetDateTime::now_utc(),
+            provider: None,
         };
         self.store.insert_host(&rec).await?;
         Ok((rec, token))
     }
 
     pub(crate) async fn host_view(&self, h: &HostRecord) -> HubResult<Host> {
-        let n = self.store.list_instances(&InstanceFilter { tenant: None, host: Some(h.name.clone()) }).await?.len();
+        let list = self.store.list_instances(&InstanceFilter::host(&h.name)).await?;
         Ok(Host {
             id: h.id,
             name: h.name.clone(),
@@ -556,7 +604,9 @@ impl Hub {
             drivers: h.drivers.clone(),
             agent_version: h.agent_version.clone(),
             last_heartbeat: h.last_heartbeat,
-            instances: n as u32,
+            instances: list.len() as u32,
+            active: list.iter().filter(|i| i.state.holds_resources()).count() as u32,
+            provider: h.provider.clone(),
             created_at: h.created_at,
         })
     }

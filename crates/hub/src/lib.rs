@@ -8,10 +8,12 @@
 pub mod agents;
 pub mod auth;
 pub mod error;
+pub mod hosts;
 pub mod http;
 pub mod instances;
 pub mod monitor;
 pub mod network;
+pub mod pools;
 pub mod server;
 
 pub use auth::Principal;
@@ -41,6 +43,17 @@ pub struct HubConfig {
     pub disk_overcommit: f64,
     /// The range tenant networks (/24s) are cut from.
     pub cluster_range: hangar_types::net::ClusterRange,
+    /// A stale host is marked offline once silent this long, confirmed on
+    /// `confirmations` consecutive checks.
+    pub offline_after: Duration,
+    /// How many consecutive checks must agree before a host is marked offline or missing.
+    pub confirmations: u32,
+    /// How long a manual request on a pool member holds the pool's reconciler off it.
+    pub pool_hold: Duration,
+    /// How often every pool is reconciled (besides right after each scale).
+    pub pool_interval: Duration,
+    /// After a user action on a provider's host, how long the provider check leaves it be.
+    pub provider_grace: Duration,
 }
 
 impl Default for HubConfig {
@@ -52,6 +65,11 @@ impl Default for HubConfig {
             mem_overcommit: 1.5,
             disk_overcommit: 4.0,
             cluster_range: hangar_types::net::ClusterRange::default(),
+            offline_after: Duration::from_secs(300),
+            confirmations: 3,
+            pool_hold: Duration::from_secs(60),
+            pool_interval: Duration::from_secs(2),
+            provider_grace: Duration::from_secs(15),
         }
     }
 }
@@ -81,6 +99,16 @@ pub struct Hub {
     /// One lock per host: every read-modify-write of a host row holds it, so a report
     /// (heartbeat) can never write back a stale desired generation over a newer one.
     host_locks: Mutex<HashMap<Name, Arc<tokio::sync::Mutex<()>>>>,
+    /// Host providers by name (`local`).
+    providers: Mutex<HashMap<String, Arc<dyn hosts::HostProvider>>>,
+    /// One lock per provider host: a start waits for a stop in progress, and so on.
+    provider_locks: Mutex<HashMap<Name, Arc<tokio::sync::Mutex<()>>>>,
+    /// When a user last acted on a host (the provider check's grace window).
+    host_actions: Mutex<HashMap<Name, std::time::Instant>>,
+    /// Consecutive provider checks that did not find a host's agent running.
+    misses: Mutex<HashMap<Name, u32>>,
+    /// Consecutive monitor checks that found a stale host past `offline_after`.
+    offline_confirmations: Mutex<HashMap<Name, u32>>,
 }
 
 impl Hub {
@@ -94,6 +122,11 @@ impl Hub {
             instance_locks: Mutex::new(HashMap::new()),
             tenant_locks: Mutex::new(HashMap::new()),
             host_locks: Mutex::new(HashMap::new()),
+            providers: Mutex::new(HashMap::new()),
+            provider_locks: Mutex::new(HashMap::new()),
+            host_actions: Mutex::new(HashMap::new()),
+            misses: Mutex::new(HashMap::new()),
+            offline_confirmations: Mutex::new(HashMap::new()),
         })
     }
 

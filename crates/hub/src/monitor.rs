@@ -1,6 +1,7 @@
-//! Background duties of the hub: marking silent hosts stale and failing operations that
-//! outlived their timeout. Both only act on what the store and the clock say; a failed
-//! call to a host never changes recorded state by itself.
+//! Background duties of the hub: marking silent hosts stale (then offline after repeated
+//! confirmations), failing operations that outlived their timeout, reconciling pools and
+//! checking providers. They only act on what the store, the clock and the providers say;
+//! a failed call to a host never changes recorded state by itself.
 
 use crate::Hub;
 use hangar_types::api::{HostState, OperationStatus};
@@ -10,6 +11,40 @@ use time::OffsetDateTime;
 
 /// Runs the checks every `tick` until the task is dropped.
 pub async fn run(hub: Arc<Hub>, tick: Duration) {
+    // Pools and providers on their own cadence, so a slow pass never delays staleness.
+    let pools = {
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            let mut iv = tokio::time::interval(hub.config.pool_interval);
+            iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                iv.tick().await;
+                if let Err(e) = hub.reconcile_pools().await {
+                    tracing::warn!(error = ?e, "pool pass failed");
+                }
+            }
+        })
+    };
+    let providers = {
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            let mut iv = tokio::time::interval(Duration::from_secs(5));
+            iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                iv.tick().await;
+                if let Err(e) = hub.check_providers().await {
+                    tracing::warn!(error = ?e, "provider check failed");
+                }
+            }
+        })
+    };
+    struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.iter().for_each(|t| t.abort());
+        }
+    }
+    let _tasks = AbortOnDrop(vec![pools, providers]);
     let mut iv = tokio::time::interval(tick);
     iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -23,20 +58,51 @@ pub async fn run(hub: Arc<Hub>, tick: Duration) {
 pub async fn check_once(hub: &Hub) -> crate::HubResult<()> {
     let now = OffsetDateTime::now_utc();
     let stale_after = time::Duration::try_from(hub.config.stale_after).unwrap_or(time::Duration::seconds(15));
+    let offline_after = time::Duration::try_from(hub.config.offline_after).unwrap_or(time::Duration::minutes(5));
     for listed in hub.store.list_hosts().await? {
-        let silent = listed.last_heartbeat.is_some_and(|t| now - t > stale_after);
-        if listed.state != HostState::Ready || !silent {
+        let silent_for = |h: &hangar_store::HostRecord| h.last_heartbeat.map(|t| now - t).unwrap_or(time::Duration::ZERO);
+        // Draining hosts go stale too: a drained host that dies is still dead.
+        let may_go_stale = matches!(listed.state, HostState::Ready | HostState::Draining);
+        if may_go_stale && silent_for(&listed) > stale_after {
+            // Re-read under the host's lock: a report may have landed since the listing.
+            let g = hub.host_lock(&listed.name).lock_owned().await;
+            let Some(mut h) = hub.store.get_host_by_id(listed.id).await? else { continue };
+            if matches!(h.state, HostState::Ready | HostState::Draining) && silent_for(&h) > stale_after {
+                let from = h.state;
+                h.state = HostState::Stale;
+                hub.store.update_host(&h).await?;
+                drop(g);
+                let unknown = hub.mark_unknown(&h.name).await?;
+                hub.event(
+                    "hub",
+                    None,
+                    format!("host/{}", h.name),
+                    "host.state",
+                    "ok",
+                    Some(format!("{} -> stale: no report for {}s; {unknown} instance(s) now unknown, kept", from.as_str(), silent_for(&h).whole_seconds())),
+                )
+                .await;
+            }
             continue;
         }
-        // Re-read under the host's lock: a report may have landed since the listing.
-        let _g = hub.host_lock(&listed.name).lock_owned().await;
-        let Some(mut h) = hub.store.get_host_by_id(listed.id).await? else { continue };
-        let silent = h.last_heartbeat.is_some_and(|t| now - t > stale_after);
-        if h.state == HostState::Ready && silent {
-            h.state = HostState::Stale;
-            hub.store.update_host(&h).await?;
-            let last = h.last_heartbeat.map(|t| (now - t).whole_seconds()).unwrap_or(0);
-            hub.event("hub", None, format!("host/{}", h.name), "host.state", "ok", Some(format!("ready -> stale: no report for {last}s"))).await;
+        // Offline only after `confirmations` consecutive checks past the threshold.
+        if listed.state == HostState::Stale {
+            let confirmed = {
+                let mut m = hub.offline_confirmations.lock().unwrap_or_else(|e| e.into_inner());
+                let c = m.entry(listed.name.clone()).or_insert(0);
+                *c = if silent_for(&listed) > offline_after { *c + 1 } else { 0 };
+                *c >= hub.config.confirmations
+            };
+            if confirmed {
+                let _g = hub.host_lock(&listed.name).lock_owned().await;
+                let Some(mut h) = hub.store.get_host_by_id(listed.id).await? else { continue };
+                if h.state == HostState::Stale && silent_for(&h) > offline_after {
+                    h.state = HostState::Offline;
+                    hub.store.update_host(&h).await?;
+                    hub.offline_confirmations.lock().unwrap_or_else(|e| e.into_inner()).remove(&h.name);
+                    hub.event("hub", None, format!("host/{}", h.name), "host.state", "ok", Some(format!("stale -> offline: no report for {}s, confirmed {} times", silent_for(&h).whole_seconds(), hub.config.confirmations))).await;
+                }
+            }
         }
     }
     let op_timeout = time::Duration::try_from(hub.config.operation_timeout).unwrap_or(time::Duration::minutes(5));

@@ -40,7 +40,7 @@ impl Hub {
             };
             let insts: Vec<Instance> = self
                 .store
-                .list_instances(&InstanceFilter { tenant: None, host: Some(h.name.clone()) })
+                .list_instances(&InstanceFilter::host(&h.name))
                 .await?
                 .into_iter()
                 .filter(|i| i.state != InstanceState::Deleted && i.address.is_some())

@@ -5,7 +5,7 @@
 //! implements the same trait; nothing above this crate speaks SQL.
 
 use async_trait::async_trait;
-use hangar_types::api::{Capacity, Event, HostState, Instance, Operation, OperationStatus, Tenant};
+use hangar_types::api::{Capacity, Event, HostState, Instance, Operation, OperationStatus, Pool, Tenant};
 use hangar_types::{HostId, InstanceId, Name, OperationId};
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -57,6 +57,8 @@ pub struct HostRecord {
     /// Generation of this host's desired-state document; bumped on every change to it.
     pub desired_generation: i64,
     pub created_at: OffsetDateTime,
+    /// The provider that made it (`local`), if one did.
+    pub provider: Option<String>,
 }
 
 /// An API token; only its hash is stored.
@@ -86,6 +88,20 @@ pub struct NewEvent {
 pub struct InstanceFilter {
     pub tenant: Option<Name>,
     pub host: Option<Name>,
+    /// Members of this pool (of `tenant`).
+    pub pool: Option<Name>,
+}
+
+impl InstanceFilter {
+    pub fn tenant(t: &Name) -> Self {
+        InstanceFilter { tenant: Some(t.clone()), ..Default::default() }
+    }
+    pub fn host(h: &Name) -> Self {
+        InstanceFilter { host: Some(h.clone()), ..Default::default() }
+    }
+    pub fn pool(t: &Name, p: &Name) -> Self {
+        InstanceFilter { tenant: Some(t.clone()), pool: Some(p.clone()), ..Default::default() }
+    }
 }
 
 #[async_trait]
@@ -125,6 +141,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// A value from one monotonic counter shared by instance and host generations.
     async fn next_generation(&self) -> Result<i64>;
+
+    // ---- pools ----
+    /// AlreadyExists if `tenant/name` is taken.
+    async fn insert_pool(&self, pool: &Pool) -> Result<()>;
+    /// Replaces an existing pool (by tenant and name). NotFound if it is gone.
+    async fn update_pool(&self, pool: &Pool) -> Result<()>;
+    async fn get_pool(&self, tenant: &Name, name: &Name) -> Result<Option<Pool>>;
+    /// Ordered by tenant, then name; of one tenant if given.
+    async fn list_pools(&self, tenant: Option<&Name>) -> Result<Vec<Pool>>;
+    async fn delete_pool(&self, tenant: &Name, name: &Name) -> Result<bool>;
 
     // ---- operations ----
     async fn insert_operation(&self, op: &Operation) -> Result<()>;

@@ -22,7 +22,7 @@
 
 use crate::{HostRecord, InstanceFilter, NewEvent, Result, Store, StoreError, TokenRecord};
 use async_trait::async_trait;
-use hangar_types::api::{Event, Instance, Operation, OperationStatus, Tenant};
+use hangar_types::api::{Event, Instance, Operation, OperationStatus, Pool, PoolCounts, Tenant};
 use hangar_types::{DesiredState, HostId, InstanceId, Name, OperationId};
 use serde::de::DeserializeOwned;
 use sqlx::encode::IsNull;
@@ -51,6 +51,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../migrations/0001_init.sql")),
     (2, "instance address", include_str!("../migrations/0002_instance_address.sql")),
     (3, "tenant isolated", include_str!("../migrations/0003_tenant_isolated.sql")),
+    (4, "pools", include_str!("../migrations/0004_pools.sql")),
 ];
 
 /// The store on one SQLite database; cheap to clone (it is a connection pool).
@@ -207,7 +208,11 @@ impl Store for SqliteStore {
     }
 
     async fn insert_host(&self, host: &HostRecord) -> Result<()> {
-        let q = bind_host(sqlx::query("INSERT INTO hosts VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"), host);
+        let q = bind_host(sqlx::query(
+                "INSERT INTO hosts (id, name, state, capacity, endpoint, drivers, agent_version, last_heartbeat,
+                 join_token_hash, cert_fingerprint, desired_generation, created_at, provider)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            ), host);
         q.execute(&self.pool).await.map_err(unique("insert host", format!("host '{}'", host.name)))?;
         Ok(())
     }
@@ -236,7 +241,7 @@ impl Store for SqliteStore {
             sqlx::query(
                 "UPDATE hosts SET name = ?2, state = ?3, capacity = ?4, endpoint = ?5, drivers = ?6,
                  agent_version = ?7, last_heartbeat = ?8, join_token_hash = ?9, cert_fingerprint = ?10,
-                 desired_generation = ?11, created_at = ?12 WHERE id = ?1",
+                 desired_generation = ?11, created_at = ?12, provider = ?13 WHERE id = ?1",
             ),
             host,
         );
@@ -265,8 +270,9 @@ impl Store for SqliteStore {
     async fn insert_instance(&self, instance: &Instance) -> Result<()> {
         let q = bind_instance(
             sqlx::query(
-                "INSERT INTO instances (id, tenant, name, spec, host, state, desired, observed, generation, error, created_at, updated_at, address)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                "INSERT INTO instances (id, tenant, name, spec, host, state, desired, observed, generation, error, created_at, updated_at, address,
+                 pool, held_until)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             ),
             instance,
         );
@@ -279,7 +285,8 @@ impl Store for SqliteStore {
         let q = bind_instance(
             sqlx::query(
                 "UPDATE instances SET tenant = ?2, name = ?3, spec = ?4, host = ?5, state = ?6, desired = ?7,
-                 observed = ?8, generation = ?9, error = ?10, created_at = ?11, updated_at = ?12, address = ?13 WHERE id = ?1",
+                 observed = ?8, generation = ?9, error = ?10, created_at = ?11, updated_at = ?12, address = ?13,
+                 pool = ?14, held_until = ?15 WHERE id = ?1",
             ),
             instance,
         );
@@ -301,10 +308,11 @@ impl Store for SqliteStore {
     async fn list_instances(&self, filter: &InstanceFilter) -> Result<Vec<Instance>> {
         let q = sqlx::query(
             "SELECT * FROM instances WHERE (?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR host = ?2)
-             ORDER BY tenant, name",
+             AND (?3 IS NULL OR pool = ?3) ORDER BY tenant, name",
         )
         .bind(filter.tenant.as_ref().map(Name::as_str))
-        .bind(filter.host.as_ref().map(Name::as_str));
+        .bind(filter.host.as_ref().map(Name::as_str))
+        .bind(filter.pool.as_ref().map(Name::as_str));
         self.all(q, "list instances", instance_row).await
     }
 
@@ -323,6 +331,43 @@ impl Store for SqliteStore {
             detail: "the 'generation' counter row is missing".into(),
         })?;
         Cols::new(row, "meta").get("value")
+    }
+
+    async fn insert_pool(&self, pool: &Pool) -> Result<()> {
+        let q = bind_pool(
+            sqlx::query(
+                "INSERT INTO pools (tenant, name, role, spec, running, warm, sleeping, last_error, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            ),
+            pool,
+        );
+        q.execute(&self.pool).await.map_err(unique("insert pool", format!("pool '{}/{}'", pool.tenant, pool.name)))?;
+        Ok(())
+    }
+
+    async fn update_pool(&self, pool: &Pool) -> Result<()> {
+        let q = bind_pool(
+            sqlx::query(
+                "UPDATE pools SET role = ?3, spec = ?4, running = ?5, warm = ?6, sleeping = ?7, last_error = ?8,
+                 created_at = ?9, updated_at = ?10 WHERE tenant = ?1 AND name = ?2",
+            ),
+            pool,
+        );
+        self.update_one(q, "update pool", format!("pool '{}/{}'", pool.tenant, pool.name)).await
+    }
+
+    async fn get_pool(&self, tenant: &Name, name: &Name) -> Result<Option<Pool>> {
+        let q = sqlx::query("SELECT * FROM pools WHERE tenant = ?1 AND name = ?2").bind(tenant.as_str()).bind(name.as_str());
+        self.one(q, "get pool", pool_row).await
+    }
+
+    async fn list_pools(&self, tenant: Option<&Name>) -> Result<Vec<Pool>> {
+        let q = sqlx::query("SELECT * FROM pools WHERE (?1 IS NULL OR tenant = ?1) ORDER BY tenant, name").bind(tenant.map(Name::as_str));
+        self.all(q, "list pools", pool_row).await
+    }
+
+    async fn delete_pool(&self, tenant: &Name, name: &Name) -> Result<bool> {
+        self.delete(sqlx::query("DELETE FROM pools WHERE tenant = ?1 AND name = ?2").bind(tenant.as_str()).bind(name.as_str()), "delete pool").await
     }
 
     async fn insert_operation(&self, op: &Operation) -> Result<()> {
@@ -453,6 +498,7 @@ fn bind_host<'q>(q: Q<'q>, h: &HostRecord) -> Q<'q> {
         .bind(h.cert_fingerprint.as_deref())
         .bind(h.desired_generation)
         .bind(Nanos(h.created_at))
+        .bind(h.provider.as_deref())
 }
 
 fn bind_instance<'q>(q: Q<'q>, i: &Instance) -> Q<'q> {
@@ -469,6 +515,21 @@ fn bind_instance<'q>(q: Q<'q>, i: &Instance) -> Q<'q> {
         .bind(Nanos(i.created_at))
         .bind(Nanos(i.updated_at))
         .bind(i.address.map(|a| a.to_string()))
+        .bind(i.pool.as_ref().map(Name::as_str))
+        .bind(i.held_until.map(Nanos))
+}
+
+fn bind_pool<'q>(q: Q<'q>, p: &Pool) -> Q<'q> {
+    q.bind(p.tenant.as_str())
+        .bind(p.name.as_str())
+        .bind(p.role.as_str())
+        .bind(Json(&p.spec))
+        .bind(p.counts.running as i64)
+        .bind(p.counts.warm as i64)
+        .bind(p.counts.sleeping as i64)
+        .bind(p.last_error.as_deref())
+        .bind(Nanos(p.created_at))
+        .bind(Nanos(p.updated_at))
 }
 
 // ---- row mapping ----
@@ -500,6 +561,7 @@ fn host_row(row: &SqliteRow) -> Result<HostRecord> {
         cert_fingerprint: c.get("cert_fingerprint")?,
         desired_generation: c.get("desired_generation")?,
         created_at: c.time("created_at")?,
+        provider: c.get("provider")?,
     })
 }
 
@@ -520,6 +582,26 @@ fn instance_row(row: &SqliteRow) -> Result<Instance> {
         created_at: c.time("created_at")?,
         updated_at: c.time("updated_at")?,
         address: c.parse_opt("address")?,
+        pool: c.parse_opt("pool")?,
+        held_until: c.get::<Option<Nanos>>("held_until")?.map(|n| n.0),
+    })
+}
+
+fn pool_row(row: &SqliteRow) -> Result<Pool> {
+    let c = Cols::new(row, "pools");
+    let count = |col: &str| -> Result<u32> {
+        let v: i64 = c.get(col)?;
+        u32::try_from(v).map_err(|e| c.corrupt(col, e))
+    };
+    Ok(Pool {
+        tenant: c.parse("tenant")?,
+        name: c.parse("name")?,
+        role: c.parse("role")?,
+        spec: c.json("spec")?,
+        counts: PoolCounts { running: count("running")?, warm: count("warm")?, sleeping: count("sleeping")? },
+        last_error: c.get("last_error")?,
+        created_at: c.time("created_at")?,
+        updated_at: c.time("updated_at")?,
     })
 }
 

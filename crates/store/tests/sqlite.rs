@@ -6,7 +6,7 @@
 
 use hangar_store::{HostRecord, InstanceFilter, NewEvent, SqliteStore, Store, StoreError, TokenRecord};
 use hangar_types::api::{
-    Capacity, HostState, ImageRef, Instance, InstanceSpec, Operation, OperationStatus, Quotas, Tenant,
+    Capacity, HostState, ImageRef, Instance, InstanceSpec, Operation, OperationStatus, Pool, PoolCounts, Quotas, Tenant,
 };
 use hangar_types::{DesiredState, HostId, InstanceId, InstanceState, Name, ObservedState, OperationId, TenantId};
 use std::collections::BTreeMap;
@@ -61,6 +61,7 @@ fn host(n: &str) -> HostRecord {
         cert_fingerprint: None,
         desired_generation: 0,
         created_at: at(1),
+        provider: Some("local".into()),
     }
 }
 
@@ -86,6 +87,8 @@ fn instance(tenant: &str, n: &str, host: Option<&str>) -> Instance {
         created_at: at(2),
         updated_at: at(3),
         address: None,
+        pool: None,
+        held_until: None,
     }
 }
 
@@ -337,7 +340,7 @@ async fn instances_list_by_tenant_and_host() {
         (Some("gamma"), None, &[]),
     ];
     for (tenant, host, want) in cases {
-        let filter = InstanceFilter { tenant: tenant.map(name), host: host.map(name) };
+        let filter = InstanceFilter { tenant: tenant.map(name), host: host.map(name), pool: None };
         let got: Vec<String> = store
             .list_instances(&filter)
             .await
@@ -584,4 +587,36 @@ async fn the_isolated_flag_persists() {
     store.insert_tenant(&tenant("b"), 10).await.unwrap();
     assert!(store.get_tenant(&name("a-iso")).await.unwrap().unwrap().isolated);
     assert!(!store.get_tenant(&name("b")).await.unwrap().unwrap().isolated);
+}
+
+#[tokio::test]
+async fn pools_round_trip_and_filter_members() {
+    let (_dir, store) = store().await;
+    let pool = Pool {
+        tenant: name("acme"),
+        name: name("workers"),
+        role: name("worker"),
+        spec: instance("acme", "x", None).spec,
+        counts: PoolCounts { running: 4, warm: 2, sleeping: 1 },
+        last_error: None,
+        created_at: at(1),
+        updated_at: at(1),
+    };
+    store.insert_pool(&pool).await.unwrap();
+    assert!(matches!(store.insert_pool(&pool).await, Err(StoreError::AlreadyExists(_))));
+    assert_eq!(store.get_pool(&name("acme"), &name("workers")).await.unwrap(), Some(pool.clone()));
+    let scaled = Pool { counts: PoolCounts { running: 0, warm: 0, sleeping: 3 }, last_error: Some("quota".into()), updated_at: at(2), ..pool.clone() };
+    store.update_pool(&scaled).await.unwrap();
+    assert_eq!(store.list_pools(Some(&name("acme"))).await.unwrap(), vec![scaled.clone()]);
+    assert!(store.list_pools(Some(&name("beta"))).await.unwrap().is_empty());
+
+    let member = Instance { pool: Some(name("workers")), held_until: Some(at(5)), ..instance("acme", "workers-1", Some("node-a")) };
+    store.insert_instance(&member).await.unwrap();
+    store.insert_instance(&instance("acme", "loose", Some("node-a"))).await.unwrap();
+    let members = store.list_instances(&InstanceFilter::pool(&name("acme"), &name("workers"))).await.unwrap();
+    assert_eq!(members, vec![member]);
+
+    assert!(store.delete_pool(&name("acme"), &name("workers")).await.unwrap());
+    assert!(!store.delete_pool(&name("acme"), &name("workers")).await.unwrap());
+    assert!(matches!(store.update_pool(&scaled).await, Err(StoreError::NotFound(_))));
 }

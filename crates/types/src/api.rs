@@ -224,6 +224,130 @@ pub struct Instance {
     /// Its address on the tenant network; kept for the instance's whole life.
     #[schema(value_type = Option<String>, example = "10.240.1.2")]
     pub address: Option<std::net::Ipv4Addr>,
+    /// The pool it belongs to, if a pool made it.
+    #[serde(default)]
+    pub pool: Option<Name>,
+    /// A manual request on a pool member holds off the pool's reconciler for this
+    /// instance until then, so a user's action is not undone at once.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub held_until: Option<OffsetDateTime>,
+}
+
+/// How many members of a pool should be in each state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PoolCounts {
+    #[serde(default)]
+    pub running: u32,
+    #[serde(default)]
+    pub warm: u32,
+    #[serde(default)]
+    pub sleeping: u32,
+}
+
+impl PoolCounts {
+    pub fn total(&self) -> u32 {
+        self.running.saturating_add(self.warm).saturating_add(self.sleeping)
+    }
+}
+
+/// The most members one pool may hold.
+pub const MAX_POOL_SIZE: u32 = 10_000;
+
+/// A new pool: the spec of its members, their role, and (optionally) initial counts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PoolCreate {
+    pub name: Name,
+    /// What the members are for, e.g. `gateway` or `worker`.
+    pub role: Name,
+    #[schema(value_type = String, example = "host")]
+    pub image: ImageRef,
+    pub vcpus: u32,
+    pub mem_mib: u64,
+    pub disk_mib: u64,
+    #[serde(default)]
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub counts: PoolCounts,
+}
+
+impl PoolCreate {
+    pub fn spec(&self) -> InstanceSpec {
+        InstanceSpec {
+            image: self.image.clone(),
+            vcpus: self.vcpus,
+            mem_mib: self.mem_mib,
+            disk_mib: self.disk_mib,
+            command: self.command.clone(),
+            env: self.env.clone(),
+        }
+    }
+}
+
+/// A change of a pool's desired counts; absent counts stay as they are.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PoolScale {
+    pub running: Option<u32>,
+    pub warm: Option<u32>,
+    pub sleeping: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Pool {
+    pub tenant: Name,
+    pub name: Name,
+    pub role: Name,
+    pub spec: InstanceSpec,
+    /// Desired counts.
+    pub counts: PoolCounts,
+    /// Why the last reconcile pass could not do everything (e.g. a quota), if it could not.
+    pub last_error: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// How many members are in each state (actual, as the hub records it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PoolTally {
+    pub running: u32,
+    pub warm: u32,
+    pub sleeping: u32,
+    /// Starting, stopping, created, stopped: on the way somewhere.
+    pub pending: u32,
+    pub failed: u32,
+}
+
+impl PoolTally {
+    pub fn add(&mut self, s: InstanceState) {
+        match s {
+            InstanceState::Running => self.running += 1,
+            InstanceState::Warm => self.warm += 1,
+            InstanceState::Sleeping => self.sleeping += 1,
+            InstanceState::Failed => self.failed += 1,
+            InstanceState::Deleted => {}
+            _ => self.pending += 1,
+        }
+    }
+}
+
+/// A pool with its actual state: desired vs actual, in total and per host.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PoolInfo {
+    pub pool: Pool,
+    pub actual: PoolTally,
+    /// Per host name.
+    pub hosts: BTreeMap<String, PoolTally>,
+    /// Every desired count is met by confirmed members and nothing is pending.
+    pub converged: bool,
+    /// What the reconcile pass run by this request did (empty for reads).
+    #[serde(default)]
+    pub actions: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -305,9 +429,16 @@ pub struct Event {
 pub enum HostState {
     Joining,
     Ready,
+    /// Keeps what it runs; gets nothing new, and pools move their members off it.
     Draining,
+    /// No report within the stale threshold: its instances are `unknown`, kept.
     Stale,
+    /// Silent for much longer, confirmed several times.
     Offline,
+    /// Its agent and instances were stopped on purpose (`hangar host stop`).
+    Stopped,
+    /// Its provider no longer has it (confirmed several times after a grace window).
+    Missing,
     Removed,
 }
 
@@ -319,6 +450,8 @@ impl HostState {
             HostState::Draining => "draining",
             HostState::Stale => "stale",
             HostState::Offline => "offline",
+            HostState::Stopped => "stopped",
+            HostState::Missing => "missing",
             HostState::Removed => "removed",
         }
     }
@@ -333,6 +466,8 @@ impl std::str::FromStr for HostState {
             "draining" => HostState::Draining,
             "stale" => HostState::Stale,
             "offline" => HostState::Offline,
+            "stopped" => HostState::Stopped,
+            "missing" => HostState::Missing,
             "removed" => HostState::Removed,
             _ => return Err(format!("unknown host state '{s}'")),
         })
@@ -362,6 +497,12 @@ pub struct Host {
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_heartbeat: Option<OffsetDateTime>,
     pub instances: u32,
+    /// Instances holding CPU and memory there (starting, running, warm).
+    #[serde(default)]
+    pub active: u32,
+    /// The provider that made the host (`local`), or none for a host joined by hand.
+    #[serde(default)]
+    pub provider: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
 }
@@ -370,6 +511,41 @@ pub struct Host {
 #[serde(deny_unknown_fields)]
 pub struct HostAdd {
     pub name: Name,
+    /// Have a provider make the host (`local`: a network namespace, data dir and agent
+    /// process on the hub's machine). Without one, the answer is a join token for an
+    /// agent started by hand.
+    #[serde(default)]
+    pub provider: Option<String>,
+}
+
+/// What a host's agent says about itself (`GET /v1/hosts/{name}/status`, read live
+/// from the agent over mTLS).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NodeStatus {
+    pub host: String,
+    pub hostname: String,
+    pub kernel: String,
+    pub agent_version: String,
+    pub uptime_secs: u64,
+    pub load: [f64; 3],
+    pub mem_total_mib: u64,
+    pub mem_available_mib: u64,
+    pub capacity: Capacity,
+    pub drivers: Vec<String>,
+    /// The desired-state generation the agent converged to last.
+    pub generation: i64,
+    pub instances: Vec<NodeInstance>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NodeInstance {
+    pub id: InstanceId,
+    pub tenant: Name,
+    pub name: Name,
+    pub desired: DesiredState,
+    pub observed: ObservedState,
+    pub memory_bytes: Option<u64>,
+    pub pids: Option<u64>,
 }
 
 /// Answer to `host add`: the one-time token an agent joins with.

@@ -8,6 +8,7 @@ pub mod error;
 pub mod ids;
 pub mod names;
 pub mod net;
+pub mod pool;
 pub mod protocol;
 pub mod state;
 

@@ -5,7 +5,7 @@
 //! optional field is compatible and does not bump it; agents and hubs reject documents
 //! of another major version with a clear error instead of guessing.
 
-use crate::api::{Capacity, InstanceSpec};
+use crate::api::{Capacity, InstanceSpec, PoolCounts, Quotas};
 use crate::ids::{HostId, InstanceId};
 use crate::names::Name;
 use crate::state::{DesiredState, ObservedState};
@@ -27,6 +27,120 @@ pub struct DesiredDoc {
     /// needs are removed from the host.
     #[serde(default)]
     pub cluster_range: Option<String>,
+    /// The tenants of the instances below, with their quotas (checked by
+    /// [`DesiredDoc::validate`] before a document is converged to).
+    #[serde(default)]
+    pub tenants: Vec<DesiredTenant>,
+    /// The pools the instances below belong to, with the fleet-wide desired counts.
+    #[serde(default)]
+    pub pools: Vec<DesiredPool>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DesiredTenant {
+    pub name: Name,
+    pub quotas: Quotas,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DesiredPool {
+    pub tenant: Name,
+    pub name: Name,
+    pub role: Name,
+    pub counts: PoolCounts,
+}
+
+/// A document that cannot be converged to; `field` is its JSON path.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct DocError {
+    pub field: String,
+    pub message: String,
+}
+
+impl DesiredDoc {
+    /// Parses strictly (unknown fields rejected) and validates; errors name the field
+    /// by its JSON path, e.g. `instances[2].spec.vcpus`.
+    pub fn parse(json: &str) -> Result<DesiredDoc, DocError> {
+        let de = &mut serde_json::Deserializer::from_str(json);
+        let doc: DesiredDoc = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            DocError { field: if path == "." { "document".into() } else { path }, message: e.into_inner().to_string() }
+        })?;
+        doc.validate()?;
+        Ok(doc)
+    }
+
+    /// Checks what parsing cannot: the version, unique instances, known tenants and
+    /// pools, sane counts, valid specs, and that each tenant's instances fit its quotas.
+    pub fn validate(&self) -> Result<(), DocError> {
+        let err = |field: String, message: String| Err(DocError { field, message });
+        if self.schema_version != PROTOCOL_VERSION {
+            return err("schema_version".into(), format!("version {} is not supported (this hangar speaks {PROTOCOL_VERSION})", self.schema_version));
+        }
+        for (i, p) in self.pools.iter().enumerate() {
+            if p.counts.total() > crate::api::MAX_POOL_SIZE {
+                return err(format!("pools[{i}].counts"), format!("running + warm + sleeping is {}; a pool holds at most {}", p.counts.total(), crate::api::MAX_POOL_SIZE));
+            }
+            if !self.tenants.is_empty() && !self.tenants.iter().any(|t| t.name == p.tenant) {
+                return err(format!("pools[{i}].tenant"), format!("tenant '{}' is not in `tenants`", p.tenant));
+            }
+            if let Some(t) = self.tenants.iter().find(|t| t.name == p.tenant) {
+                if p.counts.total() > t.quotas.max_instances {
+                    return err(
+                        format!("pools[{i}].counts"),
+                        format!("running + warm + sleeping is {}, over tenant '{}' quota max_instances {}", p.counts.total(), t.name, t.quotas.max_instances),
+                    );
+                }
+            }
+        }
+        let mut ids = std::collections::HashSet::new();
+        let mut names = std::collections::HashSet::new();
+        for (i, d) in self.instances.iter().enumerate() {
+            if !ids.insert(d.id) {
+                return err(format!("instances[{i}].id"), format!("instance {} appears twice", d.id));
+            }
+            if !names.insert((d.tenant.clone(), d.name.clone())) {
+                return err(format!("instances[{i}].name"), format!("{}/{} appears twice", d.tenant, d.name));
+            }
+            if let Err(e) = d.spec.validate() {
+                return err(format!("instances[{i}].spec"), e);
+            }
+            if !self.tenants.is_empty() && !self.tenants.iter().any(|t| t.name == d.tenant) {
+                return err(format!("instances[{i}].tenant"), format!("tenant '{}' is not in `tenants`", d.tenant));
+            }
+            if let Some(p) = &d.pool {
+                if !self.pools.iter().any(|x| &x.name == p && x.tenant == d.tenant) {
+                    return err(format!("instances[{i}].pool"), format!("pool '{}/{p}' is not in `pools`", d.tenant));
+                }
+            }
+        }
+        for (ti, t) in self.tenants.iter().enumerate() {
+            let mine: Vec<&DesiredInstance> = self.instances.iter().filter(|d| d.tenant == t.name).collect();
+            let active: Vec<&&DesiredInstance> = mine.iter().filter(|d| matches!(d.desired, DesiredState::Running | DesiredState::Warm)).collect();
+            let running = mine.iter().filter(|d| d.desired == DesiredState::Running).count() as u32;
+            let vcpus: u32 = active.iter().map(|d| d.spec.vcpus).sum();
+            let mem: u64 = active.iter().map(|d| d.spec.mem_mib).sum();
+            let q = &t.quotas;
+            let over = |quota: &str, limit: String, have: String| err(format!("tenants[{ti}].quotas.{quota}"), format!("tenant '{}' has {have} here, over its quota of {limit}", t.name));
+            let live = mine.iter().filter(|d| d.desired != DesiredState::Deleted).count() as u32;
+            if live > q.max_instances {
+                return over("max_instances", q.max_instances.to_string(), format!("{live} instances"));
+            }
+            if running > q.max_running {
+                return over("max_running", q.max_running.to_string(), format!("{running} instances desired running"));
+            }
+            if vcpus > q.max_vcpus {
+                return over("max_vcpus", q.max_vcpus.to_string(), format!("{vcpus} vCPUs running or warm"));
+            }
+            if mem > q.max_mem_mib {
+                return over("max_mem_mib", q.max_mem_mib.to_string(), format!("{mem} MiB running or warm"));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -42,6 +156,9 @@ pub struct DesiredInstance {
     /// Its tenant network; absent for instances without one.
     #[serde(default)]
     pub network: Option<crate::net::NetSpec>,
+    /// The pool it belongs to.
+    #[serde(default)]
+    pub pool: Option<Name>,
 }
 
 /// What a host observed: sent after every convergence pass and as the heartbeat.
@@ -86,4 +203,42 @@ pub struct JoinResponse {
     pub ca_pem: String,
     /// SHA-256 of the hub's client certificate: the only peer the agent's endpoint accepts.
     pub hub_client_fingerprint: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(extra_instance: &str, counts: &str, max_running: u32) -> String {
+        format!(
+            r#"{{"schema_version":1,"host":"node-b","host_id":"0190f0d2-7a34-7c3e-9b1a-000000000001","generation":3,
+               "tenants":[{{"name":"acme","quotas":{{"max_vcpus":8,"max_mem_mib":4096,"max_running":{max_running},"max_instances":10,"max_disk_gib":10}}}}],
+               "pools":[{{"tenant":"acme","name":"workers","role":"worker","counts":{counts}}}],
+               "instances":[{{"id":"0190f0d2-7a34-7c3e-9b1a-0000000000a1","tenant":"acme","name":"w1","pool":"workers",
+                 "spec":{{"image":"host","vcpus":1,"mem_mib":64,"disk_mib":64{extra_instance}}},"desired":"running","generation":3}}]}}"#
+        )
+    }
+
+    #[test]
+    fn a_good_document_parses() {
+        let d = DesiredDoc::parse(&doc("", r#"{"running":1}"#, 2)).unwrap();
+        assert_eq!(d.pools[0].counts.running, 1);
+        assert_eq!(d.instances[0].pool.as_ref().map(|p| p.as_str()), Some("workers"));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = DesiredDoc::parse(&doc(r#","colour":"red""#, r#"{"running":1}"#, 2)).unwrap_err();
+        assert_eq!(e.field, "instances[0].spec.colour", "{e}");
+        assert!(e.message.contains("unknown field `colour`"), "{e}");
+        let e = DesiredDoc::parse(&doc("", r#"{"running":-1}"#, 2)).unwrap_err();
+        assert_eq!(e.field, "pools[0].counts.running", "{e}");
+        let e = DesiredDoc::parse(&doc("", r#"{"running":11}"#, 2)).unwrap_err();
+        assert_eq!(e.field, "pools[0].counts", "{e}");
+        assert!(e.message.contains("max_instances"), "{e}");
+        let e = DesiredDoc::parse(&doc("", r#"{"running":1}"#, 0)).unwrap_err();
+        assert_eq!(e.field, "tenants[0].quotas.max_running", "{e}");
+        let e = DesiredDoc::parse(&doc("", r#"{"running":1}"#, 2).replace("\"schema_version\":1", "\"schema_version\":9")).unwrap_err();
+        assert_eq!(e.field, "schema_version", "{e}");
+    }
 }

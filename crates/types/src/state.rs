@@ -25,6 +25,10 @@ pub enum InstanceState {
     Stopping,
     /// Not running; volume and identity kept.
     Stopped,
+    /// Parked by a pool: processes stopped and memory released, volume and address
+    /// kept; waking it is a start. Differs from `stopped` in who may use it: a pool
+    /// wakes sleeping members before it starts stopped ones or creates new ones.
+    Sleeping,
     /// Its host reported a failure (start failed, sandbox lost).
     Failed,
     /// Asked to be deleted; the record goes away once the host confirms.
@@ -32,13 +36,14 @@ pub enum InstanceState {
 }
 
 impl InstanceState {
-    pub const ALL: [InstanceState; 8] = [
+    pub const ALL: [InstanceState; 9] = [
         InstanceState::Created,
         InstanceState::Starting,
         InstanceState::Running,
         InstanceState::Warm,
         InstanceState::Stopping,
         InstanceState::Stopped,
+        InstanceState::Sleeping,
         InstanceState::Failed,
         InstanceState::Deleted,
     ];
@@ -49,6 +54,7 @@ impl InstanceState {
             InstanceState::Created
             | InstanceState::Stopping
             | InstanceState::Stopped
+            | InstanceState::Sleeping
             | InstanceState::Failed => DesiredState::Stopped,
             InstanceState::Starting | InstanceState::Running => DesiredState::Running,
             InstanceState::Warm => DesiredState::Warm,
@@ -74,6 +80,7 @@ impl InstanceState {
             InstanceState::Warm => "warm",
             InstanceState::Stopping => "stopping",
             InstanceState::Stopped => "stopped",
+            InstanceState::Sleeping => "sleeping",
             InstanceState::Failed => "failed",
             InstanceState::Deleted => "deleted",
         }
@@ -169,6 +176,8 @@ pub enum Transition {
     Stop,
     Warm,
     Resume,
+    /// Park: stop the processes, keep volume and address (pools use it).
+    Sleep,
     Delete,
     /// The host reported this state after acting on the current generation.
     Observed(ObservedState),
@@ -181,6 +190,7 @@ impl fmt::Display for Transition {
             Transition::Stop => f.write_str("stop"),
             Transition::Warm => f.write_str("warm"),
             Transition::Resume => f.write_str("resume"),
+            Transition::Sleep => f.write_str("sleep"),
             Transition::Delete => f.write_str("delete"),
             Transition::Observed(o) => write!(f, "observe {o}"),
         }
@@ -202,6 +212,9 @@ fn hint(from: InstanceState, t: Transition) -> &'static str {
         (S::Stopped | S::Created, Transition::Resume) => ": start it instead",
         (S::Stopped | S::Created, Transition::Stop) => ": it is not running",
         (S::Warm, Transition::Start) => ": resume it instead",
+        (S::Sleeping, Transition::Resume) => ": start it to wake it",
+        (S::Sleeping, Transition::Stop) => ": it is not running",
+        (S::Sleeping, Transition::Sleep) => ": it is already sleeping",
         (S::Starting | S::Stopping, _) => ": wait for the current operation to finish",
         (S::Deleted, _) => ": it is being deleted",
         _ => "",
@@ -220,7 +233,7 @@ pub fn transition(from: InstanceState, t: Transition) -> Result<InstanceState, I
     let illegal = Err(IllegalTransition { from, transition: t });
     match t {
         Transition::Start => match from {
-            S::Created | S::Stopped | S::Failed => Ok(S::Starting),
+            S::Created | S::Stopped | S::Sleeping | S::Failed => Ok(S::Starting),
             _ => illegal,
         },
         Transition::Stop => match from {
@@ -233,6 +246,10 @@ pub fn transition(from: InstanceState, t: Transition) -> Result<InstanceState, I
         },
         Transition::Resume => match from {
             S::Warm => Ok(S::Running),
+            _ => illegal,
+        },
+        Transition::Sleep => match from {
+            S::Created | S::Stopped | S::Starting | S::Running | S::Warm => Ok(S::Sleeping),
             _ => illegal,
         },
         Transition::Delete => match from {
@@ -253,7 +270,8 @@ pub fn transition(from: InstanceState, t: Transition) -> Result<InstanceState, I
             (S::Warm, O::Stopped) => S::Stopped,
             (S::Stopping, O::Stopped) => S::Stopped,
             (S::Stopping, O::Failed) => S::Failed,
-            (S::Created | S::Stopped | S::Failed | S::Running | S::Warm | S::Starting | S::Stopping, O::Gone) => S::Failed,
+            (S::Sleeping, O::Failed) => S::Failed,
+            (S::Created | S::Stopped | S::Sleeping | S::Failed | S::Running | S::Warm | S::Starting | S::Stopping, O::Gone) => S::Failed,
             (s, _) => s,
         }),
     }
@@ -265,8 +283,8 @@ mod tests {
     use InstanceState as S;
     use ObservedState as O;
 
-    const REQUESTS: [Transition; 5] =
-        [Transition::Start, Transition::Stop, Transition::Warm, Transition::Resume, Transition::Delete];
+    const REQUESTS: [Transition; 6] =
+        [Transition::Start, Transition::Stop, Transition::Warm, Transition::Resume, Transition::Sleep, Transition::Delete];
 
     /// Every (state, request) pair: the legal ones and where they lead; all others are illegal.
     #[test]
@@ -275,6 +293,13 @@ mod tests {
             (S::Created, Transition::Start, S::Starting),
             (S::Stopped, Transition::Start, S::Starting),
             (S::Failed, Transition::Start, S::Starting),
+            (S::Sleeping, Transition::Start, S::Starting),
+            (S::Created, Transition::Sleep, S::Sleeping),
+            (S::Stopped, Transition::Sleep, S::Sleeping),
+            (S::Starting, Transition::Sleep, S::Sleeping),
+            (S::Running, Transition::Sleep, S::Sleeping),
+            (S::Warm, Transition::Sleep, S::Sleeping),
+            (S::Sleeping, Transition::Delete, S::Deleted),
             (S::Starting, Transition::Stop, S::Stopping),
             (S::Running, Transition::Stop, S::Stopping),
             (S::Warm, Transition::Stop, S::Stopping),
@@ -322,6 +347,8 @@ mod tests {
             (S::Stopping, O::Gone, S::Failed),
             (S::Created, O::Gone, S::Failed),
             (S::Stopped, O::Gone, S::Failed),
+            (S::Sleeping, O::Failed, S::Failed),
+            (S::Sleeping, O::Gone, S::Failed),
         ];
         let all_obs = [O::Unknown, O::Stopped, O::Running, O::Warm, O::Failed, O::Gone];
         for from in S::ALL {
@@ -338,6 +365,8 @@ mod tests {
         assert_eq!(S::Starting.desired(), DesiredState::Running);
         assert_eq!(S::Warm.desired(), DesiredState::Warm);
         assert_eq!(S::Failed.desired(), DesiredState::Stopped);
+        assert_eq!(S::Sleeping.desired(), DesiredState::Stopped);
+        assert!(!S::Sleeping.holds_resources());
         assert_eq!(S::Deleted.desired(), DesiredState::Deleted);
         for s in S::ALL {
             assert_eq!(s.as_str().parse::<S>().unwrap(), s);

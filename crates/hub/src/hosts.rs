@@ -1,0 +1,282 @@
+//! Host lifecycle beyond joining: providers that make hosts, drain and undrain, stop and
+//! start, remove, the agent's live status, and the provider check.
+//!
+//! A [`HostProvider`] makes and runs hosts (the `local` one: a network namespace, a data
+//! dir and an agent process on the hub's machine). The hub only ever asks it to act on a
+//! user's request; the provider check compares what the provider says exists with the
+//! host table and marks a host `missing` only after a grace window and repeated
+//! confirmations, never on one bad reading.
+
+use crate::auth::Principal;
+use crate::error::{HubError, HubResult};
+use crate::Hub;
+use hangar_client::AgentClient;
+use hangar_store::InstanceFilter;
+use hangar_types::api::*;
+use hangar_types::protocol::DesiredDoc;
+use hangar_types::{ErrorCode, Name, ObservedState};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What a provider says about one of its hosts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProvidedHost {
+    pub name: Name,
+    /// Whether its agent process runs.
+    pub running: bool,
+}
+
+/// Makes and runs hosts. A second provider (cloud VMs, SSH) is a new implementation.
+#[async_trait::async_trait]
+pub trait HostProvider: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    /// Makes the host and starts its agent, which joins with `join_token`.
+    async fn create(&self, host: &Name, join_token: &str) -> anyhow::Result<()>;
+    /// Starts the agent of a made host (its instances come back with it).
+    async fn start(&self, host: &Name) -> anyhow::Result<()>;
+    /// Stops the agent and the host's instances; returns once both really stopped.
+    /// Volumes, addresses and the host's identity stay.
+    async fn stop(&self, host: &Name) -> anyhow::Result<()>;
+    /// Stops and removes everything the host had.
+    async fn remove(&self, host: &Name) -> anyhow::Result<()>;
+    async fn list(&self) -> anyhow::Result<Vec<ProvidedHost>>;
+}
+
+fn parse_host(s: &str) -> HubResult<Name> {
+    s.parse::<Name>().map_err(|e| HubError::invalid(format!("host: {e}")))
+}
+
+fn provider_error(what: &str, host: &Name, e: anyhow::Error) -> HubError {
+    HubError::new(ErrorCode::Unavailable, format!("cannot {what} host '{host}': {e:#}"))
+}
+
+impl Hub {
+    pub fn register_provider(&self, p: Arc<dyn HostProvider>) {
+        self.providers.lock().unwrap_or_else(|e| e.into_inner()).insert(p.name().to_string(), p);
+    }
+
+    fn provider(&self, name: &str) -> HubResult<Arc<dyn HostProvider>> {
+        let map = self.providers.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(name).cloned().ok_or_else(|| {
+            let known: Vec<String> = map.keys().cloned().collect();
+            HubError::invalid(format!(
+                "provider: '{name}' is not available on this hub (available: {}); `hangar up` and `hangar hub serve` run as root offer `local`",
+                if known.is_empty() { "none".into() } else { known.join(", ") }
+            ))
+        })
+    }
+
+    /// The provider of an existing host, or an error saying the host has none.
+    async fn host_provider(&self, host: &Name) -> HubResult<(hangar_store::HostRecord, Arc<dyn HostProvider>)> {
+        let h = self.store.get_host(host).await?.ok_or_else(|| HubError::not_found(format!("host '{host}' not found")))?;
+        let Some(p) = h.provider.clone() else {
+            return Err(HubError::new(
+                ErrorCode::IllegalTransition,
+                format!("host '{host}' was joined by hand, not made by a provider: stop or start its agent where it runs"),
+            ));
+        };
+        Ok((h, self.provider(&p)?))
+    }
+
+    /// `host add NAME --provider P`: the record, a join token, and the provider makes it.
+    pub(crate) async fn host_add_provided(&self, p: &Principal, name: Name, provider: &str) -> HubResult<HostJoinToken> {
+        let prov = self.provider(provider)?;
+        let (mut rec, token) = self.host_add_record(name.clone()).await?;
+        {
+            let _g = self.host_lock(&name).lock_owned().await;
+            rec.provider = Some(provider.to_string());
+            self.store.update_host(&rec).await?;
+        }
+        self.touch_host(&name);
+        let lock = self.provider_lock(&name);
+        let _pg = lock.lock().await;
+        if let Err(e) = prov.create(&name, &token).await {
+            // Nothing half-made stays: the provider cleans up after itself, the record goes.
+            let _ = prov.remove(&name).await;
+            self.store.delete_host(rec.id).await?;
+            self.event(&p.actor(), None, format!("host/{name}"), "host.add", "error", Some(format!("provider {provider}: {e:#}"))).await;
+            return Err(provider_error("make", &name, e));
+        }
+        self.event(&p.actor(), None, format!("host/{name}"), "host.add", "ok", Some(format!("made by provider {provider}"))).await;
+        Ok(HostJoinToken { host: self.host_view(&rec).await?, join_token: token })
+    }
+
+    pub async fn host_drain(&self, p: &Principal, name: &str, drain: bool) -> HubResult<Host> {
+        p.require_admin()?;
+        let n = parse_host(name)?;
+        let _g = self.host_lock(&n).lock_owned().await;
+        let mut h = self.store.get_host(&n).await?.ok_or_else(|| HubError::not_found(format!("host '{n}' not found")))?;
+        let from = h.state;
+        h.state = match (drain, h.state) {
+            (true, HostState::Ready | HostState::Draining) => HostState::Draining,
+            (false, HostState::Draining | HostState::Ready) => HostState::Ready,
+            (_, s) => {
+                return Err(HubError::new(
+                    ErrorCode::IllegalTransition,
+                    format!("cannot {} host '{n}': it is {}; only a ready host can be drained", if drain { "drain" } else { "undrain" }, s.as_str()),
+                ))
+            }
+        };
+        self.store.update_host(&h).await?;
+        drop(_g);
+        self.touch_host(&n);
+        let action = if drain { "host.drain" } else { "host.undrain" };
+        self.event(&p.actor(), None, format!("host/{n}"), action, "ok", Some(format!("{} -> {}", from.as_str(), h.state.as_str()))).await;
+        self.host_view(&h).await
+    }
+
+    /// Stops the host's agent and instances through its provider. Returns once they
+    /// really stopped; a start asked meanwhile waits for that.
+    pub async fn host_stop(&self, p: &Principal, name: &str) -> HubResult<Host> {
+        p.require_admin()?;
+        let n = parse_host(name)?;
+        let (_, prov) = self.host_provider(&n).await?;
+        let lock = self.provider_lock(&n);
+        let _pg = lock.lock().await;
+        self.touch_host(&n);
+        self.set_host_state(&n, HostState::Stopped, &p.actor(), "host.stop").await?;
+        if let Err(e) = prov.stop(&n).await {
+            self.event(&p.actor(), None, format!("host/{n}"), "host.stop", "error", Some(format!("{e:#}"))).await;
+            return Err(provider_error("stop", &n, e));
+        }
+        self.mark_unknown(&n).await?;
+        self.touch_host(&n);
+        let h = self.store.get_host(&n).await?.ok_or_else(|| HubError::not_found(format!("host '{n}' not found")))?;
+        self.host_view(&h).await
+    }
+
+    /// Starts a stopped host's agent. The host is ready again only after the agent's
+    /// first full report (every instance, converged), not on any earlier signal.
+    pub async fn host_start(&self, p: &Principal, name: &str) -> HubResult<Host> {
+        p.require_admin()?;
+        let n = parse_host(name)?;
+        let (_, prov) = self.host_provider(&n).await?;
+        // Held by a stop still in progress: a start waits until the stop finished.
+        let lock = self.provider_lock(&n);
+        let _pg = lock.lock().await;
+        self.touch_host(&n);
+        self.set_host_state(&n, HostState::Offline, &p.actor(), "host.start").await?;
+        if let Err(e) = prov.start(&n).await {
+            self.event(&p.actor(), None, format!("host/{n}"), "host.start", "error", Some(format!("{e:#}"))).await;
+            return Err(provider_error("start", &n, e));
+        }
+        self.touch_host(&n);
+        let h = self.store.get_host(&n).await?.ok_or_else(|| HubError::not_found(format!("host '{n}' not found")))?;
+        self.host_view(&h).await
+    }
+
+    /// Removes a host that holds no instances (its provider removes what it made).
+    pub async fn host_remove(&self, p: &Principal, name: &str) -> HubResult<Host> {
+        p.require_admin()?;
+        let n = parse_host(name)?;
+        let h = self.store.get_host(&n).await?.ok_or_else(|| HubError::not_found(format!("host '{n}' not found")))?;
+        let left = self.store.list_instances(&InstanceFilter::host(&n)).await?.len();
+        if left > 0 {
+            return Err(HubError::new(
+                ErrorCode::IllegalTransition,
+                format!("host '{n}' still holds {left} instance(s): drain it (pools move their members) and delete the rest first"),
+            ));
+        }
+        if let Some(pv) = &h.provider {
+            let prov = self.provider(pv)?;
+            let lock = self.provider_lock(&n);
+            let _pg = lock.lock().await;
+            prov.remove(&n).await.map_err(|e| provider_error("remove", &n, e))?;
+        }
+        self.store.delete_host(h.id).await?;
+        self.event(&p.actor(), None, format!("host/{n}"), "host.remove", "ok", None).await;
+        let mut view = self.host_view(&h).await?;
+        view.state = HostState::Removed;
+        Ok(view)
+    }
+
+    /// The agent's own view of its host, read live over mTLS.
+    pub async fn host_status(&self, p: &Principal, name: &str) -> HubResult<NodeStatus> {
+        p.require_admin()?;
+        let n = parse_host(name)?;
+        let h = self.store.get_host(&n).await?.ok_or_else(|| HubError::not_found(format!("host '{n}' not found")))?;
+        let endpoint = h.endpoint.ok_or_else(|| HubError::new(ErrorCode::Unavailable, format!("host '{n}' has not reported an endpoint yet")))?;
+        let k = &self.keys;
+        let agent = AgentClient::new(&endpoint, k.ca.cert_pem(), &k.client.cert_pem, &k.client.key_pem)?;
+        agent.status().await.map_err(|e| HubError::new(ErrorCode::Unavailable, format!("host '{n}' ({}) does not answer: {e}", h.state.as_str())))
+    }
+
+    /// The desired-state document of a host, as its agent would get it.
+    pub async fn host_desired(&self, p: &Principal, name: &str) -> HubResult<DesiredDoc> {
+        p.require_admin()?;
+        let n = parse_host(name)?;
+        let h = self.store.get_host(&n).await?.ok_or_else(|| HubError::not_found(format!("host '{n}' not found")))?;
+        self.desired_doc(&h).await
+    }
+
+    async fn set_host_state(&self, n: &Name, to: HostState, actor: &str, action: &str) -> HubResult<()> {
+        let _g = self.host_lock(n).lock_owned().await;
+        let mut h = self.store.get_host(n).await?.ok_or_else(|| HubError::not_found(format!("host '{n}' not found")))?;
+        let from = h.state;
+        h.state = to;
+        self.store.update_host(&h).await?;
+        self.event(actor, None, format!("host/{n}"), action, "ok", Some(format!("{} -> {}", from.as_str(), to.as_str()))).await;
+        Ok(())
+    }
+
+    /// A host nobody hears from: what its instances do is unknown (they are kept).
+    pub(crate) async fn mark_unknown(&self, host: &Name) -> HubResult<u32> {
+        let mut n = 0;
+        for i in self.store.list_instances(&InstanceFilter::host(host)).await? {
+            let lock = self.instance_lock(i.id);
+            let _g = lock.lock().await;
+            let Some(mut cur) = self.store.get_instance_by_id(i.id).await? else { continue };
+            if cur.observed != ObservedState::Unknown {
+                cur.observed = ObservedState::Unknown;
+                self.store.update_instance(&cur).await?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Remembers a user action on a host: the provider check leaves it alone for a while.
+    fn touch_host(&self, host: &Name) {
+        self.host_actions.lock().unwrap_or_else(|e| e.into_inner()).insert(host.clone(), Instant::now());
+    }
+
+    fn provider_lock(&self, host: &Name) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.provider_locks.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(host.clone()).or_default().clone()
+    }
+
+    /// One provider check: a host its provider no longer has (or whose agent is gone
+    /// while it should run) is marked missing after the grace window and
+    /// `confirmations` consecutive readings agree.
+    pub async fn check_providers(&self) -> HubResult<()> {
+        let hosts = self.store.list_hosts().await?;
+        let names: Vec<String> = self.providers.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
+        for pname in names {
+            let prov = self.provider(&pname)?;
+            let Ok(provided) = prov.list().await else { continue };
+            for h in hosts.iter().filter(|h| h.provider.as_deref() == Some(pname.as_str())) {
+                if matches!(h.state, HostState::Stopped | HostState::Missing | HostState::Removed) {
+                    self.misses.lock().unwrap_or_else(|e| e.into_inner()).remove(&h.name);
+                    continue;
+                }
+                let recent = self.host_actions.lock().unwrap_or_else(|e| e.into_inner()).get(&h.name).is_some_and(|t| t.elapsed() < self.config.provider_grace);
+                let fine = provided.iter().any(|p| p.name == h.name && p.running);
+                let misses = {
+                    let mut m = self.misses.lock().unwrap_or_else(|e| e.into_inner());
+                    let c = m.entry(h.name.clone()).or_insert(0);
+                    *c = if fine || recent { 0 } else { *c + 1 };
+                    *c
+                };
+                if misses >= self.config.confirmations {
+                    self.misses.lock().unwrap_or_else(|e| e.into_inner()).remove(&h.name);
+                    let exists = provided.iter().any(|p| p.name == h.name);
+                    let why = if exists { "its agent is not running" } else { "the provider has no such host" };
+                    self.set_host_state(&h.name, HostState::Missing, "hub", "host.missing").await?;
+                    self.mark_unknown(&h.name).await?;
+                    self.event("hub", None, format!("host/{}", h.name), "host.missing", "error", Some(format!("provider {pname}: {why} ({misses} checks)"))).await;
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,268 @@
+//! Pools: identical instances held at desired counts {running, warm, sleeping}.
+//!
+//! The counts live in the store; [`Hub::reconcile_pools`] (run on every scale and every
+//! `pool_interval`) asks the pure planner in `hangar_types::pool` for the next requests
+//! and executes them through the same paths as a user's requests, so quotas, the state
+//! machine, placement and events apply unchanged. A pass that cannot do everything
+//! records why in the pool (`last_error`) and the next pass tries again.
+
+use crate::auth::Principal;
+use crate::error::{HubError, HubResult};
+use crate::Hub;
+use hangar_store::InstanceFilter;
+use hangar_types::api::*;
+use hangar_types::pool::{self, CreateAs, Member, PoolAction};
+use hangar_types::{ErrorCode, InstanceState, Name, Transition};
+use std::collections::{BTreeMap, HashMap};
+use time::OffsetDateTime;
+
+fn parse_name(what: &str, s: &str) -> HubResult<Name> {
+    s.parse::<Name>().map_err(|e| HubError::invalid(format!("{what}: {e}")))
+}
+
+/// A fresh member name: the pool's name and 6 random hex digits.
+fn member_name(pool: &Name) -> Name {
+    let base: String = pool.as_str().chars().take(56).collect();
+    let hex = uuid::Uuid::new_v4().simple().to_string();
+    format!("{base}-{}", &hex[..6]).parse().expect("pool name plus hex is a valid name")
+}
+
+impl Hub {
+    pub async fn pool_create(&self, p: &Principal, tenant: &str, req: PoolCreate) -> HubResult<PoolInfo> {
+        let t = self.tenant_get(p, tenant).await?;
+        let spec = req.spec();
+        spec.validate().map_err(HubError::invalid)?;
+        let _tg = self.tenant_lock(&t.name).lock_owned().await;
+        let now = OffsetDateTime::now_utc();
+        let pool = Pool { tenant: t.name.clone(), name: req.name, role: req.role, spec, counts: PoolCounts::default(), last_error: None, created_at: now, updated_at: now };
+        self.check_pool_fits(&t, &pool, req.counts).await?;
+        let pool = Pool { counts: req.counts, ..pool };
+        self.store.insert_pool(&pool).await?;
+        self.event(&p.actor(), Some(&t.name), format!("pool/{}/{}", t.name, pool.name), "pool.create", "ok", Some(format!("role {}, {}", pool.role, counts_text(pool.counts)))).await;
+        let actions = self.reconcile_pool_locked(&t, &pool).await;
+        self.pool_info_of(&t.name, &pool.name, actions).await
+    }
+
+    pub async fn pool_list(&self, p: &Principal, tenant: &str) -> HubResult<Vec<PoolInfo>> {
+        let t = self.tenant_get(p, tenant).await?;
+        let mut out = vec![];
+        for pl in self.store.list_pools(Some(&t.name)).await? {
+            out.push(self.pool_info_of(&t.name, &pl.name, vec![]).await?);
+        }
+        Ok(out)
+    }
+
+    pub async fn pool_info(&self, p: &Principal, tenant: &str, name: &str) -> HubResult<PoolInfo> {
+        let t = self.tenant_get(p, tenant).await?;
+        self.pool_info_of(&t.name, &parse_name("pool", name)?, vec![]).await
+    }
+
+    /// Sets new desired counts (absent ones unchanged) and runs a reconcile pass at once.
+    /// Counts that cannot fit the tenant's quotas are refused up front, naming the quota.
+    pub async fn pool_scale(&self, p: &Principal, tenant: &str, name: &str, req: PoolScale) -> HubResult<PoolInfo> {
+        let t = self.tenant_get(p, tenant).await?;
+        let n = parse_name("pool", name)?;
+        let _tg = self.tenant_lock(&t.name).lock_owned().await;
+        let mut pool = self.pool_get(&t.name, &n).await?;
+        let counts = PoolCounts {
+            running: req.running.unwrap_or(pool.counts.running),
+            warm: req.warm.unwrap_or(pool.counts.warm),
+            sleeping: req.sleeping.unwrap_or(pool.counts.sleeping),
+        };
+        let object = format!("pool/{}/{}", t.name, pool.name);
+        if let Err(e) = self.check_pool_fits(&t, &pool, counts).await {
+            self.event(&p.actor(), Some(&t.name), object, "pool.scale", "error", Some(e.0.message.clone())).await;
+            return Err(e);
+        }
+        let before = pool.counts;
+        pool.counts = counts;
+        pool.updated_at = OffsetDateTime::now_utc();
+        self.store.update_pool(&pool).await?;
+        self.event(&p.actor(), Some(&t.name), object, "pool.scale", "ok", Some(format!("{} -> {}", counts_text(before), counts_text(counts)))).await;
+        let actions = self.reconcile_pool_locked(&t, &pool).await;
+        self.pool_info_of(&t.name, &pool.name, actions).await
+    }
+
+    /// Deletes every member and then the pool.
+    pub async fn pool_delete(&self, p: &Principal, tenant: &str, name: &str) -> HubResult<PoolInfo> {
+        let t = self.tenant_get(p, tenant).await?;
+        let n = parse_name("pool", name)?;
+        let _tg = self.tenant_lock(&t.name).lock_owned().await;
+        let pool = self.pool_get(&t.name, &n).await?;
+        let mut actions = vec![];
+        for m in self.store.list_instances(&InstanceFilter::pool(&t.name, &n)).await? {
+            if m.state != InstanceState::Deleted {
+                self.request_locked(&p.actor(), &t, m.id, Transition::Delete, None).await?;
+                actions.push(format!("delete {}", m.name));
+            }
+        }
+        let info = self.pool_info_of(&t.name, &n, actions).await?;
+        self.store.delete_pool(&t.name, &n).await?;
+        self.event(&p.actor(), Some(&t.name), format!("pool/{}/{}", t.name, pool.name), "pool.delete", "ok", None).await;
+        Ok(info)
+    }
+
+    async fn pool_get(&self, tenant: &Name, name: &Name) -> HubResult<Pool> {
+        self.store.get_pool(tenant, name).await?.ok_or_else(|| HubError::not_found(format!("pool '{tenant}/{name}' not found")))
+    }
+
+    /// Refuses counts the tenant's quotas can never hold, counting the tenant's other
+    /// instances as they are now.
+    async fn check_pool_fits(&self, t: &Tenant, pool: &Pool, c: PoolCounts) -> HubResult<()> {
+        if c.total() > MAX_POOL_SIZE {
+            return Err(HubError::invalid(format!("counts: running + warm + sleeping is {}; a pool holds at most {MAX_POOL_SIZE}", c.total())));
+        }
+        let others: Vec<Instance> = self
+            .store
+            .list_instances(&InstanceFilter::tenant(&t.name))
+            .await?
+            .into_iter()
+            .filter(|i| i.pool.as_ref() != Some(&pool.name))
+            .collect();
+        let q = &t.quotas;
+        let s = &pool.spec;
+        let active_others = others.iter().filter(|i| i.state.holds_resources());
+        let need_instances = others.len() as u64 + c.total() as u64;
+        let need_running = others.iter().filter(|i| i.state.counts_as_running()).count() as u64 + c.running as u64;
+        let need_vcpus = active_others.clone().map(|i| i.spec.vcpus as u64).sum::<u64>() + (c.running + c.warm) as u64 * s.vcpus as u64;
+        let need_mem = active_others.map(|i| i.spec.mem_mib).sum::<u64>() + (c.running + c.warm) as u64 * s.mem_mib;
+        let need_disk = others.iter().map(|i| i.spec.disk_mib).sum::<u64>() + c.total() as u64 * s.disk_mib;
+        let over = |quota: &str, limit: u64, need: u64, unit: &str| {
+            Err(HubError::new(
+                ErrorCode::QuotaExceeded,
+                format!(
+                    "tenant '{}' quota {quota} is {limit}{unit}; pool {} at {} needs {need}{unit} with the tenant's other instances: lower the counts or raise the quota",
+                    t.name,
+                    pool.name,
+                    counts_text(c)
+                ),
+            ))
+        };
+        if need_instances > q.max_instances as u64 {
+            return over("max_instances", q.max_instances as u64, need_instances, "");
+        }
+        if need_running > q.max_running as u64 {
+            return over("max_running", q.max_running as u64, need_running, "");
+        }
+        if need_vcpus > q.max_vcpus as u64 {
+            return over("max_vcpus", q.max_vcpus as u64, need_vcpus, "");
+        }
+        if need_mem > q.max_mem_mib {
+            return over("max_mem_mib", q.max_mem_mib, need_mem, " MiB");
+        }
+        if need_disk > q.max_disk_gib * 1024 {
+            return over("max_disk_gib", q.max_disk_gib * 1024, need_disk, " MiB of disk");
+        }
+        Ok(())
+    }
+
+    async fn pool_info_of(&self, tenant: &Name, name: &Name, actions: Vec<String>) -> HubResult<PoolInfo> {
+        let pool = self.pool_get(tenant, name).await?;
+        let members = self.store.list_instances(&InstanceFilter::pool(tenant, name)).await?;
+        let mut actual = PoolTally::default();
+        let mut hosts: BTreeMap<String, PoolTally> = BTreeMap::new();
+        for m in &members {
+            actual.add(m.state);
+            hosts.entry(m.host.as_ref().map(|h| h.to_string()).unwrap_or_else(|| "-".into())).or_default().add(m.state);
+        }
+        let evacuating = self.evacuating_hosts().await?;
+        let plan_members: Vec<Member> = members.iter().map(|i| member_of(i, &evacuating, OffsetDateTime::now_utc())).collect();
+        let converged = pool::converged(&plan_members, pool.counts);
+        Ok(PoolInfo { pool, actual, hosts, converged, actions })
+    }
+
+    /// Hosts whose pool members are moved elsewhere.
+    async fn evacuating_hosts(&self) -> HubResult<Vec<Name>> {
+        Ok(self.store.list_hosts().await?.into_iter().filter(|h| h.state == HostState::Draining).map(|h| h.name).collect())
+    }
+
+    /// One pass over every pool.
+    pub async fn reconcile_pools(&self) -> HubResult<()> {
+        let pools = self.store.list_pools(None).await?;
+        let mut tenants: HashMap<Name, Tenant> = HashMap::new();
+        for t in self.store.list_tenants().await? {
+            tenants.insert(t.name.clone(), t);
+        }
+        for pl in pools {
+            let Some(t) = tenants.get(&pl.tenant) else { continue };
+            let _tg = self.tenant_lock(&t.name).lock_owned().await;
+            // Re-read under the lock: a scale may have landed since the listing.
+            let Some(pl) = self.store.get_pool(&t.name, &pl.name).await? else { continue };
+            self.reconcile_pool_locked(t, &pl).await;
+        }
+        Ok(())
+    }
+
+    /// Plans and executes one pass for a pool; the caller holds the tenant lock.
+    /// Returns what it did; a failure stops the pass and is kept in `last_error`.
+    async fn reconcile_pool_locked(&self, t: &Tenant, pl: &Pool) -> Vec<String> {
+        let now = OffsetDateTime::now_utc();
+        let actor = format!("pool:{}/{}", t.name, pl.name);
+        let members = match self.store.list_instances(&InstanceFilter::pool(&t.name, &pl.name)).await {
+            Ok(m) => m,
+            Err(e) => return vec![format!("error: {e}")],
+        };
+        let evacuating = self.evacuating_hosts().await.unwrap_or_default();
+        let plan_members: Vec<Member> = members.iter().map(|i| member_of(i, &evacuating, now)).collect();
+        let plan = pool::plan(&plan_members, pl.counts);
+        let mut done = vec![];
+        let mut error: Option<String> = None;
+        for action in plan {
+            let r = match action {
+                PoolAction::Create(as_state) => {
+                    let target = match as_state {
+                        CreateAs::Running => InstanceState::Starting,
+                        CreateAs::Sleeping => InstanceState::Sleeping,
+                    };
+                    let name = member_name(&pl.name);
+                    let what = format!("create {name} ({})", if target == InstanceState::Starting { "running" } else { "sleeping" });
+                    self.create_locked(&actor, t, name, pl.spec.clone(), target, Some(pl.name.clone())).await.map(|_| what)
+                }
+                PoolAction::Request(id, tr) => {
+                    let name = members.iter().find(|m| m.id == id).map(|m| m.name.to_string()).unwrap_or_default();
+                    self.request_locked(&actor, t, id, tr, None).await.map(|_| format!("{tr} {name}"))
+                }
+            };
+            match r {
+                Ok(what) => done.push(what),
+                Err(e) => {
+                    error = Some(e.0.message.clone());
+                    break;
+                }
+            }
+        }
+        if !done.is_empty() || error.is_some() {
+            let msg = match &error {
+                Some(e) => format!("did {} of the planned steps ({}), then: {e}", done.len(), done.join(", ")),
+                None => done.join(", "),
+            };
+            self.event(&actor, Some(&t.name), format!("pool/{}/{}", t.name, pl.name), "pool.reconcile", if error.is_some() { "error" } else { "ok" }, Some(msg)).await;
+        }
+        if error != pl.last_error {
+            if let Ok(Some(mut fresh)) = self.store.get_pool(&t.name, &pl.name).await {
+                fresh.last_error = error.clone();
+                if let Err(e) = self.store.update_pool(&fresh).await {
+                    tracing::warn!(error = %e, "cannot record a pool's last error");
+                }
+            }
+        }
+        if let Some(e) = error {
+            done.push(format!("stopped: {e}"));
+        }
+        done
+    }
+}
+
+fn member_of(i: &Instance, evacuating: &[Name], now: OffsetDateTime) -> Member {
+    Member {
+        id: i.id,
+        state: i.state,
+        created_ns: i.created_at.unix_timestamp_nanos(),
+        held: i.held_until.is_some_and(|h| h > now),
+        evacuate: i.host.as_ref().is_some_and(|h| evacuating.contains(h)),
+    }
+}
+
+pub fn counts_text(c: PoolCounts) -> String {
+    format!("running {}, warm {}, sleeping {}", c.running, c.warm, c.sleeping)
+}
