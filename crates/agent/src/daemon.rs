@@ -87,6 +87,7 @@ async fn capacity(volumes: &dyn VolumeDriver) -> Capacity {
 pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
     hangar_tls::install_crypto_provider();
     let paths = opts.paths.clone();
+    let _lock = paths.lock()?;
     let (identity, ca_pem, cert_pem, key_pem) = paths.load()?;
     let hub_url = opts.hub_url.clone().unwrap_or_else(|| identity.hub_url.clone());
     let hub = HostClient::new(&hub_url, &ca_pem, &cert_pem, &key_pem)?;
@@ -101,7 +102,16 @@ pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output =
     let advertise = opts.advertise.clone().unwrap_or_else(|| local.ip().to_string());
     let endpoint_url = format!("https://{}:{}", if advertise.contains(':') { format!("[{advertise}]") } else { advertise }, local.port());
     let tls = hangar_tls::server_config(&cert_pem, &key_pem, Some(&ca_pem), true)?;
-    let app = endpoint::router(endpoint::EndpointState { paths: paths.clone(), runtime: runtime.clone(), volumes: volumes.clone(), network: network.clone(), hub_fingerprint: identity.hub_client_fingerprint.clone() });
+    let cap = capacity(volumes.as_ref()).await;
+    let last_pass = Arc::new(std::sync::Mutex::new(endpoint::LastPass { host: identity.host.to_string(), capacity: cap, drivers: drivers.clone(), ..Default::default() }));
+    let app = endpoint::router(endpoint::EndpointState {
+        paths: paths.clone(),
+        runtime: runtime.clone(),
+        volumes: volumes.clone(),
+        network: network.clone(),
+        hub_fingerprint: identity.hub_client_fingerprint.clone(),
+        last_pass: last_pass.clone(),
+    });
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut endpoint_stop = stop_rx.clone();
     let server = tokio::spawn(hangar_tls::serve::serve_router(listener, tls, app, async move {
@@ -152,7 +162,6 @@ pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output =
     let mut tick = tokio::time::interval(opts.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
-    let cap = capacity(volumes.as_ref()).await;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -164,6 +173,11 @@ pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output =
             Some(d) => reconciler.converge(d).await,
             None => vec![],
         };
+        if let Some(d) = &doc {
+            let mut lp = last_pass.lock().unwrap_or_else(|e| e.into_inner());
+            lp.generation = d.generation;
+            lp.instances = node_instances(d, &observed);
+        }
         let report = AgentReport {
             schema_version: PROTOCOL_VERSION,
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -183,4 +197,62 @@ pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output =
     poller.abort();
     let _ = server.await;
     Ok(())
+}
+
+/// The instances of a document with what a pass observed, for the status endpoint.
+pub fn node_instances(doc: &DesiredDoc, observed: &[hangar_types::protocol::ObservedInstance]) -> Vec<hangar_types::api::NodeInstance> {
+    doc.instances
+        .iter()
+        .map(|d| hangar_types::api::NodeInstance {
+            id: d.id,
+            tenant: d.tenant.clone(),
+            name: d.name.clone(),
+            desired: d.desired,
+            observed: observed.iter().find(|o| o.id == d.id).map(|o| o.state).unwrap_or(hangar_types::ObservedState::Unknown),
+            memory_bytes: None,
+            pids: None,
+        })
+        .collect()
+}
+
+/// One-shot convergence to a document from a file, without a hub: `hangar agent
+/// reconcile`. Holds the agent dir's lock, so it never races a running agent. Passes
+/// until every instance is as desired (at most `passes`), then syncs the network.
+pub async fn reconcile_once(
+    paths: &AgentPaths,
+    runtime: Flavor,
+    volumes: &VolumeChoice,
+    doc: &DesiredDoc,
+    passes: u32,
+) -> Result<Vec<hangar_types::protocol::ObservedInstance>> {
+    let _lock = paths.lock()?;
+    let owner = paths.load().map(|(id, ..)| id.host_id.short()).unwrap_or_else(|_| doc.host_id.short());
+    let runtime = open_runtime(paths, runtime)?;
+    let volumes = open_volumes(paths, volumes).await?;
+    let network: Arc<dyn crate::network::NetworkDriver> = Arc::new(crate::network::BridgeNetwork::new(&owner));
+    let reconciler = Reconciler::new(paths.clone(), runtime, volumes, network);
+    // What `hangar down` reads to find this host's networks.
+    let tmp = paths.desired().with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_string(doc)?)?;
+    std::fs::rename(&tmp, paths.desired())?;
+    let mut observed = vec![];
+    for _ in 0..passes.max(1) {
+        observed = reconciler.converge(doc).await;
+        let done = doc.instances.iter().all(|d| {
+            let o = observed.iter().find(|o| o.id == d.id).map(|o| o.state);
+            matches!(
+                (d.desired, o),
+                (hangar_types::DesiredState::Running, Some(hangar_types::ObservedState::Running))
+                    | (hangar_types::DesiredState::Warm, Some(hangar_types::ObservedState::Warm))
+                    | (hangar_types::DesiredState::Stopped, Some(hangar_types::ObservedState::Stopped))
+                    | (hangar_types::DesiredState::Deleted, Some(hangar_types::ObservedState::Gone))
+            )
+        });
+        if done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    reconciler.sync_network(doc).await;
+    Ok(observed)
 }

@@ -21,6 +21,18 @@ pub struct EndpointState {
     pub volumes: Arc<dyn VolumeDriver>,
     pub network: Arc<dyn crate::network::NetworkDriver>,
     pub hub_fingerprint: String,
+    /// What the last convergence pass found; the daemon updates it after every pass.
+    pub last_pass: Arc<std::sync::Mutex<LastPass>>,
+}
+
+/// The daemon's latest view of its host, served by `GET /v1/status`.
+#[derive(Clone, Debug, Default)]
+pub struct LastPass {
+    pub host: String,
+    pub capacity: hangar_types::api::Capacity,
+    pub drivers: Vec<String>,
+    pub generation: i64,
+    pub instances: Vec<hangar_types::api::NodeInstance>,
 }
 
 struct EpError(ApiError);
@@ -58,6 +70,7 @@ pub fn router(st: EndpointState) -> Router {
         .route("/v1/sandboxes/{id}/logs", get(logs))
         .route("/v1/sandboxes/{id}/stats", get(stats))
         .route("/v1/network", get(network))
+        .route("/v1/status", get(status))
         .with_state(st)
 }
 
@@ -94,4 +107,44 @@ async fn stats(State(st): State<EndpointState>, Extension(peer): Extension<PeerI
 async fn network(State(st): State<EndpointState>, Extension(peer): Extension<PeerInfo>) -> Result<Json<hangar_types::net::NetReport>, EpError> {
     check_peer(&st, &peer)?;
     st.network.inspect().await.map(Json).map_err(|e| EpError(ApiError::internal(e.to_string())))
+}
+
+fn proc_first_line(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_default().lines().next().unwrap_or_default().trim().to_string()
+}
+
+fn meminfo_mib(key: &str) -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+        .map(|kib| kib / 1024)
+        .unwrap_or(0)
+}
+
+async fn status(State(st): State<EndpointState>, Extension(peer): Extension<PeerInfo>) -> Result<Json<hangar_types::api::NodeStatus>, EpError> {
+    check_peer(&st, &peer)?;
+    let last = st.last_pass.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut instances = last.instances;
+    for i in instances.iter_mut().filter(|i| matches!(i.observed, hangar_types::ObservedState::Running | hangar_types::ObservedState::Warm)) {
+        if let Ok(s) = st.runtime.stats(&i.id.short()).await {
+            i.memory_bytes = Some(s.memory_bytes);
+            i.pids = Some(s.pids);
+        }
+    }
+    let load: Vec<f64> = proc_first_line("/proc/loadavg").split_whitespace().take(3).filter_map(|x| x.parse().ok()).collect();
+    let uptime = proc_first_line("/proc/uptime").split_whitespace().next().and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    Ok(Json(hangar_types::api::NodeStatus {
+        host: last.host,
+        hostname: proc_first_line("/proc/sys/kernel/hostname"),
+        kernel: proc_first_line("/proc/sys/kernel/osrelease"),
+        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        uptime_secs: uptime as u64,
+        load: [load.first().copied().unwrap_or(0.0), load.get(1).copied().unwrap_or(0.0), load.get(2).copied().unwrap_or(0.0)],
+        mem_total_mib: meminfo_mib("MemTotal:"),
+        mem_available_mib: meminfo_mib("MemAvailable:"),
+        capacity: last.capacity,
+        drivers: last.drivers,
+        generation: last.generation,
+        instances,
+    }))
 }

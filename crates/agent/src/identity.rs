@@ -58,6 +58,17 @@ impl AgentPaths {
         self.root.join("storage")
     }
 
+    /// Takes the dir's exclusive lock, held for as long as the returned guard lives:
+    /// one agent (daemon or one-shot reconcile) per dir at a time.
+    pub fn lock(&self) -> Result<nix::fcntl::Flock<std::fs::File>> {
+        std::fs::create_dir_all(&self.root).with_context(|| format!("cannot create {}", self.root.display()))?;
+        let p = self.root.join("agent.lock");
+        let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&p).with_context(|| format!("cannot open {}", p.display()))?;
+        nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+            anyhow::anyhow!("another hangar agent works on {} ({e}): stop it first, or give it the document through its hub", self.root.display())
+        })
+    }
+
     pub fn is_joined(&self) -> bool {
         self.identity().exists() && self.cert().exists() && self.key().exists()
     }

@@ -99,17 +99,50 @@ pub struct HubRun {
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// Opens the store and starts serving the API and the monitor in the background.
-pub async fn start_hub(data_dir: &Path, listen: SocketAddr, cfg: HubConfig, shutdown: tokio::sync::watch::Receiver<bool>) -> Result<HubRun> {
+/// Opens the store and starts serving the API and the monitor in the background. With
+/// `provider_agent_args` (and root), the `local` host provider is offered too: its hosts'
+/// agents run with those arguments and reach the hub on the host network.
+pub async fn start_hub(
+    data_dir: &Path,
+    listen: SocketAddr,
+    cfg: HubConfig,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    provider_agent_args: Option<Vec<String>>,
+) -> Result<HubRun> {
     hangar_tls::install_crypto_provider();
     let hp = HubPaths::new(data_dir);
     if !hp.initialized() {
         bail!("{} holds no initialized hub: run `hangar init --data-dir {}` first", data_dir.display(), data_dir.display());
     }
+    let data_dir = data_dir.canonicalize().unwrap_or_else(|_| data_dir.to_path_buf());
+    let data_dir = data_dir.as_path();
+    std::fs::write(hp.root.join("cluster-range"), cfg.cluster_range.to_string())?;
+    let is_root = nix::unistd::geteuid().is_root();
+    let host_net = crate::provider::HostNet::new(data_dir, &cfg.cluster_range);
+    if provider_agent_args.is_some() && is_root {
+        // Provider hosts reach the hub at the host network's gateway: the server
+        // certificate must name it (clients pin the CA, so re-issuing is harmless).
+        let ca = Ca::from_pem(&std::fs::read_to_string(hp.p("ca.pem"))?, &std::fs::read_to_string(hp.p("ca.key"))?)?;
+        let server = ca.issue_server("hangar-hub", &server_names(&listen, &[host_net.gateway.to_string()]))?;
+        std::fs::write(hp.p("server.pem"), &server.cert_pem)?;
+        hangar_tls::write_private(&hp.p("server.key"), &server.key_pem)?;
+    }
     let store = hangar_store::open(&hp.db().to_string_lossy()).await?;
     let hub = Hub::new(store, hp.load_keys()?, cfg);
     let listener = hangar_hub::server::bind(listen).await.with_context(|| format!("cannot listen on {listen}: is another hub running? pick another port with --listen"))?;
     let addr = listener.local_addr()?;
+    if let (Some(agent_args), true) = (provider_agent_args, is_root) {
+        let provider = Arc::new(crate::provider::LocalProvider {
+            data_dir: data_dir.to_path_buf(),
+            net: host_net.clone(),
+            hub_port: addr.port(),
+            agent_args,
+            serve_on: serve_on(&hub, shutdown.clone()),
+            serving: std::sync::atomic::AtomicBool::new(false),
+        });
+        hub.register_provider(provider.clone());
+        provider.resume(&hub).await;
+    }
     let mut rx = shutdown.clone();
     let h = hub.clone();
     let serve = tokio::spawn(async move {
@@ -122,6 +155,28 @@ pub async fn start_hub(data_dir: &Path, listen: SocketAddr, cfg: HubConfig, shut
     });
     let monitor = tokio::spawn(hangar_hub::monitor::run(hub.clone(), Duration::from_secs(1)));
     Ok(HubRun { hub, addr, tasks: vec![serve, monitor] })
+}
+
+/// A way for the local provider to have the hub listen on one more address (the host
+/// network's gateway, once its bridge exists).
+fn serve_on(hub: &Arc<Hub>, shutdown: tokio::sync::watch::Receiver<bool>) -> crate::provider::ServeOn {
+    let weak = Arc::downgrade(hub);
+    Box::new(move |addr: SocketAddr| -> Result<()> {
+        let l = std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+        l.set_nonblocking(true)?;
+        let l = tokio::net::TcpListener::from_std(l)?;
+        let hub = weak.upgrade().context("the hub is shutting down")?;
+        let mut rx = shutdown.clone();
+        tokio::spawn(async move {
+            let stop = async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            if let Err(e) = hangar_hub::server::serve(hub, l, stop).await {
+                tracing::error!(error = ?e, "hub server on the host network stopped");
+            }
+        });
+        Ok(())
+    })
 }
 
 pub struct AgentArgs {
@@ -146,10 +201,10 @@ pub async fn termination() {
 }
 
 /// `hangar up`: hub and a local agent in one process, on SQLite.
-pub async fn up(data_dir: &Path, listen: SocketAddr, agent: AgentArgs, config_path: &Path, hub_cfg: HubConfig) -> Result<()> {
+pub async fn up(data_dir: &Path, listen: SocketAddr, agent: AgentArgs, config_path: &Path, hub_cfg: HubConfig, provider_agent_args: Vec<String>) -> Result<()> {
     let fresh = init(data_dir, &listen, &[], config_path).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let run = start_hub(data_dir, listen, hub_cfg, stop_rx.clone()).await?;
+    let run = start_hub(data_dir, listen, hub_cfg, stop_rx.clone(), Some(provider_agent_args)).await?;
     let url = hub_url(&run.addr);
     // The client config follows the port actually bound (--listen :0 picks a free one).
     let mut cfg = config::load(config_path).ok();
@@ -247,10 +302,61 @@ pub async fn down(data_dir: &Path, purge: bool) -> Result<Vec<String>> {
     if !pids.is_empty() {
         done.push(format!("stopped {} hangar process(es)", pids.len()));
     }
-    let paths = AgentPaths::new(data_dir.join("agent"));
     // Best effort: every step runs even when an earlier one failed, so one stuck object
     // does not leave the rest behind; the errors are reported together at the end.
     let mut errors: Vec<String> = vec![];
+    // Hosts made by the local provider first: their agents were stopped above.
+    let hosts_dir = data_dir.join("hosts");
+    if let Ok(rd) = std::fs::read_dir(&hosts_dir) {
+        let range = read_cluster_range(&data_dir);
+        let net = crate::provider::HostNet::new(&data_dir, &range);
+        for e in rd.flatten().filter(|e| e.path().is_dir()) {
+            let host = e.file_name().to_string_lossy().into_owned();
+            let errs = crate::provider::remove_host_dir(&net, &e.path(), &host, purge).await;
+            if errs.is_empty() {
+                done.push(format!("stopped host {host}"));
+            }
+            errors.extend(errs.into_iter().map(|x| format!("host {host}: {x}")));
+        }
+        if std::path::Path::new("/sys/class/net").join(&net.bridge).exists() {
+            let _ = std::process::Command::new("ip").args(["link", "del", &net.bridge]).status();
+        }
+    }
+    let paths = AgentPaths::new(data_dir.join("agent"));
+    remove_agent_state(&paths, true, &mut done, &mut errors).await;
+    // The shared parent cgroups go too once no sandbox of any fleet uses them
+    // (rmdir of a non-empty cgroup fails, which is what keeps others' safe).
+    if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
+        for c in rd.flatten() {
+            let _ = std::fs::remove_dir(c.path().join("hangar"));
+        }
+    }
+    if !errors.is_empty() {
+        bail!("some things could not be removed (the rest was; the data dir was kept):\n  {}", errors.join("\n  "));
+    }
+    // Never delete through a mount: a pool still mounted below the data dir (busy, lazily
+    // detached) would have its volumes deleted with it.
+    let prefix = format!("{}/", data_dir.display());
+    let mounted: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .filter(|m| m.starts_with(&prefix))
+        .collect();
+    if purge && !mounted.is_empty() {
+        bail!("not removing {}: still mounted below it: {}", data_dir.display(), mounted.join(", "));
+    }
+    if purge && data_dir.exists() {
+        std::fs::remove_dir_all(&data_dir).with_context(|| format!("cannot remove {}", data_dir.display()))?;
+        done.push(format!("removed {}", data_dir.display()));
+    }
+    Ok(done)
+}
+
+/// Removes what one agent left on this machine: its sandboxes (and their cgroups), their
+/// network namespaces, its volume pool mount and loop device, and, when the agent ran in
+/// this namespace (`own_netns`), its tenant bridges and nftables table.
+pub async fn remove_agent_state(paths: &AgentPaths, own_netns: bool, done: &mut Vec<String>, errors: &mut Vec<String>) {
     for flavor in [Flavor::Runc, Flavor::Crun] {
         let rt = hangar_agent::runtime::OciRuntime::new(flavor, paths.runtime_root(), paths.bundles());
         use hangar_agent::runtime::Runtime;
@@ -286,7 +392,7 @@ pub async fn down(data_dir: &Path, purge: bool) -> Result<Vec<String>> {
                     errors.push(format!("network of {}/{}: {e}", d.tenant, d.name));
                 }
             }
-            if let Some(range) = doc.cluster_range.as_deref().and_then(|r| r.parse().ok()) {
+            if let Some(range) = doc.cluster_range.as_deref().and_then(|r| r.parse().ok()).filter(|_| own_netns) {
                 match net.sync(&range, &[]).await {
                     Ok(()) => done.push("removed tenant networks".into()),
                     Err(e) => errors.push(format!("tenant bridges: {e}")),
@@ -295,7 +401,8 @@ pub async fn down(data_dir: &Path, purge: bool) -> Result<Vec<String>> {
         }
     }
     // The agent's own nftables table goes in any case: its name needs only the identity.
-    if let Ok((identity, ..)) = paths.load() {
+    // (A provider host's table lives in its namespace and goes with it.)
+    if let (true, Ok((identity, ..))) = (own_netns, paths.load()) {
         if let Err(e) = hangar_agent::network::remove_rules(&identity.host_id.short()).await {
             errors.push(format!("nftables table: {e}"));
         }
@@ -303,31 +410,9 @@ pub async fn down(data_dir: &Path, purge: bool) -> Result<Vec<String>> {
     if let Err(e) = hangar_agent::volume::BtrfsPool::teardown(&paths.storage()).await {
         errors.push(format!("volume pool: {e}"));
     }
-    // The shared parent cgroups go too once no sandbox of any fleet uses them
-    // (rmdir of a non-empty cgroup fails, which is what keeps others' safe).
-    if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
-        for c in rd.flatten() {
-            let _ = std::fs::remove_dir(c.path().join("hangar"));
-        }
-    }
-    if !errors.is_empty() {
-        bail!("some things could not be removed (the rest was; the data dir was kept):\n  {}", errors.join("\n  "));
-    }
-    // Never delete through a mount: a pool still mounted below the data dir (busy, lazily
-    // detached) would have its volumes deleted with it.
-    let prefix = format!("{}/", data_dir.display());
-    let mounted: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
-        .filter(|m| m.starts_with(&prefix))
-        .collect();
-    if purge && !mounted.is_empty() {
-        bail!("not removing {}: still mounted below it: {}", data_dir.display(), mounted.join(", "));
-    }
-    if purge && data_dir.exists() {
-        std::fs::remove_dir_all(&data_dir).with_context(|| format!("cannot remove {}", data_dir.display()))?;
-        done.push(format!("removed {}", data_dir.display()));
-    }
-    Ok(done)
+}
+
+/// The cluster range a data dir's hub was started with, as its local agent last saw it.
+fn read_cluster_range(data_dir: &Path) -> hangar_types::net::ClusterRange {
+    std::fs::read_to_string(HubPaths::new(data_dir).root.join("cluster-range")).ok().and_then(|r| r.trim().parse().ok()).unwrap_or_default()
 }

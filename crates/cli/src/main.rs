@@ -7,7 +7,9 @@ mod benchmark;
 mod config;
 mod local;
 mod localfleet;
+mod pools;
 mod output;
+mod provider;
 mod smoke;
 mod soak;
 
@@ -71,6 +73,15 @@ enum Cmd {
     Instance(InstanceCmd),
     #[command(subcommand)]
     Host(HostCmd),
+    #[command(subcommand)]
+    Pool(PoolCmd),
+    /// Onboarding: `hangar new sandbox NAME` makes a tenant with a gateway and a worker pool.
+    #[command(subcommand)]
+    New(NewCmd),
+    /// A tenant's dashboard: network, pools, instances, and what to do next.
+    Connect {
+        tenant: String,
+    },
     #[command(subcommand)]
     Token(TokenCmd),
     #[command(subcommand)]
@@ -145,6 +156,24 @@ struct AgentRunArgs {
 }
 
 impl AgentRunArgs {
+    /// The same settings as `hangar agent run` arguments (for provider hosts' agents).
+    fn to_args(&self) -> Vec<String> {
+        vec![
+            "--runtime".to_string(),
+            match self.runtime {
+                RuntimeArg::Runc => "runc".into(),
+                RuntimeArg::Crun => "crun".into(),
+            },
+            "--volumes".into(),
+            if self.volumes == VolumeArg::Btrfs { "btrfs".into() } else { "dir".into() },
+            "--pool-size-mib".into(),
+            self.pool_size_mib.to_string(),
+            "--interval".into(),
+            self.interval.to_string(),
+        ]
+        // (A --pool-device belongs to one host: provider hosts always get loop files.)
+    }
+
     fn to_local(&self, listen: SocketAddr, advertise: Option<String>) -> Result<local::AgentArgs> {
         if !(0.05..=60.0).contains(&self.interval) {
             bail!("--interval must be between 0.05 and 60 seconds, got {}", self.interval);
@@ -242,6 +271,22 @@ enum AgentCmd {
         /// Names/IPs the hub reaches this agent at (its certificate's SANs).
         #[arg(long = "name")]
         names: Vec<String>,
+    },
+    /// Print the desired-state document the hub holds for a host (JSON).
+    Desired {
+        #[arg(long)]
+        host: String,
+    },
+    /// Converge this host to a desired-state document once, without a hub. The document
+    /// is checked first (unknown fields, counts, quotas); errors name the field.
+    Reconcile {
+        /// The document (`-` for stdin).
+        #[arg(long)]
+        desired: PathBuf,
+        #[arg(long, default_value = "/var/lib/hangar/agent")]
+        agent_dir: PathBuf,
+        #[command(flatten)]
+        run: AgentRunArgs,
     },
     /// Run the agent of a joined host.
     Run {
@@ -346,18 +391,120 @@ enum InstanceCmd {
     },
     Stats { instance: String },
     Info { instance: String },
+    /// Park it: processes stopped, memory released, volume and address kept.
+    Sleep { instance: String, #[command(flatten)] wait: WaitArgs },
     List {
         #[arg(long)]
         tenant: Option<String>,
+        /// Only this pool's members (needs --tenant).
+        #[arg(long)]
+        pool: Option<String>,
     },
 }
 
 #[derive(Subcommand)]
 enum HostCmd {
-    /// Register a host; prints its one-time join token.
-    Add { name: String },
+    /// Register a host. Without --provider, prints a one-time join token for an agent
+    /// you start; with `--provider local`, the hub makes the host on its own machine
+    /// (a network namespace, data dir and agent process).
+    Add {
+        name: String,
+        #[arg(long)]
+        provider: Option<String>,
+    },
     List,
     Info { name: String },
+    /// Live status from the host's agent: node info, stats, instances.
+    Status { name: String },
+    /// Place nothing new there; pools move their members elsewhere.
+    Drain { name: String },
+    Undrain { name: String },
+    /// Stop the host's agent and instances (provider hosts); volumes, addresses and
+    /// states persist.
+    Stop { name: String },
+    /// Start a stopped host again; returns once its agent runs (ready after its first report).
+    Start { name: String },
+    /// Remove a host that holds no instances (and what its provider made).
+    Remove { name: String },
+}
+
+#[derive(Subcommand)]
+enum PoolCmd {
+    /// Create a pool of identical instances; `-- CMD...` is their workload.
+    Create {
+        /// TENANT/NAME
+        pool: String,
+        /// What the members are for, e.g. gateway or worker.
+        #[arg(long, default_value = "worker")]
+        role: String,
+        #[arg(long, default_value = "host")]
+        image: String,
+        #[arg(long, default_value_t = 1)]
+        cpus: u32,
+        /// Memory limit in MiB.
+        #[arg(long, default_value_t = 256)]
+        mem: u64,
+        /// Volume size in MiB.
+        #[arg(long, default_value_t = 1024)]
+        disk: u64,
+        #[arg(long = "env")]
+        env: Vec<String>,
+        #[command(flatten)]
+        counts: CountArgs,
+        #[command(flatten)]
+        wait: PoolWait,
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Set desired counts; unnamed counts stay as they are.
+    Scale {
+        pool: String,
+        #[command(flatten)]
+        counts: CountArgs,
+        #[command(flatten)]
+        wait: PoolWait,
+    },
+    /// Desired vs actual, in total and per host.
+    Info { pool: String },
+    List { tenant: String },
+    /// Delete the pool and all its members.
+    Delete { pool: String },
+}
+
+#[derive(Args, Clone, Copy)]
+struct CountArgs {
+    #[arg(long)]
+    running: Option<u32>,
+    #[arg(long)]
+    warm: Option<u32>,
+    #[arg(long)]
+    sleeping: Option<u32>,
+}
+
+#[derive(Args, Clone, Copy)]
+struct PoolWait {
+    /// Return once the counts are stored instead of waiting until the pool converged.
+    #[arg(long)]
+    no_wait: bool,
+    /// Seconds to wait for the pool to converge.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+}
+
+#[derive(Subcommand)]
+enum NewCmd {
+    /// A tenant with a gateway pool (1 running) and a worker pool, built and scaled.
+    Sandbox {
+        name: String,
+        /// Running workers.
+        #[arg(long, default_value_t = 2)]
+        workers: u32,
+        /// Warm (frozen, instant) workers.
+        #[arg(long, default_value_t = 1)]
+        warm: u32,
+        #[command(flatten)]
+        wait: PoolWait,
+    },
 }
 
 #[derive(Subcommand)]
@@ -435,7 +582,7 @@ async fn run(cli: Cli) -> Result<i32> {
         }
         Cmd::Up(a) => {
             init_tracing("info");
-            local::up(&a.dir.data_dir, a.listen, a.agent.to_local("127.0.0.1:0".parse()?, None)?, &config_path, a.hub.config()?).await?;
+            local::up(&a.dir.data_dir, a.listen, a.agent.to_local("127.0.0.1:0".parse()?, None)?, &config_path, a.hub.config()?, a.agent.to_args()).await?;
             Ok(0)
         }
         Cmd::Daemon(d) => output::daemon(d_to(d), &config_path, &out).await,
@@ -447,7 +594,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Cmd::Hub(HubCmd::Serve { dir, listen, hub }) => {
             init_tracing("info");
             let (tx, rx) = tokio::sync::watch::channel(false);
-            let run = local::start_hub(&dir.data_dir, *listen, hub.config()?, rx).await?;
+            let run = local::start_hub(&dir.data_dir, *listen, hub.config()?, rx, Some(AgentRunArgs::default_args())).await?;
             eprintln!("hub listening on {}", local::hub_url(&run.addr));
             local::termination().await;
             let _ = tx.send(true);
@@ -458,6 +605,30 @@ async fn run(cli: Cli) -> Result<i32> {
             let id = hangar_agent::join::join(&AgentPaths::new(agent_dir), hub, token, names.clone()).await?;
             out.message(&serde_json::json!({"host": id.host, "host_id": id.host_id}), &format!("joined as host '{}'", id.host));
             Ok(0)
+        }
+        Cmd::Agent(AgentCmd::Reconcile { desired, agent_dir, run }) => {
+            init_tracing("warn");
+            let text = if desired.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                std::fs::read_to_string(desired).with_context(|| format!("--desired: cannot read {}", desired.display()))?
+            };
+            let doc = hangar_types::protocol::DesiredDoc::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", desired.display()))?;
+            let a = run.to_local("127.0.0.1:0".parse()?, None)?;
+            let observed = hangar_agent::daemon::reconcile_once(&AgentPaths::new(agent_dir), a.runtime, &a.volumes, &doc, 20).await?;
+            let rows = hangar_agent::daemon::node_instances(&doc, &observed);
+            let ok = rows.iter().all(|r| {
+                matches!(
+                    (r.desired, r.observed),
+                    (hangar_types::DesiredState::Running, hangar_types::ObservedState::Running)
+                        | (hangar_types::DesiredState::Warm, hangar_types::ObservedState::Warm)
+                        | (hangar_types::DesiredState::Stopped, hangar_types::ObservedState::Stopped)
+                        | (hangar_types::DesiredState::Deleted, hangar_types::ObservedState::Gone)
+                )
+            });
+            let text = rows.iter().map(|r| format!("{}/{}: desired {:?}, observed {}", r.tenant, r.name, r.desired, r.observed).to_lowercase()).collect::<Vec<_>>().join("\n");
+            out.item(&serde_json::json!({"converged": ok, "instances": observed}), &format!("{text}\n{}", if ok { "converged" } else { "NOT converged: see the agent's logs" }));
+            Ok(if ok { 0 } else { 1 })
         }
         Cmd::Agent(AgentCmd::Run { agent_dir, listen, advertise, run }) => {
             init_tracing("info");
@@ -565,7 +736,12 @@ async fn api(cli: &Cli, out: &Out) -> Result<i32> {
             out.item(&t, &format!("tenant '{}' destroyed", t.name));
         }
         Cmd::Instance(ic) => return instance(&c, out, ic).await,
-        Cmd::Host(HostCmd::Add { name }) => {
+        Cmd::Host(HostCmd::Add { name, provider: Some(p) }) => {
+            let r = c.host_add(&HostAdd { name: parse_name("host", name)?, provider: Some(p.clone()) }).await?;
+            let host = wait_host_ready(&c, name, Duration::from_secs(120)).await?;
+            out.item(&host, &format!("host '{}' made by provider {p} and ready", r.host.name));
+        }
+        Cmd::Host(HostCmd::Add { name, provider: None }) => {
             let r = c.host_add(&HostAdd { name: parse_name("host", name)?, provider: None }).await?;
             out.item(&r, &format!(
                 "host '{}' added. On that host run:\n  hangar agent join --hub {} --token {}\n  hangar agent run",
@@ -576,6 +752,35 @@ async fn api(cli: &Cli, out: &Out) -> Result<i32> {
         }
         Cmd::Host(HostCmd::List) => out.hosts(&c.host_list().await?),
         Cmd::Host(HostCmd::Info { name }) => out.host(&c.host_get(name).await?),
+        Cmd::Host(HostCmd::Status { name }) => out.node_status(&c.host_status(name).await?),
+        Cmd::Host(HostCmd::Drain { name }) => {
+            let h = c.host_action(name, "drain").await?;
+            out.item(&h, &format!("host '{}' is draining: nothing new lands there; pools move their members off", h.name));
+        }
+        Cmd::Host(HostCmd::Undrain { name }) => {
+            let h = c.host_action(name, "undrain").await?;
+            out.item(&h, &format!("host '{}' is {}", h.name, h.state.as_str()));
+        }
+        Cmd::Host(HostCmd::Stop { name }) => {
+            let h = c.host_action(name, "stop").await?;
+            out.item(&h, &format!("host '{}' stopped: its agent and instances are down; volumes, addresses and states are kept", h.name));
+        }
+        Cmd::Host(HostCmd::Start { name }) => {
+            c.host_action(name, "start").await?;
+            let h = wait_host_ready(&c, name, Duration::from_secs(120)).await?;
+            out.item(&h, &format!("host '{}' is {}", h.name, h.state.as_str()));
+        }
+        Cmd::Host(HostCmd::Remove { name }) => {
+            let h = c.host_remove(name).await?;
+            out.item(&h, &format!("host '{}' removed", h.name));
+        }
+        Cmd::Agent(AgentCmd::Desired { host }) => {
+            let d = c.host_desired(host).await?;
+            println!("{}", serde_json::to_string_pretty(&d)?);
+        }
+        Cmd::Pool(pc) => return pools::pool_cmd(&c, out, pc).await,
+        Cmd::New(NewCmd::Sandbox { name, workers, warm, wait }) => return pools::new_sandbox(&c, out, name, *workers, *warm, wait).await,
+        Cmd::Connect { tenant } => return pools::connect(&c, out, tenant).await,
         Cmd::Token(TokenCmd::Create { tenant, description }) => {
             let tenant = tenant.as_deref().map(|t| parse_name("tenant", t)).transpose()?;
             let t = c.token_create(&TokenCreate { tenant, description: description.clone() }).await?;
@@ -641,7 +846,10 @@ async fn instance(c: &HubClient, out: &Out, cmd: &InstanceCmd) -> Result<i32> {
             let r = parse_ref(instance)?;
             out.instance(&c.instance_get(r.tenant.as_str(), r.name.as_str()).await?);
         }
-        InstanceCmd::List { tenant } => out.instances(&c.instance_list(tenant.as_deref()).await?),
+        InstanceCmd::List { tenant, pool: None } => out.instances(&c.instance_list(tenant.as_deref()).await?),
+        InstanceCmd::List { tenant: Some(t), pool: Some(p) } => out.instances(&c.pool_members(t, p).await?),
+        InstanceCmd::List { tenant: None, pool: Some(_) } => bail!("--pool needs --tenant: pools are named per tenant"),
+        InstanceCmd::Sleep { instance, wait } => action(c, out, instance, "sleep", wait).await?,
     }
     Ok(0)
 }
@@ -661,4 +869,26 @@ async fn action(c: &HubClient, out: &Out, instance: &str, verb: &str, wait: &Wai
     }
     let _ = op;
     Ok(())
+}
+
+impl AgentRunArgs {
+    /// What `hangar hub serve` gives the agents of provider hosts.
+    fn default_args() -> Vec<String> {
+        AgentRunArgs { runtime: RuntimeArg::Runc, volumes: VolumeArg::Btrfs, pool_device: None, pool_size_mib: 20480, interval: 2.0 }.to_args()
+    }
+}
+
+/// Waits until a host is ready (its agent reported in full).
+async fn wait_host_ready(c: &HubClient, name: &str, timeout: Duration) -> Result<Host> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let h = c.host_get(name).await?;
+        if h.state == HostState::Ready {
+            return Ok(h);
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("host '{name}' is still {} after {}s: see `hangar host info {name}` and its agent.log", h.state.as_str(), timeout.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

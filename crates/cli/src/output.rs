@@ -102,11 +102,12 @@ impl Out {
             return self.print_json(list);
         }
         self.table(
-            &["INSTANCE", "STATE", "OBSERVED", "HOST", "ADDRESS", "CPUS", "MEM MIB", "DISK MIB", "IMAGE"],
+            &["INSTANCE", "POOL", "STATE", "OBSERVED", "HOST", "ADDRESS", "CPUS", "MEM MIB", "DISK MIB", "IMAGE"],
             list.iter()
                 .map(|i| {
                     vec![
                         format!("{}/{}", i.tenant, i.name),
+                        i.pool.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
                         i.state.to_string(),
                         i.observed.to_string(),
                         i.host.as_ref().map(|h| h.to_string()).unwrap_or_else(|| "-".into()),
@@ -164,16 +165,18 @@ impl Out {
             return self.print_json(hs);
         }
         self.table(
-            &["HOST", "STATE", "VCPUS", "MEM MIB", "DISK MIB", "INSTANCES", "LAST HEARTBEAT", "DRIVERS"],
+            &["HOST", "STATE", "PROVIDER", "VCPUS", "MEM MIB", "DISK MIB", "INSTANCES", "ACTIVE", "LAST HEARTBEAT", "DRIVERS"],
             hs.iter()
                 .map(|h| {
                     vec![
                         h.name.to_string(),
                         h.state.as_str().into(),
+                        h.provider.clone().unwrap_or_else(|| "-".into()),
                         h.capacity.vcpus.to_string(),
                         h.capacity.mem_mib.to_string(),
                         h.capacity.disk_mib.to_string(),
                         h.instances.to_string(),
+                        h.active.to_string(),
                         ago(h.last_heartbeat),
                         h.drivers.join(","),
                     ]
@@ -205,6 +208,82 @@ impl Out {
         );
         let bad = r.checks.iter().filter(|c| !c.ok).count();
         println!("{}", if r.ok { format!("network ok: {} checks passed", r.checks.len()) } else { format!("network NOT ok: {bad} of {} checks failed", r.checks.len()) });
+    }
+
+    pub fn pools(&self, ps: &[PoolInfo]) {
+        if self.json {
+            return self.print_json(ps);
+        }
+        let c = |d: u32, a: u32| format!("{a}/{d}");
+        self.table(
+            &["POOL", "ROLE", "RUNNING", "WARM", "SLEEPING", "PENDING", "FAILED", "CONVERGED", "LAST ERROR"],
+            ps.iter()
+                .map(|p| {
+                    vec![
+                        format!("{}/{}", p.pool.tenant, p.pool.name),
+                        p.pool.role.to_string(),
+                        c(p.pool.counts.running, p.actual.running),
+                        c(p.pool.counts.warm, p.actual.warm),
+                        c(p.pool.counts.sleeping, p.actual.sleeping),
+                        p.actual.pending.to_string(),
+                        p.actual.failed.to_string(),
+                        if p.converged { "yes".into() } else { "no".into() },
+                        p.pool.last_error.clone().unwrap_or_else(|| "-".into()),
+                    ]
+                })
+                .collect(),
+        );
+    }
+
+    pub fn pool(&self, p: &PoolInfo) {
+        if self.json {
+            return self.print_json(p);
+        }
+        let s = &p.pool.spec;
+        println!("pool {}/{} (role {})", p.pool.tenant, p.pool.name, p.pool.role);
+        println!("  spec      {} vCPU, {} MiB memory, {} MiB disk, image {}", s.vcpus, s.mem_mib, s.disk_mib, String::from(s.image.clone()));
+        println!("  desired   running {}, warm {}, sleeping {}", p.pool.counts.running, p.pool.counts.warm, p.pool.counts.sleeping);
+        println!("  actual    running {}, warm {}, sleeping {}, pending {}, failed {}", p.actual.running, p.actual.warm, p.actual.sleeping, p.actual.pending, p.actual.failed);
+        println!("  converged {}", if p.converged { "yes" } else { "no" });
+        if let Some(e) = &p.pool.last_error {
+            println!("  error     {e}");
+        }
+        for a in &p.actions {
+            println!("  did       {a}");
+        }
+        if !p.hosts.is_empty() {
+            self.table(
+                &["HOST", "RUNNING", "WARM", "SLEEPING", "PENDING", "FAILED"],
+                p.hosts
+                    .iter()
+                    .map(|(h, t)| vec![h.clone(), t.running.to_string(), t.warm.to_string(), t.sleeping.to_string(), t.pending.to_string(), t.failed.to_string()])
+                    .collect(),
+            );
+        }
+    }
+
+    pub fn node_status(&self, n: &NodeStatus) {
+        if self.json {
+            return self.print_json(n);
+        }
+        println!("host {} ({}), kernel {}, agent {}", n.host, n.hostname, n.kernel, n.agent_version);
+        println!("  uptime {}s, load {:.2} {:.2} {:.2}, memory {} of {} MiB available", n.uptime_secs, n.load[0], n.load[1], n.load[2], n.mem_available_mib, n.mem_total_mib);
+        println!("  capacity {} vCPU, {} MiB, {} MiB disk; drivers {}; generation {}", n.capacity.vcpus, n.capacity.mem_mib, n.capacity.disk_mib, n.drivers.join(","), n.generation);
+        self.table(
+            &["INSTANCE", "DESIRED", "OBSERVED", "MEMORY MIB", "PIDS"],
+            n.instances
+                .iter()
+                .map(|i| {
+                    vec![
+                        format!("{}/{}", i.tenant, i.name),
+                        format!("{:?}", i.desired).to_lowercase(),
+                        i.observed.to_string(),
+                        i.memory_bytes.map(|b| format!("{:.1}", b as f64 / 1048576.0)).unwrap_or_else(|| "-".into()),
+                        i.pids.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                    ]
+                })
+                .collect(),
+        );
     }
 
     pub fn events(&self, es: &[Event]) {
