@@ -632,7 +632,8 @@ async fn run(cli: Cli) -> Result<i32> {
         }
         Cmd::Agent(AgentCmd::Run { agent_dir, listen, advertise, run }) => {
             init_tracing("info");
-            let opts = local::agent_options(AgentPaths::new(agent_dir), &run.to_local(*listen, advertise.clone())?, None);
+            // --hub (global) overrides the URL joined at, e.g. a hub now on another port.
+            let opts = local::agent_options(AgentPaths::new(agent_dir), &run.to_local(*listen, advertise.clone())?, cli.hub.clone());
             hangar_agent::daemon::run(opts, local::termination()).await?;
             Ok(0)
         }

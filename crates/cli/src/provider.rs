@@ -56,6 +56,17 @@ impl HostNet {
     }
 }
 
+/// This binary's path. After an upgrade replaced the file, /proc/self/exe reads
+/// "PATH (deleted)": the new binary at PATH is the one to run.
+fn own_exe() -> Result<PathBuf> {
+    let p = std::env::current_exe()?;
+    let s = p.to_string_lossy();
+    Ok(match s.strip_suffix(" (deleted)") {
+        Some(orig) => PathBuf::from(orig),
+        None => p,
+    })
+}
+
 fn short_hash(s: &str) -> String {
     // FNV-1a: stable across builds and platforms; not a security boundary.
     let mut h: u32 = 0x811c9dc5;
@@ -108,6 +119,13 @@ impl LocalProvider {
             let Ok(name) = h.parse::<Name>() else { continue };
             let stopped = matches!(hub.store.get_host(&name).await, Ok(Some(r)) if r.state == hangar_types::api::HostState::Stopped);
             if !stopped && self.agent_dir(&h).join("identity.json").exists() {
+                // An agent still talking to this hub's previous address is restarted.
+                if let Some(pid) = self.agent_pid(&h) {
+                    let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                    if !String::from_utf8_lossy(&cmd).contains(&self.hub_url()) {
+                        let _ = self.stop_agent(&h).await;
+                    }
+                }
                 if let Err(e) = self.ensure_netns(&h).and_then(|_| self.spawn_agent(&h)) {
                     tracing::error!(host = %h, error = %e, "cannot restart a provider host's agent");
                 }
@@ -186,8 +204,12 @@ impl LocalProvider {
             bail!("{} is missing", ns_path.display());
         }
         let mut c = Command::new("nsenter");
-        c.arg(format!("--net={}", ns_path.display())).arg("--").arg(std::env::current_exe()?).args(args).stdin(Stdio::null()).process_group(0);
+        c.arg(format!("--net={}", ns_path.display())).arg("--").arg(own_exe()?).args(args).stdin(Stdio::null()).process_group(0);
         Ok(c)
+    }
+
+    fn hub_url(&self) -> String {
+        format!("https://{}:{}", self.net.gateway, self.hub_port)
     }
 
     fn agent_dir(&self, host: &str) -> PathBuf {
@@ -205,12 +227,26 @@ impl LocalProvider {
         (String::from_utf8_lossy(&cmd).contains(&dir) && state != "Z").then_some(pid)
     }
 
+    /// Starts the agent and checks it is still alive a moment later (a bad binary or
+    /// a broken dir fails here, with the log's last lines, not silently).
+    async fn spawn_agent_checked(&self, host: &str) -> Result<()> {
+        self.spawn_agent(host)?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if self.agent_pid(host).is_none() {
+            let log = std::fs::read_to_string(self.host_dir(host).join("agent.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(3).collect();
+            bail!("the agent exited at once: {}", tail.into_iter().rev().collect::<Vec<_>>().join(" | "));
+        }
+        Ok(())
+    }
+
     fn spawn_agent(&self, host: &str) -> Result<()> {
         if self.agent_pid(host).is_some() {
             return Ok(());
         }
         let addr = self.net.address(self.index(host)?);
-        let mut args: Vec<String> = vec!["agent".into(), "run".into(), "--agent-dir".into(), self.agent_dir(host).display().to_string(), "--listen".into(), format!("{addr}:0")];
+        let mut args: Vec<String> =
+            vec!["agent".into(), "run".into(), "--hub".into(), self.hub_url(), "--agent-dir".into(), self.agent_dir(host).display().to_string(), "--listen".into(), format!("{addr}:0")];
         args.extend(self.agent_args.iter().cloned());
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.host_dir(host).join("agent.log"))?;
         let mut c = self.command_in(host, &args)?;
@@ -272,7 +308,7 @@ impl HostProvider for LocalProvider {
         let index = self.next_index()?;
         std::fs::write(self.host_dir(h).join("index"), index.to_string())?;
         self.ensure_netns(h)?;
-        let hub = format!("https://{}:{}", self.net.gateway, self.hub_port);
+        let hub = self.hub_url();
         let addr = self.net.address(index).to_string();
         let args: Vec<String> = ["agent", "join", "--hub", &hub, "--token", join_token, "--name", &addr, "--agent-dir"]
             .iter()
@@ -284,7 +320,7 @@ impl HostProvider for LocalProvider {
         if !out.status.success() {
             bail!("the agent could not join: {}", String::from_utf8_lossy(&out.stderr).trim());
         }
-        self.spawn_agent(h)
+        self.spawn_agent_checked(h).await
     }
 
     async fn start(&self, host: &Name) -> Result<()> {
@@ -293,7 +329,7 @@ impl HostProvider for LocalProvider {
             bail!("{} is missing: the host was never made here", self.agent_dir(h).display());
         }
         self.ensure_netns(h)?;
-        self.spawn_agent(h)
+        self.spawn_agent_checked(h).await
     }
 
     async fn stop(&self, host: &Name) -> Result<()> {

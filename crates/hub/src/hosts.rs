@@ -245,9 +245,9 @@ impl Hub {
         map.entry(host.clone()).or_default().clone()
     }
 
-    /// One provider check: a host its provider no longer has (or whose agent is gone
-    /// while it should run) is marked missing after the grace window and
-    /// `confirmations` consecutive readings agree.
+    /// One provider check: a stale host its provider no longer has (or whose agent is
+    /// gone while it should run) is marked missing after the grace window and
+    /// `confirmations` consecutive readings agree. Its instances stay as they are.
     pub async fn check_providers(&self) -> HubResult<()> {
         let hosts = self.store.list_hosts().await?;
         let names: Vec<String> = self.providers.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
@@ -255,7 +255,9 @@ impl Hub {
             let prov = self.provider(&pname)?;
             let Ok(provided) = prov.list().await else { continue };
             for h in hosts.iter().filter(|h| h.provider.as_deref() == Some(pname.as_str())) {
-                if matches!(h.state, HostState::Stopped | HostState::Missing | HostState::Removed) {
+                // Only a host the hub also stopped hearing from can be missing: a provider's
+                // view alone (a lost pid file, a slow listing) never is enough.
+                if h.state != HostState::Stale {
                     self.misses.lock().unwrap_or_else(|e| e.into_inner()).remove(&h.name);
                     continue;
                 }
@@ -271,9 +273,15 @@ impl Hub {
                     self.misses.lock().unwrap_or_else(|e| e.into_inner()).remove(&h.name);
                     let exists = provided.iter().any(|p| p.name == h.name);
                     let why = if exists { "its agent is not running" } else { "the provider has no such host" };
-                    self.set_host_state(&h.name, HostState::Missing, "hub", "host.missing").await?;
-                    self.mark_unknown(&h.name).await?;
-                    self.event("hub", None, format!("host/{}", h.name), "host.missing", "error", Some(format!("provider {pname}: {why} ({misses} checks)"))).await;
+                    let _g = self.host_lock(&h.name).lock_owned().await;
+                    let Some(mut cur) = self.store.get_host(&h.name).await? else { continue };
+                    if cur.state != HostState::Stale {
+                        continue; // it reported meanwhile
+                    }
+                    cur.state = HostState::Missing;
+                    self.store.update_host(&cur).await?;
+                    drop(_g);
+                    self.event("hub", None, format!("host/{}", h.name), "host.missing", "error", Some(format!("stale -> missing: provider {pname}: {why} ({misses} checks)"))).await;
                 }
             }
         }

@@ -31,6 +31,8 @@ pub struct Fleet {
     pub range_octet: u8,
     pub procs: Vec<Child>,
     pub extra_env: Vec<(String, String)>,
+    /// More `hangar up` arguments (e.g. `--stale-after`).
+    pub up_args: Vec<String>,
 }
 
 impl Fleet {
@@ -43,6 +45,11 @@ impl Fleet {
 
     /// `hangar up` in the background on a free port, waiting until its host is ready.
     pub fn up() -> Fleet {
+        Fleet::up_with(&[])
+    }
+
+    /// `hangar up` with more arguments.
+    pub fn up_with(up_args: &[&str]) -> Fleet {
         require_root();
         let dir = tempfile::Builder::new().prefix("hangar-e2e-").tempdir().expect("tempdir");
         // 10.100.0.0/16 .. 10.199.0.0/16: distinct for every fleet of this test binary
@@ -50,7 +57,7 @@ impl Fleet {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + std::process::id() * 7;
         let range_octet = 100 + (n % 100) as u8;
-        let mut f = Fleet { dir, range_octet, procs: vec![], extra_env: vec![] };
+        let mut f = Fleet { dir, range_octet, procs: vec![], extra_env: vec![], up_args: up_args.iter().map(|s| s.to_string()).collect() };
         f.spawn_up();
         f.wait_ready();
         f
@@ -63,6 +70,7 @@ impl Fleet {
             .arg(format!("10.{}.0.0/16", self.range_octet))
             .arg("--data-dir")
             .arg(self.data_dir())
+            .args(&self.up_args)
             .env("HANGAR_CONFIG", self.config())
             .env("HANGAR_LOG", "info")
             .stdin(Stdio::null())
