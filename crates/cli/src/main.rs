@@ -363,6 +363,9 @@ enum InstanceCmd {
         /// Start it right away.
         #[arg(long)]
         start: bool,
+        /// Place it on this host instead of letting the scheduler choose.
+        #[arg(long)]
+        host: Option<String>,
         #[command(flatten)]
         wait: WaitArgs,
         #[arg(last = true)]
@@ -800,7 +803,7 @@ async fn api(cli: &Cli, out: &Out) -> Result<i32> {
 
 async fn instance(c: &HubClient, out: &Out, cmd: &InstanceCmd) -> Result<i32> {
     match cmd {
-        InstanceCmd::Create { instance, image, cpus, mem, disk, env, start, wait, command } => {
+        InstanceCmd::Create { instance, image, cpus, mem, disk, env, start, host, wait, command } => {
             let r = parse_ref(instance)?;
             let image: ImageRef = image.parse().map_err(|e: String| anyhow::anyhow!("--image: {e}"))?;
             let mut envs = BTreeMap::new();
@@ -810,7 +813,9 @@ async fn instance(c: &HubClient, out: &Out, cmd: &InstanceCmd) -> Result<i32> {
             }
             let spec = InstanceSpec { image, vcpus: *cpus, mem_mib: *mem, disk_mib: *disk, command: command.clone(), env: envs };
             spec.validate().map_err(|e| anyhow::anyhow!("{}", cli_field(&e)))?;
-            let op = c.instance_create(r.tenant.as_str(), &InstanceCreate::new(r.name.clone(), spec, *start)).await?;
+            let mut req = InstanceCreate::new(r.name.clone(), spec, *start);
+            req.host = host.as_deref().map(|h| parse_name("--host", h)).transpose()?;
+            let op = c.instance_create(r.tenant.as_str(), &req).await?;
             finish(c, out, op, wait, |_| format!("{r} {}", if *start { "running" } else { "created" })).await?;
         }
         InstanceCmd::Start { instance, wait } => action(c, out, instance, "start", wait).await?,

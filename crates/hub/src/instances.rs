@@ -132,8 +132,18 @@ impl Hub {
 
     /// Picks the ready host (never a draining, stale, stopped or missing one) that fits
     /// the spec and is least loaded: memory share, then instance count (spread).
-    async fn place(&self, spec: &InstanceSpec) -> HubResult<HostRecord> {
-        let hosts = self.store.list_hosts().await?;
+    async fn place(&self, spec: &InstanceSpec, pin: Option<&Name>) -> HubResult<HostRecord> {
+        let mut hosts = self.store.list_hosts().await?;
+        if let Some(want) = pin {
+            hosts.retain(|h| &h.name == want);
+            match hosts.first() {
+                None => return Err(HubError::invalid(format!("host: no host named '{want}': see `hangar host list`"))),
+                Some(h) if h.state != HostState::Ready => {
+                    return Err(HubError::new(ErrorCode::NoCapacity, format!("host '{want}' is {}: only a ready host takes new instances", h.state.as_str())))
+                }
+                _ => {}
+            }
+        }
         let all = self.store.list_instances(&InstanceFilter::default()).await?;
         let mut best: Option<(f64, HostRecord)> = None;
         for h in hosts.into_iter().filter(|h| h.state == HostState::Ready && h.endpoint.is_some()) {
@@ -214,7 +224,7 @@ impl Hub {
         spec.validate().map_err(HubError::invalid)?;
         let _tg = self.tenant_lock(&t.name).lock_owned().await;
         let target = if req.start { transition(InstanceState::Created, Transition::Start)? } else { InstanceState::Created };
-        self.create_locked(&p.actor(), &t, req.name, spec, target, None).await
+        self.create_locked(&p.actor(), &t, req.name, spec, target, None, req.host.as_ref()).await
     }
 
     /// Creates an instance in `target` (created, starting or sleeping): quota, placement,
@@ -227,6 +237,7 @@ impl Hub {
         spec: InstanceSpec,
         target: InstanceState,
         pool: Option<Name>,
+        pin: Option<&Name>,
     ) -> HubResult<Operation> {
         if self.store.get_instance(&t.name, &name).await?.is_some() {
             return Err(HubError::new(ErrorCode::AlreadyExists, format!("instance '{}/{}' already exists", t.name, name)));
@@ -250,7 +261,7 @@ impl Hub {
             held_until: None,
         };
         self.check_quota(t, &inst, target).await?;
-        let host = self.place(&inst.spec).await?;
+        let host = self.place(&inst.spec, pin).await?;
         inst.address = Some(self.allocate_address(t).await?);
         inst.host = Some(host.name.clone());
         inst.state = target;

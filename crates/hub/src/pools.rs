@@ -216,7 +216,7 @@ impl Hub {
                     };
                     let name = member_name(&pl.name);
                     let what = format!("create {name} ({})", if target == InstanceState::Starting { "running" } else { "sleeping" });
-                    self.create_locked(&actor, t, name, pl.spec.clone(), target, Some(pl.name.clone())).await.map(|_| what)
+                    self.create_locked(&actor, t, name, pl.spec.clone(), target, Some(pl.name.clone()), None).await.map(|_| what)
                 }
                 PoolAction::Request(id, tr) => {
                     let name = members.iter().find(|m| m.id == id).map(|m| m.name.to_string()).unwrap_or_default();

@@ -175,6 +175,10 @@ pub struct InstanceCreate {
     /// Start right after creation.
     #[serde(default)]
     pub start: bool,
+    /// Place it on this host (which must be ready and have room) instead of letting
+    /// the scheduler choose.
+    #[serde(default)]
+    pub host: Option<Name>,
 }
 
 impl InstanceCreate {
@@ -188,6 +192,7 @@ impl InstanceCreate {
             command: spec.command,
             env: spec.env,
             start,
+            host: None,
         }
     }
 
