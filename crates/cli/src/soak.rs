@@ -325,7 +325,7 @@ async fn run_loop(dir: &Path, secs: u64, scenarios: &[String]) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut rng_state = std::process::id() as u64 ^ 0x9E37_79B9_7F4A_7C15;
-    let mut baseline: Option<(u64, usize)> = None;
+    let mut watch = Watch::default();
     let mut stopped = false;
     // Rounds are bounded in count as well as in time.
     for round in 0..1_000_000u64 {
@@ -335,7 +335,7 @@ async fn run_loop(dir: &Path, secs: u64, scenarios: &[String]) -> Result<()> {
         let sc = scenarios[(round as usize) % scenarios.len()].as_str();
         let t = Instant::now();
         let r = tokio::select! {
-            r = tokio::time::timeout(Duration::from_secs(300), one_round(&mut fleet, &mut c, sc, round, &mut rng_state, &mut baseline)) => r.unwrap_or_else(|_| Err(anyhow!("round timed out after 300s"))),
+            r = tokio::time::timeout(Duration::from_secs(300), one_round(&mut fleet, &mut c, sc, round, &mut rng_state, &mut watch)) => r.unwrap_or_else(|_| Err(anyhow!("round timed out after 300s"))),
             _ = term.recv() => { stopped = true; Ok(()) }
         };
         if stopped {
@@ -380,7 +380,58 @@ fn spec() -> InstanceSpec {
     InstanceSpec { image: ImageRef::Host, vcpus: 1, mem_mib: 64, disk_mib: 64, command: vec![], env: Default::default() }
 }
 
-async fn one_round(fleet: &mut LocalFleet, c: &mut HubClient, sc: &str, round: u64, rng: &mut u64, baseline: &mut Option<(u64, usize)>) -> Result<()> {
+/// What the integrity scenario carries from round to round.
+#[derive(Default)]
+struct Watch {
+    /// Hub+agent RSS (KiB) and open fds at the first integrity round.
+    baseline: Option<(u64, usize)>,
+    /// Sandbox ids of every instance seen so far.
+    seen: HashSet<String>,
+}
+
+/// What a host still holds for instances the store no longer has: sandboxes, volumes
+/// and network namespaces of the fleet's agent, and cgroups, namespaces or veths of
+/// instances that were deleted (other fleets on the machine are never looked at).
+async fn orphans(data: &Path, known: &HashSet<String>, deleted: &HashSet<String>) -> Result<Vec<String>> {
+    use hangar_agent::runtime::Runtime;
+    let paths = hangar_agent::identity::AgentPaths::new(data.join("agent"));
+    let (identity, ..) = paths.load()?;
+    let mut found = vec![];
+    let rt = hangar_agent::runtime::OciRuntime::new(hangar_agent::runtime::Flavor::Runc, paths.runtime_root(), paths.bundles());
+    for (id, _) in rt.list().await? {
+        if !known.contains(&id) {
+            found.push(format!("sandbox {id}"));
+        }
+    }
+    let names = |dir: PathBuf| -> Vec<String> {
+        std::fs::read_dir(dir).map(|rd| rd.flatten().filter_map(|e| e.file_name().to_str().map(str::to_string)).collect()).unwrap_or_default()
+    };
+    for v in names(paths.storage().join("pool").join("volumes")).into_iter().chain(names(paths.storage().join("volumes"))) {
+        if !known.contains(&v) {
+            found.push(format!("volume {v}"));
+        }
+    }
+    let prefix = format!("hg-{}-", identity.host_id.short());
+    for ns in names(PathBuf::from("/run/netns")) {
+        if let Some(sid) = ns.strip_prefix(&prefix) {
+            if !known.contains(sid) {
+                found.push(format!("namespace {ns}"));
+            }
+        }
+    }
+    for sid in deleted {
+        if std::path::Path::new("/sys/fs/cgroup/memory/hangar").join(sid).exists() {
+            found.push(format!("cgroup memory/hangar/{sid}"));
+        }
+        let veth = hangar_types::net::veth_name(sid);
+        if std::path::Path::new("/sys/class/net").join(&veth).exists() {
+            found.push(format!("veth {veth}"));
+        }
+    }
+    Ok(found)
+}
+
+async fn one_round(fleet: &mut LocalFleet, c: &mut HubClient, sc: &str, round: u64, rng: &mut u64, watch: &mut Watch) -> Result<()> {
     const MAX_POPULATION: usize = 8;
     match sc {
         "lifecycle" => {
@@ -441,7 +492,7 @@ async fn one_round(fleet: &mut LocalFleet, c: &mut HubClient, sc: &str, round: u
                 let settled_ok = match i.state {
                     InstanceState::Running => i.observed == ObservedState::Running,
                     InstanceState::Warm => i.observed == ObservedState::Warm,
-                    InstanceState::Stopped | InstanceState::Created => i.observed == ObservedState::Stopped,
+                    InstanceState::Stopped | InstanceState::Created | InstanceState::Sleeping => i.observed == ObservedState::Stopped,
                     _ => true,
                 };
                 let age = (time::OffsetDateTime::now_utc() - i.updated_at).whole_seconds();
@@ -454,10 +505,19 @@ async fn one_round(fleet: &mut LocalFleet, c: &mut HubClient, sc: &str, round: u
                 let bad: Vec<String> = v.checks.iter().filter(|x| !x.ok).map(|x| format!("{}: {}", x.check, x.detail)).collect();
                 bail!("net verify: {}", bad.join("; "));
             }
+            // Nothing of a deleted instance, and nothing the store does not know, is
+            // left on the host.
+            let known: HashSet<String> = list.iter().map(|i| i.id.short()).collect();
+            let deleted: HashSet<String> = watch.seen.difference(&known).cloned().collect();
+            let left = orphans(&fleet.data(), &known, &deleted).await?;
+            if !left.is_empty() {
+                bail!("orphans on the host: {}", left.join(", "));
+            }
+            watch.seen.extend(known);
             // Unbounded growth of the hub+agent process fails the run.
             let now = (fleet.rss_kib(), fleet.fds());
-            match baseline {
-                None => *baseline = Some(now),
+            match &watch.baseline {
+                None => watch.baseline = Some(now),
                 Some((rss0, fd0)) => {
                     if now.0 > (*rss0).max(20_000) * 4 {
                         bail!("hub+agent RSS grew from {} to {} KiB", rss0, now.0);
