@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 #[derive(clap::Args, Clone)]
 pub struct BenchArgs {
-    /// Comma-separated subset of: start, resume, burst (with density), api, heartbeat.
+    /// Comma-separated subset of: start, resume, burst (with density), api, reconcile, heartbeat.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Samples for start and resume.
@@ -31,12 +31,15 @@ pub struct BenchArgs {
     /// Seconds of load for the api benchmark.
     #[arg(long, default_value_t = 5)]
     api_secs: u64,
+    /// Running instances the reconcile benchmark scales a pool to.
+    #[arg(long, default_value_t = 1000)]
+    reconcile_size: u32,
     /// Where to write the results.
     #[arg(long, default_value = "bench.json")]
     out: PathBuf,
 }
 
-const ALL: [&str; 5] = ["start", "resume", "burst", "api", "heartbeat"];
+const ALL: [&str; 6] = ["start", "resume", "burst", "api", "reconcile", "heartbeat"];
 
 #[derive(Serialize, Clone, Debug)]
 pub struct Row {
@@ -104,24 +107,7 @@ fn raw_runc_start(dir: &Path, n: usize) -> Result<Vec<f64>> {
     let mut out = vec![];
     for i in 0..n {
         let id = format!("rawbench{i}");
-        let bundle = dir.join("bundles").join(&id);
-        let home = dir.join("homes").join(&id);
-        std::fs::create_dir_all(&bundle)?;
-        std::fs::create_dir_all(&home)?;
-        let s = hangar_agent::runtime::SandboxSpec {
-            id: id.clone(),
-            image: ImageRef::Host,
-            home_dir: home,
-            vcpus: 1,
-            mem_mib: 64,
-            pids_limit: 1024,
-            command: vec![],
-            env: Default::default(),
-            hostname: id.clone(),
-            log_path: dir.join(format!("{id}.log")),
-            netns_path: None,
-        };
-        hangar_agent::runtime::bundle::write(&bundle, &s)?;
+        let bundle = raw_bundle(dir, &id, 64)?;
         let t = Instant::now();
         let o = Command::new("runc").arg("--root").arg(&root).args(["run", "-d", "--bundle"]).arg(&bundle).arg(&id).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status()?;
         if !o.success() {
@@ -137,6 +123,65 @@ fn raw_runc_start(dir: &Path, n: usize) -> Result<Vec<f64>> {
         runc(&root, &["delete", "--force", &id])?;
     }
     Ok(out)
+}
+
+/// Writes the bundle hangar would write for sandbox `id` under `dir`.
+fn raw_bundle(dir: &Path, id: &str, mem_mib: u64) -> Result<PathBuf> {
+    let bundle = dir.join("bundles").join(id);
+    let home = dir.join("homes").join(id);
+    std::fs::create_dir_all(&bundle)?;
+    std::fs::create_dir_all(&home)?;
+    let s = hangar_agent::runtime::SandboxSpec {
+        id: id.to_string(),
+        image: ImageRef::Host,
+        home_dir: home,
+        vcpus: 1,
+        mem_mib,
+        pids_limit: 1024,
+        command: vec![],
+        env: Default::default(),
+        hostname: id.to_string(),
+        log_path: dir.join(format!("{id}.log")),
+        netns_path: None,
+    };
+    hangar_agent::runtime::bundle::write(&bundle, &s)?;
+    Ok(bundle)
+}
+
+/// The raw baseline of `reconcile`: `n` sandboxes started with `runc run -d` by hand,
+/// `parallel` at a time (the agent's own parallelism), then removed. Returns the wall time.
+fn raw_runc_many(dir: &Path, n: usize, parallel: usize) -> Result<Duration> {
+    let root = dir.join("rawmany");
+    let mut bundles = vec![];
+    for i in 0..n {
+        let id = format!("rawmany{i}");
+        bundles.push((id.clone(), raw_bundle(dir, &id, 16)?));
+    }
+    let t = Instant::now();
+    let chunks: Vec<Vec<(String, PathBuf)>> = bundles.chunks(n.div_ceil(parallel.max(1)).max(1)).map(|c| c.to_vec()).collect();
+    let failed = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|sc| {
+        for chunk in &chunks {
+            let (root, failed) = (&root, &failed);
+            sc.spawn(move || {
+                for (id, bundle) in chunk {
+                    let ok = Command::new("runc").arg("--root").arg(root).args(["run", "-d", "--bundle"]).arg(bundle).arg(id).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false);
+                    if !ok {
+                        failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    let took = t.elapsed();
+    for (id, _) in &bundles {
+        let _ = runc(&root, &["delete", "--force", id]);
+    }
+    let f = failed.load(std::sync::atomic::Ordering::Relaxed);
+    if f > 0 {
+        bail!("{f} of {n} raw runc runs failed");
+    }
+    Ok(took)
 }
 
 pub async fn run(a: &BenchArgs, out: &Out) -> Result<i32> {
@@ -207,10 +252,27 @@ pub async fn run(a: &BenchArgs, out: &Out) -> Result<i32> {
             runc(&root, &["resume", &sid])?;
             raw.push(ms(t.elapsed()));
         }
+        // Sleeping -> running: the processes were stopped, so waking is a start (volume,
+        // namespace and address kept).
+        let mut woke = vec![];
+        for _ in 0..a.runs.min(10) {
+            let op = c.instance_action("bench", "r0", "sleep").await?;
+            c.operation_wait_final(op.id, Duration::from_secs(60)).await?;
+            let t = Instant::now();
+            let op = c.instance_action("bench", "r0", "start").await?;
+            let op = c.operation_wait_final(op.id, Duration::from_secs(60)).await?;
+            if op.status != OperationStatus::Succeeded {
+                bail!("wake failed: {:?}", op.error);
+            }
+            woke.push(ms(t.elapsed()));
+        }
         delete(&c, "r0").await?;
         let (h, r) = (sorted(samples), sorted(raw));
         rows.push(row("resume", "p50 warm->running", pct(&h, 0.5), Some(pct(&r, 0.5)), "ms", "<= 10 ms", Some(pct(&h, 0.5) <= 10.0)));
         rows.push(row("resume", "p99", pct(&h, 0.99), Some(pct(&r, 0.99)), "ms", "", None));
+        let w = sorted(woke);
+        rows.push(row("resume", "p50 sleeping->running", pct(&w, 0.5), None, "ms", "", None));
+        rows.push(row("resume", "p99 sleeping->running", pct(&w, 0.99), None, "ms", "", None));
     }
     if which.contains(&"burst") {
         eprintln!("bench burst: {} instances at once", a.burst);
@@ -282,6 +344,44 @@ pub async fn run(a: &BenchArgs, out: &Out) -> Result<i32> {
         rows.push(row("api", "requests per second (get+list)", rps, None, "/s", ">= 5000/s", Some(rps >= 5000.0)));
         rows.push(row("api", "p99 latency", pct(&l, 0.99), None, "ms", "< 20 ms", Some(pct(&l, 0.99) < 20.0)));
         delete(&c, "api0").await?;
+    }
+    if which.contains(&"reconcile") {
+        let n = a.reconcile_size;
+        eprintln!("bench reconcile: a pool from 0 to {n} running on one host, then {n} raw runc runs");
+        let req = PoolCreate {
+            name: "rec".parse()?,
+            role: "worker".parse()?,
+            image: ImageRef::Host,
+            vcpus: 1,
+            mem_mib: 16,
+            disk_mib: 16,
+            command: vec![],
+            env: Default::default(),
+            counts: PoolCounts::default(),
+        };
+        c.pool_create("bench", &req).await?;
+        let cpu0 = fleet.cpu_secs();
+        let t = Instant::now();
+        c.pool_scale("bench", "rec", &PoolScale { running: Some(n), warm: None, sleeping: None }).await?;
+        let p = crate::pools::wait_converged(&c, "bench", "rec", Duration::from_secs(3600)).await?;
+        let took = t.elapsed();
+        let cpu1 = fleet.cpu_secs();
+        let running = c.pool_members("bench", "rec").await?.iter().filter(|m| m.observed == ObservedState::Running).count();
+        if running != n as usize || p.actual.running != n {
+            bail!("the pool converged with {running} of {n} members observed running");
+        }
+        c.pool_delete("bench", "rec").await?;
+        let deadline = Instant::now() + Duration::from_secs(1800);
+        while !c.pool_members("bench", "rec").await?.is_empty() {
+            if Instant::now() > deadline {
+                bail!("the reconcile pool's members were not deleted in 30 min");
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let raw = raw_runc_many(fleet.dir.path(), n as usize, 8)?;
+        rows.push(row("reconcile", &format!("0 -> {n} running: converge time"), took.as_secs_f64(), Some(raw.as_secs_f64()), "s", "", None));
+        rows.push(row("reconcile", "hub+agent CPU seconds", cpu1.0 - cpu0.0, None, "s", "", None));
+        rows.push(row("reconcile", "runtime (runc, btrfs, nft) CPU seconds", cpu1.1 - cpu0.1, None, "s", "", None));
     }
     if which.contains(&"heartbeat") {
         eprintln!("bench heartbeat: {} rounds of kill -9 until stale (default threshold)", a.heartbeat_runs);

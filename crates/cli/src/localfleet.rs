@@ -85,6 +85,20 @@ impl LocalFleet {
         self.wait_ready().await.map(|_| ())
     }
 
+    /// CPU seconds of the `hangar up` process (user+system) and of its reaped children
+    /// (runc, btrfs, nft it ran), from /proc/PID/stat.
+    pub fn cpu_secs(&self) -> (f64, f64) {
+        let Some(pid) = self.child.as_ref().map(|c| c.id()) else { return (0.0, 0.0) };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Fields after the command name (which may hold spaces) start at field 3.
+        let rest: Vec<f64> = stat.rsplit(')').next().unwrap_or("").split_whitespace().filter_map(|x| x.parse().ok()).collect();
+        let tick = 100.0; // USER_HZ on Linux
+        let f = |i: usize| rest.get(i).copied().unwrap_or(0.0) / tick;
+        // utime, stime, cutime, cstime are fields 14-17; `rest` starts at field 4 (ppid):
+        // the state letter does not parse and is dropped.
+        (f(10) + f(11), f(12) + f(13))
+    }
+
     /// Open file descriptors of the `hangar up` process.
     pub fn fds(&self) -> usize {
         let Some(pid) = self.child.as_ref().map(|c| c.id()) else { return 0 };
