@@ -192,6 +192,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output =
         if let Some(d) = &doc {
             reconciler.sync_network(d).await;
         }
+        reconciler.prepare_network().await;
     }
     let _ = stop_tx.send(true);
     poller.abort();

@@ -378,15 +378,21 @@ pub async fn remove_agent_state(paths: &AgentPaths, own_netns: bool, done: &mut 
     }
     // Networking: namespaces of every instance the agent last knew, then its bridges
     // and nftables table (sync to nothing removes both).
+    // Whose namespaces and rules: the joined identity, or for a one-shot reconcile
+    // (no identity) the host id of the document it converged to.
+    let owner = paths.load().map(|(id, ..)| id.host_id).ok().or_else(|| {
+        let doc = std::fs::read_to_string(paths.desired()).ok()?;
+        Some(serde_json::from_str::<hangar_types::protocol::DesiredDoc>(&doc).ok()?.host_id)
+    });
     let doc = std::fs::read_to_string(paths.desired()).ok();
-    if let (Ok((identity, ..)), Some(doc)) = (paths.load(), doc) {
+    if let (Some(owner), Some(doc)) = (owner, doc) {
         let parsed = serde_json::from_str::<hangar_types::protocol::DesiredDoc>(&doc);
         if let Err(e) = &parsed {
             errors.push(format!("cannot read the agent's last desired state (its networks are left): {e}"));
         }
         if let Ok(doc) = parsed {
             use hangar_agent::network::NetworkDriver;
-            let net = hangar_agent::network::BridgeNetwork::new(&identity.host_id.short());
+            let net = hangar_agent::network::BridgeNetwork::new(&owner.short());
             for d in &doc.instances {
                 if let Err(e) = net.detach(&d.id.short()).await {
                     errors.push(format!("network of {}/{}: {e}", d.tenant, d.name));
@@ -400,10 +406,16 @@ pub async fn remove_agent_state(paths: &AgentPaths, own_netns: bool, done: &mut 
             }
         }
     }
+    // Spare namespaces the agent made ahead live in /run/netns whichever namespace it ran in.
+    if let Some(owner) = owner {
+        if let Err(e) = hangar_agent::network::BridgeNetwork::new(&owner.short()).remove_spares() {
+            errors.push(format!("spare namespaces: {e}"));
+        }
+    }
     // The agent's own nftables table goes in any case: its name needs only the identity.
     // (A provider host's table lives in its namespace and goes with it.)
-    if let (true, Ok((identity, ..))) = (own_netns, paths.load()) {
-        if let Err(e) = hangar_agent::network::remove_rules(&identity.host_id.short()).await {
+    if let (true, Some(owner)) = (own_netns, owner) {
+        if let Err(e) = hangar_agent::network::remove_rules(&owner.short()).await {
             errors.push(format!("nftables table: {e}"));
         }
     }

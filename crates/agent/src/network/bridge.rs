@@ -26,12 +26,70 @@ pub struct BridgeNetwork {
     ns_prefix: String,
     /// The last rule set applied, so unchanged passes do not rewrite nftables.
     applied: tokio::sync::Mutex<Option<Vec<String>>>,
+    /// Serializes taking spare namespaces.
+    spares: tokio::sync::Mutex<()>,
 }
+
+/// Spare namespaces kept made in advance: creating a network namespace costs the
+/// kernel 10-20 ms (FACTS.md: most of a sandbox's network set-up), so it happens after
+/// the report, off the start path, and a start only moves a spare into place.
+const SPARES: usize = 2;
+/// Spare names: `hg-<host>-spare<k>` (sandbox ids start with `i`, so never a clash).
+const SPARE: &str = "spare";
 
 impl BridgeNetwork {
     /// `owner`: a short name unique on this machine (the host id's short form).
     pub fn new(owner: &str) -> Self {
-        BridgeNetwork { table: format!("hangar_{owner}"), ns_prefix: format!("hg-{owner}-"), applied: Default::default() }
+        BridgeNetwork { table: format!("hangar_{owner}"), ns_prefix: format!("hg-{owner}-"), applied: Default::default(), spares: Default::default() }
+    }
+
+    fn spare_paths(&self) -> Vec<PathBuf> {
+        let Ok(rd) = std::fs::read_dir(NETNS_DIR) else { return vec![] };
+        let prefix = format!("{}{SPARE}", self.ns_prefix);
+        rd.flatten().filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(&prefix))).map(|e| e.path()).collect()
+    }
+
+    /// Moves a spare namespace to `target` (bind-mount there, unmount the spare's name).
+    /// False if there is none.
+    async fn take_spare(&self, target: &Path) -> bool {
+        let _g = self.spares.lock().await;
+        for spare in self.spare_paths() {
+            if std::fs::File::create(target).is_err() {
+                return false;
+            }
+            if nix::mount::mount(Some(&spare), target, None::<&str>, MsFlags::MS_BIND, None::<&str>).is_ok() {
+                let _ = remove_netns(&spare);
+                return true;
+            }
+            let _ = std::fs::remove_file(target);
+            // A broken spare (its file without a namespace mounted): drop it.
+            let _ = remove_netns(&spare);
+        }
+        false
+    }
+
+    /// Makes spare namespaces until there are [`SPARES`].
+    pub async fn refill_spares(&self) -> Result<(), NetError> {
+        let _g = self.spares.lock().await;
+        let have = self.spare_paths();
+        for k in 0..SPARES * 4 {
+            if self.spare_paths().len() >= SPARES {
+                break;
+            }
+            let p = Path::new(NETNS_DIR).join(format!("{}{SPARE}{k}", self.ns_prefix));
+            if !have.contains(&p) && !p.exists() {
+                create_netns(p).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the spare namespaces (`hangar down`).
+    pub fn remove_spares(&self) -> Result<(), NetError> {
+        for p in self.spare_paths() {
+            remove_netns(&p)?;
+        }
+        Ok(())
     }
 
     pub fn table(&self) -> &str {
@@ -253,7 +311,7 @@ impl NetworkDriver for BridgeNetwork {
         let h = connect().await?;
         let br = ensure_bridge(&h, net).await?;
         let ns = self.netns_path(sandbox);
-        if !ns.exists() {
+        if !ns.exists() && !self.take_spare(&ns).await {
             create_netns(ns.clone()).await?;
         }
         let host_end = veth_name(sandbox);
@@ -358,6 +416,10 @@ impl NetworkDriver for BridgeNetwork {
         Ok(())
     }
 
+    async fn prepare(&self) -> Result<(), NetError> {
+        self.refill_spares().await
+    }
+
     async fn wired(&self) -> Result<std::collections::HashSet<String>, NetError> {
         let h = connect().await?;
         let all: Vec<LinkMessage> = h.link().get().execute().try_collect().await.map_err(nl("list links"))?;
@@ -366,7 +428,11 @@ impl NetworkDriver for BridgeNetwork {
 
     async fn attached(&self) -> Result<Vec<String>, NetError> {
         let Ok(rd) = std::fs::read_dir(NETNS_DIR) else { return Ok(vec![]) };
-        Ok(rd.flatten().filter_map(|e| e.file_name().into_string().ok()?.strip_prefix(&self.ns_prefix).map(str::to_string)).collect())
+        Ok(rd
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok()?.strip_prefix(&self.ns_prefix).map(str::to_string))
+            .filter(|n| !n.starts_with(SPARE))
+            .collect())
     }
 
     async fn inspect(&self) -> Result<NetReport, NetError> {

@@ -56,4 +56,8 @@ pub trait NetworkDriver: Send + Sync {
     /// Sandboxes that have a namespace here.
     async fn attached(&self) -> Result<Vec<String>, NetError>;
     async fn inspect(&self) -> Result<NetReport, NetError>;
+    /// Work done ahead, off the start path (e.g. spare namespaces). Called after reports.
+    async fn prepare(&self) -> Result<(), NetError> {
+        Ok(())
+    }
 }

@@ -134,6 +134,65 @@ impl OciRuntime {
     fn bundle_dir(&self, id: &str) -> PathBuf {
         self.bundles.join(id)
     }
+
+    fn runc_state(&self, id: &str) -> Option<serde_json::Value> {
+        serde_json::from_slice(&std::fs::read(self.state_root.join(id).join("state.json")).ok()?).ok()
+    }
+
+    /// Every sandbox of the state root, from files; None if any state is unreadable
+    /// (then `runc list` decides).
+    fn runc_list_from_files(&self) -> Option<Vec<(String, SandboxStatus)>> {
+        let mut out = vec![];
+        for e in std::fs::read_dir(&self.state_root).ok()?.flatten() {
+            let id = e.file_name().to_str()?.to_string();
+            if let Some(st) = runc_status_from_files(&e.path()).ok()? {
+                out.push((id, st));
+            }
+        }
+        Some(out)
+    }
+}
+
+/// A sandbox's status read the way runc itself works it out, from its state file, /proc
+/// and the freezer cgroup: no process spawned (a `runc state` or `runc list` costs
+/// several milliseconds on every convergence pass). None if there is no state file; an
+/// unreadable one (runc writing it right now) is an error so callers fall back to runc.
+fn runc_status_from_files(state_dir: &std::path::Path) -> std::io::Result<Option<SandboxStatus>> {
+    let raw = match std::fs::read(state_dir.join("state.json")) {
+        Ok(r) => r,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let v: serde_json::Value = serde_json::from_slice(&raw).map_err(std::io::Error::other)?;
+    let (Some(pid), Some(start)) = (v["init_process_pid"].as_u64(), v["init_process_start"].as_u64()) else {
+        return Err(std::io::Error::other("state.json without init process"));
+    };
+    // Alive means: the pid exists, is the same process (start time) and is no zombie.
+    let alive = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().is_some_and(|stat| {
+        let rest: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+        // rest[0] is field 3 (state); starttime is field 22.
+        rest.first().is_some_and(|st| *st != "Z" && *st != "X") && rest.get(19).and_then(|x| x.parse::<u64>().ok()) == Some(start)
+    });
+    if !alive {
+        return Ok(Some(SandboxStatus::Stopped));
+    }
+    if state_dir.join("exec.fifo").exists() {
+        return Ok(Some(SandboxStatus::Created));
+    }
+    Ok(Some(if freezer_frozen(&v) { SandboxStatus::Paused } else { SandboxStatus::Running }))
+}
+
+/// The freezer file of a sandbox and the values meaning frozen / thawed (v1 or v2).
+fn freezer_file(state: &serde_json::Value) -> Option<(PathBuf, &'static str, &'static str)> {
+    let paths = &state["cgroup_paths"];
+    if let Some(f) = paths["freezer"].as_str() {
+        return Some((PathBuf::from(f).join("freezer.state"), "FROZEN", "THAWED"));
+    }
+    paths[""].as_str().map(|u| (PathBuf::from(u).join("cgroup.freeze"), "1", "0"))
+}
+
+fn freezer_frozen(state: &serde_json::Value) -> bool {
+    freezer_file(state).and_then(|(f, frozen, _)| std::fs::read_to_string(f).ok().map(|s| s.trim() == frozen)).unwrap_or(false)
 }
 
 fn parse_status(s: &str) -> SandboxStatus {
@@ -169,6 +228,16 @@ impl Runtime for OciRuntime {
 
     async fn resume(&self, id: &str) -> Result<(), RuntimeError> {
         check_id(id)?;
+        // runc: thaw the freezer cgroup directly, which is all `runc resume` does.
+        if self.flavor == Flavor::Runc {
+            if let Some(state) = self.runc_state(id) {
+                if let Some((file, _, thawed)) = freezer_file(&state) {
+                    if std::fs::write(&file, thawed).is_ok() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
         match self.run("resume", id, &["resume", id]).await {
             Ok(_) => Ok(()),
             // Not paused (already running): nothing to do. One spawn instead of two.
@@ -179,6 +248,11 @@ impl Runtime for OciRuntime {
 
     async fn status(&self, id: &str) -> Result<Option<SandboxStatus>, RuntimeError> {
         check_id(id)?;
+        if self.flavor == Flavor::Runc {
+            if let Ok(st) = runc_status_from_files(&self.state_root.join(id)) {
+                return Ok(st);
+            }
+        }
         match self.run("state", id, &["state", id]).await {
             Ok(out) => {
                 let v: serde_json::Value = serde_json::from_slice(&out)
@@ -194,6 +268,11 @@ impl Runtime for OciRuntime {
         if !self.state_root.exists() {
             return Ok(vec![]);
         }
+        if self.flavor == Flavor::Runc {
+            if let Some(l) = self.runc_list_from_files() {
+                return Ok(l);
+            }
+        }
         let out = self.run("list", "-", &["list", "--format", "json"]).await?;
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap_or(serde_json::Value::Null);
         Ok(v.as_array()
@@ -207,7 +286,12 @@ impl Runtime for OciRuntime {
             Some(SandboxStatus::Paused) => Ok(()),
             None => Err(RuntimeError::NotFound(id.into())),
             _ => {
-                self.run("pause", id, &["pause", id]).await?;
+                // runc: freeze the cgroup directly (what `runc pause` does); else the CLI.
+                let direct = self.flavor == Flavor::Runc
+                    && self.runc_state(id).and_then(|st| freezer_file(&st)).is_some_and(|(file, frozen, _)| std::fs::write(file, frozen).is_ok());
+                if !direct {
+                    self.run("pause", id, &["pause", id]).await?;
+                }
                 // The freezer may still be FREEZING when the command returns (crun):
                 // report warm only once every task is frozen.
                 for _ in 0..100 {
