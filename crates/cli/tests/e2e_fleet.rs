@@ -211,6 +211,24 @@ fn three_hosts_pools_drain_stop_start_kill_partition() {
     // ---- teardown: pool delete, host remove
     f.run(&["pool", "delete", "acme/workers"]);
     wait_until("members gone", || f.json(&["instance", "list", "--tenant", "acme"]).as_array().unwrap().is_empty());
+    // ---- onboarding: a sandbox tenant with gateway and worker pools, and its dashboard
+    let out = f.run(&["new", "sandbox", "demo", "--workers", "2", "--warm", "0"]);
+    assert!(out.contains("next:"), "{out}");
+    let dash = f.json(&["connect", "demo"]);
+    let pools: BTreeSet<String> = dash["pools"].as_array().unwrap().iter().map(|p| p["pool"]["name"].as_str().unwrap().to_string()).collect();
+    assert_eq!(pools, BTreeSet::from(["gateway".to_string(), "workers".to_string()]));
+    assert!(dash["pools"].as_array().unwrap().iter().all(|p| p["converged"] == true), "{dash:#}");
+    assert_eq!(dash["instances"].as_array().unwrap().len(), 3);
+    assert!(dash["network"].as_str().is_some_and(|n| n.ends_with(".0/24")), "{dash:#}");
+    assert!(dash["next"].as_array().unwrap().iter().any(|n| n.as_str().unwrap().contains("hangar pool scale demo/workers")));
+    // Running it again completes nothing new and fails nothing.
+    f.run(&["new", "sandbox", "demo", "--workers", "2", "--warm", "0"]);
+    assert_eq!(f.json(&["instance", "list", "--tenant", "demo"]).as_array().unwrap().len(), 3);
+    for p in ["gateway", "workers"] {
+        f.run(&["pool", "delete", &format!("demo/{p}")]);
+    }
+    wait_until("demo members gone", || f.json(&["instance", "list", "--tenant", "demo"]).as_array().unwrap().is_empty());
+
     f.run(&["host", "remove", "node-c"]);
     assert!(!f.data_dir().join("hosts/node-c").exists());
     assert!(f.fail(&["host", "info", "node-c"]).contains("not found"));
