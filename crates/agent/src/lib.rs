@@ -12,4 +12,5 @@ pub mod join;
 pub mod network;
 pub mod reconcile;
 pub mod runtime;
+pub mod stopwatch;
 pub mod volume;

@@ -8,7 +8,7 @@ use hangar_types::net::{bridge_subnet, veth_name, ClusterRange, NetSpec};
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 use rtnetlink::packet_route::address::AddressAttribute;
-use rtnetlink::packet_route::link::{InfoBridgePort, InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use rtnetlink::packet_route::link::{InfoBridgePort, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -308,12 +308,15 @@ impl NetworkDriver for BridgeNetwork {
     }
 
     async fn attach(&self, sandbox: &str, net: &NetSpec) -> Result<PathBuf, NetError> {
+        let mut laps = crate::stopwatch::Stopwatch::start();
         let h = connect().await?;
         let br = ensure_bridge(&h, net).await?;
+        laps.mark("bridge");
         let ns = self.netns_path(sandbox);
         if !ns.exists() && !self.take_spare(&ns).await {
             create_netns(ns.clone()).await?;
         }
+        laps.mark("netns");
         let host_end = veth_name(sandbox);
         if let Some(m) = link(&h, &host_end).await? {
             // Exists: make sure it hangs on the right bridge and is up.
@@ -322,19 +325,27 @@ impl NetworkDriver for BridgeNetwork {
             }
             return Ok(ns);
         }
-        let peer = format!("hp{}", &host_end[2..]);
-        h.link().add(LinkVeth::new(&host_end, &peer).build()).execute().await.map_err(nl(format!("create veth {host_end}")))?;
-        let peer_idx = link(&h, &peer).await?.map(|m| m.header.index).ok_or_else(|| NetError::NameClash(peer.clone()))?;
+        // One request makes the pair: the host end on the bridge and up, the sandbox end
+        // born inside the namespace as eth0. Moving an existing link into a namespace
+        // instead waits for an RCU grace period (15-30 ms here: most of the start path).
+        // The MAC follows from the address (02:58 + IPv4, locally administered), so a
+        // re-created veth answers with the MAC neighbours already have cached.
+        let (addr, len, gw) = (net.address, net.prefix_len, net.gateway);
+        let o = addr.octets();
         let ns_file = std::fs::File::open(&ns).map_err(sys(format!("open {}", ns.display())))?;
         use std::os::fd::AsRawFd;
-        h.link()
-            .set(LinkUnspec::new_with_index(peer_idx).setns_by_fd(ns_file.as_raw_fd()).build())
-            .execute()
-            .await
-            .map_err(nl(format!("move {peer} into {}", ns.display())))?;
-        let host_idx = link(&h, &host_end).await?.map(|m| m.header.index).ok_or_else(|| NetError::NameClash(host_end.clone()))?;
-        h.link().set(LinkUnspec::new_with_index(host_idx).controller(br).up().build()).execute().await.map_err(nl(format!("attach {host_end}")))?;
+        let peer = LinkUnspec::new_with_name("eth0").address(vec![0x02, 0x58, o[0], o[1], o[2], o[3]]).setns_by_fd(ns_file.as_raw_fd()).build();
+        let pair = rtnetlink::LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+            .name(host_end.clone())
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+            .controller(br)
+            .up()
+            .build();
+        h.link().add(pair).execute().await.map_err(nl(format!("create veth {host_end} into {}", ns.display())))?;
+        drop(ns_file);
+        laps.mark("veth");
         if net.isolated {
+            let host_idx = link(&h, &host_end).await?.map(|m| m.header.index).ok_or_else(|| NetError::NameClash(host_end.clone()))?;
             // Isolated ports forward only to non-isolated ones (the bridge itself, which
             // routes out): instances of this tenant cannot talk to each other.
             h.link()
@@ -343,19 +354,9 @@ impl NetworkDriver for BridgeNetwork {
                 .await
                 .map_err(nl(format!("isolate {host_end}")))?;
         }
-        let (addr, len, gw) = (net.address, net.prefix_len, net.gateway);
+        laps.mark("port");
         in_netns(ns.clone(), move |h| async move {
-            let m = link(&h, &peer).await?.ok_or_else(|| NetError::NameClash(peer.clone()))?;
-            let idx = m.header.index;
-            // The MAC follows from the address (02:58 + IPv4, locally administered), so a
-            // re-created veth answers with the MAC neighbours already have cached.
-            let o = addr.octets();
-            let mac = vec![0x02, 0x58, o[0], o[1], o[2], o[3]];
-            h.link()
-                .set(LinkUnspec::new_with_index(idx).name("eth0".to_string()).address(mac).build())
-                .execute()
-                .await
-                .map_err(nl("rename eth0"))?;
+            let idx = link(&h, "eth0").await?.ok_or_else(|| NetError::NameClash("eth0".into()))?.header.index;
             add_address(&h, idx, addr, len, "eth0").await?;
             set_up(&h, idx, "eth0").await?;
             match h.route().add(RouteMessageBuilder::<Ipv4Addr>::new().gateway(gw).build()).execute().await {
@@ -365,6 +366,8 @@ impl NetworkDriver for BridgeNetwork {
             }
         })
         .await?;
+        laps.mark("inside");
+        tracing::debug!(sandbox, laps = %laps.laps(), "network attached");
         Ok(ns)
     }
 
