@@ -198,6 +198,8 @@ pub async fn run(a: &BenchArgs, out: &Out) -> Result<i32> {
         name: "bench".parse()?,
         quotas: Some(Quotas { max_vcpus: 100_000, max_mem_mib: 10_000_000, max_running: 5000, max_instances: 5000, max_disk_gib: 100_000 }),
         isolated: false,
+        // A /20 (4,093 addresses): the reconcile benchmark runs 1,000 in one pool.
+        net_prefix: Some(20),
     })
     .await?;
     let mut rows = vec![];

@@ -20,6 +20,7 @@ use hangar_agent::identity::AgentPaths;
 use hangar_agent::runtime::Flavor;
 use hangar_client::HubClient;
 use hangar_types::api::*;
+use hangar_types::net::DEFAULT_NET_PREFIX;
 use hangar_types::{InstanceRef, Name};
 use output::Out;
 use std::collections::BTreeMap;
@@ -323,6 +324,10 @@ enum TenantCmd {
         /// Its instances cannot reach each other (they still reach the outside).
         #[arg(long)]
         isolated: bool,
+        /// Prefix length of its subnet: 24 (253 instance addresses, the default) down
+        /// to 20 (4,093).
+        #[arg(long)]
+        net_prefix: Option<u8>,
     },
     List,
     Info { name: String },
@@ -724,14 +729,19 @@ async fn finish(c: &HubClient, out: &Out, op: Operation, wait: &WaitArgs, done: 
 async fn api(cli: &Cli, out: &Out) -> Result<i32> {
     let c = client(cli)?;
     match &cli.cmd {
-        Cmd::Tenant(TenantCmd::Create { name, max_vcpus, max_mem, max_running, max_instances, max_disk, isolated }) => {
+        Cmd::Tenant(TenantCmd::Create { name, max_vcpus, max_mem, max_running, max_instances, max_disk, isolated, net_prefix }) => {
             let req = TenantCreate {
                 name: parse_name("tenant", name)?,
                 quotas: Some(Quotas { max_vcpus: *max_vcpus, max_mem_mib: *max_mem, max_running: *max_running, max_instances: *max_instances, max_disk_gib: *max_disk }),
                 isolated: *isolated,
+                net_prefix: *net_prefix,
             };
+            if let Some(p) = net_prefix {
+                hangar_types::net::check_net_prefix(*p).map_err(|e| anyhow::anyhow!("--net-prefix: {e}"))?;
+            }
             let t = c.tenant_create(&req).await?;
-            out.item(&t, &format!("tenant '{}' created (net id {})", t.name, t.net_id));
+            let addresses = hangar_types::net::host_numbers(t.net_prefix).count();
+            out.item(&t, &format!("tenant '{}' created (net id {}, a /{} subnet: {addresses} instance addresses)", t.name, t.net_id, t.net_prefix));
         }
         Cmd::Tenant(TenantCmd::List) => out.tenants(&c.tenant_list().await?),
         Cmd::Tenant(TenantCmd::Info { name }) => out.tenant_info(&c.tenant_info(name).await?),
@@ -850,7 +860,10 @@ async fn instance(c: &HubClient, out: &Out, cmd: &InstanceCmd) -> Result<i32> {
         }
         InstanceCmd::Info { instance } => {
             let r = parse_ref(instance)?;
-            out.instance(&c.instance_get(r.tenant.as_str(), r.name.as_str()).await?);
+            let i = c.instance_get(r.tenant.as_str(), r.name.as_str()).await?;
+            // The subnet's size is the tenant's: the gateway and bridge follow from it.
+            let prefix = if out.json { DEFAULT_NET_PREFIX } else { c.tenant_info(r.tenant.as_str()).await.map(|t| t.tenant.net_prefix).unwrap_or(DEFAULT_NET_PREFIX) };
+            out.instance(&i, prefix);
         }
         InstanceCmd::List { tenant, pool: None } => out.instances(&c.instance_list(tenant.as_deref()).await?),
         InstanceCmd::List { tenant: Some(t), pool: Some(p) } => out.instances(&c.pool_members(t, p).await?),

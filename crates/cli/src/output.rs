@@ -69,11 +69,11 @@ impl Out {
             return self.print_json(ts_);
         }
         self.table(
-            &["NAME", "NET ID", "MAX VCPUS", "MAX MEM MIB", "MAX RUNNING", "MAX INSTANCES", "MAX DISK GIB"],
+            &["NAME", "NET ID", "SUBNET", "MAX VCPUS", "MAX MEM MIB", "MAX RUNNING", "MAX INSTANCES", "MAX DISK GIB"],
             ts_.iter()
                 .map(|t| {
                     let q = &t.quotas;
-                    vec![t.name.to_string(), t.net_id.to_string(), q.max_vcpus.to_string(), q.max_mem_mib.to_string(), q.max_running.to_string(), q.max_instances.to_string(), q.max_disk_gib.to_string()]
+                    vec![t.name.to_string(), t.net_id.to_string(), format!("/{}", t.net_prefix), q.max_vcpus.to_string(), q.max_mem_mib.to_string(), q.max_running.to_string(), q.max_instances.to_string(), q.max_disk_gib.to_string()]
                 })
                 .collect(),
         );
@@ -84,7 +84,7 @@ impl Out {
             return self.print_json(t);
         }
         let (q, u) = (&t.tenant.quotas, &t.usage);
-        println!("tenant {} (net id {}, created {})", t.tenant.name, t.tenant.net_id, ts(t.tenant.created_at));
+        println!("tenant {} (net id {}, a /{} subnet, created {})", t.tenant.name, t.tenant.net_id, t.tenant.net_prefix, ts(t.tenant.created_at));
         self.table(
             &["QUOTA", "USED", "LIMIT"],
             vec![
@@ -122,7 +122,8 @@ impl Out {
         );
     }
 
-    pub fn instance(&self, i: &Instance) {
+    /// `net_prefix`: the prefix length of the instance's tenant subnet.
+    pub fn instance(&self, i: &Instance, net_prefix: u8) {
         if self.json {
             return self.print_json(i);
         }
@@ -133,9 +134,9 @@ impl Out {
             ("desired", format!("{:?}", i.desired).to_lowercase()),
             ("observed", i.observed.to_string()),
             ("host", i.host.as_ref().map(|h| h.to_string()).unwrap_or_else(|| "-".into())),
-            ("address", i.address.map(|a| format!("{a}/24")).unwrap_or_else(|| "-".into())),
-            ("gateway", i.address.map(|a| { let o = a.octets(); format!("{}.{}.{}.1", o[0], o[1], o[2]) }).unwrap_or_else(|| "-".into())),
-            ("bridge", i.address.map(|a| { let o = a.octets(); hangar_types::net::bridge_name(std::net::Ipv4Addr::new(o[0], o[1], o[2], 0)) }).unwrap_or_else(|| "-".into())),
+            ("address", i.address.map(|a| format!("{a}/{net_prefix}")).unwrap_or_else(|| "-".into())),
+            ("gateway", i.address.map(|a| hangar_types::net::gateway_of(a, net_prefix).to_string()).unwrap_or_else(|| "-".into())),
+            ("bridge", i.address.map(|a| hangar_types::net::bridge_name(hangar_types::net::subnet_of(a, net_prefix))).unwrap_or_else(|| "-".into())),
             ("image", String::from(i.spec.image.clone())),
             ("resources", format!("{} vCPU, {} MiB memory, {} MiB disk", i.spec.vcpus, i.spec.mem_mib, i.spec.disk_mib)),
             ("command", if i.spec.command.is_empty() { "sleep infinity".into() } else { i.spec.command.join(" ") }),

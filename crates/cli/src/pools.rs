@@ -124,7 +124,7 @@ pub async fn pool_cmd(c: &HubClient, out: &Out, cmd: &PoolCmd) -> Result<i32> {
 /// created and scaled, then the dashboard. Re-running it completes what is missing.
 pub async fn new_sandbox(c: &HubClient, out: &Out, name: &str, workers: u32, warm: u32, wait: &PoolWait) -> Result<i32> {
     let tenant = parse_name("name", name)?;
-    match c.tenant_create(&TenantCreate { name: tenant.clone(), quotas: None, isolated: false }).await {
+    match c.tenant_create(&TenantCreate { name: tenant.clone(), quotas: None, isolated: false, net_prefix: None }).await {
         Ok(_) => {}
         Err(e) if e.code() == Some(hangar_types::ErrorCode::AlreadyExists) => {}
         Err(e) => return Err(e.into()),
@@ -180,10 +180,8 @@ pub async fn connect(c: &HubClient, out: &Out, tenant: &str) -> Result<i32> {
     let info = c.tenant_info(tenant).await?;
     let pools = c.pool_list(tenant).await?;
     let instances = c.instance_list(Some(tenant)).await?;
-    let net = instances.iter().find_map(|i| i.address).map(|a| {
-        let o = a.octets();
-        (format!("{}.{}.{}.0/24", o[0], o[1], o[2]), format!("{}.{}.{}.1", o[0], o[1], o[2]))
-    });
+    let prefix = info.tenant.net_prefix;
+    let net = instances.iter().find_map(|i| i.address).map(|a| (format!("{}/{prefix}", hangar_types::net::subnet_of(a, prefix)), hangar_types::net::gateway_of(a, prefix).to_string()));
     let first = instances.iter().find(|i| i.state == hangar_types::InstanceState::Running).map(|i| i.name.to_string());
     let mut next = vec![];
     if let Some(f) = &first {

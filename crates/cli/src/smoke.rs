@@ -50,7 +50,7 @@ pub struct SmokeArgs {
 const SCENARIOS: [(&str, &[&str]); 7] = [
     ("fleet", &["host ready", "hosts join", "tenant create"]),
     ("lifecycle", &["instance create", "instance start", "sentinel write", "exec", "warm", "resume", "stop", "start again", "sentinel survives", "logs", "stats"]),
-    ("network", &["instances on two tenants", "same-tenant reach", "cross-tenant isolation", "net verify"]),
+    ("network", &["instances on two tenants", "same-tenant reach", "cross-tenant isolation", "wide subnet wired", "net verify"]),
     ("security", &["tenant token scoped", "bad input refused"]),
     ("pools", &["pool create", "scale up across hosts", "scale down newest first", "pool delete"]),
     ("hosts", &["members spread over hosts", "host stop keeps state", "host start persistence", "killed agent goes stale", "restarted agent adopts"]),
@@ -272,8 +272,10 @@ async fn scenario(r: &mut Run, name: &str) {
             })
             .await;
             r.step("tenant create", async {
-                for t in [&a, &b] {
-                    c.tenant_create(&TenantCreate { name: t.parse()?, quotas: None, isolated: false }).await?;
+                // The second tenant gets a /23, so the network scenario checks a subnet
+                // wider than the default /24 too.
+                for (t, net_prefix) in [(&a, None), (&b, Some(23))] {
+                    c.tenant_create(&TenantCreate { name: t.parse()?, quotas: None, isolated: false, net_prefix }).await?;
                 }
                 Ok(())
             })
@@ -366,6 +368,15 @@ async fn scenario(r: &mut Run, name: &str) {
                 let back = address(&c, &a, "n1").await?;
                 if ping(&c, &b, "n3", back).await? {
                     bail!("{b}/n3 reaches {a}/n1 at {back}");
+                }
+                Ok(())
+            })
+            .await;
+            r.step("wide subnet wired", async {
+                let at = address(&c, &b, "n3").await?;
+                let res = exec(&c, &b, "n3", "ip -4 -o addr show eth0").await?;
+                if res.exit_code != 0 || !res.stdout.contains(&format!("{at}/23")) {
+                    bail!("{b}/n3's eth0 is not {at}/23: exit {}, {:?} {:?}", res.exit_code, res.stdout, res.stderr);
                 }
                 Ok(())
             })

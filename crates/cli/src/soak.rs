@@ -318,6 +318,7 @@ async fn run_loop(dir: &Path, secs: u64, scenarios: &[String]) -> Result<()> {
         name: "soak".parse()?,
         quotas: Some(Quotas { max_vcpus: 10_000, max_mem_mib: 1_000_000, max_running: 64, max_instances: 64, max_disk_gib: 1_000 }),
         isolated: false,
+        net_prefix: None,
     })
     .await?;
     let mut tsv = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("rounds.tsv"))?;

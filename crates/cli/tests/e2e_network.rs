@@ -197,6 +197,30 @@ fn an_isolated_tenant_keeps_its_own_instances_apart() {
     assert_eq!(v["ok"], true, "{v:#}");
 }
 
+/// A tenant asked for a /22: its instances are wired with the /22 and its one gateway,
+/// reach each other, and `net verify` agrees. A prefix out of range is refused up front.
+#[test]
+fn a_wide_tenant_subnet_is_wired_with_its_prefix() {
+    let f = Fleet::up();
+    let bad = f.try_run(&["tenant", "create", "wide", "--net-prefix", "25"]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("--net-prefix") && err.contains("20"), "{err}");
+    let t = f.json(&["tenant", "create", "wide", "--net-prefix", "22"]);
+    assert_eq!((t["net_id"].as_u64(), t["net_prefix"].as_u64()), (Some(4), Some(22)), "{t:#}");
+    f.run(&["instance", "create", "wide/a", "--start", "--", "sleep", "infinity"]);
+    f.run(&["instance", "create", "wide/b", "--start", "--", "sleep", "infinity"]);
+    let (a, b) = (address(&f, "wide/a"), address(&f, "wide/b"));
+    let subnet = format!("10.{}.4.0/22", f.range_octet);
+    let inside = f.run(&["instance", "exec", "wide/a", "--", "sh", "-c", "ip -4 -o addr show eth0; ip route"]);
+    assert!(inside.contains(&format!("{a}/22")), "{inside}");
+    assert!(inside.contains(&format!("{subnet} dev eth0")) && inside.contains(&format!("default via 10.{}.4.1", f.range_octet)), "{inside}");
+    assert!(ping(&f, "wide/a", &b) && ping(&f, "wide/b", &a), "same tenant must reach");
+    assert!(f.run(&["instance", "info", "wide/a"]).contains(&format!("10.{}.4.1", f.range_octet)));
+    let v = f.json(&["net", "verify"]);
+    assert_eq!(v["ok"], true, "{v:#}");
+}
+
 #[test]
 fn an_exhausted_cluster_range_is_a_clear_error_and_a_destroyed_tenant_frees_its_network() {
     common::require_root();
@@ -220,7 +244,7 @@ fn an_exhausted_cluster_range_is_a_clear_error_and_a_destroyed_tenant_frees_its_
     assert_eq!(serde_json::from_slice::<Value>(&one.stdout).unwrap()["net_id"], 1);
     let two = hangar(&["tenant", "create", "two"]);
     assert!(!two.status.success());
-    assert!(String::from_utf8_lossy(&two.stderr).contains("no free tenant network left"), "{}", String::from_utf8_lossy(&two.stderr));
+    assert!(String::from_utf8_lossy(&two.stderr).contains("no free tenant network"), "{}", String::from_utf8_lossy(&two.stderr));
     assert!(hangar(&["tenant", "destroy", "one"]).status.success());
     let two = hangar(&["tenant", "create", "two", "--json"]);
     assert!(two.status.success(), "{}", String::from_utf8_lossy(&two.stderr));

@@ -37,7 +37,9 @@ impl Hub {
         if quotas.max_instances == 0 || quotas.max_vcpus == 0 || quotas.max_mem_mib == 0 || quotas.max_disk_gib == 0 {
             return Err(HubError::invalid("quotas must be positive: max_vcpus, max_mem_mib, max_instances and max_disk_gib must be at least 1"));
         }
-        let t = Tenant { id: TenantId::new(), name: req.name, quotas, net_id: 0, created_at: OffsetDateTime::now_utc(), isolated: req.isolated };
+        let net_prefix = req.net_prefix.unwrap_or(hangar_types::net::DEFAULT_NET_PREFIX);
+        hangar_types::net::check_net_prefix(net_prefix).map_err(HubError::invalid)?;
+        let t = Tenant { id: TenantId::new(), name: req.name, quotas, net_id: 0, net_prefix, created_at: OffsetDateTime::now_utc(), isolated: req.isolated };
         let t = self.store.insert_tenant(&t, self.config.cluster_range.max_net_id()).await?;
         self.event(&p.actor(), Some(&t.name), format!("tenant/{}", t.name), "tenant.create", "ok", None).await;
         Ok(t)
@@ -181,10 +183,9 @@ impl Hub {
         })
     }
 
-    /// The lowest free address of the tenant's /24. Called under the tenant lock; the
+    /// The lowest free address of the tenant's subnet. Called under the tenant lock; the
     /// store's unique index on (tenant, address) is the last line of defence.
     async fn allocate_address(&self, t: &Tenant) -> HubResult<std::net::Ipv4Addr> {
-        use hangar_types::net::{FIRST_HOST, LAST_HOST};
         let used: std::collections::HashSet<std::net::Ipv4Addr> = self
             .store
             .list_instances(&InstanceFilter::tenant(&t.name))
@@ -193,10 +194,15 @@ impl Hub {
             .filter_map(|i| i.address)
             .collect();
         let r = &self.config.cluster_range;
-        (FIRST_HOST..=LAST_HOST).map(|n| r.host(t.net_id, n)).find(|a| !used.contains(a)).ok_or_else(|| {
+        hangar_types::net::host_numbers(t.net_prefix).map(|n| r.host(t.net_id, n)).find(|a| !used.contains(a)).ok_or_else(|| {
             HubError::new(
                 ErrorCode::NoCapacity,
-                format!("tenant '{}' network {}/24 has no free address: delete an instance first", t.name, r.subnet(t.net_id)),
+                format!(
+                    "tenant '{}' network {}/{} has no free address: delete an instance first (or give a new tenant a bigger subnet with net_prefix)",
+                    t.name,
+                    r.subnet(t.net_id),
+                    t.net_prefix
+                ),
             )
         })
     }
@@ -209,7 +215,7 @@ impl Hub {
             net_id,
             bridge: hangar_types::net::bridge_name(r.subnet(net_id)),
             address,
-            prefix_len: 24,
+            prefix_len: t.net_prefix,
             gateway: r.gateway(net_id),
             cluster_range: r.to_string(),
             isolated: t.isolated,

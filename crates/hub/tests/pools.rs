@@ -42,7 +42,7 @@ async fn hub(cfg: HubConfig) -> (tempfile::TempDir, Arc<Hub>) {
         hub.store.insert_host(&rec).await.unwrap();
     }
     let quotas = Quotas { max_vcpus: 16, max_mem_mib: 4096, max_running: 8, max_instances: 12, max_disk_gib: 10 };
-    hub.tenant_create(&Principal::Admin, TenantCreate { name: name("acme"), quotas: Some(quotas), isolated: false }).await.unwrap();
+    hub.tenant_create(&Principal::Admin, TenantCreate { name: name("acme"), quotas: Some(quotas), isolated: false, net_prefix: None }).await.unwrap();
     (dir, hub)
 }
 
@@ -166,7 +166,7 @@ async fn scaling_beyond_quota_names_the_quota_and_changes_nothing() {
     let info = hub.pool_info(&Principal::Admin, "acme", "workers").await.unwrap();
     assert_eq!(info.pool.counts, PoolCounts { running: 2, warm: 0, sleeping: 0 });
     // A tenant token of another tenant does not see the pool.
-    hub.tenant_create(&Principal::Admin, TenantCreate { name: name("beta"), quotas: None, isolated: false }).await.unwrap();
+    hub.tenant_create(&Principal::Admin, TenantCreate { name: name("beta"), quotas: None, isolated: false, net_prefix: None }).await.unwrap();
     let e = hub.pool_info(&Principal::Tenant(name("beta")), "acme", "workers").await.unwrap_err();
     assert_eq!(e.0.code, ErrorCode::NotFound);
 }
@@ -240,4 +240,44 @@ async fn a_silent_host_goes_stale_its_instances_unknown_and_not_replaced() {
     let info = converge(&hub, &all).await;
     assert_eq!(info.actual.running, 3);
     assert_eq!(members(&hub).await.iter().map(|i| i.id).collect::<Vec<_>>(), before.iter().map(|i| i.id).collect::<Vec<_>>());
+}
+
+/// A tenant asked for a /23 hands out addresses past the first /24, wires instances with
+/// its prefix, and a prefix out of range is a 400 naming the field.
+#[tokio::test]
+async fn a_bigger_tenant_subnet_hands_out_addresses_past_its_first_24() {
+    let (_dir, hub) = hub(HubConfig::default()).await;
+    let bad = hub.tenant_create(&Principal::Admin, TenantCreate { name: name("wide"), quotas: None, isolated: false, net_prefix: Some(19) }).await.unwrap_err();
+    assert_eq!(bad.0.code, ErrorCode::InvalidArgument, "{bad:?}");
+    assert!(bad.0.message.contains("net_prefix"), "{}", bad.0.message);
+    let quotas = Quotas { max_vcpus: 1000, max_mem_mib: 1_000_000, max_running: 300, max_instances: 300, max_disk_gib: 1000 };
+    let t = hub.tenant_create(&Principal::Admin, TenantCreate { name: name("wide"), quotas: Some(quotas), isolated: false, net_prefix: Some(23) }).await.unwrap();
+    assert_eq!((t.net_id, t.net_prefix), (2, 23), "acme holds net id 1: a /23 starts at the next aligned block");
+    for k in 0..256 {
+        let req = InstanceCreate {
+            name: name(&format!("w{k}")),
+            image: "host".parse().unwrap(),
+            vcpus: 1,
+            mem_mib: 16,
+            disk_mib: 16,
+            command: vec![],
+            env: Default::default(),
+            start: false,
+            host: None,
+        };
+        hub.instance_create(&Principal::Admin, "wide", req).await.unwrap();
+    }
+    let mut addrs: Vec<std::net::Ipv4Addr> =
+        hub.store.list_instances(&InstanceFilter::tenant(&name("wide"))).await.unwrap().into_iter().filter_map(|i| i.address).collect();
+    addrs.sort();
+    addrs.dedup();
+    assert_eq!(addrs.len(), 256);
+    let range = HubConfig::default().cluster_range;
+    assert_eq!(addrs[0], range.host(2, 2));
+    assert_eq!(addrs[255], range.host(2, 257), "the 256th address is in the second /24");
+    // The agents get the /23 and its one gateway.
+    let host = hub.store.get_host(&name("node-a")).await.unwrap().unwrap();
+    let doc = hub.desired_doc(&host).await.unwrap();
+    let net = doc.instances.iter().find_map(|d| d.network.clone()).expect("an instance on node-a");
+    assert_eq!((net.prefix_len, net.gateway), (23, range.gateway(2)));
 }

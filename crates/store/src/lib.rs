@@ -21,8 +21,8 @@ pub enum StoreError {
     AlreadyExists(String),
     #[error("{0} not found")]
     NotFound(String),
-    /// Every net id in the cluster range is taken.
-    #[error("no free tenant network left: the cluster range holds at most {0} tenant networks")]
+    /// No block of free net ids for the subnet asked for is left in the cluster range.
+    #[error("no free tenant network of that size left: the cluster range holds {0} /24s, and they are taken (a smaller net_prefix, or deleting a tenant, frees room)")]
     NetworksExhausted(u32),
     #[error("store failed while trying to {context}")]
     Backend {
@@ -107,8 +107,9 @@ impl InstanceFilter {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     // ---- tenants ----
-    /// Inserts a tenant, allocating the smallest free `net_id` in `1..=max_net_id`
-    /// atomically (the given `net_id` is ignored). Returns the stored tenant.
+    /// Inserts a tenant, allocating atomically the smallest free aligned block of net
+    /// ids in `1..=max_net_id` for its `net_prefix` (the given `net_id` is ignored).
+    /// Returns the stored tenant.
     async fn insert_tenant(&self, tenant: &Tenant, max_net_id: u32) -> Result<Tenant>;
     async fn get_tenant(&self, name: &Name) -> Result<Option<Tenant>>;
     async fn list_tenants(&self) -> Result<Vec<Tenant>>;

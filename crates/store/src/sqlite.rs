@@ -52,6 +52,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "instance address", include_str!("../migrations/0002_instance_address.sql")),
     (3, "tenant isolated", include_str!("../migrations/0003_tenant_isolated.sql")),
     (4, "pools", include_str!("../migrations/0004_pools.sql")),
+    (5, "tenant net prefix", include_str!("../migrations/0005_tenant_net_prefix.sql")),
 ];
 
 /// The store on one SQLite database; cheap to clone (it is a connection pool).
@@ -144,40 +145,36 @@ type Q<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments>;
 #[async_trait]
 impl Store for SqliteStore {
     async fn insert_tenant(&self, tenant: &Tenant, max_net_id: u32) -> Result<Tenant> {
-        // One statement finds the smallest free net id (1 if free, else the lowest id
-        // whose successor is free) and inserts with it; SQLite runs it under the write
-        // lock, so concurrent inserts cannot pick the same id.
-        let rows = sqlx::query(
-            "INSERT INTO tenants (id, name, quotas, net_id, created_at, isolated)
-             SELECT ?1, ?2, ?3, free.n, ?4, ?6 FROM (
-                 SELECT 1 AS n WHERE NOT EXISTS (SELECT 1 FROM tenants WHERE net_id = 1)
-                 UNION ALL
-                 SELECT t.net_id + 1 FROM tenants AS t
-                 WHERE NOT EXISTS (SELECT 1 FROM tenants AS u WHERE u.net_id = t.net_id + 1)
-             ) AS free
-             WHERE free.n <= ?5
-             ORDER BY free.n LIMIT 1
-             RETURNING net_id",
-        )
-        .bind(tenant.id.to_string())
-        .bind(tenant.name.as_str())
-        .bind(Json(&tenant.quotas))
-        .bind(Nanos(tenant.created_at))
-        .bind(max_net_id)
-        .bind(tenant.isolated)
-        // fetch_all, not fetch_optional: it steps the statement to completion, so the
-        // write is committed before the connection goes back to the pool.
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unique("insert tenant", format!("tenant '{}'", tenant.name)))?;
-        let Some(row) = rows.first() else {
-            // Nothing inserted: say "exists" rather than "full" when both are true.
-            if self.get_tenant(&tenant.name).await?.is_some() {
-                return Err(StoreError::AlreadyExists(format!("tenant '{}'", tenant.name)));
-            }
-            return Err(StoreError::NetworksExhausted(max_net_id));
-        };
-        let net_id = Cols::new(row, "tenants").get("net_id")?;
+        // An IMMEDIATE transaction holds the write lock from its first read, so the
+        // blocks it sees taken are still all that is taken when it inserts: concurrent
+        // inserts cannot pick overlapping net ids.
+        const CONTEXT: &str = "insert tenant";
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(backend(CONTEXT))?;
+        let taken: Vec<(u32, u8)> = sqlx::query("SELECT net_id, net_prefix FROM tenants")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(backend(CONTEXT))?
+            .iter()
+            .map(|r| Ok((r.try_get::<u32, _>("net_id")?, r.try_get::<u8, _>("net_prefix")?)))
+            .collect::<std::result::Result<_, sqlx::Error>>()
+            .map_err(backend(CONTEXT))?;
+        let exists = sqlx::query("SELECT 1 FROM tenants WHERE name = ?1").bind(tenant.name.as_str()).fetch_optional(&mut *tx).await.map_err(backend(CONTEXT))?;
+        if exists.is_some() {
+            return Err(StoreError::AlreadyExists(format!("tenant '{}'", tenant.name)));
+        }
+        let net_id = hangar_types::net::first_free_net_id(&taken, tenant.net_prefix, max_net_id).ok_or(StoreError::NetworksExhausted(max_net_id))?;
+        sqlx::query("INSERT INTO tenants (id, name, quotas, net_id, created_at, isolated, net_prefix) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
+            .bind(tenant.id.to_string())
+            .bind(tenant.name.as_str())
+            .bind(Json(&tenant.quotas))
+            .bind(net_id)
+            .bind(Nanos(tenant.created_at))
+            .bind(tenant.isolated)
+            .bind(tenant.net_prefix)
+            .execute(&mut *tx)
+            .await
+            .map_err(unique(CONTEXT, format!("tenant '{}'", tenant.name)))?;
+        tx.commit().await.map_err(backend(CONTEXT))?;
         Ok(Tenant { net_id, ..tenant.clone() })
     }
 
@@ -541,6 +538,7 @@ fn tenant_row(row: &SqliteRow) -> Result<Tenant> {
         name: c.parse("name")?,
         quotas: c.json("quotas")?,
         net_id: c.get("net_id")?,
+        net_prefix: c.get("net_prefix")?,
         created_at: c.time("created_at")?,
         isolated: c.get("isolated")?,
     })

@@ -42,6 +42,7 @@ fn tenant(n: &str) -> Tenant {
         name: name(n),
         quotas: Quotas { max_vcpus: 3, ..Quotas::default() },
         net_id: 0, // ignored: the store allocates it
+        net_prefix: 24,
         created_at: at(0),
         isolated: n.ends_with("-iso"),
     }
@@ -176,6 +177,51 @@ async fn tenant_net_ids_follow_the_smallest_free_rule() {
         store.list_tenants().await.unwrap().into_iter().map(|t| (t.name.to_string(), t.net_id)).collect();
     assert_eq!(listed, [("c".into(), 3), ("d".into(), 2), ("e".into(), 1)]);
     assert_eq!(store.get_tenant(&name("a")).await.unwrap(), None);
+}
+
+/// Bigger subnets take an aligned block of net ids; /24s fill the holes around them.
+#[tokio::test]
+async fn tenant_subnets_of_several_sizes_take_aligned_blocks() {
+    let (_dir, store) = store().await;
+    let sized = |n: &str, p: u8| Tenant { net_prefix: p, ..tenant(n) };
+    let mut got = vec![];
+    for (n, p) in [("a", 24), ("b", 22), ("c", 24), ("d", 23), ("e", 24)] {
+        let t = store.insert_tenant(&sized(n, p), 9).await.unwrap();
+        assert_eq!(store.get_tenant(&name(n)).await.unwrap().unwrap().net_prefix, p);
+        got.push((n, t.net_id));
+    }
+    assert_eq!(got, [("a", 1), ("b", 4), ("c", 2), ("d", 8), ("e", 3)]);
+    assert!(matches!(store.insert_tenant(&sized("f", 22), 9).await, Err(StoreError::NetworksExhausted(9))));
+    assert!(matches!(store.insert_tenant(&sized("f", 24), 9).await, Err(StoreError::NetworksExhausted(9))));
+    // Freeing the /22 makes room for one again.
+    assert!(store.delete_tenant(&name("b")).await.unwrap());
+    assert_eq!(store.insert_tenant(&sized("f", 22), 9).await.unwrap().net_id, 4);
+}
+
+/// Concurrent inserts of mixed sizes never get overlapping blocks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn concurrent_tenant_inserts_of_mixed_sizes_never_overlap() {
+    let (_dir, store) = store().await;
+    let store = Arc::new(store);
+    let tasks: Vec<_> = (0..30u8)
+        .map(|i| {
+            let store = store.clone();
+            let t = Tenant { net_prefix: 22 + i % 3, ..tenant(&format!("t{i}")) };
+            tokio::spawn(async move { store.insert_tenant(&t, 64).await })
+        })
+        .collect();
+    let mut blocks: Vec<(u32, u32)> = vec![];
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(t) => blocks.push((t.net_id, t.net_id + (1 << (24 - t.net_prefix)) - 1)),
+            Err(StoreError::NetworksExhausted(64)) => {}
+            Err(e) => panic!("unexpected error: {e:?}"),
+        }
+    }
+    blocks.sort_unstable();
+    assert!(blocks.len() >= 20, "{blocks:?}");
+    assert!(blocks.windows(2).all(|w| w[0].1 < w[1].0), "overlap: {blocks:?}");
+    assert!(blocks.iter().all(|&(a, b)| a >= 1 && b <= 64));
 }
 
 #[tokio::test]

@@ -39,6 +39,10 @@ pub struct TenantCreate {
     /// still reach the outside world.
     #[serde(default)]
     pub isolated: bool,
+    /// Prefix length of the tenant's subnet, 20 to 24 (default 24: 253 addresses; 22:
+    /// 1,021; 20: 4,093).
+    #[serde(default)]
+    pub net_prefix: Option<u8>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -46,13 +50,20 @@ pub struct Tenant {
     pub id: TenantId,
     pub name: Name,
     pub quotas: Quotas,
-    /// The tenant's network number; its /24 is derived from it.
+    /// The tenant's network number: its subnet starts at the net id's /24.
     pub net_id: u32,
+    /// Prefix length of its subnet (24 unless asked for a bigger one at create).
+    #[serde(default = "default_net_prefix")]
+    pub net_prefix: u8,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     /// Instances cannot reach each other.
     #[serde(default)]
     pub isolated: bool,
+}
+
+fn default_net_prefix() -> u8 {
+    crate::net::DEFAULT_NET_PREFIX
 }
 
 /// Current use against each quota.

@@ -1,5 +1,5 @@
-//! Tenant network arithmetic: the cluster range, each tenant's /24, gateway, bridge and
-//! link names. Pure functions, shared by the hub (IPAM) and the agent (network driver).
+//! Tenant network arithmetic: the cluster range, each tenant's subnet (a /24 by
+//! default, up to a /20: a block of consecutive net ids), gateway, bridge and link names. Pure functions, shared by the hub (IPAM) and the agent (network driver).
 
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
@@ -62,15 +62,64 @@ impl ClusterRange {
         u32::from(subnet) & mask == u32::from(self.base)
     }
 
-    /// The instance address with host number `n` (2..=254) in a tenant's /24.
-    pub fn host(&self, net_id: u32, n: u8) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.subnet(net_id)) + n as u32)
+    /// The instance address with host number `n` (see [`host_numbers`]) in the tenant
+    /// subnet that starts at net id `net_id`.
+    pub fn host(&self, net_id: u32, n: u32) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.subnet(net_id)) + n)
     }
 }
 
-/// Host numbers instances may get: .0 is the network, .1 the gateway, .255 broadcast.
-pub const FIRST_HOST: u8 = 2;
-pub const LAST_HOST: u8 = 254;
+/// A tenant subnet's prefix length when none is asked for: 253 instance addresses.
+pub const DEFAULT_NET_PREFIX: u8 = 24;
+/// The largest tenant subnet: a /20, 4,093 instance addresses.
+pub const MIN_NET_PREFIX: u8 = 20;
+
+/// Checks a tenant subnet prefix length: 20 to 24.
+pub fn check_net_prefix(prefix: u8) -> Result<(), String> {
+    if (MIN_NET_PREFIX..=DEFAULT_NET_PREFIX).contains(&prefix) {
+        Ok(())
+    } else {
+        Err(format!("net_prefix {prefix} is out of range: give {MIN_NET_PREFIX} (4,093 addresses) to {DEFAULT_NET_PREFIX} (253 addresses)"))
+    }
+}
+
+/// How many consecutive /24 net ids a tenant subnet of this prefix takes. Its first
+/// net id is a multiple of this (the subnet is aligned), and never 0.
+pub fn net_ids_per_subnet(prefix: u8) -> u32 {
+    1 << (24 - prefix.clamp(MIN_NET_PREFIX, DEFAULT_NET_PREFIX))
+}
+
+/// Host numbers instances may get in a subnet of this prefix: the first address is the
+/// network, the second the gateway, the last broadcast.
+pub fn host_numbers(prefix: u8) -> std::ops::RangeInclusive<u32> {
+    2..=(1u32 << (32 - prefix.clamp(MIN_NET_PREFIX, DEFAULT_NET_PREFIX))) - 2
+}
+
+/// The network address of the subnet of this prefix that holds `address`.
+pub fn subnet_of(address: Ipv4Addr, prefix: u8) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(address) & (u32::MAX << (32 - prefix.clamp(1, 32))))
+}
+
+/// The gateway (second address) of the subnet of this prefix that holds `address`.
+pub fn gateway_of(address: Ipv4Addr, prefix: u8) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(subnet_of(address, prefix)) + 1)
+}
+
+/// The smallest aligned first net id for a subnet of `prefix` that overlaps none of
+/// `taken` (first net id, prefix) and fits in `1..=max_net_id`.
+pub fn first_free_net_id(taken: &[(u32, u8)], prefix: u8, max_net_id: u32) -> Option<u32> {
+    let size = net_ids_per_subnet(prefix);
+    let mut start = size; // net id 0 is never handed out, and a block is aligned
+    while start + size - 1 <= max_net_id {
+        let clash = taken.iter().find(|(id, p)| *id < start + size && start < *id + net_ids_per_subnet(*p));
+        match clash {
+            None => return Some(start),
+            // Skip past the block in the way, to the next aligned start.
+            Some((id, p)) => start = (id + net_ids_per_subnet(*p)).div_ceil(size) * size,
+        }
+    }
+    None
+}
 
 /// The per-tenant bridge on every host: `hgb` and the first three octets of the
 /// tenant's /24 in hex. Named after the subnet, not the net id, so fleets with different
@@ -161,12 +210,61 @@ mod tests {
         assert_eq!(r.gateway(1), Ipv4Addr::new(10, 240, 1, 1));
         assert_eq!(r.subnet(4095), Ipv4Addr::new(10, 255, 255, 0));
         assert_eq!(r.host(2, 7), Ipv4Addr::new(10, 240, 2, 7));
+        assert_eq!(r.host(4, 300), Ipv4Addr::new(10, 240, 5, 44));
         assert_eq!(bridge_name(r.subnet(1)), "hgb0af001");
         assert_eq!(bridge_subnet("hgb0af001"), Some(r.subnet(1)));
         assert_eq!(bridge_subnet("hgbx"), None);
         assert!(bridge_name(r.subnet(4095)).len() <= 15);
         assert!(r.contains(r.subnet(4095)) && !r.contains(Ipv4Addr::new(10, 239, 0, 0)));
         assert!(veth_name("i0123456789ab").len() <= 15);
+    }
+
+    #[test]
+    fn subnet_sizes() {
+        assert_eq!(host_numbers(24), 2..=254);
+        assert_eq!(host_numbers(22), 2..=1022);
+        assert_eq!(host_numbers(20), 2..=4094);
+        assert_eq!(net_ids_per_subnet(24), 1);
+        assert_eq!(net_ids_per_subnet(22), 4);
+        let a = Ipv4Addr::new(10, 240, 5, 44);
+        assert_eq!(subnet_of(a, 22), Ipv4Addr::new(10, 240, 4, 0));
+        assert_eq!(gateway_of(a, 22), Ipv4Addr::new(10, 240, 4, 1));
+        assert_eq!(subnet_of(a, 24), Ipv4Addr::new(10, 240, 5, 0));
+        assert!(check_net_prefix(24).is_ok() && check_net_prefix(20).is_ok());
+        for bad in [0, 8, 19, 25, 32] {
+            assert!(check_net_prefix(bad).unwrap_err().contains("net_prefix"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn free_net_ids_are_aligned_smallest_first_and_never_overlap() {
+        assert_eq!(first_free_net_id(&[], 24, 10), Some(1));
+        assert_eq!(first_free_net_id(&[], 22, 10), Some(4));
+        assert_eq!(first_free_net_id(&[(1, 24), (2, 24)], 24, 10), Some(3));
+        // A /22 skips the /24 in its way to the next aligned block.
+        assert_eq!(first_free_net_id(&[(5, 24)], 22, 20), Some(8));
+        // /24s fill the holes before and after a /22.
+        assert_eq!(first_free_net_id(&[(4, 22)], 24, 20), Some(1));
+        assert_eq!(first_free_net_id(&[(1, 24), (2, 24), (3, 24), (4, 22)], 24, 20), Some(8));
+        // Nothing fits: the block would cross max_net_id.
+        assert_eq!(first_free_net_id(&[], 22, 6), None);
+        assert_eq!(first_free_net_id(&[(4, 22)], 22, 7), None);
+        // Exhaustive for small ranges: the answer never overlaps what is taken, and no
+        // smaller aligned start would have fit.
+        let overlaps = |a: u32, pa: u8, b: u32, pb: u8| a < b + net_ids_per_subnet(pb) && b < a + net_ids_per_subnet(pa);
+        for max in 1..40u32 {
+            let mut taken: Vec<(u32, u8)> = vec![];
+            for (k, p) in [24u8, 22, 24, 23, 24, 21, 24, 24, 22].into_iter().enumerate() {
+                let got = first_free_net_id(&taken, p, max);
+                let size = net_ids_per_subnet(p);
+                let fits = |s: u32| s >= 1 && s % size == 0 && s + size - 1 <= max && taken.iter().all(|&(id, tp)| !overlaps(s, p, id, tp));
+                let want = (1..=max).find(|&s| fits(s));
+                assert_eq!(got, want, "max {max} step {k} taken {taken:?}");
+                if let Some(s) = got {
+                    taken.push((s, p));
+                }
+            }
+        }
     }
 
     #[test]
