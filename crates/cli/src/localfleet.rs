@@ -15,6 +15,8 @@ pub struct LocalFleet {
     child: Option<Child>,
     listen: String,
     range: String,
+    /// More `hangar up` arguments.
+    extra: Vec<String>,
 }
 
 impl LocalFleet {
@@ -33,12 +35,17 @@ impl LocalFleet {
 
     /// Starts it and waits until its host is ready, on a cluster range of its own.
     pub async fn start(prefix: &str) -> Result<(LocalFleet, HubClient)> {
+        Self::start_with(prefix, &[]).await
+    }
+
+    /// Like [`LocalFleet::start`], with more `hangar up` arguments.
+    pub async fn start_with(prefix: &str, extra: &[&str]) -> Result<(LocalFleet, HubClient)> {
         let range = free_range();
         let range = range.as_str();
         let dir = tempfile::Builder::new().prefix(prefix).tempdir()?;
         // One port for the fleet's life, so a restart keeps the clients' URL.
         let listen = format!("127.0.0.1:{}", free_port()?);
-        let mut fleet = LocalFleet { dir, child: None, listen, range: range.to_string() };
+        let mut fleet = LocalFleet { dir, child: None, listen, range: range.to_string(), extra: extra.iter().map(|s| s.to_string()).collect() };
         fleet.spawn()?;
         let c = fleet.wait_ready().await?;
         Ok((fleet, c))
@@ -49,6 +56,7 @@ impl LocalFleet {
         let child = Command::new(std::env::current_exe()?)
             .args(["up", "--listen", &self.listen, "--pool-size-mib", "8192", "--interval", "0.5", "--cluster-range", &self.range, "--data-dir"])
             .arg(self.data())
+            .args(&self.extra)
             .env("HANGAR_CONFIG", self.dir.path().join("config.json"))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

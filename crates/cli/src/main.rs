@@ -197,13 +197,17 @@ impl AgentRunArgs {
 
 #[derive(Args, Clone)]
 struct HubArgs {
-    /// The range tenant networks (/24s) are cut from.
+    /// The range tenant subnets (/24 by default) are cut from.
     #[arg(long, default_value = "10.240.0.0/12")]
     cluster_range: hangar_types::net::ClusterRange,
     /// Seconds without a report after which a host is marked stale (with the monitor's
     /// 1 s tick, a dead host is stale within 15 s; a live one reports every 2 s).
     #[arg(long, default_value_t = 12.0)]
     stale_after: f64,
+    /// vCPUs a host may promise per core: vCPUs are CFS quotas, not reservations, and
+    /// idle workspaces cost next to nothing.
+    #[arg(long, default_value_t = 256.0)]
+    cpu_overcommit: f64,
 }
 
 impl HubArgs {
@@ -211,7 +215,15 @@ impl HubArgs {
         if !(1.0..=3600.0).contains(&self.stale_after) {
             bail!("--stale-after must be between 1 and 3600 seconds, got {}", self.stale_after);
         }
-        Ok(hangar_hub::HubConfig { cluster_range: self.cluster_range, stale_after: Duration::from_secs_f64(self.stale_after), ..Default::default() })
+        if !(1.0..=4096.0).contains(&self.cpu_overcommit) {
+            bail!("--cpu-overcommit must be between 1 and 4096 vCPUs per core, got {}", self.cpu_overcommit);
+        }
+        Ok(hangar_hub::HubConfig {
+            cluster_range: self.cluster_range,
+            stale_after: Duration::from_secs_f64(self.stale_after),
+            cpu_overcommit: self.cpu_overcommit,
+            ..Default::default()
+        })
     }
 }
 
@@ -697,6 +709,8 @@ fn daemon_up_args(a: &UpArgs) -> Vec<String> {
         a.hub.cluster_range.to_string(),
         "--stale-after".into(),
         a.hub.stale_after.to_string(),
+        "--cpu-overcommit".into(),
+        a.hub.cpu_overcommit.to_string(),
     ];
     if let Some(d) = &a.agent.pool_device {
         v.push("--pool-device".into());

@@ -22,10 +22,22 @@ fn counts(c: &CountArgs) -> PoolScale {
 /// error, e.g. a quota) when it does not in time.
 pub async fn wait_converged(c: &HubClient, tenant: &str, pool: &str, timeout: Duration) -> Result<PoolInfo> {
     let deadline = Instant::now() + timeout;
+    // A pool that reports an error and makes no progress for this long is stuck (no
+    // capacity, a quota): say so instead of waiting out the whole timeout.
+    const STUCK: Duration = Duration::from_secs(30);
+    let mut last = (None, Instant::now());
     loop {
         let p = c.pool_info(tenant, pool).await?;
         if p.converged {
             return Ok(p);
+        }
+        let a = p.actual;
+        let progress = Some((a.running, a.warm, a.sleeping, a.pending, a.failed));
+        if progress != last.0 {
+            last = (progress, Instant::now());
+        }
+        if let Some(e) = p.pool.last_error.as_deref().filter(|_| last.1.elapsed() > STUCK) {
+            bail!("pool {tenant}/{pool} is stuck: no progress for {}s at running {}/{}: {e}", STUCK.as_secs(), a.running, p.pool.counts.running);
         }
         if Instant::now() > deadline {
             let a = p.actual;

@@ -7,10 +7,11 @@ use crate::auth::hash_secret;
 use crate::error::{HubError, HubResult};
 use crate::Hub;
 use hangar_store::{HostRecord, InstanceFilter};
-use hangar_types::api::HostState;
+use hangar_types::api::{HostState, Instance};
 use hangar_types::protocol::{AgentReport, DesiredDoc, DesiredInstance, DesiredPool, DesiredTenant, JoinRequest, JoinResponse, PROTOCOL_VERSION};
 use hangar_types::state::transition;
-use hangar_types::{ErrorCode, InstanceState, ObservedState, Transition};
+use hangar_types::{ErrorCode, InstanceId, InstanceState, ObservedState, Transition};
+use std::collections::HashMap;
 use std::time::Duration;
 use time::OffsetDateTime;
 
@@ -150,8 +151,16 @@ impl Hub {
         if was != h.state {
             self.event(&format!("host:{}", h.name), None, format!("host/{}", h.name), "host.state", "ok", Some(format!("{} -> {}", was.as_str(), h.state.as_str()))).await;
         }
+        // One read of the host's instances sorts out the observations that change
+        // nothing (most of them, on a settled host), instead of a read per instance;
+        // the rest are applied one by one under their instance's lock.
+        let stored: HashMap<InstanceId, Instance> =
+            self.store.list_instances(&InstanceFilter::host(&h.name)).await?.into_iter().map(|i| (i.id, i)).collect();
         let mut host_changed = false;
         for obs in report.instances {
+            if stored.get(&obs.id).is_some_and(|i| observation_is_noop(i, &obs)) {
+                continue;
+            }
             host_changed |= self.observe(&h, obs).await?;
         }
         if host_changed {
@@ -270,4 +279,16 @@ mod tests {
             assert_eq!(h.desired_generation, latest, "a report wrote back an old desired generation");
         }
     }
+}
+
+/// Whether applying `obs` to `inst` as stored would change nothing: the same checks
+/// [`Hub::observe`] makes before it writes.
+fn observation_is_noop(inst: &Instance, obs: &hangar_types::protocol::ObservedInstance) -> bool {
+    if obs.generation != inst.generation {
+        return true; // stale: observe ignores it too
+    }
+    if inst.state == InstanceState::Deleted && obs.state == ObservedState::Gone {
+        return false;
+    }
+    inst.observed == obs.state && inst.error == obs.error && transition(inst.state, Transition::Observed(obs.state)).is_ok_and(|to| to == inst.state)
 }

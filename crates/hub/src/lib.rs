@@ -41,7 +41,7 @@ pub struct HubConfig {
     pub mem_overcommit: f64,
     /// Same for volume sizes (btrfs volumes are thin).
     pub disk_overcommit: f64,
-    /// The range tenant networks (/24s) are cut from.
+    /// The range tenant subnets are cut from.
     pub cluster_range: hangar_types::net::ClusterRange,
     /// A stale host is marked offline once silent this long, confirmed on
     /// `confirmations` consecutive checks.
@@ -109,6 +109,8 @@ pub struct Hub {
     misses: Mutex<HashMap<Name, u32>>,
     /// Consecutive monitor checks that found a stale host past `offline_after`.
     offline_confirmations: Mutex<HashMap<Name, u32>>,
+    /// Wakes the pool loop: a scale left steps for it.
+    pub(crate) pool_wake: tokio::sync::Notify,
 }
 
 impl Hub {
@@ -127,6 +129,7 @@ impl Hub {
             host_actions: Mutex::new(HashMap::new()),
             misses: Mutex::new(HashMap::new()),
             offline_confirmations: Mutex::new(HashMap::new()),
+            pool_wake: tokio::sync::Notify::new(),
         })
     }
 

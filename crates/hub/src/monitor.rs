@@ -18,9 +18,20 @@ pub async fn run(hub: Arc<Hub>, tick: Duration) {
             let mut iv = tokio::time::interval(hub.config.pool_interval);
             iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                iv.tick().await;
-                if let Err(e) = hub.reconcile_pools().await {
-                    tracing::warn!(error = ?e, "pool pass failed");
+                tokio::select! {
+                    _ = iv.tick() => {}
+                    _ = hub.pool_wake.notified() => {}
+                }
+                // Batch after batch while a pool has steps left.
+                loop {
+                    match hub.reconcile_pools().await {
+                        Ok(true) => tokio::task::yield_now().await,
+                        Ok(false) => break,
+                        Err(e) => {
+                            tracing::warn!(error = ?e, "pool pass failed");
+                            break;
+                        }
+                    }
                 }
             }
         })

@@ -27,6 +27,10 @@ fn member_name(pool: &Name) -> Name {
     format!("{base}-{}", &hex[..6]).parse().expect("pool name plus hex is a valid name")
 }
 
+/// Steps of one pool per pass while holding its tenant's lock: big scales proceed in
+/// batches, so API calls on the tenant interleave with them.
+pub const POOL_BATCH: usize = 32;
+
 impl Hub {
     pub async fn pool_create(&self, p: &Principal, tenant: &str, req: PoolCreate) -> HubResult<PoolInfo> {
         let t = self.tenant_get(p, tenant).await?;
@@ -39,8 +43,19 @@ impl Hub {
         let pool = Pool { counts: req.counts, ..pool };
         self.store.insert_pool(&pool).await?;
         self.event(&p.actor(), Some(&t.name), format!("pool/{}/{}", t.name, pool.name), "pool.create", "ok", Some(format!("role {}, {}", pool.role, counts_text(pool.counts)))).await;
-        let actions = self.reconcile_pool_locked(&t, &pool).await;
+        let actions = self.reconcile_pool_first_batch(&t, &pool).await;
         self.pool_info_of(&t.name, &pool.name, actions).await
+    }
+
+    /// The first batch of a pool's pass, inside the API call; the pool loop, woken at
+    /// once, does the rest, so a scale to 1,000 answers in milliseconds, not minutes.
+    async fn reconcile_pool_first_batch(&self, t: &Tenant, pool: &Pool) -> Vec<String> {
+        let (mut actions, more) = self.reconcile_pool_locked(t, pool).await;
+        if more {
+            self.pool_wake.notify_one();
+            actions.push("more steps follow in the background: watch with `hangar pool info`".into());
+        }
+        actions
     }
 
     pub async fn pool_list(&self, p: &Principal, tenant: &str) -> HubResult<Vec<PoolInfo>> {
@@ -57,7 +72,8 @@ impl Hub {
         self.pool_info_of(&t.name, &parse_name("pool", name)?, vec![]).await
     }
 
-    /// Sets new desired counts (absent ones unchanged) and runs a reconcile pass at once.
+    /// Sets new desired counts (absent ones unchanged) and runs a first batch of the
+    /// reconcile pass at once.
     /// Counts that cannot fit the tenant's quotas are refused up front, naming the quota.
     pub async fn pool_scale(&self, p: &Principal, tenant: &str, name: &str, req: PoolScale) -> HubResult<PoolInfo> {
         let t = self.tenant_get(p, tenant).await?;
@@ -79,7 +95,7 @@ impl Hub {
         pool.updated_at = OffsetDateTime::now_utc();
         self.store.update_pool(&pool).await?;
         self.event(&p.actor(), Some(&t.name), object, "pool.scale", "ok", Some(format!("{} -> {}", counts_text(before), counts_text(counts)))).await;
-        let actions = self.reconcile_pool_locked(&t, &pool).await;
+        let actions = self.reconcile_pool_first_batch(&t, &pool).await;
         self.pool_info_of(&t.name, &pool.name, actions).await
     }
 
@@ -176,8 +192,10 @@ impl Hub {
         Ok(self.store.list_hosts().await?.into_iter().filter(|h| h.state == HostState::Draining).map(|h| h.name).collect())
     }
 
-    /// One pass over every pool.
-    pub async fn reconcile_pools(&self) -> HubResult<()> {
+    /// One pass over every pool, at most [`POOL_BATCH`] steps each, releasing the tenant
+    /// lock between pools. True if some pool has steps left.
+    pub async fn reconcile_pools(&self) -> HubResult<bool> {
+        let mut more = false;
         let pools = self.store.list_pools(None).await?;
         let mut tenants: HashMap<Name, Tenant> = HashMap::new();
         for t in self.store.list_tenants().await? {
@@ -188,23 +206,26 @@ impl Hub {
             let _tg = self.tenant_lock(&t.name).lock_owned().await;
             // Re-read under the lock: a scale may have landed since the listing.
             let Some(pl) = self.store.get_pool(&t.name, &pl.name).await? else { continue };
-            self.reconcile_pool_locked(t, &pl).await;
+            more |= self.reconcile_pool_locked(t, &pl).await.1;
         }
-        Ok(())
+        Ok(more)
     }
 
-    /// Plans and executes one pass for a pool; the caller holds the tenant lock.
-    /// Returns what it did; a failure stops the pass and is kept in `last_error`.
-    async fn reconcile_pool_locked(&self, t: &Tenant, pl: &Pool) -> Vec<String> {
+    /// Plans and executes up to [`POOL_BATCH`] steps for a pool; the caller holds the
+    /// tenant lock. Returns what it did and whether steps are left; a failure stops the
+    /// pass and is kept in `last_error`.
+    async fn reconcile_pool_locked(&self, t: &Tenant, pl: &Pool) -> (Vec<String>, bool) {
         let now = OffsetDateTime::now_utc();
         let actor = format!("pool:{}/{}", t.name, pl.name);
         let members = match self.store.list_instances(&InstanceFilter::pool(&t.name, &pl.name)).await {
             Ok(m) => m,
-            Err(e) => return vec![format!("error: {e}")],
+            Err(e) => return (vec![format!("error: {e}")], false),
         };
         let evacuating = self.evacuating_hosts().await.unwrap_or_default();
         let plan_members: Vec<Member> = members.iter().map(|i| member_of(i, &evacuating, now)).collect();
-        let plan = pool::plan(&plan_members, pl.counts);
+        let mut plan = pool::plan(&plan_members, pl.counts);
+        let more = plan.len() > POOL_BATCH;
+        plan.truncate(POOL_BATCH);
         let mut done = vec![];
         let mut error: Option<String> = None;
         for action in plan {
@@ -231,8 +252,11 @@ impl Hub {
                 }
             }
         }
-        if !done.is_empty() || error.is_some() {
+        // An error that repeats pass after pass with nothing done is recorded once (and
+        // kept as the pool's last_error), not every pool interval.
+        if !done.is_empty() || (error.is_some() && error != pl.last_error) {
             let msg = match &error {
+                Some(e) if done.is_empty() => format!("no step done: {e}"),
                 Some(e) => format!("did {} of the planned steps ({}), then: {e}", done.len(), done.join(", ")),
                 None => done.join(", "),
             };
@@ -246,10 +270,11 @@ impl Hub {
                 }
             }
         }
+        let more = more && error.is_none();
         if let Some(e) = error {
             done.push(format!("stopped: {e}"));
         }
-        done
+        (done, more)
     }
 }
 

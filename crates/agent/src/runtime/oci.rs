@@ -20,6 +20,21 @@ pub struct OciRuntime {
     flavor: Flavor,
     state_root: PathBuf,
     bundles: PathBuf,
+    /// Parsed state files by sandbox dir, keyed by their mtime and length: a state file
+    /// holds the whole OCI config (tens of KiB) and barely ever changes, and every
+    /// convergence pass looks at every sandbox.
+    state_cache: std::sync::Mutex<std::collections::HashMap<PathBuf, (StateKey, std::sync::Arc<RuncState>)>>,
+}
+
+type StateKey = (std::time::SystemTime, u64);
+
+/// What status, pause and resume need of runc's `state.json`.
+#[derive(serde::Deserialize)]
+struct RuncState {
+    init_process_pid: u64,
+    init_process_start: u64,
+    #[serde(default)]
+    cgroup_paths: std::collections::BTreeMap<String, String>,
 }
 
 /// Output of exec is capped so a chatty command cannot exhaust the agent's memory.
@@ -27,7 +42,7 @@ const MAX_OUTPUT: usize = 1 << 20;
 
 impl OciRuntime {
     pub fn new(flavor: Flavor, state_root: PathBuf, bundles: PathBuf) -> Self {
-        OciRuntime { flavor, state_root, bundles }
+        OciRuntime { flavor, state_root, bundles, state_cache: Default::default() }
     }
 
     fn program(&self) -> &'static str {
@@ -135,63 +150,85 @@ impl OciRuntime {
         self.bundles.join(id)
     }
 
-    fn runc_state(&self, id: &str) -> Option<serde_json::Value> {
-        serde_json::from_slice(&std::fs::read(self.state_root.join(id).join("state.json")).ok()?).ok()
+    fn runc_state(&self, id: &str) -> Option<std::sync::Arc<RuncState>> {
+        self.state_file(&self.state_root.join(id)).ok().flatten()
+    }
+
+    /// The parsed state file of a sandbox dir (from the cache while unchanged); None if
+    /// there is none, an error if it does not parse (runc writing it right now).
+    fn state_file(&self, dir: &std::path::Path) -> std::io::Result<Option<std::sync::Arc<RuncState>>> {
+        let path = dir.join("state.json");
+        let meta = match std::fs::metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let key = (meta.modified()?, meta.len());
+        if let Some((k, st)) = self.state_cache.lock().expect("state cache").get(dir) {
+            if *k == key {
+                return Ok(Some(st.clone()));
+            }
+        }
+        let raw = match std::fs::read(&path) {
+            Ok(r) => r,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let st: std::sync::Arc<RuncState> = std::sync::Arc::new(serde_json::from_slice(&raw).map_err(std::io::Error::other)?);
+        self.state_cache.lock().expect("state cache").insert(dir.to_path_buf(), (key, st.clone()));
+        Ok(Some(st))
+    }
+
+    /// A sandbox's status read the way runc itself works it out, from its state file,
+    /// /proc and the freezer cgroup: no process spawned (a `runc state` or `runc list`
+    /// costs several milliseconds on every convergence pass). None if there is no state
+    /// file; an unreadable one is an error so callers fall back to runc.
+    fn status_from_files(&self, dir: &std::path::Path) -> std::io::Result<Option<SandboxStatus>> {
+        let Some(st) = self.state_file(dir)? else { return Ok(None) };
+        let (pid, start) = (st.init_process_pid, st.init_process_start);
+        // Alive means: the pid exists, is the same process (start time) and is no zombie.
+        let alive = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().is_some_and(|stat| {
+            let rest: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+            // rest[0] is field 3 (state); starttime is field 22.
+            rest.first().is_some_and(|st| *st != "Z" && *st != "X") && rest.get(19).and_then(|x| x.parse::<u64>().ok()) == Some(start)
+        });
+        if !alive {
+            return Ok(Some(SandboxStatus::Stopped));
+        }
+        if dir.join("exec.fifo").exists() {
+            return Ok(Some(SandboxStatus::Created));
+        }
+        Ok(Some(if freezer_frozen(&st) { SandboxStatus::Paused } else { SandboxStatus::Running }))
     }
 
     /// Every sandbox of the state root, from files; None if any state is unreadable
     /// (then `runc list` decides).
     fn runc_list_from_files(&self) -> Option<Vec<(String, SandboxStatus)>> {
         let mut out = vec![];
+        let mut dirs = std::collections::HashSet::new();
         for e in std::fs::read_dir(&self.state_root).ok()?.flatten() {
             let id = e.file_name().to_str()?.to_string();
-            if let Some(st) = runc_status_from_files(&e.path()).ok()? {
+            if let Some(st) = self.status_from_files(&e.path()).ok()? {
                 out.push((id, st));
             }
+            dirs.insert(e.path());
         }
+        // Forget sandboxes that are gone.
+        self.state_cache.lock().expect("state cache").retain(|d, _| dirs.contains(d));
         Some(out)
     }
 }
 
-/// A sandbox's status read the way runc itself works it out, from its state file, /proc
-/// and the freezer cgroup: no process spawned (a `runc state` or `runc list` costs
-/// several milliseconds on every convergence pass). None if there is no state file; an
-/// unreadable one (runc writing it right now) is an error so callers fall back to runc.
-fn runc_status_from_files(state_dir: &std::path::Path) -> std::io::Result<Option<SandboxStatus>> {
-    let raw = match std::fs::read(state_dir.join("state.json")) {
-        Ok(r) => r,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let v: serde_json::Value = serde_json::from_slice(&raw).map_err(std::io::Error::other)?;
-    let (Some(pid), Some(start)) = (v["init_process_pid"].as_u64(), v["init_process_start"].as_u64()) else {
-        return Err(std::io::Error::other("state.json without init process"));
-    };
-    // Alive means: the pid exists, is the same process (start time) and is no zombie.
-    let alive = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().is_some_and(|stat| {
-        let rest: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-        // rest[0] is field 3 (state); starttime is field 22.
-        rest.first().is_some_and(|st| *st != "Z" && *st != "X") && rest.get(19).and_then(|x| x.parse::<u64>().ok()) == Some(start)
-    });
-    if !alive {
-        return Ok(Some(SandboxStatus::Stopped));
-    }
-    if state_dir.join("exec.fifo").exists() {
-        return Ok(Some(SandboxStatus::Created));
-    }
-    Ok(Some(if freezer_frozen(&v) { SandboxStatus::Paused } else { SandboxStatus::Running }))
-}
-
 /// The freezer file of a sandbox and the values meaning frozen / thawed (v1 or v2).
-fn freezer_file(state: &serde_json::Value) -> Option<(PathBuf, &'static str, &'static str)> {
-    let paths = &state["cgroup_paths"];
-    if let Some(f) = paths["freezer"].as_str() {
+fn freezer_file(state: &RuncState) -> Option<(PathBuf, &'static str, &'static str)> {
+    let paths = &state.cgroup_paths;
+    if let Some(f) = paths.get("freezer") {
         return Some((PathBuf::from(f).join("freezer.state"), "FROZEN", "THAWED"));
     }
-    paths[""].as_str().map(|u| (PathBuf::from(u).join("cgroup.freeze"), "1", "0"))
+    paths.get("").map(|u| (PathBuf::from(u).join("cgroup.freeze"), "1", "0"))
 }
 
-fn freezer_frozen(state: &serde_json::Value) -> bool {
+fn freezer_frozen(state: &RuncState) -> bool {
     freezer_file(state).and_then(|(f, frozen, _)| std::fs::read_to_string(f).ok().map(|s| s.trim() == frozen)).unwrap_or(false)
 }
 
@@ -249,7 +286,7 @@ impl Runtime for OciRuntime {
     async fn status(&self, id: &str) -> Result<Option<SandboxStatus>, RuntimeError> {
         check_id(id)?;
         if self.flavor == Flavor::Runc {
-            if let Ok(st) = runc_status_from_files(&self.state_root.join(id)) {
+            if let Ok(st) = self.status_from_files(&self.state_root.join(id)) {
                 return Ok(st);
             }
         }
