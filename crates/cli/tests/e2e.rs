@@ -59,7 +59,12 @@ fn user_flow_from_create_to_delete() {
     // Nothing of them is left on the host.
     let runc = std::process::Command::new("runc").arg("--root").arg(f.data_dir().join("agent/runtime")).args(["list", "-q"]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&runc.stdout).trim(), "", "sandboxes left behind");
+    // A tenant token works (and so is cached by the hub) until its tenant is destroyed.
+    let tok = f.json(&["token", "create", "--tenant", "acme"])["token"].as_str().unwrap().to_string();
+    f.run(&["instance", "list", "--tenant", "acme", "--token", &tok]);
     f.run(&["tenant", "destroy", "acme"]);
+    let err = f.fail(&["instance", "list", "--tenant", "acme", "--token", &tok]);
+    assert!(err.contains("invalid token"), "{err}");
 }
 
 #[test]

@@ -54,19 +54,68 @@ pub fn new_secret(prefix: &str) -> String {
     format!("{prefix}{}", hex::encode(b))
 }
 
-/// Resolves an `Authorization: Bearer` header to a principal.
-pub async fn authenticate(store: &dyn Store, header: Option<&str>) -> HubResult<Principal> {
+/// Resolves an `Authorization: Bearer` header to a principal: from `cache` when the
+/// token was seen before, else from the store.
+pub async fn authenticate(store: &dyn Store, cache: &TokenCache, header: Option<&str>) -> HubResult<Principal> {
     let token = header
         .and_then(|h| h.strip_prefix("Bearer "))
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .ok_or_else(|| HubError::new(ErrorCode::Unauthenticated, "missing bearer token: pass --token or set HANGAR_TOKEN"))?;
-    match store.find_token(&hash_secret(token)).await? {
-        Some(rec) => Ok(match rec.tenant {
-            None => Principal::Admin,
-            Some(t) => Principal::Tenant(t),
-        }),
+    let hash = hash_secret(token);
+    if let Some(p) = cache.get(&hash) {
+        return Ok(p);
+    }
+    let epoch = cache.epoch();
+    match store.find_token(&hash).await? {
+        Some(rec) => {
+            let p = match rec.tenant {
+                None => Principal::Admin,
+                Some(t) => Principal::Tenant(t),
+            };
+            cache.insert(hash, p.clone(), epoch);
+            Ok(p)
+        }
         None => Err(HubError::new(ErrorCode::Unauthenticated, "invalid token")),
+    }
+}
+
+/// Tokens already verified, by hash: a store read less on every API call. Anything that
+/// removes tokens calls [`TokenCache::invalidate`]; a lookup that raced with it does
+/// not enter the cache (its epoch is over), so a removed token never comes back.
+#[derive(Default)]
+pub struct TokenCache {
+    inner: std::sync::Mutex<(u64, std::collections::HashMap<String, Principal>)>,
+}
+
+/// More distinct tokens than this and the cache starts over.
+const TOKEN_CACHE_MAX: usize = 4096;
+
+impl TokenCache {
+    fn get(&self, hash: &str) -> Option<Principal> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).1.get(hash).cloned()
+    }
+
+    fn epoch(&self) -> u64 {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).0
+    }
+
+    fn insert(&self, hash: String, p: Principal, epoch: u64) {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if g.0 != epoch {
+            return;
+        }
+        if g.1.len() >= TOKEN_CACHE_MAX {
+            g.1.clear();
+        }
+        g.1.insert(hash, p);
+    }
+
+    /// Forgets every cached token (before and after the store removes some).
+    pub fn invalidate(&self) {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.0 += 1;
+        g.1.clear();
     }
 }
 

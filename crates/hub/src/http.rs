@@ -26,7 +26,7 @@ impl FromRequestParts<AppState> for Principal {
     type Rejection = HubError;
     async fn from_request_parts(parts: &mut Parts, hub: &AppState) -> Result<Self, HubError> {
         let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        authenticate(hub.store.as_ref(), header).await
+        authenticate(hub.store.as_ref(), &hub.token_cache, header).await
     }
 }
 

@@ -77,7 +77,11 @@ impl Hub {
                 format!("tenant '{}' still has {n} instance(s): delete them first", t.name),
             ));
         }
+        // Its tokens go with it: forgotten before and after, so no lookup racing with
+        // the delete can keep one alive.
+        self.token_cache.invalidate();
         self.store.delete_tenant(&t.name).await?;
+        self.token_cache.invalidate();
         self.event(&p.actor(), Some(&t.name), format!("tenant/{}", t.name), "tenant.destroy", "ok", None).await;
         Ok(t)
     }

@@ -111,6 +111,8 @@ pub struct Hub {
     offline_confirmations: Mutex<HashMap<Name, u32>>,
     /// Wakes the pool loop: a scale left steps for it.
     pub(crate) pool_wake: tokio::sync::Notify,
+    /// API tokens already verified.
+    pub(crate) token_cache: auth::TokenCache,
 }
 
 impl Hub {
@@ -130,6 +132,7 @@ impl Hub {
             misses: Mutex::new(HashMap::new()),
             offline_confirmations: Mutex::new(HashMap::new()),
             pool_wake: tokio::sync::Notify::new(),
+            token_cache: Default::default(),
         })
     }
 
