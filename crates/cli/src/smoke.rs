@@ -50,7 +50,7 @@ pub struct SmokeArgs {
 const SCENARIOS: [(&str, &[&str]); 7] = [
     ("fleet", &["host ready", "hosts join", "tenant create"]),
     ("lifecycle", &["instance create", "instance start", "sentinel write", "exec", "warm", "resume", "stop", "start again", "sentinel survives", "logs", "stats"]),
-    ("network", &["instances on two tenants", "same-tenant reach", "cross-tenant isolation", "wide subnet wired", "net verify"]),
+    ("network", &["instances on two tenants", "same-tenant reach", "cross-tenant isolation", "wide subnet wired", "cross-host reach", "net verify"]),
     ("security", &["tenant token scoped", "bad input refused"]),
     ("pools", &["pool create", "scale up across hosts", "scale down newest first", "pool delete"]),
     ("hosts", &["members spread over hosts", "host stop keeps state", "host start persistence", "killed agent goes stale", "restarted agent adopts"]),
@@ -344,7 +344,7 @@ async fn scenario(r: &mut Run, name: &str) {
         }
         "network" => {
             r.step("instances on two tenants", async {
-                // On one host: tenant networks do not span hosts yet (ARCHITECTURE.md).
+                // On one host first; "cross-host reach" below spans hosts.
                 let hosts = c.host_list().await?;
                 let h = hosts.iter().find(|h| h.state == HostState::Ready).map(|h| h.name.to_string()).ok_or_else(|| anyhow!("no ready host"))?;
                 create_on(&c, &a, "n1", true, Some(&h)).await?;
@@ -377,6 +377,40 @@ async fn scenario(r: &mut Run, name: &str) {
                 let res = exec(&c, &b, "n3", "ip -4 -o addr show eth0").await?;
                 if res.exit_code != 0 || !res.stdout.contains(&format!("{at}/23")) {
                     bail!("{b}/n3's eth0 is not {at}/23: exit {}, {:?} {:?}", res.exit_code, res.stdout, res.stderr);
+                }
+                Ok(())
+            })
+            .await;
+            r.step("cross-host reach", async {
+                // Two hosts that can carry overlay traffic (a routable agent endpoint):
+                // the tenant's instances on them reach each other over its VXLAN.
+                let hosts = c.host_list().await?;
+                let overlay: Vec<String> = hosts
+                    .iter()
+                    .filter(|h| h.state == HostState::Ready && h.endpoint.as_deref().and_then(hangar_types::net::underlay_of).is_some())
+                    .map(|h| h.name.to_string())
+                    .collect();
+                if overlay.len() < 2 {
+                    bail!("{} ready host(s) with a routable agent endpoint; cross-host reach needs two", overlay.len());
+                }
+                create_on(&c, &a, "x1", true, Some(&overlay[0])).await?;
+                create_on(&c, &a, "x2", true, Some(&overlay[1])).await?;
+                let to = address(&c, &a, "x2").await?;
+                // The other hosts learn of the new peer with their next desired document.
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while !ping(&c, &a, "x1", to).await? {
+                    if Instant::now() > deadline {
+                        bail!("{a}/x1 on {} cannot reach {a}/x2 on {} at {to}", overlay[0], overlay[1]);
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                let other = address(&c, &b, "n3").await?;
+                if ping(&c, &a, "x1", other).await? {
+                    bail!("{a}/x1 reaches {b}/n3 at {other} across hosts");
+                }
+                // Give their quota back to the scenarios that follow.
+                for x in ["x1", "x2"] {
+                    wait_op(&c, c.instance_delete(&a, x).await?).await?;
                 }
                 Ok(())
             })

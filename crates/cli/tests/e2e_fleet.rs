@@ -289,3 +289,43 @@ fn one_shot_reconcile_from_a_file() {
     let list = Command::new("runc").arg("--root").arg(agent_dir.join("runtime")).args(["list", "-q"]).output().unwrap();
     assert!(String::from_utf8_lossy(&list.stdout).trim().is_empty());
 }
+
+/// Tenant networks span hosts: a tenant's instances on two namespace hosts reach each
+/// other over its VXLAN overlay; other tenants (on the same hosts) and an isolated
+/// tenant's own instances do not; the overlay device goes with the tenant's last
+/// instance on a host.
+#[test]
+fn a_tenant_network_spans_hosts_and_stays_its_own() {
+    let f = Fleet::up();
+    for h in ["node-b", "node-c"] {
+        f.run(&["host", "add", h, "--provider", "local"]);
+    }
+    f.run(&["tenant", "create", "acme"]);
+    f.run(&["tenant", "create", "zeta"]);
+    f.run(&["tenant", "create", "iso", "--isolated"]);
+    for (inst, host) in [("acme/a", "node-b"), ("acme/b", "node-c"), ("zeta/z", "node-c"), ("zeta/w", "node-b"), ("iso/x", "node-b"), ("iso/y", "node-c")] {
+        f.run(&["instance", "create", inst, "--host", host, "--start", "--", "sleep", "infinity"]);
+    }
+    let addr = |i: &str| f.json(&["instance", "info", i])["address"].as_str().unwrap().to_string();
+    let ping = |from: &str, to: &str| f.try_run(&["instance", "exec", from, "--", "ping", "-c1", "-W1", to]).status.success();
+    let (a, b, z, w, x, y) = (addr("acme/a"), addr("acme/b"), addr("zeta/z"), addr("zeta/w"), addr("iso/x"), addr("iso/y"));
+    // The overlay comes up with the next desired document of each host.
+    wait_until("acme/a reaches acme/b on another host", || ping("acme/a", &b));
+    assert!(ping("acme/b", &a), "acme/b cannot reach acme/a across hosts");
+    wait_until("zeta/z reaches zeta/w on another host", || ping("zeta/z", &w));
+    for (from, to) in [("acme/a", &z), ("acme/a", &w), ("acme/b", &w), ("zeta/z", &a), ("zeta/w", &b), ("iso/x", &a)] {
+        assert!(!ping(from, to), "{from} reaches {to} of another tenant");
+    }
+    assert!(!ping("iso/x", &y) && !ping("iso/y", &x), "an isolated tenant's instances reach each other across hosts");
+    let v = f.json(&["net", "verify"]);
+    assert_eq!(v["ok"], true, "{v:#}");
+
+    // acme's last instance on node-c goes: node-b's acme overlay device goes too.
+    let dev = |host: &str| {
+        let out = Command::new("nsenter").arg(format!("--net={}", netns_of(&f, host))).args(["ip", "-br", "link"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with("hgx")).count()
+    };
+    assert_eq!(dev("node-b"), 3, "node-b: one overlay device per tenant");
+    f.run(&["instance", "delete", "acme/b"]);
+    wait_until("node-b drops acme's overlay", || dev("node-b") == 2);
+}

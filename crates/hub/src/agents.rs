@@ -74,6 +74,38 @@ impl Hub {
                 }
             }
         }
+        // Each tenant's overlay: the underlay addresses of the other hosts it has
+        // instances on. This host joins only with an underlay address of its own.
+        let local = host.endpoint.as_deref().and_then(hangar_types::net::underlay_of);
+        let mut overlays: std::collections::HashMap<hangar_types::Name, hangar_types::net::Overlay> = Default::default();
+        if let Some(local) = local {
+            let underlay: std::collections::HashMap<hangar_types::Name, std::net::Ipv4Addr> = self
+                .store
+                .list_hosts()
+                .await?
+                .into_iter()
+                .filter(|h| h.state != HostState::Stopped)
+                .filter_map(|h| Some((h.name, h.endpoint.as_deref().and_then(hangar_types::net::underlay_of)?)))
+                .collect();
+            for t in &names {
+                let Some(tenant) = tenants.get(*t) else { continue };
+                let mut peers: Vec<std::net::Ipv4Addr> = self
+                    .store
+                    .list_instances(&InstanceFilter::tenant(t))
+                    .await?
+                    .iter()
+                    .filter(|i| i.host.as_ref() != Some(&host.name))
+                    .filter_map(|i| underlay.get(i.host.as_ref()?).copied())
+                    .filter(|ip| *ip != local)
+                    .collect();
+                peers.sort();
+                peers.dedup();
+                if !peers.is_empty() {
+                    let vni = hangar_types::net::vni(self.config.cluster_range.subnet(tenant.net_id));
+                    overlays.insert((*t).clone(), hangar_types::net::Overlay { vni, local, peers });
+                }
+            }
+        }
         Ok(DesiredDoc {
             tenants: names.iter().filter_map(|n| tenants.get(*n)).map(|t| DesiredTenant { name: t.name.clone(), quotas: t.quotas }).collect(),
             pools,
@@ -86,7 +118,7 @@ impl Hub {
                 .into_iter()
                 .map(|i| DesiredInstance {
                     network: match (tenants.get(&i.tenant), i.address) {
-                        (Some(t), Some(a)) => Some(self.net_spec(t, a)),
+                        (Some(t), Some(a)) => Some(hangar_types::net::NetSpec { overlay: overlays.get(&i.tenant).cloned(), ..self.net_spec(t, a) }),
                         _ => None,
                     },
                     id: i.id,
@@ -179,6 +211,7 @@ impl Hub {
         }
         if inst.state == InstanceState::Deleted && obs.state == ObservedState::Gone {
             self.store.delete_instance(inst.id).await?;
+            self.tenant_hosts_changed(&inst.tenant, &host.name).await?;
             self.forget_instance_lock(inst.id);
             self.settle_operations(inst.id).await?;
             self.event(&format!("host:{}", host.name), Some(&inst.tenant), format!("instance/{}/{}", inst.tenant, inst.name), "instance.delete", "ok", None).await;

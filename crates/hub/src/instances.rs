@@ -223,7 +223,25 @@ impl Hub {
             gateway: r.gateway(net_id),
             cluster_range: r.to_string(),
             isolated: t.isolated,
+            overlay: None,
         }
+    }
+
+    /// If `host` just got its first instance of `tenant`, or lost its last, the other
+    /// hosts of the tenant get a new desired document: their overlay peers changed.
+    pub(crate) async fn tenant_hosts_changed(&self, tenant: &Name, host: &Name) -> HubResult<()> {
+        let all = self.store.list_instances(&InstanceFilter::tenant(tenant)).await?;
+        let here = all.iter().filter(|i| i.host.as_ref() == Some(host)).count();
+        if here > 1 {
+            return Ok(()); // neither first nor last
+        }
+        let mut others: Vec<&Name> = all.iter().filter_map(|i| i.host.as_ref()).filter(|h| *h != host).collect();
+        others.sort();
+        others.dedup();
+        for h in others {
+            self.bump_host(h).await?;
+        }
+        Ok(())
     }
 
     // ---------------------------------------------------------------- instances
@@ -279,6 +297,7 @@ impl Hub {
         inst.generation = self.store.next_generation().await?;
         self.store.insert_instance(&inst).await?;
         self.bump_host(&host.name).await?;
+        self.tenant_hosts_changed(&t.name, &host.name).await?;
         let done_at = if target == InstanceState::Starting { InstanceState::Running } else { target };
         let op = self.operation_new("instance.create", &inst, done_at).await?;
         let why = match &inst.pool {

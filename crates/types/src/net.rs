@@ -158,6 +158,57 @@ pub struct NetSpec {
     /// The tenant's instances must not reach each other (isolated bridge port).
     #[serde(default)]
     pub isolated: bool,
+    /// The tenant's overlay to its instances on other hosts; none while it has
+    /// instances on this host only (or this host has no underlay address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<Overlay>,
+}
+
+/// A tenant's VXLAN segment between hosts: the bridges of its subnet on every host it
+/// has instances on, joined into one L2 network.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Overlay {
+    /// The VXLAN network id: [`vni`] of the subnet.
+    pub vni: u32,
+    /// This host's underlay address (the source of its VXLAN packets).
+    #[schema(value_type = String)]
+    pub local: Ipv4Addr,
+    /// The underlay addresses of the other hosts with instances of the tenant.
+    #[schema(value_type = Vec<String>)]
+    pub peers: Vec<Ipv4Addr>,
+}
+
+/// The IPv4 address in an agent endpoint URL (`https://10.1.0.2:7000`) if it can carry
+/// overlay traffic between hosts: not loopback, not unspecified.
+pub fn underlay_of(endpoint: &str) -> Option<Ipv4Addr> {
+    let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
+    let hostport = rest.split('/').next()?;
+    let host = hostport.rsplit_once(':').map_or(hostport, |(h, _)| h);
+    host.parse::<Ipv4Addr>().ok().filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
+}
+
+/// UDP port of the tenant overlays (the IANA VXLAN port).
+pub const VXLAN_PORT: u16 = 4789;
+
+/// The VXLAN id of a tenant subnet: the first three octets of its network address, so
+/// it is unique per subnet and the same on every host, like the bridge name.
+pub fn vni(subnet: Ipv4Addr) -> u32 {
+    u32::from(subnet) >> 8
+}
+
+/// The tenant's VXLAN device on a host: `hgx` and the subnet's first three octets in hex.
+pub fn vxlan_name(subnet: Ipv4Addr) -> String {
+    let o = subnet.octets();
+    format!("hgx{:02x}{:02x}{:02x}", o[0], o[1], o[2])
+}
+
+/// The gateway's MAC on every host's bridge of a subnet (02:47 + the subnet's first
+/// three octets + 01): an anycast gateway, so an instance that moves to another host
+/// finds its cached gateway MAC still right, and replies of every host's gateway agree.
+pub fn gateway_mac(subnet: Ipv4Addr) -> [u8; 6] {
+    let o = subnet.octets();
+    [0x02, 0x47, o[0], o[1], o[2], 0x01]
 }
 
 /// What a host's tenant networking looks like, as its agent finds it.
@@ -217,6 +268,14 @@ mod tests {
         assert!(bridge_name(r.subnet(4095)).len() <= 15);
         assert!(r.contains(r.subnet(4095)) && !r.contains(Ipv4Addr::new(10, 239, 0, 0)));
         assert!(veth_name("i0123456789ab").len() <= 15);
+        assert_eq!(vxlan_name(r.subnet(1)), "hgx0af001");
+        assert_eq!(vni(r.subnet(1)), 0x0af001);
+        assert!(vni(Ipv4Addr::new(255, 255, 255, 0)) < 1 << 24, "VNIs are 24 bits");
+        assert_eq!(gateway_mac(r.subnet(1)), [0x02, 0x47, 10, 240, 1, 1]);
+        assert_eq!(underlay_of("https://10.1.0.2:7000"), Some(Ipv4Addr::new(10, 1, 0, 2)));
+        assert_eq!(underlay_of("https://127.0.0.1:7000"), None);
+        assert_eq!(underlay_of("https://[::1]:7000"), None);
+        assert_eq!(underlay_of("https://0.0.0.0:1"), None);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use super::{nft, BridgeReport, NetError, NetReport, NetworkDriver};
 use futures_util::TryStreamExt;
-use hangar_types::net::{bridge_subnet, veth_name, ClusterRange, NetSpec};
+use hangar_types::net::{bridge_subnet, gateway_mac, subnet_of, veth_name, vxlan_name, ClusterRange, NetSpec, Overlay, VXLAN_PORT};
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 use rtnetlink::packet_route::address::AddressAttribute;
@@ -28,6 +28,8 @@ pub struct BridgeNetwork {
     applied: tokio::sync::Mutex<Option<Vec<String>>>,
     /// Serializes taking spare namespaces.
     spares: tokio::sync::Mutex<()>,
+    /// The peers each overlay device was last given, so unchanged passes spawn nothing.
+    flooded: tokio::sync::Mutex<std::collections::HashMap<String, Vec<Ipv4Addr>>>,
 }
 
 /// Spare namespaces kept made in advance: creating a network namespace costs the
@@ -40,7 +42,24 @@ const SPARE: &str = "spare";
 impl BridgeNetwork {
     /// `owner`: a short name unique on this machine (the host id's short form).
     pub fn new(owner: &str) -> Self {
-        BridgeNetwork { table: format!("hangar_{owner}"), ns_prefix: format!("hg-{owner}-"), applied: Default::default(), spares: Default::default() }
+        BridgeNetwork {
+            table: format!("hangar_{owner}"),
+            ns_prefix: format!("hg-{owner}-"),
+            applied: Default::default(),
+            spares: Default::default(),
+            flooded: Default::default(),
+        }
+    }
+
+    /// The overlay device of a tenant bridge, with its flooding entries.
+    async fn sync_overlay(&self, h: &Handle, net: &NetSpec, ov: &Overlay, br: u32) -> Result<String, NetError> {
+        let (dev, created) = ensure_overlay(h, net, ov, br).await?;
+        let mut flooded = self.flooded.lock().await;
+        if created || flooded.get(&dev) != Some(&ov.peers) {
+            sync_flood_entries(&dev, &ov.peers).await?;
+            flooded.insert(dev.clone(), ov.peers.clone());
+        }
+        Ok(dev)
     }
 
     fn spare_paths(&self) -> Vec<PathBuf> {
@@ -180,11 +199,75 @@ async fn ensure_bridge(h: &Handle, net: &NetSpec) -> Result<u32, NetError> {
         }
     };
     let idx = m.header.index;
+    // The anycast gateway MAC: the same on every host of the tenant's overlay.
+    let mac = gateway_mac(subnet_of(net.gateway, net.prefix_len)).to_vec();
+    let has = m.attributes.iter().any(|a| matches!(a, LinkAttribute::Address(a) if *a == mac));
+    if !has {
+        h.link().set(LinkUnspec::new_with_index(idx).address(mac).build()).execute().await.map_err(nl(format!("set the gateway MAC of {name}")))?;
+    }
     add_address(h, idx, net.gateway, net.prefix_len, &name).await?;
     if !m.header.flags.contains(LinkFlags::Up) {
         set_up(h, idx, &name).await?;
     }
     Ok(idx)
+}
+
+/// Joins the tenant's bridge to its overlay: a VXLAN device on the bridge whose
+/// all-zero FDB entries send broadcasts and unknown unicast to every peer (head-end
+/// replication; MACs behind peers are learned). Returns the device's name.
+async fn ensure_overlay(h: &Handle, net: &NetSpec, ov: &Overlay, br: u32) -> Result<(String, bool), NetError> {
+    let name = vxlan_name(subnet_of(net.gateway, net.prefix_len));
+    let mut created = false;
+    let m = match link(h, &name).await? {
+        Some(m) => m,
+        None => {
+            created = true;
+            let req = rtnetlink::LinkVxlan::new(&name, ov.vni).local(ov.local).port(VXLAN_PORT).learning(true).build();
+            match h.link().add(req).execute().await {
+                Ok(()) => {}
+                Err(e) if errno(&e) == Some(EEXIST) => {}
+                Err(e) => return Err(nl(format!("create {name}"))(e)),
+            }
+            link(h, &name).await?.ok_or_else(|| NetError::NameClash(name.clone()))?
+        }
+    };
+    let idx = m.header.index;
+    if controller(&m) != Some(br) || !m.header.flags.contains(LinkFlags::Up) {
+        h.link().set(LinkUnspec::new_with_index(idx).controller(br).up().build()).execute().await.map_err(nl(format!("attach {name}")))?;
+    }
+    // Isolated tenants: the overlay port is isolated too, so their instances cannot
+    // reach each other across hosts either. Otherwise it is an ordinary port.
+    h.link()
+        .set_port(rtnetlink::LinkBridgePort::new(idx).append_info_data(InfoBridgePort::Isolated(net.isolated)).build())
+        .execute()
+        .await
+        .map_err(nl(format!("isolate {name}")))?;
+    Ok((name, created))
+}
+
+/// Makes the device's flooding entries exactly `peers` (`bridge fdb`, only on change).
+async fn sync_flood_entries(dev: &str, peers: &[Ipv4Addr]) -> Result<(), NetError> {
+    let out = bridge_cmd(&["fdb", "show", "dev", dev]).await?;
+    let have: Vec<Ipv4Addr> = out
+        .lines()
+        .filter(|l| l.starts_with("00:00:00:00:00:00 "))
+        .filter_map(|l| l.split_whitespace().skip_while(|w| *w != "dst").nth(1)?.parse().ok())
+        .collect();
+    for p in peers.iter().filter(|p| !have.contains(p)) {
+        bridge_cmd(&["fdb", "append", "00:00:00:00:00:00", "dev", dev, "dst", &p.to_string()]).await?;
+    }
+    for p in have.iter().filter(|p| !peers.contains(p)) {
+        bridge_cmd(&["fdb", "del", "00:00:00:00:00:00", "dev", dev, "dst", &p.to_string()]).await?;
+    }
+    Ok(())
+}
+
+async fn bridge_cmd(args: &[&str]) -> Result<String, NetError> {
+    let o = tokio::process::Command::new("bridge").args(args).output().await.map_err(sys("run bridge (iproute2)"))?;
+    if !o.status.success() {
+        return Err(NetError::Sys { context: format!("bridge {}", args.join(" ")), source: std::io::Error::other(String::from_utf8_lossy(&o.stderr).trim().to_string()) });
+    }
+    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
 /// Refuses a tenant subnet that overlaps a route the host already has (other than the
@@ -386,6 +469,7 @@ impl NetworkDriver for BridgeNetwork {
     async fn sync(&self, range: &ClusterRange, nets: &[NetSpec]) -> Result<(), NetError> {
         let h = connect().await?;
         let mut wanted: Vec<String> = vec![];
+        let mut overlays: Vec<String> = vec![];
         for n in nets {
             if wanted.contains(&n.bridge) {
                 continue;
@@ -393,7 +477,15 @@ impl NetworkDriver for BridgeNetwork {
             // One tenant's broken network (e.g. an overlapping route) must not keep
             // the others from being synced: skip it, its instances report the error.
             match ensure_bridge(&h, n).await {
-                Ok(_) => wanted.push(n.bridge.clone()),
+                Ok(br) => {
+                    wanted.push(n.bridge.clone());
+                    if let Some(ov) = &n.overlay {
+                        match self.sync_overlay(&h, n, ov, br).await {
+                            Ok(dev) => overlays.push(dev),
+                            Err(e) => tracing::warn!(bridge = %n.bridge, error = %e, "cannot join a tenant overlay"),
+                        }
+                    }
+                }
                 Err(e) => tracing::warn!(bridge = %n.bridge, error = %e, "cannot set up a tenant bridge"),
             }
         }
@@ -406,6 +498,20 @@ impl NetworkDriver for BridgeNetwork {
             let ours = bridge_subnet(&n).is_some_and(|s| range.contains(s));
             if ours && !wanted.contains(&n) {
                 h.link().del(m.header.index).execute().await.map_err(nl(format!("delete bridge {n}")))?;
+            }
+        }
+        // Overlay devices of this range that no tenant here needs (its last instance on
+        // this host went, or its other hosts did).
+        for m in &all {
+            let Some(n) = link_name(m) else { continue };
+            let ours = n.strip_prefix("hgx").and_then(|hex| bridge_subnet(&format!("hgb{hex}"))).is_some_and(|s| range.contains(s));
+            if ours && !overlays.contains(&n) {
+                match h.link().del(m.header.index).execute().await {
+                    Ok(()) => {}
+                    Err(e) if errno(&e) == Some(ENODEV) => {}
+                    Err(e) => return Err(nl(format!("delete overlay {n}"))(e)),
+                }
+                self.flooded.lock().await.remove(&n);
             }
         }
         let mut applied = self.applied.lock().await;

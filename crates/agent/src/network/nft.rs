@@ -44,6 +44,11 @@ pub fn ruleset(table: &str, range: &str, bridges: &[String]) -> Value {
             "postrouting",
             vec![
                 json!({"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": {"prefix": {"addr": addr, "len": len}}}}),
+                // Traffic that stays inside the cluster range keeps its source: the
+                // hosts' own network (the range's first /24) carries the tenant
+                // overlays, and with br_netfilter loaded (Docker loads it) even bridged
+                // packets would otherwise be masqueraded.
+                json!({"match": {"op": "!=", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": {"prefix": {"addr": addr, "len": len}}}}),
                 meta("oifname", "!=", "hgb*"),
                 json!({"masquerade": null}),
             ],
