@@ -184,6 +184,13 @@ fn raw_runc_many(dir: &Path, n: usize, parallel: usize) -> Result<Duration> {
     Ok(took)
 }
 
+/// Keeps a failed benchmark's error for the report; the next benchmark still runs.
+fn record(failed: &mut Vec<(&'static str, String)>, bench: &'static str, r: Result<()>) {
+    if let Err(e) = r {
+        failed.push((bench, format!("{e:#}")));
+    }
+}
+
 pub async fn run(a: &BenchArgs, out: &Out) -> Result<i32> {
     let which: Vec<&str> = if a.only.is_empty() { ALL.to_vec() } else { a.only.iter().map(String::as_str).collect() };
     if let Some(bad) = which.iter().find(|w| !ALL.contains(w)) {
@@ -206,7 +213,7 @@ pub async fn run(a: &BenchArgs, out: &Out) -> Result<i32> {
     let mut rows = vec![];
     // A benchmark that fails is reported and the others still run: one broken part
     // must not throw away half an hour of measurements.
-    let mut failed: Vec<(&str, String)> = vec![];
+    let mut failed: Vec<(&'static str, String)> = vec![];
     let row = |bench: &str, metric: &str, hangar: f64, raw: Option<f64>, unit: &str, target: &str, met: Option<bool>| Row {
         bench: bench.into(),
         metric: metric.into(),
@@ -236,9 +243,7 @@ pub async fn run(a: &BenchArgs, out: &Out) -> Result<i32> {
             Ok(())
         }
         .await;
-        if let Err(e) = r {
-            failed.push(("start", format!("{e:#}")));
-        }
+        record(&mut failed, "start", r);
     }
     if which.contains(&"resume") {
         let r: Result<()> = async {
@@ -290,9 +295,7 @@ pub async fn run(a: &BenchArgs, out: &Out) -> Result<i32> {
             Ok(())
         }
         .await;
-        if let Err(e) = r {
-            failed.push(("resume", format!("{e:#}")));
-        }
+        record(&mut failed, "resume", r);
     }
     if which.contains(&"burst") {
         let r: Result<()> = async {
@@ -339,9 +342,7 @@ pub async fn run(a: &BenchArgs, out: &Out) -> Result<i32> {
             Ok(())
         }
         .await;
-        if let Err(e) = r {
-            failed.push(("burst", format!("{e:#}")));
-        }
+        record(&mut failed, "burst", r);
     }
     if which.contains(&"api") {
         let r: Result<()> = async {
@@ -375,9 +376,7 @@ pub async fn run(a: &BenchArgs, out: &Out) -> Result<i32> {
             Ok(())
         }
         .await;
-        if let Err(e) = r {
-            failed.push(("api", format!("{e:#}")));
-        }
+        record(&mut failed, "api", r);
     }
     if which.contains(&"reconcile") {
         let r: Result<()> = async {
@@ -420,9 +419,7 @@ pub async fn run(a: &BenchArgs, out: &Out) -> Result<i32> {
             Ok(())
         }
         .await;
-        if let Err(e) = r {
-            failed.push(("reconcile", format!("{e:#}")));
-        }
+        record(&mut failed, "reconcile", r);
     }
     if which.contains(&"heartbeat") {
         let r: Result<()> = async {
@@ -444,9 +441,7 @@ pub async fn run(a: &BenchArgs, out: &Out) -> Result<i32> {
             Ok(())
         }
         .await;
-        if let Err(e) = r {
-            failed.push(("heartbeat", format!("{e:#}")));
-        }
+        record(&mut failed, "heartbeat", r);
     }
     let machine = serde_json::json!({
         "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),

@@ -68,6 +68,13 @@ fn bad_input_is_refused_with_code_and_message_and_changes_nothing() {
     assert!(err.contains("--cpus must be between 1 and 256"), "{err}");
     let err = f.fail(&["instance", "create", "nopath"]);
     assert!(err.contains("TENANT/NAME"), "{err}");
+    // Hub settings out of range stop `up` before anything is made.
+    let dir = tempfile::tempdir().unwrap();
+    for bad in ["0", "5000"] {
+        let err = f.fail(&["up", "--data-dir", dir.path().join("d").to_str().unwrap(), "--cpu-overcommit", bad]);
+        assert!(err.contains("--cpu-overcommit must be between 1 and 4096"), "{err}");
+    }
+    assert!(!dir.path().join("d").exists(), "a refused `up` made its data dir");
     // Wrong or missing token.
     let (st, v) = rt.block_on(c.with_token("hat_wrong").raw("GET", "/v1/tenants", None)).unwrap();
     assert_eq!((st, v["code"].as_str()), (401, Some("unauthenticated")));

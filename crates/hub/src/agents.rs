@@ -217,11 +217,11 @@ impl Hub {
             self.event(&format!("host:{}", host.name), Some(&inst.tenant), format!("instance/{}/{}", inst.tenant, inst.name), "instance.delete", "ok", None).await;
             return Ok(true);
         }
-        let from = inst.state;
-        let to = transition(from, Transition::Observed(obs.state))?;
-        if inst.observed == obs.state && from == to && inst.error == obs.error {
+        if observation_is_noop(&inst, &obs) {
             return Ok(false);
         }
+        let from = inst.state;
+        let to = transition(from, Transition::Observed(obs.state))?;
         inst.observed = obs.state;
         inst.state = to;
         if obs.error.is_some() {
@@ -314,8 +314,9 @@ mod tests {
     }
 }
 
-/// Whether applying `obs` to `inst` as stored would change nothing: the same checks
-/// [`Hub::observe`] makes before it writes.
+/// Whether applying `obs` to `inst` as stored would change nothing: a stale
+/// generation, or the same observation the store already holds. [`Hub::observe`]
+/// decides with it, and reports use it to skip unchanged instances without a read each.
 fn observation_is_noop(inst: &Instance, obs: &hangar_types::protocol::ObservedInstance) -> bool {
     if obs.generation != inst.generation {
         return true; // stale: observe ignores it too

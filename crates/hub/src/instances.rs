@@ -230,11 +230,17 @@ impl Hub {
     /// If `host` just got its first instance of `tenant`, or lost its last, the other
     /// hosts of the tenant get a new desired document: their overlay peers changed.
     pub(crate) async fn tenant_hosts_changed(&self, tenant: &Name, host: &Name) -> HubResult<()> {
-        let all = self.store.list_instances(&InstanceFilter::tenant(tenant)).await?;
-        let here = all.iter().filter(|i| i.host.as_ref() == Some(host)).count();
+        // A host without an underlay address is nobody's peer: nothing to tell (and
+        // nothing read on the create path of such hosts).
+        let underlay = self.store.get_host(host).await?.and_then(|h| h.endpoint).and_then(|e| hangar_types::net::underlay_of(&e));
+        if underlay.is_none() {
+            return Ok(());
+        }
+        let here = self.store.list_instances(&InstanceFilter { tenant: Some(tenant.clone()), host: Some(host.clone()), pool: None }).await?.len();
         if here > 1 {
             return Ok(()); // neither first nor last
         }
+        let all = self.store.list_instances(&InstanceFilter::tenant(tenant)).await?;
         let mut others: Vec<&Name> = all.iter().filter_map(|i| i.host.as_ref()).filter(|h| *h != host).collect();
         others.sort();
         others.dedup();
