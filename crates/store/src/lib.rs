@@ -5,15 +5,23 @@
 //! implements the same trait; nothing above this crate speaks SQL.
 
 use async_trait::async_trait;
-use hangar_types::api::{Capacity, Event, HostState, Instance, Operation, OperationStatus, Pool, Tenant};
-use hangar_types::{HostId, InstanceId, Name, OperationId};
+use hangar_types::api::{Capacity, Event, HostState, Instance, Operation, OperationStatus, Pool, PoolCounts, Tenant};
+use hangar_types::{HostId, InstanceId, InstanceState, Name, OperationId};
 use std::sync::Arc;
 use time::OffsetDateTime;
 
 mod sqlite;
 pub use sqlite::SqliteStore;
 
-/// Errors of the store, with the failing step as context.
+#[cfg(feature = "contract")]
+pub mod contract;
+
+/// The cause of a [`StoreError`], whatever the backend (sqlx, a driver, I/O).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Errors of the store, with the failing step as context. Backend types never appear
+/// here: the cause is kept as a boxed `#[source]`, so callers match on what happened,
+/// not on which database said it.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// A unique name or key is taken; the string names what.
@@ -21,17 +29,31 @@ pub enum StoreError {
     AlreadyExists(String),
     #[error("{0} not found")]
     NotFound(String),
+    /// A compare-and-swap lost: the row changed since the caller read it. The string
+    /// names what; reading it again and retrying (or giving up) is the caller's choice.
+    #[error("{0} changed since it was read: read it again and retry")]
+    Conflict(String),
     /// No block of free net ids for the subnet asked for is left in the cluster range.
     #[error("no free tenant network of that size left: the cluster range holds {0} /24s, and they are taken (a smaller net_prefix, or deleting a tenant, frees room)")]
     NetworksExhausted(u32),
+    /// The database could not be reached in time (busy, closed, connection lost): the
+    /// same call may succeed later.
+    #[error("store unavailable while trying to {context}: retry later")]
+    Unavailable {
+        context: &'static str,
+        #[source]
+        source: BoxError,
+    },
+    /// Any other failure of the database.
     #[error("store failed while trying to {context}")]
     Backend {
         context: &'static str,
         #[source]
-        source: sqlx::Error,
+        source: BoxError,
     },
+    /// The schema could not be brought up to date (a newer or hand-edited database).
     #[error("store migration failed")]
-    Migrate(#[source] sqlx::migrate::MigrateError),
+    Migrate(#[source] BoxError),
     /// A row that does not parse back into its type: a bug or a hand-edited database.
     #[error("corrupt row in {table}: {detail}")]
     Corrupt { table: &'static str, detail: String },
@@ -104,6 +126,71 @@ impl InstanceFilter {
     }
 }
 
+/// What a host's report says about the host itself; recording it never touches the
+/// host's state, desired generation or credentials.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostReport {
+    /// When the report arrived: the host's new `last_heartbeat`.
+    pub at: OffsetDateTime,
+    pub capacity: Capacity,
+    pub endpoint: String,
+    pub drivers: Vec<String>,
+    pub agent_version: String,
+}
+
+/// A conditional move of a host's state, checked and applied atomically by the store.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostStateChange {
+    pub to: HostState,
+    /// Only from one of these states; None: from any state.
+    pub from: Option<Vec<HostState>>,
+    /// Only a host heard from at all, and last before this instant (a silent host).
+    pub heard_before: Option<OffsetDateTime>,
+}
+
+impl HostStateChange {
+    /// A move to `to` from any state.
+    pub fn to(to: HostState) -> Self {
+        HostStateChange { to, from: None, heard_before: None }
+    }
+    /// Only from one of `states`.
+    pub fn from(self, states: &[HostState]) -> Self {
+        HostStateChange { from: Some(states.to_vec()), ..self }
+    }
+    /// Only if the host's last heartbeat is older than `instant` (never heard: no move).
+    pub fn if_silent_since(self, instant: OffsetDateTime) -> Self {
+        HostStateChange { heard_before: Some(instant), ..self }
+    }
+    /// Whether a host in `state`, last heard at `last_heartbeat`, may make this move.
+    /// Every implementation decides with this one rule.
+    pub fn allows(&self, state: HostState, last_heartbeat: Option<OffsetDateTime>) -> bool {
+        let from_ok = self.from.as_ref().is_none_or(|f| f.contains(&state));
+        let silent_ok = match self.heard_before {
+            None => true,
+            Some(cutoff) => last_heartbeat.is_some_and(|t| t < cutoff),
+        };
+        from_ok && silent_ok
+    }
+}
+
+/// What a compare-and-swap of an instance expects still to find: the generation and the
+/// state the caller read. Every change of desired state bumps the generation, and every
+/// observation that matters moves the state, so a match means nobody decided anything
+/// about the instance since. `observed` alone is not part of it: marking instances
+/// unknown must not make the next decision about them fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InstanceVersion {
+    pub generation: i64,
+    pub state: InstanceState,
+}
+
+impl InstanceVersion {
+    /// The version of an instance as read.
+    pub fn of(instance: &Instance) -> Self {
+        InstanceVersion { generation: instance.generation, state: instance.state }
+    }
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     // ---- tenants ----
@@ -122,8 +209,29 @@ pub trait Store: Send + Sync + 'static {
     async fn get_host_by_id(&self, id: HostId) -> Result<Option<HostRecord>>;
     async fn get_host_by_fingerprint(&self, fingerprint: &str) -> Result<Option<HostRecord>>;
     async fn list_hosts(&self) -> Result<Vec<HostRecord>>;
-    /// Replaces every field of an existing host (by id).
+    /// Replaces every field of an existing host (by id): last writer wins.
+    ///
+    /// To be removed once the hub uses the narrow updates below ([`Store::bump_host_generation`],
+    /// [`Store::record_host_report`], [`Store::change_host_state`], [`Store::renew_join_token`],
+    /// [`Store::set_host_provider`]), which stay correct without a lock in the hub.
     async fn update_host(&self, host: &HostRecord) -> Result<()>;
+    /// Gives the host a fresh value of the generation counter as its desired generation,
+    /// atomically: concurrent bumps get distinct values, and the host's generation only
+    /// grows. Returns the host's id and new generation, or None if no host has that name.
+    async fn bump_host_generation(&self, name: &Name) -> Result<Option<(HostId, i64)>>;
+    /// Records a report's heartbeat and what it says about the host (capacity, endpoint,
+    /// drivers, agent version); never writes state, desired generation or credentials.
+    /// Returns the host as stored after. NotFound if it is gone.
+    async fn record_host_report(&self, id: HostId, report: &HostReport) -> Result<HostRecord>;
+    /// Moves the host's state if `change` allows it (see [`HostStateChange::allows`]),
+    /// deciding and writing in one atomic step. Returns the state it moved from, or None
+    /// if the change did not apply. NotFound if the host is gone.
+    async fn change_host_state(&self, id: HostId, change: &HostStateChange) -> Result<Option<HostState>>;
+    /// Sets a new join token on a host that has not joined yet; false if it has joined
+    /// (holds a certificate fingerprint). NotFound if it is gone.
+    async fn renew_join_token(&self, id: HostId, token_hash: &str) -> Result<bool>;
+    /// Records which provider made the host. NotFound if it is gone.
+    async fn set_host_provider(&self, id: HostId, provider: Option<&str>) -> Result<()>;
     /// Atomically clears the join token whose hash matches and records the certificate
     /// fingerprint; returns the host, or None if no host holds that token (used or wrong).
     async fn consume_join_token(&self, token_hash: &str, cert_fingerprint: &str) -> Result<Option<HostRecord>>;
@@ -132,8 +240,18 @@ pub trait Store: Send + Sync + 'static {
     // ---- instances ----
     /// Inserts a new instance; AlreadyExists if `tenant/name` is taken.
     async fn insert_instance(&self, instance: &Instance) -> Result<()>;
-    /// Replaces an existing instance (by id). NotFound if it is gone.
+    /// Replaces an existing instance (by id): last writer wins. NotFound if it is gone.
+    ///
+    /// To be removed once the hub uses [`Store::update_instance_if`] and
+    /// [`Store::mark_host_instances_unknown`].
     async fn update_instance(&self, instance: &Instance) -> Result<()>;
+    /// Writes every field of an instance but its id, tenant, name and creation time, only
+    /// if the stored instance still has the `expected` version (compare-and-swap).
+    /// Conflict if it moved, NotFound if it is gone.
+    async fn update_instance_if(&self, instance: &Instance, expected: InstanceVersion) -> Result<()>;
+    /// Sets `observed` to unknown on every instance placed on `host` that is not already;
+    /// returns how many changed. Touches nothing else (not the version).
+    async fn mark_host_instances_unknown(&self, host: &Name) -> Result<u32>;
     async fn get_instance(&self, tenant: &Name, name: &Name) -> Result<Option<Instance>>;
     async fn get_instance_by_id(&self, id: InstanceId) -> Result<Option<Instance>>;
     /// Ordered by tenant, then name.
@@ -146,8 +264,18 @@ pub trait Store: Send + Sync + 'static {
     // ---- pools ----
     /// AlreadyExists if `tenant/name` is taken.
     async fn insert_pool(&self, pool: &Pool) -> Result<()>;
-    /// Replaces an existing pool (by tenant and name). NotFound if it is gone.
+    /// Replaces an existing pool (by tenant and name): last writer wins. NotFound if it is gone.
+    ///
+    /// To be removed once the hub uses [`Store::set_pool_counts_if`] and
+    /// [`Store::set_pool_last_error`].
     async fn update_pool(&self, pool: &Pool) -> Result<()>;
+    /// Sets a pool's desired counts (and `updated_at` to now) only if they are still
+    /// `expected`, the counts the caller checked its quotas against (compare-and-swap).
+    /// Returns the stored pool. Conflict if the counts moved, NotFound if it is gone.
+    async fn set_pool_counts_if(&self, tenant: &Name, name: &Name, expected: PoolCounts, counts: PoolCounts) -> Result<Pool>;
+    /// Records the error of the pool's last reconcile pass (None clears it); touches
+    /// nothing else. Returns false if the pool is gone.
+    async fn set_pool_last_error(&self, tenant: &Name, name: &Name, error: Option<&str>) -> Result<bool>;
     async fn get_pool(&self, tenant: &Name, name: &Name) -> Result<Option<Pool>>;
     /// Ordered by tenant, then name; of one tenant if given.
     async fn list_pools(&self, tenant: Option<&Name>) -> Result<Vec<Pool>>;

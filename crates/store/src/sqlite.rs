@@ -20,10 +20,10 @@
 //! [`Migrator`] instead, which records them in the same `_sqlx_migrations` table with
 //! the same checksums as `migrate!` would, so switching to the macro later is seamless.
 
-use crate::{HostRecord, InstanceFilter, NewEvent, Result, Store, StoreError, TokenRecord};
+use crate::{HostRecord, HostReport, HostStateChange, InstanceFilter, InstanceVersion, NewEvent, Result, Store, StoreError, TokenRecord};
 use async_trait::async_trait;
-use hangar_types::api::{Event, Instance, Operation, OperationStatus, Pool, PoolCounts, Tenant};
-use hangar_types::{DesiredState, HostId, InstanceId, Name, OperationId};
+use hangar_types::api::{Event, HostState, Instance, Operation, OperationStatus, Pool, PoolCounts, Tenant};
+use hangar_types::{DesiredState, HostId, InstanceId, Name, ObservedState, OperationId};
 use serde::de::DeserializeOwned;
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
@@ -109,7 +109,7 @@ impl SqliteStore {
                 Migration::new(version, name.into(), MigrationType::Simple, sql.into_sql_str(), false)
             })
             .collect();
-        Migrator::with_migrations(migrations).run(&pool).await.map_err(StoreError::Migrate)?;
+        Migrator::with_migrations(migrations).run(&pool).await.map_err(|e| StoreError::Migrate(e.into()))?;
         Ok(SqliteStore { pool })
     }
 
@@ -120,6 +120,21 @@ impl SqliteStore {
             return Err(StoreError::NotFound(what));
         }
         Ok(())
+    }
+
+    /// Whether the `SELECT 1 ...` query finds a row.
+    async fn exists(&self, query: Q<'_>, context: &'static str) -> Result<bool> {
+        Ok(query.fetch_optional(&self.pool).await.map_err(backend(context))?.is_some())
+    }
+
+    /// Why a compare-and-swap changed nothing: Conflict if `exists` finds the row (so
+    /// its expected version did not match), NotFound if it is gone.
+    async fn missed(&self, exists: Q<'_>, context: &'static str, what: String) -> StoreError {
+        match self.exists(exists, context).await {
+            Ok(true) => StoreError::Conflict(what),
+            Ok(false) => StoreError::NotFound(what),
+            Err(e) => e,
+        }
     }
 
     /// Runs a delete; whether it removed anything.
@@ -260,6 +275,91 @@ impl Store for SqliteStore {
         rows.first().map(host_row).transpose()
     }
 
+    async fn bump_host_generation(&self, name: &Name) -> Result<Option<(HostId, i64)>> {
+        // Counter and host in one IMMEDIATE transaction: no other writer can slip a
+        // bump in between, so the host's generation only grows. A missing host rolls
+        // back (on drop), leaving the counter as it was.
+        const CONTEXT: &str = "bump a host's desired generation";
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(backend(CONTEXT))?;
+        let generation = advance_generation(&mut *tx).await?;
+        let rows = sqlx::query("UPDATE hosts SET desired_generation = ?2 WHERE name = ?1 RETURNING id")
+            .bind(name.as_str())
+            .bind(generation)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(backend(CONTEXT))?;
+        let Some(row) = rows.first() else { return Ok(None) };
+        let id = Cols::new(row, "hosts").parse("id")?;
+        tx.commit().await.map_err(backend(CONTEXT))?;
+        Ok(Some((id, generation)))
+    }
+
+    async fn record_host_report(&self, id: HostId, report: &HostReport) -> Result<HostRecord> {
+        let rows = sqlx::query(
+            "UPDATE hosts SET last_heartbeat = ?2, capacity = ?3, endpoint = ?4, drivers = ?5, agent_version = ?6
+             WHERE id = ?1 RETURNING *",
+        )
+        .bind(id.to_string())
+        .bind(Nanos(report.at))
+        .bind(Json(&report.capacity))
+        .bind(&report.endpoint)
+        .bind(Json(&report.drivers))
+        .bind(&report.agent_version)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend("record a host's report"))?;
+        rows.first().map(host_row).transpose()?.ok_or_else(|| StoreError::NotFound(format!("host {id}")))
+    }
+
+    async fn change_host_state(&self, id: HostId, change: &HostStateChange) -> Result<Option<HostState>> {
+        // The rule is checked in Rust on a row read inside the IMMEDIATE transaction,
+        // which holds the write lock: nothing can change the row between read and write.
+        const CONTEXT: &str = "change a host's state";
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(backend(CONTEXT))?;
+        let row = sqlx::query("SELECT state, last_heartbeat FROM hosts WHERE id = ?1")
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend(CONTEXT))?
+            .ok_or_else(|| StoreError::NotFound(format!("host {id}")))?;
+        let c = Cols::new(&row, "hosts");
+        let from: HostState = c.parse("state")?;
+        let last_heartbeat = c.get::<Option<Nanos>>("last_heartbeat")?.map(|n| n.0);
+        if !change.allows(from, last_heartbeat) {
+            return Ok(None);
+        }
+        sqlx::query("UPDATE hosts SET state = ?2 WHERE id = ?1")
+            .bind(id.to_string())
+            .bind(change.to.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend(CONTEXT))?;
+        tx.commit().await.map_err(backend(CONTEXT))?;
+        Ok(Some(from))
+    }
+
+    async fn renew_join_token(&self, id: HostId, token_hash: &str) -> Result<bool> {
+        const CONTEXT: &str = "renew a join token";
+        let done = sqlx::query("UPDATE hosts SET join_token_hash = ?2 WHERE id = ?1 AND cert_fingerprint IS NULL")
+            .bind(id.to_string())
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await
+            .map_err(unique(CONTEXT, "a host with that join token".into()))?;
+        if done.rows_affected() > 0 {
+            return Ok(true);
+        }
+        match self.exists(sqlx::query("SELECT 1 FROM hosts WHERE id = ?1").bind(id.to_string()), CONTEXT).await? {
+            true => Ok(false),
+            false => Err(StoreError::NotFound(format!("host {id}"))),
+        }
+    }
+
+    async fn set_host_provider(&self, id: HostId, provider: Option<&str>) -> Result<()> {
+        let q = sqlx::query("UPDATE hosts SET provider = ?2 WHERE id = ?1").bind(id.to_string()).bind(provider);
+        self.update_one(q, "set a host's provider", format!("host {id}")).await
+    }
+
     async fn delete_host(&self, id: HostId) -> Result<bool> {
         self.delete(sqlx::query("DELETE FROM hosts WHERE id = ?1").bind(id.to_string()), "delete host").await
     }
@@ -290,6 +390,40 @@ impl Store for SqliteStore {
         self.update_one(q, "update instance", format!("instance '{}/{}'", instance.tenant, instance.name)).await
     }
 
+    async fn update_instance_if(&self, instance: &Instance, expected: InstanceVersion) -> Result<()> {
+        const CONTEXT: &str = "update instance";
+        let what = format!("instance '{}/{}'", instance.tenant, instance.name);
+        // ?2, ?3 and ?11 (tenant, name, created_at) are bound but never written.
+        let q = bind_instance(
+            sqlx::query(
+                "UPDATE instances SET spec = ?4, host = ?5, state = ?6, desired = ?7, observed = ?8, generation = ?9,
+                 error = ?10, updated_at = ?12, address = ?13, pool = ?14, held_until = ?15
+                 WHERE id = ?1 AND generation = ?16 AND state = ?17",
+            ),
+            instance,
+        )
+        .bind(expected.generation)
+        .bind(expected.state.as_str());
+        let done = q.execute(&self.pool).await.map_err(unique(CONTEXT, what.clone()))?;
+        if done.rows_affected() > 0 {
+            return Ok(());
+        }
+        let exists = sqlx::query("SELECT 1 FROM instances WHERE id = ?1").bind(instance.id.to_string());
+        Err(self.missed(exists, CONTEXT, what).await)
+    }
+
+    async fn mark_host_instances_unknown(&self, host: &Name) -> Result<u32> {
+        let unknown = ObservedState::Unknown.as_str();
+        let done = sqlx::query("UPDATE instances SET observed = ?2 WHERE host = ?1 AND observed <> ?2")
+            .bind(host.as_str())
+            .bind(unknown)
+            .execute(&self.pool)
+            .await
+            .map_err(backend("mark a host's instances unknown"))?;
+        // A host holds far fewer than 2^32 instances; saturate rather than wrap.
+        Ok(u32::try_from(done.rows_affected()).unwrap_or(u32::MAX))
+    }
+
     async fn get_instance(&self, tenant: &Name, name: &Name) -> Result<Option<Instance>> {
         let q = sqlx::query("SELECT * FROM instances WHERE tenant = ?1 AND name = ?2")
             .bind(tenant.as_str())
@@ -318,16 +452,7 @@ impl Store for SqliteStore {
     }
 
     async fn next_generation(&self) -> Result<i64> {
-        // Increment-and-read in one statement: atomic, and persisted for restarts.
-        let rows = sqlx::query("UPDATE meta SET value = value + 1 WHERE key = 'generation' RETURNING value")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend("advance the generation counter"))?;
-        let row = rows.first().ok_or_else(|| StoreError::Corrupt {
-            table: "meta",
-            detail: "the 'generation' counter row is missing".into(),
-        })?;
-        Cols::new(row, "meta").get("value")
+        advance_generation(&self.pool).await
     }
 
     async fn insert_pool(&self, pool: &Pool) -> Result<()> {
@@ -351,6 +476,43 @@ impl Store for SqliteStore {
             pool,
         );
         self.update_one(q, "update pool", format!("pool '{}/{}'", pool.tenant, pool.name)).await
+    }
+
+    async fn set_pool_counts_if(&self, tenant: &Name, name: &Name, expected: PoolCounts, counts: PoolCounts) -> Result<Pool> {
+        const CONTEXT: &str = "scale pool";
+        let rows = sqlx::query(
+            "UPDATE pools SET running = ?3, warm = ?4, sleeping = ?5, updated_at = ?6
+             WHERE tenant = ?1 AND name = ?2 AND running = ?7 AND warm = ?8 AND sleeping = ?9 RETURNING *",
+        )
+        .bind(tenant.as_str())
+        .bind(name.as_str())
+        .bind(i64::from(counts.running))
+        .bind(i64::from(counts.warm))
+        .bind(i64::from(counts.sleeping))
+        .bind(Nanos(OffsetDateTime::now_utc()))
+        .bind(i64::from(expected.running))
+        .bind(i64::from(expected.warm))
+        .bind(i64::from(expected.sleeping))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend(CONTEXT))?;
+        if let Some(row) = rows.first() {
+            return pool_row(row);
+        }
+        let what = format!("pool '{tenant}/{name}'");
+        let exists = sqlx::query("SELECT 1 FROM pools WHERE tenant = ?1 AND name = ?2").bind(tenant.as_str()).bind(name.as_str());
+        Err(self.missed(exists, CONTEXT, what).await)
+    }
+
+    async fn set_pool_last_error(&self, tenant: &Name, name: &Name, error: Option<&str>) -> Result<bool> {
+        let done = sqlx::query("UPDATE pools SET last_error = ?3 WHERE tenant = ?1 AND name = ?2")
+            .bind(tenant.as_str())
+            .bind(name.as_str())
+            .bind(error)
+            .execute(&self.pool)
+            .await
+            .map_err(backend("record a pool's last error"))?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn get_pool(&self, tenant: &Name, name: &Name) -> Result<Option<Pool>> {
@@ -478,6 +640,20 @@ impl Store for SqliteStore {
     async fn delete_token(&self, id: &str) -> Result<bool> {
         self.delete(sqlx::query("DELETE FROM tokens WHERE id = ?1").bind(id), "delete token").await
     }
+}
+
+/// Increments the generation counter and reads it in one statement: atomic, and
+/// persisted for restarts. Runs on the pool or inside a caller's transaction.
+async fn advance_generation<'e, E: sqlx::Executor<'e, Database = Sqlite>>(executor: E) -> Result<i64> {
+    let rows = sqlx::query("UPDATE meta SET value = value + 1 WHERE key = 'generation' RETURNING value")
+        .fetch_all(executor)
+        .await
+        .map_err(backend("advance the generation counter"))?;
+    let row = rows.first().ok_or_else(|| StoreError::Corrupt {
+        table: "meta",
+        detail: "the 'generation' counter row is missing".into(),
+    })?;
+    Cols::new(row, "meta").get("value")
 }
 
 // ---- binding: one place per table knows the column order of its INSERT and UPDATE ----
@@ -685,16 +861,30 @@ impl<'r> Cols<'r> {
 
 // ---- errors ----
 
-/// Maps any sqlx error to [`StoreError::Backend`] with what was being done.
+/// Maps a sqlx error to [`StoreError::Unavailable`] when waiting may cure it (a busy or
+/// locked database past the busy timeout, a closed or exhausted pool, lost I/O), else to
+/// [`StoreError::Backend`], with what was being done.
 fn backend(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
-    move |source| StoreError::Backend { context, source }
+    move |source| {
+        let transient = match &source {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed | sqlx::Error::Io(_) => true,
+            // SQLITE_BUSY (5) and SQLITE_LOCKED (6), in their extended forms too.
+            sqlx::Error::Database(e) => e.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(|c| matches!(c & 0xff, 5 | 6)),
+            _ => false,
+        };
+        if transient {
+            StoreError::Unavailable { context, source: source.into() }
+        } else {
+            StoreError::Backend { context, source: source.into() }
+        }
+    }
 }
 
 /// Like [`backend`], but a unique-constraint violation means `what` already exists.
 fn unique(context: &'static str, what: String) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |source| match &source {
         sqlx::Error::Database(e) if e.is_unique_violation() => StoreError::AlreadyExists(what),
-        _ => StoreError::Backend { context, source },
+        _ => backend(context)(source),
     }
 }
 

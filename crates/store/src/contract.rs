@@ -1,0 +1,872 @@
+//! The behaviour every [`Store`] implementation must have, as async functions a test
+//! suite calls on a fresh, empty store (compiled with the `contract` feature).
+//!
+//! Each function takes the store as `Arc<dyn Store>` (concurrency checks spawn tasks on
+//! it) and panics on the first deviation. [`store_contract_tests!`](crate::store_contract_tests)
+//! turns the whole list into one `#[tokio::test]` per behaviour for a given factory, so
+//! a new implementation (PostgreSQL next) gets the suite with one line:
+//!
+//! ```ignore
+//! async fn fresh() -> (tempfile::TempDir, Arc<dyn Store>) { ... }
+//! hangar_store::store_contract_tests!(fresh());
+//! ```
+//!
+//! What stays out: durability across reopening, migrations and file formats, which only
+//! the implementation's own tests can check.
+
+use crate::{HostRecord, HostReport, HostStateChange, InstanceFilter, InstanceVersion, Store, StoreError, TokenRecord};
+use fixtures::*;
+use hangar_types::api::{Capacity, HostState, Instance, Operation, OperationStatus, Pool, PoolCounts, Tenant};
+use hangar_types::{DesiredState, HostId, InstanceId, InstanceState, Name, ObservedState, OperationId};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use time::{Duration, OffsetDateTime};
+
+/// Defines one `#[tokio::test]` per behaviour of [`contract`](crate::contract), each on a
+/// store made by `$factory`: an async expression giving `(guard, Arc<dyn Store>)`, the
+/// guard (a temporary directory, a database handle) living as long as the test. The
+/// calling crate needs tokio with its test macro.
+#[macro_export]
+macro_rules! store_contract_tests {
+    ($factory:expr) => {
+        $crate::store_contract_tests!(@each $factory;
+            tenant_net_ids_follow_the_smallest_free_rule,
+            tenant_subnets_of_several_sizes_take_aligned_blocks,
+            concurrent_tenant_inserts_of_mixed_sizes_never_overlap,
+            concurrent_tenant_inserts_never_share_a_net_id,
+            deleting_a_tenant_deletes_its_tokens_only,
+            the_isolated_flag_persists,
+            hosts_insert_get_update_delete,
+            join_tokens_are_single_use,
+            a_join_token_raced_by_many_agents_admits_one,
+            join_tokens_are_renewed_only_before_joining,
+            host_generation_bumps_are_distinct_and_only_grow,
+            host_reports_write_only_what_the_host_says,
+            host_state_changes_apply_only_when_allowed,
+            concurrent_host_state_changes_admit_one,
+            host_providers_are_recorded,
+            instances_insert_get_update_delete,
+            instances_list_by_tenant_and_host,
+            instance_addresses_are_unique_per_tenant,
+            instance_updates_refuse_a_stale_version,
+            concurrent_instance_updates_admit_one,
+            marking_a_hosts_instances_unknown_touches_only_observed,
+            generations_are_unique_and_increasing,
+            pools_round_trip_and_filter_members,
+            pool_counts_change_only_from_the_expected_counts,
+            pool_last_errors_are_recorded_alone,
+            operations_run_and_finish,
+            events_newest_limit_oldest_first,
+            tokens_insert_find_list_delete,
+        );
+    };
+    (@each $factory:expr; $($behaviour:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $behaviour() {
+                let (_guard, store) = $factory.await;
+                $crate::contract::$behaviour(store).await;
+            }
+        )*
+    };
+}
+
+/// Records the behaviours use, public so an implementation's own tests (durability,
+/// corrupt rows) build the same ones.
+pub mod fixtures {
+    use crate::{HostRecord, NewEvent, TokenRecord};
+    use hangar_types::api::{Capacity, HostState, ImageRef, Instance, InstanceSpec, Operation, OperationStatus, Quotas, Tenant};
+    use hangar_types::{DesiredState, HostId, InstanceId, InstanceState, Name, ObservedState, OperationId, TenantId};
+    use std::collections::BTreeMap;
+    use time::macros::datetime;
+    use time::{Duration, OffsetDateTime};
+
+    pub fn name(s: &str) -> Name {
+        s.parse().unwrap()
+    }
+
+    /// A time with nanoseconds and a non-UTC offset, `n` seconds after a fixed instant:
+    /// stored times must round-trip exactly.
+    pub fn at(n: i64) -> OffsetDateTime {
+        datetime!(2025-03-04 05:06:07.123456789 +02:00) + Duration::seconds(n)
+    }
+
+    /// A tenant whose name ending in `-iso` makes it isolated.
+    pub fn tenant(n: &str) -> Tenant {
+        Tenant {
+            id: TenantId::new(),
+            name: name(n),
+            quotas: Quotas { max_vcpus: 3, ..Quotas::default() },
+            net_id: 0, // ignored: the store allocates it
+            net_prefix: 24,
+            created_at: at(0),
+            isolated: n.ends_with("-iso"),
+        }
+    }
+
+    /// A joining host whose join token hash is `join-<n>`.
+    pub fn host(n: &str) -> HostRecord {
+        HostRecord {
+            id: HostId::new(),
+            name: name(n),
+            state: HostState::Joining,
+            capacity: Capacity { vcpus: 8, mem_mib: 16384, disk_mib: 100_000 },
+            endpoint: None,
+            drivers: vec!["runtime=runc".into(), "volume=btrfs".into()],
+            agent_version: None,
+            last_heartbeat: None,
+            join_token_hash: Some(format!("join-{n}")),
+            cert_fingerprint: None,
+            desired_generation: 0,
+            created_at: at(1),
+            provider: Some("local".into()),
+        }
+    }
+
+    pub fn instance(tenant: &str, n: &str, host: Option<&str>) -> Instance {
+        Instance {
+            id: InstanceId::new(),
+            tenant: name(tenant),
+            name: name(n),
+            spec: InstanceSpec {
+                image: ImageRef::Dir("/srv/rootfs".into()),
+                vcpus: 2,
+                mem_mib: 512,
+                disk_mib: 1024,
+                command: vec!["sleep".into(), "1".into()],
+                env: BTreeMap::from([("A".into(), "b".into())]),
+            },
+            host: host.map(name),
+            state: InstanceState::Created,
+            desired: DesiredState::Stopped,
+            observed: ObservedState::Unknown,
+            generation: 1,
+            error: None,
+            created_at: at(2),
+            updated_at: at(3),
+            address: None,
+            pool: None,
+            held_until: None,
+        }
+    }
+
+    /// A running operation on `acme/web`, created `created` seconds after [`at`]'s origin.
+    pub fn operation(instance_id: Option<InstanceId>, created: i64) -> Operation {
+        Operation {
+            id: OperationId::new(),
+            kind: "instance.start".into(),
+            tenant: Some(name("acme")),
+            target: "acme/web".into(),
+            instance_id,
+            target_state: Some(InstanceState::Running),
+            status: OperationStatus::Running,
+            error: None,
+            created_at: at(created),
+            updated_at: at(created),
+        }
+    }
+
+    /// A token whose hash is `hash-<id>`.
+    pub fn token(id: &str, tenant: Option<&str>, created: i64) -> TokenRecord {
+        TokenRecord {
+            id: id.into(),
+            hash: format!("hash-{id}"),
+            tenant: tenant.map(name),
+            description: Some(format!("token {id}")),
+            created_at: at(created),
+        }
+    }
+
+    pub fn event(tenant: Option<&str>, object: &str) -> NewEvent {
+        NewEvent {
+            actor: "admin".into(),
+            tenant: tenant.map(name),
+            object: object.into(),
+            action: "instance.create".into(),
+            result: "ok".into(),
+            message: None,
+        }
+    }
+}
+
+/// Runs `n` copies of `task` at once, each given its index; their results in index order.
+async fn concurrently<T, F, Fut>(store: &Arc<dyn Store>, n: usize, task: F) -> Vec<T>
+where
+    T: Send + 'static,
+    F: Fn(Arc<dyn Store>, usize) -> Fut,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+{
+    let handles: Vec<_> = (0..n).map(|i| tokio::spawn(task(store.clone(), i))).collect();
+    let mut out = Vec::with_capacity(n);
+    for h in handles {
+        out.push(h.await.expect("a concurrent task panicked"));
+    }
+    out
+}
+
+// ---- tenants ----
+
+/// A script of inserts and deletes against a range of three networks, with the outcome
+/// each step must have: smallest free id, reuse after delete, exhaustion, duplicates.
+pub async fn tenant_net_ids_follow_the_smallest_free_rule(store: Arc<dyn Store>) {
+    enum Step {
+        Insert(&'static str, Result<u32, &'static str>),
+        Delete(&'static str, bool),
+    }
+    use Step::*;
+    let script = [
+        Insert("a", Ok(1)),
+        Insert("b", Ok(2)),
+        Insert("c", Ok(3)),
+        Insert("d", Err("exhausted")),
+        Delete("b", true),
+        Delete("b", false),
+        Insert("d", Ok(2)),
+        Insert("a", Err("exists")),
+        Delete("a", true),
+        Insert("e", Ok(1)),
+        // Both taken and full: the name conflict is the more useful answer.
+        Insert("c", Err("exists")),
+        Insert("f", Err("exhausted")),
+    ];
+    for (i, step) in script.into_iter().enumerate() {
+        match step {
+            Insert(n, want) => {
+                let t = tenant(n);
+                match (store.insert_tenant(&t, 3).await, want) {
+                    (Ok(got), Ok(net_id)) => {
+                        assert_eq!(got, Tenant { net_id, ..t }, "step {i}");
+                        assert_eq!(store.get_tenant(&name(n)).await.unwrap(), Some(got), "step {i}");
+                    }
+                    (Err(StoreError::NetworksExhausted(3)), Err("exhausted")) => {}
+                    (Err(StoreError::AlreadyExists(what)), Err("exists")) => assert_eq!(what, format!("tenant '{n}'")),
+                    (got, want) => panic!("step {i}: insert {n}: got {got:?}, want {want:?}"),
+                }
+            }
+            Delete(n, want) => assert_eq!(store.delete_tenant(&name(n)).await.unwrap(), want, "step {i}"),
+        }
+    }
+    let listed: Vec<(String, u32)> =
+        store.list_tenants().await.unwrap().into_iter().map(|t| (t.name.to_string(), t.net_id)).collect();
+    assert_eq!(listed, [("c".into(), 3), ("d".into(), 2), ("e".into(), 1)]);
+    assert_eq!(store.get_tenant(&name("a")).await.unwrap(), None);
+}
+
+/// Bigger subnets take an aligned block of net ids; /24s fill the holes around them.
+pub async fn tenant_subnets_of_several_sizes_take_aligned_blocks(store: Arc<dyn Store>) {
+    let sized = |n: &str, p: u8| Tenant { net_prefix: p, ..tenant(n) };
+    let mut got = vec![];
+    for (n, p) in [("a", 24), ("b", 22), ("c", 24), ("d", 23), ("e", 24)] {
+        let t = store.insert_tenant(&sized(n, p), 9).await.unwrap();
+        assert_eq!(store.get_tenant(&name(n)).await.unwrap().unwrap().net_prefix, p);
+        got.push((n, t.net_id));
+    }
+    assert_eq!(got, [("a", 1), ("b", 4), ("c", 2), ("d", 8), ("e", 3)]);
+    assert!(matches!(store.insert_tenant(&sized("f", 22), 9).await, Err(StoreError::NetworksExhausted(9))));
+    assert!(matches!(store.insert_tenant(&sized("f", 24), 9).await, Err(StoreError::NetworksExhausted(9))));
+    // Freeing the /22 makes room for one again.
+    assert!(store.delete_tenant(&name("b")).await.unwrap());
+    assert_eq!(store.insert_tenant(&sized("f", 22), 9).await.unwrap().net_id, 4);
+}
+
+/// Concurrent inserts of mixed sizes never get overlapping blocks.
+pub async fn concurrent_tenant_inserts_of_mixed_sizes_never_overlap(store: Arc<dyn Store>) {
+    let results = concurrently(&store, 30, |store, i| async move {
+        let t = Tenant { net_prefix: 22 + (i % 3) as u8, ..tenant(&format!("t{i}")) };
+        store.insert_tenant(&t, 64).await
+    })
+    .await;
+    let mut blocks: Vec<(u32, u32)> = vec![];
+    for r in results {
+        match r {
+            Ok(t) => blocks.push((t.net_id, t.net_id + (1 << (24 - t.net_prefix)) - 1)),
+            Err(StoreError::NetworksExhausted(64)) => {}
+            Err(e) => panic!("unexpected error: {e:?}"),
+        }
+    }
+    blocks.sort_unstable();
+    assert!(blocks.len() >= 20, "{blocks:?}");
+    assert!(blocks.windows(2).all(|w| w[0].1 < w[1].0), "overlap: {blocks:?}");
+    assert!(blocks.iter().all(|&(a, b)| a >= 1 && b <= 64));
+}
+
+/// Many tasks allocating at once get distinct, dense net ids, and exactly the surplus fail.
+pub async fn concurrent_tenant_inserts_never_share_a_net_id(store: Arc<dyn Store>) {
+    let results =
+        concurrently(&store, 50, |store, i| async move { store.insert_tenant(&tenant(&format!("t{i}")), 40).await }).await;
+    let (mut ids, mut exhausted) = (Vec::new(), 0);
+    for r in results {
+        match r {
+            Ok(t) => ids.push(t.net_id),
+            Err(StoreError::NetworksExhausted(40)) => exhausted += 1,
+            Err(e) => panic!("unexpected error: {e:?}"),
+        }
+    }
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=40).collect::<Vec<_>>());
+    assert_eq!(exhausted, 10);
+}
+
+pub async fn deleting_a_tenant_deletes_its_tokens_only(store: Arc<dyn Store>) {
+    for n in ["acme", "beta"] {
+        store.insert_tenant(&tenant(n), 10).await.unwrap();
+    }
+    for t in [token("t1", Some("acme"), 1), token("t2", Some("beta"), 2), token("t3", None, 3)] {
+        store.insert_token(&t).await.unwrap();
+    }
+    assert!(store.delete_tenant(&name("acme")).await.unwrap());
+    let left: Vec<String> = store.list_tokens().await.unwrap().into_iter().map(|t| t.id).collect();
+    assert_eq!(left, ["t2", "t3"]);
+}
+
+pub async fn the_isolated_flag_persists(store: Arc<dyn Store>) {
+    store.insert_tenant(&tenant("a-iso"), 10).await.unwrap();
+    store.insert_tenant(&tenant("b"), 10).await.unwrap();
+    assert!(store.get_tenant(&name("a-iso")).await.unwrap().unwrap().isolated);
+    assert!(!store.get_tenant(&name("b")).await.unwrap().unwrap().isolated);
+}
+
+// ---- hosts ----
+
+pub async fn hosts_insert_get_update_delete(store: Arc<dyn Store>) {
+    let (a, b) = (host("node-a"), host("node-b"));
+    store.insert_host(&b).await.unwrap();
+    store.insert_host(&a).await.unwrap();
+
+    let dup = HostRecord { id: HostId::new(), ..a.clone() };
+    assert!(matches!(store.insert_host(&dup).await, Err(StoreError::AlreadyExists(w)) if w == "host 'node-a'"));
+
+    assert_eq!(store.get_host(&name("node-a")).await.unwrap().as_ref(), Some(&a));
+    assert_eq!(store.get_host_by_id(b.id).await.unwrap().as_ref(), Some(&b));
+    assert_eq!(store.get_host(&name("node-c")).await.unwrap(), None);
+    assert_eq!(store.get_host_by_id(HostId::new()).await.unwrap(), None);
+    assert_eq!(store.list_hosts().await.unwrap(), [a.clone(), b.clone()]);
+
+    let updated = HostRecord {
+        state: HostState::Ready,
+        endpoint: Some("10.0.0.1:7443".into()),
+        agent_version: Some("0.1.0".into()),
+        last_heartbeat: Some(at(60)),
+        join_token_hash: None,
+        cert_fingerprint: Some("fp-a".into()),
+        desired_generation: 7,
+        ..a.clone()
+    };
+    store.update_host(&updated).await.unwrap();
+    assert_eq!(store.get_host_by_id(a.id).await.unwrap(), Some(updated.clone()));
+    assert_eq!(store.get_host_by_fingerprint("fp-a").await.unwrap(), Some(updated));
+    assert_eq!(store.get_host_by_fingerprint("fp-x").await.unwrap(), None);
+
+    // A certificate identifies one host.
+    let clash = HostRecord { cert_fingerprint: Some("fp-a".into()), ..b.clone() };
+    assert!(matches!(store.update_host(&clash).await, Err(StoreError::AlreadyExists(_))));
+
+    let gone = host("node-z");
+    assert!(matches!(store.update_host(&gone).await, Err(StoreError::NotFound(w)) if w == "host 'node-z'"));
+
+    assert!(store.delete_host(a.id).await.unwrap());
+    assert!(!store.delete_host(a.id).await.unwrap());
+    assert_eq!(store.list_hosts().await.unwrap(), [b]);
+}
+
+pub async fn join_tokens_are_single_use(store: Arc<dyn Store>) {
+    let h = host("node-a");
+    store.insert_host(&h).await.unwrap();
+
+    assert_eq!(store.consume_join_token("wrong", "fp").await.unwrap(), None);
+    let joined = store.consume_join_token("join-node-a", "fp").await.unwrap().unwrap();
+    assert_eq!(joined, HostRecord { join_token_hash: None, cert_fingerprint: Some("fp".into()), ..h });
+    assert_eq!(store.consume_join_token("join-node-a", "fp2").await.unwrap(), None);
+    assert_eq!(store.get_host_by_fingerprint("fp").await.unwrap(), Some(joined));
+}
+
+pub async fn a_join_token_raced_by_many_agents_admits_one(store: Arc<dyn Store>) {
+    store.insert_host(&host("node-a")).await.unwrap();
+    let results = concurrently(&store, 20, |store, i| async move {
+        store.consume_join_token("join-node-a", &format!("fp{i}")).await.unwrap()
+    })
+    .await;
+    assert_eq!(results.iter().filter(|r| r.is_some()).count(), 1);
+}
+
+pub async fn join_tokens_are_renewed_only_before_joining(store: Arc<dyn Store>) {
+    let (a, b, c) = (host("node-a"), host("node-b"), host("node-c"));
+    for h in [&a, &b, &c] {
+        store.insert_host(h).await.unwrap();
+    }
+
+    assert!(store.renew_join_token(a.id, "fresh-a").await.unwrap());
+    let renewed = store.get_host_by_id(a.id).await.unwrap().unwrap();
+    assert_eq!(renewed, HostRecord { join_token_hash: Some("fresh-a".into()), ..a.clone() });
+    // The old token is dead, the new one joins.
+    assert_eq!(store.consume_join_token("join-node-a", "fp-a").await.unwrap(), None);
+    assert!(store.consume_join_token("fresh-a", "fp-a").await.unwrap().is_some());
+    // A joined host keeps no join token.
+    assert!(!store.renew_join_token(a.id, "again").await.unwrap());
+    assert_eq!(store.get_host_by_id(a.id).await.unwrap().unwrap().join_token_hash, None);
+    // A token hash names one host.
+    let taken = store.renew_join_token(c.id, "join-node-b").await;
+    assert!(matches!(&taken, Err(StoreError::AlreadyExists(_))), "{taken:?}");
+    assert_eq!(store.get_host_by_id(c.id).await.unwrap(), Some(c));
+    assert!(matches!(store.renew_join_token(HostId::new(), "x").await, Err(StoreError::NotFound(_))));
+}
+
+/// Desired generations come from the shared counter, so they never repeat across
+/// concurrent bumps and never go backwards.
+pub async fn host_generation_bumps_are_distinct_and_only_grow(store: Arc<dyn Store>) {
+    let h = host("node-a");
+    store.insert_host(&h).await.unwrap();
+    let before = store.next_generation().await.unwrap();
+
+    let bumps = concurrently(&store, 20, |store, _| async move {
+        store.bump_host_generation(&name("node-a")).await.unwrap().expect("the host exists")
+    })
+    .await;
+    assert!(bumps.iter().all(|&(id, _)| id == h.id), "{bumps:?}");
+    let generations: BTreeSet<i64> = bumps.iter().map(|&(_, g)| g).collect();
+    assert_eq!(generations.len(), 20, "two bumps got the same generation: {bumps:?}");
+    assert!(generations.iter().all(|&g| g > before), "{generations:?} after {before}");
+    // The last bump to commit holds the largest value: the host's generation only grew.
+    let stored = store.get_host_by_id(h.id).await.unwrap().unwrap().desired_generation;
+    assert_eq!(Some(&stored), generations.last());
+
+    // Instance generations and host generations come from one counter.
+    let next = store.next_generation().await.unwrap();
+    assert!(next > stored);
+    let (_, after) = store.bump_host_generation(&name("node-a")).await.unwrap().unwrap();
+    assert!(after > next);
+    assert_eq!(store.bump_host_generation(&name("node-x")).await.unwrap(), None);
+}
+
+pub async fn host_reports_write_only_what_the_host_says(store: Arc<dyn Store>) {
+    let h = HostRecord { state: HostState::Stale, desired_generation: 9, ..host("node-a") };
+    store.insert_host(&h).await.unwrap();
+    let report = HostReport {
+        at: at(100),
+        capacity: Capacity { vcpus: 4, mem_mib: 2048, disk_mib: 500 },
+        endpoint: "10.0.0.2:7443".into(),
+        drivers: vec!["runtime=crun".into()],
+        agent_version: "0.2.0".into(),
+    };
+    let want = HostRecord {
+        last_heartbeat: Some(report.at),
+        capacity: report.capacity,
+        endpoint: Some(report.endpoint.clone()),
+        drivers: report.drivers.clone(),
+        agent_version: Some(report.agent_version.clone()),
+        ..h.clone()
+    };
+    assert_eq!(store.record_host_report(h.id, &report).await.unwrap(), want);
+    assert_eq!(store.get_host_by_id(h.id).await.unwrap(), Some(want));
+
+    // A bump between reading and reporting is kept: a report never writes a generation.
+    let (_, generation) = store.bump_host_generation(&h.name).await.unwrap().unwrap();
+    let later = HostReport { at: at(110), ..report.clone() };
+    let stored = store.record_host_report(h.id, &later).await.unwrap();
+    assert_eq!((stored.desired_generation, stored.state, stored.last_heartbeat), (generation, HostState::Stale, Some(at(110))));
+
+    assert!(matches!(store.record_host_report(HostId::new(), &report).await, Err(StoreError::NotFound(_))));
+}
+
+pub async fn host_state_changes_apply_only_when_allowed(store: Arc<dyn Store>) {
+    let h = HostRecord { state: HostState::Ready, last_heartbeat: Some(at(10)), ..host("node-a") };
+    let quiet = host("node-q"); // never heard from
+    store.insert_host(&h).await.unwrap();
+    store.insert_host(&quiet).await.unwrap();
+    let state = |id| {
+        let store = store.clone();
+        async move { store.get_host_by_id(id).await.unwrap().unwrap().state }
+    };
+    let ready_or_draining = [HostState::Ready, HostState::Draining];
+
+    // Cases in order, each on the state the previous left: (change, moved from, state after).
+    let cases = [
+        (HostStateChange::to(HostState::Draining).from(&ready_or_draining), Some(HostState::Ready), HostState::Draining),
+        (HostStateChange::to(HostState::Ready).from(&[HostState::Joining]), None, HostState::Draining),
+        // Heard at 10: not silent since 10, silent since 11.
+        (HostStateChange::to(HostState::Stale).from(&ready_or_draining).if_silent_since(at(10)), None, HostState::Draining),
+        (HostStateChange::to(HostState::Stale).from(&ready_or_draining).if_silent_since(at(11)), Some(HostState::Draining), HostState::Stale),
+        (HostStateChange::to(HostState::Stopped), Some(HostState::Stale), HostState::Stopped),
+        (HostStateChange::to(HostState::Offline), Some(HostState::Stopped), HostState::Offline),
+    ];
+    for (i, (change, moved_from, after)) in cases.into_iter().enumerate() {
+        assert_eq!(store.change_host_state(h.id, &change).await.unwrap(), moved_from, "case {i}: {change:?}");
+        assert_eq!(state(h.id).await, after, "case {i}");
+    }
+    // Nothing but the state changed.
+    let stored = store.get_host_by_id(h.id).await.unwrap().unwrap();
+    assert_eq!(stored, HostRecord { state: HostState::Offline, ..h });
+
+    // A host never heard from is never silent.
+    let silent = HostStateChange::to(HostState::Stale).if_silent_since(at(1000));
+    assert_eq!(store.change_host_state(quiet.id, &silent).await.unwrap(), None);
+    assert_eq!(state(quiet.id).await, HostState::Joining);
+
+    assert!(matches!(store.change_host_state(HostId::new(), &HostStateChange::to(HostState::Ready)).await, Err(StoreError::NotFound(_))));
+}
+
+/// Two deciders racing on the same condition: exactly one moves the host.
+pub async fn concurrent_host_state_changes_admit_one(store: Arc<dyn Store>) {
+    let h = HostRecord { state: HostState::Stale, ..host("node-a") };
+    store.insert_host(&h).await.unwrap();
+    let id = h.id;
+    let moved = concurrently(&store, 10, move |store, i| async move {
+        let to = if i % 2 == 0 { HostState::Offline } else { HostState::Missing };
+        store.change_host_state(id, &HostStateChange::to(to).from(&[HostState::Stale])).await.unwrap()
+    })
+    .await;
+    assert_eq!(moved.iter().filter(|m| m.is_some()).count(), 1, "{moved:?}");
+}
+
+pub async fn host_providers_are_recorded(store: Arc<dyn Store>) {
+    let h = HostRecord { provider: None, ..host("node-a") };
+    store.insert_host(&h).await.unwrap();
+    store.set_host_provider(h.id, Some("local")).await.unwrap();
+    assert_eq!(store.get_host_by_id(h.id).await.unwrap(), Some(HostRecord { provider: Some("local".into()), ..h.clone() }));
+    store.set_host_provider(h.id, None).await.unwrap();
+    assert_eq!(store.get_host_by_id(h.id).await.unwrap(), Some(h));
+    assert!(matches!(store.set_host_provider(HostId::new(), None).await, Err(StoreError::NotFound(_))));
+}
+
+// ---- instances ----
+
+pub async fn instances_insert_get_update_delete(store: Arc<dyn Store>) {
+    let web = instance("acme", "web", Some("node-a"));
+    store.insert_instance(&web).await.unwrap();
+
+    let dup = Instance { id: InstanceId::new(), ..web.clone() };
+    assert!(matches!(store.insert_instance(&dup).await, Err(StoreError::AlreadyExists(w)) if w == "instance 'acme/web'"));
+
+    assert_eq!(store.get_instance(&name("acme"), &name("web")).await.unwrap().as_ref(), Some(&web));
+    assert_eq!(store.get_instance_by_id(web.id).await.unwrap().as_ref(), Some(&web));
+    assert_eq!(store.get_instance(&name("beta"), &name("web")).await.unwrap(), None);
+
+    let running = Instance {
+        state: InstanceState::Running,
+        desired: DesiredState::Running,
+        observed: ObservedState::Running,
+        generation: 2,
+        error: Some("a warning".into()),
+        host: None,
+        updated_at: at(90),
+        ..web.clone()
+    };
+    store.update_instance(&running).await.unwrap();
+    assert_eq!(store.get_instance_by_id(web.id).await.unwrap(), Some(running.clone()));
+
+    assert!(store.delete_instance(web.id).await.unwrap());
+    assert!(!store.delete_instance(web.id).await.unwrap());
+    assert!(matches!(store.update_instance(&running).await, Err(StoreError::NotFound(w)) if w == "instance 'acme/web'"));
+}
+
+pub async fn instances_list_by_tenant_and_host(store: Arc<dyn Store>) {
+    // Inserted out of order: listing sorts by tenant, then name.
+    for (t, n, h) in [("beta", "db", Some("node-a")), ("acme", "web", Some("node-b")), ("acme", "api", Some("node-a")), ("acme", "new", None)] {
+        store.insert_instance(&instance(t, n, h)).await.unwrap();
+    }
+    let cases: [(Option<&str>, Option<&str>, &[&str]); 6] = [
+        (None, None, &["acme/api", "acme/new", "acme/web", "beta/db"]),
+        (Some("acme"), None, &["acme/api", "acme/new", "acme/web"]),
+        (None, Some("node-a"), &["acme/api", "beta/db"]),
+        (Some("beta"), Some("node-a"), &["beta/db"]),
+        (Some("beta"), Some("node-b"), &[]),
+        (Some("gamma"), None, &[]),
+    ];
+    for (tenant, host, want) in cases {
+        let filter = InstanceFilter { tenant: tenant.map(name), host: host.map(name), pool: None };
+        let got: Vec<String> =
+            store.list_instances(&filter).await.unwrap().into_iter().map(|i| format!("{}/{}", i.tenant, i.name)).collect();
+        assert_eq!(got, want, "filter {filter:?}");
+    }
+}
+
+/// An address is never handed out twice within a tenant, whatever the hub does.
+pub async fn instance_addresses_are_unique_per_tenant(store: Arc<dyn Store>) {
+    let addr = |s: &str| Some(s.parse::<std::net::Ipv4Addr>().unwrap());
+    let a = Instance { address: addr("10.240.1.2"), ..instance("acme", "a", None) };
+    store.insert_instance(&a).await.unwrap();
+    assert_eq!(store.get_instance_by_id(a.id).await.unwrap().unwrap().address, addr("10.240.1.2"));
+    let b = Instance { address: addr("10.240.1.2"), ..instance("acme", "b", None) };
+    assert!(matches!(store.insert_instance(&b).await, Err(StoreError::AlreadyExists(_))));
+    let c = Instance { address: addr("10.240.1.2"), ..instance("zeta", "c", None) };
+    store.insert_instance(&c).await.unwrap();
+    // Several instances without an address are fine.
+    store.insert_instance(&instance("acme", "x", None)).await.unwrap();
+    let y = instance("acme", "y", None);
+    store.insert_instance(&y).await.unwrap();
+    // Nor can an update take an address another instance of the tenant holds.
+    let taken = Instance { address: addr("10.240.1.2"), ..y.clone() };
+    assert!(matches!(store.update_instance_if(&taken, InstanceVersion::of(&y)).await, Err(StoreError::AlreadyExists(_))));
+}
+
+/// A compare-and-swap on (generation, state): what was decided from a stale read is
+/// refused with Conflict and leaves the row alone.
+pub async fn instance_updates_refuse_a_stale_version(store: Arc<dyn Store>) {
+    let read = instance("acme", "web", Some("node-a"));
+    store.insert_instance(&read).await.unwrap();
+    let version = InstanceVersion::of(&read);
+
+    let started = Instance {
+        state: InstanceState::Starting,
+        desired: DesiredState::Running,
+        generation: store.next_generation().await.unwrap() + 100,
+        held_until: Some(at(50)),
+        updated_at: at(40),
+        ..read.clone()
+    };
+    store.update_instance_if(&started, version).await.unwrap();
+    assert_eq!(store.get_instance_by_id(read.id).await.unwrap().as_ref(), Some(&started));
+
+    // Decided from the first read: both the generation and the state moved since.
+    let stopped = Instance { state: InstanceState::Stopped, generation: started.generation + 1, ..read.clone() };
+    let refused = store.update_instance_if(&stopped, version).await;
+    assert!(matches!(&refused, Err(StoreError::Conflict(w)) if w == "instance 'acme/web'"), "{refused:?}");
+    // Same generation, but the state moved (an observation landed): refused too.
+    let same_generation = InstanceVersion { state: InstanceState::Created, ..InstanceVersion::of(&started) };
+    assert!(matches!(store.update_instance_if(&stopped, same_generation).await, Err(StoreError::Conflict(_))));
+    assert_eq!(store.get_instance_by_id(read.id).await.unwrap().as_ref(), Some(&started));
+
+    // Identity and creation time are never rewritten.
+    let renamed = Instance { tenant: name("beta"), name: name("other"), created_at: at(99), error: Some("e".into()), ..started.clone() };
+    store.update_instance_if(&renamed, InstanceVersion::of(&started)).await.unwrap();
+    assert_eq!(store.get_instance_by_id(read.id).await.unwrap(), Some(Instance { error: Some("e".into()), ..started.clone() }));
+
+    assert!(store.delete_instance(read.id).await.unwrap());
+    assert!(matches!(store.update_instance_if(&started, InstanceVersion::of(&started)).await, Err(StoreError::NotFound(_))));
+}
+
+/// Many deciders that read the same version: exactly one write lands.
+pub async fn concurrent_instance_updates_admit_one(store: Arc<dyn Store>) {
+    let read = instance("acme", "web", Some("node-a"));
+    store.insert_instance(&read).await.unwrap();
+    let results = concurrently(&store, 10, |store, i| {
+        let read = read.clone();
+        async move {
+            let next = Instance { generation: read.generation + 1 + i as i64, state: InstanceState::Starting, ..read.clone() };
+            store.update_instance_if(&next, InstanceVersion::of(&read)).await.map(|()| next.generation)
+        }
+    })
+    .await;
+    let won: Vec<i64> = results.iter().filter_map(|r| r.as_ref().ok().copied()).collect();
+    assert_eq!(won.len(), 1, "{results:?}");
+    assert!(results.iter().all(|r| matches!(r, Ok(_) | Err(StoreError::Conflict(_)))), "{results:?}");
+    assert_eq!(store.get_instance_by_id(read.id).await.unwrap().unwrap().generation, won[0]);
+}
+
+pub async fn marking_a_hosts_instances_unknown_touches_only_observed(store: Arc<dyn Store>) {
+    let on_a = |n: &str, observed| Instance { observed, state: InstanceState::Running, ..instance("acme", n, Some("node-a")) };
+    let (web, db, idle) = (on_a("web", ObservedState::Running), on_a("db", ObservedState::Failed), on_a("idle", ObservedState::Unknown));
+    let elsewhere = Instance { observed: ObservedState::Running, ..instance("acme", "far", Some("node-b")) };
+    for i in [&web, &db, &idle, &elsewhere] {
+        store.insert_instance(i).await.unwrap();
+    }
+    assert_eq!(store.mark_host_instances_unknown(&name("node-a")).await.unwrap(), 2);
+    for i in [&web, &db, &idle] {
+        let unknown = Instance { observed: ObservedState::Unknown, ..i.clone() };
+        assert_eq!(store.get_instance_by_id(i.id).await.unwrap(), Some(unknown));
+    }
+    assert_eq!(store.get_instance_by_id(elsewhere.id).await.unwrap().as_ref(), Some(&elsewhere));
+    assert_eq!(store.mark_host_instances_unknown(&name("node-a")).await.unwrap(), 0);
+    assert_eq!(store.mark_host_instances_unknown(&name("node-x")).await.unwrap(), 0);
+    // The version did not move: a decision made before the marking still lands.
+    let next = Instance { generation: web.generation + 1, ..web.clone() };
+    store.update_instance_if(&next, InstanceVersion::of(&web)).await.unwrap();
+}
+
+/// One counter for instance and host generations: unique under concurrency, and each
+/// value is greater than every one handed out before it.
+pub async fn generations_are_unique_and_increasing(store: Arc<dyn Store>) {
+    let got = concurrently(&store, 50, |store, _| async move { store.next_generation().await.unwrap() }).await;
+    let distinct: BTreeSet<i64> = got.iter().copied().collect();
+    assert_eq!(distinct.len(), 50, "{got:?}");
+    assert!(distinct.iter().all(|&g| g > 0));
+    let next = store.next_generation().await.unwrap();
+    assert!(distinct.iter().all(|&g| g < next), "{next} after {distinct:?}");
+}
+
+// ---- pools ----
+
+fn pool(counts: PoolCounts) -> Pool {
+    Pool {
+        tenant: name("acme"),
+        name: name("workers"),
+        role: name("worker"),
+        spec: instance("acme", "x", None).spec,
+        counts,
+        last_error: None,
+        created_at: at(1),
+        updated_at: at(1),
+    }
+}
+
+pub async fn pools_round_trip_and_filter_members(store: Arc<dyn Store>) {
+    let pool = pool(PoolCounts { running: 4, warm: 2, sleeping: 1 });
+    store.insert_pool(&pool).await.unwrap();
+    assert!(matches!(store.insert_pool(&pool).await, Err(StoreError::AlreadyExists(_))));
+    assert_eq!(store.get_pool(&name("acme"), &name("workers")).await.unwrap(), Some(pool.clone()));
+    assert_eq!(store.get_pool(&name("acme"), &name("idlers")).await.unwrap(), None);
+    let scaled =
+        Pool { counts: PoolCounts { running: 0, warm: 0, sleeping: 3 }, last_error: Some("quota".into()), updated_at: at(2), ..pool.clone() };
+    store.update_pool(&scaled).await.unwrap();
+    assert_eq!(store.list_pools(Some(&name("acme"))).await.unwrap(), vec![scaled.clone()]);
+    assert_eq!(store.list_pools(None).await.unwrap(), vec![scaled.clone()]);
+    assert!(store.list_pools(Some(&name("beta"))).await.unwrap().is_empty());
+
+    let member = Instance { pool: Some(name("workers")), held_until: Some(at(5)), ..instance("acme", "workers-1", Some("node-a")) };
+    store.insert_instance(&member).await.unwrap();
+    store.insert_instance(&instance("acme", "loose", Some("node-a"))).await.unwrap();
+    let members = store.list_instances(&InstanceFilter::pool(&name("acme"), &name("workers"))).await.unwrap();
+    assert_eq!(members, vec![member]);
+
+    assert!(store.delete_pool(&name("acme"), &name("workers")).await.unwrap());
+    assert!(!store.delete_pool(&name("acme"), &name("workers")).await.unwrap());
+    assert!(matches!(store.update_pool(&scaled).await, Err(StoreError::NotFound(_))));
+}
+
+/// A scale decided against counts that moved meanwhile is refused with Conflict.
+pub async fn pool_counts_change_only_from_the_expected_counts(store: Arc<dyn Store>) {
+    let counts = |running, warm, sleeping| PoolCounts { running, warm, sleeping };
+    let p = Pool { last_error: Some("quota".into()), ..pool(counts(1, 1, 1)) };
+    store.insert_pool(&p).await.unwrap();
+    let before = OffsetDateTime::now_utc() - Duration::seconds(1);
+
+    let stored = store.set_pool_counts_if(&p.tenant, &p.name, counts(1, 1, 1), counts(5, 0, 2)).await.unwrap();
+    assert!(stored.updated_at >= before, "{stored:?}");
+    assert_eq!(stored, Pool { counts: counts(5, 0, 2), updated_at: stored.updated_at, ..p.clone() });
+    assert_eq!(store.get_pool(&p.tenant, &p.name).await.unwrap(), Some(stored.clone()));
+
+    let stale = store.set_pool_counts_if(&p.tenant, &p.name, counts(1, 1, 1), counts(9, 9, 9)).await;
+    assert!(matches!(&stale, Err(StoreError::Conflict(w)) if w == "pool 'acme/workers'"), "{stale:?}");
+    assert_eq!(store.get_pool(&p.tenant, &p.name).await.unwrap(), Some(stored));
+    assert!(matches!(
+        store.set_pool_counts_if(&p.tenant, &name("idlers"), counts(1, 1, 1), counts(0, 0, 0)).await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    // Of many scales from the same counts, one lands.
+    let results = concurrently(&store, 8, |store, i| async move {
+        store.set_pool_counts_if(&name("acme"), &name("workers"), counts(5, 0, 2), counts(i as u32, 0, 0)).await
+    })
+    .await;
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "{results:?}");
+}
+
+pub async fn pool_last_errors_are_recorded_alone(store: Arc<dyn Store>) {
+    let p = pool(PoolCounts { running: 2, warm: 0, sleeping: 0 });
+    store.insert_pool(&p).await.unwrap();
+    assert!(store.set_pool_last_error(&p.tenant, &p.name, Some("no capacity")).await.unwrap());
+    let failed = Pool { last_error: Some("no capacity".into()), ..p.clone() };
+    assert_eq!(store.get_pool(&p.tenant, &p.name).await.unwrap(), Some(failed));
+    assert!(store.set_pool_last_error(&p.tenant, &p.name, None).await.unwrap());
+    assert_eq!(store.get_pool(&p.tenant, &p.name).await.unwrap(), Some(p.clone()));
+    assert!(!store.set_pool_last_error(&p.tenant, &name("idlers"), Some("x")).await.unwrap());
+}
+
+// ---- operations ----
+
+pub async fn operations_run_and_finish(store: Arc<dyn Store>) {
+    let (x, y) = (InstanceId::new(), InstanceId::new());
+    // Inserted out of creation order: listing sorts by created_at.
+    let late_x = operation(Some(x), 30);
+    let early_y = operation(Some(y), 10);
+    let early_x = operation(Some(x), 20);
+    let admin = Operation { tenant: None, instance_id: None, target_state: None, ..operation(None, 40) };
+    for op in [&late_x, &early_y, &early_x, &admin] {
+        store.insert_operation(op).await.unwrap();
+    }
+    assert!(matches!(store.insert_operation(&admin).await, Err(StoreError::AlreadyExists(_))));
+    assert_eq!(store.get_operation(admin.id).await.unwrap().as_ref(), Some(&admin));
+
+    let ids = |ops: Vec<Operation>| ops.into_iter().map(|o| o.id).collect::<Vec<_>>();
+    assert_eq!(ids(store.running_operations(None).await.unwrap()), [early_y.id, early_x.id, late_x.id, admin.id]);
+    assert_eq!(ids(store.running_operations(Some(x)).await.unwrap()), [early_x.id, late_x.id]);
+
+    let before = OffsetDateTime::now_utc();
+    store.finish_operation(early_x.id, OperationStatus::Failed, Some("no capacity")).await.unwrap();
+    store.finish_operation(admin.id, OperationStatus::Succeeded, None).await.unwrap();
+    let failed = store.get_operation(early_x.id).await.unwrap().unwrap();
+    assert_eq!((failed.status, failed.error.as_deref()), (OperationStatus::Failed, Some("no capacity")));
+    assert!(failed.updated_at >= before && failed.created_at == early_x.created_at);
+    assert_eq!(ids(store.running_operations(None).await.unwrap()), [early_y.id, late_x.id]);
+    assert_eq!(ids(store.running_operations(Some(x)).await.unwrap()), [late_x.id]);
+
+    assert!(matches!(
+        store.finish_operation(OperationId::new(), OperationStatus::Cancelled, None).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(store.get_operation(OperationId::new()).await.unwrap(), None);
+}
+
+// ---- events ----
+
+pub async fn events_newest_limit_oldest_first(store: Arc<dyn Store>) {
+    let before = OffsetDateTime::now_utc();
+    // Objects e0..e5 with these tenants.
+    let tenants = [Some("acme"), None, Some("beta"), Some("acme"), Some("acme"), None];
+    let mut inserted = Vec::new();
+    for (i, t) in tenants.iter().enumerate() {
+        let e = store.insert_event(&event(*t, &format!("e{i}"))).await.unwrap();
+        assert_eq!((e.tenant.as_ref().map(Name::as_str), e.object.as_str()), (*t, format!("e{i}").as_str()));
+        assert!(e.time >= before);
+        inserted.push(e);
+    }
+    assert!(inserted.windows(2).all(|w| w[0].id < w[1].id), "ids increase");
+
+    let cases: [(Option<&str>, u32, &[&str]); 6] = [
+        (None, 100, &["e0", "e1", "e2", "e3", "e4", "e5"]),
+        (None, 3, &["e3", "e4", "e5"]),
+        (Some("acme"), 100, &["e0", "e3", "e4"]),
+        (Some("acme"), 2, &["e3", "e4"]),
+        (Some("beta"), 1, &["e2"]),
+        (Some("acme"), 0, &[]),
+    ];
+    for (tenant, limit, want) in cases {
+        let got = store.list_events(tenant.map(name).as_ref(), limit).await.unwrap();
+        let objects: Vec<&str> = got.iter().map(|e| e.object.as_str()).collect();
+        assert_eq!(objects, want, "tenant {tenant:?}, limit {limit}");
+        // What is read back is exactly what insert_event returned.
+        for e in &got {
+            assert_eq!(Some(e), inserted.iter().find(|i| i.id == e.id));
+        }
+    }
+}
+
+// ---- tokens ----
+
+pub async fn tokens_insert_find_list_delete(store: Arc<dyn Store>) {
+    let (admin, acme) = (token("t-admin", None, 5), token("t-acme", Some("acme"), 1));
+    store.insert_token(&admin).await.unwrap();
+    store.insert_token(&acme).await.unwrap();
+
+    for dup in [TokenRecord { id: "other".into(), ..acme.clone() }, TokenRecord { hash: "new".into(), ..acme.clone() }] {
+        assert!(matches!(store.insert_token(&dup).await, Err(StoreError::AlreadyExists(_))), "{dup:?}");
+    }
+    assert_eq!(store.find_token("hash-t-admin").await.unwrap().as_ref(), Some(&admin));
+    assert_eq!(store.find_token("nope").await.unwrap(), None);
+    assert_eq!(store.list_tokens().await.unwrap(), [acme.clone(), admin.clone()]);
+
+    assert!(store.delete_token("t-acme").await.unwrap());
+    assert!(!store.delete_token("t-acme").await.unwrap());
+    assert_eq!(store.find_token("hash-t-acme").await.unwrap(), None);
+    assert_eq!(store.list_tokens().await.unwrap(), [admin]);
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every behaviour is listed in `store_contract_tests!`: one left out would silently
+    /// never run against any implementation.
+    #[test]
+    fn every_behaviour_is_in_the_test_macro() {
+        let src = include_str!("contract.rs");
+        let (macro_body, rest) = src.split_once("pub mod fixtures").unwrap();
+        let behaviours: Vec<&str> = rest
+            .lines()
+            .filter_map(|l| l.strip_prefix("pub async fn "))
+            .map(|l| l.split('(').next().unwrap())
+            .collect();
+        assert!(behaviours.len() > 20, "{behaviours:?}");
+        for b in behaviours {
+            assert!(macro_body.contains(&format!("            {b},\n")), "{b} is missing from store_contract_tests!");
+        }
+    }
+}
