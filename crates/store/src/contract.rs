@@ -6,7 +6,7 @@
 //! turns the whole list into one `#[tokio::test]` per behaviour for a given factory, so
 //! a new implementation (PostgreSQL next) gets the suite with one line:
 //!
-//! ```ignore
+//! ```text
 //! async fn fresh() -> (tempfile::TempDir, Arc<dyn Store>) { ... }
 //! hangar_store::store_contract_tests!(fresh());
 //! ```

@@ -2,7 +2,16 @@
 //!
 //! [`Store`] is the narrow interface the hub uses; [`SqliteStore`] is the embedded
 //! implementation (WAL, migrations). A PostgreSQL implementation is a new file that
-//! implements the same trait; nothing above this crate speaks SQL.
+//! implements the same trait and passes the same [`contract`] suite (feature
+//! `contract`); nothing above this crate speaks SQL, and [`StoreError`] names no
+//! backend type.
+//!
+//! Writes are narrow or conditional, so that several hubs on one database stay correct
+//! without locks in any one of them: a counter bump, a heartbeat that writes only what
+//! the host says, a state move that applies only from the states it names, and
+//! compare-and-swap updates that fail with [`StoreError::Conflict`] when the row moved
+//! since it was read. The whole-row `update_*` methods are the exception, kept until the
+//! hub has moved off them.
 
 use async_trait::async_trait;
 use hangar_types::api::{Capacity, Event, HostState, Instance, Operation, OperationStatus, Pool, PoolCounts, Tenant};

@@ -8,6 +8,9 @@
 //!   without waiting, which is why none is used.
 //! - Net ids and generations are computed inside the writing statement, so two tasks
 //!   can never be handed the same value.
+//! - A compare-and-swap is one `UPDATE ... WHERE <expected values>`; when it changes no
+//!   row, a second look tells Conflict (the row is there) from NotFound. That look is
+//!   only for the error's kind: the write itself was already refused atomically.
 //!
 //! Storage formats (see `migrations/0001_init.sql`): ids and names are text, enums are
 //! their lowercase API spelling, composite values are JSON text, and timestamps are
