@@ -3,14 +3,14 @@
 //! Observed state only ever comes from here, and only a report made for an instance's
 //! current generation moves its state machine.
 
-use crate::auth::hash_secret;
+use crate::auth::{hash_secret, Principal};
 use crate::error::{HubError, HubResult};
 use crate::{Hub, LockKey};
 use hangar_store::{HostRecord, InstanceFilter};
 use hangar_types::api::{HostState, Instance};
 use hangar_types::protocol::{AgentReport, DesiredDoc, DesiredInstance, DesiredPool, DesiredTenant, JoinRequest, JoinResponse, PROTOCOL_VERSION};
 use hangar_types::state::transition;
-use hangar_types::{ErrorCode, InstanceId, InstanceState, ObservedState, Transition};
+use hangar_types::{ErrorCode, InstanceId, InstanceState, Name, ObservedState, Transition};
 use std::collections::HashMap;
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -131,6 +131,13 @@ impl Hub {
                 })
                 .collect(),
         })
+    }
+
+    /// The desired-state document of a host, as its agent would get it.
+    pub async fn host_desired(&self, p: &Principal, n: &Name) -> HubResult<DesiredDoc> {
+        p.require_admin()?;
+        let h = self.store.get_host(&n).await?.ok_or_else(|| HubError::not_found(format!("host '{n}' not found")))?;
+        self.desired_doc(&h).await
     }
 
     /// Answers when the host's generation passes `after`, or after `wait`.

@@ -11,10 +11,8 @@
 use crate::auth::{hash_secret, new_secret, Principal};
 use crate::error::{HubError, HubResult};
 use crate::{Hub, LockKey};
-use hangar_client::AgentClient;
 use hangar_store::{HostRecord, InstanceFilter};
 use hangar_types::api::*;
-use hangar_types::protocol::DesiredDoc;
 use hangar_types::{ErrorCode, Name, ObservedState};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -285,16 +283,8 @@ impl Hub {
         p.require_admin()?;
         let h = self.store.get_host(&n).await?.ok_or_else(|| HubError::not_found(format!("host '{n}' not found")))?;
         let endpoint = h.endpoint.ok_or_else(|| HubError::new(ErrorCode::Unavailable, format!("host '{n}' has not reported an endpoint yet")))?;
-        let k = &self.keys;
-        let agent = AgentClient::new(&endpoint, k.ca.cert_pem(), &k.client.cert_pem, &k.client.key_pem)?;
+        let agent = self.agent_client(&endpoint)?;
         agent.status().await.map_err(|e| HubError::new(ErrorCode::Unavailable, format!("host '{n}' ({}) does not answer: {e}", h.state.as_str())))
-    }
-
-    /// The desired-state document of a host, as its agent would get it.
-    pub async fn host_desired(&self, p: &Principal, n: &Name) -> HubResult<DesiredDoc> {
-        p.require_admin()?;
-        let h = self.store.get_host(&n).await?.ok_or_else(|| HubError::not_found(format!("host '{n}' not found")))?;
-        self.desired_doc(&h).await
     }
 
     async fn set_host_state(&self, n: &Name, to: HostState, actor: &str, action: &str) -> HubResult<()> {

@@ -209,9 +209,7 @@ impl Hub {
         let endpoint = host
             .endpoint
             .ok_or_else(|| HubError::new(ErrorCode::Unavailable, format!("host '{host_name}' has not reported an endpoint yet")))?;
-        let k = &self.keys;
-        let client = AgentClient::new(&endpoint, k.ca.cert_pem(), &k.client.cert_pem, &k.client.key_pem)?;
-        Ok((client, inst.id.short()))
+        Ok((self.agent_client(&endpoint)?, inst.id.short()))
     }
 
     fn require_running(inst: &Instance, what: &str) -> HubResult<()> {

@@ -120,6 +120,12 @@ impl Hub {
         self.coord.locks.lock(key).await
     }
 
+    /// A client for a host's agent endpoint, presenting the hub's client certificate.
+    pub(crate) fn agent_client(&self, endpoint: &str) -> HubResult<hangar_client::AgentClient> {
+        let k = &self.keys;
+        Ok(hangar_client::AgentClient::new(endpoint, k.ca.cert_pem(), &k.client.cert_pem, &k.client.key_pem)?)
+    }
+
     /// Records an audit event; a failure to record is logged, never hidden from the log.
     pub(crate) async fn event(
         &self,

@@ -6,7 +6,6 @@
 
 use crate::error::{HubError, HubResult};
 use crate::{Hub, Principal};
-use hangar_client::AgentClient;
 use hangar_store::InstanceFilter;
 use hangar_types::api::{ExecRequest, HostState, Instance, Tenant};
 use hangar_types::net::{veth_name, NetCheck, NetVerifyReport};
@@ -94,8 +93,7 @@ impl Hub {
                 }
                 continue;
             };
-            let k = &self.keys;
-            let agent = AgentClient::new(&endpoint, k.ca.cert_pem(), &k.client.cert_pem, &k.client.key_pem)?;
+            let agent = self.agent_client(&endpoint)?;
             let found = match agent.network().await {
                 Ok(f) => f,
                 Err(e) => {
