@@ -226,23 +226,7 @@ mod tests {
 
     #[test]
     fn load_counts_resources_of_holding_instances_only() {
-        let mk = |state: crate::InstanceState| Instance {
-            id: crate::InstanceId::new(),
-            tenant: "t".parse().unwrap(),
-            name: "i".parse().unwrap(),
-            spec: spec(2, 100, 10),
-            host: None,
-            state,
-            desired: state.desired(),
-            observed: crate::ObservedState::Unknown,
-            generation: 0,
-            error: None,
-            created_at: time::OffsetDateTime::UNIX_EPOCH,
-            updated_at: time::OffsetDateTime::UNIX_EPOCH,
-            address: None,
-            pool: None,
-            held_until: None,
-        };
+        let mk = |state| crate::quota::instance(spec(2, 100, 10), state);
         let list = [mk(crate::InstanceState::Running), mk(crate::InstanceState::Sleeping)];
         assert_eq!(Load::of(&list), load(2, 100, 20, 2));
     }

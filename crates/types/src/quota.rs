@@ -183,6 +183,28 @@ pub fn counts_text(c: PoolCounts) -> String {
     format!("running {}, warm {}, sleeping {}", c.running, c.warm, c.sleeping)
 }
 
+/// An instance of `spec` in `state`, for tests of the pure functions over instances.
+#[cfg(test)]
+pub(crate) fn instance(spec: InstanceSpec, state: InstanceState) -> Instance {
+    Instance {
+        id: crate::InstanceId::new(),
+        tenant: "t".parse().unwrap(),
+        name: "i".parse().unwrap(),
+        spec,
+        host: None,
+        state,
+        desired: state.desired(),
+        observed: crate::ObservedState::Unknown,
+        generation: 0,
+        error: None,
+        created_at: time::OffsetDateTime::UNIX_EPOCH,
+        updated_at: time::OffsetDateTime::UNIX_EPOCH,
+        address: None,
+        pool: None,
+        held_until: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,23 +245,7 @@ mod tests {
 
     #[test]
     fn usage_counts_resources_only_where_held() {
-        let mk = |state| Instance {
-            id: crate::InstanceId::new(),
-            tenant: "t".parse().unwrap(),
-            name: "i".parse().unwrap(),
-            spec: spec(1, 100, 10),
-            host: None,
-            state,
-            desired: state.desired(),
-            observed: crate::ObservedState::Unknown,
-            generation: 0,
-            error: None,
-            created_at: time::OffsetDateTime::UNIX_EPOCH,
-            updated_at: time::OffsetDateTime::UNIX_EPOCH,
-            address: None,
-            pool: None,
-            held_until: None,
-        };
+        let mk = |state| instance(spec(1, 100, 10), state);
         let list = [mk(InstanceState::Running), mk(InstanceState::Warm), mk(InstanceState::Sleeping), mk(InstanceState::Stopped)];
         assert_eq!(usage(&list), usage_of(4, 1, 2, 200, 40));
     }
