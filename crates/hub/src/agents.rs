@@ -3,14 +3,14 @@
 //! Observed state only ever comes from here, and only a report made for an instance's
 //! current generation moves its state machine.
 
-use crate::auth::hash_secret;
+use crate::auth::{hash_secret, Principal};
 use crate::error::{HubError, HubResult};
-use crate::Hub;
+use crate::{Hub, LockKey};
 use hangar_store::{HostRecord, InstanceFilter};
 use hangar_types::api::{HostState, Instance};
 use hangar_types::protocol::{AgentReport, DesiredDoc, DesiredInstance, DesiredPool, DesiredTenant, JoinRequest, JoinResponse, PROTOCOL_VERSION};
 use hangar_types::state::transition;
-use hangar_types::{ErrorCode, InstanceId, InstanceState, ObservedState, Transition};
+use hangar_types::{ErrorCode, InstanceId, InstanceState, Name, ObservedState, Transition};
 use std::collections::HashMap;
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -133,9 +133,16 @@ impl Hub {
         })
     }
 
+    /// The desired-state document of a host, as its agent would get it.
+    pub async fn host_desired(&self, p: &Principal, n: &Name) -> HubResult<DesiredDoc> {
+        p.require_admin()?;
+        let h = self.store.get_host(&n).await?.ok_or_else(|| HubError::not_found(format!("host '{n}' not found")))?;
+        self.desired_doc(&h).await
+    }
+
     /// Answers when the host's generation passes `after`, or after `wait`.
     pub async fn desired_long_poll(&self, host: &HostRecord, after: i64, wait: Duration) -> HubResult<DesiredDoc> {
-        let mut rx = self.subscribe_host(host.id);
+        let mut rx = self.coord.notifier.watch_host(host.id);
         let deadline = tokio::time::Instant::now() + wait.min(Duration::from_secs(60));
         loop {
             let h = self.store.get_host_by_id(host.id).await?.ok_or_else(|| HubError::not_found("host was removed"))?;
@@ -158,8 +165,7 @@ impl Hub {
                 report.schema_version
             )));
         }
-        let lock = self.host_lock(&host.name);
-        let g = lock.lock().await;
+        let g = self.lock(LockKey::Host(host.name.clone())).await;
         let mut h = self.store.get_host_by_id(host.id).await?.ok_or_else(|| HubError::not_found("host was removed"))?;
         if h.state == HostState::Stopped {
             // A stopped host comes back only through `host start`: a stray agent's report
@@ -203,8 +209,7 @@ impl Hub {
 
     /// Applies one observation; returns whether the host's desired document changed.
     async fn observe(&self, host: &HostRecord, obs: hangar_types::protocol::ObservedInstance) -> HubResult<bool> {
-        let lock = self.instance_lock(obs.id);
-        let _g = lock.lock().await;
+        let _g = self.lock(LockKey::Instance(obs.id)).await;
         let Some(mut inst) = self.store.get_instance_by_id(obs.id).await? else { return Ok(false) };
         if inst.host.as_ref() != Some(&host.name) || obs.generation != inst.generation {
             return Ok(false); // stale or misplaced report: only current observations count
@@ -212,7 +217,7 @@ impl Hub {
         if inst.state == InstanceState::Deleted && obs.state == ObservedState::Gone {
             self.store.delete_instance(inst.id).await?;
             self.tenant_hosts_changed(&inst.tenant, &host.name).await?;
-            self.forget_instance_lock(inst.id);
+            self.coord.locks.forget(&LockKey::Instance(inst.id));
             self.settle_operations(inst.id).await?;
             self.event(&format!("host:{}", host.name), Some(&inst.tenant), format!("instance/{}/{}", inst.tenant, inst.name), "instance.delete", "ok", None).await;
             return Ok(true);

@@ -1,5 +1,6 @@
-//! Host lifecycle beyond joining: providers that make hosts, drain and undrain, stop and
-//! start, remove, the agent's live status, and the provider check.
+//! Hosts: adding (a join token, or made by a provider), listing, drain and undrain, stop
+//! and start, remove, the agent's live status, desired-generation bumps, and the
+//! provider check.
 //!
 //! A [`HostProvider`] makes and runs hosts (the `local` one: a network namespace, a data
 //! dir and an agent process on the hub's machine). The hub only ever asks it to act on a
@@ -7,16 +8,16 @@
 //! host table and marks a host `missing` only after a grace window and repeated
 //! confirmations, never on one bad reading.
 
-use crate::auth::Principal;
+use crate::auth::{hash_secret, new_secret, Principal};
 use crate::error::{HubError, HubResult};
-use crate::Hub;
-use hangar_client::AgentClient;
-use hangar_store::InstanceFilter;
+use crate::{Hub, LockKey};
+use hangar_store::{HostRecord, InstanceFilter};
 use hangar_types::api::*;
-use hangar_types::protocol::DesiredDoc;
 use hangar_types::{ErrorCode, Name, ObservedState};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
+use time::OffsetDateTime;
 
 /// What a provider says about one of its hosts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,21 +43,116 @@ pub trait HostProvider: Send + Sync + 'static {
     async fn list(&self) -> anyhow::Result<Vec<ProvidedHost>>;
 }
 
-fn parse_host(s: &str) -> HubResult<Name> {
-    s.parse::<Name>().map_err(|e| HubError::invalid(format!("host: {e}")))
-}
 
 fn provider_error(what: &str, host: &Name, e: anyhow::Error) -> HubError {
     HubError::new(ErrorCode::Unavailable, format!("cannot {what} host '{host}': {e:#}"))
 }
 
+/// The hub's host providers by name (`local`), and what the provider check remembers
+/// about their hosts between passes.
+#[derive(Default)]
+pub struct Providers {
+    registry: Mutex<HashMap<String, Arc<dyn HostProvider>>>,
+    /// When a user last acted on a host (the provider check's grace window).
+    actions: Mutex<HashMap<Name, Instant>>,
+    /// Consecutive provider checks that did not find a host's agent running.
+    misses: Mutex<HashMap<Name, u32>>,
+}
+
 impl Hub {
+    pub async fn host_add(&self, p: &Principal, req: HostAdd) -> HubResult<HostJoinToken> {
+        p.require_admin()?;
+        if let Some(pv) = &req.provider {
+            return self.host_add_provided(p, req.name, pv).await;
+        }
+        let (rec, token) = self.host_add_record(req.name).await?;
+        self.event(&p.actor(), None, format!("host/{}", rec.name), "host.add", "ok", None).await;
+        Ok(HostJoinToken { host: self.host_view(&rec).await?, join_token: token })
+    }
+
+    /// Creates a host in `joining` with a fresh one-time join token (or renews the token
+    /// of a host that never joined).
+    pub async fn host_add_record(&self, name: Name) -> HubResult<(HostRecord, String)> {
+        let secret = new_secret("");
+        let token = format!("hjt1.{secret}.{}", &self.keys.ca.fingerprint()[..32]);
+        let hash = hash_secret(&secret);
+        let _g = self.lock(LockKey::Host(name.clone())).await;
+        if let Some(mut h) = self.store.get_host(&name).await? {
+            if h.cert_fingerprint.is_some() {
+                return Err(HubError::new(ErrorCode::AlreadyExists, format!("host '{name}' already exists and has joined")));
+            }
+            h.join_token_hash = Some(hash);
+            self.store.update_host(&h).await?;
+            return Ok((h, token));
+        }
+        let rec = HostRecord {
+            id: hangar_types::HostId::new(),
+            name,
+            state: HostState::Joining,
+            capacity: Capacity::default(),
+            endpoint: None,
+            drivers: vec![],
+            agent_version: None,
+            last_heartbeat: None,
+            join_token_hash: Some(hash),
+            cert_fingerprint: None,
+            desired_generation: 0,
+            created_at: OffsetDateTime::now_utc(),
+            provider: None,
+        };
+        self.store.insert_host(&rec).await?;
+        Ok((rec, token))
+    }
+
+    pub(crate) async fn host_view(&self, h: &HostRecord) -> HubResult<Host> {
+        let list = self.store.list_instances(&InstanceFilter::host(&h.name)).await?;
+        Ok(Host {
+            id: h.id,
+            name: h.name.clone(),
+            state: h.state,
+            capacity: h.capacity,
+            endpoint: h.endpoint.clone(),
+            drivers: h.drivers.clone(),
+            agent_version: h.agent_version.clone(),
+            last_heartbeat: h.last_heartbeat,
+            instances: list.len() as u32,
+            active: list.iter().filter(|i| i.state.holds_resources()).count() as u32,
+            provider: h.provider.clone(),
+            created_at: h.created_at,
+        })
+    }
+
+    pub async fn host_list(&self, p: &Principal) -> HubResult<Vec<Host>> {
+        p.require_admin()?;
+        let mut out = vec![];
+        for h in self.store.list_hosts().await? {
+            out.push(self.host_view(&h).await?);
+        }
+        Ok(out)
+    }
+
+    pub async fn host_get(&self, p: &Principal, n: &Name) -> HubResult<Host> {
+        p.require_admin()?;
+        let h = self.store.get_host(&n).await?.ok_or_else(|| HubError::not_found(format!("host '{n}' not found")))?;
+        self.host_view(&h).await
+    }
+
+    /// Bumps a host's desired generation and wakes its long-poll.
+    pub(crate) async fn bump_host(&self, host: &Name) -> HubResult<()> {
+        let _g = self.lock(LockKey::Host(host.clone())).await;
+        let Some(mut h) = self.store.get_host(host).await? else { return Ok(()) };
+        h.desired_generation = self.store.next_generation().await?;
+        self.store.update_host(&h).await?;
+        self.coord.notifier.host_changed(h.id, h.desired_generation);
+        Ok(())
+    }
+
     pub fn register_provider(&self, p: Arc<dyn HostProvider>) {
-        self.providers.lock().unwrap_or_else(|e| e.into_inner()).insert(p.name().to_string(), p);
+        self.providers.registry.lock().unwrap_or_else(|e| e.into_inner()).insert(p.name().to_string(), p);
     }
 
     fn provider(&self, name: &str) -> HubResult<Arc<dyn HostProvider>> {
-        let map = self.providers.lock().unwrap_or_else(|e| e.into_inner());
+        let map = self.providers.registry.lock().unwrap_or_else(|e| e.into_inner());
         map.get(name).cloned().ok_or_else(|| {
             let known: Vec<String> = map.keys().cloned().collect();
             HubError::invalid(format!(
@@ -83,13 +179,12 @@ impl Hub {
         let prov = self.provider(provider)?;
         let (mut rec, token) = self.host_add_record(name.clone()).await?;
         {
-            let _g = self.host_lock(&name).lock_owned().await;
+            let _g = self.lock(LockKey::Host(name.clone())).await;
             rec.provider = Some(provider.to_string());
             self.store.update_host(&rec).await?;
         }
         self.touch_host(&name);
-        let lock = self.provider_lock(&name);
-        let _pg = lock.lock().await;
+        let _pg = self.lock(LockKey::Provider(name.clone())).await;
         if let Err(e) = prov.create(&name, &token).await {
             // Nothing half-made stays: the provider cleans up after itself, the record goes.
             let _ = prov.remove(&name).await;
@@ -101,10 +196,9 @@ impl Hub {
         Ok(HostJoinToken { host: self.host_view(&rec).await?, join_token: token })
     }
 
-    pub async fn host_drain(&self, p: &Principal, name: &str, drain: bool) -> HubResult<Host> {
+    pub async fn host_drain(&self, p: &Principal, n: &Name, drain: bool) -> HubResult<Host> {
         p.require_admin()?;
-        let n = parse_host(name)?;
-        let _g = self.host_lock(&n).lock_owned().await;
+        let _g = self.lock(LockKey::Host(n.clone())).await;
         let mut h = self.store.get_host(&n).await?.ok_or_else(|| HubError::not_found(format!("host '{n}' not found")))?;
         let from = h.state;
         h.state = match (drain, h.state) {
@@ -127,12 +221,10 @@ impl Hub {
 
     /// Stops the host's agent and instances through its provider. Returns once they
     /// really stopped; a start asked meanwhile waits for that.
-    pub async fn host_stop(&self, p: &Principal, name: &str) -> HubResult<Host> {
+    pub async fn host_stop(&self, p: &Principal, n: &Name) -> HubResult<Host> {
         p.require_admin()?;
-        let n = parse_host(name)?;
         let (_, prov) = self.host_provider(&n).await?;
-        let lock = self.provider_lock(&n);
-        let _pg = lock.lock().await;
+        let _pg = self.lock(LockKey::Provider(n.clone())).await;
         self.touch_host(&n);
         self.set_host_state(&n, HostState::Stopped, &p.actor(), "host.stop").await?;
         if let Err(e) = prov.stop(&n).await {
@@ -147,13 +239,11 @@ impl Hub {
 
     /// Starts a stopped host's agent. The host is ready again only after the agent's
     /// first full report (every instance, converged), not on any earlier signal.
-    pub async fn host_start(&self, p: &Principal, name: &str) -> HubResult<Host> {
+    pub async fn host_start(&self, p: &Principal, n: &Name) -> HubResult<Host> {
         p.require_admin()?;
-        let n = parse_host(name)?;
         let (_, prov) = self.host_provider(&n).await?;
         // Held by a stop still in progress: a start waits until the stop finished.
-        let lock = self.provider_lock(&n);
-        let _pg = lock.lock().await;
+        let _pg = self.lock(LockKey::Provider(n.clone())).await;
         self.touch_host(&n);
         self.set_host_state(&n, HostState::Offline, &p.actor(), "host.start").await?;
         if let Err(e) = prov.start(&n).await {
@@ -166,9 +256,8 @@ impl Hub {
     }
 
     /// Removes a host that holds no instances (its provider removes what it made).
-    pub async fn host_remove(&self, p: &Principal, name: &str) -> HubResult<Host> {
+    pub async fn host_remove(&self, p: &Principal, n: &Name) -> HubResult<Host> {
         p.require_admin()?;
-        let n = parse_host(name)?;
         let h = self.store.get_host(&n).await?.ok_or_else(|| HubError::not_found(format!("host '{n}' not found")))?;
         let left = self.store.list_instances(&InstanceFilter::host(&n)).await?.len();
         if left > 0 {
@@ -179,8 +268,7 @@ impl Hub {
         }
         if let Some(pv) = &h.provider {
             let prov = self.provider(pv)?;
-            let lock = self.provider_lock(&n);
-            let _pg = lock.lock().await;
+            let _pg = self.lock(LockKey::Provider(n.clone())).await;
             prov.remove(&n).await.map_err(|e| provider_error("remove", &n, e))?;
         }
         self.store.delete_host(h.id).await?;
@@ -191,26 +279,16 @@ impl Hub {
     }
 
     /// The agent's own view of its host, read live over mTLS.
-    pub async fn host_status(&self, p: &Principal, name: &str) -> HubResult<NodeStatus> {
+    pub async fn host_status(&self, p: &Principal, n: &Name) -> HubResult<NodeStatus> {
         p.require_admin()?;
-        let n = parse_host(name)?;
         let h = self.store.get_host(&n).await?.ok_or_else(|| HubError::not_found(format!("host '{n}' not found")))?;
         let endpoint = h.endpoint.ok_or_else(|| HubError::new(ErrorCode::Unavailable, format!("host '{n}' has not reported an endpoint yet")))?;
-        let k = &self.keys;
-        let agent = AgentClient::new(&endpoint, k.ca.cert_pem(), &k.client.cert_pem, &k.client.key_pem)?;
+        let agent = self.agent_client(&endpoint)?;
         agent.status().await.map_err(|e| HubError::new(ErrorCode::Unavailable, format!("host '{n}' ({}) does not answer: {e}", h.state.as_str())))
     }
 
-    /// The desired-state document of a host, as its agent would get it.
-    pub async fn host_desired(&self, p: &Principal, name: &str) -> HubResult<DesiredDoc> {
-        p.require_admin()?;
-        let n = parse_host(name)?;
-        let h = self.store.get_host(&n).await?.ok_or_else(|| HubError::not_found(format!("host '{n}' not found")))?;
-        self.desired_doc(&h).await
-    }
-
     async fn set_host_state(&self, n: &Name, to: HostState, actor: &str, action: &str) -> HubResult<()> {
-        let _g = self.host_lock(n).lock_owned().await;
+        let _g = self.lock(LockKey::Host(n.clone())).await;
         let mut h = self.store.get_host(n).await?.ok_or_else(|| HubError::not_found(format!("host '{n}' not found")))?;
         let from = h.state;
         h.state = to;
@@ -223,8 +301,7 @@ impl Hub {
     pub(crate) async fn mark_unknown(&self, host: &Name) -> HubResult<u32> {
         let mut n = 0;
         for i in self.store.list_instances(&InstanceFilter::host(host)).await? {
-            let lock = self.instance_lock(i.id);
-            let _g = lock.lock().await;
+            let _g = self.lock(LockKey::Instance(i.id)).await;
             let Some(mut cur) = self.store.get_instance_by_id(i.id).await? else { continue };
             if cur.observed != ObservedState::Unknown {
                 cur.observed = ObservedState::Unknown;
@@ -237,12 +314,7 @@ impl Hub {
 
     /// Remembers a user action on a host: the provider check leaves it alone for a while.
     fn touch_host(&self, host: &Name) {
-        self.host_actions.lock().unwrap_or_else(|e| e.into_inner()).insert(host.clone(), Instant::now());
-    }
-
-    fn provider_lock(&self, host: &Name) -> Arc<tokio::sync::Mutex<()>> {
-        let mut map = self.provider_locks.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(host.clone()).or_default().clone()
+        self.providers.actions.lock().unwrap_or_else(|e| e.into_inner()).insert(host.clone(), Instant::now());
     }
 
     /// One provider check: a stale host its provider no longer has (or whose agent is
@@ -250,7 +322,7 @@ impl Hub {
     /// `confirmations` consecutive readings agree. Its instances stay as they are.
     pub async fn check_providers(&self) -> HubResult<()> {
         let hosts = self.store.list_hosts().await?;
-        let names: Vec<String> = self.providers.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
+        let names: Vec<String> = self.providers.registry.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
         for pname in names {
             let prov = self.provider(&pname)?;
             let Ok(provided) = prov.list().await else { continue };
@@ -258,22 +330,22 @@ impl Hub {
                 // Only a host the hub also stopped hearing from can be missing: a provider's
                 // view alone (a lost pid file, a slow listing) never is enough.
                 if h.state != HostState::Stale {
-                    self.misses.lock().unwrap_or_else(|e| e.into_inner()).remove(&h.name);
+                    self.providers.misses.lock().unwrap_or_else(|e| e.into_inner()).remove(&h.name);
                     continue;
                 }
-                let recent = self.host_actions.lock().unwrap_or_else(|e| e.into_inner()).get(&h.name).is_some_and(|t| t.elapsed() < self.config.provider_grace);
+                let recent = self.providers.actions.lock().unwrap_or_else(|e| e.into_inner()).get(&h.name).is_some_and(|t| t.elapsed() < self.config.provider_grace);
                 let fine = provided.iter().any(|p| p.name == h.name && p.running);
                 let misses = {
-                    let mut m = self.misses.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut m = self.providers.misses.lock().unwrap_or_else(|e| e.into_inner());
                     let c = m.entry(h.name.clone()).or_insert(0);
                     *c = if fine || recent { 0 } else { *c + 1 };
                     *c
                 };
                 if misses >= self.config.confirmations {
-                    self.misses.lock().unwrap_or_else(|e| e.into_inner()).remove(&h.name);
+                    self.providers.misses.lock().unwrap_or_else(|e| e.into_inner()).remove(&h.name);
                     let exists = provided.iter().any(|p| p.name == h.name);
                     let why = if exists { "its agent is not running" } else { "the provider has no such host" };
-                    let _g = self.host_lock(&h.name).lock_owned().await;
+                    let _g = self.lock(LockKey::Host(h.name.clone())).await;
                     let Some(mut cur) = self.store.get_host(&h.name).await? else { continue };
                     if cur.state != HostState::Stale {
                         continue; // it reported meanwhile

@@ -1,31 +1,41 @@
 //! The hangar hub: the control plane.
 //!
-//! [`Hub`] holds the store, the fleet's CA and the in-memory signals (long-poll wake-ups,
-//! operation changes, per-instance locks). The logic lives in plain async methods
-//! ([`instances`], [`agents`]) that take a [`Principal`]; [`http`] maps them onto REST
-//! routes and [`server`] serves those over TLS, where client certificates identify hosts.
+//! [`Hub`] holds the store, the fleet's keys, the configuration, the [`coord`]ination
+//! seam (keyed locks, wake-ups, loop leases), the host providers and the token cache.
+//! Each capability is a module of plain async methods on [`Hub`] that take a
+//! [`Principal`] and typed values and do the locking, store access, policy, events and
+//! wake-ups: [`tenants`], [`instances`], [`operations`], [`pools`], [`hosts`],
+//! [`network`], [`tokens`], [`events`], and [`agents`] (the hub-agent protocol).
+//! [`api`] has one HTTP module per capability; [`server`] serves the router over TLS,
+//! where client certificates identify hosts; [`monitor`] runs the background loops.
 
 pub mod agents;
+pub mod api;
 pub mod auth;
+pub mod coord;
 pub mod error;
+pub mod events;
 pub mod hosts;
-pub mod http;
 pub mod instances;
 pub mod monitor;
 pub mod network;
+pub mod operations;
 pub mod pools;
 pub mod server;
+pub mod tenants;
+pub mod tokens;
 
 pub use auth::Principal;
+pub use coord::{Coordination, LockKey};
 pub use error::{HubError, HubResult};
+pub use hosts::{HostProvider, ProvidedHost};
 
+use coord::LockGuard;
 use hangar_store::{NewEvent, Store};
 use hangar_tls::{Ca, CertifiedKey};
-use hangar_types::{HostId, InstanceId, Name};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use hangar_types::Name;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 
 /// Tunables of a hub; defaults suit a small fleet.
 #[derive(Clone, Debug)]
@@ -88,93 +98,32 @@ pub struct Hub {
     pub store: Arc<dyn Store>,
     pub keys: HubKeys,
     pub config: HubConfig,
-    /// One channel per host; the value is the host's desired generation.
-    host_watch: Mutex<HashMap<HostId, watch::Sender<i64>>>,
-    /// Ticks whenever any operation may have finished.
-    ops_changed: watch::Sender<u64>,
-    /// One lock per instance: serializes requests and observations on it.
-    instance_locks: Mutex<HashMap<InstanceId, Arc<tokio::sync::Mutex<()>>>>,
-    /// One lock per tenant: makes quota checks and the changes they allow atomic.
-    tenant_locks: Mutex<HashMap<Name, Arc<tokio::sync::Mutex<()>>>>,
-    /// One lock per host: every read-modify-write of a host row holds it, so a report
-    /// (heartbeat) can never write back a stale desired generation over a newer one.
-    host_locks: Mutex<HashMap<Name, Arc<tokio::sync::Mutex<()>>>>,
-    /// Host providers by name (`local`).
-    providers: Mutex<HashMap<String, Arc<dyn hosts::HostProvider>>>,
-    /// One lock per provider host: a start waits for a stop in progress, and so on.
-    provider_locks: Mutex<HashMap<Name, Arc<tokio::sync::Mutex<()>>>>,
-    /// When a user last acted on a host (the provider check's grace window).
-    host_actions: Mutex<HashMap<Name, std::time::Instant>>,
-    /// Consecutive provider checks that did not find a host's agent running.
-    misses: Mutex<HashMap<Name, u32>>,
-    /// Consecutive monitor checks that found a stale host past `offline_after`.
-    offline_confirmations: Mutex<HashMap<Name, u32>>,
-    /// Wakes the pool loop: a scale left steps for it.
-    pub(crate) pool_wake: tokio::sync::Notify,
+    /// Locks, wake-ups and loop leadership (in-process for a single hub).
+    pub coord: Coordination,
+    /// Host providers and what the provider check remembers about their hosts.
+    pub(crate) providers: hosts::Providers,
     /// API tokens already verified.
     pub(crate) token_cache: auth::TokenCache,
 }
 
 impl Hub {
     pub fn new(store: Arc<dyn Store>, keys: HubKeys, config: HubConfig) -> Arc<Hub> {
-        Arc::new(Hub {
-            store,
-            keys,
-            config,
-            host_watch: Mutex::new(HashMap::new()),
-            ops_changed: watch::channel(0).0,
-            instance_locks: Mutex::new(HashMap::new()),
-            tenant_locks: Mutex::new(HashMap::new()),
-            host_locks: Mutex::new(HashMap::new()),
-            providers: Mutex::new(HashMap::new()),
-            provider_locks: Mutex::new(HashMap::new()),
-            host_actions: Mutex::new(HashMap::new()),
-            misses: Mutex::new(HashMap::new()),
-            offline_confirmations: Mutex::new(HashMap::new()),
-            pool_wake: tokio::sync::Notify::new(),
-            token_cache: Default::default(),
-        })
+        Hub::with_coordination(store, keys, config, Coordination::in_process())
     }
 
-    fn host_sender(&self, host: HostId) -> watch::Sender<i64> {
-        let mut map = self.host_watch.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(host).or_insert_with(|| watch::channel(0).0).clone()
+    /// A hub whose locks, wake-ups and leases are shared with other hubs through `coord`.
+    pub fn with_coordination(store: Arc<dyn Store>, keys: HubKeys, config: HubConfig, coord: Coordination) -> Arc<Hub> {
+        Arc::new(Hub { store, keys, config, coord, providers: Default::default(), token_cache: Default::default() })
     }
 
-    /// Wakes a host's long-poll.
-    pub(crate) fn notify_host(&self, host: HostId, generation: i64) {
-        self.host_sender(host).send_replace(generation);
+    pub(crate) async fn lock(&self, key: LockKey) -> LockGuard {
+        self.coord.locks.lock(key).await
     }
 
-    pub(crate) fn subscribe_host(&self, host: HostId) -> watch::Receiver<i64> {
-        self.host_sender(host).subscribe()
-    }
-
-    pub(crate) fn notify_ops(&self) {
-        self.ops_changed.send_modify(|v| *v = v.wrapping_add(1));
-    }
-
-    pub(crate) fn subscribe_ops(&self) -> watch::Receiver<u64> {
-        self.ops_changed.subscribe()
-    }
-
-    pub(crate) fn instance_lock(&self, id: InstanceId) -> Arc<tokio::sync::Mutex<()>> {
-        let mut map = self.instance_locks.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(id).or_default().clone()
-    }
-
-    pub(crate) fn forget_instance_lock(&self, id: InstanceId) {
-        self.instance_locks.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-    }
-
-    pub(crate) fn host_lock(&self, host: &Name) -> Arc<tokio::sync::Mutex<()>> {
-        let mut map = self.host_locks.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(host.clone()).or_default().clone()
-    }
-
-    pub(crate) fn tenant_lock(&self, tenant: &Name) -> Arc<tokio::sync::Mutex<()>> {
-        let mut map = self.tenant_locks.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(tenant.clone()).or_default().clone()
+    /// A client for a host's agent endpoint, presenting the hub's client certificate.
+    pub(crate) fn agent_client(&self, endpoint: &str) -> HubResult<hangar_client::AgentClient> {
+        let k = &self.keys;
+        Ok(hangar_client::AgentClient::new(endpoint, k.ca.cert_pem(), &k.client.cert_pem, &k.client.key_pem)?)
     }
 
     /// Records an audit event; a failure to record is logged, never hidden from the log.
@@ -199,4 +148,9 @@ impl Hub {
             tracing::error!(error = %e, action, "could not record event");
         }
     }
+}
+
+/// A name from a path or query parameter; the error names the parameter.
+pub(crate) fn parse_name(what: &str, s: &str) -> HubResult<Name> {
+    s.parse::<Name>().map_err(|e| HubError::invalid(format!("{what}: {e}")))
 }

@@ -1,14 +1,15 @@
-//! `hangar net verify`: what the store says each host's tenant networking should be,
-//! next to what each agent finds, plus active probes inside running instances
-//! (same tenant reachable; other tenants and the host unreachable).
+//! Tenant networks: each instance's address in its tenant's subnet, the spec a host
+//! wires it with, the overlay peers that change when a tenant reaches or leaves a host,
+//! and `hangar net verify`: what the store says each host's tenant networking should
+//! be, next to what each agent finds, plus active probes inside running instances (same
+//! tenant reachable; other tenants and the host unreachable).
 
-use crate::error::HubResult;
+use crate::error::{HubError, HubResult};
 use crate::{Hub, Principal};
-use hangar_client::AgentClient;
 use hangar_store::InstanceFilter;
-use hangar_types::api::{ExecRequest, HostState, Instance};
+use hangar_types::api::{ExecRequest, HostState, Instance, Tenant};
 use hangar_types::net::{veth_name, NetCheck, NetVerifyReport};
-use hangar_types::{InstanceState, ObservedState};
+use hangar_types::{ErrorCode, InstanceState, Name, ObservedState};
 use std::collections::{BTreeMap, BTreeSet};
 
 fn check(host: &str, check: String, ok: bool, detail: impl Into<String>) -> NetCheck {
@@ -16,6 +17,69 @@ fn check(host: &str, check: String, ok: bool, detail: impl Into<String>) -> NetC
 }
 
 impl Hub {
+    /// The lowest free address of the tenant's subnet. Called under the tenant lock; the
+    /// store's unique index on (tenant, address) is the last line of defence.
+    pub(crate) async fn allocate_address(&self, t: &Tenant) -> HubResult<std::net::Ipv4Addr> {
+        let used: std::collections::HashSet<std::net::Ipv4Addr> = self
+            .store
+            .list_instances(&InstanceFilter::tenant(&t.name))
+            .await?
+            .into_iter()
+            .filter_map(|i| i.address)
+            .collect();
+        let r = &self.config.cluster_range;
+        hangar_types::net::host_numbers(t.net_prefix).map(|n| r.host(t.net_id, n)).find(|a| !used.contains(a)).ok_or_else(|| {
+            HubError::new(
+                ErrorCode::NoCapacity,
+                format!(
+                    "tenant '{}' network {}/{} has no free address: delete an instance first (or give a new tenant a bigger subnet with net_prefix)",
+                    t.name,
+                    r.subnet(t.net_id),
+                    t.net_prefix
+                ),
+            )
+        })
+    }
+
+    /// What a host needs to wire an instance to its tenant's network.
+    pub(crate) fn net_spec(&self, t: &Tenant, address: std::net::Ipv4Addr) -> hangar_types::net::NetSpec {
+        let net_id = t.net_id;
+        let r = &self.config.cluster_range;
+        hangar_types::net::NetSpec {
+            net_id,
+            bridge: hangar_types::net::bridge_name(r.subnet(net_id)),
+            address,
+            prefix_len: t.net_prefix,
+            gateway: r.gateway(net_id),
+            cluster_range: r.to_string(),
+            isolated: t.isolated,
+            overlay: None,
+        }
+    }
+
+    /// If `host` just got its first instance of `tenant`, or lost its last, the other
+    /// hosts of the tenant get a new desired document: their overlay peers changed.
+    pub(crate) async fn tenant_hosts_changed(&self, tenant: &Name, host: &Name) -> HubResult<()> {
+        // A host without an underlay address is nobody's peer: nothing to tell (and
+        // nothing read on the create path of such hosts).
+        let underlay = self.store.get_host(host).await?.and_then(|h| h.endpoint).and_then(|e| hangar_types::net::underlay_of(&e));
+        if underlay.is_none() {
+            return Ok(());
+        }
+        let here = self.store.list_instances(&InstanceFilter { tenant: Some(tenant.clone()), host: Some(host.clone()), pool: None }).await?.len();
+        if here > 1 {
+            return Ok(()); // neither first nor last
+        }
+        let all = self.store.list_instances(&InstanceFilter::tenant(tenant)).await?;
+        let mut others: Vec<&Name> = all.iter().filter_map(|i| i.host.as_ref()).filter(|h| *h != host).collect();
+        others.sort();
+        others.dedup();
+        for h in others {
+            self.bump_host(h).await?;
+        }
+        Ok(())
+    }
+
     pub async fn net_verify(&self, p: &Principal) -> HubResult<NetVerifyReport> {
         p.require_admin()?;
         let tenants: BTreeMap<_, _> = self.store.list_tenants().await?.into_iter().map(|t| (t.name.clone(), t)).collect();
@@ -29,8 +93,7 @@ impl Hub {
                 }
                 continue;
             };
-            let k = &self.keys;
-            let agent = AgentClient::new(&endpoint, k.ca.cert_pem(), &k.client.cert_pem, &k.client.key_pem)?;
+            let agent = self.agent_client(&endpoint)?;
             let found = match agent.network().await {
                 Ok(f) => f,
                 Err(e) => {

@@ -8,17 +8,14 @@
 
 use crate::auth::Principal;
 use crate::error::{HubError, HubResult};
-use crate::Hub;
+use crate::{Hub, LockKey};
 use hangar_store::InstanceFilter;
 use hangar_types::api::*;
 use hangar_types::pool::{self, CreateAs, Member, PoolAction};
+use hangar_types::quota::{self, counts_text, Demand};
 use hangar_types::{ErrorCode, InstanceState, Name, Transition};
 use std::collections::{BTreeMap, HashMap};
 use time::OffsetDateTime;
-
-fn parse_name(what: &str, s: &str) -> HubResult<Name> {
-    s.parse::<Name>().map_err(|e| HubError::invalid(format!("{what}: {e}")))
-}
 
 /// A fresh member name: the pool's name and 6 random hex digits.
 fn member_name(pool: &Name) -> Name {
@@ -32,11 +29,11 @@ fn member_name(pool: &Name) -> Name {
 pub const POOL_BATCH: usize = 32;
 
 impl Hub {
-    pub async fn pool_create(&self, p: &Principal, tenant: &str, req: PoolCreate) -> HubResult<PoolInfo> {
+    pub async fn pool_create(&self, p: &Principal, tenant: &Name, req: PoolCreate) -> HubResult<PoolInfo> {
         let t = self.tenant_get(p, tenant).await?;
         let spec = req.spec();
         spec.validate().map_err(HubError::invalid)?;
-        let _tg = self.tenant_lock(&t.name).lock_owned().await;
+        let _tg = self.lock(LockKey::Tenant(t.name.clone())).await;
         let now = OffsetDateTime::now_utc();
         let pool = Pool { tenant: t.name.clone(), name: req.name, role: req.role, spec, counts: PoolCounts::default(), last_error: None, created_at: now, updated_at: now };
         self.check_pool_fits(&t, &pool, req.counts).await?;
@@ -52,13 +49,13 @@ impl Hub {
     async fn reconcile_pool_first_batch(&self, t: &Tenant, pool: &Pool) -> Vec<String> {
         let (mut actions, more) = self.reconcile_pool_locked(t, pool).await;
         if more {
-            self.pool_wake.notify_one();
+            self.coord.notifier.wake_pools();
             actions.push("more steps follow in the background: watch with `hangar pool info`".into());
         }
         actions
     }
 
-    pub async fn pool_list(&self, p: &Principal, tenant: &str) -> HubResult<Vec<PoolInfo>> {
+    pub async fn pool_list(&self, p: &Principal, tenant: &Name) -> HubResult<Vec<PoolInfo>> {
         let t = self.tenant_get(p, tenant).await?;
         let mut out = vec![];
         for pl in self.store.list_pools(Some(&t.name)).await? {
@@ -67,19 +64,18 @@ impl Hub {
         Ok(out)
     }
 
-    pub async fn pool_info(&self, p: &Principal, tenant: &str, name: &str) -> HubResult<PoolInfo> {
+    pub async fn pool_info(&self, p: &Principal, tenant: &Name, name: &Name) -> HubResult<PoolInfo> {
         let t = self.tenant_get(p, tenant).await?;
-        self.pool_info_of(&t.name, &parse_name("pool", name)?, vec![]).await
+        self.pool_info_of(&t.name, name, vec![]).await
     }
 
     /// Sets new desired counts (absent ones unchanged) and runs a first batch of the
     /// reconcile pass at once.
     /// Counts that cannot fit the tenant's quotas are refused up front, naming the quota.
-    pub async fn pool_scale(&self, p: &Principal, tenant: &str, name: &str, req: PoolScale) -> HubResult<PoolInfo> {
+    pub async fn pool_scale(&self, p: &Principal, tenant: &Name, n: &Name, req: PoolScale) -> HubResult<PoolInfo> {
         let t = self.tenant_get(p, tenant).await?;
-        let n = parse_name("pool", name)?;
-        let _tg = self.tenant_lock(&t.name).lock_owned().await;
-        let mut pool = self.pool_get(&t.name, &n).await?;
+        let _tg = self.lock(LockKey::Tenant(t.name.clone())).await;
+        let mut pool = self.pool_get(&t.name, n).await?;
         let counts = PoolCounts {
             running: req.running.unwrap_or(pool.counts.running),
             warm: req.warm.unwrap_or(pool.counts.warm),
@@ -100,20 +96,19 @@ impl Hub {
     }
 
     /// Deletes every member and then the pool.
-    pub async fn pool_delete(&self, p: &Principal, tenant: &str, name: &str) -> HubResult<PoolInfo> {
+    pub async fn pool_delete(&self, p: &Principal, tenant: &Name, n: &Name) -> HubResult<PoolInfo> {
         let t = self.tenant_get(p, tenant).await?;
-        let n = parse_name("pool", name)?;
-        let _tg = self.tenant_lock(&t.name).lock_owned().await;
-        let pool = self.pool_get(&t.name, &n).await?;
+        let _tg = self.lock(LockKey::Tenant(t.name.clone())).await;
+        let pool = self.pool_get(&t.name, n).await?;
         let mut actions = vec![];
-        for m in self.store.list_instances(&InstanceFilter::pool(&t.name, &n)).await? {
+        for m in self.store.list_instances(&InstanceFilter::pool(&t.name, n)).await? {
             if m.state != InstanceState::Deleted {
                 self.request_locked(&p.actor(), &t, m.id, Transition::Delete, None).await?;
                 actions.push(format!("delete {}", m.name));
             }
         }
-        let info = self.pool_info_of(&t.name, &n, actions).await?;
-        self.store.delete_pool(&t.name, &n).await?;
+        let info = self.pool_info_of(&t.name, n, actions).await?;
+        self.store.delete_pool(&t.name, n).await?;
         self.event(&p.actor(), Some(&t.name), format!("pool/{}/{}", t.name, pool.name), "pool.delete", "ok", None).await;
         Ok(info)
     }
@@ -128,48 +123,10 @@ impl Hub {
         if c.total() > MAX_POOL_SIZE {
             return Err(HubError::invalid(format!("counts: running + warm + sleeping is {}; a pool holds at most {MAX_POOL_SIZE}", c.total())));
         }
-        let others: Vec<Instance> = self
-            .store
-            .list_instances(&InstanceFilter::tenant(&t.name))
-            .await?
-            .into_iter()
-            .filter(|i| i.pool.as_ref() != Some(&pool.name))
-            .collect();
-        let q = &t.quotas;
-        let s = &pool.spec;
-        let active_others = others.iter().filter(|i| i.state.holds_resources());
-        let need_instances = others.len() as u64 + c.total() as u64;
-        let need_running = others.iter().filter(|i| i.state.counts_as_running()).count() as u64 + c.running as u64;
-        let need_vcpus = active_others.clone().map(|i| i.spec.vcpus as u64).sum::<u64>() + (c.running + c.warm) as u64 * s.vcpus as u64;
-        let need_mem = active_others.map(|i| i.spec.mem_mib).sum::<u64>() + (c.running + c.warm) as u64 * s.mem_mib;
-        let need_disk = others.iter().map(|i| i.spec.disk_mib).sum::<u64>() + c.total() as u64 * s.disk_mib;
-        let over = |quota: &str, limit: u64, need: u64, unit: &str| {
-            Err(HubError::new(
-                ErrorCode::QuotaExceeded,
-                format!(
-                    "tenant '{}' quota {quota} is {limit}{unit}; pool {} at {} needs {need}{unit} with the tenant's other instances: lower the counts or raise the quota",
-                    t.name,
-                    pool.name,
-                    counts_text(c)
-                ),
-            ))
-        };
-        if need_instances > q.max_instances as u64 {
-            return over("max_instances", q.max_instances as u64, need_instances, "");
-        }
-        if need_running > q.max_running as u64 {
-            return over("max_running", q.max_running as u64, need_running, "");
-        }
-        if need_vcpus > q.max_vcpus as u64 {
-            return over("max_vcpus", q.max_vcpus as u64, need_vcpus, "");
-        }
-        if need_mem > q.max_mem_mib {
-            return over("max_mem_mib", q.max_mem_mib, need_mem, " MiB");
-        }
-        if need_disk > q.max_disk_gib * 1024 {
-            return over("max_disk_gib", q.max_disk_gib * 1024, need_disk, " MiB of disk");
-        }
-        Ok(())
+        let others = self.store.list_instances(&InstanceFilter::tenant(&t.name)).await?;
+        let usage = quota::usage(others.iter().filter(|i| i.pool.as_ref() != Some(&pool.name)));
+        quota::check(&t.quotas, &usage, &Demand::pool(&pool.spec, c))
+            .map_err(|e| HubError::new(ErrorCode::QuotaExceeded, e.pool_message(t.name.as_str(), pool.name.as_str(), c)))
     }
 
     async fn pool_info_of(&self, tenant: &Name, name: &Name, actions: Vec<String>) -> HubResult<PoolInfo> {
@@ -203,7 +160,7 @@ impl Hub {
         }
         for pl in pools {
             let Some(t) = tenants.get(&pl.tenant) else { continue };
-            let _tg = self.tenant_lock(&t.name).lock_owned().await;
+            let _tg = self.lock(LockKey::Tenant(t.name.clone())).await;
             // Re-read under the lock: a scale may have landed since the listing.
             let Some(pl) = self.store.get_pool(&t.name, &pl.name).await? else { continue };
             more |= self.reconcile_pool_locked(t, &pl).await.1;
@@ -286,8 +243,4 @@ fn member_of(i: &Instance, evacuating: &[Name], now: OffsetDateTime) -> Member {
         held: i.held_until.is_some_and(|h| h > now),
         evacuate: i.host.as_ref().is_some_and(|h| evacuating.contains(h)),
     }
-}
-
-pub fn counts_text(c: PoolCounts) -> String {
-    format!("running {}, warm {}, sleeping {}", c.running, c.warm, c.sleeping)
 }

@@ -1,7 +1,7 @@
 //! Serves the hub's router over TLS. Client certificates are optional at the TLS layer
 //! (users come with bearer tokens); a verified one identifies a host.
 
-use crate::http::router;
+use crate::api::router;
 use crate::Hub;
 use std::net::SocketAddr;
 use std::sync::Arc;

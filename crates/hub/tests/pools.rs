@@ -83,12 +83,12 @@ async fn converge(hub: &Hub, hosts: &[&str]) -> PoolInfo {
             agent_pass(hub, h).await;
         }
         hub.reconcile_pools().await.unwrap();
-        let info = hub.pool_info(&Principal::Admin, "acme", "workers").await.unwrap();
+        let info = hub.pool_info(&Principal::Admin, &name("acme"), &name("workers")).await.unwrap();
         if info.converged {
             return info;
         }
     }
-    panic!("pool did not converge: {:?}", hub.pool_info(&Principal::Admin, "acme", "workers").await.unwrap());
+    panic!("pool did not converge: {:?}", hub.pool_info(&Principal::Admin, &name("acme"), &name("workers")).await.unwrap());
 }
 
 fn pool_req(counts: PoolCounts) -> PoolCreate {
@@ -117,11 +117,11 @@ async fn members(hub: &Hub) -> Vec<Instance> {
 async fn pools_scale_up_spread_and_scale_down_newest_first() {
     let (_d, hub) = hub(HubConfig::default()).await;
     let all = ["node-a", "node-b", "node-c"];
-    let info = hub.pool_create(&Principal::Admin, "acme", pool_req(PoolCounts { running: 2, warm: 0, sleeping: 0 })).await.unwrap();
+    let info = hub.pool_create(&Principal::Admin, &name("acme"), pool_req(PoolCounts { running: 2, warm: 0, sleeping: 0 })).await.unwrap();
     assert_eq!(info.actions.len(), 2, "{:?}", info.actions);
     converge(&hub, &all).await;
 
-    let info = hub.pool_scale(&Principal::Admin, "acme", "workers", scale(4, 2, 1)).await.unwrap();
+    let info = hub.pool_scale(&Principal::Admin, &name("acme"), &name("workers"), scale(4, 2, 1)).await.unwrap();
     assert!(!info.actions.is_empty());
     let info = converge(&hub, &all).await;
     assert_eq!((info.actual.running, info.actual.warm, info.actual.sleeping), (4, 2, 1));
@@ -134,7 +134,7 @@ async fn pools_scale_up_spread_and_scale_down_newest_first() {
 
     // Adding running resumes warm members first: no new member is made.
     let before: Vec<_> = members(&hub).await.into_iter().map(|m| m.id).collect();
-    let info = hub.pool_scale(&Principal::Admin, "acme", "workers", scale(6, 0, 1)).await.unwrap();
+    let info = hub.pool_scale(&Principal::Admin, &name("acme"), &name("workers"), scale(6, 0, 1)).await.unwrap();
     assert!(info.actions.iter().all(|a| a.starts_with("resume")), "{:?}", info.actions);
     converge(&hub, &all).await;
     let after: Vec<_> = members(&hub).await.into_iter().map(|m| m.id).collect();
@@ -142,13 +142,13 @@ async fn pools_scale_up_spread_and_scale_down_newest_first() {
 
     // Scale down: the newest go, the oldest stays.
     let oldest = members(&hub).await.into_iter().min_by_key(|m| m.created_at).unwrap();
-    hub.pool_scale(&Principal::Admin, "acme", "workers", scale(1, 0, 0)).await.unwrap();
+    hub.pool_scale(&Principal::Admin, &name("acme"), &name("workers"), scale(1, 0, 0)).await.unwrap();
     let info = converge(&hub, &all).await;
     assert_eq!((info.actual.running, info.actual.warm, info.actual.sleeping), (1, 0, 0));
     assert_eq!(members(&hub).await[0].id, oldest.id);
 
     // Events record the decisions.
-    let ev = hub.events(&Principal::Admin, Some("acme"), 1000).await.unwrap();
+    let ev = hub.events(&Principal::Admin, Some(&name("acme")), 1000).await.unwrap();
     assert!(ev.iter().any(|e| e.action == "pool.scale"));
     assert!(ev.iter().any(|e| e.action == "pool.reconcile" && e.actor == "pool:acme/workers"));
     assert!(ev.iter().any(|e| e.action == "instance.create" && e.message.as_deref().is_some_and(|m| m.contains("placed on host"))));
@@ -157,17 +157,17 @@ async fn pools_scale_up_spread_and_scale_down_newest_first() {
 #[tokio::test]
 async fn scaling_beyond_quota_names_the_quota_and_changes_nothing() {
     let (_d, hub) = hub(HubConfig::default()).await;
-    hub.pool_create(&Principal::Admin, "acme", pool_req(PoolCounts { running: 2, warm: 0, sleeping: 0 })).await.unwrap();
-    let e = hub.pool_scale(&Principal::Admin, "acme", "workers", scale(9, 0, 0)).await.unwrap_err();
+    hub.pool_create(&Principal::Admin, &name("acme"), pool_req(PoolCounts { running: 2, warm: 0, sleeping: 0 })).await.unwrap();
+    let e = hub.pool_scale(&Principal::Admin, &name("acme"), &name("workers"), scale(9, 0, 0)).await.unwrap_err();
     assert_eq!(e.0.code, ErrorCode::QuotaExceeded);
     assert!(e.0.message.contains("max_running is 8"), "{}", e.0.message);
-    let e = hub.pool_scale(&Principal::Admin, "acme", "workers", scale(2, 0, 11)).await.unwrap_err();
+    let e = hub.pool_scale(&Principal::Admin, &name("acme"), &name("workers"), scale(2, 0, 11)).await.unwrap_err();
     assert!(e.0.message.contains("max_instances is 12"), "{}", e.0.message);
-    let info = hub.pool_info(&Principal::Admin, "acme", "workers").await.unwrap();
+    let info = hub.pool_info(&Principal::Admin, &name("acme"), &name("workers")).await.unwrap();
     assert_eq!(info.pool.counts, PoolCounts { running: 2, warm: 0, sleeping: 0 });
     // A tenant token of another tenant does not see the pool.
     hub.tenant_create(&Principal::Admin, TenantCreate { name: name("beta"), quotas: None, isolated: false, net_prefix: None }).await.unwrap();
-    let e = hub.pool_info(&Principal::Tenant(name("beta")), "acme", "workers").await.unwrap_err();
+    let e = hub.pool_info(&Principal::Tenant(name("beta")), &name("acme"), &name("workers")).await.unwrap_err();
     assert_eq!(e.0.code, ErrorCode::NotFound);
 }
 
@@ -176,10 +176,10 @@ async fn a_manual_stop_holds_the_pool_off_that_member() {
     let cfg = HubConfig { pool_hold: Duration::from_secs(2), ..HubConfig::default() };
     let (_d, hub) = hub(cfg).await;
     let all = ["node-a", "node-b", "node-c"];
-    hub.pool_create(&Principal::Admin, "acme", pool_req(PoolCounts { running: 2, warm: 0, sleeping: 0 })).await.unwrap();
+    hub.pool_create(&Principal::Admin, &name("acme"), pool_req(PoolCounts { running: 2, warm: 0, sleeping: 0 })).await.unwrap();
     converge(&hub, &all).await;
     let m = members(&hub).await.remove(0);
-    hub.instance_request(&Principal::Admin, "acme", m.name.as_str(), Transition::Stop).await.unwrap();
+    hub.instance_request(&Principal::Admin, &name("acme"), &m.name, Transition::Stop).await.unwrap();
     for h in all {
         agent_pass(&hub, h).await;
     }
@@ -199,17 +199,17 @@ async fn a_manual_stop_holds_the_pool_off_that_member() {
 async fn draining_a_host_moves_pool_members_off_it() {
     let (_d, hub) = hub(HubConfig::default()).await;
     let all = ["node-a", "node-b", "node-c"];
-    hub.pool_create(&Principal::Admin, "acme", pool_req(PoolCounts { running: 3, warm: 0, sleeping: 0 })).await.unwrap();
+    hub.pool_create(&Principal::Admin, &name("acme"), pool_req(PoolCounts { running: 3, warm: 0, sleeping: 0 })).await.unwrap();
     converge(&hub, &all).await;
     assert!(members(&hub).await.iter().any(|i| i.host.as_ref().is_some_and(|h| h.as_str() == "node-a")));
-    hub.host_drain(&Principal::Admin, "node-a", true).await.unwrap();
+    hub.host_drain(&Principal::Admin, &name("node-a"), true).await.unwrap();
     let info = converge(&hub, &all).await;
     assert_eq!(info.actual.running, 3);
     assert!(members(&hub).await.iter().all(|i| i.host.as_ref().is_some_and(|h| h.as_str() != "node-a")), "{:?}", info.hosts);
     // Nothing new lands on a draining host.
-    let e = hub.host_drain(&Principal::Admin, "node-x", true).await.unwrap_err();
+    let e = hub.host_drain(&Principal::Admin, &name("node-x"), true).await.unwrap_err();
     assert_eq!(e.0.code, ErrorCode::NotFound);
-    hub.host_drain(&Principal::Admin, "node-a", false).await.unwrap();
+    hub.host_drain(&Principal::Admin, &name("node-a"), false).await.unwrap();
 }
 
 #[tokio::test]
@@ -217,7 +217,7 @@ async fn a_silent_host_goes_stale_its_instances_unknown_and_not_replaced() {
     let cfg = HubConfig { stale_after: Duration::from_millis(300), ..HubConfig::default() };
     let (_d, hub) = hub(cfg).await;
     let all = ["node-a", "node-b", "node-c"];
-    hub.pool_create(&Principal::Admin, "acme", pool_req(PoolCounts { running: 3, warm: 0, sleeping: 0 })).await.unwrap();
+    hub.pool_create(&Principal::Admin, &name("acme"), pool_req(PoolCounts { running: 3, warm: 0, sleeping: 0 })).await.unwrap();
     converge(&hub, &all).await;
     let before = members(&hub).await;
     // node-c stops reporting; the others keep on.
@@ -225,7 +225,7 @@ async fn a_silent_host_goes_stale_its_instances_unknown_and_not_replaced() {
     for h in ["node-a", "node-b"] {
         agent_pass(&hub, h).await;
     }
-    hangar_hub::monitor::check_once(&hub).await.unwrap();
+    hangar_hub::monitor::Monitor::default().check_once(&hub).await.unwrap();
     let c = hub.store.get_host(&name("node-c")).await.unwrap().unwrap();
     assert_eq!(c.state, HostState::Stale);
     let after = members(&hub).await;
@@ -265,7 +265,7 @@ async fn a_bigger_tenant_subnet_hands_out_addresses_past_its_first_24() {
             start: false,
             host: None,
         };
-        hub.instance_create(&Principal::Admin, "wide", req).await.unwrap();
+        hub.instance_create(&Principal::Admin, &name("wide"), req).await.unwrap();
     }
     let mut addrs: Vec<std::net::Ipv4Addr> =
         hub.store.list_instances(&InstanceFilter::tenant(&name("wide"))).await.unwrap().into_iter().filter_map(|i| i.address).collect();

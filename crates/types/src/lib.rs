@@ -8,8 +8,10 @@ pub mod error;
 pub mod ids;
 pub mod names;
 pub mod net;
+pub mod placement;
 pub mod pool;
 pub mod protocol;
+pub mod quota;
 pub mod state;
 
 pub use error::{ApiError, ErrorCode};

@@ -1,0 +1,38 @@
+//! /v1/tenants
+
+use super::{ApiJson, ApiRoutes, AppState};
+use crate::{parse_name, HubResult, Principal};
+use axum::extract::{Path, State};
+use axum::Json;
+use hangar_types::api::{Tenant, TenantCreate, TenantInfo};
+use hangar_types::ApiError;
+use utoipa_axum::routes;
+
+pub(super) fn routes() -> ApiRoutes {
+    ApiRoutes::new().routes(routes!(tenant_create, tenant_list)).routes(routes!(tenant_info, tenant_destroy))
+}
+
+#[utoipa::path(post, path = "/v1/tenants", request_body = TenantCreate, security(("token" = [])),
+    responses((status = 200, body = Tenant), (status = 400, body = ApiError), (status = 409, body = ApiError)))]
+async fn tenant_create(State(hub): State<AppState>, p: Principal, ApiJson(req): ApiJson<TenantCreate>) -> HubResult<Json<Tenant>> {
+    Ok(Json(hub.tenant_create(&p, req).await?))
+}
+
+#[utoipa::path(get, path = "/v1/tenants", security(("token" = [])), responses((status = 200, body = Vec<Tenant>)))]
+async fn tenant_list(State(hub): State<AppState>, p: Principal) -> HubResult<Json<Vec<Tenant>>> {
+    Ok(Json(hub.tenant_list(&p).await?))
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{tenant}", security(("token" = [])), params(("tenant" = String, Path)),
+    responses((status = 200, body = TenantInfo), (status = 404, body = ApiError)))]
+async fn tenant_info(State(hub): State<AppState>, p: Principal, Path(tenant): Path<String>) -> HubResult<Json<TenantInfo>> {
+    let tenant = parse_name("tenant", &tenant)?;
+    Ok(Json(hub.tenant_info(&p, &tenant).await?))
+}
+
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}", security(("token" = [])), params(("tenant" = String, Path)),
+    responses((status = 200, body = Tenant), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+async fn tenant_destroy(State(hub): State<AppState>, p: Principal, Path(tenant): Path<String>) -> HubResult<Json<Tenant>> {
+    let tenant = parse_name("tenant", &tenant)?;
+    Ok(Json(hub.tenant_destroy(&p, &tenant).await?))
+}

@@ -1,0 +1,106 @@
+//! Operations: what an accepted request is waiting for (an instance reaching a state),
+//! settled by the host's observations, cancelled when superseded, failed by the
+//! monitor when they time out.
+
+use crate::auth::Principal;
+use crate::error::{HubError, HubResult};
+use crate::Hub;
+use hangar_types::api::{Instance, Operation, OperationStatus};
+use hangar_types::{InstanceId, InstanceState, ObservedState, OperationId};
+use std::time::Duration;
+use time::OffsetDateTime;
+
+/// The observed state that confirms an instance reached `state`.
+pub fn confirming_observation(state: InstanceState) -> Option<ObservedState> {
+    match state {
+        InstanceState::Created | InstanceState::Stopped | InstanceState::Sleeping => Some(ObservedState::Stopped),
+        InstanceState::Running => Some(ObservedState::Running),
+        InstanceState::Warm => Some(ObservedState::Warm),
+        _ => None,
+    }
+}
+
+impl Hub {
+    pub(crate) async fn operation_new(&self, kind: &str, inst: &Instance, target: InstanceState) -> HubResult<Operation> {
+        let now = OffsetDateTime::now_utc();
+        let op = Operation {
+            id: OperationId::new(),
+            kind: kind.to_string(),
+            tenant: Some(inst.tenant.clone()),
+            target: format!("{}/{}", inst.tenant, inst.name),
+            instance_id: Some(inst.id),
+            target_state: Some(target),
+            status: OperationStatus::Running,
+            error: None,
+            created_at: now,
+            updated_at: now,
+        };
+        self.store.insert_operation(&op).await?;
+        Ok(op)
+    }
+
+    pub(crate) async fn cancel_operations(&self, id: InstanceId, why: &str) -> HubResult<()> {
+        for op in self.store.running_operations(Some(id)).await? {
+            self.store.finish_operation(op.id, OperationStatus::Cancelled, Some(why)).await?;
+        }
+        self.coord.notifier.operations_changed();
+        Ok(())
+    }
+
+    /// Finishes the running operations of an instance whose outcome is now known.
+    pub(crate) async fn settle_operations(&self, id: InstanceId) -> HubResult<()> {
+        let ops = self.store.running_operations(Some(id)).await?;
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let inst = self.store.get_instance_by_id(id).await?;
+        for op in ops {
+            let outcome = match (&inst, op.target_state) {
+                (None, Some(InstanceState::Deleted)) => Some((OperationStatus::Succeeded, None)),
+                (None, _) => Some((OperationStatus::Failed, Some("the instance was deleted".to_string()))),
+                (Some(i), Some(target)) if i.state == target && i.observed == confirming_observation(target).unwrap_or(ObservedState::Gone) => {
+                    Some((OperationStatus::Succeeded, None))
+                }
+                (Some(i), Some(target)) if i.state == InstanceState::Failed && target != InstanceState::Failed => {
+                    Some((OperationStatus::Failed, Some(i.error.clone().unwrap_or_else(|| "the host reported a failure".into()))))
+                }
+                (Some(i), Some(InstanceState::Running)) if i.state == InstanceState::Stopped => Some((
+                    OperationStatus::Failed,
+                    Some(i.error.clone().unwrap_or_else(|| "the workload exited right after it started: see `hangar instance logs`".into())),
+                )),
+                _ => None,
+            };
+            if let Some((status, err)) = outcome {
+                self.store.finish_operation(op.id, status, err.as_deref()).await?;
+            }
+        }
+        self.coord.notifier.operations_changed();
+        Ok(())
+    }
+
+    pub async fn operation_get(&self, p: &Principal, id: OperationId) -> HubResult<Operation> {
+        let op = self.store.get_operation(id).await?.ok_or_else(|| HubError::not_found(format!("operation {id} not found")))?;
+        if let Some(t) = &op.tenant {
+            p.check_tenant(t).map_err(|_| HubError::not_found(format!("operation {id} not found")))?;
+        } else {
+            p.require_admin().map_err(|_| HubError::not_found(format!("operation {id} not found")))?;
+        }
+        Ok(op)
+    }
+
+    /// Waits until the operation is final or `timeout` passes; answers its state either way.
+    pub async fn operation_wait(&self, p: &Principal, id: OperationId, timeout: Duration) -> HubResult<Operation> {
+        let deadline = tokio::time::Instant::now() + timeout.min(Duration::from_secs(300));
+        let mut rx = self.coord.notifier.watch_operations();
+        loop {
+            let op = self.operation_get(p, id).await?;
+            if op.status.is_final() {
+                return Ok(op);
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) | Err(_) => return self.operation_get(p, id).await,
+            }
+        }
+    }
+}

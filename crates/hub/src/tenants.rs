@@ -1,0 +1,72 @@
+//! Tenants: create, list, info with quota usage, destroy.
+
+use crate::auth::Principal;
+use crate::error::{HubError, HubResult};
+use crate::{Hub, LockKey};
+use hangar_store::InstanceFilter;
+use hangar_types::api::{Tenant, TenantCreate, TenantInfo, Usage};
+use hangar_types::{quota, ErrorCode, InstanceId, Name, TenantId};
+use time::OffsetDateTime;
+
+impl Hub {
+    pub async fn tenant_create(&self, p: &Principal, req: TenantCreate) -> HubResult<Tenant> {
+        p.require_admin()?;
+        let quotas = req.quotas.unwrap_or_default();
+        if quotas.max_instances == 0 || quotas.max_vcpus == 0 || quotas.max_mem_mib == 0 || quotas.max_disk_gib == 0 {
+            return Err(HubError::invalid("quotas must be positive: max_vcpus, max_mem_mib, max_instances and max_disk_gib must be at least 1"));
+        }
+        let net_prefix = req.net_prefix.unwrap_or(hangar_types::net::DEFAULT_NET_PREFIX);
+        hangar_types::net::check_net_prefix(net_prefix).map_err(HubError::invalid)?;
+        let t = Tenant { id: TenantId::new(), name: req.name, quotas, net_id: 0, net_prefix, created_at: OffsetDateTime::now_utc(), isolated: req.isolated };
+        let t = self.store.insert_tenant(&t, self.config.cluster_range.max_net_id()).await?;
+        self.event(&p.actor(), Some(&t.name), format!("tenant/{}", t.name), "tenant.create", "ok", None).await;
+        Ok(t)
+    }
+
+    pub async fn tenant_list(&self, p: &Principal) -> HubResult<Vec<Tenant>> {
+        let all = self.store.list_tenants().await?;
+        Ok(all.into_iter().filter(|t| p.check_tenant(&t.name).is_ok()).collect())
+    }
+
+    /// The tenant, if the caller may see it (others are not found, so names do not leak).
+    pub async fn tenant_get(&self, p: &Principal, name: &Name) -> HubResult<Tenant> {
+        p.check_tenant(name)?;
+        self.store.get_tenant(name).await?.ok_or_else(|| HubError::not_found(format!("tenant '{name}' not found")))
+    }
+
+    pub async fn tenant_info(&self, p: &Principal, tenant: &Name) -> HubResult<TenantInfo> {
+        let t = self.tenant_get(p, tenant).await?;
+        let usage = self.usage(&t.name, None).await?;
+        Ok(TenantInfo { tenant: t, usage })
+    }
+
+    pub async fn tenant_destroy(&self, p: &Principal, tenant: &Name) -> HubResult<Tenant> {
+        p.require_admin()?;
+        let t = self.tenant_get(p, tenant).await?;
+        let _g = self.lock(LockKey::Tenant(t.name.clone())).await;
+        let pools = self.store.list_pools(Some(&t.name)).await?.len();
+        if pools > 0 {
+            return Err(HubError::new(ErrorCode::IllegalTransition, format!("tenant '{}' still has {pools} pool(s): delete them first", t.name)));
+        }
+        let n = self.store.list_instances(&InstanceFilter::tenant(&t.name)).await?.len();
+        if n > 0 {
+            return Err(HubError::new(
+                ErrorCode::IllegalTransition,
+                format!("tenant '{}' still has {n} instance(s): delete them first", t.name),
+            ));
+        }
+        // Its tokens go with it: forgotten before and after, so no lookup racing with
+        // the delete can keep one alive.
+        self.token_cache.invalidate();
+        self.store.delete_tenant(&t.name).await?;
+        self.token_cache.invalidate();
+        self.event(&p.actor(), Some(&t.name), format!("tenant/{}", t.name), "tenant.destroy", "ok", None).await;
+        Ok(t)
+    }
+
+    /// Current use of a tenant's quotas, leaving out one instance (the one being changed).
+    pub(crate) async fn usage(&self, tenant: &Name, except: Option<InstanceId>) -> HubResult<Usage> {
+        let list = self.store.list_instances(&InstanceFilter::tenant(tenant)).await?;
+        Ok(quota::usage(list.iter().filter(|i| Some(i.id) != except)))
+    }
+}
