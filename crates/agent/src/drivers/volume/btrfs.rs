@@ -178,11 +178,6 @@ impl VolumeDriver for BtrfsPool {
         volumes_dir(&self.mount).join(id)
     }
 
-    async fn exists(&self, id: &str) -> Result<bool, VolumeError> {
-        check_id(id)?;
-        Ok(self.path(id).is_dir())
-    }
-
     async fn list(&self) -> Result<Vec<String>, VolumeError> {
         Ok(dir_names(&volumes_dir(&self.mount)))
     }

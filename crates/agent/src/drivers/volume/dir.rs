@@ -65,10 +65,6 @@ impl VolumeDriver for DirVolumes {
     fn path(&self, id: &str) -> PathBuf {
         volumes_dir(&self.root).join(id)
     }
-    async fn exists(&self, id: &str) -> Result<bool, VolumeError> {
-        check_id(id)?;
-        Ok(self.path(id).is_dir())
-    }
     async fn list(&self) -> Result<Vec<String>, VolumeError> {
         Ok(dir_names(&volumes_dir(&self.root)))
     }

@@ -82,7 +82,11 @@ pub trait VolumeDriver: Send + Sync {
     /// Creates the volume if absent and applies a limit of `size_mib`; returns its path.
     async fn ensure(&self, id: &str, size_mib: u64) -> Result<PathBuf, VolumeError>;
     fn path(&self, id: &str) -> PathBuf;
-    async fn exists(&self, id: &str) -> Result<bool, VolumeError>;
+    /// Whether the volume is there: its path is a directory.
+    async fn exists(&self, id: &str) -> Result<bool, VolumeError> {
+        check_id(id)?;
+        Ok(self.path(id).is_dir())
+    }
     async fn list(&self) -> Result<Vec<String>, VolumeError>;
     /// Removes the volume and its snapshots. Ok if absent.
     async fn delete(&self, id: &str) -> Result<(), VolumeError>;
