@@ -4,34 +4,24 @@
 //! When the hub is unreachable the loop keeps converging to the last document it has
 //! (kept on disk), so running instances keep running.
 
+use crate::drivers::volume::VolumeDriver;
+use crate::drivers::{self, DriverConfig};
 use crate::endpoint;
 use crate::identity::AgentPaths;
 use crate::reconcile::Reconciler;
-use crate::runtime::{Flavor, OciRuntime, Runtime};
-use crate::volume::{BtrfsPool, DirVolumes, PoolConfig, VolumeDriver};
 use anyhow::{Context, Result};
 use hangar_client::HostClient;
 use hangar_types::api::Capacity;
 use hangar_types::protocol::{AgentReport, DesiredDoc, PROTOCOL_VERSION};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
 #[derive(Clone, Debug)]
-pub enum VolumeChoice {
-    /// A btrfs pool on `device`, or on a loop file of `loop_size_mib` under the data dir.
-    Btrfs { device: Option<PathBuf>, loop_size_mib: u64 },
-    /// Plain directories, no quotas.
-    Dir,
-}
-
-#[derive(Clone, Debug)]
 pub struct AgentOptions {
     pub paths: AgentPaths,
-    pub runtime: Flavor,
-    pub volumes: VolumeChoice,
+    pub drivers: DriverConfig,
     /// Where the mTLS endpoint listens.
     pub listen: SocketAddr,
     /// The host name or IP the hub reaches the endpoint at (default: the listen IP).
@@ -43,35 +33,10 @@ pub struct AgentOptions {
     pub hub_url: Option<String>,
 }
 
-pub fn open_runtime(paths: &AgentPaths, flavor: Flavor) -> Result<Arc<dyn Runtime>> {
-    for d in [paths.runtime_root(), paths.bundles(), paths.logs()] {
-        std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
-    }
-    Ok(Arc::new(OciRuntime::new(flavor, paths.runtime_root(), paths.bundles())))
-}
-
-pub async fn open_volumes(paths: &AgentPaths, choice: &VolumeChoice) -> Result<Arc<dyn VolumeDriver>> {
-    Ok(match choice {
-        VolumeChoice::Btrfs { device, loop_size_mib } => Arc::new(
-            BtrfsPool::open(PoolConfig { root: paths.storage(), device: device.clone(), loop_size_mib: *loop_size_mib })
-                .await
-                .context("cannot open the btrfs volume pool")?,
-        ),
-        VolumeChoice::Dir => {
-            std::fs::create_dir_all(paths.storage())?;
-            Arc::new(DirVolumes::new(paths.storage()))
-        }
-    })
-}
-
 /// What this host offers, reported with every heartbeat.
 async fn capacity(volumes: &dyn VolumeDriver) -> Capacity {
     let vcpus = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
-    let mem_mib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
-        .map(|kib| kib / 1024)
-        .unwrap_or(0);
+    let mem_mib = crate::host::meminfo_mib("MemTotal:");
     let disk_mib = tokio::process::Command::new("df")
         .args(["-B1M", "--output=size"])
         .arg(volumes.path("capacity-probe").parent().unwrap_or(std::path::Path::new("/")))
@@ -91,10 +56,9 @@ pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output =
     let (identity, ca_pem, cert_pem, key_pem) = paths.load()?;
     let hub_url = opts.hub_url.clone().unwrap_or_else(|| identity.hub_url.clone());
     let hub = HostClient::new(&hub_url, &ca_pem, &cert_pem, &key_pem)?;
-    let runtime = open_runtime(&paths, opts.runtime)?;
-    let volumes = open_volumes(&paths, &opts.volumes).await?;
-    let drivers = vec![format!("runtime={}", runtime.name()), format!("volume={}", volumes.name()), "network=bridge".to_string()];
-    let network: Arc<dyn crate::network::NetworkDriver> = Arc::new(crate::network::BridgeNetwork::new(&identity.host_id.short()));
+    let opened = drivers::open(&paths, &identity.host_id.short(), &opts.drivers).await?;
+    let drivers = opened.describe();
+    let drivers::Drivers { runtime, volumes, network } = opened;
     let reconciler = Reconciler::new(paths.clone(), runtime.clone(), volumes.clone(), network.clone());
 
     let listener = tokio::net::TcpListener::bind(opts.listen).await.with_context(|| format!("cannot listen on {}", opts.listen))?;
@@ -119,7 +83,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output =
     }));
 
     // The last document survives restarts so a hub outage changes nothing here.
-    let cached: Option<DesiredDoc> = std::fs::read_to_string(paths.desired()).ok().and_then(|s| serde_json::from_str(&s).ok());
+    let cached: Option<DesiredDoc> = paths.last_desired().and_then(Result::ok);
     let (doc_tx, mut doc_rx) = watch::channel(cached);
     let poller = {
         let hub = hub.clone();
@@ -219,18 +183,10 @@ pub fn node_instances(doc: &DesiredDoc, observed: &[hangar_types::protocol::Obse
 /// One-shot convergence to a document from a file, without a hub: `hangar agent
 /// reconcile`. Holds the agent dir's lock, so it never races a running agent. Passes
 /// until every instance is as desired (at most `passes`), then syncs the network.
-pub async fn reconcile_once(
-    paths: &AgentPaths,
-    runtime: Flavor,
-    volumes: &VolumeChoice,
-    doc: &DesiredDoc,
-    passes: u32,
-) -> Result<Vec<hangar_types::protocol::ObservedInstance>> {
+pub async fn reconcile_once(paths: &AgentPaths, drivers: &DriverConfig, doc: &DesiredDoc, passes: u32) -> Result<Vec<hangar_types::protocol::ObservedInstance>> {
     let _lock = paths.lock()?;
     let owner = paths.load().map(|(id, ..)| id.host_id.short()).unwrap_or_else(|_| doc.host_id.short());
-    let runtime = open_runtime(paths, runtime)?;
-    let volumes = open_volumes(paths, volumes).await?;
-    let network: Arc<dyn crate::network::NetworkDriver> = Arc::new(crate::network::BridgeNetwork::new(&owner));
+    let drivers::Drivers { runtime, volumes, network } = drivers::open(paths, &owner, drivers).await?;
     let reconciler = Reconciler::new(paths.clone(), runtime, volumes, network);
     // What `hangar down` reads to find this host's networks.
     let tmp = paths.desired().with_extension("json.tmp");
@@ -239,16 +195,7 @@ pub async fn reconcile_once(
     let mut observed = vec![];
     for _ in 0..passes.max(1) {
         observed = reconciler.converge(doc).await;
-        let done = doc.instances.iter().all(|d| {
-            let o = observed.iter().find(|o| o.id == d.id).map(|o| o.state);
-            matches!(
-                (d.desired, o),
-                (hangar_types::DesiredState::Running, Some(hangar_types::ObservedState::Running))
-                    | (hangar_types::DesiredState::Warm, Some(hangar_types::ObservedState::Warm))
-                    | (hangar_types::DesiredState::Stopped, Some(hangar_types::ObservedState::Stopped))
-                    | (hangar_types::DesiredState::Deleted, Some(hangar_types::ObservedState::Gone))
-            )
-        });
+        let done = doc.instances.iter().all(|d| observed.iter().find(|o| o.id == d.id).is_some_and(|o| d.desired.is_met_by(o.state)));
         if done {
             break;
         }

@@ -1,9 +1,11 @@
 //! The agent's mTLS endpoint: exec, logs and stats of this host's sandboxes, for the hub
 //! only (its client certificate is pinned by fingerprint at join).
 
+use crate::drivers::network::NetworkDriver;
+use crate::drivers::runtime::{Runtime, RuntimeError};
+use crate::drivers::volume::VolumeDriver;
+use crate::host::meminfo_mib;
 use crate::identity::AgentPaths;
-use crate::runtime::{Runtime, RuntimeError};
-use crate::volume::VolumeDriver;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -19,7 +21,7 @@ pub struct EndpointState {
     pub paths: AgentPaths,
     pub runtime: Arc<dyn Runtime>,
     pub volumes: Arc<dyn VolumeDriver>,
-    pub network: Arc<dyn crate::network::NetworkDriver>,
+    pub network: Arc<dyn NetworkDriver>,
     pub hub_fingerprint: String,
     /// What the last convergence pass found; the daemon updates it after every pass.
     pub last_pass: Arc<std::sync::Mutex<LastPass>>,
@@ -58,7 +60,7 @@ fn check_peer(st: &EndpointState, peer: &PeerInfo) -> Result<(), EpError> {
 }
 
 fn check_id(id: &str) -> Result<(), EpError> {
-    if !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
+    if crate::ids::is_sandbox_id(id) {
         return Ok(());
     }
     Err(EpError(ApiError::invalid(format!("'{id}' is not a sandbox id"))))
@@ -111,14 +113,6 @@ async fn network(State(st): State<EndpointState>, Extension(peer): Extension<Pee
 
 fn proc_first_line(path: &str) -> String {
     std::fs::read_to_string(path).unwrap_or_default().lines().next().unwrap_or_default().trim().to_string()
-}
-
-fn meminfo_mib(key: &str) -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
-        .map(|kib| kib / 1024)
-        .unwrap_or(0)
 }
 
 async fn status(State(st): State<EndpointState>, Extension(peer): Extension<PeerInfo>) -> Result<Json<hangar_types::api::NodeStatus>, EpError> {

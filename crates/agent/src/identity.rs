@@ -42,6 +42,10 @@ impl AgentPaths {
     pub fn desired(&self) -> PathBuf {
         self.root.join("desired.json")
     }
+    /// The drivers the dir was last opened with (`drivers::DriverConfig`).
+    pub fn drivers(&self) -> PathBuf {
+        self.root.join("drivers.json")
+    }
     pub fn runtime_root(&self) -> PathBuf {
         self.root.join("runtime")
     }
@@ -71,6 +75,19 @@ impl AgentPaths {
 
     pub fn is_joined(&self) -> bool {
         self.identity().exists() && self.cert().exists() && self.key().exists()
+    }
+
+    /// The host whose sandboxes this dir holds, which names its namespaces and rules:
+    /// the joined identity's, else (a one-shot reconcile has no identity) that of the
+    /// last desired document.
+    pub fn owner(&self) -> Option<HostId> {
+        self.load().map(|(id, ..)| id.host_id).ok().or_else(|| Some(self.last_desired()?.ok()?.host_id))
+    }
+
+    /// The last desired document converged to; None if there is none.
+    pub fn last_desired(&self) -> Option<Result<hangar_types::protocol::DesiredDoc, serde_json::Error>> {
+        let text = std::fs::read_to_string(self.desired()).ok()?;
+        Some(serde_json::from_str(&text))
     }
 
     pub fn load(&self) -> Result<(Identity, String, String, String)> {

@@ -1,16 +1,23 @@
 //! The hangar agent: joins the hub, converges this host to its desired state with the
-//! runtime and volume drivers, and reports what it observes.
+//! runtime, volume and network drivers, and reports what it observes.
 //!
-//! Drivers sit behind narrow traits ([`runtime::Runtime`], [`volume::VolumeDriver`]);
-//! they know nothing of HTTP or the hub. [`reconcile`] compares and acts; [`daemon`]
-//! wires the loop, the long-poll and the [`endpoint`] together.
+//! Drivers sit behind narrow traits in [`drivers`], chosen by name from one registry per
+//! family; they know nothing of HTTP or the hub. [`reconcile`] compares and acts;
+//! [`daemon`] wires the loop, the long-poll and the [`endpoint`] together. [`teardown`]
+//! and [`inventory`] are the host-side views of an agent dir for the tools that remove
+//! or audit what an agent left (`hangar down`, providers, soak).
 
 pub mod daemon;
+pub mod drivers;
 pub mod endpoint;
+mod host;
 pub mod identity;
+mod ids;
+mod inventory;
 pub mod join;
-pub mod network;
 pub mod reconcile;
-pub mod runtime;
 pub mod stopwatch;
-pub mod volume;
+mod teardown;
+
+pub use inventory::{inventory, Inventory, InventoryError};
+pub use teardown::{teardown, Teardown, TeardownReport};

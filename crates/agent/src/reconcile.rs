@@ -5,10 +5,10 @@
 //! on and how that ended, so a workload that exited is reported `stopped` rather than
 //! restarted in a loop, and a failed start is not retried until the hub asks again.
 
+use crate::drivers::network::NetworkDriver;
+use crate::drivers::runtime::{Runtime, SandboxSpec, SandboxStatus};
+use crate::drivers::volume::VolumeDriver;
 use crate::identity::AgentPaths;
-use crate::network::NetworkDriver;
-use crate::runtime::{Runtime, SandboxSpec, SandboxStatus};
-use crate::volume::VolumeDriver;
 use hangar_types::protocol::{DesiredDoc, DesiredInstance, ObservedInstance};
 use hangar_types::{DesiredState, InstanceId, ObservedState};
 use std::collections::{HashMap, HashSet};
@@ -98,9 +98,6 @@ impl Reconciler {
         out
     }
 
-    /// Host-wide networking: bridges and rules for the tenants present, and no
-    /// namespace for a sandbox the document does not hold. Run after the report, off the
-    /// start path: attaching an instance creates its bridge by itself.
     /// Work ahead for later starts (spare namespaces); the daemon calls it after reports.
     pub async fn prepare_network(&self) {
         if let Err(e) = self.network.prepare().await {
@@ -108,6 +105,9 @@ impl Reconciler {
         }
     }
 
+    /// Host-wide networking: bridges and rules for the tenants present, and no
+    /// namespace for a sandbox the document does not hold. Run after the report, off the
+    /// start path: attaching an instance creates its bridge by itself.
     pub async fn sync_network(&self, doc: &DesiredDoc) {
         let wanted: HashSet<String> = doc.instances.iter().map(|d| d.id.short()).collect();
         match self.network.attached().await {

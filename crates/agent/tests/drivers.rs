@@ -2,8 +2,10 @@
 //! file. Needs root; fails loudly without it. Every test cleans up through guards, also
 //! when it fails.
 
-use hangar_agent::runtime::{Flavor, OciRuntime, Runtime, SandboxSpec, SandboxStatus};
-use hangar_agent::volume::{BtrfsPool, DirVolumes, PoolConfig, VolumeDriver, VolumeError};
+use hangar_agent::drivers::runtime::{Runtime, SandboxSpec, SandboxStatus};
+use hangar_agent::drivers::volume::{BtrfsPool, DirVolumes, PoolConfig, VolumeDriver, VolumeError};
+use hangar_agent::drivers::DriverConfig;
+use hangar_agent::identity::AgentPaths;
 use hangar_types::api::{ExecRequest, ImageRef};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,7 +25,7 @@ fn require_root() {
 /// A temp dir with a btrfs pool; dropping it stops sandboxes and releases the pool.
 struct Env {
     dir: tempfile::TempDir,
-    runtimes: Vec<Arc<OciRuntime>>,
+    runtimes: Vec<Arc<dyn Runtime>>,
     ids: std::sync::Mutex<Vec<String>>,
 }
 
@@ -38,8 +40,11 @@ impl Env {
     async fn pool(&self) -> BtrfsPool {
         BtrfsPool::open(PoolConfig { root: self.root().join("storage"), device: None, loop_size_mib: 1024 }).await.unwrap()
     }
-    fn runtime(&mut self, flavor: Flavor) -> Arc<OciRuntime> {
-        let rt = Arc::new(OciRuntime::new(flavor, self.root().join(format!("state-{flavor:?}")), self.root().join("bundles")));
+    /// The runtime registered as `name`, on an agent dir of its own.
+    fn runtime(&mut self, name: &str) -> Arc<dyn Runtime> {
+        let cfg = DriverConfig { runtime: name.into(), ..Default::default() };
+        let rt = (cfg.runtime_driver().unwrap().open)(&AgentPaths::new(self.root().join(format!("agent-{name}"))));
+        assert_eq!(rt.name(), name);
         self.runtimes.push(rt.clone());
         rt
     }
@@ -153,10 +158,10 @@ async fn volume_quota_stops_writes_at_the_limit() {
     assert!(used <= 21 << 20, "usage {used} beyond the limit");
 }
 
-async fn lifecycle(flavor: Flavor) {
+async fn lifecycle(runtime: &str) {
     let mut env = Env::new();
     let pool = env.pool().await;
-    let rt = env.runtime(flavor);
+    let rt = env.runtime(runtime);
     let home = pool.ensure("home", 64).await.unwrap();
     let spec = env.spec(home.clone(), 128);
     let id = spec.id.clone();
@@ -207,18 +212,18 @@ async fn lifecycle(flavor: Flavor) {
 
 #[tokio::test]
 async fn runc_sandbox_lifecycle() {
-    lifecycle(Flavor::Runc).await;
+    lifecycle("runc").await;
 }
 
 #[tokio::test]
 async fn crun_sandbox_lifecycle() {
-    lifecycle(Flavor::Crun).await;
+    lifecycle("crun").await;
 }
 
 #[tokio::test]
 async fn memory_limit_kills_an_allocation_beyond_it() {
     let mut env = Env::new();
-    let rt = env.runtime(Flavor::Runc);
+    let rt = env.runtime("runc");
     let home = env.root().join("home");
     std::fs::create_dir_all(&home).unwrap();
     let spec = env.spec(home, 32);

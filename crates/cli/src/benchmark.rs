@@ -131,7 +131,7 @@ fn raw_bundle(dir: &Path, id: &str, mem_mib: u64) -> Result<PathBuf> {
     let home = dir.join("homes").join(id);
     std::fs::create_dir_all(&bundle)?;
     std::fs::create_dir_all(&home)?;
-    let s = hangar_agent::runtime::SandboxSpec {
+    let s = hangar_agent::drivers::runtime::SandboxSpec {
         id: id.to_string(),
         image: ImageRef::Host,
         home_dir: home,
@@ -144,7 +144,7 @@ fn raw_bundle(dir: &Path, id: &str, mem_mib: u64) -> Result<PathBuf> {
         log_path: dir.join(format!("{id}.log")),
         netns_path: None,
     };
-    hangar_agent::runtime::bundle::write(&bundle, &s)?;
+    hangar_agent::drivers::runtime::bundle::write(&bundle, &s)?;
     Ok(bundle)
 }
 

@@ -3,9 +3,9 @@
 
 use crate::config::{self, ClientConfig};
 use anyhow::{bail, Context, Result};
-use hangar_agent::daemon::{AgentOptions, VolumeChoice};
+use hangar_agent::daemon::AgentOptions;
+use hangar_agent::drivers::DriverConfig;
 use hangar_agent::identity::AgentPaths;
-use hangar_agent::runtime::Flavor;
 use hangar_hub::{Hub, HubConfig, HubKeys};
 use hangar_tls::{Ca, CertifiedKey};
 use std::net::SocketAddr;
@@ -180,15 +180,14 @@ fn serve_on(hub: &Arc<Hub>, shutdown: tokio::sync::watch::Receiver<bool>) -> cra
 }
 
 pub struct AgentArgs {
-    pub runtime: Flavor,
-    pub volumes: VolumeChoice,
+    pub drivers: DriverConfig,
     pub listen: SocketAddr,
     pub advertise: Option<String>,
     pub interval: Duration,
 }
 
 pub fn agent_options(paths: AgentPaths, a: &AgentArgs, hub_url: Option<String>) -> AgentOptions {
-    AgentOptions { paths, runtime: a.runtime, volumes: a.volumes.clone(), listen: a.listen, advertise: a.advertise.clone(), interval: a.interval, hub_url }
+    AgentOptions { paths, drivers: a.drivers.clone(), listen: a.listen, advertise: a.advertise.clone(), interval: a.interval, hub_url }
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.
@@ -357,71 +356,10 @@ pub async fn down(data_dir: &Path, purge: bool) -> Result<Vec<String>> {
 /// network namespaces, its volume pool mount and loop device, and, when the agent ran in
 /// this namespace (`own_netns`), its tenant bridges and nftables table.
 pub async fn remove_agent_state(paths: &AgentPaths, own_netns: bool, done: &mut Vec<String>, errors: &mut Vec<String>) {
-    for flavor in [Flavor::Runc, Flavor::Crun] {
-        let rt = hangar_agent::runtime::OciRuntime::new(flavor, paths.runtime_root(), paths.bundles());
-        use hangar_agent::runtime::Runtime;
-        let list = match rt.list().await {
-            Ok(l) => l,
-            // crun may simply not be installed; runc failing on our own root is an error.
-            Err(e) if flavor == Flavor::Runc && paths.runtime_root().exists() => {
-                errors.push(format!("cannot list sandboxes: {e}"));
-                continue;
-            }
-            Err(_) => continue,
-        };
-        for (id, _) in list {
-            match rt.stop(&id, Duration::from_secs(2)).await {
-                Ok(()) => done.push(format!("stopped sandbox {id}")),
-                Err(e) => errors.push(format!("sandbox {id}: {e}")),
-            }
-        }
-    }
-    // Networking: namespaces of every instance the agent last knew, then its bridges
-    // and nftables table (sync to nothing removes both).
-    // Whose namespaces and rules: the joined identity, or for a one-shot reconcile
-    // (no identity) the host id of the document it converged to.
-    let owner = paths.load().map(|(id, ..)| id.host_id).ok().or_else(|| {
-        let doc = std::fs::read_to_string(paths.desired()).ok()?;
-        Some(serde_json::from_str::<hangar_types::protocol::DesiredDoc>(&doc).ok()?.host_id)
-    });
-    let doc = std::fs::read_to_string(paths.desired()).ok();
-    if let (Some(owner), Some(doc)) = (owner, doc) {
-        let parsed = serde_json::from_str::<hangar_types::protocol::DesiredDoc>(&doc);
-        if let Err(e) = &parsed {
-            errors.push(format!("cannot read the agent's last desired state (its networks are left): {e}"));
-        }
-        if let Ok(doc) = parsed {
-            use hangar_agent::network::NetworkDriver;
-            let net = hangar_agent::network::BridgeNetwork::new(&owner.short());
-            for d in &doc.instances {
-                if let Err(e) = net.detach(&d.id.short()).await {
-                    errors.push(format!("network of {}/{}: {e}", d.tenant, d.name));
-                }
-            }
-            if let Some(range) = doc.cluster_range.as_deref().and_then(|r| r.parse().ok()).filter(|_| own_netns) {
-                match net.sync(&range, &[]).await {
-                    Ok(()) => done.push("removed tenant networks".into()),
-                    Err(e) => errors.push(format!("tenant bridges: {e}")),
-                }
-            }
-        }
-    }
-    // Spare namespaces the agent made ahead live in /run/netns whichever namespace it ran in.
-    if let Some(owner) = owner {
-        if let Err(e) = hangar_agent::network::BridgeNetwork::new(&owner.short()).remove_spares() {
-            errors.push(format!("spare namespaces: {e}"));
-        }
-    }
-    // The agent's own nftables table goes in any case: its name needs only the identity.
-    // (A provider host's table lives in its namespace and goes with it.)
-    if let (true, Some(owner)) = (own_netns, owner) {
-        if let Err(e) = hangar_agent::network::remove_rules(&owner.short()).await {
-            errors.push(format!("nftables table: {e}"));
-        }
-    }
-    if let Err(e) = hangar_agent::volume::BtrfsPool::teardown(&paths.storage()).await {
-        errors.push(format!("volume pool: {e}"));
-    }
+    let place = if own_netns { hangar_agent::drivers::HostNetwork::Shared } else { hangar_agent::drivers::HostNetwork::Separate };
+    let r = hangar_agent::teardown(paths, hangar_agent::Teardown::Everything(place)).await;
+    done.extend(r.done);
+    errors.extend(r.errors);
 }
 
 /// The cluster range a data dir's hub was started with, as its local agent last saw it.

@@ -15,9 +15,8 @@ mod soak;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
-use hangar_agent::daemon::VolumeChoice;
+use hangar_agent::drivers::{DriverConfig, VolumeConfig};
 use hangar_agent::identity::AgentPaths;
-use hangar_agent::runtime::Flavor;
 use hangar_client::HubClient;
 use hangar_types::api::*;
 use hangar_types::net::DEFAULT_NET_PREFIX;
@@ -180,13 +179,17 @@ impl AgentRunArgs {
             bail!("--interval must be between 0.05 and 60 seconds, got {}", self.interval);
         }
         Ok(local::AgentArgs {
-            runtime: match self.runtime {
-                RuntimeArg::Runc => Flavor::Runc,
-                RuntimeArg::Crun => Flavor::Crun,
-            },
-            volumes: match self.volumes {
-                VolumeArg::Btrfs => VolumeChoice::Btrfs { device: self.pool_device.clone(), loop_size_mib: self.pool_size_mib },
-                VolumeArg::Dir => VolumeChoice::Dir,
+            drivers: DriverConfig {
+                runtime: match self.runtime {
+                    RuntimeArg::Runc => "runc".into(),
+                    RuntimeArg::Crun => "crun".into(),
+                },
+                volumes: VolumeConfig {
+                    driver: if self.volumes == VolumeArg::Btrfs { "btrfs".into() } else { "dir".into() },
+                    device: self.pool_device.clone(),
+                    loop_size_mib: self.pool_size_mib,
+                },
+                ..Default::default()
             },
             listen,
             advertise,
@@ -635,7 +638,7 @@ async fn run(cli: Cli) -> Result<i32> {
             };
             let doc = hangar_types::protocol::DesiredDoc::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", desired.display()))?;
             let a = run.to_local("127.0.0.1:0".parse()?, None)?;
-            let observed = hangar_agent::daemon::reconcile_once(&AgentPaths::new(agent_dir), a.runtime, &a.volumes, &doc, 20).await?;
+            let observed = hangar_agent::daemon::reconcile_once(&AgentPaths::new(agent_dir), &a.drivers, &doc, 20).await?;
             let rows = hangar_agent::daemon::node_instances(&doc, &observed);
             let ok = rows.iter().all(|r| {
                 matches!(

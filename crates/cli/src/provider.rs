@@ -280,14 +280,10 @@ impl LocalProvider {
 
     /// Stops every sandbox of the host; volumes and namespaces stay.
     async fn stop_sandboxes(&self, host: &str) -> Result<()> {
-        use hangar_agent::runtime::Runtime;
         let paths = hangar_agent::identity::AgentPaths::new(self.agent_dir(host));
-        for flavor in [hangar_agent::runtime::Flavor::Runc, hangar_agent::runtime::Flavor::Crun] {
-            let rt = hangar_agent::runtime::OciRuntime::new(flavor, paths.runtime_root(), paths.bundles());
-            let Ok(list) = rt.list().await else { continue };
-            for (id, _) in list {
-                rt.stop(&id, Duration::from_secs(5)).await.with_context(|| format!("cannot stop sandbox {id}"))?;
-            }
+        let r = hangar_agent::teardown(&paths, hangar_agent::Teardown::Sandboxes).await;
+        if !r.errors.is_empty() {
+            bail!("cannot stop every sandbox: {}", r.errors.join("; "));
         }
         Ok(())
     }

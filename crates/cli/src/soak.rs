@@ -394,42 +394,15 @@ struct Watch {
 /// and network namespaces of the fleet's agent, and cgroups, namespaces or veths of
 /// instances that were deleted (other fleets on the machine are never looked at).
 async fn orphans(data: &Path, known: &HashSet<String>, deleted: &HashSet<String>) -> Result<Vec<String>> {
-    use hangar_agent::runtime::Runtime;
     let paths = hangar_agent::identity::AgentPaths::new(data.join("agent"));
-    let (identity, ..) = paths.load()?;
-    let mut found = vec![];
-    let rt = hangar_agent::runtime::OciRuntime::new(hangar_agent::runtime::Flavor::Runc, paths.runtime_root(), paths.bundles());
-    for (id, _) in rt.list().await? {
-        if !known.contains(&id) {
-            found.push(format!("sandbox {id}"));
-        }
-    }
-    let names = |dir: PathBuf| -> Vec<String> {
-        std::fs::read_dir(dir).map(|rd| rd.flatten().filter_map(|e| e.file_name().to_str().map(str::to_string)).collect()).unwrap_or_default()
-    };
-    for v in names(paths.storage().join("pool").join("volumes")).into_iter().chain(names(paths.storage().join("volumes"))) {
-        if !known.contains(&v) {
-            found.push(format!("volume {v}"));
-        }
-    }
-    let prefix = format!("hg-{}-", identity.host_id.short());
-    for ns in names(PathBuf::from("/run/netns")) {
-        if let Some(sid) = ns.strip_prefix(&prefix) {
-            // Spares are made ahead on purpose (bounded in number by the driver).
-            if !known.contains(sid) && !sid.starts_with("spare") {
-                found.push(format!("namespace {ns}"));
-            }
-        }
-    }
-    for sid in deleted {
-        if std::path::Path::new("/sys/fs/cgroup/memory/hangar").join(sid).exists() {
-            found.push(format!("cgroup memory/hangar/{sid}"));
-        }
-        let veth = hangar_types::net::veth_name(sid);
-        if std::path::Path::new("/sys/class/net").join(&veth).exists() {
-            found.push(format!("veth {veth}"));
-        }
-    }
+    let deleted: Vec<String> = deleted.iter().cloned().collect();
+    let inv = hangar_agent::inventory(&paths, &deleted).await?;
+    let unknown = |list: Vec<String>, what: &str| list.into_iter().filter(|id| !known.contains(id)).map(|id| format!("{what} {id}")).collect::<Vec<_>>();
+    let mut found = unknown(inv.sandboxes, "sandbox");
+    found.extend(unknown(inv.volumes, "volume"));
+    found.extend(unknown(inv.namespaces, "namespace of"));
+    found.extend(inv.cgroups.into_iter().map(|sid| format!("cgroup hangar/{sid}")));
+    found.extend(inv.veths.into_iter().map(|veth| format!("veth {veth}")));
     Ok(found)
 }
 

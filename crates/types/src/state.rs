@@ -116,6 +116,20 @@ pub enum DesiredState {
     Deleted,
 }
 
+impl DesiredState {
+    /// Whether a host that observed `observed` has converged to this desired state: the
+    /// one observation that means done (a deleted instance is `gone`).
+    pub fn is_met_by(self, observed: ObservedState) -> bool {
+        matches!(
+            (self, observed),
+            (DesiredState::Running, ObservedState::Running)
+                | (DesiredState::Warm, ObservedState::Warm)
+                | (DesiredState::Stopped, ObservedState::Stopped)
+                | (DesiredState::Deleted, ObservedState::Gone)
+        )
+    }
+}
+
 /// What a host reports it found for an instance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -370,6 +384,17 @@ mod tests {
         assert_eq!(S::Deleted.desired(), DesiredState::Deleted);
         for s in S::ALL {
             assert_eq!(s.as_str().parse::<S>().unwrap(), s);
+        }
+    }
+
+    #[test]
+    fn each_desired_state_is_met_by_exactly_one_observation() {
+        use DesiredState as D;
+        let all_obs = [O::Unknown, O::Stopped, O::Running, O::Warm, O::Failed, O::Gone];
+        for (d, only) in [(D::Running, O::Running), (D::Warm, O::Warm), (D::Stopped, O::Stopped), (D::Deleted, O::Gone)] {
+            for o in all_obs {
+                assert_eq!(d.is_met_by(o), o == only, "{d:?} met by {o}?");
+            }
         }
     }
 

@@ -1,7 +1,31 @@
 //! Plain-directory volumes: no quotas, snapshots by copy. For hosts without btrfs.
 
-use super::{check_id, dir_names, io, run, VolumeDriver, VolumeError};
+use super::{check_id, dir_names, io, run, VolumeConfig, VolumeDriver, VolumeError};
+use crate::identity::AgentPaths;
+use futures_util::future::BoxFuture;
 use std::path::PathBuf;
+use std::sync::Arc;
+
+pub(super) fn open<'a>(paths: &'a AgentPaths, _: &'a VolumeConfig) -> BoxFuture<'a, Result<Arc<dyn VolumeDriver>, VolumeError>> {
+    Box::pin(async move {
+        let root = paths.storage();
+        std::fs::create_dir_all(&root).map_err(io(format!("cannot create {}", root.display())))?;
+        Ok(Arc::new(DirVolumes::new(root)) as Arc<dyn VolumeDriver>)
+    })
+}
+
+pub(super) fn present(paths: &AgentPaths) -> Vec<String> {
+    dir_names(&volumes_dir(&paths.storage()))
+}
+
+fn volumes_dir(root: &std::path::Path) -> PathBuf {
+    root.join("volumes")
+}
+
+/// Plain directories hold no mounts or devices.
+pub(super) fn release(_: &AgentPaths) -> BoxFuture<'_, Result<(), VolumeError>> {
+    Box::pin(async { Ok(()) })
+}
 
 pub struct DirVolumes {
     root: PathBuf,
@@ -39,14 +63,10 @@ impl VolumeDriver for DirVolumes {
         Ok(p)
     }
     fn path(&self, id: &str) -> PathBuf {
-        self.root.join("volumes").join(id)
-    }
-    async fn exists(&self, id: &str) -> Result<bool, VolumeError> {
-        check_id(id)?;
-        Ok(self.path(id).is_dir())
+        volumes_dir(&self.root).join(id)
     }
     async fn list(&self) -> Result<Vec<String>, VolumeError> {
-        Ok(dir_names(&self.root.join("volumes")))
+        Ok(dir_names(&volumes_dir(&self.root)))
     }
     async fn delete(&self, id: &str) -> Result<(), VolumeError> {
         check_id(id)?;

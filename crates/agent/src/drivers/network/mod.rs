@@ -1,22 +1,44 @@
 //! Tenant networks on a host, behind one narrow trait. [`BridgeNetwork`] gives each
 //! tenant a Linux bridge (`hgb<subnet>`, its gateway address on it), each sandbox a
 //! persistent network namespace (`/run/netns/hg-<host>-<sandbox>`) joined by a veth pair, and
-//! keeps one nftables table (`inet hangar`) for NAT and isolation. All link work is done
-//! in-process over netlink; rules go through nft's JSON interface.
+//! keeps one nftables table per agent (`inet hangar_<host>`) for NAT and isolation. All
+//! link work is done in-process over netlink; rules go through nft's JSON interface. A
+//! new network driver is a new file that implements [`NetworkDriver`] and one line in
+//! [`NETWORKS`].
 
 mod bridge;
 mod nft;
 
 pub use bridge::BridgeNetwork;
 
-/// Removes the nftables table of the agent `owner` (see [`BridgeNetwork::new`]), if any.
-pub async fn remove_rules(owner: &str) -> Result<(), NetError> {
-    nft::remove(&format!("hangar_{owner}")).await
-}
-
 pub use hangar_types::net::{BridgeReport, NetReport};
 use hangar_types::net::{ClusterRange, NetSpec};
 use std::path::PathBuf;
+use std::sync::Arc;
+
+/// One network driver an agent can be started with.
+pub struct NetworkDriverInfo {
+    /// What reports show (`network=<name>`).
+    pub name: &'static str,
+    /// The driver for the agent `owner`: a short name unique on this machine (the host
+    /// id's short form) that names everything it makes, so agents sharing a machine
+    /// never touch each other's. Makes nothing.
+    pub open: fn(owner: &str) -> Arc<dyn NetworkDriver>,
+}
+
+/// Every network driver, the default first.
+pub static NETWORKS: &[NetworkDriverInfo] = &[NetworkDriverInfo { name: "bridge", open: bridge::open }];
+
+/// Where an agent's network lived, seen from whoever tears it down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostNetwork {
+    /// In the caller's own network namespace (`hangar up`'s agent): its bridges and
+    /// rules are here to remove.
+    Shared,
+    /// In a namespace of its own that goes away with it (a provider host): only what
+    /// lives outside it, in the machine-wide /run/netns, is removed.
+    Separate,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
@@ -58,6 +80,12 @@ pub trait NetworkDriver: Send + Sync {
     async fn inspect(&self) -> Result<NetReport, NetError>;
     /// Work done ahead, off the start path (e.g. spare namespaces). Called after reports.
     async fn prepare(&self) -> Result<(), NetError> {
+        Ok(())
+    }
+    /// Teardown: removes what [`prepare`](Self::prepare) made and, in a
+    /// [`HostNetwork::Shared`] namespace, what [`sync`](Self::sync) keeps beside the
+    /// bridges (e.g. rules). Ok if absent.
+    async fn release(&self, _place: HostNetwork) -> Result<(), NetError> {
         Ok(())
     }
 }

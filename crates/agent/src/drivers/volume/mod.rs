@@ -1,6 +1,7 @@
 //! Instance volumes behind one narrow trait: [`BtrfsPool`] (subvolumes with qgroup
 //! limits and read-only snapshots, on a device or a loop file) and [`DirVolumes`]
-//! (plain directories, no quotas) as the fallback.
+//! (plain directories, no quotas) as the fallback. A new volume driver is a new file
+//! that implements [`VolumeDriver`] and one line in [`VOLUMES`].
 
 mod btrfs;
 mod dir;
@@ -9,7 +10,47 @@ pub mod disk;
 pub use btrfs::{BtrfsPool, PoolConfig};
 pub use dir::DirVolumes;
 
+use crate::identity::AgentPaths;
+use futures_util::future::BoxFuture;
 use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Which volume driver an agent uses, with its settings.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VolumeConfig {
+    /// A name from [`VOLUMES`].
+    pub driver: String,
+    /// btrfs: the block device of the pool (never formatted if it holds a filesystem);
+    /// none means a sparse loop file under the agent's storage dir.
+    pub device: Option<PathBuf>,
+    /// btrfs: the size of that loop file, created only if missing.
+    pub loop_size_mib: u64,
+}
+
+impl Default for VolumeConfig {
+    fn default() -> Self {
+        VolumeConfig { driver: VOLUMES[0].name.to_string(), device: None, loop_size_mib: 20480 }
+    }
+}
+
+/// One volume driver an agent can be started with.
+pub struct VolumeDriverInfo {
+    /// What `--volumes` takes and reports show (`volume=<name>`).
+    pub name: &'static str,
+    /// Opens (making, formatting if blank, mounting as needed) the agent's volumes.
+    pub open: for<'a> fn(&'a AgentPaths, &'a VolumeConfig) -> BoxFuture<'a, Result<Arc<dyn VolumeDriver>, VolumeError>>,
+    /// The volumes an agent dir holds now, read without opening (mounting) anything.
+    pub present: fn(&AgentPaths) -> Vec<String>,
+    /// Releases what the driver holds on the machine (mounts, loop devices), keeping
+    /// the data. Ok if there is nothing.
+    pub release: for<'a> fn(&'a AgentPaths) -> BoxFuture<'a, Result<(), VolumeError>>,
+}
+
+/// Every volume driver, the default first.
+pub static VOLUMES: &[VolumeDriverInfo] = &[
+    VolumeDriverInfo { name: "btrfs", open: btrfs::open, present: btrfs::present, release: btrfs::release },
+    VolumeDriverInfo { name: "dir", open: dir::open, present: dir::present, release: dir::release },
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum VolumeError {
@@ -41,7 +82,11 @@ pub trait VolumeDriver: Send + Sync {
     /// Creates the volume if absent and applies a limit of `size_mib`; returns its path.
     async fn ensure(&self, id: &str, size_mib: u64) -> Result<PathBuf, VolumeError>;
     fn path(&self, id: &str) -> PathBuf;
-    async fn exists(&self, id: &str) -> Result<bool, VolumeError>;
+    /// Whether the volume is there: its path is a directory.
+    async fn exists(&self, id: &str) -> Result<bool, VolumeError> {
+        check_id(id)?;
+        Ok(self.path(id).is_dir())
+    }
     async fn list(&self) -> Result<Vec<String>, VolumeError>;
     /// Removes the volume and its snapshots. Ok if absent.
     async fn delete(&self, id: &str) -> Result<(), VolumeError>;
@@ -54,11 +99,7 @@ pub trait VolumeDriver: Send + Sync {
 
 /// Ids become path components: only a safe alphabet, so no traversal is possible.
 pub(crate) fn check_id(id: &str) -> Result<(), VolumeError> {
-    if !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
-        Ok(())
-    } else {
-        Err(VolumeError::InvalidId(id.to_string()))
-    }
+    if crate::ids::is_volume_id(id) { Ok(()) } else { Err(VolumeError::InvalidId(id.to_string())) }
 }
 
 /// Runs a command; its stdout on success, a `Command` error with its stderr otherwise.

@@ -6,8 +6,9 @@
 //! - postrouting: traffic from the cluster range leaving through anything but a tenant
 //!   bridge is masqueraded.
 //!
-//! Same-bridge traffic is switched by the bridge; with br_netfilter on (FACTS.md) it
-//! also passes the forward hook, where the rules above leave it alone.
+//! Same-bridge traffic is switched by the bridge; with br_netfilter built in (then
+//! `net.bridge.bridge-nf-call-iptables` is 1 in every namespace) it also passes the
+//! forward hook, where the rules above leave it alone.
 
 use super::NetError;
 use serde_json::{json, Value};

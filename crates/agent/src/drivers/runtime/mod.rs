@@ -1,16 +1,46 @@
-//! Sandbox runtimes behind one narrow trait. [`OciRuntime`] drives runc or crun with an
+//! Sandbox runtimes behind one narrow trait. `oci::OciRuntime` drives runc or crun with an
 //! OCI bundle built by [`bundle`]; a new runtime (e.g. a VM monitor) is a new file that
-//! implements [`Runtime`].
+//! implements [`Runtime`] and one line in [`RUNTIMES`].
 
 pub mod bundle;
 mod oci;
 
-pub use oci::{Flavor, OciRuntime};
-
+use crate::identity::AgentPaths;
 use hangar_types::api::{ExecRequest, ExecResult, ImageRef, InstanceStats};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// One runtime driver an agent can be started with.
+pub struct RuntimeDriverInfo {
+    /// What `--runtime` takes and reports show (`runtime=<name>`).
+    pub name: &'static str,
+    /// The driver over an agent dir's runtime state. Makes nothing on disk, so teardown
+    /// and inventory can open it too.
+    pub open: fn(&AgentPaths) -> Arc<dyn Runtime>,
+}
+
+/// Whether this host mounts the cgroup v2 unified hierarchy at /sys/fs/cgroup.
+fn unified_cgroups() -> bool {
+    std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+}
+
+/// Every runtime driver, the default first.
+pub static RUNTIMES: &[RuntimeDriverInfo] = &[
+    RuntimeDriverInfo { name: "runc", open: oci::open_runc },
+    RuntimeDriverInfo { name: "crun", open: oci::open_crun },
+];
+
+/// Where a sandbox's memory cgroup is (every runtime puts sandboxes under `/hangar/<id>`,
+/// see [`bundle`]): the unified hierarchy's, or cgroup v1's memory controller's.
+pub fn memory_cgroup(id: &str) -> PathBuf {
+    if unified_cgroups() {
+        PathBuf::from(format!("/sys/fs/cgroup/hangar/{id}"))
+    } else {
+        PathBuf::from(format!("/sys/fs/cgroup/memory/hangar/{id}"))
+    }
+}
 
 /// What a sandbox is, as the runtime reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,9 +114,5 @@ pub trait Runtime: Send + Sync {
 }
 
 pub(crate) fn check_id(id: &str) -> Result<(), RuntimeError> {
-    if !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
-        Ok(())
-    } else {
-        Err(RuntimeError::InvalidId(id.to_string()))
-    }
+    if crate::ids::is_sandbox_id(id) { Ok(()) } else { Err(RuntimeError::InvalidId(id.to_string())) }
 }

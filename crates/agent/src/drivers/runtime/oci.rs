@@ -1,17 +1,28 @@
 //! runc and crun, driven through their command lines with a private state root.
 
 use super::{bundle, check_id, Runtime, RuntimeError, SandboxSpec, SandboxStatus};
+use crate::identity::AgentPaths;
 use hangar_types::api::{ExecRequest, ExecResult, InstanceStats};
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
+/// Which OCI runtime program; everything else is shared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Flavor {
+enum Flavor {
     Runc,
     Crun,
+}
+
+pub(super) fn open_runc(paths: &AgentPaths) -> Arc<dyn Runtime> {
+    Arc::new(OciRuntime::new(Flavor::Runc, paths.runtime_root(), paths.bundles()))
+}
+
+pub(super) fn open_crun(paths: &AgentPaths) -> Arc<dyn Runtime> {
+    Arc::new(OciRuntime::new(Flavor::Crun, paths.runtime_root(), paths.bundles()))
 }
 
 /// An OCI runtime with its own state root (`--root`), so each agent has its own
@@ -41,7 +52,7 @@ struct RuncState {
 const MAX_OUTPUT: usize = 1 << 20;
 
 impl OciRuntime {
-    pub fn new(flavor: Flavor, state_root: PathBuf, bundles: PathBuf) -> Self {
+    fn new(flavor: Flavor, state_root: PathBuf, bundles: PathBuf) -> Self {
         OciRuntime { flavor, state_root, bundles, state_cache: Default::default() }
     }
 
@@ -52,9 +63,10 @@ impl OciRuntime {
         }
     }
 
-    /// The runtime command with its state root. crun refuses this host's hybrid cgroup
-    /// layout unless it runs in a private mount namespace without the cgroup2 mount
-    /// (FACTS.md), so crun is wrapped in `unshare -m` with that mount removed.
+    /// The runtime command with its state root. crun 1.8 refuses a hybrid cgroup layout
+    /// whose cgroup2 mount (/sys/fs/cgroup/unified) lists controllers ("cgroups in hybrid
+    /// mode not supported, drop all controllers from cgroupv2"), so crun is wrapped in
+    /// `unshare -m` with that mount removed in its private mount namespace.
     fn cmd(&self) -> Command {
         match self.flavor {
             Flavor::Runc => {
@@ -433,8 +445,7 @@ impl Runtime for OciRuntime {
 fn cgroup_stats(id: &str) -> InstanceStats {
     let read = |p: String| std::fs::read_to_string(p).ok().map(|s| s.trim().to_string());
     let num = |p: String| read(p).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
-    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
-    if v2 {
+    if super::unified_cgroups() {
         let d = format!("/sys/fs/cgroup/hangar/{id}");
         let cpu_us = read(format!("{d}/cpu.stat"))
             .and_then(|s| s.lines().find_map(|l| l.strip_prefix("usage_usec ").and_then(|v| v.parse::<u64>().ok())))

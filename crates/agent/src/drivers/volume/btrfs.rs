@@ -6,9 +6,32 @@
 //! refused. `mkfs.btrfs` is never given `-f`.
 
 use super::disk::{probe, Probe};
-use super::{check_id, dir_names, io, run, VolumeDriver, VolumeError};
+use super::{check_id, dir_names, io, run, VolumeConfig, VolumeDriver, VolumeError};
+use crate::identity::AgentPaths;
+use futures_util::future::BoxFuture;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub(super) fn open<'a>(paths: &'a AgentPaths, cfg: &'a VolumeConfig) -> BoxFuture<'a, Result<Arc<dyn VolumeDriver>, VolumeError>> {
+    Box::pin(async move {
+        let pool = BtrfsPool::open(PoolConfig { root: paths.storage(), device: cfg.device.clone(), loop_size_mib: cfg.loop_size_mib }).await?;
+        Ok(Arc::new(pool) as Arc<dyn VolumeDriver>)
+    })
+}
+
+/// Unmounted, the mount point is an empty dir: nothing is listed then.
+pub(super) fn present(paths: &AgentPaths) -> Vec<String> {
+    dir_names(&volumes_dir(&mount_point(&paths.storage())))
+}
+
+fn volumes_dir(mount: &Path) -> PathBuf {
+    mount.join("volumes")
+}
+
+pub(super) fn release(paths: &AgentPaths) -> BoxFuture<'_, Result<(), VolumeError>> {
+    Box::pin(async move { BtrfsPool::teardown(&paths.storage()).await })
+}
 
 #[derive(Clone, Debug)]
 pub struct PoolConfig {
@@ -138,7 +161,7 @@ impl VolumeDriver for BtrfsPool {
         let p = self.path(id);
         // The ioctls `btrfs subvolume create` and `btrfs qgroup limit` make, without the
         // two process spawns (~7 ms on the start path).
-        let (parent, name) = (self.mount.join("volumes"), id.to_string());
+        let (parent, name) = (volumes_dir(&self.mount), id.to_string());
         let path = p.clone();
         tokio::task::spawn_blocking(move || -> Result<(), VolumeError> {
             if !path.exists() {
@@ -152,16 +175,11 @@ impl VolumeDriver for BtrfsPool {
     }
 
     fn path(&self, id: &str) -> PathBuf {
-        self.mount.join("volumes").join(id)
-    }
-
-    async fn exists(&self, id: &str) -> Result<bool, VolumeError> {
-        check_id(id)?;
-        Ok(self.path(id).is_dir())
+        volumes_dir(&self.mount).join(id)
     }
 
     async fn list(&self) -> Result<Vec<String>, VolumeError> {
-        Ok(dir_names(&self.mount.join("volumes")))
+        Ok(dir_names(&volumes_dir(&self.mount)))
     }
 
     async fn delete(&self, id: &str) -> Result<(), VolumeError> {

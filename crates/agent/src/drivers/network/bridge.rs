@@ -2,7 +2,7 @@
 //! network namespaces made without forking (a short-lived thread unshares and
 //! bind-mounts its namespace); nftables through [`super::nft`].
 
-use super::{nft, BridgeReport, NetError, NetReport, NetworkDriver};
+use super::{nft, BridgeReport, HostNetwork, NetError, NetReport, NetworkDriver};
 use futures_util::TryStreamExt;
 use hangar_types::net::{bridge_subnet, gateway_mac, subnet_of, veth_name, vxlan_name, ClusterRange, NetSpec, Overlay, VXLAN_PORT};
 use nix::mount::{MntFlags, MsFlags};
@@ -14,6 +14,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 const NETNS_DIR: &str = "/run/netns";
+
+pub(super) fn open(owner: &str) -> std::sync::Arc<dyn NetworkDriver> {
+    std::sync::Arc::new(BridgeNetwork::new(owner))
+}
 const ENODEV: i32 = -19;
 const EEXIST: i32 = -17;
 
@@ -33,7 +37,7 @@ pub struct BridgeNetwork {
 }
 
 /// Spare namespaces kept made in advance: creating a network namespace costs the
-/// kernel 10-20 ms (FACTS.md: most of a sandbox's network set-up), so it happens after
+/// kernel 10-20 ms (measured: most of a sandbox's network set-up), so it happens after
 /// the report, off the start path, and a start only moves a spare into place.
 const SPARES: usize = 2;
 /// Spare names: `hg-<host>-spare<k>` (sandbox ids start with `i`, so never a clash).
@@ -527,6 +531,16 @@ impl NetworkDriver for BridgeNetwork {
 
     async fn prepare(&self) -> Result<(), NetError> {
         self.refill_spares().await
+    }
+
+    async fn release(&self, place: HostNetwork) -> Result<(), NetError> {
+        // Both steps run even if the first fails; the first error is returned.
+        let spares = self.remove_spares();
+        let rules = match place {
+            HostNetwork::Shared => nft::remove(&self.table).await,
+            HostNetwork::Separate => Ok(()),
+        };
+        spares.and(rules)
     }
 
     async fn wired(&self) -> Result<std::collections::HashSet<String>, NetError> {
