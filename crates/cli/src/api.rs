@@ -3,7 +3,7 @@
 
 use crate::args::*;
 use crate::output::Out;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use hangar_client::HubClient;
 use hangar_types::api::*;
 use hangar_types::net::DEFAULT_NET_PREFIX;
@@ -100,12 +100,8 @@ async fn instance(c: &HubClient, out: &Out, cmd: &InstanceCmd) -> Result<i32> {
     match cmd {
         InstanceCmd::Create { instance, image, cpus, mem, disk, env, start, host, wait, command } => {
             let r = parse_ref("instance", instance)?;
-            let image: ImageRef = image.parse().map_err(|e: String| anyhow::anyhow!("--image: {e}"))?;
-            let mut envs = BTreeMap::new();
-            for kv in env {
-                let (k, v) = kv.split_once('=').with_context(|| format!("--env '{kv}': write it as KEY=VALUE"))?;
-                envs.insert(k.to_string(), v.to_string());
-            }
+            let image = parse_image(image)?;
+            let envs = parse_env(env)?;
             let spec = InstanceSpec { image, vcpus: *cpus, mem_mib: *mem, disk_mib: *disk, command: command.clone(), env: envs };
             spec.validate().map_err(|e| anyhow::anyhow!("{}", cli_field(&e)))?;
             let mut req = InstanceCreate::new(r.name.clone(), spec, *start);

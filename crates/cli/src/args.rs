@@ -1,7 +1,7 @@
 //! The command line: every command, flag and default, and the checks that turn raw
 //! arguments into the library crates' types.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use hangar_agent::daemon::VolumeChoice;
 use hangar_agent::runtime::Flavor;
@@ -533,6 +533,21 @@ pub enum TokenCmd {
         #[arg(long)]
         description: Option<String>,
     },
+}
+
+/// `--image`: `host` or `dir:/absolute/path`.
+pub fn parse_image(s: &str) -> Result<hangar_types::api::ImageRef> {
+    s.parse().map_err(|e: String| anyhow::anyhow!("--image: {e}"))
+}
+
+/// `--env KEY=VALUE` flags as a map.
+pub fn parse_env(kvs: &[String]) -> Result<std::collections::BTreeMap<String, String>> {
+    kvs.iter()
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').with_context(|| format!("--env '{kv}': write it as KEY=VALUE"))?;
+            Ok((k.to_string(), v.to_string()))
+        })
+        .collect()
 }
 
 /// `TENANT/NAME` of an instance or a pool (`what`), or an error naming it.

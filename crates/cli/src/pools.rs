@@ -1,13 +1,12 @@
 //! `hangar pool ...`, `hangar new sandbox` and `hangar connect`: the pool commands and
 //! the onboarding (`hangar_client::onboarding`) shown.
 
-use crate::args::{cli_field, parse_name, parse_ref, CountArgs, PoolCmd, PoolWait};
+use crate::args::{cli_field, parse_env, parse_image, parse_name, parse_ref, CountArgs, PoolCmd, PoolWait};
 use crate::output::Out;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use hangar_client::onboarding::{self, wait_converged};
 use hangar_client::HubClient;
 use hangar_types::api::*;
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 fn counts(c: &CountArgs) -> PoolScale {
@@ -39,12 +38,8 @@ pub async fn pool_cmd(c: &HubClient, out: &Out, cmd: &PoolCmd) -> Result<i32> {
     match cmd {
         PoolCmd::Create { pool, role, image, cpus, mem, disk, env, counts: cn, wait, command } => {
             let r = parse_ref("pool", pool)?;
-            let image: ImageRef = image.parse().map_err(|e: String| anyhow::anyhow!("--image: {e}"))?;
-            let mut envs = BTreeMap::new();
-            for kv in env {
-                let (k, v) = kv.split_once('=').with_context(|| format!("--env '{kv}': write it as KEY=VALUE"))?;
-                envs.insert(k.to_string(), v.to_string());
-            }
+            let image = parse_image(image)?;
+            let envs = parse_env(env)?;
             let req = PoolCreate {
                 name: r.name.clone(),
                 role: parse_name("--role", role)?,

@@ -38,6 +38,25 @@ struct State {
     fleet_dir: Option<PathBuf>,
 }
 
+impl State {
+    /// A run just begun: no rounds yet.
+    fn new(run_id: String, scenarios: &[String], pid: u32, deadline_secs: u64) -> State {
+        State {
+            run_id,
+            state: "running".into(),
+            scenarios: scenarios.to_vec(),
+            pid,
+            rounds: 0,
+            errors: 0,
+            started_at: now(),
+            updated_at: now(),
+            deadline_secs,
+            last_error: None,
+            fleet_dir: None,
+        }
+    }
+}
+
 fn now() -> String {
     time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
@@ -131,19 +150,7 @@ impl Soak {
             .stderr(log)
             .spawn()
             .context("cannot start the soak runner (is setsid installed?)")?;
-        let st = State {
-            run_id: run_id.clone(),
-            state: "running".into(),
-            scenarios: scenario.to_vec(),
-            pid: child.id(),
-            rounds: 0,
-            errors: 0,
-            started_at: now(),
-            updated_at: now(),
-            deadline_secs: secs,
-            last_error: None,
-            fleet_dir: None,
-        };
+        let st = State::new(run_id.clone(), scenario, child.id(), secs);
         write_state(&dir, &st)?;
         std::fs::write(base.join("current"), dir.display().to_string())?;
         let text = format!("soak run {run_id} started (pid {}), {secs}s of {}; see `hangar soak status`", child.id(), scenario.join(","));
@@ -219,17 +226,10 @@ impl Soak {
             std::fs::create_dir_all(&sub)?;
             let st = run_loop(&self.bin, &sub, secs, &[sc.to_string()]).await;
             let s = read_state(&sub).unwrap_or_else(|_| State {
-                run_id: sc.into(),
                 state: "failed".into(),
-                scenarios: vec![],
-                pid: 0,
-                rounds: 0,
                 errors: 1,
-                started_at: now(),
-                updated_at: now(),
-                deadline_secs: secs,
                 last_error: st.as_ref().err().map(|e| format!("{e:#}")),
-                fleet_dir: None,
+                ..State::new(sc.into(), &[], 0, secs)
             });
             let ok = st.is_ok() && s.errors == 0 && s.rounds > 0;
             failed |= !ok;
@@ -250,19 +250,7 @@ impl Soak {
 
 /// The runner: a fleet of its own, rounds until the deadline or SIGTERM.
 async fn run_loop(bin: &Path, dir: &Path, secs: u64, scenarios: &[String]) -> Result<()> {
-    let mut st = read_state(dir).unwrap_or(State {
-        run_id: dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-        state: "running".into(),
-        scenarios: scenarios.to_vec(),
-        pid: std::process::id(),
-        rounds: 0,
-        errors: 0,
-        started_at: now(),
-        updated_at: now(),
-        deadline_secs: secs,
-        last_error: None,
-        fleet_dir: None,
-    });
+    let mut st = read_state(dir).unwrap_or_else(|_| State::new(dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), scenarios, std::process::id(), secs));
     st.pid = std::process::id();
     st.state = "running".into();
     write_state(dir, &st)?;
