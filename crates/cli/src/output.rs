@@ -1,12 +1,9 @@
-//! How the CLI shows things: human tables by default, JSON with `--json`; and the
-//! background daemon commands.
+//! How the CLI shows things: human tables by default, JSON with `--json`.
 
-use anyhow::{bail, Context, Result};
 use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
 use hangar_types::api::*;
 use serde::Serialize;
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub struct Out {
@@ -51,6 +48,15 @@ impl Out {
         } else if !text.is_empty() {
             println!("{text}");
         }
+    }
+
+    /// A harness tool's report: its JSON with `--json`, else its text.
+    pub fn report(&self, r: &hangar_harness::Report) -> i32 {
+        match &r.json {
+            Some(v) => self.item(v, &r.text),
+            None => println!("{}", r.text),
+        }
+        r.code
     }
 
     /// A spinner on a terminal, nothing otherwise (or with --json).
@@ -297,114 +303,5 @@ impl Out {
                 .map(|e| vec![ts(e.time), e.actor.clone(), e.action.clone(), e.object.clone(), e.result.clone(), e.message.clone().unwrap_or_default()])
                 .collect(),
         );
-    }
-}
-
-pub enum DaemonAction {
-    Start { data_dir: PathBuf, args: Vec<String> },
-    Status(PathBuf),
-    Logs(PathBuf, usize),
-    Stop(PathBuf),
-}
-
-fn pid_file(d: &Path) -> PathBuf {
-    d.join("hangar.pid")
-}
-
-fn log_file(d: &Path) -> PathBuf {
-    d.join("hangar.log")
-}
-
-/// The daemon's PID if the PID file names a live `hangar` process.
-fn live_pid(d: &Path) -> Option<u32> {
-    let pid: u32 = std::fs::read_to_string(pid_file(d)).ok()?.trim().parse().ok()?;
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    // Only our own process counts: a recycled PID of something else does not.
-    let first = cmdline.split(|b| *b == 0).next().unwrap_or_default();
-    String::from_utf8_lossy(first).ends_with("hangar").then_some(pid)
-}
-
-pub async fn daemon(a: DaemonAction, config_path: &Path, out: &Out) -> Result<i32> {
-    match a {
-        DaemonAction::Start { data_dir, args } => {
-            if let Some(pid) = live_pid(&data_dir) {
-                bail!("hangar is already running for {} (pid {pid}): stop it with `hangar daemon stop`", data_dir.display());
-            }
-            std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
-            let log = std::fs::OpenOptions::new().create(true).append(true).open(log_file(&data_dir))?;
-            let exe = std::env::current_exe()?;
-            // setsid: the daemon leaves this terminal's session and survives it.
-            let child = std::process::Command::new("setsid")
-                .arg(exe)
-                .args(&args)
-                .env("HANGAR_CONFIG", config_path)
-                .stdin(std::process::Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .spawn()
-                .context("cannot start the daemon (is setsid installed?)")?;
-            std::fs::write(pid_file(&data_dir), child.id().to_string())?;
-            // Wait until it answers, so `start` returning means it is up.
-            for _ in 0..300 {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                if live_pid(&data_dir).is_none() {
-                    bail!("the daemon exited during startup: see {}", log_file(&data_dir).display());
-                }
-                if let Ok(cfg) = crate::config::load(config_path) {
-                    if let Ok(c) = hangar_client::HubClient::new(&cfg.hub_url, &cfg.ca_pem, &cfg.token) {
-                        if c.info().await.is_ok() {
-                            out.item(&serde_json::json!({"pid": child.id(), "hub": cfg.hub_url}), &format!("hangar started (pid {}), hub {}", child.id(), cfg.hub_url));
-                            return Ok(0);
-                        }
-                    }
-                }
-            }
-            bail!("the daemon did not answer within 30s: see {}", log_file(&data_dir).display())
-        }
-        DaemonAction::Status(d) => {
-            let pid = live_pid(&d);
-            let hub_ok = match crate::config::load(config_path) {
-                Ok(cfg) => match hangar_client::HubClient::new(&cfg.hub_url, &cfg.ca_pem, &cfg.token) {
-                    Ok(c) => c.info().await.is_ok(),
-                    Err(_) => false,
-                },
-                Err(_) => false,
-            };
-            let state = match pid {
-                Some(_) if hub_ok => "running",
-                Some(_) => "starting or unhealthy",
-                None => "stopped",
-            };
-            out.item(&serde_json::json!({"state": state, "pid": pid, "hub_answers": hub_ok}), &format!("hangar daemon: {state}{}", pid.map(|p| format!(" (pid {p})")).unwrap_or_default()));
-            Ok(if pid.is_some() { 0 } else { 3 })
-        }
-        DaemonAction::Logs(d, lines) => {
-            let text = std::fs::read_to_string(log_file(&d)).with_context(|| format!("no log at {}", log_file(&d).display()))?;
-            let all: Vec<&str> = text.lines().collect();
-            for l in &all[all.len().saturating_sub(lines)..] {
-                println!("{l}");
-            }
-            Ok(0)
-        }
-        DaemonAction::Stop(d) => {
-            let Some(pid) = live_pid(&d) else {
-                let _ = std::fs::remove_file(pid_file(&d));
-                out.item(&serde_json::json!({"stopped": false}), "hangar daemon is not running");
-                return Ok(0);
-            };
-            let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
-            for _ in 0..100 {
-                if live_pid(&d).is_none() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            if live_pid(&d).is_some() {
-                let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
-            }
-            let _ = std::fs::remove_file(pid_file(&d));
-            out.item(&serde_json::json!({"stopped": true, "pid": pid}), &format!("hangar daemon stopped (pid {pid}); instances keep running"));
-            Ok(0)
-        }
     }
 }

@@ -3,12 +3,11 @@
 
 mod common;
 
-use common::Fleet;
 use serde_json::Value;
 
 #[test]
 fn user_flow_from_create_to_delete() {
-    let f = Fleet::up();
+    let f = common::up();
     f.run(&["tenant", "create", "acme", "--max-vcpus", "8", "--max-mem", "8192", "--max-running", "4", "--max-instances", "10", "--max-disk", "20"]);
     f.run(&["instance", "create", "acme/web", "--image", "host", "--cpus", "1", "--mem", "256", "--disk", "1024", "--", "sleep", "infinity"]);
     let out = f.run(&["instance", "start", "acme/web"]);

@@ -4,13 +4,28 @@ mod common;
 
 use common::{Fleet, bin, down, free_port, require_root, wait_until};
 use hangar_client::HubClient;
+use hangar_types::api::OperationStatus;
 use serde_json::{json, Value};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-fn client(f: &Fleet) -> HubClient {
-    let cfg: Value = serde_json::from_str(&std::fs::read_to_string(f.config()).unwrap()).unwrap();
+fn client_at(config: &Path) -> HubClient {
+    let cfg: Value = serde_json::from_str(&std::fs::read_to_string(config).unwrap()).unwrap();
     HubClient::new(cfg["hub_url"].as_str().unwrap(), cfg["ca_pem"].as_str().unwrap(), cfg["token"].as_str().unwrap()).unwrap()
+}
+
+fn client(f: &Fleet) -> HubClient {
+    client_at(&f.config())
+}
+
+/// The PID of a sandbox's first process, from runc's state under the agent's runtime root.
+fn sandbox_pid(agent_dir: &Path, sandbox: &str) -> u64 {
+    let o = Command::new("runc").arg("--root").arg(agent_dir.join("runtime")).args(["state", sandbox]).output().unwrap();
+    assert!(o.status.success(), "runc state {sandbox}: {}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["status"], "running", "{v}");
+    v["pid"].as_u64().unwrap()
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -19,7 +34,7 @@ fn rt() -> tokio::runtime::Runtime {
 
 #[test]
 fn bad_input_is_refused_with_code_and_message_and_changes_nothing() {
-    let f = Fleet::up();
+    let f = common::up();
     f.run(&["tenant", "create", "acme", "--max-instances", "2", "--max-running", "1", "--max-mem", "512"]);
     let c = client(&f);
     let rt = rt();
@@ -87,7 +102,7 @@ fn bad_input_is_refused_with_code_and_message_and_changes_nothing() {
 
 #[test]
 fn tenant_token_sees_only_its_tenant() {
-    let mut f = Fleet::up();
+    let mut f = common::up();
     f.run(&["tenant", "create", "acme"]);
     f.run(&["tenant", "create", "zeta"]);
     f.run(&["instance", "create", "zeta/secret", "--", "sleep", "infinity"]);
@@ -124,7 +139,7 @@ fn tenant_token_sees_only_its_tenant() {
 
 #[test]
 fn memory_and_pids_limits_are_enforced() {
-    let f = Fleet::up();
+    let f = common::up();
     f.run(&["tenant", "create", "acme"]);
     f.run(&["instance", "create", "acme/small", "--mem", "32", "--start", "--", "sleep", "infinity"]);
     // A shell variable of ~100 MB cannot live in a 32 MiB cgroup: the OOM killer ends it.
@@ -193,8 +208,10 @@ fn kill9_of_hub_and_agent_loses_nothing() {
     hub.wait().unwrap();
     hub = spawn(hub_args, "hub.log");
     wait_until("hub answers again", || hangar(&["tenant", "list"]).status.success());
-    agent = spawn(agent_args, "agent.log");
+    agent = spawn(agent_args.clone(), "agent.log");
     let op: Value = serde_json::from_slice(&stop_op.stdout).unwrap();
+    let c = client_at(&cfg);
+    let rt = rt();
     wait_until("stop converges after restarts", || {
         let i: Value = serde_json::from_slice(&hangar(&["instance", "info", "acme/keep", "--json"]).stdout).unwrap_or_default();
         i["state"] == "stopped" && i["observed"] == "stopped"
@@ -202,7 +219,10 @@ fn kill9_of_hub_and_agent_loses_nothing() {
     let op_now: Value = serde_json::from_slice(&hangar(&["instance", "list", "--json"]).stdout).unwrap();
     let names: Vec<&str> = op_now.as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["keep", "later"], "an instance was lost or duplicated");
-    let _ = op;
+    // The operation made before both crashes completes, and as a success.
+    let op_id = op["id"].as_str().unwrap().parse().unwrap();
+    let done = rt.block_on(c.operation_wait_final(op_id, Duration::from_secs(120))).unwrap();
+    assert_eq!(done.status, OperationStatus::Succeeded, "the stop operation ended {}: {:?}", done.status.as_str(), done.error);
     wait_until("later created", || {
         let i: Value = serde_json::from_slice(&hangar(&["instance", "info", "acme/later", "--json"]).stdout).unwrap_or_default();
         i["observed"] == "stopped"
@@ -213,12 +233,21 @@ fn kill9_of_hub_and_agent_loses_nothing() {
     assert_eq!(String::from_utf8_lossy(&starts.stdout), "start\nstart\n", "one start before the stop, one after");
 
     // Now kill -9 the agent while the instance runs and start the agent again:
-    // the sandbox is adopted, not restarted.
+    // the sandbox is adopted, not restarted: after the new agent demonstrably converged
+    // (the hub got a report from it, and reports follow convergence passes), the
+    // sandbox's process is the very one from before.
+    let sandbox = rt.block_on(c.instance_get("acme", "keep")).unwrap().id.short();
+    let pid_before = sandbox_pid(&agent_dir, &sandbox);
     agent.kill().unwrap();
     agent.wait().unwrap();
-    let agent_args2 = vec!["agent".to_string(), "run".into(), "--agent-dir".into(), agent_dir.display().to_string(), "--pool-size-mib".into(), "2048".into(), "--interval".into(), "0.5".into()];
-    agent = spawn(agent_args2, "agent.log");
-    std::thread::sleep(Duration::from_secs(3));
+    let restarted_at = time::OffsetDateTime::now_utc();
+    agent = spawn(agent_args.clone(), "agent.log");
+    wait_until("a report from the restarted agent", || {
+        rt.block_on(c.host_get("node-a")).unwrap().last_heartbeat.is_some_and(|t| t > restarted_at)
+    });
+    let i = rt.block_on(c.instance_get("acme", "keep")).unwrap();
+    assert_eq!(i.observed.to_string(), "running", "{i:?}");
+    assert_eq!(sandbox_pid(&agent_dir, &sandbox), pid_before, "the agent restarted a running sandbox instead of adopting it");
     let starts = hangar(&["instance", "exec", "acme/keep", "--", "cat", "/home/starts"]);
     assert_eq!(String::from_utf8_lossy(&starts.stdout), "start\nstart\n", "the agent restarted a running sandbox");
     for p in [&mut agent, &mut hub] {

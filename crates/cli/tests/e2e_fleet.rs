@@ -52,7 +52,7 @@ fn netns_of(f: &Fleet, host: &str) -> String {
 #[test]
 fn three_hosts_pools_drain_stop_start_kill_partition() {
     // A short stale threshold keeps this test short; the defaults are measured by `hangar bench heartbeat`.
-    let mut f = Fleet::up_with(&["--stale-after", "4"]);
+    let mut f = common::up_with(&["--stale-after", "4"]);
 
     // ---- hosts
     for h in ["node-b", "node-c"] {
@@ -296,7 +296,7 @@ fn one_shot_reconcile_from_a_file() {
 /// instance on a host.
 #[test]
 fn a_tenant_network_spans_hosts_and_stays_its_own() {
-    let f = Fleet::up();
+    let f = common::up();
     for h in ["node-b", "node-c"] {
         f.run(&["host", "add", h, "--provider", "local"]);
     }

@@ -67,7 +67,7 @@ impl Drop for Outside {
 
 #[test]
 fn tenants_reach_their_own_and_nothing_else() {
-    let mut f = Fleet::up();
+    let mut f = common::up();
     let range = format!("10.{}.", f.range_octet);
     f.run(&["tenant", "create", "acme"]);
     f.run(&["tenant", "create", "zeta"]);
@@ -123,9 +123,7 @@ fn tenants_reach_their_own_and_nothing_else() {
     f.run(&["instance", "start", "acme/a"]);
     assert_eq!(address(&f, "acme/a"), a);
     assert!(ping(&f, "acme/a", &b));
-    f.kill9();
-    f.spawn_up();
-    f.wait_ready();
+    common::crash_and_restart(&mut f);
     assert_eq!(address(&f, "acme/a"), a);
     let t0 = Instant::now();
     wait_until("reach across the restart", || ping(&f, "acme/b", &a));
@@ -161,7 +159,7 @@ fn tenants_reach_their_own_and_nothing_else() {
 
 #[test]
 fn a_tenant_subnet_overlapping_a_host_route_is_refused_and_nothing_is_half_made() {
-    let f = Fleet::up();
+    let f = common::up();
     let dummy = format!("hgtd{}", f.range_octet);
     let _del = DelLink(dummy.clone());
     // The host already routes the first tenant's /24 somewhere else.
@@ -186,7 +184,7 @@ fn a_tenant_subnet_overlapping_a_host_route_is_refused_and_nothing_is_half_made(
 
 #[test]
 fn an_isolated_tenant_keeps_its_own_instances_apart() {
-    let f = Fleet::up();
+    let f = common::up();
     f.run(&["tenant", "create", "iso", "--isolated"]);
     f.run(&["instance", "create", "iso/a", "--start", "--", "sleep", "infinity"]);
     f.run(&["instance", "create", "iso/b", "--start", "--", "sleep", "infinity"]);
@@ -201,7 +199,7 @@ fn an_isolated_tenant_keeps_its_own_instances_apart() {
 /// reach each other, and `net verify` agrees. A prefix out of range is refused up front.
 #[test]
 fn a_wide_tenant_subnet_is_wired_with_its_prefix() {
-    let f = Fleet::up();
+    let f = common::up();
     let bad = f.try_run(&["tenant", "create", "wide", "--net-prefix", "25"]);
     assert!(!bad.status.success());
     let err = String::from_utf8_lossy(&bad.stderr);
@@ -255,7 +253,7 @@ fn an_exhausted_cluster_range_is_a_clear_error_and_a_destroyed_tenant_frees_its_
 
 #[test]
 fn a_device_with_the_bridge_name_that_hangar_does_not_own_is_left_alone() {
-    let f = Fleet::up();
+    let f = common::up();
     let name = format!("hgb0a{:02x}01", f.range_octet);
     let _del = DelLink(name.clone());
     assert!(Command::new("ip").args(["link", "add", &name, "type", "veth", "peer", "name", &format!("hgtc{}", f.range_octet)]).status().unwrap().success());

@@ -4,6 +4,8 @@
 //! - [`HostClient`]: the agent's calls to the hub (join, desired state, reports), mTLS;
 //! - [`AgentClient`]: the hub's calls to an agent's endpoint (exec, logs, stats), mTLS.
 
+pub mod onboarding;
+
 use hangar_types::api::*;
 use hangar_types::protocol::{AgentReport, DesiredDoc, JoinRequest, JoinResponse};
 use hangar_types::{ApiError, ErrorCode, OperationId};

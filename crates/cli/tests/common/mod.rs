@@ -1,10 +1,11 @@
-//! A real local fleet for end-to-end tests: the `hangar` binary, a temp data dir, a hub
-//! and an agent on loopback. Dropping a [`Fleet`] kills its processes and runs
-//! `hangar down --purge`, which removes its sandboxes, cgroups, mounts and loop device.
+//! End-to-end tests run the real `hangar` binary on the harness's fleet
+//! ([`hangar_harness::fleet::Fleet`]): a temp data dir, a hub and an agent on loopback.
+//! Dropping a fleet kills its processes and runs `hangar down --purge`.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+pub use hangar_harness::fleet::{free_port as try_free_port, Fleet, FleetOptions};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 pub fn bin() -> &'static str {
@@ -24,131 +25,33 @@ pub fn require_root() {
     }
 }
 
-pub struct Fleet {
-    pub dir: tempfile::TempDir,
-    /// A cluster range of this fleet's own, so fleets of tests running side by side
-    /// never share a bridge.
-    pub range_octet: u8,
-    pub procs: Vec<Child>,
-    pub extra_env: Vec<(String, String)>,
-    /// More `hangar up` arguments (e.g. `--stale-after`).
-    pub up_args: Vec<String>,
+/// Runs a future to completion on a runtime of its own (the tests are synchronous).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime").block_on(f)
 }
 
-impl Fleet {
-    pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-    pub fn config(&self) -> PathBuf {
-        self.dir.path().join("config.json")
-    }
+/// `hangar up` in the background, waiting until its host is ready.
+pub fn up() -> Fleet {
+    up_with(&[])
+}
 
-    /// `hangar up` in the background on a free port, waiting until its host is ready.
-    pub fn up() -> Fleet {
-        Fleet::up_with(&[])
-    }
+/// `hangar up` with more arguments (e.g. `--stale-after`).
+pub fn up_with(up_args: &[&str]) -> Fleet {
+    require_root();
+    let mut opts = FleetOptions::new(bin(), "hangar-e2e-");
+    opts.pool_size_mib = 2048;
+    opts.up_args = up_args.iter().map(|s| s.to_string()).collect();
+    opts.env = vec![("HANGAR_LOG".into(), "info".into())];
+    block_on(Fleet::start(opts)).unwrap_or_else(|e| panic!("{e:#}"))
+}
 
-    /// `hangar up` with more arguments.
-    pub fn up_with(up_args: &[&str]) -> Fleet {
-        require_root();
-        let dir = tempfile::Builder::new().prefix("hangar-e2e-").tempdir().expect("tempdir");
-        // 10.100.0.0/16 .. 10.199.0.0/16: distinct for every fleet of this test binary
-        // (test binaries run one after another).
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + std::process::id() * 7;
-        let range_octet = 100 + (n % 100) as u8;
-        let mut f = Fleet { dir, range_octet, procs: vec![], extra_env: vec![], up_args: up_args.iter().map(|s| s.to_string()).collect() };
-        f.spawn_up();
-        f.wait_ready();
-        f
-    }
-
-    pub fn spawn_up(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("up.log")).unwrap();
-        let child = Command::new(bin())
-            .args(["up", "--listen", "127.0.0.1:0", "--pool-size-mib", "2048", "--interval", "0.5", "--cluster-range"])
-            .arg(format!("10.{}.0.0/16", self.range_octet))
-            .arg("--data-dir")
-            .arg(self.data_dir())
-            .args(&self.up_args)
-            .env("HANGAR_CONFIG", self.config())
-            .env("HANGAR_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn hangar up");
-        self.procs.push(child);
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("up.log")).unwrap_or_default()
-    }
-
-    /// Waits until the API answers and a host is ready.
-    pub fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            let o = self.try_run(&["host", "list", "--json"]);
-            if o.status.success() {
-                let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
-                if v.as_array().is_some_and(|a| a.iter().any(|h| h["state"] == "ready")) {
-                    return;
-                }
-            }
-            assert!(Instant::now() < deadline, "fleet not ready after 90s; log:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    pub fn try_run(&self, args: &[&str]) -> Output {
-        let mut c = Command::new(bin());
-        c.args(args).env("HANGAR_CONFIG", self.config()).env_remove("HANGAR_TOKEN").env_remove("HANGAR_HUB");
-        for (k, v) in &self.extra_env {
-            c.env(k, v);
-        }
-        c.output().expect("run hangar")
-    }
-
-    /// Runs a CLI command that must succeed; returns stdout.
-    pub fn run(&self, args: &[&str]) -> String {
-        let o = self.try_run(args);
-        assert!(
-            o.status.success(),
-            "hangar {args:?} failed ({}):\nstdout: {}\nstderr: {}\nlog:\n{}",
-            o.status,
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr),
-            tail(&self.log(), 40)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
-    pub fn json(&self, args: &[&str]) -> serde_json::Value {
-        let mut a = args.to_vec();
-        a.push("--json");
-        let s = self.run(&a);
-        serde_json::from_str(&s).unwrap_or_else(|e| panic!("hangar {args:?} printed no JSON ({e}): {s}"))
-    }
-
-    /// Runs a CLI command that must fail; returns stderr.
-    pub fn fail(&self, args: &[&str]) -> String {
-        let o = self.try_run(args);
-        assert!(!o.status.success(), "hangar {args:?} should fail but printed: {}", String::from_utf8_lossy(&o.stdout));
-        String::from_utf8_lossy(&o.stderr).into_owned()
-    }
-
-    pub fn kill9(&mut self) {
-        for p in &mut self.procs {
-            let _ = p.kill();
-            let _ = p.wait();
-        }
-        self.procs.clear();
-    }
+/// kill -9 of the fleet's `hangar up`, then a start on the same data dir, until ready.
+pub fn crash_and_restart(f: &mut Fleet) {
+    block_on(f.crash_and_restart()).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    try_free_port().expect("a free port")
 }
 
 /// Polls `ok` every 250 ms for up to 90 s.
@@ -160,22 +63,7 @@ pub fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
     }
 }
 
-pub fn tail(s: &str, n: usize) -> String {
-    let l: Vec<&str> = s.lines().collect();
-    l[l.len().saturating_sub(n)..].join("\n")
-}
-
 /// Removes everything a data dir's fleet made, whatever state it is in.
 pub fn down(data_dir: &Path) {
-    let o = Command::new(bin()).args(["down", "--purge", "--data-dir"]).arg(data_dir).output().expect("run hangar down");
-    if !o.status.success() {
-        eprintln!("hangar down failed: {}", String::from_utf8_lossy(&o.stderr));
-    }
-}
-
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        self.kill9();
-        down(&self.data_dir());
-    }
+    hangar_harness::fleet::down(Path::new(bin()), data_dir);
 }

@@ -5,8 +5,8 @@
 //! name (`smk<tag>-...`), so `--cleanup` (and every run's final scenario) can remove a
 //! run's leftovers by tag, even after the harness itself was killed.
 
-use crate::localfleet::LocalFleet;
-use crate::output::Out;
+use crate::fleet::{wait_host, Fleet, FleetOptions};
+use crate::Report;
 use anyhow::{anyhow, bail, Context, Result};
 use hangar_client::HubClient;
 use hangar_types::api::*;
@@ -16,35 +16,29 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-#[derive(clap::Args, Clone)]
-pub struct SmokeArgs {
+/// What `hangar smoke` runs and against what.
+#[derive(Clone, Debug, Default)]
+pub struct SmokeOptions {
+    /// The `hangar` binary (for a fleet of its own).
+    pub bin: PathBuf,
     /// Run against this hub instead of a local fleet of its own.
-    #[arg(long)]
-    hub: Option<String>,
-    /// File holding an admin token for --hub.
-    #[arg(long)]
-    token_file: Option<PathBuf>,
-    /// File holding the hub's CA certificate for --hub (default: the client config's).
-    #[arg(long)]
-    ca_file: Option<PathBuf>,
-    /// Comma-separated subset of the scenarios (see --list).
-    #[arg(long, value_delimiter = ',')]
-    scenario: Vec<String>,
+    pub hub: Option<String>,
+    /// File holding an admin token for `hub`.
+    pub token_file: Option<PathBuf>,
+    /// File holding the hub's CA certificate for `hub` (default: the client config's).
+    pub ca_file: Option<PathBuf>,
+    /// A subset of the scenarios (all when empty).
+    pub scenarios: Vec<String>,
     /// Print the scenarios and their steps, run nothing.
-    #[arg(long)]
-    list: bool,
+    pub list: bool,
     /// Keep the fleet and the objects made (for debugging).
-    #[arg(long)]
-    keep: bool,
+    pub keep: bool,
     /// Run the remaining scenarios after one fails.
-    #[arg(long)]
-    continue_on_failure: bool,
+    pub continue_on_failure: bool,
     /// Where each run's JSON results go (`<results>/<run_tag>/`).
-    #[arg(long, default_value = "smoke-results")]
-    results: PathBuf,
-    /// Remove the objects of an earlier run by its tag, then exit.
-    #[arg(long)]
-    cleanup: Option<String>,
+    pub results: PathBuf,
+    /// Remove the objects of an earlier run by this tag, then stop.
+    pub cleanup: Option<String>,
 }
 
 const SCENARIOS: [(&str, &[&str]); 7] = [
@@ -198,21 +192,7 @@ async fn cleanup_tag(c: &HubClient, tag: &str) -> Result<usize> {
 }
 
 async fn wait_pool(c: &HubClient, tenant: &str, pool: &str) -> Result<PoolInfo> {
-    crate::pools::wait_converged(c, tenant, pool, Duration::from_secs(120)).await
-}
-
-async fn wait_host(c: &HubClient, host: &str, state: HostState, within: Duration) -> Result<Duration> {
-    let t = Instant::now();
-    loop {
-        let h = c.host_get(host).await?;
-        if h.state == state {
-            return Ok(t.elapsed());
-        }
-        if t.elapsed() > within {
-            bail!("host {host} is {} after {}s, expected {}", h.state.as_str(), within.as_secs(), state.as_str());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    Ok(hangar_client::onboarding::wait_converged(c, tenant, pool, Duration::from_secs(120)).await?)
 }
 
 fn pool_req(name: &str, counts: PoolCounts) -> Result<PoolCreate> {
@@ -547,11 +527,11 @@ async fn scenario(r: &mut Run, name: &str) {
                 return;
             };
             r.step("killed agent goes stale", async {
-                let pid = std::fs::read_to_string(data.join("hosts").join(&host).join("agent.pid"))?.trim().to_string();
-                let ok = std::process::Command::new("kill").args(["-9", &pid]).status()?.success();
-                if !ok {
-                    bail!("cannot kill the agent (pid {pid})");
-                }
+                let pid_file = hangar_node::proc::PidFile::new(data.join("hosts").join(&host).join("agent.pid"));
+                let Some(pid) = pid_file.live(hangar_node::proc::is_hangar) else {
+                    bail!("the agent of {host} does not run (no live pid in {})", pid_file.0.display());
+                };
+                hangar_node::proc::signal(pid, nix::sys::signal::Signal::SIGKILL);
                 let took = wait_host(&c, &host, HostState::Stale, Duration::from_secs(30)).await?;
                 if took > Duration::from_secs(15) {
                     bail!("stale only after {}s (target 15 s)", took.as_secs());
@@ -625,15 +605,15 @@ async fn scenario(r: &mut Run, name: &str) {
     }
 }
 
-pub async fn run(a: &SmokeArgs, config: &std::path::Path, out: &Out) -> Result<i32> {
+/// Runs the chosen scenarios (on a fleet of its own unless `hub` is given); the report
+/// is the PASS/FAIL matrix. `config`: the client config holding defaults for `hub`.
+pub async fn run(a: &SmokeOptions, config: &std::path::Path) -> Result<Report> {
     if a.list {
-        for (s, steps) in SCENARIOS {
-            println!("{s}: {}", steps.join(", "));
-        }
-        return Ok(0);
+        let text = SCENARIOS.iter().map(|(s, steps)| format!("{s}: {}", steps.join(", "))).collect::<Vec<_>>().join("\n");
+        return Ok(Report::text(text, 0));
     }
     let names: Vec<&str> = SCENARIOS.iter().map(|(n, _)| *n).collect();
-    let chosen: Vec<&str> = if a.scenario.is_empty() { names.clone() } else { a.scenario.iter().map(String::as_str).collect() };
+    let chosen: Vec<&str> = if a.scenarios.is_empty() { names.clone() } else { a.scenarios.iter().map(String::as_str).collect() };
     if let Some(bad) = chosen.iter().find(|s| !names.contains(s)) {
         bail!("--scenario: unknown scenario '{bad}': choose from {}", names.join(", "));
     }
@@ -642,25 +622,25 @@ pub async fn run(a: &SmokeArgs, config: &std::path::Path, out: &Out) -> Result<i
         Some(url) => {
             let token = match &a.token_file {
                 Some(p) => std::fs::read_to_string(p).with_context(|| format!("--token-file {}", p.display()))?.trim().to_string(),
-                None => crate::config::load(config)?.token,
+                None => hangar_node::config::load(config)?.token,
             };
             let ca = match &a.ca_file {
                 Some(p) => std::fs::read_to_string(p).with_context(|| format!("--ca-file {}", p.display()))?,
-                None => crate::config::load(config).context("--hub needs --ca-file or a client config holding the hub's CA")?.ca_pem,
+                None => hangar_node::config::load(config).context("--hub needs --ca-file or a client config holding the hub's CA")?.ca_pem,
             };
             let c = HubClient::new(url, &ca, &token)?;
             c.host_list().await.with_context(|| format!("the hub at {url} does not answer an admin call: check the URL and the token"))?;
             (None, c)
         }
         None => {
-            let (f, c) = LocalFleet::start("hangar-smoke-").await?;
+            let f = Fleet::start(FleetOptions::new(&a.bin, "hangar-smoke-")).await?;
+            let c = f.client()?;
             (Some(f), c)
         }
     };
     if let Some(tag) = &a.cleanup {
         let n = cleanup_tag(&c, tag).await?;
-        out.item(&serde_json::json!({"removed_tenants": n}), &format!("removed {n} tenant(s) of run {tag}"));
-        return Ok(0);
+        return Ok(Report::item(serde_json::json!({"removed_tenants": n}), format!("removed {n} tenant(s) of run {tag}"), 0));
     }
     let tag = format!("smk{}", &uuid_like());
     let dir = a.results.join(&tag);
@@ -677,7 +657,7 @@ pub async fn run(a: &SmokeArgs, config: &std::path::Path, out: &Out) -> Result<i
             continue;
         }
         eprintln!("{s}:");
-        let mut r = Run { c: c.clone(), tag: tag.clone(), steps: vec![], failed: false, own_fleet: fleet.as_ref().map(|f| f.data()) };
+        let mut r = Run { c: c.clone(), tag: tag.clone(), steps: vec![], failed: false, own_fleet: fleet.as_ref().map(|f| f.data_dir()) };
         scenario(&mut r, s).await;
         any_failed |= r.failed;
         std::fs::write(dir.join(format!("{s}.json")), serde_json::to_string_pretty(&serde_json::json!({"scenario": s, "run_tag": tag, "steps": r.steps}))?)?;
@@ -700,26 +680,21 @@ pub async fn run(a: &SmokeArgs, config: &std::path::Path, out: &Out) -> Result<i
     std::fs::write(dir.join("summary.json"), serde_json::to_string_pretty(&summary)?)?;
     if a.keep {
         if let Some(f) = fleet {
-            eprintln!("keeping the fleet in {} (remove it with `hangar down --purge --data-dir {}`)", f.dir.path().display(), f.data().display());
-            std::mem::forget(f);
+            eprintln!("keeping the fleet in {} (remove it with `hangar down --purge --data-dir {}`)", f.dir.path().display(), f.data_dir().display());
+            f.keep();
         }
     } else {
         drop(fleet);
     }
-    if out.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
-    } else {
-        let mut t = comfy_table::Table::new();
-        t.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY).set_header(vec!["SCENARIO", "STEP", "RESULT", "MS", "ERROR"]);
-        for (n, steps) in &results {
-            for s in steps {
-                t.add_row(vec![n.clone(), s.name.clone(), s.status.to_string(), s.duration_ms.to_string(), s.error.clone().unwrap_or_default()]);
-            }
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY).set_header(vec!["SCENARIO", "STEP", "RESULT", "MS", "ERROR"]);
+    for (n, steps) in &results {
+        for s in steps {
+            t.add_row(vec![n.clone(), s.name.clone(), s.status.to_string(), s.duration_ms.to_string(), s.error.clone().unwrap_or_default()]);
         }
-        println!("{t}");
-        println!("smoke {tag}: {pass} passed, {fail} failed, {skipped} skipped (results in {})", dir.display());
     }
-    Ok(if fail == 0 { 0 } else { 1 })
+    let text = format!("{t}\nsmoke {tag}: {pass} passed, {fail} failed, {skipped} skipped (results in {})", dir.display());
+    Ok(Report::item(summary, text, if fail == 0 { 0 } else { 1 }))
 }
 
 /// Six hex digits from the clock and the process id: short, unique enough per machine.

@@ -3,46 +3,43 @@
 //! figure. Every sample is checked to be real (the instance is observed running) before
 //! it counts.
 
-use crate::output::Out;
+use crate::fleet::{wait_host, Fleet, FleetOptions, SplitFleet};
+use crate::Report;
 use anyhow::{bail, Context, Result};
 use hangar_client::HubClient;
 use hangar_types::api::*;
 use hangar_types::{InstanceState, ObservedState};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-use crate::localfleet::LocalFleet;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-#[derive(clap::Args, Clone)]
-pub struct BenchArgs {
-    /// Comma-separated subset of: start, resume, burst (with density), api, reconcile, heartbeat.
-    #[arg(long, value_delimiter = ',')]
-    only: Vec<String>,
+/// What `hangar bench` measures and how much.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// The `hangar` binary its fleets run.
+    pub bin: PathBuf,
+    /// A subset of: start, resume, burst (with density), api, reconcile, heartbeat (all
+    /// when empty).
+    pub only: Vec<String>,
     /// Samples for start and resume.
-    #[arg(long, default_value_t = 20)]
-    runs: usize,
+    pub runs: usize,
     /// Instances in the burst.
-    #[arg(long, default_value_t = 100)]
-    burst: usize,
+    pub burst: usize,
     /// kill -9 / stale detection rounds (each takes the stale threshold, 12 s).
-    #[arg(long, default_value_t = 3)]
-    heartbeat_runs: usize,
+    pub heartbeat_runs: usize,
     /// Seconds of load for the api benchmark.
-    #[arg(long, default_value_t = 5)]
-    api_secs: u64,
+    pub api_secs: u64,
     /// Running instances the reconcile benchmark scales a pool to.
-    #[arg(long, default_value_t = 1000)]
-    reconcile_size: u32,
+    pub reconcile_size: u32,
     /// Where to write the results.
-    #[arg(long, default_value = "bench.json")]
-    out: PathBuf,
+    pub out: PathBuf,
 }
 
 const ALL: [&str; 6] = ["start", "resume", "burst", "api", "reconcile", "heartbeat"];
 
 #[derive(Serialize, Clone, Debug)]
-pub struct Row {
+struct Row {
     bench: String,
     metric: String,
     hangar: f64,
@@ -191,7 +188,8 @@ fn record(failed: &mut Vec<(&'static str, String)>, bench: &'static str, r: Resu
     }
 }
 
-pub async fn run(a: &BenchArgs, out: &Out) -> Result<i32> {
+/// Runs the benchmarks on fleets of its own, writes `a.out` and reports the table.
+pub async fn run(a: &BenchOptions) -> Result<Report> {
     let which: Vec<&str> = if a.only.is_empty() { ALL.to_vec() } else { a.only.iter().map(String::as_str).collect() };
     if let Some(bad) = which.iter().find(|w| !ALL.contains(w)) {
         bail!("--only: unknown benchmark '{bad}': choose from {}", ALL.join(", "));
@@ -201,7 +199,10 @@ pub async fn run(a: &BenchArgs, out: &Out) -> Result<i32> {
     }
     let started_at = time::OffsetDateTime::now_utc();
     // 1,000 one-vCPU instances on 2 cores need more than the default 256 per core.
-    let (fleet, c) = LocalFleet::start_with("hangar-bench-", &["--cpu-overcommit", "1024"]).await?;
+    let mut opts = FleetOptions::new(&a.bin, "hangar-bench-");
+    opts.up_args = vec!["--cpu-overcommit".into(), "1024".into()];
+    let fleet = Fleet::start(opts).await?;
+    let c = fleet.client()?;
     c.tenant_create(&TenantCreate {
         name: "bench".parse()?,
         quotas: Some(Quotas { max_vcpus: 100_000, max_mem_mib: 10_000_000, max_running: 5000, max_instances: 5000, max_disk_gib: 100_000 }),
@@ -262,7 +263,7 @@ pub async fn run(a: &BenchArgs, out: &Out) -> Result<i32> {
                 samples.push(ms(t.elapsed()));
             }
             // Raw: runc resume of a paused sandbox of the same runtime root.
-            let root = fleet.data().join("agent/runtime");
+            let root = fleet.data_dir().join("agent/runtime");
             let sid = c.instance_get("bench", "r0").await?.id.short();
             let mut raw = vec![];
             for _ in 0..a.runs {
@@ -397,7 +398,7 @@ pub async fn run(a: &BenchArgs, out: &Out) -> Result<i32> {
             let cpu0 = fleet.cpu_secs();
             let t = Instant::now();
             c.pool_scale("bench", "rec", &PoolScale { running: Some(n), warm: None, sleeping: None }).await?;
-            let p = crate::pools::wait_converged(&c, "bench", "rec", Duration::from_secs(3600)).await?;
+            let p = hangar_client::onboarding::wait_converged(&c, "bench", "rec", Duration::from_secs(3600)).await?;
             let took = t.elapsed();
             let cpu1 = fleet.cpu_secs();
             let running = c.pool_members("bench", "rec").await?.iter().filter(|m| m.observed == ObservedState::Running).count();
@@ -425,15 +426,15 @@ pub async fn run(a: &BenchArgs, out: &Out) -> Result<i32> {
         let r: Result<()> = async {
             eprintln!("bench heartbeat: {} rounds of kill -9 until stale (default threshold)", a.heartbeat_runs);
             let stale_after = hangar_hub::HubConfig::default().stale_after.as_secs_f64();
-            let (mut split, sc) = crate::localfleet::SplitFleet::start("hangar-bench-hb-", stale_after).await?;
+            let (mut split, sc) = SplitFleet::start(&a.bin, "hangar-bench-hb-", stale_after).await?;
             let mut samples = vec![];
             for _ in 0..a.heartbeat_runs {
                 split.kill_agent();
                 let t = Instant::now();
-                crate::localfleet::wait_host(&sc, HostState::Stale).await?;
+                wait_host(&sc, "node-a", HostState::Stale, Duration::from_secs(60)).await?;
                 samples.push(t.elapsed().as_secs_f64());
                 split.start_agent().await?;
-                crate::localfleet::wait_host(&sc, HostState::Ready).await?;
+                wait_host(&sc, "node-a", HostState::Ready, Duration::from_secs(60)).await?;
             }
             let s = sorted(samples);
             rows.push(row("heartbeat", "kill -9 to stale, max", s[s.len() - 1], None, "s", "<= 15 s", Some(s[s.len() - 1] <= 15.0)));
@@ -457,19 +458,15 @@ pub async fn run(a: &BenchArgs, out: &Out) -> Result<i32> {
     });
     std::fs::write(&a.out, serde_json::to_string_pretty(&doc)?).with_context(|| format!("cannot write {}", a.out.display()))?;
     drop(fleet);
-    out.bench(&rows, &doc);
     for (b, e) in &failed {
         eprintln!("bench {b} FAILED: {e}");
     }
-    Ok(if failed.is_empty() { 0 } else { 1 })
+    Ok(Report::item(doc, table(&rows), if failed.is_empty() { 0 } else { 1 }))
 }
 
-impl Out {
-    pub fn bench(&self, rows: &[Row], doc: &serde_json::Value) {
-        if self.json {
-            println!("{}", serde_json::to_string_pretty(doc).unwrap_or_default());
-            return;
-        }
+/// The results as a table: hangar, the raw tool, their ratio and the target.
+fn table(rows: &[Row]) -> String {
+    {
         let mut t = comfy_table::Table::new();
         t.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY).set_header(vec!["BENCH", "METRIC", "HANGAR", "RAW", "RATIO", "TARGET", "MET"]);
         let f = |v: f64| if v >= 100.0 { format!("{v:.0}") } else { format!("{v:.2}") };
@@ -484,7 +481,7 @@ impl Out {
                 r.met.map(|m| if m { "yes" } else { "no" }.to_string()).unwrap_or_default(),
             ]);
         }
-        println!("{t}");
+        t.to_string()
     }
 }
 

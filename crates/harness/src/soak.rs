@@ -7,8 +7,8 @@
 //! when a round of its fleet cannot be brought back; every object it makes is removed
 //! with its fleet.
 
-use crate::localfleet::LocalFleet;
-use crate::output::Out;
+use crate::fleet::{Fleet, FleetOptions};
+use crate::Report;
 use anyhow::{anyhow, bail, Context, Result};
 use hangar_client::HubClient;
 use hangar_types::api::*;
@@ -20,52 +20,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub const SCENARIOS: [&str; 5] = ["lifecycle", "churn", "integrity", "concurrency", "restart"];
-
-#[derive(clap::Subcommand, Clone)]
-pub enum SoakCmd {
-    /// Start a run in the background for SECS seconds.
-    Start {
-        secs: u64,
-        /// Comma-separated scenarios run in turn each round.
-        #[arg(long, value_delimiter = ',', default_value = "churn")]
-        scenario: Vec<String>,
-        #[command(flatten)]
-        base: Base,
-    },
-    /// State of the latest run: running, completed, failed or stopped.
-    Status(Base),
-    /// Stop the latest run (only the runner it started, verified by its command line).
-    Stop(Base),
-    /// A tarball of the latest run: state, rounds.tsv, logs.
-    Collect(Base),
-    /// Every scenario in sequence in the foreground; writes results.tsv and status.tsv.
-    Band {
-        /// Seconds per scenario.
-        #[arg(long, default_value_t = 60)]
-        secs: u64,
-        #[command(flatten)]
-        base: Base,
-    },
-    /// Summarize a run directory or tarball: failures by kind, first occurrence, rates.
-    Triage { path: PathBuf },
-    /// The runner itself (what `start` launches).
-    #[command(hide = true)]
-    Run {
-        #[arg(long)]
-        dir: PathBuf,
-        #[arg(long)]
-        secs: u64,
-        #[arg(long, value_delimiter = ',')]
-        scenario: Vec<String>,
-    },
-}
-
-#[derive(clap::Args, Clone)]
-pub struct Base {
-    /// Where runs are kept.
-    #[arg(long, default_value = "soak-runs")]
-    base: PathBuf,
-}
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
 struct State {
@@ -82,6 +36,25 @@ struct State {
     /// Data dir of the runner's fleet, so a dead runner's fleet can be cleaned up.
     #[serde(default)]
     fleet_dir: Option<PathBuf>,
+}
+
+impl State {
+    /// A run just begun: no rounds yet.
+    fn new(run_id: String, scenarios: &[String], pid: u32, deadline_secs: u64) -> State {
+        State {
+            run_id,
+            state: "running".into(),
+            scenarios: scenarios.to_vec(),
+            pid,
+            rounds: 0,
+            errors: 0,
+            started_at: now(),
+            updated_at: now(),
+            deadline_secs,
+            last_error: None,
+            fleet_dir: None,
+        }
+    }
 }
 
 fn now() -> String {
@@ -110,11 +83,14 @@ fn write_state(dir: &Path, s: &State) -> Result<()> {
     Ok(())
 }
 
-/// Whether `pid` is this run's runner: a `hangar soak run` whose arguments name `dir`.
+/// Whether a command line is the runner of the run in `dir`: a `hangar soak run` whose
+/// arguments name `dir`.
+fn is_runner(dir: &Path) -> impl Fn(&[String]) -> bool + '_ {
+    move |args: &[String]| args.iter().any(|a| a == "soak") && args.iter().any(|a| a == "run") && args.iter().any(|a| Path::new(a) == dir)
+}
+
 fn runner_alive(pid: u32, dir: &Path) -> bool {
-    let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
-    let args: Vec<String> = raw.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
-    args.iter().any(|a| a == "soak") && args.iter().any(|a| a == "run") && args.iter().any(|a| Path::new(a) == dir)
+    hangar_node::proc::is(pid, is_runner(dir))
 }
 
 fn current(base: &Path) -> Result<PathBuf> {
@@ -123,15 +99,16 @@ fn current(base: &Path) -> Result<PathBuf> {
     Ok(PathBuf::from(dir.trim()))
 }
 
-/// The latest run's state; a run whose runner died is marked failed on the spot.
-fn current_state(base: &Path) -> Result<(PathBuf, State)> {
+/// The latest run's state; a run whose runner died is marked failed on the spot (and
+/// its fleet removed with `bin`).
+fn current_state(base: &Path, bin: &Path) -> Result<(PathBuf, State)> {
     let dir = current(base)?;
     let mut s = read_state(&dir)?;
     if s.state == "running" && !runner_alive(s.pid, &dir) {
         s.state = "failed".into();
         s.last_error = Some("the runner died without finishing (killed?); its fleet was removed".into());
         if let Some(f) = &s.fleet_dir {
-            let _ = std::process::Command::new(std::env::current_exe()?).args(["down", "--purge", "--data-dir"]).arg(f).output();
+            crate::fleet::down(bin, f);
             // The fleet's temp dir (logs, config) goes too, once its data is gone.
             if let Some(parent) = f.parent().filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("hangar-soak-")) && !f.exists()) {
                 let _ = std::fs::remove_dir_all(parent);
@@ -143,166 +120,146 @@ fn current_state(base: &Path) -> Result<(PathBuf, State)> {
     Ok((dir, s))
 }
 
-pub async fn cmd(c: &SoakCmd, out: &Out) -> Result<i32> {
-    match c {
-        SoakCmd::Start { secs, scenario, base } => {
-            check_scenarios(scenario)?;
-            if let Ok((dir, s)) = current_state(&base.base) {
-                if s.state == "running" {
-                    bail!("soak run {} is still running (pid {}) in {}: stop it with `hangar soak stop`", s.run_id, s.pid, dir.display());
-                }
-            }
-            let run_id = format!("soak-{}", time::OffsetDateTime::now_utc().unix_timestamp());
-            let dir = std::path::absolute(base.base.join(&run_id))?;
-            std::fs::create_dir_all(&dir)?;
-            let log = std::fs::File::create(dir.join("runner.log"))?;
-            let child = std::process::Command::new("setsid")
-                .arg(std::env::current_exe()?)
-                .args(["soak", "run", "--secs", &secs.to_string(), "--scenario", &scenario.join(","), "--dir"])
-                .arg(&dir)
-                .stdin(std::process::Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .spawn()
-                .context("cannot start the soak runner (is setsid installed?)")?;
-            let st = State {
-                run_id: run_id.clone(),
-                state: "running".into(),
-                scenarios: scenario.clone(),
-                pid: child.id(),
-                rounds: 0,
-                errors: 0,
-                started_at: now(),
-                updated_at: now(),
-                deadline_secs: *secs,
-                last_error: None,
-                fleet_dir: None,
-            };
-            write_state(&dir, &st)?;
-            std::fs::write(base.base.join("current"), dir.display().to_string())?;
-            out.item(&st, &format!("soak run {run_id} started (pid {}), {secs}s of {}; see `hangar soak status`", child.id(), scenario.join(",")));
-            Ok(0)
-        }
-        SoakCmd::Status(base) => {
-            let (dir, s) = current_state(&base.base)?;
-            out.item(&s, &format!(
-                "{}: {} ({} rounds, {} errors){} in {}",
-                s.run_id,
-                s.state,
-                s.rounds,
-                s.errors,
-                s.last_error.as_ref().map(|e| format!(", last error: {e}")).unwrap_or_default(),
-                dir.display()
-            ));
-            Ok(if s.state == "failed" { 1 } else { 0 })
-        }
-        SoakCmd::Stop(base) => {
-            let (dir, s) = current_state(&base.base)?;
-            if s.state != "running" {
-                out.item(&s, &format!("{} is not running ({})", s.run_id, s.state));
-                return Ok(0);
-            }
-            // Only our own runner: the PID must still be a `soak run` of this directory.
-            if !runner_alive(s.pid, &dir) {
-                bail!("pid {} is no longer the runner of {}", s.pid, dir.display());
-            }
-            let _ = std::process::Command::new("kill").args(["-TERM", &s.pid.to_string()]).status();
-            for _ in 0..600 {
-                if !runner_alive(s.pid, &dir) {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            if runner_alive(s.pid, &dir) {
-                let _ = std::process::Command::new("kill").args(["-KILL", &s.pid.to_string()]).status();
-            }
-            let mut s = read_state(&dir)?;
+/// Soak runs kept under `base`, run with the `hangar` binary `bin`.
+pub struct Soak {
+    pub bin: PathBuf,
+    pub base: PathBuf,
+}
+
+impl Soak {
+    /// Starts a run in the background for `secs` seconds (`hangar soak run` in a session
+    /// of its own).
+    pub async fn start(&self, secs: u64, scenario: &[String]) -> Result<Report> {
+        let (bin, base) = (&self.bin, &self.base);
+        check_scenarios(scenario)?;
+        if let Ok((dir, s)) = current_state(base, bin) {
             if s.state == "running" {
-                s.state = "stopped".into();
-                s.updated_at = now();
-                write_state(&dir, &s)?;
+                bail!("soak run {} is still running (pid {}) in {}: stop it with `hangar soak stop`", s.run_id, s.pid, dir.display());
             }
-            out.item(&s, &format!("{} stopped after {} rounds", s.run_id, s.rounds));
-            Ok(0)
         }
-        SoakCmd::Collect(base) => {
-            let (dir, s) = current_state(&base.base)?;
-            let tar = base.base.join(format!("{}.tar.gz", s.run_id));
-            let st = std::process::Command::new("tar")
-                .arg("-czf")
-                .arg(&tar)
-                .arg("-C")
-                .arg(dir.parent().unwrap_or(Path::new(".")))
-                .arg(dir.file_name().unwrap_or_default())
-                .status()?;
-            if !st.success() {
-                bail!("tar failed");
-            }
-            out.item(&serde_json::json!({"tarball": tar}), &tar.display().to_string());
-            Ok(0)
+        let run_id = format!("soak-{}", time::OffsetDateTime::now_utc().unix_timestamp());
+        let dir = std::path::absolute(base.join(&run_id))?;
+        std::fs::create_dir_all(&dir)?;
+        let log = std::fs::File::create(dir.join("runner.log"))?;
+        let child = std::process::Command::new("setsid")
+            .arg(bin)
+            .args(["soak", "run", "--secs", &secs.to_string(), "--scenario", &scenario.join(","), "--dir"])
+            .arg(&dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("cannot start the soak runner (is setsid installed?)")?;
+        let st = State::new(run_id.clone(), scenario, child.id(), secs);
+        write_state(&dir, &st)?;
+        std::fs::write(base.join("current"), dir.display().to_string())?;
+        let text = format!("soak run {run_id} started (pid {}), {secs}s of {}; see `hangar soak status`", child.id(), scenario.join(","));
+        Ok(Report::item(serde_json::to_value(&st)?, text, 0))
+    }
+
+    /// State of the latest run: running, completed, failed or stopped.
+    pub fn status(&self) -> Result<Report> {
+        let (dir, s) = current_state(&self.base, &self.bin)?;
+        let text = format!(
+            "{}: {} ({} rounds, {} errors){} in {}",
+            s.run_id,
+            s.state,
+            s.rounds,
+            s.errors,
+            s.last_error.as_ref().map(|e| format!(", last error: {e}")).unwrap_or_default(),
+            dir.display()
+        );
+        Ok(Report::item(serde_json::to_value(&s)?, text, if s.state == "failed" { 1 } else { 0 }))
+    }
+
+    /// Stops the latest run (only the runner it started, verified by its command line).
+    pub async fn stop(&self) -> Result<Report> {
+        let (dir, s) = current_state(&self.base, &self.bin)?;
+        if s.state != "running" {
+            let text = format!("{} is not running ({})", s.run_id, s.state);
+            return Ok(Report::item(serde_json::to_value(&s)?, text, 0));
         }
-        SoakCmd::Band { secs, base } => {
-            let dir = std::path::absolute(base.base.join(format!("band-{}", time::OffsetDateTime::now_utc().unix_timestamp())))?;
-            std::fs::create_dir_all(&dir)?;
-            let mut results = String::from("scenario\trounds\terrors\tresult\n");
-            let mut status = String::from("scenario\tstate\tlast_error\n");
-            let mut failed = false;
-            for sc in SCENARIOS {
-                eprintln!("band: {sc} for {secs}s");
-                let sub = dir.join(sc);
-                std::fs::create_dir_all(&sub)?;
-                let st = run_loop(&sub, *secs, &[sc.to_string()]).await;
-                let s = read_state(&sub).unwrap_or_else(|_| State {
-                    run_id: sc.into(),
-                    state: "failed".into(),
-                    scenarios: vec![],
-                    pid: 0,
-                    rounds: 0,
-                    errors: 1,
-                    started_at: now(),
-                    updated_at: now(),
-                    deadline_secs: *secs,
-                    last_error: st.as_ref().err().map(|e| format!("{e:#}")),
-                    fleet_dir: None,
-                });
-                let ok = st.is_ok() && s.errors == 0 && s.rounds > 0;
-                failed |= !ok;
-                results.push_str(&format!("{sc}\t{}\t{}\t{}\n", s.rounds, s.errors, if ok { "PASS" } else { "FAIL" }));
-                status.push_str(&format!("{sc}\t{}\t{}\n", s.state, s.last_error.clone().unwrap_or_default().replace(['\t', '\n'], " ")));
-            }
-            std::fs::write(dir.join("results.tsv"), &results)?;
-            std::fs::write(dir.join("status.tsv"), &status)?;
-            print!("{results}");
-            println!("band results in {}", dir.display());
-            Ok(if failed { 1 } else { 0 })
+        // Only our own runner: the PID must still be a `soak run` of this directory.
+        if !runner_alive(s.pid, &dir) {
+            bail!("pid {} is no longer the runner of {}", s.pid, dir.display());
         }
-        SoakCmd::Triage { path } => triage(path, out),
-        SoakCmd::Run { dir, secs, scenario } => {
-            check_scenarios(scenario)?;
-            run_loop(dir, *secs, scenario).await.map(|_| 0)
+        // The runner removes its fleet on SIGTERM: that takes a while.
+        hangar_node::proc::stop(s.pid, is_runner(&dir), Duration::from_secs(60)).await;
+        let mut s = read_state(&dir)?;
+        if s.state == "running" {
+            s.state = "stopped".into();
+            s.updated_at = now();
+            write_state(&dir, &s)?;
         }
+        let text = format!("{} stopped after {} rounds", s.run_id, s.rounds);
+        Ok(Report::item(serde_json::to_value(&s)?, text, 0))
+    }
+
+    /// A tarball of the latest run: state, rounds.tsv, logs.
+    pub fn collect(&self) -> Result<Report> {
+        let (dir, s) = current_state(&self.base, &self.bin)?;
+        let tar = self.base.join(format!("{}.tar.gz", s.run_id));
+        let st = std::process::Command::new("tar")
+            .arg("-czf")
+            .arg(&tar)
+            .arg("-C")
+            .arg(dir.parent().unwrap_or(Path::new(".")))
+            .arg(dir.file_name().unwrap_or_default())
+            .status()?;
+        if !st.success() {
+            bail!("tar failed");
+        }
+        Ok(Report::item(serde_json::json!({"tarball": tar}), tar.display().to_string(), 0))
+    }
+
+    /// Every scenario in sequence in the foreground, `secs` each; writes results.tsv and
+    /// status.tsv.
+    pub async fn band(&self, secs: u64) -> Result<Report> {
+        let dir = std::path::absolute(self.base.join(format!("band-{}", time::OffsetDateTime::now_utc().unix_timestamp())))?;
+        std::fs::create_dir_all(&dir)?;
+        let mut results = String::from("scenario\trounds\terrors\tresult\n");
+        let mut status = String::from("scenario\tstate\tlast_error\n");
+        let mut failed = false;
+        for sc in SCENARIOS {
+            eprintln!("band: {sc} for {secs}s");
+            let sub = dir.join(sc);
+            std::fs::create_dir_all(&sub)?;
+            let st = run_loop(&self.bin, &sub, secs, &[sc.to_string()]).await;
+            let s = read_state(&sub).unwrap_or_else(|_| State {
+                state: "failed".into(),
+                errors: 1,
+                last_error: st.as_ref().err().map(|e| format!("{e:#}")),
+                ..State::new(sc.into(), &[], 0, secs)
+            });
+            let ok = st.is_ok() && s.errors == 0 && s.rounds > 0;
+            failed |= !ok;
+            results.push_str(&format!("{sc}\t{}\t{}\t{}\n", s.rounds, s.errors, if ok { "PASS" } else { "FAIL" }));
+            status.push_str(&format!("{sc}\t{}\t{}\n", s.state, s.last_error.clone().unwrap_or_default().replace(['\t', '\n'], " ")));
+        }
+        std::fs::write(dir.join("results.tsv"), &results)?;
+        std::fs::write(dir.join("status.tsv"), &status)?;
+        Ok(Report::text(format!("{results}band results in {}", dir.display()), if failed { 1 } else { 0 }))
+    }
+
+    /// The runner itself (what `start` launches): rounds in `dir` until the deadline.
+    pub async fn run(&self, dir: &Path, secs: u64, scenario: &[String]) -> Result<()> {
+        check_scenarios(scenario)?;
+        run_loop(&self.bin, dir, secs, scenario).await
     }
 }
 
 /// The runner: a fleet of its own, rounds until the deadline or SIGTERM.
-async fn run_loop(dir: &Path, secs: u64, scenarios: &[String]) -> Result<()> {
-    let mut st = read_state(dir).unwrap_or(State {
-        run_id: dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-        state: "running".into(),
-        scenarios: scenarios.to_vec(),
-        pid: std::process::id(),
-        rounds: 0,
-        errors: 0,
-        started_at: now(),
-        updated_at: now(),
-        deadline_secs: secs,
-        last_error: None,
-        fleet_dir: None,
-    });
+async fn run_loop(bin: &Path, dir: &Path, secs: u64, scenarios: &[String]) -> Result<()> {
+    let mut st = read_state(dir).unwrap_or_else(|_| State::new(dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), scenarios, std::process::id(), secs));
     st.pid = std::process::id();
     st.state = "running".into();
     write_state(dir, &st)?;
-    let (mut fleet, mut c) = match LocalFleet::start("hangar-soak-").await {
+    let started = async {
+        let f = Fleet::start(FleetOptions::new(bin, "hangar-soak-")).await?;
+        let c = f.client()?;
+        anyhow::Ok((f, c))
+    };
+    let (mut fleet, mut c) = match started.await {
         Ok(x) => x,
         Err(e) => {
             // A failed startup marks the run failed at once.
@@ -312,7 +269,7 @@ async fn run_loop(dir: &Path, secs: u64, scenarios: &[String]) -> Result<()> {
             return Err(e);
         }
     };
-    st.fleet_dir = Some(fleet.data());
+    st.fleet_dir = Some(fleet.data_dir());
     write_state(dir, &st)?;
     c.tenant_create(&TenantCreate {
         name: "soak".parse()?,
@@ -353,7 +310,7 @@ async fn run_loop(dir: &Path, secs: u64, scenarios: &[String]) -> Result<()> {
         st.updated_at = now();
         write_state(dir, &st)?;
     }
-    let _ = std::fs::copy(fleet.dir.path().join("up.log"), dir.join("fleet.log"));
+    let _ = std::fs::copy(fleet.log_path(), dir.join("fleet.log"));
     drop(fleet);
     st.state = if stopped { "stopped" } else if st.errors > 0 { "failed" } else { "completed" }.into();
     st.updated_at = now();
@@ -406,7 +363,7 @@ async fn orphans(data: &Path, known: &HashSet<String>, deleted: &HashSet<String>
     Ok(found)
 }
 
-async fn one_round(fleet: &mut LocalFleet, c: &mut HubClient, sc: &str, round: u64, rng: &mut u64, watch: &mut Watch) -> Result<()> {
+async fn one_round(fleet: &mut Fleet, c: &mut HubClient, sc: &str, round: u64, rng: &mut u64, watch: &mut Watch) -> Result<()> {
     const MAX_POPULATION: usize = 8;
     match sc {
         "lifecycle" => {
@@ -484,7 +441,7 @@ async fn one_round(fleet: &mut LocalFleet, c: &mut HubClient, sc: &str, round: u
             // left on the host.
             let known: HashSet<String> = list.iter().map(|i| i.id.short()).collect();
             let deleted: HashSet<String> = watch.seen.difference(&known).cloned().collect();
-            let left = orphans(&fleet.data(), &known, &deleted).await?;
+            let left = orphans(&fleet.data_dir(), &known, &deleted).await?;
             if !left.is_empty() {
                 bail!("orphans on the host: {}", left.join(", "));
             }
@@ -548,8 +505,9 @@ async fn one_round(fleet: &mut LocalFleet, c: &mut HubClient, sc: &str, round: u
     }
 }
 
-/// Reads rounds.tsv from a run directory or a `soak collect` tarball.
-fn triage(path: &Path, out: &Out) -> Result<i32> {
+/// Summarizes a run directory or a `soak collect` tarball (its rounds.tsv): failures by
+/// kind, first occurrence, rates.
+pub fn triage(path: &Path) -> Result<Report> {
     let text = if path.is_dir() {
         let direct = path.join("rounds.tsv");
         if direct.exists() {
@@ -597,6 +555,5 @@ fn triage(path: &Path, out: &Out) -> Result<i32> {
     for (k, (n, first)) in &errors {
         text.push_str(&format!("  {n} x {k} (first {first})\n"));
     }
-    out.item(&summary, text.trim_end());
-    Ok(if failed > 0 { 1 } else { 0 })
+    Ok(Report::item(summary, text.trim_end().to_string(), if failed > 0 { 1 } else { 0 }))
 }

@@ -13,14 +13,16 @@
 //! and nftables table live inside it, so hosts are as separate as machines on a LAN.
 //! Set-up spawns `ip`: it runs once per host, far from any hot path.
 
+use crate::proc::PidFile;
 use anyhow::{bail, Context, Result};
+use hangar_agent::identity::AgentPaths;
 use hangar_hub::hosts::{HostProvider, ProvidedHost};
 use hangar_types::net::ClusterRange;
 use hangar_types::Name;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The fleet's host network: derived from the data dir and cluster range alone, so every
 /// part of hangar (hub, provider, `down`) computes the same names.
@@ -50,21 +52,10 @@ impl HostNet {
     }
 
     /// Names of the uplink veth: (hub's side, host's side); 11 characters each.
-    fn uplink(&self, host: &str) -> (String, String) {
+    pub fn uplink(&self, host: &str) -> (String, String) {
         let h = short_hash(&format!("{}/{host}", self.tag));
         (format!("hgu{h}"), format!("hgi{h}"))
     }
-}
-
-/// This binary's path. After an upgrade replaced the file, /proc/self/exe reads
-/// "PATH (deleted)": the new binary at PATH is the one to run.
-fn own_exe() -> Result<PathBuf> {
-    let p = std::env::current_exe()?;
-    let s = p.to_string_lossy();
-    Ok(match s.strip_suffix(" (deleted)") {
-        Some(orig) => PathBuf::from(orig),
-        None => p,
-    })
 }
 
 fn short_hash(s: &str) -> String {
@@ -92,21 +83,29 @@ fn link_exists(name: &str) -> bool {
 /// Makes the hub listen on one more address.
 pub type ServeOn = Box<dyn Fn(std::net::SocketAddr) -> Result<()> + Send + Sync>;
 
+/// The `local` provider. It knows the hub only through two narrow things it is given:
+/// `serve_on` (have the hub listen on the host network's gateway) and, at start, the
+/// names of the hosts a user stopped ([`LocalProvider::resume`]); it never reads the
+/// hub's store.
 pub struct LocalProvider {
-    pub data_dir: PathBuf,
-    pub net: HostNet,
-    pub hub_port: u16,
+    data_dir: PathBuf,
+    net: HostNet,
+    hub_port: u16,
     /// `hangar agent run` arguments besides dir and listen (runtime, volumes, interval).
-    pub agent_args: Vec<String>,
-    pub serve_on: ServeOn,
+    agent_args: Vec<String>,
+    serve_on: ServeOn,
     /// Whether the hub already listens on the gateway.
-    pub serving: std::sync::atomic::AtomicBool,
+    serving: std::sync::atomic::AtomicBool,
 }
 
 impl LocalProvider {
+    pub fn new(data_dir: PathBuf, net: HostNet, hub_port: u16, agent_args: Vec<String>, serve_on: ServeOn) -> LocalProvider {
+        LocalProvider { data_dir, net, hub_port, agent_args, serve_on, serving: std::sync::atomic::AtomicBool::new(false) }
+    }
+
     /// At hub start: the hosts this provider made come back (bridge, listener, agents),
-    /// except those a user stopped.
-    pub async fn resume(&self, hub: &hangar_hub::Hub) {
+    /// except `stopped`, the ones a user stopped.
+    pub async fn resume(&self, stopped: &[Name]) {
         let dirs = self.dirs();
         if dirs.is_empty() {
             return;
@@ -117,12 +116,10 @@ impl LocalProvider {
         }
         for h in dirs {
             let Ok(name) = h.parse::<Name>() else { continue };
-            let stopped = matches!(hub.store.get_host(&name).await, Ok(Some(r)) if r.state == hangar_types::api::HostState::Stopped);
-            if !stopped && self.agent_dir(&h).join("identity.json").exists() {
+            if !stopped.contains(&name) && self.agent_dir(&h).join("identity.json").exists() {
                 // An agent still talking to this hub's previous address is restarted.
                 if let Some(pid) = self.agent_pid(&h) {
-                    let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                    if !String::from_utf8_lossy(&cmd).contains(&self.hub_url()) {
+                    if !crate::proc::is(pid, |a| a.iter().any(|x| x.contains(&self.hub_url()))) {
                         let _ = self.stop_agent(&h).await;
                     }
                 }
@@ -204,7 +201,7 @@ impl LocalProvider {
             bail!("{} is missing", ns_path.display());
         }
         let mut c = Command::new("nsenter");
-        c.arg(format!("--net={}", ns_path.display())).arg("--").arg(own_exe()?).args(args).stdin(Stdio::null()).process_group(0);
+        c.arg(format!("--net={}", ns_path.display())).arg("--").arg(crate::proc::own_exe()?).args(args).stdin(Stdio::null()).process_group(0);
         Ok(c)
     }
 
@@ -216,15 +213,19 @@ impl LocalProvider {
         self.host_dir(host).join("agent")
     }
 
+    fn pid_file(&self, host: &str) -> PidFile {
+        PidFile::new(self.host_dir(host).join("agent.pid"))
+    }
+
+    /// Whether a command line is the agent of `host`'s (it names the agent dir).
+    fn is_agent(&self, host: &str) -> impl Fn(&[String]) -> bool + use<> {
+        let dir = self.agent_dir(host).to_string_lossy().into_owned();
+        move |a: &[String]| a.iter().any(|x| x.contains(&dir))
+    }
+
     /// The PID of the host's agent, if it runs (verified by its command line).
     fn agent_pid(&self, host: &str) -> Option<u32> {
-        let pid: u32 = std::fs::read_to_string(self.host_dir(host).join("agent.pid")).ok()?.trim().parse().ok()?;
-        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        let dir = self.agent_dir(host).to_string_lossy().into_owned();
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // A zombie is not running.
-        let state = stat.rsplit(')').next()?.split_whitespace().next()?;
-        (String::from_utf8_lossy(&cmd).contains(&dir) && state != "Z").then_some(pid)
+        self.pid_file(host).live(self.is_agent(host))
     }
 
     /// Starts the agent and checks it is still alive a moment later (a bad binary or
@@ -252,7 +253,7 @@ impl LocalProvider {
         let mut c = self.command_in(host, &args)?;
         c.stdout(log.try_clone()?).stderr(log);
         let child = c.spawn().context("cannot start the host's agent")?;
-        std::fs::write(self.host_dir(host).join("agent.pid"), child.id().to_string())?;
+        self.pid_file(host).write(child.id())?;
         // The child is reaped by a thread so it never lingers as a zombie.
         std::thread::spawn(move || {
             let mut child = child;
@@ -263,27 +264,8 @@ impl LocalProvider {
 
     async fn stop_agent(&self, host: &str) -> Result<()> {
         let Some(pid) = self.agent_pid(host) else { return Ok(()) };
-        let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.agent_pid(host).is_some() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        if self.agent_pid(host).is_some() {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        if self.agent_pid(host).is_some() {
+        if !crate::proc::stop(pid, self.is_agent(host), Duration::from_secs(10)).await {
             bail!("the agent (pid {pid}) did not stop");
-        }
-        Ok(())
-    }
-
-    /// Stops every sandbox of the host; volumes and namespaces stay.
-    async fn stop_sandboxes(&self, host: &str) -> Result<()> {
-        let paths = hangar_agent::identity::AgentPaths::new(self.agent_dir(host));
-        let r = hangar_agent::teardown(&paths, hangar_agent::Teardown::Sandboxes).await;
-        if !r.errors.is_empty() {
-            bail!("cannot stop every sandbox: {}", r.errors.join("; "));
         }
         Ok(())
     }
@@ -330,7 +312,11 @@ impl HostProvider for LocalProvider {
 
     async fn stop(&self, host: &Name) -> Result<()> {
         self.stop_agent(host.as_str()).await?;
-        self.stop_sandboxes(host.as_str()).await
+        let r = hangar_agent::teardown(&AgentPaths::new(self.agent_dir(host.as_str())), hangar_agent::Teardown::Sandboxes).await;
+        if !r.errors.is_empty() {
+            bail!("cannot stop every sandbox: {}", r.errors.join("; "));
+        }
+        Ok(())
     }
 
     async fn remove(&self, host: &Name) -> Result<()> {
@@ -362,8 +348,9 @@ impl HostProvider for LocalProvider {
 /// Best effort; returns what failed. The agent must be stopped already.
 pub async fn remove_host_dir(net: &HostNet, dir: &Path, host: &str, purge: bool) -> Vec<String> {
     let mut errors = vec![];
-    let paths = hangar_agent::identity::AgentPaths::new(dir.join("agent"));
-    crate::local::remove_agent_state(&paths, false, &mut vec![], &mut errors).await;
+    // The host's bridges and nftables table live in its namespace and go with it.
+    let r = hangar_agent::teardown(&AgentPaths::new(dir.join("agent")), hangar_agent::Teardown::Everything(hangar_agent::drivers::HostNetwork::Separate)).await;
+    errors.extend(r.errors);
     let ns = net.netns(host);
     if Path::new("/run/netns").join(&ns).exists() {
         if let Err(e) = ip(&["netns", "del", &ns]) {

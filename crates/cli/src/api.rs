@@ -1,0 +1,202 @@
+//! The commands that are calls to the hub API: tenants, instances, hosts, tokens,
+//! events and the network check.
+
+use crate::args::*;
+use crate::output::Out;
+use anyhow::{bail, Result};
+use hangar_client::HubClient;
+use hangar_types::api::*;
+use hangar_types::net::DEFAULT_NET_PREFIX;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// The commands that are calls to the hub API.
+pub async fn api(c: &HubClient, cmd: &Cmd, out: &Out) -> Result<i32> {
+    let c = c.clone();
+    match cmd {
+        Cmd::Tenant(TenantCmd::Create { name, max_vcpus, max_mem, max_running, max_instances, max_disk, isolated, net_prefix }) => {
+            let req = TenantCreate {
+                name: parse_name("tenant", name)?,
+                quotas: Some(Quotas { max_vcpus: *max_vcpus, max_mem_mib: *max_mem, max_running: *max_running, max_instances: *max_instances, max_disk_gib: *max_disk }),
+                isolated: *isolated,
+                net_prefix: *net_prefix,
+            };
+            if let Some(p) = net_prefix {
+                hangar_types::net::check_net_prefix(*p).map_err(|e| anyhow::anyhow!("--net-prefix: {e}"))?;
+            }
+            let t = c.tenant_create(&req).await?;
+            let addresses = hangar_types::net::host_numbers(t.net_prefix).count();
+            out.item(&t, &format!("tenant '{}' created (net id {}, a /{} subnet: {addresses} instance addresses)", t.name, t.net_id, t.net_prefix));
+        }
+        Cmd::Tenant(TenantCmd::List) => out.tenants(&c.tenant_list().await?),
+        Cmd::Tenant(TenantCmd::Info { name }) => out.tenant_info(&c.tenant_info(name).await?),
+        Cmd::Tenant(TenantCmd::Destroy { name }) => {
+            let t = c.tenant_destroy(name).await?;
+            out.item(&t, &format!("tenant '{}' destroyed", t.name));
+        }
+        Cmd::Instance(ic) => return instance(&c, out, ic).await,
+        Cmd::Host(HostCmd::Add { name, provider: Some(p) }) => {
+            let r = c.host_add(&HostAdd { name: parse_name("host", name)?, provider: Some(p.clone()) }).await?;
+            let host = wait_host_ready(&c, name, Duration::from_secs(120)).await?;
+            out.item(&host, &format!("host '{}' made by provider {p} and ready", r.host.name));
+        }
+        Cmd::Host(HostCmd::Add { name, provider: None }) => {
+            let r = c.host_add(&HostAdd { name: parse_name("host", name)?, provider: None }).await?;
+            out.item(&r, &format!(
+                "host '{}' added. On that host run:\n  hangar agent join --hub {} --token {}\n  hangar agent run",
+                r.host.name,
+                c.base_url(),
+                r.join_token
+            ));
+        }
+        Cmd::Host(HostCmd::List) => out.hosts(&c.host_list().await?),
+        Cmd::Host(HostCmd::Info { name }) => out.host(&c.host_get(name).await?),
+        Cmd::Host(HostCmd::Status { name }) => out.node_status(&c.host_status(name).await?),
+        Cmd::Host(HostCmd::Drain { name }) => {
+            let h = c.host_action(name, "drain").await?;
+            out.item(&h, &format!("host '{}' is draining: nothing new lands there; pools move their members off", h.name));
+        }
+        Cmd::Host(HostCmd::Undrain { name }) => {
+            let h = c.host_action(name, "undrain").await?;
+            out.item(&h, &format!("host '{}' is {}", h.name, h.state.as_str()));
+        }
+        Cmd::Host(HostCmd::Stop { name }) => {
+            let h = c.host_action(name, "stop").await?;
+            out.item(&h, &format!("host '{}' stopped: its agent and instances are down; volumes, addresses and states are kept", h.name));
+        }
+        Cmd::Host(HostCmd::Start { name }) => {
+            c.host_action(name, "start").await?;
+            let h = wait_host_ready(&c, name, Duration::from_secs(120)).await?;
+            out.item(&h, &format!("host '{}' is {}", h.name, h.state.as_str()));
+        }
+        Cmd::Host(HostCmd::Remove { name }) => {
+            let h = c.host_remove(name).await?;
+            out.item(&h, &format!("host '{}' removed", h.name));
+        }
+        Cmd::Agent(AgentCmd::Desired { host }) => {
+            let d = c.host_desired(host).await?;
+            println!("{}", serde_json::to_string_pretty(&d)?);
+        }
+        Cmd::Pool(pc) => return crate::pools::pool_cmd(&c, out, pc).await,
+        Cmd::New(NewCmd::Sandbox { name, workers, warm, wait }) => return crate::pools::new_sandbox(&c, out, name, *workers, *warm, wait).await,
+        Cmd::Connect { tenant } => return crate::pools::connect(&c, out, tenant).await,
+        Cmd::Token(TokenCmd::Create { tenant, description }) => {
+            let tenant = tenant.as_deref().map(|t| parse_name("tenant", t)).transpose()?;
+            let t = c.token_create(&TokenCreate { tenant, description: description.clone() }).await?;
+            out.item(&t, &t.token);
+        }
+        Cmd::Events { tenant, last } => out.events(&c.events(tenant.as_deref(), *last).await?),
+        Cmd::Net(NetCmd::Verify) => {
+            let r = c.net_verify().await?;
+            out.net_verify(&r);
+            return Ok(if r.ok { 0 } else { 1 });
+        }
+        _ => unreachable!("local commands are handled in main.rs"),
+    }
+    Ok(0)
+}
+
+async fn instance(c: &HubClient, out: &Out, cmd: &InstanceCmd) -> Result<i32> {
+    match cmd {
+        InstanceCmd::Create { instance, image, cpus, mem, disk, env, start, host, wait, command } => {
+            let r = parse_ref("instance", instance)?;
+            let image = parse_image(image)?;
+            let envs = parse_env(env)?;
+            let spec = InstanceSpec { image, vcpus: *cpus, mem_mib: *mem, disk_mib: *disk, command: command.clone(), env: envs };
+            spec.validate().map_err(|e| anyhow::anyhow!("{}", cli_field(&e)))?;
+            let mut req = InstanceCreate::new(r.name.clone(), spec, *start);
+            req.host = host.as_deref().map(|h| parse_name("--host", h)).transpose()?;
+            let op = c.instance_create(r.tenant.as_str(), &req).await?;
+            finish(c, out, op, wait, |_| format!("{r} {}", if *start { "running" } else { "created" })).await?;
+        }
+        InstanceCmd::Start { instance, wait } => action(c, out, instance, "start", wait).await?,
+        InstanceCmd::Stop { instance, wait } => action(c, out, instance, "stop", wait).await?,
+        InstanceCmd::Warm { instance, wait } => action(c, out, instance, "warm", wait).await?,
+        InstanceCmd::Resume { instance, wait } => action(c, out, instance, "resume", wait).await?,
+        InstanceCmd::Delete { instance, wait } => {
+            let r = parse_ref("instance", instance)?;
+            let op = c.instance_delete(r.tenant.as_str(), r.name.as_str()).await?;
+            finish(c, out, op, wait, |_| format!("{r} deleted")).await?;
+        }
+        InstanceCmd::Exec { instance, timeout, command } => {
+            let r = parse_ref("instance", instance)?;
+            let res = c.instance_exec(r.tenant.as_str(), r.name.as_str(), &ExecRequest { command: command.clone(), env: BTreeMap::new(), timeout_secs: Some(*timeout) }).await?;
+            if out.json {
+                println!("{}", serde_json::to_string_pretty(&res)?);
+            } else {
+                use std::io::Write;
+                std::io::stdout().write_all(res.stdout.as_bytes())?;
+                std::io::stderr().write_all(res.stderr.as_bytes())?;
+            }
+            return Ok(res.exit_code);
+        }
+        InstanceCmd::Logs { instance, lines } => {
+            let r = parse_ref("instance", instance)?;
+            let l = c.instance_logs(r.tenant.as_str(), r.name.as_str(), *lines).await?;
+            out.item(&l, &l.lines.join("\n"));
+        }
+        InstanceCmd::Stats { instance } => {
+            let r = parse_ref("instance", instance)?;
+            out.stats(&c.instance_stats(r.tenant.as_str(), r.name.as_str()).await?);
+        }
+        InstanceCmd::Info { instance } => {
+            let r = parse_ref("instance", instance)?;
+            let i = c.instance_get(r.tenant.as_str(), r.name.as_str()).await?;
+            // The subnet's size is the tenant's: the gateway and bridge follow from it.
+            let prefix = if out.json { DEFAULT_NET_PREFIX } else { c.tenant_info(r.tenant.as_str()).await.map(|t| t.tenant.net_prefix).unwrap_or(DEFAULT_NET_PREFIX) };
+            out.instance(&i, prefix);
+        }
+        InstanceCmd::List { tenant, pool: None } => out.instances(&c.instance_list(tenant.as_deref()).await?),
+        InstanceCmd::List { tenant: Some(t), pool: Some(p) } => out.instances(&c.pool_members(t, p).await?),
+        InstanceCmd::List { tenant: None, pool: Some(_) } => bail!("--pool needs --tenant: pools are named per tenant"),
+        InstanceCmd::Sleep { instance, wait } => action(c, out, instance, "sleep", wait).await?,
+    }
+    Ok(0)
+}
+
+async fn action(c: &HubClient, out: &Out, instance: &str, verb: &str, wait: &WaitArgs) -> Result<()> {
+    let r = parse_ref("instance", instance)?;
+    let op = c.instance_action(r.tenant.as_str(), r.name.as_str(), verb).await?;
+    finish(c, out, op, wait, |_| String::new()).await?;
+    if !wait.no_wait && !out.json {
+        let i = c.instance_get(r.tenant.as_str(), r.name.as_str()).await?;
+        println!("{r} {} on host {}", i.state, i.host.as_ref().map(|h| h.as_str()).unwrap_or("-"));
+    }
+    Ok(())
+}
+
+/// Waits for an operation unless told not to; fails if it did not succeed.
+pub async fn finish(c: &HubClient, out: &Out, op: Operation, wait: &WaitArgs, done: impl FnOnce(&Operation) -> String) -> Result<Operation> {
+    if wait.no_wait {
+        out.item(&op, &format!("operation {} {} ({})", op.id, op.status.as_str(), op.kind));
+        return Ok(op);
+    }
+    let spinner = out.spinner(&format!("{} {}", op.kind, op.target));
+    let op = c.operation_wait_final(op.id, Duration::from_secs(wait.timeout)).await?;
+    if let Some(s) = spinner {
+        s.finish_and_clear();
+    }
+    match op.status {
+        OperationStatus::Succeeded => {
+            out.item(&op, &done(&op));
+            Ok(op)
+        }
+        OperationStatus::Running => bail!("{} {} is still running after {}s: follow it with the operation id {}", op.kind, op.target, wait.timeout, op.id),
+        s => bail!("{} {} {}: {}", op.kind, op.target, s.as_str(), op.error.as_deref().unwrap_or("no reason given")),
+    }
+}
+
+/// Waits until a host is ready (its agent reported in full).
+async fn wait_host_ready(c: &HubClient, name: &str, timeout: Duration) -> Result<Host> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let h = c.host_get(name).await?;
+        if h.state == HostState::Ready {
+            return Ok(h);
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("host '{name}' is still {} after {}s: see `hangar host info {name}` and its agent.log", h.state.as_str(), timeout.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

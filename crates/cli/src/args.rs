@@ -1,0 +1,676 @@
+//! The command line: every command, flag and default, and the checks that turn raw
+//! arguments into the library crates' types.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use clap::builder::PossibleValuesParser;
+use hangar_agent::drivers::{self, DriverConfig, VolumeConfig};
+use hangar_harness::bench::BenchOptions;
+use hangar_harness::smoke::SmokeOptions;
+use hangar_node::up::AgentArgs;
+use hangar_types::{InstanceRef, Name};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "hangar", version, about = "A fleet of isolated workspaces on your own Linux hosts")]
+pub struct Cli {
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Hub URL (default: from the client config).
+    #[arg(long, global = true, env = "HANGAR_HUB")]
+    pub hub: Option<String>,
+    /// API token (default: from the client config).
+    #[arg(long, global = true, env = "HANGAR_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Client config file.
+    #[arg(long, global = true, env = "HANGAR_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Create the data dir, the fleet CA, the store and an admin token.
+    Init(InitArgs),
+    /// Run a hub and a local agent in the foreground (a one-host fleet on SQLite).
+    Up(UpArgs),
+    /// Run `hangar up` in the background.
+    #[command(subcommand)]
+    Daemon(DaemonCmd),
+    /// Stop this machine's fleet of a data dir: processes, sandboxes, volume pool.
+    Down {
+        #[command(flatten)]
+        dir: DataDir,
+        /// Also delete the data dir (all instances' data).
+        #[arg(long)]
+        purge: bool,
+    },
+    #[command(subcommand)]
+    Hub(HubCmd),
+    #[command(subcommand)]
+    Agent(AgentCmd),
+    #[command(subcommand)]
+    Tenant(TenantCmd),
+    #[command(subcommand)]
+    Instance(InstanceCmd),
+    #[command(subcommand)]
+    Host(HostCmd),
+    #[command(subcommand)]
+    Pool(PoolCmd),
+    /// Onboarding: `hangar new sandbox NAME` makes a tenant with a gateway and a worker pool.
+    #[command(subcommand)]
+    New(NewCmd),
+    /// A tenant's dashboard: network, pools, instances, and what to do next.
+    Connect {
+        tenant: String,
+    },
+    #[command(subcommand)]
+    Token(TokenCmd),
+    #[command(subcommand)]
+    Net(NetCmd),
+    /// The audit log: who did what, when, and how it ended.
+    Events {
+        /// Only this tenant's events.
+        tenant: Option<String>,
+        /// How many of the newest events.
+        #[arg(long, default_value_t = 20)]
+        last: u32,
+    },
+    /// Long background runs: start, status, stop, collect, band, triage.
+    #[command(subcommand)]
+    Soak(SoakCmd),
+    /// Run the whole lifecycle end to end and print a PASS/FAIL matrix.
+    Smoke(SmokeArgs),
+    /// Measure hangar against the raw tools underneath (own fleet; writes bench.json).
+    Bench(BenchArgs),
+    /// Print shell completions.
+    Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Args, Clone)]
+pub struct DataDir {
+    /// Where hangar keeps its state.
+    #[arg(long, env = "HANGAR_DATA_DIR", default_value = "/var/lib/hangar")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Args, Clone)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub dir: DataDir,
+    /// Address the hub will listen on (goes into its certificate).
+    #[arg(long, default_value = "127.0.0.1:7443")]
+    pub listen: SocketAddr,
+    /// Extra DNS names or IPs for the hub's certificate.
+    #[arg(long = "san")]
+    pub sans: Vec<String>,
+}
+
+#[derive(Args, Clone)]
+pub struct AgentRunArgs {
+    /// OCI runtime for sandboxes (a driver of the agent's registry).
+    #[arg(long, default_value = drivers::RUNTIMES[0].name, value_parser = PossibleValuesParser::new(drivers::runtime_names()))]
+    pub runtime: String,
+    /// Volume driver (a driver of the agent's registry).
+    #[arg(long, default_value = drivers::VOLUMES[0].name, value_parser = PossibleValuesParser::new(drivers::volume_names()))]
+    pub volumes: String,
+    /// Block device for the btrfs pool (never formatted if it holds a filesystem); default a loop file.
+    #[arg(long)]
+    pub pool_device: Option<PathBuf>,
+    /// Size of the loop file backing the btrfs pool, in MiB (sparse).
+    #[arg(long, default_value_t = 20480)]
+    pub pool_size_mib: u64,
+    /// Seconds between reconcile passes (also the heartbeat).
+    #[arg(long, default_value_t = 2.0)]
+    pub interval: f64,
+}
+
+impl AgentRunArgs {
+    /// What `hangar hub serve` gives the agents of provider hosts.
+    pub fn default_args() -> Vec<String> {
+        let d = DriverConfig::default();
+        AgentRunArgs { runtime: d.runtime, volumes: d.volumes.driver, pool_device: None, pool_size_mib: d.volumes.loop_size_mib, interval: 2.0 }.to_args()
+    }
+
+    /// The same settings as `hangar agent run` arguments (for provider hosts' agents).
+    pub fn to_args(&self) -> Vec<String> {
+        vec![
+            "--runtime".to_string(),
+            self.runtime.clone(),
+            "--volumes".into(),
+            self.volumes.clone(),
+            "--pool-size-mib".into(),
+            self.pool_size_mib.to_string(),
+            "--interval".into(),
+            self.interval.to_string(),
+        ]
+        // (A --pool-device belongs to one host: provider hosts always get loop files.)
+    }
+
+    pub fn to_local(&self, listen: SocketAddr, advertise: Option<String>) -> Result<AgentArgs> {
+        if !(0.05..=60.0).contains(&self.interval) {
+            bail!("--interval must be between 0.05 and 60 seconds, got {}", self.interval);
+        }
+        Ok(AgentArgs {
+            drivers: DriverConfig {
+                runtime: self.runtime.clone(),
+                volumes: VolumeConfig { driver: self.volumes.clone(), device: self.pool_device.clone(), loop_size_mib: self.pool_size_mib },
+                ..DriverConfig::default()
+            },
+            listen,
+            advertise,
+            interval: Duration::from_secs_f64(self.interval),
+        })
+    }
+}
+
+#[derive(Args, Clone)]
+pub struct HubArgs {
+    /// The range tenant subnets (/24 by default) are cut from.
+    #[arg(long, default_value = "10.240.0.0/12")]
+    pub cluster_range: hangar_types::net::ClusterRange,
+    /// Seconds without a report after which a host is marked stale (with the monitor's
+    /// 1 s tick, a dead host is stale within 15 s; a live one reports every 2 s).
+    #[arg(long, default_value_t = 12.0)]
+    pub stale_after: f64,
+    /// vCPUs a host may promise per core: vCPUs are CFS quotas, not reservations, and
+    /// idle workspaces cost next to nothing.
+    #[arg(long, default_value_t = 256.0)]
+    pub cpu_overcommit: f64,
+}
+
+impl HubArgs {
+    pub fn config(&self) -> Result<hangar_hub::HubConfig> {
+        if !(1.0..=3600.0).contains(&self.stale_after) {
+            bail!("--stale-after must be between 1 and 3600 seconds, got {}", self.stale_after);
+        }
+        if !(1.0..=4096.0).contains(&self.cpu_overcommit) {
+            bail!("--cpu-overcommit must be between 1 and 4096 vCPUs per core, got {}", self.cpu_overcommit);
+        }
+        Ok(hangar_hub::HubConfig {
+            cluster_range: self.cluster_range,
+            stale_after: Duration::from_secs_f64(self.stale_after),
+            cpu_overcommit: self.cpu_overcommit,
+            ..Default::default()
+        })
+    }
+}
+
+#[derive(Args, Clone)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub dir: DataDir,
+    /// Address of the hub API.
+    #[arg(long, default_value = "127.0.0.1:7443")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub hub: HubArgs,
+    #[command(flatten)]
+    pub agent: AgentRunArgs,
+}
+
+#[derive(Subcommand)]
+pub enum DaemonCmd {
+    /// Start `hangar up` in the background (refuses a second copy).
+    Start(UpArgs),
+    /// Is it running, and does the hub answer?
+    Status(DataDir),
+    /// Print its log.
+    Logs {
+        #[command(flatten)]
+        dir: DataDir,
+        #[arg(long, default_value_t = 50)]
+        lines: usize,
+    },
+    /// Stop it (instances keep running).
+    Stop(DataDir),
+}
+
+#[derive(Subcommand)]
+pub enum HubCmd {
+    /// Serve the hub API (no local agent).
+    Serve {
+        #[command(flatten)]
+        dir: DataDir,
+        #[arg(long, default_value = "127.0.0.1:7443")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        hub: HubArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AgentCmd {
+    /// Join a hub with a one-time token from `hangar host add`.
+    Join {
+        #[arg(long)]
+        hub: String,
+        #[arg(long)]
+        token: String,
+        /// The agent's data dir.
+        #[arg(long, default_value = "/var/lib/hangar/agent")]
+        agent_dir: PathBuf,
+        /// Names/IPs the hub reaches this agent at (its certificate's SANs).
+        #[arg(long = "name")]
+        names: Vec<String>,
+    },
+    /// Print the desired-state document the hub holds for a host (JSON).
+    Desired {
+        #[arg(long)]
+        host: String,
+    },
+    /// Converge this host to a desired-state document once, without a hub. The document
+    /// is checked first (unknown fields, counts, quotas); errors name the field.
+    Reconcile {
+        /// The document (`-` for stdin).
+        #[arg(long)]
+        desired: PathBuf,
+        #[arg(long, default_value = "/var/lib/hangar/agent")]
+        agent_dir: PathBuf,
+        #[command(flatten)]
+        run: AgentRunArgs,
+    },
+    /// Run the agent of a joined host.
+    Run {
+        #[arg(long, default_value = "/var/lib/hangar/agent")]
+        agent_dir: PathBuf,
+        /// Address of the agent's mTLS endpoint.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// Name or IP the hub should use for the endpoint.
+        #[arg(long)]
+        advertise: Option<String>,
+        #[command(flatten)]
+        run: AgentRunArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TenantCmd {
+    /// Create a tenant with quotas.
+    Create {
+        name: String,
+        #[arg(long, default_value_t = 8)]
+        max_vcpus: u32,
+        /// MiB.
+        #[arg(long, default_value_t = 8192)]
+        max_mem: u64,
+        #[arg(long, default_value_t = 8)]
+        max_running: u32,
+        #[arg(long, default_value_t = 16)]
+        max_instances: u32,
+        /// GiB.
+        #[arg(long, default_value_t = 20)]
+        max_disk: u64,
+        /// Its instances cannot reach each other (they still reach the outside).
+        #[arg(long)]
+        isolated: bool,
+        /// Prefix length of its subnet: 24 (253 instance addresses, the default) down
+        /// to 20 (4,093).
+        #[arg(long)]
+        net_prefix: Option<u8>,
+    },
+    List,
+    Info { name: String },
+    /// Remove a tenant that has no instances.
+    Destroy { name: String },
+}
+
+#[derive(Args)]
+pub struct WaitArgs {
+    /// Return at once with the operation instead of waiting.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Seconds to wait for the operation.
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
+}
+
+#[derive(Subcommand)]
+pub enum InstanceCmd {
+    /// Create an instance (and its volume); `-- CMD...` is its workload.
+    Create {
+        /// TENANT/NAME
+        instance: String,
+        /// `host` or `dir:/absolute/path`.
+        #[arg(long, default_value = "host")]
+        image: String,
+        #[arg(long, default_value_t = 1)]
+        cpus: u32,
+        /// Memory limit in MiB.
+        #[arg(long, default_value_t = 256)]
+        mem: u64,
+        /// Volume size in MiB.
+        #[arg(long, default_value_t = 1024)]
+        disk: u64,
+        /// Environment variables, KEY=VALUE.
+        #[arg(long = "env")]
+        env: Vec<String>,
+        /// Start it right away.
+        #[arg(long)]
+        start: bool,
+        /// Place it on this host instead of letting the scheduler choose.
+        #[arg(long)]
+        host: Option<String>,
+        #[command(flatten)]
+        wait: WaitArgs,
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    Start { instance: String, #[command(flatten)] wait: WaitArgs },
+    Stop { instance: String, #[command(flatten)] wait: WaitArgs },
+    /// Freeze it in memory.
+    Warm { instance: String, #[command(flatten)] wait: WaitArgs },
+    /// Thaw a warm instance.
+    Resume { instance: String, #[command(flatten)] wait: WaitArgs },
+    /// Delete it and its volume.
+    Delete { instance: String, #[command(flatten)] wait: WaitArgs },
+    /// Run a command inside; exits with its exit code.
+    Exec {
+        instance: String,
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    Logs {
+        instance: String,
+        #[arg(long, default_value_t = 100)]
+        lines: u32,
+    },
+    Stats { instance: String },
+    Info { instance: String },
+    /// Park it: processes stopped, memory released, volume and address kept.
+    Sleep { instance: String, #[command(flatten)] wait: WaitArgs },
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only this pool's members (needs --tenant).
+        #[arg(long)]
+        pool: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum HostCmd {
+    /// Register a host. Without --provider, prints a one-time join token for an agent
+    /// you start; with `--provider local`, the hub makes the host on its own machine
+    /// (a network namespace, data dir and agent process).
+    Add {
+        name: String,
+        #[arg(long)]
+        provider: Option<String>,
+    },
+    List,
+    Info { name: String },
+    /// Live status from the host's agent: node info, stats, instances.
+    Status { name: String },
+    /// Place nothing new there; pools move their members elsewhere.
+    Drain { name: String },
+    Undrain { name: String },
+    /// Stop the host's agent and instances (provider hosts); volumes, addresses and
+    /// states persist.
+    Stop { name: String },
+    /// Start a stopped host again; returns once its agent runs (ready after its first report).
+    Start { name: String },
+    /// Remove a host that holds no instances (and what its provider made).
+    Remove { name: String },
+}
+
+#[derive(Subcommand)]
+pub enum PoolCmd {
+    /// Create a pool of identical instances; `-- CMD...` is their workload.
+    Create {
+        /// TENANT/NAME
+        pool: String,
+        /// What the members are for, e.g. gateway or worker.
+        #[arg(long, default_value = "worker")]
+        role: String,
+        #[arg(long, default_value = "host")]
+        image: String,
+        #[arg(long, default_value_t = 1)]
+        cpus: u32,
+        /// Memory limit in MiB.
+        #[arg(long, default_value_t = 256)]
+        mem: u64,
+        /// Volume size in MiB.
+        #[arg(long, default_value_t = 1024)]
+        disk: u64,
+        #[arg(long = "env")]
+        env: Vec<String>,
+        #[command(flatten)]
+        counts: CountArgs,
+        #[command(flatten)]
+        wait: PoolWait,
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Set desired counts; unnamed counts stay as they are.
+    Scale {
+        pool: String,
+        #[command(flatten)]
+        counts: CountArgs,
+        #[command(flatten)]
+        wait: PoolWait,
+    },
+    /// Desired vs actual, in total and per host.
+    Info { pool: String },
+    List { tenant: String },
+    /// Delete the pool and all its members.
+    Delete { pool: String },
+}
+
+#[derive(Args, Clone, Copy)]
+pub struct CountArgs {
+    #[arg(long)]
+    pub running: Option<u32>,
+    #[arg(long)]
+    pub warm: Option<u32>,
+    #[arg(long)]
+    pub sleeping: Option<u32>,
+}
+
+#[derive(Args, Clone, Copy)]
+pub struct PoolWait {
+    /// Return once the counts are stored instead of waiting until the pool converged.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Seconds to wait for the pool to converge.
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+}
+
+#[derive(Subcommand)]
+pub enum NewCmd {
+    /// A tenant with a gateway pool (1 running) and a worker pool, built and scaled.
+    Sandbox {
+        name: String,
+        /// Running workers.
+        #[arg(long, default_value_t = 2)]
+        workers: u32,
+        /// Warm (frozen, instant) workers.
+        #[arg(long, default_value_t = 1)]
+        warm: u32,
+        #[command(flatten)]
+        wait: PoolWait,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum NetCmd {
+    /// Check every host's bridges, addresses and rules against the store, and probe
+    /// isolation from inside running instances. Exits 1 when anything is off.
+    Verify,
+}
+
+#[derive(Subcommand)]
+pub enum TokenCmd {
+    /// Create an API token (admin, or scoped to one tenant).
+    Create {
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+}
+
+/// `--image`: `host` or `dir:/absolute/path`.
+pub fn parse_image(s: &str) -> Result<hangar_types::api::ImageRef> {
+    s.parse().map_err(|e: String| anyhow::anyhow!("--image: {e}"))
+}
+
+/// `--env KEY=VALUE` flags as a map.
+pub fn parse_env(kvs: &[String]) -> Result<std::collections::BTreeMap<String, String>> {
+    kvs.iter()
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').with_context(|| format!("--env '{kv}': write it as KEY=VALUE"))?;
+            Ok((k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// `TENANT/NAME` of an instance or a pool (`what`), or an error naming it.
+pub fn parse_ref(what: &str, s: &str) -> Result<InstanceRef> {
+    s.parse::<InstanceRef>().map_err(|e| anyhow::anyhow!("{what}: {e}"))
+}
+
+pub fn parse_name(field: &str, s: &str) -> Result<Name> {
+    s.parse::<Name>().map_err(|e| anyhow::anyhow!("{field}: {e}"))
+}
+
+
+/// The `hangar up` arguments a daemon is started with.
+pub fn daemon_up_args(a: &UpArgs) -> Vec<String> {
+    let mut v = vec!["up".to_string(), "--data-dir".into(), a.dir.data_dir.display().to_string(), "--listen".into(), a.listen.to_string()];
+    v.extend(a.agent.to_args());
+    v.extend(["--cluster-range".into(), a.hub.cluster_range.to_string(), "--stale-after".into(), a.hub.stale_after.to_string(), "--cpu-overcommit".into(), a.hub.cpu_overcommit.to_string()]);
+    if let Some(d) = &a.agent.pool_device {
+        v.extend(["--pool-device".into(), d.display().to_string()]);
+    }
+    v
+}
+
+/// Maps an API field name in a validation message to the CLI flag that sets it.
+pub fn cli_field(msg: &str) -> String {
+    msg.replacen("vcpus", "--cpus", 1).replacen("mem_mib", "--mem (MiB)", 1).replacen("disk_mib", "--disk (MiB)", 1)
+}
+
+#[derive(Subcommand, Clone)]
+pub enum SoakCmd {
+    /// Start a run in the background for SECS seconds.
+    Start {
+        secs: u64,
+        /// Comma-separated scenarios run in turn each round.
+        #[arg(long, value_delimiter = ',', default_value = "churn")]
+        scenario: Vec<String>,
+        #[command(flatten)]
+        base: Base,
+    },
+    /// State of the latest run: running, completed, failed or stopped.
+    Status(Base),
+    /// Stop the latest run (only the runner it started, verified by its command line).
+    Stop(Base),
+    /// A tarball of the latest run: state, rounds.tsv, logs.
+    Collect(Base),
+    /// Every scenario in sequence in the foreground; writes results.tsv and status.tsv.
+    Band {
+        /// Seconds per scenario.
+        #[arg(long, default_value_t = 60)]
+        secs: u64,
+        #[command(flatten)]
+        base: Base,
+    },
+    /// Summarize a run directory or tarball: failures by kind, first occurrence, rates.
+    Triage { path: PathBuf },
+    /// The runner itself (what `start` launches).
+    #[command(hide = true)]
+    Run {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        secs: u64,
+        #[arg(long, value_delimiter = ',')]
+        scenario: Vec<String>,
+    },
+}
+
+#[derive(Args, Clone)]
+pub struct Base {
+    /// Where runs are kept.
+    #[arg(long, default_value = "soak-runs")]
+    pub base: PathBuf,
+}
+
+#[derive(Args, Clone)]
+pub struct SmokeArgs {
+    /// Run against this hub instead of a local fleet of its own.
+    #[arg(long)]
+    hub: Option<String>,
+    /// File holding an admin token for --hub.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// File holding the hub's CA certificate for --hub (default: the client config's).
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// Comma-separated subset of the scenarios (see --list).
+    #[arg(long, value_delimiter = ',')]
+    scenario: Vec<String>,
+    /// Print the scenarios and their steps, run nothing.
+    #[arg(long)]
+    list: bool,
+    /// Keep the fleet and the objects made (for debugging).
+    #[arg(long)]
+    keep: bool,
+    /// Run the remaining scenarios after one fails.
+    #[arg(long)]
+    continue_on_failure: bool,
+    /// Where each run's JSON results go (`<results>/<run_tag>/`).
+    #[arg(long, default_value = "smoke-results")]
+    results: PathBuf,
+    /// Remove the objects of an earlier run by its tag, then exit.
+    #[arg(long)]
+    cleanup: Option<String>,
+}
+
+impl SmokeArgs {
+    pub fn options(&self, bin: PathBuf) -> SmokeOptions {
+        let a = self.clone();
+        SmokeOptions { bin, hub: a.hub, token_file: a.token_file, ca_file: a.ca_file, scenarios: a.scenario, list: a.list, keep: a.keep, continue_on_failure: a.continue_on_failure, results: a.results, cleanup: a.cleanup }
+    }
+}
+
+#[derive(Args, Clone)]
+pub struct BenchArgs {
+    /// Comma-separated subset of: start, resume, burst (with density), api, reconcile, heartbeat.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Samples for start and resume.
+    #[arg(long, default_value_t = 20)]
+    runs: usize,
+    /// Instances in the burst.
+    #[arg(long, default_value_t = 100)]
+    burst: usize,
+    /// kill -9 / stale detection rounds (each takes the stale threshold, 12 s).
+    #[arg(long, default_value_t = 3)]
+    heartbeat_runs: usize,
+    /// Seconds of load for the api benchmark.
+    #[arg(long, default_value_t = 5)]
+    api_secs: u64,
+    /// Running instances the reconcile benchmark scales a pool to.
+    #[arg(long, default_value_t = 1000)]
+    reconcile_size: u32,
+    /// Where to write the results.
+    #[arg(long, default_value = "bench.json")]
+    out: PathBuf,
+}
+
+impl BenchArgs {
+    pub fn options(&self, bin: PathBuf) -> BenchOptions {
+        let a = self.clone();
+        BenchOptions { bin, only: a.only, runs: a.runs, burst: a.burst, heartbeat_runs: a.heartbeat_runs, api_secs: a.api_secs, reconcile_size: a.reconcile_size, out: a.out }
+    }
+}

@@ -1,0 +1,190 @@
+//! The hub on this machine: its files under the data dir (CA, certificates, store),
+//! `hangar init`, and `hub serve` wiring (API, monitor and the `local` host provider).
+
+use crate::config::{self, ClientConfig};
+use crate::providers::local::{HostNet, LocalProvider, ServeOn};
+use anyhow::{bail, Context, Result};
+use hangar_hub::{Hub, HubConfig, HubKeys};
+use hangar_tls::{Ca, CertifiedKey};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Files of a hub under its data dir.
+pub struct HubPaths {
+    pub root: PathBuf,
+}
+
+impl HubPaths {
+    pub fn new(data_dir: &Path) -> Self {
+        HubPaths { root: data_dir.join("hub") }
+    }
+    fn p(&self, f: &str) -> PathBuf {
+        self.root.join(f)
+    }
+    pub fn db(&self) -> PathBuf {
+        self.p("hangar.db")
+    }
+    pub fn initialized(&self) -> bool {
+        self.p("ca.pem").exists() && self.p("ca.key").exists() && self.db().exists()
+    }
+
+    pub fn load_keys(&self) -> Result<HubKeys> {
+        let r = |f: &str| std::fs::read_to_string(self.p(f)).with_context(|| format!("cannot read {}: run `hangar init` first", self.p(f).display()));
+        let ca = Ca::from_pem(&r("ca.pem")?, &r("ca.key")?)?;
+        Ok(HubKeys {
+            ca: Arc::new(ca),
+            server: CertifiedKey { cert_pem: r("server.pem")?, key_pem: r("server.key")? },
+            client: CertifiedKey { cert_pem: r("client.pem")?, key_pem: r("client.key")? },
+        })
+    }
+}
+
+/// Names the hub's server certificate is valid for.
+fn server_names(listen: &SocketAddr, extra: &[String]) -> Vec<String> {
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
+    if !listen.ip().is_unspecified() {
+        names.push(listen.ip().to_string());
+    }
+    if let Ok(h) = std::fs::read_to_string("/etc/hostname") {
+        let h = h.trim();
+        if !h.is_empty() {
+            names.push(h.to_string());
+        }
+    }
+    names.extend(extra.iter().cloned());
+    names.sort();
+    names.dedup();
+    names
+}
+
+pub fn hub_url(listen: &SocketAddr) -> String {
+    let ip = if listen.ip().is_unspecified() { "127.0.0.1".to_string() } else { listen.ip().to_string() };
+    if ip.contains(':') { format!("https://[{ip}]:{}", listen.port()) } else { format!("https://{ip}:{}", listen.port()) }
+}
+
+/// Creates the data dir, the fleet CA, the hub's certificates, the store and an admin
+/// token, and writes the client config. Idempotent: an initialized dir is left alone
+/// (the client config is rewritten only when missing).
+pub async fn init(data_dir: &Path, listen: &SocketAddr, extra_names: &[String], config_path: &Path) -> Result<bool> {
+    hangar_tls::install_crypto_provider();
+    let hp = HubPaths::new(data_dir);
+    if hp.initialized() {
+        return Ok(false);
+    }
+    std::fs::create_dir_all(&hp.root).with_context(|| format!("cannot create {}", hp.root.display()))?;
+    let ca = Ca::generate("hangar fleet CA")?;
+    let server = ca.issue_server("hangar-hub", &server_names(listen, extra_names))?;
+    let client = ca.issue_client("hangar-hub")?;
+    std::fs::write(hp.p("ca.pem"), ca.cert_pem())?;
+    hangar_tls::write_private(&hp.p("ca.key"), ca.key_pem())?;
+    std::fs::write(hp.p("server.pem"), &server.cert_pem)?;
+    hangar_tls::write_private(&hp.p("server.key"), &server.key_pem)?;
+    std::fs::write(hp.p("client.pem"), &client.cert_pem)?;
+    hangar_tls::write_private(&hp.p("client.key"), &client.key_pem)?;
+    let store = hangar_store::open(&hp.db().to_string_lossy()).await?;
+    let keys = hp.load_keys()?;
+    let hub = Hub::new(store, keys, HubConfig::default());
+    let admin = hub.token_create(&hangar_hub::Principal::Admin, hangar_types::api::TokenCreate { tenant: None, description: Some("created by hangar init".into()) }).await.map_err(|e| anyhow::anyhow!("{}", e.0.message))?;
+    config::save(config_path, &ClientConfig { hub_url: hub_url(listen), ca_pem: ca.cert_pem().to_string(), token: admin.token })?;
+    Ok(true)
+}
+
+pub struct HubRun {
+    pub hub: Arc<Hub>,
+    pub addr: SocketAddr,
+    pub tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Opens the store and starts serving the API and the monitor in the background. With
+/// `provider_agent_args` (and root), the `local` host provider is offered too: its hosts'
+/// agents run with those arguments and reach the hub on the host network.
+pub async fn start_hub(
+    data_dir: &Path,
+    listen: SocketAddr,
+    cfg: HubConfig,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    provider_agent_args: Option<Vec<String>>,
+) -> Result<HubRun> {
+    hangar_tls::install_crypto_provider();
+    let hp = HubPaths::new(data_dir);
+    if !hp.initialized() {
+        bail!("{} holds no initialized hub: run `hangar init --data-dir {}` first", data_dir.display(), data_dir.display());
+    }
+    let data_dir = data_dir.canonicalize().unwrap_or_else(|_| data_dir.to_path_buf());
+    let data_dir = data_dir.as_path();
+    std::fs::write(hp.root.join("cluster-range"), cfg.cluster_range.to_string())?;
+    let is_root = nix::unistd::geteuid().is_root();
+    let host_net = HostNet::new(data_dir, &cfg.cluster_range);
+    if provider_agent_args.is_some() && is_root {
+        // Provider hosts reach the hub at the host network's gateway: the server
+        // certificate must name it (clients pin the CA, so re-issuing is harmless).
+        let ca = Ca::from_pem(&std::fs::read_to_string(hp.p("ca.pem"))?, &std::fs::read_to_string(hp.p("ca.key"))?)?;
+        let server = ca.issue_server("hangar-hub", &server_names(&listen, &[host_net.gateway.to_string()]))?;
+        std::fs::write(hp.p("server.pem"), &server.cert_pem)?;
+        hangar_tls::write_private(&hp.p("server.key"), &server.key_pem)?;
+    }
+    let store = hangar_store::open(&hp.db().to_string_lossy()).await?;
+    let hub = Hub::new(store, hp.load_keys()?, cfg);
+    let listener = hangar_hub::server::bind(listen).await.with_context(|| format!("cannot listen on {listen}: is another hub running? pick another port with --listen"))?;
+    let addr = listener.local_addr()?;
+    if let (Some(agent_args), true) = (provider_agent_args, is_root) {
+        let provider = Arc::new(LocalProvider::new(data_dir.to_path_buf(), host_net.clone(), addr.port(), agent_args, serve_on(&hub, shutdown.clone())));
+        hub.register_provider(provider.clone());
+        // The provider never reads the hub's store: it is told which of its hosts a user
+        // stopped (those stay down), through the hub's own API.
+        let stopped: Vec<hangar_types::Name> = match hub.host_list(&hangar_hub::Principal::Admin).await {
+            Ok(hosts) => hosts.into_iter().filter(|h| h.state == hangar_types::api::HostState::Stopped).map(|h| h.name).collect(),
+            // As before the split: a host whose state cannot be read is brought back.
+            Err(e) => {
+                tracing::error!(error = %e.0.message, "cannot list hosts; resuming every provider host");
+                vec![]
+            }
+        };
+        provider.resume(&stopped).await;
+    }
+    let mut rx = shutdown.clone();
+    let h = hub.clone();
+    let serve = tokio::spawn(async move {
+        let stop = async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        if let Err(e) = hangar_hub::server::serve(h, listener, stop).await {
+            tracing::error!(error = ?e, "hub server stopped");
+        }
+    });
+    let monitor = tokio::spawn(hangar_hub::monitor::run(hub.clone(), Duration::from_secs(1)));
+    Ok(HubRun { hub, addr, tasks: vec![serve, monitor] })
+}
+
+/// A way for the local provider to have the hub listen on one more address (the host
+/// network's gateway, once its bridge exists).
+fn serve_on(hub: &Arc<Hub>, shutdown: tokio::sync::watch::Receiver<bool>) -> ServeOn {
+    let weak = Arc::downgrade(hub);
+    Box::new(move |addr: SocketAddr| -> Result<()> {
+        let l = std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+        l.set_nonblocking(true)?;
+        let l = tokio::net::TcpListener::from_std(l)?;
+        let hub = weak.upgrade().context("the hub is shutting down")?;
+        let mut rx = shutdown.clone();
+        tokio::spawn(async move {
+            let stop = async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            if let Err(e) = hangar_hub::server::serve(hub, l, stop).await {
+                tracing::error!(error = ?e, "hub server on the host network stopped");
+            }
+        });
+        Ok(())
+    })
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+pub async fn termination() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+}
