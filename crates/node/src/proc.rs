@@ -124,6 +124,11 @@ mod tests {
         let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
         let pid = child.id();
         let sleeps = |a: &[String]| a.first().is_some_and(|a0| a0 == "sleep") && a.get(1).is_some_and(|x| x == "30");
+        // Right after fork the child still shows the test's command line until it execs.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !is(pid, sleeps) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         assert!(is(pid, sleeps));
         assert!(find(sleeps).contains(&pid));
         // A process that does not match is never signalled: it still runs afterwards.
