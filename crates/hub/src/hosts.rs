@@ -7,6 +7,11 @@
 //! user's request; the provider check compares what the provider says exists with the
 //! host table and marks a host `missing` only after a grace window and repeated
 //! confirmations, never on one bad reading.
+//!
+//! No lock guards a host row: every change is one conditional store write (a state move
+//! from the states it names, a join token renewed only before joining, a generation
+//! bump), so reports, requests and the monitor never write over each other. The
+//! provider lock only orders a provider's own actions on a host.
 
 use crate::auth::{hash_secret, new_secret, Principal};
 use crate::error::{HubError, HubResult};

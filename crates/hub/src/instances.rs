@@ -3,6 +3,13 @@
 //!
 //! Every mutating call checks the caller's scope, validates, runs the state machine,
 //! persists the new desired state, wakes the host, and leaves an event.
+//!
+//! Locks: a request holds its tenant's lock (the quota check reads every instance of the
+//! tenant) and then the instance's lock (the state machine runs on the instance as read).
+//! The write itself is a compare-and-swap on the version read, in one transaction with
+//! the host's generation bump: a hub that decided on a stale read (another hub on the
+//! same store) gets a conflict instead of overwriting, and no crash leaves a decision
+//! the host is not told about.
 
 use crate::auth::Principal;
 use crate::error::{HubError, HubResult};
