@@ -276,7 +276,6 @@ impl Hub {
 mod tests {
     use super::*;
     use crate::{HubConfig, HubKeys};
-    use hangar_store::HostRecord;
     use hangar_types::api::Capacity;
     use std::sync::Arc;
 
@@ -295,21 +294,7 @@ mod tests {
     async fn reports_never_write_back_a_stale_desired_generation() {
         let (_dir, hub) = hub().await;
         let name: hangar_types::Name = "node".parse().unwrap();
-        let rec = HostRecord {
-            id: hangar_types::HostId::new(),
-            name: name.clone(),
-            state: HostState::Ready,
-            capacity: Capacity::default(),
-            endpoint: None,
-            drivers: vec![],
-            agent_version: None,
-            last_heartbeat: None,
-            join_token_hash: None,
-            cert_fingerprint: Some("fp".into()),
-            desired_generation: 0,
-            created_at: OffsetDateTime::now_utc(),
-            provider: None,
-        };
+        let rec = HostRecord { state: HostState::Ready, join_token_hash: None, cert_fingerprint: Some("fp".into()), ..hangar_store::contract::fixtures::host("node") };
         hub.store.insert_host(&rec).await.unwrap();
         let report = AgentReport {
             schema_version: PROTOCOL_VERSION,

@@ -2,9 +2,10 @@
 //! what the store's compare-and-swap and narrow writes must keep correct by themselves.
 
 use hangar_hub::{Hub, HubConfig, HubKeys, Principal};
+use hangar_store::contract::fixtures;
 use hangar_store::HostRecord;
 use hangar_types::api::*;
-use hangar_types::{ErrorCode, HostId, InstanceState, Name, Transition};
+use hangar_types::{ErrorCode, InstanceState, Name, Transition};
 use std::sync::Arc;
 use time::OffsetDateTime;
 
@@ -20,19 +21,13 @@ async fn two_hubs() -> (tempfile::TempDir, Arc<Hub>, Arc<Hub>) {
     let keys = HubKeys { server: ca.issue_server("hub", &["localhost".into()]).unwrap(), client: ca.issue_client("hub").unwrap(), ca };
     let (a, b) = (Hub::new(store.clone(), keys.clone(), HubConfig::default()), Hub::new(store, keys, HubConfig::default()));
     let rec = HostRecord {
-        id: HostId::new(),
-        name: name("node-a"),
         state: HostState::Ready,
-        capacity: Capacity { vcpus: 8, mem_mib: 8192, disk_mib: 100_000 },
         endpoint: Some("https://127.0.0.1:1".into()),
-        drivers: vec![],
-        agent_version: None,
         last_heartbeat: Some(OffsetDateTime::now_utc()),
         join_token_hash: None,
         cert_fingerprint: Some("fp-a".into()),
-        desired_generation: 0,
-        created_at: OffsetDateTime::now_utc(),
         provider: None,
+        ..fixtures::host("node-a")
     };
     a.store.insert_host(&rec).await.unwrap();
     let quotas = Quotas { max_vcpus: 100, max_mem_mib: 100_000, max_running: 50, max_instances: 50, max_disk_gib: 100 };
@@ -48,17 +43,9 @@ async fn racing_requests_on_two_hubs_are_accepted_once() {
     let (_dir, a, b) = two_hubs().await;
     for round in 0..10 {
         let inst = name(&format!("web-{round}"));
-        let create = InstanceCreate {
-            name: inst.clone(),
-            image: ImageRef::Host,
-            vcpus: 1,
-            mem_mib: 64,
-            disk_mib: 64,
-            command: vec![],
-            env: Default::default(),
-            start: false,
-            host: None,
-        };
+        // As a client sends it: a small created (not started) instance, placed by the hub.
+        let create: InstanceCreate =
+            serde_json::from_value(serde_json::json!({"name": inst, "image": "host", "vcpus": 1, "mem_mib": 64, "disk_mib": 64})).unwrap();
         a.instance_create(&Principal::Admin, &name("acme"), create).await.unwrap();
         let tasks: Vec<_> = (0..6)
             .map(|i| {
