@@ -6,7 +6,7 @@
 use crate::auth::{hash_secret, Principal};
 use crate::error::{HubError, HubResult};
 use crate::{Hub, LockKey};
-use hangar_store::{HostRecord, InstanceFilter};
+use hangar_store::{HostRecord, HostReport, HostStateChange, InstanceFilter, InstanceVersion, StoreError};
 use hangar_types::api::{HostState, Instance};
 use hangar_types::protocol::{AgentReport, DesiredDoc, DesiredInstance, DesiredPool, DesiredTenant, JoinRequest, JoinResponse, PROTOCOL_VERSION};
 use hangar_types::state::transition;
@@ -165,52 +165,57 @@ impl Hub {
                 report.schema_version
             )));
         }
-        let g = self.lock(LockKey::Host(host.name.clone())).await;
-        let mut h = self.store.get_host_by_id(host.id).await?.ok_or_else(|| HubError::not_found("host was removed"))?;
+        let removed = || HubError::not_found("host was removed");
+        let h = self.store.get_host_by_id(host.id).await?.ok_or_else(removed)?;
         if h.state == HostState::Stopped {
             // A stopped host comes back only through `host start`: a stray agent's report
             // (one that outlived the stop) must not revive it.
             return Err(HubError::new(ErrorCode::IllegalTransition, format!("host '{}' is stopped: start it with `hangar host start {}`", h.name, h.name)));
         }
-        let was = h.state;
-        h.last_heartbeat = Some(OffsetDateTime::now_utc());
-        h.capacity = report.capacity;
-        h.endpoint = Some(report.endpoint.clone());
-        h.drivers = report.drivers.clone();
-        h.agent_version = Some(report.agent_version.clone());
+        // Writes only what the host says: never its state or desired generation, so a
+        // bump or a stop landing meanwhile stays.
+        let said = HostReport {
+            at: OffsetDateTime::now_utc(),
+            capacity: report.capacity,
+            endpoint: report.endpoint.clone(),
+            drivers: report.drivers.clone(),
+            agent_version: report.agent_version.clone(),
+        };
+        let h = match self.store.record_host_report(h.id, &said).await {
+            Err(StoreError::NotFound(_)) => return Err(removed()),
+            recorded => recorded?,
+        };
         // Every report is a full one (each instance, after a convergence pass), so one is
-        // enough to trust the host again.
-        if matches!(h.state, HostState::Joining | HostState::Stale | HostState::Offline | HostState::Missing) {
-            h.state = HostState::Ready;
-        }
-        self.store.update_host(&h).await?;
-        // Released before the observations: applying them may bump this host again.
-        drop(g);
-        if was != h.state {
-            self.event(&format!("host:{}", h.name), None, format!("host/{}", h.name), "host.state", "ok", Some(format!("{} -> {}", was.as_str(), h.state.as_str()))).await;
+        // enough to trust the host again; a stopped host is not among these states.
+        let trusted = HostStateChange::to(HostState::Ready).from(&[HostState::Joining, HostState::Stale, HostState::Offline, HostState::Missing]);
+        if let Some(was) = self.change_host_state(h.id, &trusted).await? {
+            self.event(&format!("host:{}", h.name), None, format!("host/{}", h.name), "host.state", "ok", Some(format!("{} -> ready", was.as_str()))).await;
         }
         // One read of the host's instances sorts out the observations that change
         // nothing (most of them, on a settled host), instead of a read per instance;
         // the rest are applied one by one under their instance's lock.
         let stored: HashMap<InstanceId, Instance> =
             self.store.list_instances(&InstanceFilter::host(&h.name)).await?.into_iter().map(|i| (i.id, i)).collect();
-        let mut host_changed = false;
+        let mut deleted = false;
         for obs in report.instances {
             if stored.get(&obs.id).is_some_and(|i| observation_is_noop(i, &obs)) {
                 continue;
             }
-            host_changed |= self.observe(&h, obs).await?;
+            deleted |= self.observe(&h, obs).await?;
         }
-        if host_changed {
+        if deleted {
             self.bump_host(&h.name).await?;
         }
         Ok(())
     }
 
-    /// Applies one observation; returns whether the host's desired document changed.
+    /// Applies one observation; returns whether it deleted the instance, which the
+    /// host's desired document must then drop. (A new desired state bumps the host in
+    /// the same write as the instance.)
     async fn observe(&self, host: &HostRecord, obs: hangar_types::protocol::ObservedInstance) -> HubResult<bool> {
         let _g = self.lock(LockKey::Instance(obs.id)).await;
-        let Some(mut inst) = self.store.get_instance_by_id(obs.id).await? else { return Ok(false) };
+        let Some(read) = self.store.get_instance_by_id(obs.id).await? else { return Ok(false) };
+        let mut inst = read.clone();
         if inst.host.as_ref() != Some(&host.name) || obs.generation != inst.generation {
             return Ok(false); // stale or misplaced report: only current observations count
         }
@@ -239,7 +244,14 @@ impl Hub {
             inst.generation = self.store.next_generation().await?;
         }
         inst.updated_at = OffsetDateTime::now_utc();
-        self.store.update_instance(&inst).await?;
+        let bump = inst.host.as_ref().filter(|_| desired_changed);
+        match self.store.update_instance_if(&inst, InstanceVersion::of(&read), bump).await {
+            Ok(bumped) => self.host_bumped(bumped),
+            // A newer decision about the instance landed since the read (another hub's
+            // request): this observation was made for what it replaced.
+            Err(StoreError::Conflict(_)) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
         if from != to {
             let result = if to == InstanceState::Failed { "error" } else { "ok" };
             self.event(
@@ -256,7 +268,7 @@ impl Hub {
             .await;
         }
         self.settle_operations(inst.id).await?;
-        Ok(desired_changed)
+        Ok(false)
     }
 }
 
@@ -264,7 +276,6 @@ impl Hub {
 mod tests {
     use super::*;
     use crate::{HubConfig, HubKeys};
-    use hangar_store::HostRecord;
     use hangar_types::api::Capacity;
     use std::sync::Arc;
 
@@ -283,21 +294,7 @@ mod tests {
     async fn reports_never_write_back_a_stale_desired_generation() {
         let (_dir, hub) = hub().await;
         let name: hangar_types::Name = "node".parse().unwrap();
-        let rec = HostRecord {
-            id: hangar_types::HostId::new(),
-            name: name.clone(),
-            state: HostState::Ready,
-            capacity: Capacity::default(),
-            endpoint: None,
-            drivers: vec![],
-            agent_version: None,
-            last_heartbeat: None,
-            join_token_hash: None,
-            cert_fingerprint: Some("fp".into()),
-            desired_generation: 0,
-            created_at: OffsetDateTime::now_utc(),
-            provider: None,
-        };
+        let rec = HostRecord { state: HostState::Ready, join_token_hash: None, cert_fingerprint: Some("fp".into()), ..hangar_store::contract::fixtures::host("node") };
         hub.store.insert_host(&rec).await.unwrap();
         let report = AgentReport {
             schema_version: PROTOCOL_VERSION,

@@ -1,10 +1,15 @@
 //! The coordination seam: everything hub requests and background loops agree on besides
-//! the store. Keyed [`Locks`] serialize changes to one instance, tenant, host or provider
-//! host; a [`Notifier`] carries wake-ups (a host's new desired generation, operations
+//! the store. Keyed [`Locks`] serialize multi-step decisions about one instance or tenant
+//! and a provider's actions on one host; a [`Notifier`] carries wake-ups (a host's new desired generation, operations
 //! that may have finished, pool steps left); a [`Lease`] lets one hub lead each
 //! background loop. Each is a trait with an in-process implementation, which is all one
 //! hub needs; hubs sharing a PostgreSQL store would implement them on it (advisory locks,
 //! LISTEN/NOTIFY, a lease row).
+//!
+//! No lock protects a store write by itself: hosts and pools change only through the
+//! store's narrow and conditional writes, and instances through its compare-and-swap, so
+//! a lock here only keeps one hub from deciding twice on the same reading. Without it
+//! (two hubs), the loser's write fails with a conflict instead of overwriting.
 
 use hangar_types::{HostId, InstanceId, Name};
 use std::collections::HashMap;
@@ -15,13 +20,13 @@ use tokio::sync::watch;
 /// What a lock serializes.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum LockKey {
-    /// Requests and observations on one instance.
+    /// Requests and observations on one instance: each runs the state machine on the
+    /// instance as read and writes the outcome; serialized, they never lose to each
+    /// other's compare-and-swap.
     Instance(InstanceId),
-    /// Quota checks and the changes they allow.
+    /// Quota checks and the changes they allow: the check reads every instance of the
+    /// tenant, which no single row's compare-and-swap covers.
     Tenant(Name),
-    /// Every read-modify-write of a host row, so a report never writes back a stale
-    /// desired generation over a newer one.
-    Host(Name),
     /// A provider's actions on one host: a start waits for a stop in progress.
     Provider(Name),
 }
@@ -181,7 +186,7 @@ mod tests {
         let t: Name = "acme".parse().unwrap();
         let g = locks.lock(LockKey::Tenant(t.clone())).await;
         // Another key, even with the same name, is independent.
-        let _h = tokio::time::timeout(Duration::from_secs(1), locks.lock(LockKey::Host(t.clone()))).await.expect("other key is free");
+        let _h = tokio::time::timeout(Duration::from_secs(1), locks.lock(LockKey::Provider(t.clone()))).await.expect("other key is free");
         let waiting = tokio::spawn({
             let locks = locks.clone();
             let t = t.clone();

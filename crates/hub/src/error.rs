@@ -50,6 +50,13 @@ impl From<StoreError> for HubError {
             StoreError::AlreadyExists(what) => HubError::new(ErrorCode::AlreadyExists, format!("{what} already exists")),
             StoreError::NotFound(what) => HubError::not_found(format!("{what} not found")),
             StoreError::NetworksExhausted(_) => HubError::new(ErrorCode::NoCapacity, e.to_string()),
+            // A compare-and-swap lost to another request (or hub): the caller may retry.
+            StoreError::Conflict(_) => HubError::new(ErrorCode::Conflict, e.to_string()),
+            // The message names the step, never the cause (which may hold paths or SQL).
+            StoreError::Unavailable { .. } => {
+                tracing::warn!(error = ?e, "store unavailable");
+                HubError::new(ErrorCode::Unavailable, e.to_string())
+            }
             other => {
                 // The cause may hold paths or SQL: log it, answer generically.
                 tracing::error!(error = ?other, "store error");
@@ -72,5 +79,23 @@ impl IntoResponse for HubError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.0.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         (status, axum::Json(self.0)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_conflicts_and_outages_keep_their_meaning() {
+        let conflict = HubError::from(StoreError::Conflict("instance 'acme/web'".into())).0;
+        assert_eq!((conflict.code, conflict.code.http_status()), (ErrorCode::Conflict, 409));
+        assert!(conflict.message.starts_with("instance 'acme/web' changed since it was read"), "{}", conflict.message);
+
+        let cause = "database is locked: /var/lib/hangar/hub.db";
+        let down = HubError::from(StoreError::Unavailable { context: "list hosts", source: cause.into() }).0;
+        assert_eq!((down.code, down.code.http_status()), (ErrorCode::Unavailable, 503));
+        // The answer names the step, not the cause: paths and SQL stay in the log.
+        assert!(down.message.contains("list hosts") && !down.message.contains("/var/lib"), "{}", down.message);
     }
 }

@@ -7,13 +7,18 @@
 //! user's request; the provider check compares what the provider says exists with the
 //! host table and marks a host `missing` only after a grace window and repeated
 //! confirmations, never on one bad reading.
+//!
+//! No lock guards a host row: every change is one conditional store write (a state move
+//! from the states it names, a join token renewed only before joining, a generation
+//! bump), so reports, requests and the monitor never write over each other. The
+//! provider lock only orders a provider's own actions on a host.
 
 use crate::auth::{hash_secret, new_secret, Principal};
 use crate::error::{HubError, HubResult};
 use crate::{Hub, LockKey};
-use hangar_store::{HostRecord, InstanceFilter};
+use hangar_store::{HostRecord, HostStateChange, InstanceFilter, StoreError};
 use hangar_types::api::*;
-use hangar_types::{ErrorCode, Name, ObservedState};
+use hangar_types::{ErrorCode, HostId, Name};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -76,14 +81,8 @@ impl Hub {
         let secret = new_secret("");
         let token = format!("hjt1.{secret}.{}", &self.keys.ca.fingerprint()[..32]);
         let hash = hash_secret(&secret);
-        let _g = self.lock(LockKey::Host(name.clone())).await;
-        if let Some(mut h) = self.store.get_host(&name).await? {
-            if h.cert_fingerprint.is_some() {
-                return Err(HubError::new(ErrorCode::AlreadyExists, format!("host '{name}' already exists and has joined")));
-            }
-            h.join_token_hash = Some(hash);
-            self.store.update_host(&h).await?;
-            return Ok((h, token));
+        if let Some(h) = self.store.get_host(&name).await? {
+            return self.renew_join_token(h, hash, token).await;
         }
         let rec = HostRecord {
             id: hangar_types::HostId::new(),
@@ -94,14 +93,30 @@ impl Hub {
             drivers: vec![],
             agent_version: None,
             last_heartbeat: None,
-            join_token_hash: Some(hash),
+            join_token_hash: Some(hash.clone()),
             cert_fingerprint: None,
             desired_generation: 0,
             created_at: OffsetDateTime::now_utc(),
             provider: None,
         };
-        self.store.insert_host(&rec).await?;
-        Ok((rec, token))
+        match self.store.insert_host(&rec).await {
+            Ok(()) => Ok((rec, token)),
+            // Another add of this name got there first: renew its token, as if it had
+            // come first and this add second.
+            Err(StoreError::AlreadyExists(what)) => match self.store.get_host(&rec.name).await? {
+                Some(h) => self.renew_join_token(h, hash, token).await,
+                None => Err(StoreError::AlreadyExists(what).into()),
+            },
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Gives a host that has not joined yet a new join token (the old one stops working).
+    async fn renew_join_token(&self, h: HostRecord, hash: String, token: String) -> HubResult<(HostRecord, String)> {
+        if !self.store.renew_join_token(h.id, &hash).await? {
+            return Err(HubError::new(ErrorCode::AlreadyExists, format!("host '{}' already exists and has joined", h.name)));
+        }
+        Ok((HostRecord { join_token_hash: Some(hash), ..h }, token))
     }
 
     pub(crate) async fn host_view(&self, h: &HostRecord) -> HubResult<Host> {
@@ -137,14 +152,29 @@ impl Hub {
         self.host_view(&h).await
     }
 
-    /// Bumps a host's desired generation and wakes its long-poll.
+    /// Bumps a host's desired generation and wakes its long-poll (a host that is gone
+    /// has nothing to be told).
     pub(crate) async fn bump_host(&self, host: &Name) -> HubResult<()> {
-        let _g = self.lock(LockKey::Host(host.clone())).await;
-        let Some(mut h) = self.store.get_host(host).await? else { return Ok(()) };
-        h.desired_generation = self.store.next_generation().await?;
-        self.store.update_host(&h).await?;
-        self.coord.notifier.host_changed(h.id, h.desired_generation);
+        let bumped = self.store.bump_host_generation(host).await?;
+        self.host_bumped(bumped);
         Ok(())
+    }
+
+    /// Wakes the long-poll of the host a store write bumped, if it bumped one.
+    pub(crate) fn host_bumped(&self, bumped: Option<(HostId, i64)>) {
+        if let Some((id, generation)) = bumped {
+            self.coord.notifier.host_changed(id, generation);
+        }
+    }
+
+    /// Moves a host's state if `change` allows it, deciding and writing in one store
+    /// call. The state it moved from, or None if the change did not apply or the host is
+    /// gone.
+    pub(crate) async fn change_host_state(&self, id: HostId, change: &HostStateChange) -> HubResult<Option<HostState>> {
+        match self.store.change_host_state(id, change).await {
+            Err(StoreError::NotFound(_)) => Ok(None),
+            moved => Ok(moved?),
+        }
     }
 
     pub fn register_provider(&self, p: Arc<dyn HostProvider>) {
@@ -178,11 +208,8 @@ impl Hub {
     pub(crate) async fn host_add_provided(&self, p: &Principal, name: Name, provider: &str) -> HubResult<HostJoinToken> {
         let prov = self.provider(provider)?;
         let (mut rec, token) = self.host_add_record(name.clone()).await?;
-        {
-            let _g = self.lock(LockKey::Host(name.clone())).await;
-            rec.provider = Some(provider.to_string());
-            self.store.update_host(&rec).await?;
-        }
+        self.store.set_host_provider(rec.id, Some(provider)).await?;
+        rec.provider = Some(provider.to_string());
         self.touch_host(&name);
         let _pg = self.lock(LockKey::Provider(name.clone())).await;
         if let Err(e) = prov.create(&name, &token).await {
@@ -198,21 +225,19 @@ impl Hub {
 
     pub async fn host_drain(&self, p: &Principal, n: &Name, drain: bool) -> HubResult<Host> {
         p.require_admin()?;
-        let _g = self.lock(LockKey::Host(n.clone())).await;
-        let mut h = self.store.get_host(&n).await?.ok_or_else(|| HubError::not_found(format!("host '{n}' not found")))?;
-        let from = h.state;
-        h.state = match (drain, h.state) {
-            (true, HostState::Ready | HostState::Draining) => HostState::Draining,
-            (false, HostState::Draining | HostState::Ready) => HostState::Ready,
-            (_, s) => {
-                return Err(HubError::new(
-                    ErrorCode::IllegalTransition,
-                    format!("cannot {} host '{n}': it is {}; only a ready host can be drained", if drain { "drain" } else { "undrain" }, s.as_str()),
-                ))
-            }
+        let not_found = || HubError::not_found(format!("host '{n}' not found"));
+        let h = self.store.get_host(&n).await?.ok_or_else(not_found)?;
+        let to = if drain { HostState::Draining } else { HostState::Ready };
+        let change = HostStateChange::to(to).from(&[HostState::Ready, HostState::Draining]);
+        let Some(from) = self.change_host_state(h.id, &change).await? else {
+            // Read again: the error names the state the host is in now.
+            let now = self.store.get_host_by_id(h.id).await?.ok_or_else(not_found)?.state;
+            return Err(HubError::new(
+                ErrorCode::IllegalTransition,
+                format!("cannot {} host '{n}': it is {}; only a ready host can be drained", if drain { "drain" } else { "undrain" }, now.as_str()),
+            ));
         };
-        self.store.update_host(&h).await?;
-        drop(_g);
+        let h = HostRecord { state: to, ..h };
         self.touch_host(&n);
         let action = if drain { "host.drain" } else { "host.undrain" };
         self.event(&p.actor(), None, format!("host/{n}"), action, "ok", Some(format!("{} -> {}", from.as_str(), h.state.as_str()))).await;
@@ -288,28 +313,19 @@ impl Hub {
     }
 
     async fn set_host_state(&self, n: &Name, to: HostState, actor: &str, action: &str) -> HubResult<()> {
-        let _g = self.lock(LockKey::Host(n.clone())).await;
-        let mut h = self.store.get_host(n).await?.ok_or_else(|| HubError::not_found(format!("host '{n}' not found")))?;
-        let from = h.state;
-        h.state = to;
-        self.store.update_host(&h).await?;
+        let not_found = || HubError::not_found(format!("host '{n}' not found"));
+        let h = self.store.get_host(n).await?.ok_or_else(not_found)?;
+        // A change from any state applies unless the host is gone.
+        let from = self.change_host_state(h.id, &HostStateChange::to(to)).await?.ok_or_else(not_found)?;
         self.event(actor, None, format!("host/{n}"), action, "ok", Some(format!("{} -> {}", from.as_str(), to.as_str()))).await;
         Ok(())
     }
 
     /// A host nobody hears from: what its instances do is unknown (they are kept).
+    /// Touches only `observed`, not the instances' versions, so it needs no instance lock
+    /// and never makes a request's compare-and-swap fail.
     pub(crate) async fn mark_unknown(&self, host: &Name) -> HubResult<u32> {
-        let mut n = 0;
-        for i in self.store.list_instances(&InstanceFilter::host(host)).await? {
-            let _g = self.lock(LockKey::Instance(i.id)).await;
-            let Some(mut cur) = self.store.get_instance_by_id(i.id).await? else { continue };
-            if cur.observed != ObservedState::Unknown {
-                cur.observed = ObservedState::Unknown;
-                self.store.update_instance(&cur).await?;
-                n += 1;
-            }
-        }
-        Ok(n)
+        Ok(self.store.mark_host_instances_unknown(host).await?)
     }
 
     /// Remembers a user action on a host: the provider check leaves it alone for a while.
@@ -345,14 +361,10 @@ impl Hub {
                     self.providers.misses.lock().unwrap_or_else(|e| e.into_inner()).remove(&h.name);
                     let exists = provided.iter().any(|p| p.name == h.name);
                     let why = if exists { "its agent is not running" } else { "the provider has no such host" };
-                    let _g = self.lock(LockKey::Host(h.name.clone())).await;
-                    let Some(mut cur) = self.store.get_host(&h.name).await? else { continue };
-                    if cur.state != HostState::Stale {
-                        continue; // it reported meanwhile
+                    let change = HostStateChange::to(HostState::Missing).from(&[HostState::Stale]);
+                    if self.change_host_state(h.id, &change).await?.is_none() {
+                        continue; // it reported meanwhile (or was removed)
                     }
-                    cur.state = HostState::Missing;
-                    self.store.update_host(&cur).await?;
-                    drop(_g);
                     self.event("hub", None, format!("host/{}", h.name), "host.missing", "error", Some(format!("stale -> missing: provider {pname}: {why} ({misses} checks)"))).await;
                 }
             }

@@ -3,12 +3,19 @@
 //!
 //! Every mutating call checks the caller's scope, validates, runs the state machine,
 //! persists the new desired state, wakes the host, and leaves an event.
+//!
+//! Locks: a request holds its tenant's lock (the quota check reads every instance of the
+//! tenant) and then the instance's lock (the state machine runs on the instance as read).
+//! The write itself is a compare-and-swap on the version read, in one transaction with
+//! the host's generation bump: a hub that decided on a stale read (another hub on the
+//! same store) gets a conflict instead of overwriting, and no crash leaves a decision
+//! the host is not told about.
 
 use crate::auth::Principal;
 use crate::error::{HubError, HubResult};
 use crate::{Hub, LockKey};
 use hangar_client::AgentClient;
-use hangar_store::{HostRecord, InstanceFilter};
+use hangar_store::{HostRecord, InstanceFilter, InstanceVersion};
 use hangar_types::api::*;
 use hangar_types::placement::{self, Candidate, Load, Overcommit};
 use hangar_types::quota::{self, Demand};
@@ -93,8 +100,9 @@ impl Hub {
         inst.state = target;
         inst.desired = target.desired();
         inst.generation = self.store.next_generation().await?;
-        self.store.insert_instance(&inst).await?;
-        self.bump_host(&host.name).await?;
+        // One write: the instance and its host's new generation land together.
+        let bumped = self.store.insert_instance(&inst, Some(&host.name)).await?;
+        self.host_bumped(bumped);
         self.tenant_hosts_changed(&t.name, &host.name).await?;
         let done_at = if target == InstanceState::Starting { InstanceState::Running } else { target };
         let op = self.operation_new("instance.create", &inst, done_at).await?;
@@ -153,7 +161,8 @@ impl Hub {
     ) -> HubResult<Operation> {
         let _ig = self.lock(LockKey::Instance(id)).await;
         // Re-read under the lock: the state may have moved while we waited.
-        let mut inst = self.store.get_instance_by_id(id).await?.ok_or_else(|| HubError::not_found(format!("instance {id} of tenant '{}' not found", ten.name)))?;
+        let read = self.store.get_instance_by_id(id).await?.ok_or_else(|| HubError::not_found(format!("instance {id} of tenant '{}' not found", ten.name)))?;
+        let mut inst = read.clone();
         let object = format!("instance/{}/{}", ten.name, inst.name);
         let action = format!("instance.{t}");
         let to = match transition(inst.state, t) {
@@ -170,7 +179,6 @@ impl Hub {
                 return Err(e);
             }
         }
-        self.cancel_operations(inst.id, &format!("superseded by {action}")).await?;
         inst.state = to;
         inst.desired = to.desired();
         inst.observed = ObservedState::Unknown;
@@ -180,10 +188,12 @@ impl Hub {
         if hold.is_some() {
             inst.held_until = hold;
         }
-        self.store.update_instance(&inst).await?;
-        if let Some(h) = &inst.host {
-            self.bump_host(h).await?;
-        }
+        // Written only if nobody decided anything about the instance since the read
+        // (Conflict otherwise: another hub's request won), in one write with its host's
+        // new generation. The operations it supersedes are cancelled only once it landed.
+        let bumped = self.store.update_instance_if(&inst, InstanceVersion::of(&read), inst.host.as_ref()).await?;
+        self.cancel_operations(inst.id, &format!("superseded by {action}")).await?;
+        self.host_bumped(bumped);
         let done_at = match to {
             InstanceState::Starting => InstanceState::Running,
             InstanceState::Stopping => InstanceState::Stopped,

@@ -6,7 +6,8 @@
 //! Each loop does a pass only while it holds its lease (`monitor`, `pools`,
 //! `providers`), so of several hubs on one store one leads each loop.
 
-use crate::{Hub, LockKey};
+use crate::Hub;
+use hangar_store::HostStateChange;
 use hangar_types::Name;
 use std::collections::HashMap;
 use std::future::Future;
@@ -100,22 +101,20 @@ impl Monitor {
             // Draining hosts go stale too: a drained host that dies is still dead.
             let may_go_stale = matches!(listed.state, HostState::Ready | HostState::Draining);
             if may_go_stale && silent_for(&listed) > stale_after {
-                // Re-read under the host's lock: a report may have landed since the listing.
-                let g = hub.lock(LockKey::Host(listed.name.clone())).await;
-                let Some(mut h) = hub.store.get_host_by_id(listed.id).await? else { continue };
-                if matches!(h.state, HostState::Ready | HostState::Draining) && silent_for(&h) > stale_after {
-                    let from = h.state;
-                    h.state = HostState::Stale;
-                    hub.store.update_host(&h).await?;
-                    drop(g);
-                    let unknown = hub.mark_unknown(&h.name).await?;
+                // The store checks state and silence again as it writes: a report that
+                // landed since the listing keeps the host as it is.
+                let change = HostStateChange::to(HostState::Stale)
+                    .from(&[HostState::Ready, HostState::Draining])
+                    .if_silent_since(now - stale_after);
+                if let Some(from) = hub.change_host_state(listed.id, &change).await? {
+                    let unknown = hub.mark_unknown(&listed.name).await?;
                     hub.event(
                         "hub",
                         None,
-                        format!("host/{}", h.name),
+                        format!("host/{}", listed.name),
                         "host.state",
                         "ok",
-                        Some(format!("{} -> stale: no report for {}s; {unknown} instance(s) now unknown, kept", from.as_str(), silent_for(&h).whole_seconds())),
+                        Some(format!("{} -> stale: no report for {}s; {unknown} instance(s) now unknown, kept", from.as_str(), silent_for(&listed).whole_seconds())),
                     )
                     .await;
                 }
@@ -129,13 +128,10 @@ impl Monitor {
                     *c >= hub.config.confirmations
                 };
                 if confirmed {
-                    let _g = hub.lock(LockKey::Host(listed.name.clone())).await;
-                    let Some(mut h) = hub.store.get_host_by_id(listed.id).await? else { continue };
-                    if h.state == HostState::Stale && silent_for(&h) > offline_after {
-                        h.state = HostState::Offline;
-                        hub.store.update_host(&h).await?;
-                        self.offline_confirmations.remove(&h.name);
-                        hub.event("hub", None, format!("host/{}", h.name), "host.state", "ok", Some(format!("stale -> offline: no report for {}s, confirmed {} times", silent_for(&h).whole_seconds(), hub.config.confirmations))).await;
+                    let change = HostStateChange::to(HostState::Offline).from(&[HostState::Stale]).if_silent_since(now - offline_after);
+                    if hub.change_host_state(listed.id, &change).await?.is_some() {
+                        self.offline_confirmations.remove(&listed.name);
+                        hub.event("hub", None, format!("host/{}", listed.name), "host.state", "ok", Some(format!("stale -> offline: no report for {}s, confirmed {} times", silent_for(&listed).whole_seconds(), hub.config.confirmations))).await;
                     }
                 }
             }

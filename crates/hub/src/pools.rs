@@ -9,7 +9,7 @@
 use crate::auth::Principal;
 use crate::error::{HubError, HubResult};
 use crate::{Hub, LockKey};
-use hangar_store::InstanceFilter;
+use hangar_store::{InstanceFilter, StoreError};
 use hangar_types::api::*;
 use hangar_types::pool::{self, CreateAs, Member, PoolAction};
 use hangar_types::quota::{self, counts_text, Demand};
@@ -75,7 +75,7 @@ impl Hub {
     pub async fn pool_scale(&self, p: &Principal, tenant: &Name, n: &Name, req: PoolScale) -> HubResult<PoolInfo> {
         let t = self.tenant_get(p, tenant).await?;
         let _tg = self.lock(LockKey::Tenant(t.name.clone())).await;
-        let mut pool = self.pool_get(&t.name, n).await?;
+        let pool = self.pool_get(&t.name, n).await?;
         let counts = PoolCounts {
             running: req.running.unwrap_or(pool.counts.running),
             warm: req.warm.unwrap_or(pool.counts.warm),
@@ -87,9 +87,19 @@ impl Hub {
             return Err(e);
         }
         let before = pool.counts;
-        pool.counts = counts;
-        pool.updated_at = OffsetDateTime::now_utc();
-        self.store.update_pool(&pool).await?;
+        // The counts were checked against the quotas as read: they are written only if
+        // still what was read. A scale that lost to another (from another hub; in one,
+        // the tenant lock orders them) is refused, not retried: a retry would overwrite
+        // the other scale's counts, the last-writer-wins this check exists to prevent.
+        let pool = match self.store.set_pool_counts_if(&t.name, &pool.name, before, counts).await {
+            Ok(pool) => pool,
+            Err(StoreError::Conflict(_)) => {
+                let msg = format!("pool '{}/{}' was scaled by another request meanwhile: look at its counts with `hangar pool info` and scale again", t.name, pool.name);
+                self.event(&p.actor(), Some(&t.name), object, "pool.scale", "error", Some(msg.clone())).await;
+                return Err(HubError::new(ErrorCode::Conflict, msg));
+            }
+            Err(e) => return Err(e.into()),
+        };
         self.event(&p.actor(), Some(&t.name), object, "pool.scale", "ok", Some(format!("{} -> {}", counts_text(before), counts_text(counts)))).await;
         let actions = self.reconcile_pool_first_batch(&t, &pool).await;
         self.pool_info_of(&t.name, &pool.name, actions).await
@@ -220,11 +230,9 @@ impl Hub {
             self.event(&actor, Some(&t.name), format!("pool/{}/{}", t.name, pl.name), "pool.reconcile", if error.is_some() { "error" } else { "ok" }, Some(msg)).await;
         }
         if error != pl.last_error {
-            if let Ok(Some(mut fresh)) = self.store.get_pool(&t.name, &pl.name).await {
-                fresh.last_error = error.clone();
-                if let Err(e) = self.store.update_pool(&fresh).await {
-                    tracing::warn!(error = %e, "cannot record a pool's last error");
-                }
+            // A pool deleted meanwhile has no error to keep: nothing to do.
+            if let Err(e) = self.store.set_pool_last_error(&t.name, &pl.name, error.as_deref()).await {
+                tracing::warn!(error = %e, "cannot record a pool's last error");
             }
         }
         let more = more && error.is_none();

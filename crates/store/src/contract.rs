@@ -36,7 +36,7 @@ macro_rules! store_contract_tests {
             concurrent_tenant_inserts_never_share_a_net_id,
             deleting_a_tenant_deletes_its_tokens_only,
             the_isolated_flag_persists,
-            hosts_insert_get_update_delete,
+            hosts_insert_get_find_delete,
             join_tokens_are_single_use,
             a_join_token_raced_by_many_agents_admits_one,
             join_tokens_are_renewed_only_before_joining,
@@ -50,6 +50,7 @@ macro_rules! store_contract_tests {
             instance_addresses_are_unique_per_tenant,
             instance_updates_refuse_a_stale_version,
             concurrent_instance_updates_admit_one,
+            instance_writes_bump_their_host_atomically,
             marking_a_hosts_instances_unknown_touches_only_observed,
             generations_are_unique_and_increasing,
             pools_round_trip_and_filter_members,
@@ -328,7 +329,7 @@ pub async fn the_isolated_flag_persists(store: Arc<dyn Store>) {
 
 // ---- hosts ----
 
-pub async fn hosts_insert_get_update_delete(store: Arc<dyn Store>) {
+pub async fn hosts_insert_get_find_delete(store: Arc<dyn Store>) {
     let (a, b) = (host("node-a"), host("node-b"));
     store.insert_host(&b).await.unwrap();
     store.insert_host(&a).await.unwrap();
@@ -342,27 +343,13 @@ pub async fn hosts_insert_get_update_delete(store: Arc<dyn Store>) {
     assert_eq!(store.get_host_by_id(HostId::new()).await.unwrap(), None);
     assert_eq!(store.list_hosts().await.unwrap(), [a.clone(), b.clone()]);
 
-    let updated = HostRecord {
-        state: HostState::Ready,
-        endpoint: Some("10.0.0.1:7443".into()),
-        agent_version: Some("0.1.0".into()),
-        last_heartbeat: Some(at(60)),
-        join_token_hash: None,
-        cert_fingerprint: Some("fp-a".into()),
-        desired_generation: 7,
-        ..a.clone()
-    };
-    store.update_host(&updated).await.unwrap();
-    assert_eq!(store.get_host_by_id(a.id).await.unwrap(), Some(updated.clone()));
-    assert_eq!(store.get_host_by_fingerprint("fp-a").await.unwrap(), Some(updated));
+    // A host is found by the certificate it joined with, and a certificate names one host.
+    let joined = store.consume_join_token("join-node-a", "fp-a").await.unwrap().unwrap();
+    assert_eq!(store.get_host_by_fingerprint("fp-a").await.unwrap(), Some(joined));
     assert_eq!(store.get_host_by_fingerprint("fp-x").await.unwrap(), None);
-
-    // A certificate identifies one host.
-    let clash = HostRecord { cert_fingerprint: Some("fp-a".into()), ..b.clone() };
-    assert!(matches!(store.update_host(&clash).await, Err(StoreError::AlreadyExists(_))));
-
-    let gone = host("node-z");
-    assert!(matches!(store.update_host(&gone).await, Err(StoreError::NotFound(w)) if w == "host 'node-z'"));
+    let clash = store.consume_join_token("join-node-b", "fp-a").await;
+    assert!(matches!(&clash, Err(StoreError::AlreadyExists(_))), "{clash:?}");
+    assert_eq!(store.get_host_by_id(b.id).await.unwrap().as_ref(), Some(&b));
 
     assert!(store.delete_host(a.id).await.unwrap());
     assert!(!store.delete_host(a.id).await.unwrap());
@@ -532,10 +519,10 @@ pub async fn host_providers_are_recorded(store: Arc<dyn Store>) {
 
 pub async fn instances_insert_get_update_delete(store: Arc<dyn Store>) {
     let web = instance("acme", "web", Some("node-a"));
-    store.insert_instance(&web).await.unwrap();
+    store.insert_instance(&web, None).await.unwrap();
 
     let dup = Instance { id: InstanceId::new(), ..web.clone() };
-    assert!(matches!(store.insert_instance(&dup).await, Err(StoreError::AlreadyExists(w)) if w == "instance 'acme/web'"));
+    assert!(matches!(store.insert_instance(&dup, None).await, Err(StoreError::AlreadyExists(w)) if w == "instance 'acme/web'"));
 
     assert_eq!(store.get_instance(&name("acme"), &name("web")).await.unwrap().as_ref(), Some(&web));
     assert_eq!(store.get_instance_by_id(web.id).await.unwrap().as_ref(), Some(&web));
@@ -551,18 +538,19 @@ pub async fn instances_insert_get_update_delete(store: Arc<dyn Store>) {
         updated_at: at(90),
         ..web.clone()
     };
-    store.update_instance(&running).await.unwrap();
+    assert_eq!(store.update_instance_if(&running, InstanceVersion::of(&web), None).await.unwrap(), None);
     assert_eq!(store.get_instance_by_id(web.id).await.unwrap(), Some(running.clone()));
 
     assert!(store.delete_instance(web.id).await.unwrap());
     assert!(!store.delete_instance(web.id).await.unwrap());
-    assert!(matches!(store.update_instance(&running).await, Err(StoreError::NotFound(w)) if w == "instance 'acme/web'"));
+    let gone = store.update_instance_if(&running, InstanceVersion::of(&running), None).await;
+    assert!(matches!(&gone, Err(StoreError::NotFound(w)) if w == "instance 'acme/web'"), "{gone:?}");
 }
 
 pub async fn instances_list_by_tenant_and_host(store: Arc<dyn Store>) {
     // Inserted out of order: listing sorts by tenant, then name.
     for (t, n, h) in [("beta", "db", Some("node-a")), ("acme", "web", Some("node-b")), ("acme", "api", Some("node-a")), ("acme", "new", None)] {
-        store.insert_instance(&instance(t, n, h)).await.unwrap();
+        store.insert_instance(&instance(t, n, h), None).await.unwrap();
     }
     let cases: [(Option<&str>, Option<&str>, &[&str]); 6] = [
         (None, None, &["acme/api", "acme/new", "acme/web", "beta/db"]),
@@ -584,26 +572,26 @@ pub async fn instances_list_by_tenant_and_host(store: Arc<dyn Store>) {
 pub async fn instance_addresses_are_unique_per_tenant(store: Arc<dyn Store>) {
     let addr = |s: &str| Some(s.parse::<std::net::Ipv4Addr>().unwrap());
     let a = Instance { address: addr("10.240.1.2"), ..instance("acme", "a", None) };
-    store.insert_instance(&a).await.unwrap();
+    store.insert_instance(&a, None).await.unwrap();
     assert_eq!(store.get_instance_by_id(a.id).await.unwrap().unwrap().address, addr("10.240.1.2"));
     let b = Instance { address: addr("10.240.1.2"), ..instance("acme", "b", None) };
-    assert!(matches!(store.insert_instance(&b).await, Err(StoreError::AlreadyExists(_))));
+    assert!(matches!(store.insert_instance(&b, None).await, Err(StoreError::AlreadyExists(_))));
     let c = Instance { address: addr("10.240.1.2"), ..instance("zeta", "c", None) };
-    store.insert_instance(&c).await.unwrap();
+    store.insert_instance(&c, None).await.unwrap();
     // Several instances without an address are fine.
-    store.insert_instance(&instance("acme", "x", None)).await.unwrap();
+    store.insert_instance(&instance("acme", "x", None), None).await.unwrap();
     let y = instance("acme", "y", None);
-    store.insert_instance(&y).await.unwrap();
+    store.insert_instance(&y, None).await.unwrap();
     // Nor can an update take an address another instance of the tenant holds.
     let taken = Instance { address: addr("10.240.1.2"), ..y.clone() };
-    assert!(matches!(store.update_instance_if(&taken, InstanceVersion::of(&y)).await, Err(StoreError::AlreadyExists(_))));
+    assert!(matches!(store.update_instance_if(&taken, InstanceVersion::of(&y), None).await, Err(StoreError::AlreadyExists(_))));
 }
 
 /// A compare-and-swap on (generation, state): what was decided from a stale read is
 /// refused with Conflict and leaves the row alone.
 pub async fn instance_updates_refuse_a_stale_version(store: Arc<dyn Store>) {
     let read = instance("acme", "web", Some("node-a"));
-    store.insert_instance(&read).await.unwrap();
+    store.insert_instance(&read, None).await.unwrap();
     let version = InstanceVersion::of(&read);
 
     let started = Instance {
@@ -614,36 +602,36 @@ pub async fn instance_updates_refuse_a_stale_version(store: Arc<dyn Store>) {
         updated_at: at(40),
         ..read.clone()
     };
-    store.update_instance_if(&started, version).await.unwrap();
+    store.update_instance_if(&started, version, None).await.unwrap();
     assert_eq!(store.get_instance_by_id(read.id).await.unwrap().as_ref(), Some(&started));
 
     // Decided from the first read: both the generation and the state moved since.
     let stopped = Instance { state: InstanceState::Stopped, generation: started.generation + 1, ..read.clone() };
-    let refused = store.update_instance_if(&stopped, version).await;
+    let refused = store.update_instance_if(&stopped, version, None).await;
     assert!(matches!(&refused, Err(StoreError::Conflict(w)) if w == "instance 'acme/web'"), "{refused:?}");
     // Same generation, but the state moved (an observation landed): refused too.
     let same_generation = InstanceVersion { state: InstanceState::Created, ..InstanceVersion::of(&started) };
-    assert!(matches!(store.update_instance_if(&stopped, same_generation).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(store.update_instance_if(&stopped, same_generation, None).await, Err(StoreError::Conflict(_))));
     assert_eq!(store.get_instance_by_id(read.id).await.unwrap().as_ref(), Some(&started));
 
     // Identity and creation time are never rewritten.
     let renamed = Instance { tenant: name("beta"), name: name("other"), created_at: at(99), error: Some("e".into()), ..started.clone() };
-    store.update_instance_if(&renamed, InstanceVersion::of(&started)).await.unwrap();
+    store.update_instance_if(&renamed, InstanceVersion::of(&started), None).await.unwrap();
     assert_eq!(store.get_instance_by_id(read.id).await.unwrap(), Some(Instance { error: Some("e".into()), ..started.clone() }));
 
     assert!(store.delete_instance(read.id).await.unwrap());
-    assert!(matches!(store.update_instance_if(&started, InstanceVersion::of(&started)).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(store.update_instance_if(&started, InstanceVersion::of(&started), None).await, Err(StoreError::NotFound(_))));
 }
 
 /// Many deciders that read the same version: exactly one write lands.
 pub async fn concurrent_instance_updates_admit_one(store: Arc<dyn Store>) {
     let read = instance("acme", "web", Some("node-a"));
-    store.insert_instance(&read).await.unwrap();
+    store.insert_instance(&read, None).await.unwrap();
     let results = concurrently(&store, 10, |store, i| {
         let read = read.clone();
         async move {
             let next = Instance { generation: read.generation + 1 + i as i64, state: InstanceState::Starting, ..read.clone() };
-            store.update_instance_if(&next, InstanceVersion::of(&read)).await.map(|()| next.generation)
+            store.update_instance_if(&next, InstanceVersion::of(&read), None).await.map(|_| next.generation)
         }
     })
     .await;
@@ -653,12 +641,61 @@ pub async fn concurrent_instance_updates_admit_one(store: Arc<dyn Store>) {
     assert_eq!(store.get_instance_by_id(read.id).await.unwrap().unwrap().generation, won[0]);
 }
 
+/// An instance write that asks for it bumps its host's desired generation in the same
+/// transaction: both land, or (a duplicate, a stale version, a taken address) neither.
+/// So no crash between the two can leave a decision the host is never told about.
+pub async fn instance_writes_bump_their_host_atomically(store: Arc<dyn Store>) {
+    let h = host("node-a");
+    store.insert_host(&h).await.unwrap();
+    let generation = |store: Arc<dyn Store>| async move { store.get_host_by_id(h.id).await.unwrap().unwrap().desired_generation };
+    let node_a = name("node-a");
+    let before = store.next_generation().await.unwrap();
+
+    let web = Instance { address: Some([10, 240, 1, 2].into()), ..instance("acme", "web", Some("node-a")) };
+    let (id, first) = store.insert_instance(&web, Some(&node_a)).await.unwrap().expect("the host exists");
+    assert_eq!((id, generation(store.clone()).await), (h.id, first));
+    assert!(first > before, "{first} after {before}");
+    // Without a bump, or with an unknown host, the instance is written and no host moves.
+    let db = instance("acme", "db", Some("node-a"));
+    assert_eq!(store.insert_instance(&db, None).await.unwrap(), None);
+    let far = instance("acme", "far", Some("node-x"));
+    assert_eq!(store.insert_instance(&far, Some(&name("node-x"))).await.unwrap(), None);
+    assert!(store.get_instance_by_id(far.id).await.unwrap().is_some());
+    assert_eq!(generation(store.clone()).await, first);
+
+    // Refused writes bump nothing.
+    let dup = Instance { id: InstanceId::new(), ..db.clone() };
+    assert!(matches!(store.insert_instance(&dup, Some(&node_a)).await, Err(StoreError::AlreadyExists(_))));
+    let stale = InstanceVersion { generation: db.generation + 1, ..InstanceVersion::of(&db) };
+    let started = Instance { state: InstanceState::Starting, generation: db.generation + 2, ..db.clone() };
+    assert!(matches!(store.update_instance_if(&started, stale, Some(&node_a)).await, Err(StoreError::Conflict(_))));
+    let taken = Instance { address: web.address, ..started.clone() };
+    assert!(matches!(store.update_instance_if(&taken, InstanceVersion::of(&db), Some(&node_a)).await, Err(StoreError::AlreadyExists(_))));
+    assert_eq!(generation(store.clone()).await, first);
+    assert_eq!(store.get_instance_by_id(db.id).await.unwrap().as_ref(), Some(&db));
+
+    let (_, second) = store.update_instance_if(&started, InstanceVersion::of(&db), Some(&node_a)).await.unwrap().unwrap();
+    assert!(second > first);
+    assert_eq!(generation(store.clone()).await, second);
+    assert_eq!(store.get_instance_by_id(db.id).await.unwrap(), Some(started));
+
+    // Concurrent writes with bumps: distinct generations, and the host keeps the largest.
+    let bumps = concurrently(&store, 10, |store, i| async move {
+        let member = instance("acme", &format!("m{i}"), Some("node-a"));
+        store.insert_instance(&member, Some(&name("node-a"))).await.unwrap().unwrap().1
+    })
+    .await;
+    let distinct: BTreeSet<i64> = bumps.iter().copied().collect();
+    assert_eq!(distinct.len(), 10, "{bumps:?}");
+    assert_eq!(Some(&generation(store.clone()).await), distinct.last());
+}
+
 pub async fn marking_a_hosts_instances_unknown_touches_only_observed(store: Arc<dyn Store>) {
     let on_a = |n: &str, observed| Instance { observed, state: InstanceState::Running, ..instance("acme", n, Some("node-a")) };
     let (web, db, idle) = (on_a("web", ObservedState::Running), on_a("db", ObservedState::Failed), on_a("idle", ObservedState::Unknown));
     let elsewhere = Instance { observed: ObservedState::Running, ..instance("acme", "far", Some("node-b")) };
     for i in [&web, &db, &idle, &elsewhere] {
-        store.insert_instance(i).await.unwrap();
+        store.insert_instance(i, None).await.unwrap();
     }
     assert_eq!(store.mark_host_instances_unknown(&name("node-a")).await.unwrap(), 2);
     for i in [&web, &db, &idle] {
@@ -670,7 +707,7 @@ pub async fn marking_a_hosts_instances_unknown_touches_only_observed(store: Arc<
     assert_eq!(store.mark_host_instances_unknown(&name("node-x")).await.unwrap(), 0);
     // The version did not move: a decision made before the marking still lands.
     let next = Instance { generation: web.generation + 1, ..web.clone() };
-    store.update_instance_if(&next, InstanceVersion::of(&web)).await.unwrap();
+    store.update_instance_if(&next, InstanceVersion::of(&web), None).await.unwrap();
 }
 
 /// One counter for instance and host generations: unique under concurrency, and each
@@ -705,22 +742,22 @@ pub async fn pools_round_trip_and_filter_members(store: Arc<dyn Store>) {
     assert!(matches!(store.insert_pool(&pool).await, Err(StoreError::AlreadyExists(_))));
     assert_eq!(store.get_pool(&name("acme"), &name("workers")).await.unwrap(), Some(pool.clone()));
     assert_eq!(store.get_pool(&name("acme"), &name("idlers")).await.unwrap(), None);
-    let scaled =
-        Pool { counts: PoolCounts { running: 0, warm: 0, sleeping: 3 }, last_error: Some("quota".into()), updated_at: at(2), ..pool.clone() };
-    store.update_pool(&scaled).await.unwrap();
+    let scaled = store.set_pool_counts_if(&pool.tenant, &pool.name, pool.counts, PoolCounts { running: 0, warm: 0, sleeping: 3 }).await.unwrap();
+    assert!(store.set_pool_last_error(&pool.tenant, &pool.name, Some("quota")).await.unwrap());
+    let scaled = Pool { last_error: Some("quota".into()), ..scaled };
     assert_eq!(store.list_pools(Some(&name("acme"))).await.unwrap(), vec![scaled.clone()]);
     assert_eq!(store.list_pools(None).await.unwrap(), vec![scaled.clone()]);
     assert!(store.list_pools(Some(&name("beta"))).await.unwrap().is_empty());
 
     let member = Instance { pool: Some(name("workers")), held_until: Some(at(5)), ..instance("acme", "workers-1", Some("node-a")) };
-    store.insert_instance(&member).await.unwrap();
-    store.insert_instance(&instance("acme", "loose", Some("node-a"))).await.unwrap();
+    store.insert_instance(&member, None).await.unwrap();
+    store.insert_instance(&instance("acme", "loose", Some("node-a")), None).await.unwrap();
     let members = store.list_instances(&InstanceFilter::pool(&name("acme"), &name("workers"))).await.unwrap();
     assert_eq!(members, vec![member]);
 
     assert!(store.delete_pool(&name("acme"), &name("workers")).await.unwrap());
     assert!(!store.delete_pool(&name("acme"), &name("workers")).await.unwrap());
-    assert!(matches!(store.update_pool(&scaled).await, Err(StoreError::NotFound(_))));
+    assert!(store.get_pool(&name("acme"), &name("workers")).await.unwrap().is_none());
 }
 
 /// A scale decided against counts that moved meanwhile is refused with Conflict.

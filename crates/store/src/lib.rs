@@ -10,8 +10,11 @@
 //! without locks in any one of them: a counter bump, a heartbeat that writes only what
 //! the host says, a state move that applies only from the states it names, and
 //! compare-and-swap updates that fail with [`StoreError::Conflict`] when the row moved
-//! since it was read. The whole-row `update_*` methods are the exception, kept until the
-//! hub has moved off them.
+//! since it was read. There is no whole-row update: each write names what it changes.
+//!
+//! A write that changes what a host must do (an instance inserted or updated) can bump
+//! that host's desired generation in the same transaction (the `bump` argument), so no
+//! crash between the two leaves a decision the host's agent is never told about.
 
 use async_trait::async_trait;
 use hangar_types::api::{Capacity, Event, HostState, Instance, Operation, OperationStatus, Pool, PoolCounts, Tenant};
@@ -218,12 +221,6 @@ pub trait Store: Send + Sync + 'static {
     async fn get_host_by_id(&self, id: HostId) -> Result<Option<HostRecord>>;
     async fn get_host_by_fingerprint(&self, fingerprint: &str) -> Result<Option<HostRecord>>;
     async fn list_hosts(&self) -> Result<Vec<HostRecord>>;
-    /// Replaces every field of an existing host (by id): last writer wins.
-    ///
-    /// To be removed once the hub uses the narrow updates below ([`Store::bump_host_generation`],
-    /// [`Store::record_host_report`], [`Store::change_host_state`], [`Store::renew_join_token`],
-    /// [`Store::set_host_provider`]), which stay correct without a lock in the hub.
-    async fn update_host(&self, host: &HostRecord) -> Result<()>;
     /// Gives the host a fresh value of the generation counter as its desired generation,
     /// atomically: concurrent bumps get distinct values, and the host's generation only
     /// grows. Returns the host's id and new generation, or None if no host has that name.
@@ -247,17 +244,16 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_host(&self, id: HostId) -> Result<bool>;
 
     // ---- instances ----
-    /// Inserts a new instance; AlreadyExists if `tenant/name` is taken.
-    async fn insert_instance(&self, instance: &Instance) -> Result<()>;
-    /// Replaces an existing instance (by id): last writer wins. NotFound if it is gone.
-    ///
-    /// To be removed once the hub uses [`Store::update_instance_if`] and
-    /// [`Store::mark_host_instances_unknown`].
-    async fn update_instance(&self, instance: &Instance) -> Result<()>;
+    /// Inserts a new instance; AlreadyExists if `tenant/name` is taken. With `bump`, the
+    /// same transaction bumps that host's desired generation as
+    /// [`Store::bump_host_generation`] does and returns what it returns (None if no host
+    /// has that name: the instance is inserted all the same). Without, returns None.
+    async fn insert_instance(&self, instance: &Instance, bump: Option<&Name>) -> Result<Option<(HostId, i64)>>;
     /// Writes every field of an instance but its id, tenant, name and creation time, only
     /// if the stored instance still has the `expected` version (compare-and-swap).
-    /// Conflict if it moved, NotFound if it is gone.
-    async fn update_instance_if(&self, instance: &Instance, expected: InstanceVersion) -> Result<()>;
+    /// Conflict if it moved, NotFound if it is gone; either way nothing is written and no
+    /// host is bumped. `bump` and the result as for [`Store::insert_instance`].
+    async fn update_instance_if(&self, instance: &Instance, expected: InstanceVersion, bump: Option<&Name>) -> Result<Option<(HostId, i64)>>;
     /// Sets `observed` to unknown on every instance placed on `host` that is not already;
     /// returns how many changed. Touches nothing else (not the version).
     async fn mark_host_instances_unknown(&self, host: &Name) -> Result<u32>;
@@ -273,11 +269,6 @@ pub trait Store: Send + Sync + 'static {
     // ---- pools ----
     /// AlreadyExists if `tenant/name` is taken.
     async fn insert_pool(&self, pool: &Pool) -> Result<()>;
-    /// Replaces an existing pool (by tenant and name): last writer wins. NotFound if it is gone.
-    ///
-    /// To be removed once the hub uses [`Store::set_pool_counts_if`] and
-    /// [`Store::set_pool_last_error`].
-    async fn update_pool(&self, pool: &Pool) -> Result<()>;
     /// Sets a pool's desired counts (and `updated_at` to now) only if they are still
     /// `expected`, the counts the caller checked its quotas against (compare-and-swap).
     /// Returns the stored pool. Conflict if the counts moved, NotFound if it is gone.

@@ -11,6 +11,8 @@
 //! - A compare-and-swap is one `UPDATE ... WHERE <expected values>`; when it changes no
 //!   row, a second look tells Conflict (the row is there) from NotFound. That look is
 //!   only for the error's kind: the write itself was already refused atomically.
+//! - An instance write that bumps its host runs in one `IMMEDIATE` transaction with the
+//!   bump ([`bump_in`]), so a crash leaves both or neither.
 //!
 //! Storage formats (see `migrations/0001_init.sql`): ids and names are text, enums are
 //! their lowercase API spelling, composite values are JSON text, and timestamps are
@@ -251,18 +253,6 @@ impl Store for SqliteStore {
         self.all(sqlx::query("SELECT * FROM hosts ORDER BY name"), "list hosts", host_row).await
     }
 
-    async fn update_host(&self, host: &HostRecord) -> Result<()> {
-        let q = bind_host(
-            sqlx::query(
-                "UPDATE hosts SET name = ?2, state = ?3, capacity = ?4, endpoint = ?5, drivers = ?6,
-                 agent_version = ?7, last_heartbeat = ?8, join_token_hash = ?9, cert_fingerprint = ?10,
-                 desired_generation = ?11, created_at = ?12, provider = ?13 WHERE id = ?1",
-            ),
-            host,
-        );
-        self.update_one(q, "update host", format!("host '{}'", host.name)).await
-    }
-
     async fn consume_join_token(&self, token_hash: &str, cert_fingerprint: &str) -> Result<Option<HostRecord>> {
         // Clearing the hash in the same statement that matches it makes the token
         // single-use even when two agents present it at once.
@@ -279,22 +269,11 @@ impl Store for SqliteStore {
     }
 
     async fn bump_host_generation(&self, name: &Name) -> Result<Option<(HostId, i64)>> {
-        // Counter and host in one IMMEDIATE transaction: no other writer can slip a
-        // bump in between, so the host's generation only grows. A missing host rolls
-        // back (on drop), leaving the counter as it was.
         const CONTEXT: &str = "bump a host's desired generation";
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(backend(CONTEXT))?;
-        let generation = advance_generation(&mut *tx).await?;
-        let rows = sqlx::query("UPDATE hosts SET desired_generation = ?2 WHERE name = ?1 RETURNING id")
-            .bind(name.as_str())
-            .bind(generation)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(backend(CONTEXT))?;
-        let Some(row) = rows.first() else { return Ok(None) };
-        let id = Cols::new(row, "hosts").parse("id")?;
+        let bumped = bump_in(&mut tx, name).await?;
         tx.commit().await.map_err(backend(CONTEXT))?;
-        Ok(Some((id, generation)))
+        Ok(bumped)
     }
 
     async fn record_host_report(&self, id: HostId, report: &HostReport) -> Result<HostRecord> {
@@ -367,7 +346,8 @@ impl Store for SqliteStore {
         self.delete(sqlx::query("DELETE FROM hosts WHERE id = ?1").bind(id.to_string()), "delete host").await
     }
 
-    async fn insert_instance(&self, instance: &Instance) -> Result<()> {
+    async fn insert_instance(&self, instance: &Instance, bump: Option<&Name>) -> Result<Option<(HostId, i64)>> {
+        const CONTEXT: &str = "insert instance";
         let q = bind_instance(
             sqlx::query(
                 "INSERT INTO instances (id, tenant, name, spec, host, state, desired, observed, generation, error, created_at, updated_at, address,
@@ -377,23 +357,17 @@ impl Store for SqliteStore {
             instance,
         );
         let what = format!("instance '{}/{}'", instance.tenant, instance.name);
-        q.execute(&self.pool).await.map_err(unique("insert instance", what))?;
-        Ok(())
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(backend(CONTEXT))?;
+        q.execute(&mut *tx).await.map_err(unique(CONTEXT, what))?;
+        let bumped = match bump {
+            Some(host) => bump_in(&mut tx, host).await?,
+            None => None,
+        };
+        tx.commit().await.map_err(backend(CONTEXT))?;
+        Ok(bumped)
     }
 
-    async fn update_instance(&self, instance: &Instance) -> Result<()> {
-        let q = bind_instance(
-            sqlx::query(
-                "UPDATE instances SET tenant = ?2, name = ?3, spec = ?4, host = ?5, state = ?6, desired = ?7,
-                 observed = ?8, generation = ?9, error = ?10, created_at = ?11, updated_at = ?12, address = ?13,
-                 pool = ?14, held_until = ?15 WHERE id = ?1",
-            ),
-            instance,
-        );
-        self.update_one(q, "update instance", format!("instance '{}/{}'", instance.tenant, instance.name)).await
-    }
-
-    async fn update_instance_if(&self, instance: &Instance, expected: InstanceVersion) -> Result<()> {
+    async fn update_instance_if(&self, instance: &Instance, expected: InstanceVersion, bump: Option<&Name>) -> Result<Option<(HostId, i64)>> {
         const CONTEXT: &str = "update instance";
         let what = format!("instance '{}/{}'", instance.tenant, instance.name);
         // ?2, ?3 and ?11 (tenant, name, created_at) are bound but never written.
@@ -407,12 +381,20 @@ impl Store for SqliteStore {
         )
         .bind(expected.generation)
         .bind(expected.state.as_str());
-        let done = q.execute(&self.pool).await.map_err(unique(CONTEXT, what.clone()))?;
-        if done.rows_affected() > 0 {
-            return Ok(());
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(backend(CONTEXT))?;
+        let done = q.execute(&mut *tx).await.map_err(unique(CONTEXT, what.clone()))?;
+        if done.rows_affected() == 0 {
+            // Rolled back on drop; the look that names the error reads committed state.
+            drop(tx);
+            let exists = sqlx::query("SELECT 1 FROM instances WHERE id = ?1").bind(instance.id.to_string());
+            return Err(self.missed(exists, CONTEXT, what).await);
         }
-        let exists = sqlx::query("SELECT 1 FROM instances WHERE id = ?1").bind(instance.id.to_string());
-        Err(self.missed(exists, CONTEXT, what).await)
+        let bumped = match bump {
+            Some(host) => bump_in(&mut tx, host).await?,
+            None => None,
+        };
+        tx.commit().await.map_err(backend(CONTEXT))?;
+        Ok(bumped)
     }
 
     async fn mark_host_instances_unknown(&self, host: &Name) -> Result<u32> {
@@ -468,17 +450,6 @@ impl Store for SqliteStore {
         );
         q.execute(&self.pool).await.map_err(unique("insert pool", format!("pool '{}/{}'", pool.tenant, pool.name)))?;
         Ok(())
-    }
-
-    async fn update_pool(&self, pool: &Pool) -> Result<()> {
-        let q = bind_pool(
-            sqlx::query(
-                "UPDATE pools SET role = ?3, spec = ?4, running = ?5, warm = ?6, sleeping = ?7, last_error = ?8,
-                 created_at = ?9, updated_at = ?10 WHERE tenant = ?1 AND name = ?2",
-            ),
-            pool,
-        );
-        self.update_one(q, "update pool", format!("pool '{}/{}'", pool.tenant, pool.name)).await
     }
 
     async fn set_pool_counts_if(&self, tenant: &Name, name: &Name, expected: PoolCounts, counts: PoolCounts) -> Result<Pool> {
@@ -643,6 +614,29 @@ impl Store for SqliteStore {
     async fn delete_token(&self, id: &str) -> Result<bool> {
         self.delete(sqlx::query("DELETE FROM tokens WHERE id = ?1").bind(id), "delete token").await
     }
+}
+
+/// Gives host `name` a fresh value of the generation counter as its desired generation,
+/// inside `tx`, which must hold the write lock (`BEGIN IMMEDIATE`): no other writer can
+/// slip a bump in between counter and host, so the host's generation only grows. None,
+/// with the counter untouched, if no host has that name.
+async fn bump_in(tx: &mut sqlx::Transaction<'_, Sqlite>, name: &Name) -> Result<Option<(HostId, i64)>> {
+    const CONTEXT: &str = "bump a host's desired generation";
+    let host = sqlx::query("SELECT id FROM hosts WHERE name = ?1")
+        .bind(name.as_str())
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(backend(CONTEXT))?;
+    let Some(row) = host else { return Ok(None) };
+    let id: HostId = Cols::new(&row, "hosts").parse("id")?;
+    let generation = advance_generation(&mut **tx).await?;
+    sqlx::query("UPDATE hosts SET desired_generation = ?2 WHERE id = ?1")
+        .bind(id.to_string())
+        .bind(generation)
+        .execute(&mut **tx)
+        .await
+        .map_err(backend(CONTEXT))?;
+    Ok(Some((id, generation)))
 }
 
 /// Increments the generation counter and reads it in one statement: atomic, and

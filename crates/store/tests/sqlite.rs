@@ -83,7 +83,7 @@ async fn everything_survives_reopen() {
         let o = operation(Some(i.id), 4);
         let k = token("t1", Some("acme"), 6);
         store.insert_host(&h).await.unwrap();
-        store.insert_instance(&i).await.unwrap();
+        store.insert_instance(&i, None).await.unwrap();
         store.insert_operation(&o).await.unwrap();
         store.insert_token(&k).await.unwrap();
         let e = store.insert_event(&event(Some("acme"), "instance/acme/web")).await.unwrap();
@@ -109,7 +109,7 @@ async fn everything_survives_reopen() {
 async fn unparsable_rows_are_corrupt() {
     let (dir, store) = store().await;
     store.insert_host(&host("node-a")).await.unwrap();
-    store.insert_instance(&instance("acme", "web", None)).await.unwrap();
+    store.insert_instance(&instance("acme", "web", None), None).await.unwrap();
 
     // Damage rows behind the store's back, as a hand edit would.
     let path = dir.path().join("hub.db");

@@ -12,6 +12,9 @@ pub enum ErrorCode {
     NotFound,
     AlreadyExists,
     IllegalTransition,
+    /// The object changed between reading it and writing the decision made from it
+    /// (another request or hub got there first): read it again and retry.
+    Conflict,
     QuotaExceeded,
     NoCapacity,
     Unavailable,
@@ -26,7 +29,7 @@ impl ErrorCode {
             ErrorCode::Unauthenticated => 401,
             ErrorCode::Forbidden => 403,
             ErrorCode::NotFound => 404,
-            ErrorCode::AlreadyExists | ErrorCode::IllegalTransition => 409,
+            ErrorCode::AlreadyExists | ErrorCode::IllegalTransition | ErrorCode::Conflict => 409,
             ErrorCode::QuotaExceeded => 422,
             ErrorCode::NoCapacity | ErrorCode::Unavailable => 503,
             ErrorCode::Timeout => 504,
@@ -42,6 +45,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::AlreadyExists => "already_exists",
             ErrorCode::IllegalTransition => "illegal_transition",
+            ErrorCode::Conflict => "conflict",
             ErrorCode::QuotaExceeded => "quota_exceeded",
             ErrorCode::NoCapacity => "no_capacity",
             ErrorCode::Unavailable => "unavailable",
