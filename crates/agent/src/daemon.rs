@@ -93,7 +93,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output =
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(200);
             loop {
-                let after = doc_tx.borrow().as_ref().map(|d| d.generation).unwrap_or(-1);
+                let after = doc_tx.borrow().as_ref().map(|d| d.generation);
                 let r = tokio::select! {
                     r = hub.desired(after, Duration::from_secs(25)) => r,
                     _ = stop.wait_for(|s| *s) => return,
@@ -101,7 +101,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output =
                 match r {
                     Ok(doc) => {
                         backoff = Duration::from_millis(200);
-                        if doc.generation > after || after < 0 {
+                        if after.is_none_or(|after| doc.generation > after) {
                             if let Ok(s) = serde_json::to_string(&doc) {
                                 // Atomically: a kill mid-write must not leave a torn document.
                                 let tmp = paths.desired().with_extension("json.tmp");

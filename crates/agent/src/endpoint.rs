@@ -33,7 +33,7 @@ pub struct LastPass {
     pub host: String,
     pub capacity: hangar_types::api::Capacity,
     pub drivers: Vec<String>,
-    pub generation: i64,
+    pub generation: hangar_types::Generation,
     pub instances: Vec<hangar_types::api::NodeInstance>,
 }
 

@@ -10,7 +10,7 @@ use crate::drivers::runtime::{Runtime, SandboxSpec, SandboxStatus};
 use crate::drivers::volume::VolumeDriver;
 use crate::identity::AgentPaths;
 use hangar_types::protocol::{DesiredDoc, DesiredInstance, ObservedInstance};
-use hangar_types::{DesiredState, InstanceId, ObservedState};
+use hangar_types::{DesiredState, Generation, InstanceId, ObservedState};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,7 +22,7 @@ const PIDS_LIMIT: u64 = 1024;
 
 #[derive(Clone, Debug, PartialEq)]
 struct Acted {
-    generation: i64,
+    generation: Generation,
     observed: ObservedState,
     error: Option<String>,
 }

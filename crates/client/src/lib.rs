@@ -8,7 +8,7 @@ pub mod onboarding;
 
 use hangar_types::api::*;
 use hangar_types::protocol::{AgentReport, DesiredDoc, JoinRequest, JoinResponse};
-use hangar_types::{ApiError, ErrorCode, OperationId};
+use hangar_types::{ApiError, ErrorCode, Generation, OperationId};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::time::Duration;
@@ -334,12 +334,13 @@ impl HostClient {
     }
 
     /// Long-polls the desired state: answers as soon as the host's generation is above
-    /// `after`, or after `wait` with the current document.
-    pub async fn desired(&self, after: i64, wait: Duration) -> Result<DesiredDoc> {
+    /// `after` (at once without one), or after `wait` with the current document.
+    pub async fn desired(&self, after: Option<Generation>, wait: Duration) -> Result<DesiredDoc> {
+        let after = after.map(|g| format!("after={g}&")).unwrap_or_default();
         self.t
             .call::<(), _>(
                 reqwest::Method::GET,
-                &format!("/v1/agent/desired?after={after}&wait={}", wait.as_secs()),
+                &format!("/v1/agent/desired?{after}wait={}", wait.as_secs()),
                 None,
                 Some(wait + Duration::from_secs(15)),
             )

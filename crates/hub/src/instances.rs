@@ -20,7 +20,7 @@ use hangar_types::api::*;
 use hangar_types::placement::{self, Candidate, Load, Overcommit};
 use hangar_types::quota::{self, Demand};
 use hangar_types::state::transition;
-use hangar_types::{ErrorCode, InstanceId, InstanceState, Name, ObservedState, Transition};
+use hangar_types::{ErrorCode, Generation, InstanceId, InstanceState, Name, ObservedState, Transition};
 use time::OffsetDateTime;
 
 impl Hub {
@@ -85,7 +85,7 @@ impl Hub {
             state: InstanceState::Created,
             desired: InstanceState::Created.desired(),
             observed: ObservedState::Unknown,
-            generation: 0,
+            generation: Generation::ZERO,
             error: None,
             created_at: now,
             updated_at: now,
