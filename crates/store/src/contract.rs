@@ -170,7 +170,7 @@ pub mod fixtures {
     /// A token whose hash is `hash-<id>`.
     pub fn token(id: &str, tenant: Option<&str>, created: i64) -> TokenRecord {
         TokenRecord {
-            id: id.into(),
+            id: id.parse().expect("a valid token id"),
             hash: format!("hash-{id}"),
             tenant: tenant.map(name),
             description: Some(format!("token {id}")),
@@ -316,7 +316,7 @@ pub async fn deleting_a_tenant_deletes_its_tokens_only(store: Arc<dyn Store>) {
         store.insert_token(&t).await.unwrap();
     }
     assert!(store.delete_tenant(&name("acme")).await.unwrap());
-    let left: Vec<String> = store.list_tokens().await.unwrap().into_iter().map(|t| t.id).collect();
+    let left: Vec<String> = store.list_tokens().await.unwrap().into_iter().map(|t| t.id.into()).collect();
     assert_eq!(left, ["t2", "t3"]);
 }
 
@@ -875,15 +875,15 @@ pub async fn tokens_insert_find_list_delete(store: Arc<dyn Store>) {
     store.insert_token(&admin).await.unwrap();
     store.insert_token(&acme).await.unwrap();
 
-    for dup in [TokenRecord { id: "other".into(), ..acme.clone() }, TokenRecord { hash: "new".into(), ..acme.clone() }] {
+    for dup in [TokenRecord { id: "other".parse().unwrap(), ..acme.clone() }, TokenRecord { hash: "new".into(), ..acme.clone() }] {
         assert!(matches!(store.insert_token(&dup).await, Err(StoreError::AlreadyExists(_))), "{dup:?}");
     }
     assert_eq!(store.find_token("hash-t-admin").await.unwrap().as_ref(), Some(&admin));
     assert_eq!(store.find_token("nope").await.unwrap(), None);
     assert_eq!(store.list_tokens().await.unwrap(), [acme.clone(), admin.clone()]);
 
-    assert!(store.delete_token("t-acme").await.unwrap());
-    assert!(!store.delete_token("t-acme").await.unwrap());
+    assert!(store.delete_token(&acme.id).await.unwrap());
+    assert!(!store.delete_token(&acme.id).await.unwrap());
     assert_eq!(store.find_token("hash-t-acme").await.unwrap(), None);
     assert_eq!(store.list_tokens().await.unwrap(), [admin]);
 }

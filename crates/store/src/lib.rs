@@ -18,7 +18,7 @@
 
 use async_trait::async_trait;
 use hangar_types::api::{Capacity, Event, HostState, Instance, Operation, OperationStatus, Pool, PoolCounts, Tenant};
-use hangar_types::{Generation, HostId, InstanceId, InstanceState, Name, OperationId};
+use hangar_types::{Generation, HostId, InstanceId, InstanceState, Name, OperationId, TokenId};
 use std::sync::Arc;
 use time::OffsetDateTime;
 
@@ -98,7 +98,7 @@ pub struct HostRecord {
 /// An API token; only its hash is stored.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TokenRecord {
-    pub id: String,
+    pub id: TokenId,
     /// SHA-256 (hex) of the secret.
     pub hash: String,
     /// None: admin scope.
@@ -298,7 +298,7 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_token(&self, token: &TokenRecord) -> Result<()>;
     async fn find_token(&self, hash: &str) -> Result<Option<TokenRecord>>;
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>>;
-    async fn delete_token(&self, id: &str) -> Result<bool>;
+    async fn delete_token(&self, id: &TokenId) -> Result<bool>;
 }
 
 /// Opens a store from a URL: `sqlite:///abs/path.db` or a plain file path.

@@ -28,7 +28,7 @@
 use crate::{HostRecord, HostReport, HostStateChange, InstanceFilter, InstanceVersion, NewEvent, Result, Store, StoreError, TokenRecord};
 use async_trait::async_trait;
 use hangar_types::api::{Event, HostState, Instance, Operation, OperationStatus, Pool, PoolCounts, Tenant};
-use hangar_types::{DesiredState, Generation, HostId, InstanceId, Name, ObservedState, OperationId};
+use hangar_types::{DesiredState, Generation, HostId, InstanceId, Name, ObservedState, OperationId, TokenId};
 use serde::de::DeserializeOwned;
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
@@ -591,7 +591,7 @@ impl Store for SqliteStore {
 
     async fn insert_token(&self, token: &TokenRecord) -> Result<()> {
         sqlx::query("INSERT INTO tokens VALUES (?1, ?2, ?3, ?4, ?5)")
-            .bind(&token.id)
+            .bind(token.id.as_str())
             .bind(&token.hash)
             .bind(token.tenant.as_ref().map(Name::as_str))
             .bind(token.description.as_deref())
@@ -611,8 +611,8 @@ impl Store for SqliteStore {
         self.all(sqlx::query("SELECT * FROM tokens ORDER BY created_at, id"), "list tokens", token_row).await
     }
 
-    async fn delete_token(&self, id: &str) -> Result<bool> {
-        self.delete(sqlx::query("DELETE FROM tokens WHERE id = ?1").bind(id), "delete token").await
+    async fn delete_token(&self, id: &TokenId) -> Result<bool> {
+        self.delete(sqlx::query("DELETE FROM tokens WHERE id = ?1").bind(id.as_str()), "delete token").await
     }
 }
 
@@ -809,7 +809,7 @@ fn event_row(row: &SqliteRow) -> Result<Event> {
 fn token_row(row: &SqliteRow) -> Result<TokenRecord> {
     let c = Cols::new(row, "tokens");
     Ok(TokenRecord {
-        id: c.get("id")?,
+        id: c.parse("id")?,
         hash: c.get("hash")?,
         tenant: c.parse_opt("tenant")?,
         description: c.get("description")?,

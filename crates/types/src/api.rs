@@ -1,7 +1,7 @@
 //! Documents of the public REST API (/v1). Every request type rejects unknown fields.
 
 use crate::generation::Generation;
-use crate::ids::{HostId, InstanceId, OperationId, TenantId};
+use crate::ids::{HostId, InstanceId, OperationId, TenantId, TokenId};
 use crate::names::Name;
 use crate::state::{DesiredState, InstanceState, ObservedState};
 use serde::{Deserialize, Serialize};
@@ -587,7 +587,8 @@ pub struct TokenCreate {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenCreated {
-    pub id: String,
+    #[schema(value_type = String)]
+    pub id: TokenId,
     pub tenant: Option<Name>,
     /// Shown once; the hub keeps only its hash.
     pub token: String,

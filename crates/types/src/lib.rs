@@ -17,6 +17,6 @@ pub mod state;
 
 pub use error::{ApiError, ErrorCode};
 pub use generation::Generation;
-pub use ids::{HostId, InstanceId, OperationId, TenantId};
+pub use ids::{HostId, IdError, InstanceId, OperationId, SandboxId, SnapshotId, TenantId, TokenId, VolumeId};
 pub use names::{InstanceRef, Name, NameError};
 pub use state::{DesiredState, IllegalTransition, InstanceState, ObservedState, Transition};
