@@ -37,9 +37,11 @@ pub struct AgentOptions {
 async fn capacity(volumes: &dyn VolumeDriver) -> Capacity {
     let vcpus = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
     let mem_mib = crate::host::meminfo_mib("MemTotal:");
+    // Any volume's path: its parent is the filesystem volumes live on.
+    let probe: hangar_types::VolumeId = "capacity-probe".parse().expect("a valid volume id");
     let disk_mib = tokio::process::Command::new("df")
         .args(["-B1M", "--output=size"])
-        .arg(volumes.path("capacity-probe").parent().unwrap_or(std::path::Path::new("/")))
+        .arg(volumes.path(&probe).parent().unwrap_or(std::path::Path::new("/")))
         .output()
         .await
         .ok()
