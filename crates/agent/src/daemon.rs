@@ -37,9 +37,11 @@ pub struct AgentOptions {
 async fn capacity(volumes: &dyn VolumeDriver) -> Capacity {
     let vcpus = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
     let mem_mib = crate::host::meminfo_mib("MemTotal:");
+    // Any volume's path: its parent is the filesystem volumes live on.
+    let probe: hangar_types::VolumeId = "capacity-probe".parse().expect("a valid volume id");
     let disk_mib = tokio::process::Command::new("df")
         .args(["-B1M", "--output=size"])
-        .arg(volumes.path("capacity-probe").parent().unwrap_or(std::path::Path::new("/")))
+        .arg(volumes.path(&probe).parent().unwrap_or(std::path::Path::new("/")))
         .output()
         .await
         .ok()
@@ -93,7 +95,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output =
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(200);
             loop {
-                let after = doc_tx.borrow().as_ref().map(|d| d.generation).unwrap_or(-1);
+                let after = doc_tx.borrow().as_ref().map(|d| d.generation);
                 let r = tokio::select! {
                     r = hub.desired(after, Duration::from_secs(25)) => r,
                     _ = stop.wait_for(|s| *s) => return,
@@ -101,7 +103,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output =
                 match r {
                     Ok(doc) => {
                         backoff = Duration::from_millis(200);
-                        if doc.generation > after || after < 0 {
+                        if after.is_none_or(|after| doc.generation > after) {
                             if let Ok(s) = serde_json::to_string(&doc) {
                                 // Atomically: a kill mid-write must not leave a torn document.
                                 let tmp = paths.desired().with_extension("json.tmp");

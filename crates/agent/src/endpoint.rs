@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use hangar_tls::serve::PeerInfo;
 use hangar_types::api::{ExecRequest, ExecResult, InstanceLogs, InstanceStats};
-use hangar_types::{ApiError, ErrorCode};
+use hangar_types::{ApiError, ErrorCode, SandboxId, VolumeId};
 use std::sync::Arc;
 
 #[derive(Clone)]
@@ -33,7 +33,7 @@ pub struct LastPass {
     pub host: String,
     pub capacity: hangar_types::api::Capacity,
     pub drivers: Vec<String>,
-    pub generation: i64,
+    pub generation: hangar_types::Generation,
     pub instances: Vec<hangar_types::api::NodeInstance>,
 }
 
@@ -59,11 +59,8 @@ fn check_peer(st: &EndpointState, peer: &PeerInfo) -> Result<(), EpError> {
     Err(EpError(ApiError::new(ErrorCode::Unauthenticated, "only the hub may call this endpoint")))
 }
 
-fn check_id(id: &str) -> Result<(), EpError> {
-    if crate::ids::is_sandbox_id(id) {
-        return Ok(());
-    }
-    Err(EpError(ApiError::invalid(format!("'{id}' is not a sandbox id"))))
+fn sandbox_id(id: String) -> Result<SandboxId, EpError> {
+    id.parse().map_err(|_| EpError(ApiError::invalid(format!("'{id}' is not a sandbox id"))))
 }
 
 pub fn router(st: EndpointState) -> Router {
@@ -78,7 +75,7 @@ pub fn router(st: EndpointState) -> Router {
 
 async fn exec(State(st): State<EndpointState>, Extension(peer): Extension<PeerInfo>, Path(id): Path<String>, Json(req): Json<ExecRequest>) -> Result<Json<ExecResult>, EpError> {
     check_peer(&st, &peer)?;
-    check_id(&id)?;
+    let id = sandbox_id(id)?;
     Ok(Json(st.runtime.exec(&id, &req).await?))
 }
 
@@ -89,7 +86,7 @@ struct LogsQuery {
 
 async fn logs(State(st): State<EndpointState>, Extension(peer): Extension<PeerInfo>, Path(id): Path<String>, Query(q): Query<LogsQuery>) -> Result<Json<InstanceLogs>, EpError> {
     check_peer(&st, &peer)?;
-    check_id(&id)?;
+    let id = sandbox_id(id)?;
     let n = q.lines.unwrap_or(100);
     let text = tokio::fs::read(st.paths.log_file(&id)).await.unwrap_or_default();
     let text = String::from_utf8_lossy(&text);
@@ -100,9 +97,9 @@ async fn logs(State(st): State<EndpointState>, Extension(peer): Extension<PeerIn
 
 async fn stats(State(st): State<EndpointState>, Extension(peer): Extension<PeerInfo>, Path(id): Path<String>) -> Result<Json<InstanceStats>, EpError> {
     check_peer(&st, &peer)?;
-    check_id(&id)?;
+    let id = sandbox_id(id)?;
     let mut s = st.runtime.stats(&id).await?;
-    s.disk_used_bytes = st.volumes.usage_bytes(&id).await.ok().flatten();
+    s.disk_used_bytes = st.volumes.usage_bytes(&VolumeId::from(&id)).await.ok().flatten();
     Ok(Json(s))
 }
 
@@ -120,7 +117,7 @@ async fn status(State(st): State<EndpointState>, Extension(peer): Extension<Peer
     let last = st.last_pass.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let mut instances = last.instances;
     for i in instances.iter_mut().filter(|i| matches!(i.observed, hangar_types::ObservedState::Running | hangar_types::ObservedState::Warm)) {
-        if let Ok(s) = st.runtime.stats(&i.id.short()).await {
+        if let Ok(s) = st.runtime.stats(&i.id.sandbox_id()).await {
             i.memory_bytes = Some(s.memory_bytes);
             i.pids = Some(s.pids);
         }

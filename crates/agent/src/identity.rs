@@ -55,7 +55,7 @@ impl AgentPaths {
     pub fn logs(&self) -> PathBuf {
         self.root.join("logs")
     }
-    pub fn log_file(&self, sandbox: &str) -> PathBuf {
+    pub fn log_file(&self, sandbox: &hangar_types::SandboxId) -> PathBuf {
         self.logs().join(format!("{sandbox}.log"))
     }
     pub fn storage(&self) -> PathBuf {

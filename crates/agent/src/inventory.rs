@@ -5,20 +5,21 @@ use crate::drivers::network::NetError;
 use crate::drivers::runtime::{memory_cgroup, RuntimeError};
 use crate::drivers::{DriverConfig, DriverError, VOLUMES};
 use crate::identity::AgentPaths;
+use hangar_types::{SandboxId, VolumeId};
 
 /// Sandbox ids (and veth names) found for one agent dir, each list sorted.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Inventory {
     /// Sandboxes in the agent's runtime state root.
-    pub sandboxes: Vec<String>,
+    pub sandboxes: Vec<SandboxId>,
     /// Volumes in its storage, whichever volume driver made them (a pool that is not
     /// mounted shows none).
-    pub volumes: Vec<String>,
+    pub volumes: Vec<VolumeId>,
     /// Sandboxes with a network namespace of this agent (spares made ahead on purpose
     /// are not listed).
-    pub namespaces: Vec<String>,
+    pub namespaces: Vec<SandboxId>,
     /// Of the sandboxes asked about: those whose memory cgroup still exists.
-    pub cgroups: Vec<String>,
+    pub cgroups: Vec<SandboxId>,
     /// Of the sandboxes asked about: their host-side veths that still exist.
     pub veths: Vec<String>,
 }
@@ -38,7 +39,7 @@ pub enum InventoryError {
 /// What the agent of `paths` holds now. Cgroups and veths are named by sandbox id
 /// alone and shared by every agent on the machine, so they are looked for only for the
 /// sandboxes in `traces_of` (e.g. ones the caller knows were deleted).
-pub async fn inventory(paths: &AgentPaths, traces_of: &[String]) -> Result<Inventory, InventoryError> {
+pub async fn inventory(paths: &AgentPaths, traces_of: &[SandboxId]) -> Result<Inventory, InventoryError> {
     let owner = paths.owner().ok_or_else(|| InventoryError::NoOwner(paths.root.clone()))?;
     let used = DriverConfig::recorded(paths).unwrap_or_default();
     let runtime = (used.runtime_driver()?.open)(paths);
@@ -57,9 +58,15 @@ pub async fn inventory(paths: &AgentPaths, traces_of: &[String]) -> Result<Inven
             inv.veths.push(veth);
         }
     }
-    for list in [&mut inv.sandboxes, &mut inv.volumes, &mut inv.namespaces, &mut inv.cgroups, &mut inv.veths] {
-        list.sort();
-        list.dedup();
+    for list in [&mut inv.sandboxes, &mut inv.namespaces, &mut inv.cgroups] {
+        sorted(list);
     }
+    sorted(&mut inv.volumes);
+    sorted(&mut inv.veths);
     Ok(inv)
+}
+
+fn sorted<T: Ord>(list: &mut Vec<T>) {
+    list.sort();
+    list.dedup();
 }

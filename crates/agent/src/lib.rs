@@ -12,7 +12,6 @@ pub mod drivers;
 pub mod endpoint;
 mod host;
 pub mod identity;
-mod ids;
 mod inventory;
 pub mod join;
 pub mod reconcile;

@@ -10,7 +10,7 @@ use crate::drivers::runtime::{Runtime, SandboxSpec, SandboxStatus};
 use crate::drivers::volume::VolumeDriver;
 use crate::identity::AgentPaths;
 use hangar_types::protocol::{DesiredDoc, DesiredInstance, ObservedInstance};
-use hangar_types::{DesiredState, InstanceId, ObservedState};
+use hangar_types::{DesiredState, Generation, InstanceId, ObservedState, SandboxId, VolumeId};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,7 +22,7 @@ const PIDS_LIMIT: u64 = 1024;
 
 #[derive(Clone, Debug, PartialEq)]
 struct Acted {
-    generation: i64,
+    generation: Generation,
     observed: ObservedState,
     error: Option<String>,
 }
@@ -52,7 +52,7 @@ impl Reconciler {
 
     /// One convergence pass over the whole document.
     pub async fn converge(self: &Arc<Self>, doc: &DesiredDoc) -> Vec<ObservedInstance> {
-        let listed: HashMap<String, SandboxStatus> = match self.runtime.list().await {
+        let listed: HashMap<SandboxId, SandboxStatus> = match self.runtime.list().await {
             Ok(l) => l.into_iter().collect(),
             Err(e) => {
                 tracing::error!(error = %e, "cannot list sandboxes; reporting nothing this pass");
@@ -61,7 +61,7 @@ impl Reconciler {
         };
         // Sandboxes no desired instance owns are stopped (volumes are kept: only an
         // explicit desired `deleted` ever removes data).
-        let wanted: HashSet<String> = doc.instances.iter().map(|d| d.id.short()).collect();
+        let wanted: HashSet<SandboxId> = doc.instances.iter().map(|d| d.id.sandbox_id()).collect();
         for orphan in listed.keys().filter(|k| !wanted.contains(*k)) {
             tracing::warn!(sandbox = %orphan, "stopping a sandbox no desired instance owns");
             if let Err(e) = self.runtime.stop(orphan, STOP_GRACE).await {
@@ -79,7 +79,7 @@ impl Reconciler {
         };
         let mut set = tokio::task::JoinSet::new();
         for d in doc.instances.iter().cloned() {
-            let sid = d.id.short();
+            let sid = d.id.sandbox_id();
             let status = listed.get(&sid).copied();
             let wired = veths.contains(&hangar_types::net::veth_name(&sid));
             let me = self.clone();
@@ -109,7 +109,7 @@ impl Reconciler {
     /// namespace for a sandbox the document does not hold. Run after the report, off the
     /// start path: attaching an instance creates its bridge by itself.
     pub async fn sync_network(&self, doc: &DesiredDoc) {
-        let wanted: HashSet<String> = doc.instances.iter().map(|d| d.id.short()).collect();
+        let wanted: HashSet<SandboxId> = doc.instances.iter().map(|d| d.id.sandbox_id()).collect();
         match self.network.attached().await {
             Ok(list) => {
                 for sid in list.into_iter().filter(|s| !wanted.contains(s)) {
@@ -131,7 +131,7 @@ impl Reconciler {
         let prev = self.acted(d.id).filter(|a| a.generation == d.generation);
         if let (Some(net), Some(SandboxStatus::Running | SandboxStatus::Paused), false) = (&d.network, status, wired) {
             tracing::warn!(instance = %d.id, "its veth is gone; wiring it again");
-            if let Err(e) = self.network.attach(&d.id.short(), net).await {
+            if let Err(e) = self.network.attach(&d.id.sandbox_id(), net).await {
                 tracing::error!(instance = %d.id, error = %e, "cannot re-wire the instance");
             }
         }
@@ -155,7 +155,9 @@ impl Reconciler {
     async fn act(&self, d: &DesiredInstance, status: Option<SandboxStatus>, prev: Option<&Acted>) -> Result<ObservedState, String> {
         use ObservedState as O;
         use SandboxStatus as S;
-        let sid = d.id.short();
+        let sid = d.id.sandbox_id();
+        // The instance's volume is named by its sandbox.
+        let volume = VolumeId::from(&sid);
         // Already failed at this generation: do not retry until the hub asks again.
         if let Some(p) = prev.filter(|p| p.observed == O::Failed) {
             return Err(p.error.clone().unwrap_or_else(|| "failed".into()));
@@ -168,13 +170,13 @@ impl Reconciler {
                     self.runtime.stop(&sid, STOP_GRACE).await.map_err(|e| e.to_string())?;
                 }
                 self.network.detach(&sid).await.map_err(|e| e.to_string())?;
-                self.volumes.delete(&sid).await.map_err(|e| e.to_string())?;
+                self.volumes.delete(&volume).await.map_err(|e| e.to_string())?;
                 let _ = std::fs::remove_file(self.paths.log_file(&sid));
                 Ok(O::Gone)
             }
             DesiredState::Stopped => {
                 if prev.is_none() {
-                    self.volumes.ensure(&sid, d.spec.disk_mib).await.map_err(|e| e.to_string())?;
+                    self.volumes.ensure(&volume, d.spec.disk_mib).await.map_err(|e| e.to_string())?;
                 }
                 if status.is_some() {
                     self.runtime.stop(&sid, STOP_GRACE).await.map_err(|e| e.to_string())?;
@@ -207,7 +209,7 @@ impl Reconciler {
                 }
                 // Volume and network do not depend on each other: made side by side.
                 let t0 = std::time::Instant::now();
-                let (home, netns_path) = tokio::join!(self.volumes.ensure(&sid, d.spec.disk_mib), async {
+                let (home, netns_path) = tokio::join!(self.volumes.ensure(&volume, d.spec.disk_mib), async {
                     match &d.network {
                         Some(net) => self.network.attach(&sid, net).await.map(Some).map_err(|e| format!("network: {e}")),
                         None => Ok(None),

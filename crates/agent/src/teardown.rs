@@ -80,7 +80,7 @@ async fn remove_network(paths: &AgentPaths, used: &DriverConfig, place: HostNetw
         Some(Err(e)) => r.errors.push(format!("cannot read the agent's last desired state (its networks are left): {e}")),
         Some(Ok(doc)) => {
             for d in &doc.instances {
-                if let Err(e) = net.detach(&d.id.short()).await {
+                if let Err(e) = net.detach(&d.id.sandbox_id()).await {
                     r.errors.push(format!("network of {}/{}: {e}", d.tenant, d.name));
                 }
             }

@@ -7,6 +7,7 @@ use hangar_agent::drivers::volume::{BtrfsPool, DirVolumes, PoolConfig, VolumeDri
 use hangar_agent::drivers::DriverConfig;
 use hangar_agent::identity::AgentPaths;
 use hangar_types::api::{ExecRequest, ImageRef};
+use hangar_types::{SandboxId, SnapshotId, VolumeId};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,7 +27,7 @@ fn require_root() {
 struct Env {
     dir: tempfile::TempDir,
     runtimes: Vec<Arc<dyn Runtime>>,
-    ids: std::sync::Mutex<Vec<String>>,
+    ids: std::sync::Mutex<Vec<SandboxId>>,
 }
 
 impl Env {
@@ -49,7 +50,7 @@ impl Env {
         rt
     }
     fn spec(&self, home: PathBuf, mem_mib: u64) -> SandboxSpec {
-        let id = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let id: SandboxId = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]).parse().unwrap();
         self.ids.lock().unwrap().push(id.clone());
         SandboxSpec {
             id: id.clone(),
@@ -90,6 +91,14 @@ impl Drop for Env {
     }
 }
 
+fn vol(id: &str) -> VolumeId {
+    id.parse().unwrap()
+}
+
+fn snap(id: &str) -> SnapshotId {
+    id.parse().unwrap()
+}
+
 fn exec(cmd: &str) -> ExecRequest {
     ExecRequest { command: vec!["sh".into(), "-c".into(), cmd.into()], env: BTreeMap::new(), timeout_secs: Some(30) }
 }
@@ -106,24 +115,24 @@ fn mounted(p: &Path) -> bool {
 async fn btrfs_pool_volumes_snapshots_reopen_and_teardown() {
     let env = Env::new();
     let pool = env.pool().await;
-    let v = pool.ensure("vol-a", 64).await.unwrap();
+    let v = pool.ensure(&vol("vol-a"), 64).await.unwrap();
     std::fs::write(v.join("marker"), "kept").unwrap();
-    assert_eq!(pool.ensure("vol-a", 64).await.unwrap(), v, "ensure is idempotent");
-    assert!(pool.exists("vol-a").await.unwrap());
-    let snap = pool.snapshot("vol-a", "s1").await.unwrap();
-    assert_eq!(std::fs::read_to_string(snap.join("marker")).unwrap(), "kept");
-    assert!(std::fs::write(snap.join("x"), "no").is_err(), "snapshots are read-only");
-    assert_eq!(pool.list_snapshots("vol-a").await.unwrap(), ["s1"]);
-    assert_eq!(pool.list().await.unwrap(), ["vol-a"]);
-    assert!(matches!(pool.ensure("../etc", 1).await, Err(VolumeError::InvalidId(_))));
+    assert_eq!(pool.ensure(&vol("vol-a"), 64).await.unwrap(), v, "ensure is idempotent");
+    assert!(pool.exists(&vol("vol-a")).await.unwrap());
+    let snapshot = pool.snapshot(&vol("vol-a"), &snap("s1")).await.unwrap();
+    assert_eq!(std::fs::read_to_string(snapshot.join("marker")).unwrap(), "kept");
+    assert!(std::fs::write(snapshot.join("x"), "no").is_err(), "snapshots are read-only");
+    assert_eq!(pool.list_snapshots(&vol("vol-a")).await.unwrap(), [snap("s1")]);
+    assert_eq!(pool.list().await.unwrap(), [vol("vol-a")]);
+    assert!("../etc".parse::<VolumeId>().is_err(), "a volume id that leaves the pool");
     drop(pool);
     // Reopening re-uses the formatted pool: the data is still there.
     let pool = env.pool().await;
-    assert_eq!(std::fs::read_to_string(pool.path("vol-a").join("marker")).unwrap(), "kept");
-    pool.delete("vol-a").await.unwrap();
-    assert!(!pool.exists("vol-a").await.unwrap());
-    assert!(pool.list_snapshots("vol-a").await.unwrap().is_empty());
-    pool.delete("vol-a").await.unwrap(); // absent: still fine
+    assert_eq!(std::fs::read_to_string(pool.path(&vol("vol-a")).join("marker")).unwrap(), "kept");
+    pool.delete(&vol("vol-a")).await.unwrap();
+    assert!(!pool.exists(&vol("vol-a")).await.unwrap());
+    assert!(pool.list_snapshots(&vol("vol-a")).await.unwrap().is_empty());
+    pool.delete(&vol("vol-a")).await.unwrap(); // absent: still fine
     let mount = pool.mount_path().to_path_buf();
     BtrfsPool::teardown(&env.root().join("storage")).await.unwrap();
     assert!(!mounted(&mount), "pool still mounted");
@@ -150,11 +159,11 @@ async fn a_file_holding_ext4_is_refused_and_left_untouched() {
 async fn volume_quota_stops_writes_at_the_limit() {
     let env = Env::new();
     let pool = env.pool().await;
-    let v = pool.ensure("q", 20).await.unwrap();
+    let v = pool.ensure(&vol("q"), 20).await.unwrap();
     let out = std::process::Command::new("dd").arg("if=/dev/zero").arg(format!("of={}", v.join("big").display())).args(["bs=1M", "count=60", "conv=fsync"]).output().unwrap();
     assert!(!out.status.success(), "a 60 MiB write fit in a 20 MiB volume");
     assert!(String::from_utf8_lossy(&out.stderr).contains("Disk quota exceeded"), "{}", String::from_utf8_lossy(&out.stderr));
-    let used = pool.usage_bytes("q").await.unwrap().unwrap();
+    let used = pool.usage_bytes(&vol("q")).await.unwrap().unwrap();
     assert!(used <= 21 << 20, "usage {used} beyond the limit");
 }
 
@@ -162,7 +171,7 @@ async fn lifecycle(runtime: &str) {
     let mut env = Env::new();
     let pool = env.pool().await;
     let rt = env.runtime(runtime);
-    let home = pool.ensure("home", 64).await.unwrap();
+    let home = pool.ensure(&vol("home"), 64).await.unwrap();
     let spec = env.spec(home.clone(), 128);
     let id = spec.id.clone();
     rt.start(&spec).await.unwrap();
@@ -239,12 +248,12 @@ async fn memory_limit_kills_an_allocation_beyond_it() {
 async fn dir_volumes_work_without_btrfs() {
     let env = Env::new();
     let d = DirVolumes::new(env.root().join("dirvols"));
-    let p = d.ensure("a", 10).await.unwrap();
+    let p = d.ensure(&vol("a"), 10).await.unwrap();
     std::fs::write(p.join("f"), "12345").unwrap();
-    assert_eq!(d.usage_bytes("a").await.unwrap(), Some(5));
-    d.snapshot("a", "s").await.unwrap();
-    assert_eq!(d.list_snapshots("a").await.unwrap(), ["s"]);
-    d.delete("a").await.unwrap();
+    assert_eq!(d.usage_bytes(&vol("a")).await.unwrap(), Some(5));
+    d.snapshot(&vol("a"), &snap("s")).await.unwrap();
+    assert_eq!(d.list_snapshots(&vol("a")).await.unwrap(), [snap("s")]);
+    d.delete(&vol("a")).await.unwrap();
     assert!(d.list().await.unwrap().is_empty());
-    assert!(d.list_snapshots("a").await.unwrap().is_empty());
+    assert!(d.list_snapshots(&vol("a")).await.unwrap().is_empty());
 }

@@ -9,7 +9,7 @@ use hangar_agent::identity::AgentPaths;
 use hangar_agent::{inventory, teardown, Inventory, InventoryError, Teardown, TeardownReport};
 use hangar_types::net::{bridge_name, veth_name, ClusterRange};
 use hangar_types::protocol::DesiredDoc;
-use hangar_types::ObservedState;
+use hangar_types::{ObservedState, VolumeId};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -71,7 +71,8 @@ fn an_agents_sandboxes_networks_and_pool_are_inventoried_then_removed() {
     let _guard = Guard(paths.clone());
     let (host_id, instance_id) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
     let running = doc(&host_id, &instance_id, "running");
-    let sid = running.instances[0].id.short();
+    let sid = running.instances[0].id.sandbox_id();
+    let volume = VolumeId::from(&sid);
     let owner = running.host_id.short();
     let bridge = running.instances[0].network.as_ref().unwrap().bridge.clone();
     let table = format!("hangar_{owner}");
@@ -87,7 +88,7 @@ fn an_agents_sandboxes_networks_and_pool_are_inventoried_then_removed() {
 
         let all = inventory(&paths, std::slice::from_ref(&sid)).await.unwrap();
         let one = vec![sid.clone()];
-        assert_eq!(all, Inventory { sandboxes: one.clone(), volumes: one.clone(), namespaces: one.clone(), cgroups: one.clone(), veths: vec![veth_name(&sid)] });
+        assert_eq!(all, Inventory { sandboxes: one.clone(), volumes: vec![volume.clone()], namespaces: one.clone(), cgroups: one.clone(), veths: vec![veth_name(&sid)] });
         let untraced = inventory(&paths, &[]).await.unwrap();
         assert!(untraced.cgroups.is_empty() && untraced.veths.is_empty(), "traces looked for unasked: {untraced:?}");
 
@@ -95,7 +96,7 @@ fn an_agents_sandboxes_networks_and_pool_are_inventoried_then_removed() {
         let r = teardown(&paths, Teardown::Sandboxes).await;
         assert_eq!(r, TeardownReport { done: vec![format!("stopped sandbox {sid}")], errors: vec![] });
         let stopped = inventory(&paths, std::slice::from_ref(&sid)).await.unwrap();
-        assert_eq!(stopped, Inventory { sandboxes: vec![], volumes: one.clone(), namespaces: one.clone(), cgroups: vec![], veths: vec![veth_name(&sid)] });
+        assert_eq!(stopped, Inventory { sandboxes: vec![], volumes: vec![volume.clone()], namespaces: one.clone(), cgroups: vec![], veths: vec![veth_name(&sid)] });
 
         // Everything: namespaces (spares too), bridge, rules, the pool's mount and loop device.
         let r = teardown(&paths, Teardown::Everything(HostNetwork::Shared)).await;
@@ -112,7 +113,7 @@ fn an_agents_sandboxes_networks_and_pool_are_inventoried_then_removed() {
 
         // The data stays: reopened, the pool still holds the volume.
         let drivers = hangar_agent::drivers::open(&paths, &owner, &cfg).await.unwrap();
-        assert!(drivers.volumes.exists(&sid).await.unwrap(), "teardown lost the volume");
+        assert!(drivers.volumes.exists(&volume).await.unwrap(), "teardown lost the volume");
         let r = teardown(&paths, Teardown::Everything(HostNetwork::Shared)).await;
         assert!(r.errors.is_empty(), "{:?}", r.errors);
         assert!(!mounted(&storage.join("pool")), "pool still mounted");

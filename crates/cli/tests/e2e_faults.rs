@@ -5,6 +5,7 @@ mod common;
 use common::{Fleet, bin, down, free_port, require_root, wait_until};
 use hangar_client::HubClient;
 use hangar_types::api::OperationStatus;
+use hangar_types::SandboxId;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Command;
@@ -20,8 +21,8 @@ fn client(f: &Fleet) -> HubClient {
 }
 
 /// The PID of a sandbox's first process, from runc's state under the agent's runtime root.
-fn sandbox_pid(agent_dir: &Path, sandbox: &str) -> u64 {
-    let o = Command::new("runc").arg("--root").arg(agent_dir.join("runtime")).args(["state", sandbox]).output().unwrap();
+fn sandbox_pid(agent_dir: &Path, sandbox: &SandboxId) -> u64 {
+    let o = Command::new("runc").arg("--root").arg(agent_dir.join("runtime")).args(["state", sandbox.as_str()]).output().unwrap();
     assert!(o.status.success(), "runc state {sandbox}: {}", String::from_utf8_lossy(&o.stderr));
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["status"], "running", "{v}");
@@ -236,7 +237,7 @@ fn kill9_of_hub_and_agent_loses_nothing() {
     // the sandbox is adopted, not restarted: after the new agent demonstrably converged
     // (the hub got a report from it, and reports follow convergence passes), the
     // sandbox's process is the very one from before.
-    let sandbox = rt.block_on(c.instance_get("acme", "keep")).unwrap().id.short();
+    let sandbox = rt.block_on(c.instance_get("acme", "keep")).unwrap().id.sandbox_id();
     let pid_before = sandbox_pid(&agent_dir, &sandbox);
     agent.kill().unwrap();
     agent.wait().unwrap();

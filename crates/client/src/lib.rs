@@ -8,7 +8,7 @@ pub mod onboarding;
 
 use hangar_types::api::*;
 use hangar_types::protocol::{AgentReport, DesiredDoc, JoinRequest, JoinResponse};
-use hangar_types::{ApiError, ErrorCode, OperationId};
+use hangar_types::{ApiError, ErrorCode, Generation, OperationId, SandboxId};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::time::Duration;
@@ -334,12 +334,13 @@ impl HostClient {
     }
 
     /// Long-polls the desired state: answers as soon as the host's generation is above
-    /// `after`, or after `wait` with the current document.
-    pub async fn desired(&self, after: i64, wait: Duration) -> Result<DesiredDoc> {
+    /// `after` (at once without one), or after `wait` with the current document.
+    pub async fn desired(&self, after: Option<Generation>, wait: Duration) -> Result<DesiredDoc> {
+        let after = after.map(|g| format!("after={g}&")).unwrap_or_default();
         self.t
             .call::<(), _>(
                 reqwest::Method::GET,
-                &format!("/v1/agent/desired?after={after}&wait={}", wait.as_secs()),
+                &format!("/v1/agent/desired?{after}wait={}", wait.as_secs()),
                 None,
                 Some(wait + Duration::from_secs(15)),
             )
@@ -364,14 +365,14 @@ impl AgentClient {
         Ok(AgentClient { t: Transport::new(endpoint, tls, None, None)? })
     }
 
-    pub async fn exec(&self, sandbox: &str, req: &ExecRequest) -> Result<ExecResult> {
+    pub async fn exec(&self, sandbox: &SandboxId, req: &ExecRequest) -> Result<ExecResult> {
         let timeout = Duration::from_secs(req.timeout_secs.unwrap_or(60) + 10);
         self.t.call(reqwest::Method::POST, &format!("/v1/sandboxes/{sandbox}/exec"), Some(req), Some(timeout)).await
     }
-    pub async fn logs(&self, sandbox: &str, lines: u32) -> Result<InstanceLogs> {
+    pub async fn logs(&self, sandbox: &SandboxId, lines: u32) -> Result<InstanceLogs> {
         self.t.get(&format!("/v1/sandboxes/{sandbox}/logs?lines={lines}")).await
     }
-    pub async fn stats(&self, sandbox: &str) -> Result<InstanceStats> {
+    pub async fn stats(&self, sandbox: &SandboxId) -> Result<InstanceStats> {
         self.t.get(&format!("/v1/sandboxes/{sandbox}/stats")).await
     }
     pub async fn network(&self) -> Result<hangar_types::net::NetReport> {

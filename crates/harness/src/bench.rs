@@ -129,7 +129,7 @@ fn raw_bundle(dir: &Path, id: &str, mem_mib: u64) -> Result<PathBuf> {
     std::fs::create_dir_all(&bundle)?;
     std::fs::create_dir_all(&home)?;
     let s = hangar_agent::drivers::runtime::SandboxSpec {
-        id: id.to_string(),
+        id: id.parse()?,
         image: ImageRef::Host,
         home_dir: home,
         vcpus: 1,
@@ -264,12 +264,12 @@ pub async fn run(a: &BenchOptions) -> Result<Report> {
             }
             // Raw: runc resume of a paused sandbox of the same runtime root.
             let root = fleet.data_dir().join("agent/runtime");
-            let sid = c.instance_get("bench", "r0").await?.id.short();
+            let sid = c.instance_get("bench", "r0").await?.id.sandbox_id();
             let mut raw = vec![];
             for _ in 0..a.runs {
-                runc(&root, &["pause", &sid])?;
+                runc(&root, &["pause", sid.as_str()])?;
                 let t = Instant::now();
-                runc(&root, &["resume", &sid])?;
+                runc(&root, &["resume", sid.as_str()])?;
                 raw.push(ms(t.elapsed()));
             }
             // Sleeping -> running: the processes were stopped, so waking is a start (volume,

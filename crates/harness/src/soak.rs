@@ -12,7 +12,7 @@ use crate::Report;
 use anyhow::{anyhow, bail, Context, Result};
 use hangar_client::HubClient;
 use hangar_types::api::*;
-use hangar_types::{InstanceState, ObservedState};
+use hangar_types::{InstanceState, ObservedState, SandboxId, VolumeId};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::io::Write;
@@ -344,23 +344,28 @@ struct Watch {
     /// Hub+agent RSS (KiB) and open fds at the first integrity round.
     baseline: Option<(u64, usize)>,
     /// Sandbox ids of every instance seen so far.
-    seen: HashSet<String>,
+    seen: HashSet<SandboxId>,
 }
 
 /// What a host still holds for instances the store no longer has: sandboxes, volumes
 /// and network namespaces of the fleet's agent, and cgroups, namespaces or veths of
 /// instances that were deleted (other fleets on the machine are never looked at).
-async fn orphans(data: &Path, known: &HashSet<String>, deleted: &HashSet<String>) -> Result<Vec<String>> {
+async fn orphans(data: &Path, known: &HashSet<SandboxId>, deleted: &HashSet<SandboxId>) -> Result<Vec<String>> {
     let paths = hangar_agent::identity::AgentPaths::new(data.join("agent"));
-    let deleted: Vec<String> = deleted.iter().cloned().collect();
+    let deleted: Vec<SandboxId> = deleted.iter().cloned().collect();
     let inv = hangar_agent::inventory(&paths, &deleted).await?;
-    let unknown = |list: Vec<String>, what: &str| list.into_iter().filter(|id| !known.contains(id)).map(|id| format!("{what} {id}")).collect::<Vec<_>>();
-    let mut found = unknown(inv.sandboxes, "sandbox");
-    found.extend(unknown(inv.volumes, "volume"));
-    found.extend(unknown(inv.namespaces, "namespace of"));
+    let known_volumes: HashSet<VolumeId> = known.iter().map(VolumeId::from).collect();
+    let mut found = unknown(inv.sandboxes, known, "sandbox");
+    found.extend(unknown(inv.volumes, &known_volumes, "volume"));
+    found.extend(unknown(inv.namespaces, known, "namespace of"));
     found.extend(inv.cgroups.into_iter().map(|sid| format!("cgroup hangar/{sid}")));
     found.extend(inv.veths.into_iter().map(|veth| format!("veth {veth}")));
     Ok(found)
+}
+
+/// `what <id>` for each id of `list` that is not `known`.
+fn unknown<T: Eq + std::hash::Hash + std::fmt::Display>(list: Vec<T>, known: &HashSet<T>, what: &str) -> Vec<String> {
+    list.into_iter().filter(|id| !known.contains(id)).map(|id| format!("{what} {id}")).collect()
 }
 
 async fn one_round(fleet: &mut Fleet, c: &mut HubClient, sc: &str, round: u64, rng: &mut u64, watch: &mut Watch) -> Result<()> {
@@ -439,8 +444,8 @@ async fn one_round(fleet: &mut Fleet, c: &mut HubClient, sc: &str, round: u64, r
             }
             // Nothing of a deleted instance, and nothing the store does not know, is
             // left on the host.
-            let known: HashSet<String> = list.iter().map(|i| i.id.short()).collect();
-            let deleted: HashSet<String> = watch.seen.difference(&known).cloned().collect();
+            let known: HashSet<SandboxId> = list.iter().map(|i| i.id.sandbox_id()).collect();
+            let deleted: HashSet<SandboxId> = watch.seen.difference(&known).cloned().collect();
             let left = orphans(&fleet.data_dir(), &known, &deleted).await?;
             if !left.is_empty() {
                 bail!("orphans on the host: {}", left.join(", "));

@@ -10,7 +10,7 @@ use hangar_store::{HostRecord, HostReport, HostStateChange, InstanceFilter, Inst
 use hangar_types::api::{HostState, Instance};
 use hangar_types::protocol::{AgentReport, DesiredDoc, DesiredInstance, DesiredPool, DesiredTenant, JoinRequest, JoinResponse, PROTOCOL_VERSION};
 use hangar_types::state::transition;
-use hangar_types::{ErrorCode, InstanceId, InstanceState, Name, ObservedState, Transition};
+use hangar_types::{ErrorCode, Generation, InstanceId, InstanceState, Name, ObservedState, Transition};
 use std::collections::HashMap;
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -140,13 +140,14 @@ impl Hub {
         self.desired_doc(&h).await
     }
 
-    /// Answers when the host's generation passes `after`, or after `wait`.
-    pub async fn desired_long_poll(&self, host: &HostRecord, after: i64, wait: Duration) -> HubResult<DesiredDoc> {
+    /// Answers when the host's generation passes `after` (at once without one), or
+    /// after `wait`.
+    pub async fn desired_long_poll(&self, host: &HostRecord, after: Option<Generation>, wait: Duration) -> HubResult<DesiredDoc> {
         let mut rx = self.coord.notifier.watch_host(host.id);
         let deadline = tokio::time::Instant::now() + wait.min(Duration::from_secs(60));
         loop {
             let h = self.store.get_host_by_id(host.id).await?.ok_or_else(|| HubError::not_found("host was removed"))?;
-            if h.desired_generation > after {
+            if after.is_none_or(|after| h.desired_generation > after) {
                 return self.desired_doc(&h).await;
             }
             match tokio::time::timeout_at(deadline, rx.changed()).await {
@@ -309,7 +310,7 @@ mod tests {
             a.unwrap();
             b.unwrap();
             let h = hub.store.get_host(&name).await.unwrap().unwrap();
-            let latest = hub.store.next_generation().await.unwrap() - 1;
+            let latest = Generation::new(hub.store.next_generation().await.unwrap().get() - 1);
             // The bump's generation is the newest the counter handed out before this read.
             assert_eq!(h.desired_generation, latest, "a report wrote back an old desired generation");
         }

@@ -11,7 +11,7 @@
 //! a lock here only keeps one hub from deciding twice on the same reading. Without it
 //! (two hubs), the loser's write fails with a conflict instead of overwriting.
 
-use hangar_types::{HostId, InstanceId, Name};
+use hangar_types::{Generation, HostId, InstanceId, Name};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -64,8 +64,8 @@ impl Locks for LocalLocks {
 #[async_trait::async_trait]
 pub trait Notifier: Send + Sync + 'static {
     /// A host's desired generation is now `generation`: wakes its long-poll.
-    fn host_changed(&self, host: HostId, generation: i64);
-    fn watch_host(&self, host: HostId) -> watch::Receiver<i64>;
+    fn host_changed(&self, host: HostId, generation: Generation);
+    fn watch_host(&self, host: HostId) -> watch::Receiver<Generation>;
     /// Some operation may have finished.
     fn operations_changed(&self);
     fn watch_operations(&self) -> watch::Receiver<u64>;
@@ -77,7 +77,7 @@ pub trait Notifier: Send + Sync + 'static {
 
 /// Wake-ups inside one hub process.
 pub struct LocalNotifier {
-    hosts: Mutex<HashMap<HostId, watch::Sender<i64>>>,
+    hosts: Mutex<HashMap<HostId, watch::Sender<Generation>>>,
     operations: watch::Sender<u64>,
     pools: tokio::sync::Notify,
 }
@@ -89,19 +89,19 @@ impl Default for LocalNotifier {
 }
 
 impl LocalNotifier {
-    fn host_sender(&self, host: HostId) -> watch::Sender<i64> {
+    fn host_sender(&self, host: HostId) -> watch::Sender<Generation> {
         let mut map = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(host).or_insert_with(|| watch::channel(0).0).clone()
+        map.entry(host).or_insert_with(|| watch::channel(Generation::ZERO).0).clone()
     }
 }
 
 #[async_trait::async_trait]
 impl Notifier for LocalNotifier {
-    fn host_changed(&self, host: HostId, generation: i64) {
+    fn host_changed(&self, host: HostId, generation: Generation) {
         self.host_sender(host).send_replace(generation);
     }
 
-    fn watch_host(&self, host: HostId) -> watch::Receiver<i64> {
+    fn watch_host(&self, host: HostId) -> watch::Receiver<Generation> {
         self.host_sender(host).subscribe()
     }
 
@@ -203,9 +203,9 @@ mod tests {
         let n = LocalNotifier::default();
         let host = HostId::new();
         let mut rx = n.watch_host(host);
-        n.host_changed(host, 7);
+        n.host_changed(host, Generation::new(7));
         rx.changed().await.unwrap();
-        assert_eq!(*rx.borrow(), 7);
+        assert_eq!(*rx.borrow(), Generation::new(7));
         let mut ops = n.watch_operations();
         n.operations_changed();
         ops.changed().await.unwrap();

@@ -18,7 +18,7 @@ use crate::error::{HubError, HubResult};
 use crate::{Hub, LockKey};
 use hangar_store::{HostRecord, HostStateChange, InstanceFilter, StoreError};
 use hangar_types::api::*;
-use hangar_types::{ErrorCode, HostId, Name};
+use hangar_types::{ErrorCode, Generation, HostId, Name};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -95,7 +95,7 @@ impl Hub {
             last_heartbeat: None,
             join_token_hash: Some(hash.clone()),
             cert_fingerprint: None,
-            desired_generation: 0,
+            desired_generation: Generation::ZERO,
             created_at: OffsetDateTime::now_utc(),
             provider: None,
         };
@@ -161,7 +161,7 @@ impl Hub {
     }
 
     /// Wakes the long-poll of the host a store write bumped, if it bumped one.
-    pub(crate) fn host_bumped(&self, bumped: Option<(HostId, i64)>) {
+    pub(crate) fn host_bumped(&self, bumped: Option<(HostId, Generation)>) {
         if let Some((id, generation)) = bumped {
             self.coord.notifier.host_changed(id, generation);
         }

@@ -20,7 +20,7 @@ use hangar_types::api::*;
 use hangar_types::placement::{self, Candidate, Load, Overcommit};
 use hangar_types::quota::{self, Demand};
 use hangar_types::state::transition;
-use hangar_types::{ErrorCode, InstanceId, InstanceState, Name, ObservedState, Transition};
+use hangar_types::{ErrorCode, Generation, InstanceId, InstanceState, Name, ObservedState, SandboxId, Transition};
 use time::OffsetDateTime;
 
 impl Hub {
@@ -85,7 +85,7 @@ impl Hub {
             state: InstanceState::Created,
             desired: InstanceState::Created.desired(),
             observed: ObservedState::Unknown,
-            generation: 0,
+            generation: Generation::ZERO,
             error: None,
             created_at: now,
             updated_at: now,
@@ -209,7 +209,7 @@ impl Hub {
     }
 
     /// The agent client of the host an instance runs on, if it is reachable now.
-    async fn agent_for(&self, inst: &Instance) -> HubResult<(AgentClient, String)> {
+    async fn agent_for(&self, inst: &Instance) -> HubResult<(AgentClient, SandboxId)> {
         let host_name = inst.host.as_ref().ok_or_else(|| HubError::new(ErrorCode::Unavailable, "instance is not placed on a host"))?;
         let host = self
             .store
@@ -219,7 +219,7 @@ impl Hub {
         let endpoint = host
             .endpoint
             .ok_or_else(|| HubError::new(ErrorCode::Unavailable, format!("host '{host_name}' has not reported an endpoint yet")))?;
-        Ok((self.agent_client(&endpoint)?, inst.id.short()))
+        Ok((self.agent_client(&endpoint)?, inst.id.sandbox_id()))
     }
 
     fn require_running(inst: &Instance, what: &str) -> HubResult<()> {

@@ -134,7 +134,7 @@ impl Hub {
             // Veths of instances that run.
             for i in insts.iter().filter(|i| matches!(i.observed, ObservedState::Running | ObservedState::Warm)) {
                 let Some(n) = net_of(i) else { continue };
-                let v = veth_name(&i.id.short());
+                let v = veth_name(&i.id.sandbox_id());
                 let (ok, detail) = match found.veths.iter().find(|(name, _)| *name == v) {
                     None => (false, format!("{v} missing")),
                     Some((_, Some(br))) if *br == n.bridge => (true, format!("{v} on {br}, {}", n.address)),
@@ -155,7 +155,7 @@ impl Hub {
             let firsts: Vec<&Instance> = by_tenant.values().map(|v| v[0]).collect();
             let probe = |from: &Instance, to: std::net::Ipv4Addr| {
                 let agent = agent.clone();
-                let sid = from.id.short();
+                let sid = from.id.sandbox_id();
                 async move {
                     let req = ExecRequest { command: vec!["ping".into(), "-c1".into(), "-W1".into(), to.to_string()], env: Default::default(), timeout_secs: Some(10) };
                     agent.exec(&sid, &req).await

@@ -6,6 +6,7 @@ use crate::error::HubResult;
 use crate::Hub;
 use hangar_store::TokenRecord;
 use hangar_types::api::{TokenCreate, TokenCreated};
+use hangar_types::TokenId;
 use time::OffsetDateTime;
 
 impl Hub {
@@ -16,7 +17,7 @@ impl Hub {
         }
         let secret = new_secret("hat_");
         let rec = TokenRecord {
-            id: uuid::Uuid::now_v7().simple().to_string()[20..].to_string(),
+            id: TokenId::new(),
             hash: hash_secret(&secret),
             tenant: req.tenant.clone(),
             description: req.description,

@@ -8,7 +8,7 @@ use hangar_hub::{Hub, HubConfig, HubKeys, Principal};
 use hangar_store::{HostRecord, InstanceFilter};
 use hangar_types::api::*;
 use hangar_types::protocol::{AgentReport, ObservedInstance, PROTOCOL_VERSION};
-use hangar_types::{DesiredState, ErrorCode, HostId, InstanceState, Name, ObservedState, Transition};
+use hangar_types::{DesiredState, ErrorCode, Generation, HostId, InstanceState, Name, ObservedState, Transition};
 use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -35,7 +35,7 @@ async fn hub(cfg: HubConfig) -> (tempfile::TempDir, Arc<Hub>) {
             last_heartbeat: Some(OffsetDateTime::now_utc()),
             join_token_hash: None,
             cert_fingerprint: Some(format!("fp-{h}")),
-            desired_generation: 0,
+            desired_generation: Generation::ZERO,
             created_at: OffsetDateTime::now_utc(),
             provider: None,
         };

@@ -17,7 +17,7 @@
 use crate::{HostRecord, HostReport, HostStateChange, InstanceFilter, InstanceVersion, Store, StoreError, TokenRecord};
 use fixtures::*;
 use hangar_types::api::{Capacity, HostState, Instance, Operation, OperationStatus, Pool, PoolCounts, Tenant};
-use hangar_types::{DesiredState, HostId, InstanceId, InstanceState, Name, ObservedState, OperationId};
+use hangar_types::{DesiredState, Generation, HostId, InstanceId, InstanceState, Name, ObservedState, OperationId};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
@@ -77,7 +77,7 @@ macro_rules! store_contract_tests {
 pub mod fixtures {
     use crate::{HostRecord, NewEvent, TokenRecord};
     use hangar_types::api::{Capacity, HostState, ImageRef, Instance, InstanceSpec, Operation, OperationStatus, Quotas, Tenant};
-    use hangar_types::{DesiredState, HostId, InstanceId, InstanceState, Name, ObservedState, OperationId, TenantId};
+    use hangar_types::{DesiredState, Generation, HostId, InstanceId, InstanceState, Name, ObservedState, OperationId, TenantId};
     use std::collections::BTreeMap;
     use time::macros::datetime;
     use time::{Duration, OffsetDateTime};
@@ -118,7 +118,7 @@ pub mod fixtures {
             last_heartbeat: None,
             join_token_hash: Some(format!("join-{n}")),
             cert_fingerprint: None,
-            desired_generation: 0,
+            desired_generation: Generation::ZERO,
             created_at: at(1),
             provider: Some("local".into()),
         }
@@ -141,7 +141,7 @@ pub mod fixtures {
             state: InstanceState::Created,
             desired: DesiredState::Stopped,
             observed: ObservedState::Unknown,
-            generation: 1,
+            generation: Generation::new(1),
             error: None,
             created_at: at(2),
             updated_at: at(3),
@@ -170,7 +170,7 @@ pub mod fixtures {
     /// A token whose hash is `hash-<id>`.
     pub fn token(id: &str, tenant: Option<&str>, created: i64) -> TokenRecord {
         TokenRecord {
-            id: id.into(),
+            id: id.parse().expect("a valid token id"),
             hash: format!("hash-{id}"),
             tenant: tenant.map(name),
             description: Some(format!("token {id}")),
@@ -316,7 +316,7 @@ pub async fn deleting_a_tenant_deletes_its_tokens_only(store: Arc<dyn Store>) {
         store.insert_token(&t).await.unwrap();
     }
     assert!(store.delete_tenant(&name("acme")).await.unwrap());
-    let left: Vec<String> = store.list_tokens().await.unwrap().into_iter().map(|t| t.id).collect();
+    let left: Vec<String> = store.list_tokens().await.unwrap().into_iter().map(|t| t.id.into()).collect();
     assert_eq!(left, ["t2", "t3"]);
 }
 
@@ -410,7 +410,7 @@ pub async fn host_generation_bumps_are_distinct_and_only_grow(store: Arc<dyn Sto
     })
     .await;
     assert!(bumps.iter().all(|&(id, _)| id == h.id), "{bumps:?}");
-    let generations: BTreeSet<i64> = bumps.iter().map(|&(_, g)| g).collect();
+    let generations: BTreeSet<Generation> = bumps.iter().map(|&(_, g)| g).collect();
     assert_eq!(generations.len(), 20, "two bumps got the same generation: {bumps:?}");
     assert!(generations.iter().all(|&g| g > before), "{generations:?} after {before}");
     // The last bump to commit holds the largest value: the host's generation only grew.
@@ -426,7 +426,7 @@ pub async fn host_generation_bumps_are_distinct_and_only_grow(store: Arc<dyn Sto
 }
 
 pub async fn host_reports_write_only_what_the_host_says(store: Arc<dyn Store>) {
-    let h = HostRecord { state: HostState::Stale, desired_generation: 9, ..host("node-a") };
+    let h = HostRecord { state: HostState::Stale, desired_generation: Generation::new(9), ..host("node-a") };
     store.insert_host(&h).await.unwrap();
     let report = HostReport {
         at: at(100),
@@ -532,7 +532,7 @@ pub async fn instances_insert_get_update_delete(store: Arc<dyn Store>) {
         state: InstanceState::Running,
         desired: DesiredState::Running,
         observed: ObservedState::Running,
-        generation: 2,
+        generation: Generation::new(2),
         error: Some("a warning".into()),
         host: None,
         updated_at: at(90),
@@ -597,7 +597,7 @@ pub async fn instance_updates_refuse_a_stale_version(store: Arc<dyn Store>) {
     let started = Instance {
         state: InstanceState::Starting,
         desired: DesiredState::Running,
-        generation: store.next_generation().await.unwrap() + 100,
+        generation: Generation::new(store.next_generation().await.unwrap().get() + 100),
         held_until: Some(at(50)),
         updated_at: at(40),
         ..read.clone()
@@ -606,7 +606,7 @@ pub async fn instance_updates_refuse_a_stale_version(store: Arc<dyn Store>) {
     assert_eq!(store.get_instance_by_id(read.id).await.unwrap().as_ref(), Some(&started));
 
     // Decided from the first read: both the generation and the state moved since.
-    let stopped = Instance { state: InstanceState::Stopped, generation: started.generation + 1, ..read.clone() };
+    let stopped = Instance { state: InstanceState::Stopped, generation: started.generation.next(), ..read.clone() };
     let refused = store.update_instance_if(&stopped, version, None).await;
     assert!(matches!(&refused, Err(StoreError::Conflict(w)) if w == "instance 'acme/web'"), "{refused:?}");
     // Same generation, but the state moved (an observation landed): refused too.
@@ -630,12 +630,12 @@ pub async fn concurrent_instance_updates_admit_one(store: Arc<dyn Store>) {
     let results = concurrently(&store, 10, |store, i| {
         let read = read.clone();
         async move {
-            let next = Instance { generation: read.generation + 1 + i as i64, state: InstanceState::Starting, ..read.clone() };
+            let next = Instance { generation: Generation::new(read.generation.get() + 1 + i as i64), state: InstanceState::Starting, ..read.clone() };
             store.update_instance_if(&next, InstanceVersion::of(&read), None).await.map(|_| next.generation)
         }
     })
     .await;
-    let won: Vec<i64> = results.iter().filter_map(|r| r.as_ref().ok().copied()).collect();
+    let won: Vec<Generation> = results.iter().filter_map(|r| r.as_ref().ok().copied()).collect();
     assert_eq!(won.len(), 1, "{results:?}");
     assert!(results.iter().all(|r| matches!(r, Ok(_) | Err(StoreError::Conflict(_)))), "{results:?}");
     assert_eq!(store.get_instance_by_id(read.id).await.unwrap().unwrap().generation, won[0]);
@@ -666,8 +666,8 @@ pub async fn instance_writes_bump_their_host_atomically(store: Arc<dyn Store>) {
     // Refused writes bump nothing.
     let dup = Instance { id: InstanceId::new(), ..db.clone() };
     assert!(matches!(store.insert_instance(&dup, Some(&node_a)).await, Err(StoreError::AlreadyExists(_))));
-    let stale = InstanceVersion { generation: db.generation + 1, ..InstanceVersion::of(&db) };
-    let started = Instance { state: InstanceState::Starting, generation: db.generation + 2, ..db.clone() };
+    let stale = InstanceVersion { generation: db.generation.next(), ..InstanceVersion::of(&db) };
+    let started = Instance { state: InstanceState::Starting, generation: db.generation.next().next(), ..db.clone() };
     assert!(matches!(store.update_instance_if(&started, stale, Some(&node_a)).await, Err(StoreError::Conflict(_))));
     let taken = Instance { address: web.address, ..started.clone() };
     assert!(matches!(store.update_instance_if(&taken, InstanceVersion::of(&db), Some(&node_a)).await, Err(StoreError::AlreadyExists(_))));
@@ -685,7 +685,7 @@ pub async fn instance_writes_bump_their_host_atomically(store: Arc<dyn Store>) {
         store.insert_instance(&member, Some(&name("node-a"))).await.unwrap().unwrap().1
     })
     .await;
-    let distinct: BTreeSet<i64> = bumps.iter().copied().collect();
+    let distinct: BTreeSet<Generation> = bumps.iter().copied().collect();
     assert_eq!(distinct.len(), 10, "{bumps:?}");
     assert_eq!(Some(&generation(store.clone()).await), distinct.last());
 }
@@ -706,7 +706,7 @@ pub async fn marking_a_hosts_instances_unknown_touches_only_observed(store: Arc<
     assert_eq!(store.mark_host_instances_unknown(&name("node-a")).await.unwrap(), 0);
     assert_eq!(store.mark_host_instances_unknown(&name("node-x")).await.unwrap(), 0);
     // The version did not move: a decision made before the marking still lands.
-    let next = Instance { generation: web.generation + 1, ..web.clone() };
+    let next = Instance { generation: web.generation.next(), ..web.clone() };
     store.update_instance_if(&next, InstanceVersion::of(&web), None).await.unwrap();
 }
 
@@ -714,9 +714,9 @@ pub async fn marking_a_hosts_instances_unknown_touches_only_observed(store: Arc<
 /// value is greater than every one handed out before it.
 pub async fn generations_are_unique_and_increasing(store: Arc<dyn Store>) {
     let got = concurrently(&store, 50, |store, _| async move { store.next_generation().await.unwrap() }).await;
-    let distinct: BTreeSet<i64> = got.iter().copied().collect();
+    let distinct: BTreeSet<Generation> = got.iter().copied().collect();
     assert_eq!(distinct.len(), 50, "{got:?}");
-    assert!(distinct.iter().all(|&g| g > 0));
+    assert!(distinct.iter().all(|&g| g > Generation::ZERO));
     let next = store.next_generation().await.unwrap();
     assert!(distinct.iter().all(|&g| g < next), "{next} after {distinct:?}");
 }
@@ -875,15 +875,15 @@ pub async fn tokens_insert_find_list_delete(store: Arc<dyn Store>) {
     store.insert_token(&admin).await.unwrap();
     store.insert_token(&acme).await.unwrap();
 
-    for dup in [TokenRecord { id: "other".into(), ..acme.clone() }, TokenRecord { hash: "new".into(), ..acme.clone() }] {
+    for dup in [TokenRecord { id: "other".parse().unwrap(), ..acme.clone() }, TokenRecord { hash: "new".into(), ..acme.clone() }] {
         assert!(matches!(store.insert_token(&dup).await, Err(StoreError::AlreadyExists(_))), "{dup:?}");
     }
     assert_eq!(store.find_token("hash-t-admin").await.unwrap().as_ref(), Some(&admin));
     assert_eq!(store.find_token("nope").await.unwrap(), None);
     assert_eq!(store.list_tokens().await.unwrap(), [acme.clone(), admin.clone()]);
 
-    assert!(store.delete_token("t-acme").await.unwrap());
-    assert!(!store.delete_token("t-acme").await.unwrap());
+    assert!(store.delete_token(&acme.id).await.unwrap());
+    assert!(!store.delete_token(&acme.id).await.unwrap());
     assert_eq!(store.find_token("hash-t-acme").await.unwrap(), None);
     assert_eq!(store.list_tokens().await.unwrap(), [admin]);
 }

@@ -18,7 +18,7 @@
 
 use async_trait::async_trait;
 use hangar_types::api::{Capacity, Event, HostState, Instance, Operation, OperationStatus, Pool, PoolCounts, Tenant};
-use hangar_types::{HostId, InstanceId, InstanceState, Name, OperationId};
+use hangar_types::{Generation, HostId, InstanceId, InstanceState, Name, OperationId, TokenId};
 use std::sync::Arc;
 use time::OffsetDateTime;
 
@@ -89,7 +89,7 @@ pub struct HostRecord {
     /// SHA-256 (hex) of the DER of the host's client certificate, once joined.
     pub cert_fingerprint: Option<String>,
     /// Generation of this host's desired-state document; bumped on every change to it.
-    pub desired_generation: i64,
+    pub desired_generation: Generation,
     pub created_at: OffsetDateTime,
     /// The provider that made it (`local`), if one did.
     pub provider: Option<String>,
@@ -98,7 +98,7 @@ pub struct HostRecord {
 /// An API token; only its hash is stored.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TokenRecord {
-    pub id: String,
+    pub id: TokenId,
     /// SHA-256 (hex) of the secret.
     pub hash: String,
     /// None: admin scope.
@@ -192,7 +192,7 @@ impl HostStateChange {
 /// unknown must not make the next decision about them fail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InstanceVersion {
-    pub generation: i64,
+    pub generation: Generation,
     pub state: InstanceState,
 }
 
@@ -224,7 +224,7 @@ pub trait Store: Send + Sync + 'static {
     /// Gives the host a fresh value of the generation counter as its desired generation,
     /// atomically: concurrent bumps get distinct values, and the host's generation only
     /// grows. Returns the host's id and new generation, or None if no host has that name.
-    async fn bump_host_generation(&self, name: &Name) -> Result<Option<(HostId, i64)>>;
+    async fn bump_host_generation(&self, name: &Name) -> Result<Option<(HostId, Generation)>>;
     /// Records a report's heartbeat and what it says about the host (capacity, endpoint,
     /// drivers, agent version); never writes state, desired generation or credentials.
     /// Returns the host as stored after. NotFound if it is gone.
@@ -248,12 +248,12 @@ pub trait Store: Send + Sync + 'static {
     /// same transaction bumps that host's desired generation as
     /// [`Store::bump_host_generation`] does and returns what it returns (None if no host
     /// has that name: the instance is inserted all the same). Without, returns None.
-    async fn insert_instance(&self, instance: &Instance, bump: Option<&Name>) -> Result<Option<(HostId, i64)>>;
+    async fn insert_instance(&self, instance: &Instance, bump: Option<&Name>) -> Result<Option<(HostId, Generation)>>;
     /// Writes every field of an instance but its id, tenant, name and creation time, only
     /// if the stored instance still has the `expected` version (compare-and-swap).
     /// Conflict if it moved, NotFound if it is gone; either way nothing is written and no
     /// host is bumped. `bump` and the result as for [`Store::insert_instance`].
-    async fn update_instance_if(&self, instance: &Instance, expected: InstanceVersion, bump: Option<&Name>) -> Result<Option<(HostId, i64)>>;
+    async fn update_instance_if(&self, instance: &Instance, expected: InstanceVersion, bump: Option<&Name>) -> Result<Option<(HostId, Generation)>>;
     /// Sets `observed` to unknown on every instance placed on `host` that is not already;
     /// returns how many changed. Touches nothing else (not the version).
     async fn mark_host_instances_unknown(&self, host: &Name) -> Result<u32>;
@@ -264,7 +264,7 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_instance(&self, id: InstanceId) -> Result<bool>;
 
     /// A value from one monotonic counter shared by instance and host generations.
-    async fn next_generation(&self) -> Result<i64>;
+    async fn next_generation(&self) -> Result<Generation>;
 
     // ---- pools ----
     /// AlreadyExists if `tenant/name` is taken.
@@ -298,7 +298,7 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_token(&self, token: &TokenRecord) -> Result<()>;
     async fn find_token(&self, hash: &str) -> Result<Option<TokenRecord>>;
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>>;
-    async fn delete_token(&self, id: &str) -> Result<bool>;
+    async fn delete_token(&self, id: &TokenId) -> Result<bool>;
 }
 
 /// Opens a store from a URL: `sqlite:///abs/path.db` or a plain file path.

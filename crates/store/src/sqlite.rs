@@ -28,7 +28,7 @@
 use crate::{HostRecord, HostReport, HostStateChange, InstanceFilter, InstanceVersion, NewEvent, Result, Store, StoreError, TokenRecord};
 use async_trait::async_trait;
 use hangar_types::api::{Event, HostState, Instance, Operation, OperationStatus, Pool, PoolCounts, Tenant};
-use hangar_types::{DesiredState, HostId, InstanceId, Name, ObservedState, OperationId};
+use hangar_types::{DesiredState, Generation, HostId, InstanceId, Name, ObservedState, OperationId, TokenId};
 use serde::de::DeserializeOwned;
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
@@ -268,7 +268,7 @@ impl Store for SqliteStore {
         rows.first().map(host_row).transpose()
     }
 
-    async fn bump_host_generation(&self, name: &Name) -> Result<Option<(HostId, i64)>> {
+    async fn bump_host_generation(&self, name: &Name) -> Result<Option<(HostId, Generation)>> {
         const CONTEXT: &str = "bump a host's desired generation";
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(backend(CONTEXT))?;
         let bumped = bump_in(&mut tx, name).await?;
@@ -346,7 +346,7 @@ impl Store for SqliteStore {
         self.delete(sqlx::query("DELETE FROM hosts WHERE id = ?1").bind(id.to_string()), "delete host").await
     }
 
-    async fn insert_instance(&self, instance: &Instance, bump: Option<&Name>) -> Result<Option<(HostId, i64)>> {
+    async fn insert_instance(&self, instance: &Instance, bump: Option<&Name>) -> Result<Option<(HostId, Generation)>> {
         const CONTEXT: &str = "insert instance";
         let q = bind_instance(
             sqlx::query(
@@ -367,7 +367,7 @@ impl Store for SqliteStore {
         Ok(bumped)
     }
 
-    async fn update_instance_if(&self, instance: &Instance, expected: InstanceVersion, bump: Option<&Name>) -> Result<Option<(HostId, i64)>> {
+    async fn update_instance_if(&self, instance: &Instance, expected: InstanceVersion, bump: Option<&Name>) -> Result<Option<(HostId, Generation)>> {
         const CONTEXT: &str = "update instance";
         let what = format!("instance '{}/{}'", instance.tenant, instance.name);
         // ?2, ?3 and ?11 (tenant, name, created_at) are bound but never written.
@@ -379,7 +379,7 @@ impl Store for SqliteStore {
             ),
             instance,
         )
-        .bind(expected.generation)
+        .bind(expected.generation.get())
         .bind(expected.state.as_str());
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(backend(CONTEXT))?;
         let done = q.execute(&mut *tx).await.map_err(unique(CONTEXT, what.clone()))?;
@@ -436,7 +436,7 @@ impl Store for SqliteStore {
         self.delete(sqlx::query("DELETE FROM instances WHERE id = ?1").bind(id.to_string()), "delete instance").await
     }
 
-    async fn next_generation(&self) -> Result<i64> {
+    async fn next_generation(&self) -> Result<Generation> {
         advance_generation(&self.pool).await
     }
 
@@ -591,7 +591,7 @@ impl Store for SqliteStore {
 
     async fn insert_token(&self, token: &TokenRecord) -> Result<()> {
         sqlx::query("INSERT INTO tokens VALUES (?1, ?2, ?3, ?4, ?5)")
-            .bind(&token.id)
+            .bind(token.id.as_str())
             .bind(&token.hash)
             .bind(token.tenant.as_ref().map(Name::as_str))
             .bind(token.description.as_deref())
@@ -611,8 +611,8 @@ impl Store for SqliteStore {
         self.all(sqlx::query("SELECT * FROM tokens ORDER BY created_at, id"), "list tokens", token_row).await
     }
 
-    async fn delete_token(&self, id: &str) -> Result<bool> {
-        self.delete(sqlx::query("DELETE FROM tokens WHERE id = ?1").bind(id), "delete token").await
+    async fn delete_token(&self, id: &TokenId) -> Result<bool> {
+        self.delete(sqlx::query("DELETE FROM tokens WHERE id = ?1").bind(id.as_str()), "delete token").await
     }
 }
 
@@ -620,7 +620,7 @@ impl Store for SqliteStore {
 /// inside `tx`, which must hold the write lock (`BEGIN IMMEDIATE`): no other writer can
 /// slip a bump in between counter and host, so the host's generation only grows. None,
 /// with the counter untouched, if no host has that name.
-async fn bump_in(tx: &mut sqlx::Transaction<'_, Sqlite>, name: &Name) -> Result<Option<(HostId, i64)>> {
+async fn bump_in(tx: &mut sqlx::Transaction<'_, Sqlite>, name: &Name) -> Result<Option<(HostId, Generation)>> {
     const CONTEXT: &str = "bump a host's desired generation";
     let host = sqlx::query("SELECT id FROM hosts WHERE name = ?1")
         .bind(name.as_str())
@@ -632,7 +632,7 @@ async fn bump_in(tx: &mut sqlx::Transaction<'_, Sqlite>, name: &Name) -> Result<
     let generation = advance_generation(&mut **tx).await?;
     sqlx::query("UPDATE hosts SET desired_generation = ?2 WHERE id = ?1")
         .bind(id.to_string())
-        .bind(generation)
+        .bind(generation.get())
         .execute(&mut **tx)
         .await
         .map_err(backend(CONTEXT))?;
@@ -641,7 +641,7 @@ async fn bump_in(tx: &mut sqlx::Transaction<'_, Sqlite>, name: &Name) -> Result<
 
 /// Increments the generation counter and reads it in one statement: atomic, and
 /// persisted for restarts. Runs on the pool or inside a caller's transaction.
-async fn advance_generation<'e, E: sqlx::Executor<'e, Database = Sqlite>>(executor: E) -> Result<i64> {
+async fn advance_generation<'e, E: sqlx::Executor<'e, Database = Sqlite>>(executor: E) -> Result<Generation> {
     let rows = sqlx::query("UPDATE meta SET value = value + 1 WHERE key = 'generation' RETURNING value")
         .fetch_all(executor)
         .await
@@ -650,7 +650,7 @@ async fn advance_generation<'e, E: sqlx::Executor<'e, Database = Sqlite>>(execut
         table: "meta",
         detail: "the 'generation' counter row is missing".into(),
     })?;
-    Cols::new(row, "meta").get("value")
+    Cols::new(row, "meta").get("value").map(Generation::new)
 }
 
 // ---- binding: one place per table knows the column order of its INSERT and UPDATE ----
@@ -666,7 +666,7 @@ fn bind_host<'q>(q: Q<'q>, h: &HostRecord) -> Q<'q> {
         .bind(h.last_heartbeat.map(Nanos))
         .bind(h.join_token_hash.as_deref())
         .bind(h.cert_fingerprint.as_deref())
-        .bind(h.desired_generation)
+        .bind(h.desired_generation.get())
         .bind(Nanos(h.created_at))
         .bind(h.provider.as_deref())
 }
@@ -680,7 +680,7 @@ fn bind_instance<'q>(q: Q<'q>, i: &Instance) -> Q<'q> {
         .bind(i.state.as_str())
         .bind(desired_str(i.desired))
         .bind(i.observed.as_str())
-        .bind(i.generation)
+        .bind(i.generation.get())
         .bind(i.error.as_deref())
         .bind(Nanos(i.created_at))
         .bind(Nanos(i.updated_at))
@@ -730,7 +730,7 @@ fn host_row(row: &SqliteRow) -> Result<HostRecord> {
         last_heartbeat: c.get::<Option<Nanos>>("last_heartbeat")?.map(|n| n.0),
         join_token_hash: c.get("join_token_hash")?,
         cert_fingerprint: c.get("cert_fingerprint")?,
-        desired_generation: c.get("desired_generation")?,
+        desired_generation: Generation::new(c.get("desired_generation")?),
         created_at: c.time("created_at")?,
         provider: c.get("provider")?,
     })
@@ -748,7 +748,7 @@ fn instance_row(row: &SqliteRow) -> Result<Instance> {
         state: c.parse("state")?,
         desired: desired_from_str(&desired).ok_or_else(|| c.corrupt("desired", format!("unknown state '{desired}'")))?,
         observed: c.parse("observed")?,
-        generation: c.get("generation")?,
+        generation: Generation::new(c.get("generation")?),
         error: c.get("error")?,
         created_at: c.time("created_at")?,
         updated_at: c.time("updated_at")?,
@@ -809,7 +809,7 @@ fn event_row(row: &SqliteRow) -> Result<Event> {
 fn token_row(row: &SqliteRow) -> Result<TokenRecord> {
     let c = Cols::new(row, "tokens");
     Ok(TokenRecord {
-        id: c.get("id")?,
+        id: c.parse("id")?,
         hash: c.get("hash")?,
         tenant: c.parse_opt("tenant")?,
         description: c.get("description")?,

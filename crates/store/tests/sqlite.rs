@@ -7,6 +7,7 @@
 
 use hangar_store::contract::fixtures::*;
 use hangar_store::{HostRecord, InstanceFilter, SqliteStore, Store, StoreError};
+use hangar_types::Generation;
 use std::sync::Arc;
 use tempfile::TempDir;
 
@@ -60,13 +61,13 @@ async fn generations_are_dense_and_persist() {
         got.push(task.await.unwrap());
     }
     got.sort_unstable();
-    assert_eq!(got, (1..=50).collect::<Vec<i64>>());
-    assert_eq!(store.next_generation().await.unwrap(), 51);
+    assert_eq!(got, (1..=50).map(Generation::new).collect::<Vec<_>>());
+    assert_eq!(store.next_generation().await.unwrap(), Generation::new(51));
     store.close().await;
     drop(store);
 
     let store = reopen(&dir).await;
-    assert_eq!(store.next_generation().await.unwrap(), 52);
+    assert_eq!(store.next_generation().await.unwrap(), Generation::new(52));
 }
 
 // ---- durability and robustness ----
@@ -100,7 +101,7 @@ async fn everything_survives_reopen() {
         assert_eq!(store.running_operations(None).await.unwrap(), [o]);
         assert_eq!(store.list_tokens().await.unwrap(), [k]);
         assert_eq!(store.list_events(None, 10).await.unwrap(), [e]);
-        assert_eq!(store.next_generation().await.unwrap(), g + 1);
+        assert_eq!(store.next_generation().await.unwrap(), g.next());
     }
 }
 
@@ -154,7 +155,7 @@ async fn open_accepts_url_and_path() {
     let dir = tempfile::tempdir().unwrap();
     for url in [format!("sqlite://{}", dir.path().join("a.db").display()), dir.path().join("b.db").display().to_string()] {
         let store = hangar_store::open(&url).await.unwrap();
-        assert_eq!(store.next_generation().await.unwrap(), 1, "{url}");
+        assert_eq!(store.next_generation().await.unwrap(), Generation::new(1), "{url}");
     }
 }
 

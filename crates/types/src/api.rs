@@ -1,6 +1,7 @@
 //! Documents of the public REST API (/v1). Every request type rejects unknown fields.
 
-use crate::ids::{HostId, InstanceId, OperationId, TenantId};
+use crate::generation::Generation;
+use crate::ids::{HostId, InstanceId, OperationId, TenantId, TokenId};
 use crate::names::Name;
 use crate::state::{DesiredState, InstanceState, ObservedState};
 use serde::{Deserialize, Serialize};
@@ -231,7 +232,8 @@ pub struct Instance {
     pub desired: DesiredState,
     pub observed: ObservedState,
     /// Bumped on every change of desired state; hosts report which generation they acted on.
-    pub generation: i64,
+    #[schema(value_type = i64)]
+    pub generation: Generation,
     pub error: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -549,7 +551,8 @@ pub struct NodeStatus {
     pub capacity: Capacity,
     pub drivers: Vec<String>,
     /// The desired-state generation the agent converged to last.
-    pub generation: i64,
+    #[schema(value_type = i64)]
+    pub generation: Generation,
     pub instances: Vec<NodeInstance>,
 }
 
@@ -584,7 +587,8 @@ pub struct TokenCreate {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenCreated {
-    pub id: String,
+    #[schema(value_type = String)]
+    pub id: TokenId,
     pub tenant: Option<Name>,
     /// Shown once; the hub keeps only its hash.
     pub token: String,

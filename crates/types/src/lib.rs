@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod error;
+pub mod generation;
 pub mod ids;
 pub mod names;
 pub mod net;
@@ -15,6 +16,7 @@ pub mod quota;
 pub mod state;
 
 pub use error::{ApiError, ErrorCode};
-pub use ids::{HostId, InstanceId, OperationId, TenantId};
+pub use generation::Generation;
+pub use ids::{HostId, IdError, InstanceId, OperationId, SandboxId, SnapshotId, TenantId, TokenId, VolumeId};
 pub use names::{InstanceRef, Name, NameError};
 pub use state::{DesiredState, IllegalTransition, InstanceState, ObservedState, Transition};

@@ -1,6 +1,7 @@
 //! Tenant network arithmetic: the cluster range, each tenant's subnet (a /24 by
 //! default, up to a /20: a block of consecutive net ids), gateway, bridge and link names. Pure functions, shared by the hub (IPAM) and the agent (network driver).
 
+use crate::ids::SandboxId;
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 
@@ -137,7 +138,8 @@ pub fn bridge_subnet(name: &str) -> Option<Ipv4Addr> {
 }
 
 /// The host side of an instance's veth pair: `hv` and the sandbox id's 12 hex digits.
-pub fn veth_name(sandbox: &str) -> String {
+pub fn veth_name(sandbox: &SandboxId) -> String {
+    let sandbox = sandbox.as_str();
     format!("hv{}", &sandbox[sandbox.len().saturating_sub(12)..])
 }
 
@@ -267,7 +269,7 @@ mod tests {
         assert_eq!(bridge_subnet("hgbx"), None);
         assert!(bridge_name(r.subnet(4095)).len() <= 15);
         assert!(r.contains(r.subnet(4095)) && !r.contains(Ipv4Addr::new(10, 239, 0, 0)));
-        assert!(veth_name("i0123456789ab").len() <= 15);
+        assert!(veth_name(&"i0123456789ab".parse().unwrap()).len() <= 15);
         assert_eq!(vxlan_name(r.subnet(1)), "hgx0af001");
         assert_eq!(vni(r.subnet(1)), 0x0af001);
         assert!(vni(Ipv4Addr::new(255, 255, 255, 0)) < 1 << 24, "VNIs are 24 bits");

@@ -6,6 +6,7 @@
 //! of another major version with a clear error instead of guessing.
 
 use crate::api::{Capacity, InstanceSpec, PoolCounts, Quotas};
+use crate::generation::Generation;
 use crate::ids::{HostId, InstanceId};
 use crate::names::Name;
 use crate::state::{DesiredState, ObservedState};
@@ -21,7 +22,8 @@ pub struct DesiredDoc {
     pub host: Name,
     pub host_id: HostId,
     /// Increases whenever anything in this document changes.
-    pub generation: i64,
+    #[schema(value_type = i64)]
+    pub generation: Generation,
     pub instances: Vec<DesiredInstance>,
     /// The range tenant networks come from: hangar bridges inside it that no instance
     /// needs are removed from the host.
@@ -152,7 +154,8 @@ pub struct DesiredInstance {
     pub spec: InstanceSpec,
     pub desired: DesiredState,
     /// The instance's generation; echoed back in reports.
-    pub generation: i64,
+    #[schema(value_type = i64)]
+    pub generation: Generation,
     /// Its tenant network; absent for instances without one.
     #[serde(default)]
     pub network: Option<crate::net::NetSpec>,
@@ -180,7 +183,8 @@ pub struct ObservedInstance {
     pub id: InstanceId,
     pub state: ObservedState,
     /// The generation the host last acted on.
-    pub generation: i64,
+    #[schema(value_type = i64)]
+    pub generation: Generation,
     pub error: Option<String>,
 }
 

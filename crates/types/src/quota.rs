@@ -195,7 +195,7 @@ pub(crate) fn instance(spec: InstanceSpec, state: InstanceState) -> Instance {
         state,
         desired: state.desired(),
         observed: crate::ObservedState::Unknown,
-        generation: 0,
+        generation: crate::Generation::ZERO,
         error: None,
         created_at: time::OffsetDateTime::UNIX_EPOCH,
         updated_at: time::OffsetDateTime::UNIX_EPOCH,

@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::Json;
 use hangar_tls::serve::PeerInfo;
 use hangar_types::protocol::{AgentReport, DesiredDoc, JoinRequest, JoinResponse};
-use hangar_types::ApiError;
+use hangar_types::{ApiError, Generation};
 use serde::Deserialize;
 use std::time::Duration;
 use utoipa_axum::routes;
@@ -36,7 +36,8 @@ async fn agent_join(State(hub): State<AppState>, conn: Option<axum::Extension<Pe
 #[serde(deny_unknown_fields)]
 struct DesiredQuery {
     /// Answer once the host's generation is above this.
-    after: Option<i64>,
+    #[param(value_type = Option<i64>)]
+    after: Option<Generation>,
     /// Seconds to hold the request (max 60).
     wait: Option<u64>,
 }
@@ -44,7 +45,7 @@ struct DesiredQuery {
 #[utoipa::path(get, path = "/v1/agent/desired", params(DesiredQuery), description = "mTLS: host certificate required",
     responses((status = 200, body = DesiredDoc), (status = 401, body = ApiError)))]
 async fn agent_desired(State(hub): State<AppState>, HostCaller(host): HostCaller, ApiQuery(q): ApiQuery<DesiredQuery>) -> HubResult<Json<DesiredDoc>> {
-    Ok(Json(hub.desired_long_poll(&host, q.after.unwrap_or(-1), Duration::from_secs(q.wait.unwrap_or(0))).await?))
+    Ok(Json(hub.desired_long_poll(&host, q.after, Duration::from_secs(q.wait.unwrap_or(0))).await?))
 }
 
 #[utoipa::path(post, path = "/v1/agent/report", request_body = AgentReport, description = "mTLS: host certificate required",

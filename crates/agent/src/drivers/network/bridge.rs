@@ -5,6 +5,7 @@
 use super::{nft, BridgeReport, HostNetwork, NetError, NetReport, NetworkDriver};
 use futures_util::TryStreamExt;
 use hangar_types::net::{bridge_subnet, gateway_mac, subnet_of, veth_name, vxlan_name, ClusterRange, NetSpec, Overlay, VXLAN_PORT};
+use hangar_types::SandboxId;
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 use rtnetlink::packet_route::address::AddressAttribute;
@@ -119,7 +120,7 @@ impl BridgeNetwork {
         &self.table
     }
 
-    pub fn netns_path(&self, sandbox: &str) -> PathBuf {
+    pub fn netns_path(&self, sandbox: &SandboxId) -> PathBuf {
         Path::new(NETNS_DIR).join(format!("{}{sandbox}", self.ns_prefix))
     }
 }
@@ -394,7 +395,7 @@ impl NetworkDriver for BridgeNetwork {
         "bridge"
     }
 
-    async fn attach(&self, sandbox: &str, net: &NetSpec) -> Result<PathBuf, NetError> {
+    async fn attach(&self, sandbox: &SandboxId, net: &NetSpec) -> Result<PathBuf, NetError> {
         let mut laps = crate::stopwatch::Stopwatch::start();
         let h = connect().await?;
         let br = ensure_bridge(&h, net).await?;
@@ -454,11 +455,11 @@ impl NetworkDriver for BridgeNetwork {
         })
         .await?;
         laps.mark("inside");
-        tracing::debug!(sandbox, laps = %laps.laps(), "network attached");
+        tracing::debug!(%sandbox, laps = %laps.laps(), "network attached");
         Ok(ns)
     }
 
-    async fn detach(&self, sandbox: &str) -> Result<(), NetError> {
+    async fn detach(&self, sandbox: &SandboxId) -> Result<(), NetError> {
         let h = connect().await?;
         if let Some(m) = link(&h, &veth_name(sandbox)).await? {
             match h.link().del(m.header.index).execute().await {
@@ -549,12 +550,13 @@ impl NetworkDriver for BridgeNetwork {
         Ok(all.iter().filter_map(link_name).filter(|n| n.starts_with("hv")).collect())
     }
 
-    async fn attached(&self) -> Result<Vec<String>, NetError> {
+    async fn attached(&self) -> Result<Vec<SandboxId>, NetError> {
         let Ok(rd) = std::fs::read_dir(NETNS_DIR) else { return Ok(vec![]) };
         Ok(rd
             .flatten()
             .filter_map(|e| e.file_name().into_string().ok()?.strip_prefix(&self.ns_prefix).map(str::to_string))
             .filter(|n| !n.starts_with(SPARE))
+            .filter_map(|n| n.parse().ok())
             .collect())
     }
 
@@ -582,7 +584,7 @@ impl NetworkDriver for BridgeNetwork {
                 r.veths.push((name, controller(m).and_then(name_of)));
             }
         }
-        r.namespaces = self.attached().await?;
+        r.namespaces = self.attached().await?.into_iter().map(String::from).collect();
         r.rules_present = nft::present(&self.table).await;
         r.ip_forward = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").is_ok_and(|s| s.trim() == "1");
         Ok(r)

@@ -13,6 +13,7 @@ pub use bridge::BridgeNetwork;
 
 pub use hangar_types::net::{BridgeReport, NetReport};
 use hangar_types::net::{ClusterRange, NetSpec};
+use hangar_types::SandboxId;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -67,16 +68,16 @@ pub trait NetworkDriver: Send + Sync {
     fn name(&self) -> &'static str;
     /// Wires a sandbox to its tenant network (idempotent); returns the network namespace
     /// path the sandbox must join.
-    async fn attach(&self, sandbox: &str, net: &NetSpec) -> Result<PathBuf, NetError>;
+    async fn attach(&self, sandbox: &SandboxId, net: &NetSpec) -> Result<PathBuf, NetError>;
     /// Removes a sandbox's namespace and veth. Ok if absent.
-    async fn detach(&self, sandbox: &str) -> Result<(), NetError>;
+    async fn detach(&self, sandbox: &SandboxId) -> Result<(), NetError>;
     /// Makes the host-wide part match: a bridge for each of `nets` (and no other hangar
     /// bridge), the nftables table, forwarding on. Repairs what was removed by hand.
     async fn sync(&self, range: &ClusterRange, nets: &[NetSpec]) -> Result<(), NetError>;
     /// Host-side veths present now (one cheap netlink dump, every reconcile pass).
     async fn wired(&self) -> Result<std::collections::HashSet<String>, NetError>;
     /// Sandboxes that have a namespace here.
-    async fn attached(&self) -> Result<Vec<String>, NetError>;
+    async fn attached(&self) -> Result<Vec<SandboxId>, NetError>;
     async fn inspect(&self) -> Result<NetReport, NetError>;
     /// Work done ahead, off the start path (e.g. spare namespaces). Called after reports.
     async fn prepare(&self) -> Result<(), NetError> {

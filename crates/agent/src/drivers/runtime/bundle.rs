@@ -3,6 +3,7 @@
 
 use super::{RuntimeError, SandboxSpec};
 use hangar_types::api::ImageRef;
+use hangar_types::SandboxId;
 use oci_spec::runtime::{
     Arch, Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder,
     LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, LinuxSeccompAction, LinuxSeccompBuilder, LinuxSyscallBuilder, Mount,
@@ -41,7 +42,7 @@ const DENIED_SYSCALLS: [&str; 34] = [
 /// Host directories a `host` image shares read-only.
 const HOST_DIRS: [&str; 6] = ["usr", "etc", "bin", "sbin", "lib", "lib64"];
 
-fn err(id: &str, detail: impl std::fmt::Display) -> RuntimeError {
+fn err(id: &SandboxId, detail: impl std::fmt::Display) -> RuntimeError {
     RuntimeError::Bundle { id: id.to_string(), detail: detail.to_string() }
 }
 

@@ -7,6 +7,7 @@ mod oci;
 
 use crate::identity::AgentPaths;
 use hangar_types::api::{ExecRequest, ExecResult, ImageRef, InstanceStats};
+use hangar_types::SandboxId;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,7 +35,7 @@ pub static RUNTIMES: &[RuntimeDriverInfo] = &[
 
 /// Where a sandbox's memory cgroup is (every runtime puts sandboxes under `/hangar/<id>`,
 /// see [`bundle`]): the unified hierarchy's, or cgroup v1's memory controller's.
-pub fn memory_cgroup(id: &str) -> PathBuf {
+pub fn memory_cgroup(id: &SandboxId) -> PathBuf {
     if unified_cgroups() {
         PathBuf::from(format!("/sys/fs/cgroup/hangar/{id}"))
     } else {
@@ -54,8 +55,8 @@ pub enum SandboxStatus {
 /// Everything needed to start one sandbox.
 #[derive(Clone, Debug)]
 pub struct SandboxSpec {
-    /// Container id: `[a-z0-9]`, at most 64 characters (hangar uses `InstanceId::short`).
-    pub id: String,
+    /// Container id (and cgroup, bundle and log name).
+    pub id: SandboxId,
     pub image: ImageRef,
     /// The instance's volume, bind-mounted read-write at /home.
     pub home_dir: PathBuf,
@@ -76,8 +77,6 @@ pub struct SandboxSpec {
 pub enum RuntimeError {
     #[error("no sandbox '{0}'")]
     NotFound(String),
-    #[error("'{0}' is not a valid sandbox id: use 1-64 of a-z and 0-9")]
-    InvalidId(String),
     #[error("{runtime} {action} {id} failed: {stderr}")]
     Command { runtime: &'static str, action: &'static str, id: String, stderr: String },
     #[error("cannot run {program}")]
@@ -101,18 +100,15 @@ pub trait Runtime: Send + Sync {
     /// is left alone; a stopped one is replaced.
     async fn start(&self, spec: &SandboxSpec) -> Result<(), RuntimeError>;
     /// None when the runtime knows no sandbox with this id.
-    async fn status(&self, id: &str) -> Result<Option<SandboxStatus>, RuntimeError>;
-    /// Every sandbox in this runtime's state root.
-    async fn list(&self) -> Result<Vec<(String, SandboxStatus)>, RuntimeError>;
+    async fn status(&self, id: &SandboxId) -> Result<Option<SandboxStatus>, RuntimeError>;
+    /// Every sandbox in this runtime's state root (entries that are no sandbox id,
+    /// which hangar never makes, are skipped with a warning).
+    async fn list(&self) -> Result<Vec<(SandboxId, SandboxStatus)>, RuntimeError>;
     /// Freezes it (cgroup freezer).
-    async fn pause(&self, id: &str) -> Result<(), RuntimeError>;
-    async fn resume(&self, id: &str) -> Result<(), RuntimeError>;
+    async fn pause(&self, id: &SandboxId) -> Result<(), RuntimeError>;
+    async fn resume(&self, id: &SandboxId) -> Result<(), RuntimeError>;
     /// SIGTERM, up to `grace`, SIGKILL, then deletes the sandbox and its bundle. Ok if absent.
-    async fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError>;
-    async fn exec(&self, id: &str, req: &ExecRequest) -> Result<ExecResult, RuntimeError>;
-    async fn stats(&self, id: &str) -> Result<InstanceStats, RuntimeError>;
-}
-
-pub(crate) fn check_id(id: &str) -> Result<(), RuntimeError> {
-    if crate::ids::is_sandbox_id(id) { Ok(()) } else { Err(RuntimeError::InvalidId(id.to_string())) }
+    async fn stop(&self, id: &SandboxId, grace: Duration) -> Result<(), RuntimeError>;
+    async fn exec(&self, id: &SandboxId, req: &ExecRequest) -> Result<ExecResult, RuntimeError>;
+    async fn stats(&self, id: &SandboxId) -> Result<InstanceStats, RuntimeError>;
 }

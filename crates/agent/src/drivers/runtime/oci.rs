@@ -1,8 +1,9 @@
 //! runc and crun, driven through their command lines with a private state root.
 
-use super::{bundle, check_id, Runtime, RuntimeError, SandboxSpec, SandboxStatus};
+use super::{bundle, Runtime, RuntimeError, SandboxSpec, SandboxStatus};
 use crate::identity::AgentPaths;
 use hangar_types::api::{ExecRequest, ExecResult, InstanceStats};
+use hangar_types::SandboxId;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -104,8 +105,8 @@ impl OciRuntime {
     /// Whether the sandbox's init handles SIGTERM. PID 1 of a namespace ignores signals
     /// it has no handler for (`sleep infinity` is the classic case), so waiting out a
     /// grace period after TERM would only delay the KILL that follows.
-    async fn init_catches_sigterm(&self, id: &str) -> bool {
-        let Ok(out) = self.run("state", id, &["state", id]).await else { return true };
+    async fn init_catches_sigterm(&self, id: &SandboxId) -> bool {
+        let Ok(out) = self.run("state", id.as_str(), &["state", id.as_str()]).await else { return true };
         let pid = serde_json::from_slice::<serde_json::Value>(&out).ok().and_then(|v| v["pid"].as_u64());
         let Some(pid) = pid else { return true };
         let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return true };
@@ -118,7 +119,7 @@ impl OciRuntime {
         let bundle = self.bundle_dir(&spec.id);
         // A bundle left by a crash may hold a stale rootfs: start from scratch.
         let _ = std::fs::remove_dir_all(&bundle);
-        std::fs::create_dir_all(&bundle).map_err(|e| RuntimeError::Bundle { id: spec.id.clone(), detail: e.to_string() })?;
+        std::fs::create_dir_all(&bundle).map_err(|e| RuntimeError::Bundle { id: spec.id.to_string(), detail: e.to_string() })?;
         bundle::write(&bundle, spec)?;
         if let Some(dir) = spec.log_path.parent() {
             let _ = std::fs::create_dir_all(dir);
@@ -127,8 +128,8 @@ impl OciRuntime {
             .create(true)
             .append(true)
             .open(&spec.log_path)
-            .map_err(|e| RuntimeError::Bundle { id: spec.id.clone(), detail: format!("log {}: {e}", spec.log_path.display()) })?;
-        let log2 = log.try_clone().map_err(|e| RuntimeError::Bundle { id: spec.id.clone(), detail: e.to_string() })?;
+            .map_err(|e| RuntimeError::Bundle { id: spec.id.to_string(), detail: format!("log {}: {e}", spec.log_path.display()) })?;
+        let log2 = log.try_clone().map_err(|e| RuntimeError::Bundle { id: spec.id.to_string(), detail: e.to_string() })?;
         // Detached, with the workload's stdio on the log file: the sandbox does not
         // depend on the agent staying alive.
         let out = self
@@ -147,22 +148,22 @@ impl OciRuntime {
         if !out.success() {
             let tail = std::fs::read_to_string(&spec.log_path).unwrap_or_default();
             let last: Vec<&str> = tail.lines().rev().take(3).collect();
-            let _ = self.run("delete", &spec.id, &["delete", "--force", &spec.id]).await;
+            let _ = self.run("delete", spec.id.as_str(), &["delete", "--force", spec.id.as_str()]).await;
             return Err(RuntimeError::Command {
                 runtime: self.program(),
                 action: "run",
-                id: spec.id.clone(),
+                id: spec.id.to_string(),
                 stderr: last.into_iter().rev().collect::<Vec<_>>().join(" | "),
             });
         }
         Ok(())
     }
 
-    fn bundle_dir(&self, id: &str) -> PathBuf {
+    fn bundle_dir(&self, id: &SandboxId) -> PathBuf {
         self.bundles.join(id)
     }
 
-    fn runc_state(&self, id: &str) -> Option<std::sync::Arc<RuncState>> {
+    fn runc_state(&self, id: &SandboxId) -> Option<std::sync::Arc<RuncState>> {
         self.state_file(&self.state_root.join(id)).ok().flatten()
     }
 
@@ -215,13 +216,13 @@ impl OciRuntime {
 
     /// Every sandbox of the state root, from files; None if any state is unreadable
     /// (then `runc list` decides).
-    fn runc_list_from_files(&self) -> Option<Vec<(String, SandboxStatus)>> {
+    fn runc_list_from_files(&self) -> Option<Vec<(SandboxId, SandboxStatus)>> {
         let mut out = vec![];
         let mut dirs = std::collections::HashSet::new();
         for e in std::fs::read_dir(&self.state_root).ok()?.flatten() {
-            let id = e.file_name().to_str()?.to_string();
+            let name = e.file_name().to_str()?.to_string();
             if let Some(st) = self.status_from_files(&e.path()).ok()? {
-                out.push((id, st));
+                out.extend(sandbox_id(&name).map(|id| (id, st)));
             }
             dirs.insert(e.path());
         }
@@ -244,6 +245,12 @@ fn freezer_frozen(state: &RuncState) -> bool {
     freezer_file(state).and_then(|(f, frozen, _)| std::fs::read_to_string(f).ok().map(|s| s.trim() == frozen)).unwrap_or(false)
 }
 
+/// A listed container as a sandbox id; None, with a warning, for one that is not (the
+/// state root is the agent's own, so only a hand-made container can be).
+fn sandbox_id(name: &str) -> Option<SandboxId> {
+    name.parse().map_err(|e| tracing::warn!(error = %e, "skipping a container that is no hangar sandbox")).ok()
+}
+
 fn parse_status(s: &str) -> SandboxStatus {
     match s {
         "running" => SandboxStatus::Running,
@@ -260,7 +267,6 @@ impl Runtime for OciRuntime {
     }
 
     async fn start(&self, spec: &SandboxSpec) -> Result<(), RuntimeError> {
-        check_id(&spec.id)?;
         // No status call up front (a process spawn on the start path): callers start
         // what they saw absent, and a leftover with the same id is handled below.
         match self.run_detached(spec).await {
@@ -275,8 +281,7 @@ impl Runtime for OciRuntime {
         }
     }
 
-    async fn resume(&self, id: &str) -> Result<(), RuntimeError> {
-        check_id(id)?;
+    async fn resume(&self, id: &SandboxId) -> Result<(), RuntimeError> {
         // runc: thaw the freezer cgroup directly, which is all `runc resume` does.
         if self.flavor == Flavor::Runc {
             if let Some(state) = self.runc_state(id) {
@@ -287,7 +292,7 @@ impl Runtime for OciRuntime {
                 }
             }
         }
-        match self.run("resume", id, &["resume", id]).await {
+        match self.run("resume", id.as_str(), &["resume", id.as_str()]).await {
             Ok(_) => Ok(()),
             // Not paused (already running): nothing to do. One spawn instead of two.
             Err(RuntimeError::Command { stderr, .. }) if stderr.contains("not paused") => Ok(()),
@@ -295,14 +300,13 @@ impl Runtime for OciRuntime {
         }
     }
 
-    async fn status(&self, id: &str) -> Result<Option<SandboxStatus>, RuntimeError> {
-        check_id(id)?;
+    async fn status(&self, id: &SandboxId) -> Result<Option<SandboxStatus>, RuntimeError> {
         if self.flavor == Flavor::Runc {
             if let Ok(st) = self.status_from_files(&self.state_root.join(id)) {
                 return Ok(st);
             }
         }
-        match self.run("state", id, &["state", id]).await {
+        match self.run("state", id.as_str(), &["state", id.as_str()]).await {
             Ok(out) => {
                 let v: serde_json::Value = serde_json::from_slice(&out)
                     .map_err(|e| RuntimeError::Parse { runtime: self.program(), action: "state", detail: e.to_string() })?;
@@ -313,7 +317,7 @@ impl Runtime for OciRuntime {
         }
     }
 
-    async fn list(&self) -> Result<Vec<(String, SandboxStatus)>, RuntimeError> {
+    async fn list(&self) -> Result<Vec<(SandboxId, SandboxStatus)>, RuntimeError> {
         if !self.state_root.exists() {
             return Ok(vec![]);
         }
@@ -325,21 +329,20 @@ impl Runtime for OciRuntime {
         let out = self.run("list", "-", &["list", "--format", "json"]).await?;
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap_or(serde_json::Value::Null);
         Ok(v.as_array()
-            .map(|a| a.iter().filter_map(|c| Some((c["id"].as_str()?.to_string(), parse_status(c["status"].as_str().unwrap_or(""))))).collect())
+            .map(|a| a.iter().filter_map(|c| Some((sandbox_id(c["id"].as_str()?)?, parse_status(c["status"].as_str().unwrap_or(""))))).collect())
             .unwrap_or_default())
     }
 
-    async fn pause(&self, id: &str) -> Result<(), RuntimeError> {
-        check_id(id)?;
+    async fn pause(&self, id: &SandboxId) -> Result<(), RuntimeError> {
         match self.status(id).await? {
             Some(SandboxStatus::Paused) => Ok(()),
-            None => Err(RuntimeError::NotFound(id.into())),
+            None => Err(RuntimeError::NotFound(id.to_string())),
             _ => {
                 // runc: freeze the cgroup directly (what `runc pause` does); else the CLI.
                 let direct = self.flavor == Flavor::Runc
                     && self.runc_state(id).and_then(|st| freezer_file(&st)).is_some_and(|(file, frozen, _)| std::fs::write(file, frozen).is_ok());
                 if !direct {
-                    self.run("pause", id, &["pause", id]).await?;
+                    self.run("pause", id.as_str(), &["pause", id.as_str()]).await?;
                 }
                 // The freezer may still be FREEZING when the command returns (crun):
                 // report warm only once every task is frozen.
@@ -354,18 +357,17 @@ impl Runtime for OciRuntime {
         }
     }
 
-    async fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
-        check_id(id)?;
+    async fn stop(&self, id: &SandboxId, grace: Duration) -> Result<(), RuntimeError> {
         let Some(status) = self.status(id).await? else {
             let _ = std::fs::remove_dir_all(self.bundle_dir(id));
             return Ok(());
         };
         if status == SandboxStatus::Paused {
             // A frozen task cannot handle a signal: thaw first so TERM can do its work.
-            self.run("resume", id, &["resume", id]).await?;
+            self.run("resume", id.as_str(), &["resume", id.as_str()]).await?;
         }
         if matches!(status, SandboxStatus::Running | SandboxStatus::Paused) && self.init_catches_sigterm(id).await {
-            let _ = self.run("kill", id, &["kill", id, "TERM"]).await;
+            let _ = self.run("kill", id.as_str(), &["kill", id.as_str(), "TERM"]).await;
             let deadline = tokio::time::Instant::now() + grace;
             while tokio::time::Instant::now() < deadline {
                 if !matches!(self.status(id).await?, Some(SandboxStatus::Running)) {
@@ -375,7 +377,7 @@ impl Runtime for OciRuntime {
             }
         }
         // delete --force SIGKILLs what is left and removes the cgroups.
-        match self.run("delete", id, &["delete", "--force", id]).await {
+        match self.run("delete", id.as_str(), &["delete", "--force", id.as_str()]).await {
             Ok(_) | Err(RuntimeError::NotFound(_)) => {}
             Err(e) => return Err(e),
         }
@@ -383,8 +385,7 @@ impl Runtime for OciRuntime {
         Ok(())
     }
 
-    async fn exec(&self, id: &str, req: &ExecRequest) -> Result<ExecResult, RuntimeError> {
-        check_id(id)?;
+    async fn exec(&self, id: &SandboxId, req: &ExecRequest) -> Result<ExecResult, RuntimeError> {
         // Exec into a frozen sandbox would hang until it thaws: refuse it up front.
         match self.status(id).await? {
             Some(SandboxStatus::Running) => {}
@@ -430,8 +431,7 @@ impl Runtime for OciRuntime {
         Ok(ExecResult { exit_code, stdout: String::from_utf8_lossy(&stdout).into_owned(), stderr: String::from_utf8_lossy(&stderr).into_owned() })
     }
 
-    async fn stats(&self, id: &str) -> Result<InstanceStats, RuntimeError> {
-        check_id(id)?;
+    async fn stats(&self, id: &SandboxId) -> Result<InstanceStats, RuntimeError> {
         if self.status(id).await?.is_none() {
             return Err(RuntimeError::NotFound(id.to_string()));
         }
@@ -442,7 +442,7 @@ impl Runtime for OciRuntime {
 
 /// Reads a sandbox's accounting straight from its cgroup (`/hangar/<id>`), for runc and
 /// crun alike and without spawning anything. Handles cgroup v1 and the unified v2 layout.
-fn cgroup_stats(id: &str) -> InstanceStats {
+fn cgroup_stats(id: &SandboxId) -> InstanceStats {
     let read = |p: String| std::fs::read_to_string(p).ok().map(|s| s.trim().to_string());
     let num = |p: String| read(p).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
     if super::unified_cgroups() {

@@ -6,7 +6,8 @@
 //! refused. `mkfs.btrfs` is never given `-f`.
 
 use super::disk::{probe, Probe};
-use super::{check_id, dir_names, io, run, VolumeConfig, VolumeDriver, VolumeError};
+use super::{ids_in, io, run, VolumeConfig, VolumeDriver, VolumeError};
+use hangar_types::{SnapshotId, VolumeId};
 use crate::identity::AgentPaths;
 use futures_util::future::BoxFuture;
 use std::ffi::OsStr;
@@ -21,8 +22,8 @@ pub(super) fn open<'a>(paths: &'a AgentPaths, cfg: &'a VolumeConfig) -> BoxFutur
 }
 
 /// Unmounted, the mount point is an empty dir: nothing is listed then.
-pub(super) fn present(paths: &AgentPaths) -> Vec<String> {
-    dir_names(&volumes_dir(&mount_point(&paths.storage())))
+pub(super) fn present(paths: &AgentPaths) -> Vec<VolumeId> {
+    ids_in(&volumes_dir(&mount_point(&paths.storage())))
 }
 
 fn volumes_dir(mount: &Path) -> PathBuf {
@@ -145,7 +146,7 @@ impl BtrfsPool {
         Ok(())
     }
 
-    fn snaps(&self, id: &str) -> PathBuf {
+    fn snaps(&self, id: &VolumeId) -> PathBuf {
         self.mount.join("snapshots").join(id)
     }
 }
@@ -156,8 +157,7 @@ impl VolumeDriver for BtrfsPool {
         "btrfs"
     }
 
-    async fn ensure(&self, id: &str, size_mib: u64) -> Result<PathBuf, VolumeError> {
-        check_id(id)?;
+    async fn ensure(&self, id: &VolumeId, size_mib: u64) -> Result<PathBuf, VolumeError> {
         let p = self.path(id);
         // The ioctls `btrfs subvolume create` and `btrfs qgroup limit` make, without the
         // two process spawns (~7 ms on the start path).
@@ -174,16 +174,15 @@ impl VolumeDriver for BtrfsPool {
         Ok(p)
     }
 
-    fn path(&self, id: &str) -> PathBuf {
+    fn path(&self, id: &VolumeId) -> PathBuf {
         volumes_dir(&self.mount).join(id)
     }
 
-    async fn list(&self) -> Result<Vec<String>, VolumeError> {
-        Ok(dir_names(&volumes_dir(&self.mount)))
+    async fn list(&self) -> Result<Vec<VolumeId>, VolumeError> {
+        Ok(ids_in(&volumes_dir(&self.mount)))
     }
 
-    async fn delete(&self, id: &str) -> Result<(), VolumeError> {
-        check_id(id)?;
+    async fn delete(&self, id: &VolumeId) -> Result<(), VolumeError> {
         for s in self.list_snapshots(id).await? {
             self.delete_snapshot(id, &s).await?;
         }
@@ -195,8 +194,7 @@ impl VolumeDriver for BtrfsPool {
         Ok(())
     }
 
-    async fn usage_bytes(&self, id: &str) -> Result<Option<u64>, VolumeError> {
-        check_id(id)?;
+    async fn usage_bytes(&self, id: &VolumeId) -> Result<Option<u64>, VolumeError> {
         let p = self.path(id);
         if !p.exists() {
             return Ok(None);
@@ -206,12 +204,10 @@ impl VolumeDriver for BtrfsPool {
         Ok(out.lines().last().and_then(|l| l.split_whitespace().nth(1)).and_then(|n| n.parse().ok()))
     }
 
-    async fn snapshot(&self, id: &str, snap: &str) -> Result<PathBuf, VolumeError> {
-        check_id(id)?;
-        check_id(snap)?;
+    async fn snapshot(&self, id: &VolumeId, snap: &SnapshotId) -> Result<PathBuf, VolumeError> {
         let src = self.path(id);
         if !src.exists() {
-            return Err(VolumeError::NotFound(id.into()));
+            return Err(VolumeError::NotFound(id.to_string()));
         }
         std::fs::create_dir_all(self.snaps(id)).map_err(io("cannot create the snapshot dir"))?;
         let dst = self.snaps(id).join(snap);
@@ -219,14 +215,11 @@ impl VolumeDriver for BtrfsPool {
         Ok(dst)
     }
 
-    async fn list_snapshots(&self, id: &str) -> Result<Vec<String>, VolumeError> {
-        check_id(id)?;
-        Ok(dir_names(&self.snaps(id)))
+    async fn list_snapshots(&self, id: &VolumeId) -> Result<Vec<SnapshotId>, VolumeError> {
+        Ok(ids_in(&self.snaps(id)))
     }
 
-    async fn delete_snapshot(&self, id: &str, snap: &str) -> Result<(), VolumeError> {
-        check_id(id)?;
-        check_id(snap)?;
+    async fn delete_snapshot(&self, id: &VolumeId, snap: &SnapshotId) -> Result<(), VolumeError> {
         let p = self.snaps(id).join(snap);
         if p.exists() {
             run("btrfs", &[a("subvolume"), a("delete"), p.as_os_str()]).await?;

@@ -1,6 +1,7 @@
 //! Plain-directory volumes: no quotas, snapshots by copy. For hosts without btrfs.
 
-use super::{check_id, dir_names, io, run, VolumeConfig, VolumeDriver, VolumeError};
+use super::{ids_in, io, run, VolumeConfig, VolumeDriver, VolumeError};
+use hangar_types::{SnapshotId, VolumeId};
 use crate::identity::AgentPaths;
 use futures_util::future::BoxFuture;
 use std::path::PathBuf;
@@ -14,8 +15,8 @@ pub(super) fn open<'a>(paths: &'a AgentPaths, _: &'a VolumeConfig) -> BoxFuture<
     })
 }
 
-pub(super) fn present(paths: &AgentPaths) -> Vec<String> {
-    dir_names(&volumes_dir(&paths.storage()))
+pub(super) fn present(paths: &AgentPaths) -> Vec<VolumeId> {
+    ids_in(&volumes_dir(&paths.storage()))
 }
 
 fn volumes_dir(root: &std::path::Path) -> PathBuf {
@@ -35,7 +36,7 @@ impl DirVolumes {
     pub fn new(root: PathBuf) -> Self {
         DirVolumes { root }
     }
-    fn snaps(&self, id: &str) -> PathBuf {
+    fn snaps(&self, id: &VolumeId) -> PathBuf {
         self.root.join("snapshots").join(id)
     }
 }
@@ -56,20 +57,18 @@ impl VolumeDriver for DirVolumes {
     fn name(&self) -> &'static str {
         "dir"
     }
-    async fn ensure(&self, id: &str, _size_mib: u64) -> Result<PathBuf, VolumeError> {
-        check_id(id)?;
+    async fn ensure(&self, id: &VolumeId, _size_mib: u64) -> Result<PathBuf, VolumeError> {
         let p = self.path(id);
         std::fs::create_dir_all(&p).map_err(io(format!("cannot create {}", p.display())))?;
         Ok(p)
     }
-    fn path(&self, id: &str) -> PathBuf {
+    fn path(&self, id: &VolumeId) -> PathBuf {
         volumes_dir(&self.root).join(id)
     }
-    async fn list(&self) -> Result<Vec<String>, VolumeError> {
-        Ok(dir_names(&volumes_dir(&self.root)))
+    async fn list(&self) -> Result<Vec<VolumeId>, VolumeError> {
+        Ok(ids_in(&volumes_dir(&self.root)))
     }
-    async fn delete(&self, id: &str) -> Result<(), VolumeError> {
-        check_id(id)?;
+    async fn delete(&self, id: &VolumeId) -> Result<(), VolumeError> {
         for p in [self.path(id), self.snaps(id)] {
             if p.exists() {
                 std::fs::remove_dir_all(&p).map_err(io(format!("cannot remove {}", p.display())))?;
@@ -77,28 +76,22 @@ impl VolumeDriver for DirVolumes {
         }
         Ok(())
     }
-    async fn usage_bytes(&self, id: &str) -> Result<Option<u64>, VolumeError> {
-        check_id(id)?;
+    async fn usage_bytes(&self, id: &VolumeId) -> Result<Option<u64>, VolumeError> {
         Ok(self.path(id).is_dir().then(|| dir_size(&self.path(id))))
     }
-    async fn snapshot(&self, id: &str, snap: &str) -> Result<PathBuf, VolumeError> {
-        check_id(id)?;
-        check_id(snap)?;
+    async fn snapshot(&self, id: &VolumeId, snap: &SnapshotId) -> Result<PathBuf, VolumeError> {
         if !self.path(id).is_dir() {
-            return Err(VolumeError::NotFound(id.into()));
+            return Err(VolumeError::NotFound(id.to_string()));
         }
         let dst = self.snaps(id).join(snap);
         std::fs::create_dir_all(self.snaps(id)).map_err(io("cannot create the snapshot dir"))?;
         run("cp", &["-a".as_ref(), "--reflink=auto".as_ref(), self.path(id).as_os_str(), dst.as_os_str()]).await?;
         Ok(dst)
     }
-    async fn list_snapshots(&self, id: &str) -> Result<Vec<String>, VolumeError> {
-        check_id(id)?;
-        Ok(dir_names(&self.snaps(id)))
+    async fn list_snapshots(&self, id: &VolumeId) -> Result<Vec<SnapshotId>, VolumeError> {
+        Ok(ids_in(&self.snaps(id)))
     }
-    async fn delete_snapshot(&self, id: &str, snap: &str) -> Result<(), VolumeError> {
-        check_id(id)?;
-        check_id(snap)?;
+    async fn delete_snapshot(&self, id: &VolumeId, snap: &SnapshotId) -> Result<(), VolumeError> {
         let p = self.snaps(id).join(snap);
         if p.exists() {
             std::fs::remove_dir_all(&p).map_err(io(format!("cannot remove {}", p.display())))?;

@@ -12,6 +12,7 @@ pub use dir::DirVolumes;
 
 use crate::identity::AgentPaths;
 use futures_util::future::BoxFuture;
+use hangar_types::{SnapshotId, VolumeId};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -40,7 +41,7 @@ pub struct VolumeDriverInfo {
     /// Opens (making, formatting if blank, mounting as needed) the agent's volumes.
     pub open: for<'a> fn(&'a AgentPaths, &'a VolumeConfig) -> BoxFuture<'a, Result<Arc<dyn VolumeDriver>, VolumeError>>,
     /// The volumes an agent dir holds now, read without opening (mounting) anything.
-    pub present: fn(&AgentPaths) -> Vec<String>,
+    pub present: fn(&AgentPaths) -> Vec<VolumeId>,
     /// Releases what the driver holds on the machine (mounts, loop devices), keeping
     /// the data. Ok if there is nothing.
     pub release: for<'a> fn(&'a AgentPaths) -> BoxFuture<'a, Result<(), VolumeError>>,
@@ -54,8 +55,6 @@ pub static VOLUMES: &[VolumeDriverInfo] = &[
 
 #[derive(Debug, thiserror::Error)]
 pub enum VolumeError {
-    #[error("'{0}' is not a valid volume or snapshot id: use 1-64 of a-z, 0-9 and '-'")]
-    InvalidId(String),
     #[error("{device} holds a {fs} filesystem: hangar never formats a disk that holds data; give an empty device or a btrfs one")]
     Occupied { device: String, fs: String },
     #[error("`{command}` failed: {stderr}")]
@@ -80,26 +79,22 @@ pub enum VolumeError {
 pub trait VolumeDriver: Send + Sync {
     fn name(&self) -> &'static str;
     /// Creates the volume if absent and applies a limit of `size_mib`; returns its path.
-    async fn ensure(&self, id: &str, size_mib: u64) -> Result<PathBuf, VolumeError>;
-    fn path(&self, id: &str) -> PathBuf;
+    async fn ensure(&self, id: &VolumeId, size_mib: u64) -> Result<PathBuf, VolumeError>;
+    fn path(&self, id: &VolumeId) -> PathBuf;
     /// Whether the volume is there: its path is a directory.
-    async fn exists(&self, id: &str) -> Result<bool, VolumeError> {
-        check_id(id)?;
+    async fn exists(&self, id: &VolumeId) -> Result<bool, VolumeError> {
         Ok(self.path(id).is_dir())
     }
-    async fn list(&self) -> Result<Vec<String>, VolumeError>;
+    /// The volumes present (entries that are no volume id, which hangar never makes,
+    /// are not listed).
+    async fn list(&self) -> Result<Vec<VolumeId>, VolumeError>;
     /// Removes the volume and its snapshots. Ok if absent.
-    async fn delete(&self, id: &str) -> Result<(), VolumeError>;
-    async fn usage_bytes(&self, id: &str) -> Result<Option<u64>, VolumeError>;
+    async fn delete(&self, id: &VolumeId) -> Result<(), VolumeError>;
+    async fn usage_bytes(&self, id: &VolumeId) -> Result<Option<u64>, VolumeError>;
     /// A read-only snapshot named `snap`.
-    async fn snapshot(&self, id: &str, snap: &str) -> Result<PathBuf, VolumeError>;
-    async fn list_snapshots(&self, id: &str) -> Result<Vec<String>, VolumeError>;
-    async fn delete_snapshot(&self, id: &str, snap: &str) -> Result<(), VolumeError>;
-}
-
-/// Ids become path components: only a safe alphabet, so no traversal is possible.
-pub(crate) fn check_id(id: &str) -> Result<(), VolumeError> {
-    if crate::ids::is_volume_id(id) { Ok(()) } else { Err(VolumeError::InvalidId(id.to_string())) }
+    async fn snapshot(&self, id: &VolumeId, snap: &SnapshotId) -> Result<PathBuf, VolumeError>;
+    async fn list_snapshots(&self, id: &VolumeId) -> Result<Vec<SnapshotId>, VolumeError>;
+    async fn delete_snapshot(&self, id: &VolumeId, snap: &SnapshotId) -> Result<(), VolumeError>;
 }
 
 /// Runs a command; its stdout on success, a `Command` error with its stderr otherwise.
@@ -119,10 +114,11 @@ pub(crate) async fn run(program: &str, args: &[&std::ffi::OsStr]) -> Result<Stri
     })
 }
 
-/// The sorted entry names of a directory; none if it does not exist.
-pub(crate) fn dir_names(dir: &std::path::Path) -> Vec<String> {
+/// The sorted entries of a directory that are ids of kind `T` (ids are path components
+/// checked against a safe alphabet); none if it does not exist.
+pub(crate) fn ids_in<T: std::str::FromStr + Ord>(dir: &std::path::Path) -> Vec<T> {
     let Ok(rd) = std::fs::read_dir(dir) else { return vec![] };
-    let mut v: Vec<String> = rd.flatten().filter_map(|e| e.file_name().into_string().ok()).collect();
+    let mut v: Vec<T> = rd.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect();
     v.sort();
     v
 }
