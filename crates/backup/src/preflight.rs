@@ -157,7 +157,9 @@ fn preflight_s3(target: &TargetSpec, probe_name: &str) -> Result<(), PreflightEr
         if read.to_vec() != PROBE_CONTENT {
             return Err(mismatch(ProbeStep::Read, &shown));
         }
-        let listed = op.list("").map_err(|err| classify(ProbeStep::List, err))?;
+        // Recursive (no delimiter), the way the repository backend lists.
+        let opts = opendal::options::ListOptions { recursive: true, ..Default::default() };
+        let listed = op.list_options("", opts).map_err(|err| classify(ProbeStep::List, err))?;
         if !listed.iter().any(|entry| entry.name() == probe_name) {
             return Err(missing_from_listing(&shown));
         }
@@ -186,7 +188,7 @@ fn classify_s3(
         PreflightError::BadCredentials {
             target: target.to_string(),
             access_key: access_key.to_string(),
-            detail: s3_code(&detail).unwrap_or("rejected").to_string(),
+            detail: s3_code(&detail).map_or(detail.clone(), str::to_string),
         }
     } else if err.kind() == opendal::ErrorKind::PermissionDenied || has("AccessDenied") {
         PreflightError::PermissionDenied {

@@ -299,8 +299,9 @@ impl Repo {
     fn find_snapshot(&self, id: &str) -> Result<SnapshotFile, RepoError> {
         let mut found = self
             .repo
-            .get_matching_snapshots(|snap| !id.is_empty() && snap.id.to_hex().starts_with(id))
+            .get_all_snapshots()
             .map_err(self.rustic("listing snapshots"))?;
+        found.retain(|snap| !id.is_empty() && snap.id.to_hex().starts_with(id));
         match found.len() {
             1 => Ok(found.remove(0)),
             0 => Err(RepoError::SnapshotNotFound { id: id.to_string(), location: self.location.clone() }),
