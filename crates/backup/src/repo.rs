@@ -44,6 +44,10 @@ pub enum RepoError {
         "restore stopped: data in {location} is corrupted or unreadable ({detail}); nothing of it was written, run check with read_data"
     )]
     Corrupted { location: String, detail: String },
+    /// The disk (or the S3 quota) of the target is full. Nothing is recorded: the
+    /// repository stays valid and the next backup re-uses what was written.
+    #[error("{action} failed: the target {location} is full ({detail})")]
+    TargetFull { action: &'static str, location: String, detail: String },
     #[error("{action} failed on {location}: {source}")]
     Rustic {
         action: &'static str,
@@ -151,6 +155,36 @@ impl std::fmt::Debug for Repo {
     }
 }
 
+/// A rustic_core failure, as `TargetFull` when the target ran out of room.
+fn rustic_error(action: &'static str, location: String, source: Box<RusticError>) -> RepoError {
+    match full_target_detail(&*source) {
+        Some(detail) => RepoError::TargetFull { action, location, detail },
+        None => RepoError::Rustic { action, location, source },
+    }
+}
+
+/// S3 error codes for a target out of room: Ceph RGW's quota and MinIO's full drives
+/// (MinIO's bucket quota code, `XMinioAdminBucketQuotaExceeded`, contains the first).
+const S3_FULL_CODES: [&str; 2] = ["QuotaExceeded", "XMinioStorageFull"];
+
+/// Why the target is full, if that is what `err` (or one of its causes) says.
+fn full_target_detail(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cause = Some(err);
+    while let Some(current) = cause {
+        if let Some(io) = current.downcast_ref::<std::io::Error>()
+            && matches!(io.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
+        {
+            return Some(io.to_string());
+        }
+        let text = current.to_string();
+        if let Some(code) = S3_FULL_CODES.iter().find(|code| text.contains(*code)) {
+            return Some(format!("S3 error {code}"));
+        }
+        cause = current.source();
+    }
+    None
+}
+
 impl Repo {
     /// Opens the repository at `repo_path` within `target`, creating it if the path holds
     /// none. The password is the repository's (per-tenant) key.
@@ -163,7 +197,7 @@ impl Repo {
         let location = target.restic_location(repo_path);
         let rustic = |action| {
             let location = location.clone();
-            move |source| RepoError::Rustic { action, location, source }
+            move |source| rustic_error(action, location, source)
         };
         let inner: Arc<dyn WriteBackend> = match target {
             TargetSpec::Dir { path } => Arc::new(
@@ -211,7 +245,7 @@ impl Repo {
     }
 
     fn rustic(&self, action: &'static str) -> impl FnOnce(Box<RusticError>) -> RepoError + '_ {
-        move |source| RepoError::Rustic { action, location: self.location.clone(), source }
+        move |source| rustic_error(action, self.location.clone(), source)
     }
 
     fn reopen(&self) -> Result<Repository<OpenStatus>, RepoError> {

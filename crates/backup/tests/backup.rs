@@ -98,10 +98,13 @@ fn s3_preflight_names_what_is_wrong() {
 
     let err = preflight(&moto.target("no-such-bucket", &moto.admin)).unwrap_err();
     assert!(matches!(err, PreflightError::MissingBucket { ref bucket, .. } if bucket == "no-such-bucket"), "{err}");
+    assert!(err.to_string().contains("bucket `no-such-bucket` does not exist"), "{err}");
 
     let wrong_secret = (moto.admin.0.clone(), "not-the-secret".to_string());
     let err = preflight(&moto.target(BUCKET, &wrong_secret)).unwrap_err();
     assert!(matches!(err, PreflightError::BadCredentials { .. }), "{err}");
+    assert!(err.to_string().contains(&format!("bad credentials for s3://{BUCKET}")), "{err}");
+    assert!(err.to_string().contains(&moto.admin.0), "access key not named: {err}");
     assert!(!err.to_string().contains(&moto.admin.1), "secret in error: {err}");
     let unknown_key = ("AKIANOSUCHKEY0000000".to_string(), "x".to_string());
     let err = preflight(&moto.target(BUCKET, &unknown_key)).unwrap_err();
@@ -117,6 +120,8 @@ fn s3_preflight_names_what_is_wrong() {
     }
     let err = preflight(&unreachable).unwrap_err();
     assert!(matches!(err, PreflightError::Unreachable { .. }), "{err}");
+    let TargetSpec::S3 { endpoint, .. } = &unreachable else { unreachable!() };
+    assert!(err.to_string().contains(&format!("endpoint {endpoint} is unreachable")), "{err}");
 }
 
 #[test]
@@ -279,4 +284,47 @@ fn kill_9_mid_backup_keeps_the_repository_valid() {
     assert_eq!(done.files, 12);
     assert!(done.added_bytes < 96 * 1024 * 1024 - 8 * 1024 * 1024, "nothing re-used after the kill: {done:?}");
     restic(&location, None, &["check"]);
+}
+
+/// A full disk: the backup fails saying so and records no snapshot, preflight names
+/// the full disk, and once there is room again the repository is valid for restic and
+/// the next backup succeeds.
+#[test]
+fn full_dir_target_fails_cleanly() {
+    let disk = Tmpfs::mount("4m");
+    let target = TargetSpec::Dir { path: disk.path().to_path_buf() };
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    // Random data neither compresses nor deduplicates: 6 MiB cannot fit in 4 MiB.
+    for i in 0..3 {
+        std::fs::write(src.join(format!("big{i}.bin")), pseudo_random(2 * 1024 * 1024, 300 + i)).unwrap();
+    }
+    preflight(&target).expect("preflight on an empty disk");
+    let repo = Repo::open_or_init(&target, REPO_PATH, PASSWORD).unwrap();
+
+    let err = repo
+        .backup(&src, "acme-web", &[], no_progress, &CancelToken::new())
+        .unwrap_err();
+    assert!(matches!(err, RepoError::TargetFull { .. }), "{err:?}");
+    assert!(err.to_string().contains("full"), "{err}");
+    assert!(repo.snapshots().unwrap().is_empty(), "a failed backup left a snapshot");
+
+    // Whatever room the failed backup left, fill it: the probe itself cannot be written.
+    let filler = disk.path().join("filler");
+    let mut file = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    while std::io::Write::write_all(&mut file, &chunk).is_ok() {}
+    drop(file);
+    let err = preflight(&target).unwrap_err();
+    assert!(matches!(err, PreflightError::Full { ref path, .. } if path == disk.path()), "{err:?}");
+    assert!(err.to_string().contains("is full"), "{err}");
+
+    std::fs::remove_file(&filler).unwrap();
+    disk.resize("32m");
+    let location = repo.location().to_string();
+    restic(&location, None, &["check"]);
+    let done = backup(&Repo::open_or_init(&target, REPO_PATH, PASSWORD).unwrap(), &src);
+    assert_eq!(done.files, 3);
+    restic(&location, None, &["check", "--read-data"]);
 }

@@ -60,7 +60,11 @@ pub const BUCKET: &str = "hangar-backups";
 
 impl Moto {
     pub fn start() -> Self {
-        require("moto_server");
+        let moto_found = Command::new("python3")
+            .args(["-c", "import moto.server, boto3"])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(moto_found, "moto is not installed for python3: run scripts/test-deps first");
         let port = free_port();
         let log = tempfile::NamedTempFile::new().unwrap();
         let launcher = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/moto_server.py");
@@ -218,5 +222,49 @@ pub fn assert_same_tree(want: &Path, got: &Path) {
         if wm.is_file() {
             assert!(std::fs::read(&w).unwrap() == std::fs::read(&g).unwrap(), "bytes of {}", rel.display());
         }
+    }
+}
+
+/// A small tmpfs mounted on a private temporary directory (needs root), unmounted on
+/// drop: a real filesystem that really runs full.
+pub struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    pub fn mount(size: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("running mount");
+        assert!(
+            out.status.success(),
+            "mounting a tmpfs failed (the test needs root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Grows (or shrinks) the filesystem in place; its files stay.
+    pub fn resize(&self, size: &str) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(self.dir.path())
+            .status()
+            .expect("running mount");
+        assert!(status.success(), "resizing the tmpfs failed");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazy, so that a test failing with a file still open cannot leave the mount.
+        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
     }
 }
