@@ -164,6 +164,9 @@ impl InstanceSpec {
         if self.command.iter().any(|a| a.contains('\0')) {
             return Err("command arguments must not contain NUL bytes".into());
         }
+        if let Some(k) = self.env.iter().find_map(|(k, v)| v.contains('\0').then_some(k)) {
+            return Err(format!("env value of '{k}' contains a NUL byte, which no environment can hold"));
+        }
         Ok(())
     }
 }
@@ -610,6 +613,10 @@ pub struct ExecResult {
     pub exit_code: i32,
     pub stdout: String,
     pub stderr: String,
+    /// The output was longer than the host keeps ([`EXEC_OUTPUT_MAX_BYTES`] per stream)
+    /// and was cut.
+    #[serde(default)]
+    pub truncated: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -625,6 +632,14 @@ pub struct InstanceStats {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InstanceLogs {
     pub lines: Vec<String>,
+    /// Where these lines end: pass it back as `after` to get the lines written since
+    /// (`instance logs --follow`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    /// More lines were asked than fit in one answer ([`LOGS_MAX_BYTES`]): the oldest
+    /// were left out.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -640,4 +655,112 @@ pub struct HubInfo {
 pub struct WaitQuery {
     /// Seconds to wait for the operation to finish (max 300).
     pub timeout: Option<u64>,
+}
+
+// --- Exec and logs limits (issue 12) ---
+
+/// What one stream (stdout or stderr) of an exec keeps; the rest is dropped and the
+/// result says `truncated`.
+pub const EXEC_OUTPUT_MAX_BYTES: usize = 1 << 20;
+/// What one logs answer carries at most, whatever number of lines was asked.
+pub const LOGS_MAX_BYTES: usize = 1 << 20;
+/// The most lines one logs answer asks for.
+pub const LOGS_MAX_LINES: u32 = 10_000;
+/// The longest a logs call waits for new lines (`after` with `wait`).
+pub const LOGS_MAX_WAIT_SECS: u64 = 30;
+
+impl ExecRequest {
+    /// Checks what no host could run: an empty command, NUL bytes (which no argv or
+    /// environment can hold), bad env names, a timeout of zero or above `max_timeout_secs`.
+    /// Names the field.
+    pub fn validate(&self, max_timeout_secs: u64) -> Result<(), String> {
+        if self.command.is_empty() {
+            return Err("command is empty: give the command to run, e.g. -- sh -c 'echo hi'".into());
+        }
+        if let Some(i) = self.command.iter().position(|a| a.contains('\0')) {
+            return Err(format!("command[{i}] contains a NUL byte, which no command line can hold"));
+        }
+        for (k, v) in &self.env {
+            if k.is_empty() || k.contains('=') || k.contains('\0') {
+                return Err(format!("env name {k:?} is invalid: names must be non-empty without '=' or NUL"));
+            }
+            if v.contains('\0') {
+                return Err(format!("env value of {k:?} contains a NUL byte, which no environment can hold"));
+            }
+        }
+        match self.timeout_secs {
+            Some(0) => Err("timeout_secs must be at least 1".into()),
+            Some(t) if t > max_timeout_secs => Err(format!("timeout_secs {t} is above the limit of {max_timeout_secs} seconds")),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The query of a logs call (hub and agent alike).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct LogsQuery {
+    /// How many of the last lines (default 100, at most 10000).
+    pub tail: Option<u32>,
+    /// The same as `tail` (its older name).
+    pub lines: Option<u32>,
+    /// A `cursor` of an earlier answer: only the lines written after it.
+    pub after: Option<String>,
+    /// With `after`: seconds to wait for new lines before answering empty (at most 30).
+    pub wait: Option<u64>,
+}
+
+impl LogsQuery {
+    /// The number of lines asked, within bounds.
+    pub fn tail_lines(&self) -> u32 {
+        self.tail.or(self.lines).unwrap_or(100).clamp(1, LOGS_MAX_LINES)
+    }
+
+    /// How long to wait for new lines, within bounds.
+    pub fn wait_secs(&self) -> u64 {
+        self.wait.unwrap_or(0).min(LOGS_MAX_WAIT_SECS)
+    }
+}
+
+#[cfg(test)]
+mod exec_and_logs_tests {
+    use super::*;
+
+    fn req(command: &[&str], env: &[(&str, &str)], timeout_secs: Option<u64>) -> ExecRequest {
+        ExecRequest { command: command.iter().map(|s| s.to_string()).collect(), env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), timeout_secs }
+    }
+
+    #[test]
+    fn exec_requests_are_checked_naming_the_field() {
+        let cases: &[(ExecRequest, Option<&str>)] = &[
+            (req(&["true"], &[], None), None),
+            (req(&["true"], &[("K", "v")], Some(3600)), None),
+            (req(&[], &[], None), Some("command is empty")),
+            (req(&["echo", "a\0b"], &[], None), Some("command[1] contains a NUL byte")),
+            (req(&["true"], &[("K", "a\0")], None), Some("env value of \"K\" contains a NUL byte")),
+            (req(&["true"], &[("K\0", "v")], None), Some("env name \"K\\0\" is invalid")),
+            (req(&["true"], &[("A=B", "v")], None), Some("env name \"A=B\" is invalid")),
+            (req(&["true"], &[], Some(0)), Some("timeout_secs must be at least 1")),
+            (req(&["true"], &[], Some(1_000_000_000_000)), Some("timeout_secs 1000000000000 is above the limit of 3600 seconds")),
+            (req(&["true"], &[], Some(u64::MAX)), Some("timeout_secs 18446744073709551615 is above")),
+        ];
+        for (r, want) in cases {
+            match (r.validate(3600), want) {
+                (Ok(()), None) => {}
+                (Err(e), Some(w)) => assert!(e.starts_with(w), "{r:?}: got {e:?}, want {w:?}"),
+                (got, want) => panic!("{r:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn logs_queries_stay_within_bounds() {
+        let q = |tail, lines, wait| LogsQuery { tail, lines, after: None, wait };
+        assert_eq!(q(None, None, None).tail_lines(), 100);
+        assert_eq!(q(Some(5), Some(7), None).tail_lines(), 5);
+        assert_eq!(q(None, Some(7), None).tail_lines(), 7);
+        assert_eq!(q(Some(0), None, None).tail_lines(), 1);
+        assert_eq!(q(Some(u32::MAX), None, None).tail_lines(), LOGS_MAX_LINES);
+        assert_eq!(q(None, None, Some(u64::MAX)).wait_secs(), LOGS_MAX_WAIT_SECS);
+    }
 }

@@ -20,6 +20,8 @@ pub enum ErrorCode {
     Unavailable,
     Timeout,
     Internal,
+    /// A per-object limit of concurrent requests is reached: retry when one finished.
+    TooManyRequests,
 }
 
 impl ErrorCode {
@@ -34,6 +36,7 @@ impl ErrorCode {
             ErrorCode::NoCapacity | ErrorCode::Unavailable => 503,
             ErrorCode::Timeout => 504,
             ErrorCode::Internal => 500,
+            ErrorCode::TooManyRequests => 429,
         }
     }
 
@@ -51,6 +54,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Timeout => "timeout",
             ErrorCode::Internal => "internal",
+            ErrorCode::TooManyRequests => "too_many_requests",
         }
     }
 }
