@@ -31,6 +31,8 @@ pub struct AgentOptions {
     /// The hub's URL, when it differs from the one joined at (e.g. `hangar up` on a
     /// port picked anew at each start).
     pub hub_url: Option<String>,
+    /// What one exec may ask (timeout, concurrency).
+    pub exec: endpoint::ExecLimits,
 }
 
 /// What this host offers, reported with every heartbeat.
@@ -77,6 +79,9 @@ pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output =
         network: network.clone(),
         hub_fingerprint: identity.hub_client_fingerprint.clone(),
         last_pass: last_pass.clone(),
+        logs: opts.drivers.logs,
+        exec: opts.exec,
+        execs_running: Default::default(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut endpoint_stop = stop_rx.clone();

@@ -12,7 +12,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use hangar_tls::serve::PeerInfo;
-use hangar_types::api::{ExecRequest, ExecResult, InstanceLogs, InstanceStats};
+use crate::drivers::runtime::{logs, LogLimits};
+use hangar_types::api::{ExecRequest, ExecResult, InstanceLogs, InstanceStats, LogsQuery, LOGS_MAX_BYTES};
 use hangar_types::{ApiError, ErrorCode, SandboxId, VolumeId};
 use std::sync::Arc;
 
@@ -25,6 +26,59 @@ pub struct EndpointState {
     pub hub_fingerprint: String,
     /// What the last convergence pass found; the daemon updates it after every pass.
     pub last_pass: Arc<std::sync::Mutex<LastPass>>,
+    /// Where the workload logs rotate (the runtime's limits), to read them back.
+    pub logs: LogLimits,
+    pub exec: ExecLimits,
+    /// Execs running now, per sandbox (entries at zero are removed).
+    pub execs_running: Arc<std::sync::Mutex<std::collections::HashMap<SandboxId, usize>>>,
+}
+
+/// What one exec may ask of this host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecLimits {
+    /// The largest `timeout_secs` accepted.
+    pub timeout_max_secs: u64,
+    /// Execs running at once in one sandbox; one more is a 429.
+    pub max_concurrent: usize,
+}
+
+impl Default for ExecLimits {
+    fn default() -> Self {
+        ExecLimits { timeout_max_secs: 3600, max_concurrent: 8 }
+    }
+}
+
+/// One running exec of a sandbox, counted until dropped.
+struct ExecSlot {
+    running: Arc<std::sync::Mutex<std::collections::HashMap<SandboxId, usize>>>,
+    id: SandboxId,
+}
+
+impl ExecSlot {
+    fn take(st: &EndpointState, id: &SandboxId) -> Result<ExecSlot, EpError> {
+        let mut running = st.execs_running.lock().unwrap_or_else(|p| p.into_inner());
+        let n = running.entry(id.clone()).or_insert(0);
+        if *n >= st.exec.max_concurrent {
+            return Err(EpError(ApiError::new(
+                ErrorCode::TooManyRequests,
+                format!("{} commands already run in this instance, the most this host allows at once: retry when one has finished", st.exec.max_concurrent),
+            )));
+        }
+        *n += 1;
+        Ok(ExecSlot { running: st.execs_running.clone(), id: id.clone() })
+    }
+}
+
+impl Drop for ExecSlot {
+    fn drop(&mut self) {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = running.get_mut(&self.id) {
+            *n -= 1;
+            if *n == 0 {
+                running.remove(&self.id);
+            }
+        }
+    }
 }
 
 /// The daemon's latest view of its host, served by `GET /v1/status`.
@@ -47,7 +101,11 @@ impl IntoResponse for EpError {
 
 impl From<RuntimeError> for EpError {
     fn from(e: RuntimeError) -> Self {
-        let code = if matches!(e, RuntimeError::NotFound(_)) { ErrorCode::NotFound } else { ErrorCode::Internal };
+        let code = match e {
+            RuntimeError::NotFound(_) => ErrorCode::NotFound,
+            RuntimeError::ExecTimeout { .. } => ErrorCode::Timeout,
+            _ => ErrorCode::Internal,
+        };
         EpError(ApiError::new(code, e.to_string()))
     }
 }
@@ -76,23 +134,39 @@ pub fn router(st: EndpointState) -> Router {
 async fn exec(State(st): State<EndpointState>, Extension(peer): Extension<PeerInfo>, Path(id): Path<String>, Json(req): Json<ExecRequest>) -> Result<Json<ExecResult>, EpError> {
     check_peer(&st, &peer)?;
     let id = sandbox_id(id)?;
+    // Checked here too: this host's limits are its own, whatever the caller checked.
+    req.validate(st.exec.timeout_max_secs).map_err(|m| EpError(ApiError::invalid(m)))?;
+    let _slot = ExecSlot::take(&st, &id)?;
     Ok(Json(st.runtime.exec(&id, &req).await?))
 }
 
-#[derive(serde::Deserialize)]
-struct LogsQuery {
-    lines: Option<usize>,
-}
-
+/// The last lines (`tail`), or those after a cursor (`after`, waiting up to `wait`
+/// seconds for some), read from the end of the log and its rotated files: never the
+/// whole log, never more than [`LOGS_MAX_BYTES`].
 async fn logs(State(st): State<EndpointState>, Extension(peer): Extension<PeerInfo>, Path(id): Path<String>, Query(q): Query<LogsQuery>) -> Result<Json<InstanceLogs>, EpError> {
     check_peer(&st, &peer)?;
     let id = sandbox_id(id)?;
-    let n = q.lines.unwrap_or(100);
-    let text = tokio::fs::read(st.paths.log_file(&id)).await.unwrap_or_default();
-    let text = String::from_utf8_lossy(&text);
-    let all: Vec<&str> = text.lines().collect();
-    let lines = all[all.len().saturating_sub(n)..].iter().map(|s| s.to_string()).collect();
-    Ok(Json(InstanceLogs { lines }))
+    let log = st.paths.log_file(&id);
+    let files = st.logs.files;
+    let Some(cursor) = q.after.clone() else {
+        let n = q.tail_lines() as usize;
+        let read = tokio::task::spawn_blocking(move || logs::tail(&log, n, files, LOGS_MAX_BYTES)).await;
+        return match read {
+            Ok(Ok(l)) => Ok(Json(l)),
+            Ok(Err(e)) => Err(EpError(ApiError::internal(format!("cannot read the log of {id}: {e}")))),
+            Err(e) => Err(EpError(ApiError::internal(e.to_string()))),
+        };
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(q.wait_secs());
+    loop {
+        let (log, at) = (log.clone(), cursor.clone());
+        let read = tokio::task::spawn_blocking(move || logs::after(&log, &at, files, LOGS_MAX_BYTES)).await.map_err(|e| EpError(ApiError::internal(e.to_string())))?;
+        let got = read.map_err(|m| EpError(ApiError::invalid(m)))?;
+        if !got.lines.is_empty() || got.cursor.as_deref() != Some(cursor.as_str()) || tokio::time::Instant::now() >= deadline {
+            return Ok(Json(got));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 async fn stats(State(st): State<EndpointState>, Extension(peer): Extension<PeerInfo>, Path(id): Path<String>) -> Result<Json<InstanceStats>, EpError> {

@@ -42,7 +42,7 @@ pub enum InventoryError {
 pub async fn inventory(paths: &AgentPaths, traces_of: &[SandboxId]) -> Result<Inventory, InventoryError> {
     let owner = paths.owner().ok_or_else(|| InventoryError::NoOwner(paths.root.clone()))?;
     let used = DriverConfig::recorded(paths).unwrap_or_default();
-    let runtime = (used.runtime_driver()?.open)(paths);
+    let runtime = (used.runtime_driver()?.open)(paths, used.logs);
     let network = (used.network_driver()?.open)(&owner.short());
     let mut inv = Inventory::default();
     inv.sandboxes = runtime.list().await?.into_iter().map(|(id, _)| id).collect();

@@ -171,7 +171,7 @@ impl Reconciler {
                 }
                 self.network.detach(&sid).await.map_err(|e| e.to_string())?;
                 self.volumes.delete(&volume).await.map_err(|e| e.to_string())?;
-                let _ = std::fs::remove_file(self.paths.log_file(&sid));
+                crate::drivers::runtime::logs::remove_logs(&self.paths.log_file(&sid));
                 Ok(O::Gone)
             }
             DesiredState::Stopped => {

@@ -38,7 +38,7 @@ pub async fn teardown(paths: &AgentPaths, what: Teardown) -> TeardownReport {
     // sandboxes go. Only the one it used must be able to read it (another may simply not
     // be installed).
     for driver in RUNTIMES {
-        let rt = (driver.open)(paths);
+        let rt = (driver.open)(paths, used.logs);
         let list = match rt.list().await {
             Ok(l) => l,
             Err(e) if driver.name == used.runtime && paths.runtime_root().exists() => {

@@ -44,7 +44,7 @@ impl Env {
     /// The runtime registered as `name`, on an agent dir of its own.
     fn runtime(&mut self, name: &str) -> Arc<dyn Runtime> {
         let cfg = DriverConfig { runtime: name.into(), ..Default::default() };
-        let rt = (cfg.runtime_driver().unwrap().open)(&AgentPaths::new(self.root().join(format!("agent-{name}"))));
+        let rt = (cfg.runtime_driver().unwrap().open)(&AgentPaths::new(self.root().join(format!("agent-{name}"))), cfg.logs);
         assert_eq!(rt.name(), name);
         self.runtimes.push(rt.clone());
         rt

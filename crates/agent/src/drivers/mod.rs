@@ -28,11 +28,15 @@ pub struct DriverConfig {
     pub volumes: VolumeConfig,
     /// A name from [`NETWORKS`].
     pub network: String,
+    /// How much of each workload's output is kept (an agent dir recorded before this
+    /// existed gets the defaults).
+    #[serde(default)]
+    pub logs: runtime::LogLimits,
 }
 
 impl Default for DriverConfig {
     fn default() -> Self {
-        DriverConfig { runtime: RUNTIMES[0].name.to_string(), volumes: VolumeConfig::default(), network: NETWORKS[0].name.to_string() }
+        DriverConfig { runtime: RUNTIMES[0].name.to_string(), volumes: VolumeConfig::default(), network: NETWORKS[0].name.to_string(), logs: runtime::LogLimits::default() }
     }
 }
 
@@ -137,7 +141,7 @@ pub async fn open(paths: &AgentPaths, owner: &str, cfg: &DriverConfig) -> Result
     }
     let opened_volumes = (volumes.open)(paths, &cfg.volumes).await.map_err(|source| DriverError::Volumes { driver: volumes.name, source })?;
     cfg.record(paths)?;
-    Ok(Drivers { runtime: (runtime.open)(paths), volumes: opened_volumes, network: (network.open)(owner) })
+    Ok(Drivers { runtime: (runtime.open)(paths, cfg.logs), volumes: opened_volumes, network: (network.open)(owner) })
 }
 
 #[cfg(test)]

@@ -3,9 +3,11 @@
 //! implements [`Runtime`] and one line in [`RUNTIMES`].
 
 pub mod bundle;
+pub mod logs;
 mod oci;
 
 use crate::identity::AgentPaths;
+pub use logs::LogLimits;
 use hangar_types::api::{ExecRequest, ExecResult, ImageRef, InstanceStats};
 use hangar_types::SandboxId;
 use std::collections::BTreeMap;
@@ -17,9 +19,9 @@ use std::time::Duration;
 pub struct RuntimeDriverInfo {
     /// What `--runtime` takes and reports show (`runtime=<name>`).
     pub name: &'static str,
-    /// The driver over an agent dir's runtime state. Makes nothing on disk, so teardown
-    /// and inventory can open it too.
-    pub open: fn(&AgentPaths) -> Arc<dyn Runtime>,
+    /// The driver over an agent dir's runtime state, keeping workload logs within the
+    /// limits. Makes nothing on disk, so teardown and inventory can open it too.
+    pub open: fn(&AgentPaths, LogLimits) -> Arc<dyn Runtime>,
 }
 
 /// Whether this host mounts the cgroup v2 unified hierarchy at /sys/fs/cgroup.
@@ -67,7 +69,8 @@ pub struct SandboxSpec {
     pub command: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub hostname: String,
-    /// The workload's stdout and stderr are appended here.
+    /// The workload's stdout and stderr are appended here (capped and rotated, see
+    /// [`logs`]).
     pub log_path: PathBuf,
     /// Join this network namespace; None gives the sandbox a new, empty one.
     pub netns_path: Option<PathBuf>,

@@ -1,5 +1,6 @@
 //! runc and crun, driven through their command lines with a private state root.
 
+use super::logs::{self, LogLimits, LogPumps};
 use super::{bundle, Runtime, RuntimeError, SandboxSpec, SandboxStatus};
 use crate::identity::AgentPaths;
 use hangar_types::api::{ExecRequest, ExecResult, InstanceStats};
@@ -18,12 +19,12 @@ enum Flavor {
     Crun,
 }
 
-pub(super) fn open_runc(paths: &AgentPaths) -> Arc<dyn Runtime> {
-    Arc::new(OciRuntime::new(Flavor::Runc, paths.runtime_root(), paths.bundles()))
+pub(super) fn open_runc(paths: &AgentPaths, logs: LogLimits) -> Arc<dyn Runtime> {
+    Arc::new(OciRuntime::new(Flavor::Runc, paths, logs))
 }
 
-pub(super) fn open_crun(paths: &AgentPaths) -> Arc<dyn Runtime> {
-    Arc::new(OciRuntime::new(Flavor::Crun, paths.runtime_root(), paths.bundles()))
+pub(super) fn open_crun(paths: &AgentPaths, logs: LogLimits) -> Arc<dyn Runtime> {
+    Arc::new(OciRuntime::new(Flavor::Crun, paths, logs))
 }
 
 /// An OCI runtime with its own state root (`--root`), so each agent has its own
@@ -36,6 +37,12 @@ pub struct OciRuntime {
     /// holds the whole OCI config (tens of KiB) and barely ever changes, and every
     /// convergence pass looks at every sandbox.
     state_cache: std::sync::Mutex<std::collections::HashMap<PathBuf, (StateKey, std::sync::Arc<RuncState>)>>,
+    /// Where each sandbox's log is (`AgentPaths::log_file`).
+    paths: AgentPaths,
+    /// The copies of the workloads' output into their logs.
+    pumps: LogPumps,
+    /// Numbers each exec's process file.
+    exec_seq: std::sync::atomic::AtomicU64,
 }
 
 type StateKey = (std::time::SystemTime, u64);
@@ -50,11 +57,19 @@ struct RuncState {
 }
 
 /// Output of exec is capped so a chatty command cannot exhaust the agent's memory.
-const MAX_OUTPUT: usize = 1 << 20;
+const MAX_OUTPUT: usize = hangar_types::api::EXEC_OUTPUT_MAX_BYTES;
 
 impl OciRuntime {
-    fn new(flavor: Flavor, state_root: PathBuf, bundles: PathBuf) -> Self {
-        OciRuntime { flavor, state_root, bundles, state_cache: Default::default() }
+    fn new(flavor: Flavor, paths: &AgentPaths, logs: LogLimits) -> Self {
+        OciRuntime {
+            flavor,
+            state_root: paths.runtime_root(),
+            bundles: paths.bundles(),
+            state_cache: Default::default(),
+            paths: paths.clone(),
+            pumps: LogPumps::new(logs),
+            exec_seq: Default::default(),
+        }
     }
 
     fn program(&self) -> &'static str {
@@ -124,14 +139,13 @@ impl OciRuntime {
         if let Some(dir) = spec.log_path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&spec.log_path)
-            .map_err(|e| RuntimeError::Bundle { id: spec.id.to_string(), detail: format!("log {}: {e}", spec.log_path.display()) })?;
-        let log2 = log.try_clone().map_err(|e| RuntimeError::Bundle { id: spec.id.to_string(), detail: e.to_string() })?;
-        // Detached, with the workload's stdio on the log file: the sandbox does not
-        // depend on the agent staying alive.
+        let log_err = |e: std::io::Error| RuntimeError::Bundle { id: spec.id.to_string(), detail: format!("log {}: {e}", spec.log_path.display()) };
+        let fifo = bundle.join(logs::LOG_FIFO);
+        let log = logs::workload_stdio(&fifo).map_err(log_err)?;
+        self.pumps.attach(&spec.id, &fifo, &spec.log_path).map_err(log_err)?;
+        let log2 = log.try_clone().map_err(log_err)?;
+        // Detached, with the workload's stdio on the log FIFO, which the sandbox holds
+        // read-write: it does not depend on the agent staying alive (see `logs`).
         let out = self
             .cmd()
             .arg("run")
@@ -146,21 +160,32 @@ impl OciRuntime {
             .await
             .map_err(|source| RuntimeError::Spawn { program: self.program().into(), source })?;
         if !out.success() {
-            let tail = std::fs::read_to_string(&spec.log_path).unwrap_or_default();
-            let last: Vec<&str> = tail.lines().rev().take(3).collect();
             let _ = self.run("delete", spec.id.as_str(), &["delete", "--force", spec.id.as_str()]).await;
-            return Err(RuntimeError::Command {
-                runtime: self.program(),
-                action: "run",
-                id: spec.id.to_string(),
-                stderr: last.into_iter().rev().collect::<Vec<_>>().join(" | "),
-            });
+            // runc's own complaint went through the FIFO: wait for it to reach the log.
+            self.pumps.drained(&spec.id, Duration::from_secs(1)).await;
+            let last = logs::tail(&spec.log_path, 3, 1, 64 << 10).map(|t| t.lines).unwrap_or_default();
+            return Err(RuntimeError::Command { runtime: self.program(), action: "run", id: spec.id.to_string(), stderr: last.join(" | ") });
         }
         Ok(())
     }
 
     fn bundle_dir(&self, id: &SandboxId) -> PathBuf {
         self.bundles.join(id)
+    }
+
+    /// Copies the output of every live sandbox into its log again after an agent
+    /// restart (a sandbox started by this agent has its copy already): until then its
+    /// writes block on the full FIFO. Every convergence pass lists, so this is the hook.
+    fn reattach_logs(&self, listed: &[(SandboxId, SandboxStatus)]) {
+        for (id, _) in listed.iter().filter(|(_, st)| *st != SandboxStatus::Stopped) {
+            let fifo = self.bundle_dir(id).join(logs::LOG_FIFO);
+            if !fifo.exists() {
+                continue;
+            }
+            if let Err(e) = self.pumps.attach(id, &fifo, &self.paths.log_file(id)) {
+                tracing::warn!(sandbox = %id, error = %e, "cannot copy the workload's output into its log");
+            }
+        }
     }
 
     fn runc_state(&self, id: &SandboxId) -> Option<std::sync::Arc<RuncState>> {
@@ -321,16 +346,19 @@ impl Runtime for OciRuntime {
         if !self.state_root.exists() {
             return Ok(vec![]);
         }
-        if self.flavor == Flavor::Runc {
-            if let Some(l) = self.runc_list_from_files() {
-                return Ok(l);
+        let from_files = if self.flavor == Flavor::Runc { self.runc_list_from_files() } else { None };
+        let listed = match from_files {
+            Some(l) => l,
+            None => {
+                let out = self.run("list", "-", &["list", "--format", "json"]).await?;
+                let v: serde_json::Value = serde_json::from_slice(&out).unwrap_or(serde_json::Value::Null);
+                v.as_array()
+                    .map(|a| a.iter().filter_map(|c| Some((sandbox_id(c["id"].as_str()?)?, parse_status(c["status"].as_str().unwrap_or(""))))).collect())
+                    .unwrap_or_default()
             }
-        }
-        let out = self.run("list", "-", &["list", "--format", "json"]).await?;
-        let v: serde_json::Value = serde_json::from_slice(&out).unwrap_or(serde_json::Value::Null);
-        Ok(v.as_array()
-            .map(|a| a.iter().filter_map(|c| Some((sandbox_id(c["id"].as_str()?)?, parse_status(c["status"].as_str().unwrap_or(""))))).collect())
-            .unwrap_or_default())
+        };
+        self.reattach_logs(&listed);
+        Ok(listed)
     }
 
     async fn pause(&self, id: &SandboxId) -> Result<(), RuntimeError> {
@@ -394,41 +422,39 @@ impl Runtime for OciRuntime {
                 return Err(RuntimeError::Command { runtime: self.program(), action: "exec", id: id.to_string(), stderr: format!("the sandbox is {other:?}, not running").to_lowercase() })
             }
         }
+        let seq = self.exec_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let files = ExecFiles::write(&self.bundle_dir(id), seq, req).map_err(|detail| RuntimeError::Bundle { id: id.to_string(), detail })?;
+        // The command and its environment are in the process file, never in an argv
+        // (`ps` shows argv to every user of the host). runc and crun put the process in
+        // the sandbox's cgroups, so its pids limit counts it and its children.
         let mut c = self.cmd();
-        c.arg("exec").arg("--cwd").arg("/home");
-        for (k, v) in &req.env {
-            c.arg("--env").arg(format!("{k}={v}"));
-        }
-        c.arg(id).args(&req.command);
+        c.arg("exec").arg("--process").arg(&files.process).arg("--pid-file").arg(&files.pid).arg(id);
         c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
         let mut child = c.spawn().map_err(|source| RuntimeError::Spawn { program: self.program().into(), source })?;
         let so = child.stdout.take().expect("piped stdout");
         let se = child.stderr.take().expect("piped stderr");
-        let read_capped = |mut r: Box<dyn tokio::io::AsyncRead + Unpin + Send>| async move {
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 8192];
-            loop {
-                match r.read(&mut chunk).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) if buf.len() < MAX_OUTPUT => buf.extend_from_slice(&chunk[..n.min(MAX_OUTPUT - buf.len())]),
-                    Ok(_) => {}
-                }
-            }
-            buf
-        };
         let secs = req.timeout_secs.unwrap_or(60);
         let work = async {
-            let (o, e, st) = tokio::join!(read_capped(Box::new(so)), read_capped(Box::new(se)), child.wait());
+            let (o, e, st) = tokio::join!(read_capped(so), read_capped(se), child.wait());
             (o, e, st)
         };
-        let (stdout, stderr, status) = match tokio::time::timeout(Duration::from_secs(secs), work).await {
+        let ((stdout, cut_out), (stderr, cut_err), status) = match tokio::time::timeout(Duration::from_secs(secs), work).await {
             Ok(r) => r,
-            Err(_) => return Err(RuntimeError::ExecTimeout { id: id.to_string(), secs }),
+            Err(_) => {
+                // Killing runc alone would leave the command running in the sandbox.
+                files.kill_process();
+                return Err(RuntimeError::ExecTimeout { id: id.to_string(), secs });
+            }
         };
         let status = status.map_err(|source| RuntimeError::Spawn { program: self.program().into(), source })?;
         use std::os::unix::process::ExitStatusExt;
         let exit_code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
-        Ok(ExecResult { exit_code, stdout: String::from_utf8_lossy(&stdout).into_owned(), stderr: String::from_utf8_lossy(&stderr).into_owned() })
+        Ok(ExecResult {
+            exit_code,
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+            truncated: cut_out || cut_err,
+        })
     }
 
     async fn stats(&self, id: &SandboxId) -> Result<InstanceStats, RuntimeError> {
@@ -438,6 +464,83 @@ impl Runtime for OciRuntime {
         Ok(cgroup_stats(id))
     }
 
+}
+
+/// Reads a stream to its end, keeping the first [`MAX_OUTPUT`] bytes; true if it had more.
+async fn read_capped(mut r: impl tokio::io::AsyncRead + Unpin) -> (Vec<u8>, bool) {
+    let mut buf = Vec::new();
+    let mut cut = false;
+    let mut chunk = [0u8; 8192];
+    loop {
+        match r.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let keep = n.min(MAX_OUTPUT - buf.len());
+                buf.extend_from_slice(&chunk[..keep]);
+                cut |= keep < n;
+            }
+        }
+    }
+    (buf, cut)
+}
+
+/// One exec's process file (the OCI `process` runc and crun take with `--process`) and
+/// pid file, in the bundle's private `exec` dir; removed when dropped.
+struct ExecFiles {
+    process: PathBuf,
+    pid: PathBuf,
+}
+
+impl ExecFiles {
+    /// The sandbox's own process (user, capabilities, rlimits, environment: from its
+    /// `config.json`) with the request's command, environment and /home as cwd.
+    fn write(bundle: &std::path::Path, seq: u64, req: &ExecRequest) -> Result<ExecFiles, String> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+        let config = bundle.join("config.json");
+        let raw = std::fs::read(&config).map_err(|e| format!("cannot read {}: {e}", config.display()))?;
+        let spec: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| format!("{}: {e}", config.display()))?;
+        let mut process = spec.get("process").cloned().filter(|p| p.is_object()).ok_or_else(|| format!("{} has no process", config.display()))?;
+        let base: Vec<String> = process["env"].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default();
+        let mut env: Vec<String> = base.into_iter().filter(|kv| !req.env.contains_key(kv.split('=').next().unwrap_or_default())).collect();
+        env.extend(req.env.iter().map(|(k, v)| format!("{k}={v}")));
+        process["args"] = serde_json::json!(req.command);
+        process["env"] = serde_json::json!(env);
+        process["cwd"] = serde_json::json!("/home");
+        process["terminal"] = serde_json::json!(false);
+        if let Some(p) = process.as_object_mut() {
+            p.remove("consoleSize");
+        }
+        let dir = bundle.join("exec");
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(format!("mkdir {}: {e}", dir.display())),
+            _ => std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| format!("chmod {}: {e}", dir.display()))?,
+        }
+        let files = ExecFiles { process: dir.join(format!("{seq}.json")), pid: dir.join(format!("{seq}.pid")) };
+        let _ = std::fs::remove_file(&files.process);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&files.process)
+            .map_err(|e| format!("cannot create {}: {e}", files.process.display()))?;
+        serde_json::to_writer(&mut f, &process).map_err(|e| format!("cannot write {}: {e}", files.process.display()))?;
+        Ok(files)
+    }
+
+    /// SIGKILLs the command (not runc): its pid is in the pid file once it started.
+    fn kill_process(&self) {
+        let pid = std::fs::read_to_string(&self.pid).ok().and_then(|s| s.trim().parse::<i32>().ok());
+        if let Some(pid) = pid.filter(|p| *p > 1) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+impl Drop for ExecFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.process);
+        let _ = std::fs::remove_file(&self.pid);
+    }
 }
 
 /// Reads a sandbox's accounting straight from its cgroup (`/hangar/<id>`), for runc and
