@@ -130,10 +130,38 @@ async fn instance(c: &HubClient, out: &Out, cmd: &InstanceCmd) -> Result<i32> {
             }
             return Ok(res.exit_code);
         }
-        InstanceCmd::Logs { instance, lines } => {
+        InstanceCmd::Logs { instance, tail, follow } => {
             let r = parse_ref("instance", instance)?;
-            let l = c.instance_logs(r.tenant.as_str(), r.name.as_str(), *lines).await?;
-            out.item(&l, &l.lines.join("\n"));
+            let l = c.instance_logs(r.tenant.as_str(), r.name.as_str(), *tail).await?;
+            if !*follow {
+                out.item(&l, &l.lines.join("\n"));
+                return Ok(0);
+            }
+            // Long polls from the last answer's cursor; each answer is printed as it comes.
+            let print = |l: &hangar_types::api::InstanceLogs| -> Result<()> {
+                use std::io::Write;
+                let mut o = std::io::stdout().lock();
+                if out.json {
+                    writeln!(o, "{}", serde_json::to_string(l)?)?;
+                } else {
+                    for line in &l.lines {
+                        writeln!(o, "{line}")?;
+                    }
+                }
+                Ok(o.flush()?)
+            };
+            print(&l)?;
+            // No log yet: a cursor of no file, which the agent reads as "from the oldest
+            // kept file on", so the first lines are not missed.
+            let mut cursor = l.cursor.or_else(|| Some("0:0".to_string()));
+            loop {
+                let q = hangar_types::api::LogsQuery { after: cursor.clone(), wait: Some(25), ..Default::default() };
+                let l = c.instance_logs_query(r.tenant.as_str(), r.name.as_str(), &q).await?;
+                if !l.lines.is_empty() {
+                    print(&l)?;
+                }
+                cursor = l.cursor.or(cursor);
+            }
         }
         InstanceCmd::Stats { instance } => {
             let r = parse_ref("instance", instance)?;

@@ -127,13 +127,37 @@ pub struct AgentRunArgs {
     /// Seconds between reconcile passes (also the heartbeat).
     #[arg(long, default_value_t = 2.0)]
     pub interval: f64,
+    /// Size of one workload log file before it is rotated, in MiB.
+    #[arg(long, default_value_t = 8)]
+    pub log_max_mib: u64,
+    /// Log files kept per instance, the live one included.
+    #[arg(long, default_value_t = 3)]
+    pub log_files: u32,
+    /// The longest `timeout_secs` an exec may ask, in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub exec_timeout_max_secs: u64,
+    /// Execs running at once in one instance; one more is refused (429).
+    #[arg(long, default_value_t = 8)]
+    pub exec_max_concurrent: usize,
 }
 
 impl AgentRunArgs {
     /// What `hangar hub serve` gives the agents of provider hosts.
     pub fn default_args() -> Vec<String> {
         let d = DriverConfig::default();
-        AgentRunArgs { runtime: d.runtime, volumes: d.volumes.driver, pool_device: None, pool_size_mib: d.volumes.loop_size_mib, interval: 2.0 }.to_args()
+        let e = hangar_agent::endpoint::ExecLimits::default();
+        AgentRunArgs {
+            runtime: d.runtime,
+            volumes: d.volumes.driver,
+            pool_device: None,
+            pool_size_mib: d.volumes.loop_size_mib,
+            interval: 2.0,
+            log_max_mib: d.logs.max_bytes >> 20,
+            log_files: d.logs.files,
+            exec_timeout_max_secs: e.timeout_max_secs,
+            exec_max_concurrent: e.max_concurrent,
+        }
+        .to_args()
     }
 
     /// The same settings as `hangar agent run` arguments (for provider hosts' agents).
@@ -147,6 +171,14 @@ impl AgentRunArgs {
             self.pool_size_mib.to_string(),
             "--interval".into(),
             self.interval.to_string(),
+            "--log-max-mib".into(),
+            self.log_max_mib.to_string(),
+            "--log-files".into(),
+            self.log_files.to_string(),
+            "--exec-timeout-max-secs".into(),
+            self.exec_timeout_max_secs.to_string(),
+            "--exec-max-concurrent".into(),
+            self.exec_max_concurrent.to_string(),
         ]
         // (A --pool-device belongs to one host: provider hosts always get loop files.)
     }
@@ -155,15 +187,23 @@ impl AgentRunArgs {
         if !(0.05..=60.0).contains(&self.interval) {
             bail!("--interval must be between 0.05 and 60 seconds, got {}", self.interval);
         }
+        if !(1..=1 << 20).contains(&self.log_max_mib) || !(1..=100).contains(&self.log_files) {
+            bail!("--log-max-mib must be between 1 and 1048576 and --log-files between 1 and 100, got {} and {}", self.log_max_mib, self.log_files);
+        }
+        if self.exec_timeout_max_secs == 0 || self.exec_max_concurrent == 0 {
+            bail!("--exec-timeout-max-secs and --exec-max-concurrent must be at least 1");
+        }
         Ok(AgentArgs {
             drivers: DriverConfig {
                 runtime: self.runtime.clone(),
                 volumes: VolumeConfig { driver: self.volumes.clone(), device: self.pool_device.clone(), loop_size_mib: self.pool_size_mib },
+                logs: hangar_agent::drivers::runtime::LogLimits { max_bytes: self.log_max_mib << 20, files: self.log_files },
                 ..DriverConfig::default()
             },
             listen,
             advertise,
             interval: Duration::from_secs_f64(self.interval),
+            exec: hangar_agent::endpoint::ExecLimits { timeout_max_secs: self.exec_timeout_max_secs, max_concurrent: self.exec_max_concurrent },
         })
     }
 }
@@ -377,10 +417,15 @@ pub enum InstanceCmd {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// The last lines of its workload's output (stdout and stderr).
     Logs {
         instance: String,
-        #[arg(long, default_value_t = 100)]
-        lines: u32,
+        /// How many of the last lines.
+        #[arg(long, visible_alias = "lines", default_value_t = 100)]
+        tail: u32,
+        /// Then keep printing new lines as they are written (until interrupted).
+        #[arg(long, short = 'f')]
+        follow: bool,
     },
     Stats { instance: String },
     Info { instance: String },

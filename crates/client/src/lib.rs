@@ -67,6 +67,19 @@ impl Transport {
         body: Option<&B>,
         timeout: Option<Duration>,
     ) -> Result<T> {
+        self.call_capped(method, path, body, timeout, MAX_BODY).await
+    }
+
+    /// A call whose answer may be at most `max_body` bytes (longer is an error, never
+    /// read into memory whole).
+    async fn call_capped<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&B>,
+        timeout: Option<Duration>,
+        max_body: usize,
+    ) -> Result<T> {
         let url = format!("{}{}", self.base, path);
         let mut req = self.http.request(method, &url);
         if let Some(t) = &self.token {
@@ -80,7 +93,7 @@ impl Transport {
         }
         let resp = req.send().await.map_err(|source| ClientError::Transport { url: url.clone(), source })?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|source| ClientError::Transport { url: url.clone(), source })?;
+        let bytes = read_capped(resp, &url, max_body).await?;
         if status.is_success() {
             return serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
                 url,
@@ -107,6 +120,41 @@ impl Transport {
     async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         self.call::<(), T>(reqwest::Method::DELETE, path, None, None).await
     }
+}
+
+/// The largest answer any call reads.
+const MAX_BODY: usize = 64 << 20;
+/// The largest exec or logs answer: their text is capped at 1 MiB per stream by the
+/// agent ([`EXEC_OUTPUT_MAX_BYTES`], [`LOGS_MAX_BYTES`]), which JSON escaping can grow.
+const MAX_OUTPUT_BODY: usize = 16 << 20;
+
+/// A timeout a little longer than an exec's own (which the agent enforces).
+fn exec_call_timeout(req: &ExecRequest, margin: u64) -> Duration {
+    Duration::from_secs(req.timeout_secs.unwrap_or(60).saturating_add(margin))
+}
+
+/// Reads an answer's body, refusing one longer than `max` as it arrives.
+async fn read_capped(mut resp: reqwest::Response, url: &str, max: usize) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|source| ClientError::Transport { url: url.to_string(), source })? {
+        if bytes.len() + chunk.len() > max {
+            return Err(ClientError::Decode { url: url.to_string(), status: resp.status().as_u16(), body: format!("the answer is larger than {max} bytes") });
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
+}
+
+/// The query string of a logs call.
+fn logs_query(q: &LogsQuery) -> String {
+    let mut parts = vec![format!("tail={}", q.tail_lines())];
+    if let Some(a) = &q.after {
+        parts.push(format!("after={}", self::q(a)));
+    }
+    if let Some(w) = q.wait {
+        parts.push(format!("wait={}", w.min(LOGS_MAX_WAIT_SECS)));
+    }
+    parts.join("&")
 }
 
 /// Percent-encodes one query value.
@@ -146,7 +194,7 @@ impl HubClient {
         }
         let resp = req.send().await.map_err(|source| ClientError::Transport { url: url.clone(), source })?;
         let status = resp.status().as_u16();
-        let bytes = resp.bytes().await.map_err(|source| ClientError::Transport { url, source })?;
+        let bytes = read_capped(resp, &url, MAX_BODY).await?;
         Ok((status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null)))
     }
 
@@ -199,13 +247,18 @@ impl HubClient {
         self.t.delete(&format!("/v1/tenants/{tenant}/instances/{name}")).await
     }
     pub async fn instance_exec(&self, tenant: &str, name: &str, req: &ExecRequest) -> Result<ExecResult> {
-        let timeout = Duration::from_secs(req.timeout_secs.unwrap_or(60) + 15);
         self.t
-            .call(reqwest::Method::POST, &format!("/v1/tenants/{tenant}/instances/{name}/exec"), Some(req), Some(timeout))
+            .call_capped(reqwest::Method::POST, &format!("/v1/tenants/{tenant}/instances/{name}/exec"), Some(req), Some(exec_call_timeout(req, 15)), MAX_OUTPUT_BODY)
             .await
     }
     pub async fn instance_logs(&self, tenant: &str, name: &str, lines: u32) -> Result<InstanceLogs> {
-        self.t.get(&format!("/v1/tenants/{tenant}/instances/{name}/logs?lines={lines}")).await
+        self.instance_logs_query(tenant, name, &LogsQuery { tail: Some(lines), ..Default::default() }).await
+    }
+    /// The last lines, or with `after` those written since (waiting up to `wait`).
+    pub async fn instance_logs_query(&self, tenant: &str, name: &str, q: &LogsQuery) -> Result<InstanceLogs> {
+        let timeout = Duration::from_secs(q.wait_secs() + 20);
+        let path = format!("/v1/tenants/{tenant}/instances/{name}/logs?{}", logs_query(q));
+        self.t.call_capped::<(), _>(reqwest::Method::GET, &path, None, Some(timeout), MAX_OUTPUT_BODY).await
     }
     pub async fn instance_stats(&self, tenant: &str, name: &str) -> Result<InstanceStats> {
         self.t.get(&format!("/v1/tenants/{tenant}/instances/{name}/stats")).await
@@ -366,11 +419,11 @@ impl AgentClient {
     }
 
     pub async fn exec(&self, sandbox: &SandboxId, req: &ExecRequest) -> Result<ExecResult> {
-        let timeout = Duration::from_secs(req.timeout_secs.unwrap_or(60) + 10);
-        self.t.call(reqwest::Method::POST, &format!("/v1/sandboxes/{sandbox}/exec"), Some(req), Some(timeout)).await
+        self.t.call_capped(reqwest::Method::POST, &format!("/v1/sandboxes/{sandbox}/exec"), Some(req), Some(exec_call_timeout(req, 10)), MAX_OUTPUT_BODY).await
     }
-    pub async fn logs(&self, sandbox: &SandboxId, lines: u32) -> Result<InstanceLogs> {
-        self.t.get(&format!("/v1/sandboxes/{sandbox}/logs?lines={lines}")).await
+    pub async fn logs(&self, sandbox: &SandboxId, q: &LogsQuery) -> Result<InstanceLogs> {
+        let timeout = Duration::from_secs(q.wait_secs() + 10);
+        self.t.call_capped::<(), _>(reqwest::Method::GET, &format!("/v1/sandboxes/{sandbox}/logs?{}", logs_query(q)), None, Some(timeout), MAX_OUTPUT_BODY).await
     }
     pub async fn stats(&self, sandbox: &SandboxId) -> Result<InstanceStats> {
         self.t.get(&format!("/v1/sandboxes/{sandbox}/stats")).await

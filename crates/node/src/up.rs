@@ -17,10 +17,12 @@ pub struct AgentArgs {
     pub listen: SocketAddr,
     pub advertise: Option<String>,
     pub interval: Duration,
+    /// What one exec may ask of this host (timeout, concurrency).
+    pub exec: hangar_agent::endpoint::ExecLimits,
 }
 
 pub fn agent_options(paths: AgentPaths, a: &AgentArgs, hub_url: Option<String>) -> AgentOptions {
-    AgentOptions { paths, drivers: a.drivers.clone(), listen: a.listen, advertise: a.advertise.clone(), interval: a.interval, hub_url }
+    AgentOptions { paths, drivers: a.drivers.clone(), listen: a.listen, advertise: a.advertise.clone(), interval: a.interval, hub_url, exec: a.exec }
 }
 
 /// `hangar up`: hub and a local agent in one process, on SQLite.

@@ -4,7 +4,7 @@ use super::{accepted, tenant_and, Accepted, ApiJson, ApiQuery, ApiRoutes, AppSta
 use crate::{parse_name, HubResult, Principal};
 use axum::extract::{Path, State};
 use axum::Json;
-use hangar_types::api::{ExecRequest, ExecResult, Instance, InstanceCreate, InstanceLogs, InstanceStats, Operation};
+use hangar_types::api::{ExecRequest, ExecResult, Instance, InstanceCreate, InstanceLogs, InstanceStats, LogsQuery, Operation};
 use hangar_types::{ApiError, Transition};
 use serde::Deserialize;
 use utoipa_axum::routes;
@@ -80,24 +80,18 @@ instance_action!(instance_delete, delete, "", Transition::Delete);
 
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/instances/{name}/exec", request_body = ExecRequest, security(("token" = [])),
     params(("tenant" = String, Path), ("name" = String, Path)),
-    responses((status = 200, body = ExecResult), (status = 409, body = ApiError), (status = 503, body = ApiError)))]
+    responses((status = 200, body = ExecResult), (status = 400, body = ApiError), (status = 409, body = ApiError), (status = 429, body = ApiError),
+        (status = 503, body = ApiError), (status = 504, body = ApiError)))]
 async fn instance_exec(State(hub): State<AppState>, p: Principal, Path(names): Path<(String, String)>, ApiJson(req): ApiJson<ExecRequest>) -> HubResult<Json<ExecResult>> {
     let (tenant, name) = tenant_and("instance", names)?;
     Ok(Json(hub.instance_exec(&p, &tenant, &name, req).await?))
 }
 
-#[derive(Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-struct LogsQuery {
-    /// How many of the last lines (default 100).
-    lines: Option<u32>,
-}
-
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/instances/{name}/logs", security(("token" = [])),
-    params(("tenant" = String, Path), ("name" = String, Path), LogsQuery), responses((status = 200, body = InstanceLogs)))]
+    params(("tenant" = String, Path), ("name" = String, Path), LogsQuery), responses((status = 200, body = InstanceLogs), (status = 400, body = ApiError)))]
 async fn instance_logs(State(hub): State<AppState>, p: Principal, Path(names): Path<(String, String)>, ApiQuery(q): ApiQuery<LogsQuery>) -> HubResult<Json<InstanceLogs>> {
     let (tenant, name) = tenant_and("instance", names)?;
-    Ok(Json(hub.instance_logs(&p, &tenant, &name, q.lines.unwrap_or(100)).await?))
+    Ok(Json(hub.instance_logs(&p, &tenant, &name, &q).await?))
 }
 
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/instances/{name}/stats", security(("token" = [])),
