@@ -96,28 +96,57 @@ impl LogPumps {
         LogPumps { limits: LogLimits { max_bytes: limits.max_bytes.max(4096), files: limits.files.max(1) }, running: Mutex::default() }
     }
 
-    /// Starts copying `fifo` into `log` unless a copy for `id` runs already. The copy
-    /// ends when the last writer (the sandbox's last process) closes the FIFO.
+    /// Starts copying `fifo` into `log` unless a copy for `id` runs already (an agent
+    /// restarted: the sandbox's output waits in its FIFO).
     pub fn attach(&self, id: &SandboxId, fifo: &Path, log: &Path) -> std::io::Result<()> {
-        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        running.retain(|_, h| !h.is_finished());
-        if running.contains_key(id) {
+        if self.running.lock().unwrap_or_else(|p| p.into_inner()).get(id).is_some_and(|h| !h.is_finished()) {
             return Ok(());
         }
-        let rx = tokio::net::unix::pipe::OpenOptions::new().open_receiver(fifo)?;
+        self.start(id, reader(fifo)?, log)
+    }
+
+    /// Copies what `rx` reads into `log` (for a sandbox just started). The copy ends
+    /// when the last writer (the sandbox's last process) closes the FIFO.
+    pub fn start(&self, id: &SandboxId, rx: tokio::net::unix::pipe::Receiver, log: &Path) -> std::io::Result<()> {
         let file = LogFile::open(log.to_path_buf(), self.limits)?;
         let sandbox = id.clone();
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        running.retain(|_, h| !h.is_finished());
+        // A copy of an earlier run of this sandbox keeps going until its FIFO closes.
         running.insert(id.clone(), tokio::spawn(async move { pump(rx, file, &sandbox).await }));
         Ok(())
     }
+}
 
-    /// Waits up to `within` for the copy of `id` to have written all it read.
-    pub async fn drained(&self, id: &SandboxId, within: Duration) {
-        let handle = self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
-        if let Some(h) = handle {
-            let _ = tokio::time::timeout(within, h).await;
-        }
+impl LogPumps {
+    /// Appends `data` to `log` within the limits (a failed start's complaint, which
+    /// no copy carried there).
+    pub fn append(&self, log: &Path, data: &[u8]) -> std::io::Result<()> {
+        LogFile::open(log.to_path_buf(), self.limits)?.append(data)
     }
+}
+
+/// The agent's end of a sandbox's FIFO (read-only: it sees the end of the output when
+/// the sandbox's last process is gone).
+pub fn reader(fifo: &Path) -> std::io::Result<tokio::net::unix::pipe::Receiver> {
+    tokio::net::unix::pipe::OpenOptions::new().open_receiver(fifo)
+}
+
+/// What a FIFO holds until its writers are gone, at most `max` bytes, waiting at most
+/// `within` (a failed start's complaint).
+pub async fn read_to_end(mut rx: tokio::net::unix::pipe::Receiver, max: usize, within: Duration) -> String {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 8192];
+    let _ = tokio::time::timeout(within, async {
+        while let Ok(n) = rx.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n.min(max.saturating_sub(out.len()))]);
+        }
+    })
+    .await;
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 async fn pump(mut rx: tokio::net::unix::pipe::Receiver, file: LogFile, id: &SandboxId) {

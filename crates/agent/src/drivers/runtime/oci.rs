@@ -142,7 +142,7 @@ impl OciRuntime {
         let log_err = |e: std::io::Error| RuntimeError::Bundle { id: spec.id.to_string(), detail: format!("log {}: {e}", spec.log_path.display()) };
         let fifo = bundle.join(logs::LOG_FIFO);
         let log = logs::workload_stdio(&fifo).map_err(log_err)?;
-        self.pumps.attach(&spec.id, &fifo, &spec.log_path).map_err(log_err)?;
+        let rx = logs::reader(&fifo).map_err(log_err)?;
         let log2 = log.try_clone().map_err(log_err)?;
         // Detached, with the workload's stdio on the log FIFO, which the sandbox holds
         // read-write: it does not depend on the agent staying alive (see `logs`).
@@ -161,11 +161,18 @@ impl OciRuntime {
             .map_err(|source| RuntimeError::Spawn { program: self.program().into(), source })?;
         if !out.success() {
             let _ = self.run("delete", spec.id.as_str(), &["delete", "--force", spec.id.as_str()]).await;
-            // runc's own complaint went through the FIFO: wait for it to reach the log.
-            self.pumps.drained(&spec.id, Duration::from_secs(1)).await;
-            let last = logs::tail(&spec.log_path, 3, 1, 64 << 10).map(|t| t.lines).unwrap_or_default();
-            return Err(RuntimeError::Command { runtime: self.program(), action: "run", id: spec.id.to_string(), stderr: last.join(" | ") });
+            // runc's own complaint went to the FIFO, which nobody writes to any more.
+            let said = logs::read_to_end(rx, 64 << 10, Duration::from_secs(1)).await;
+            let _ = self.pumps.append(&spec.log_path, said.as_bytes());
+            let last: Vec<&str> = said.lines().rev().take(3).collect();
+            return Err(RuntimeError::Command {
+                runtime: self.program(),
+                action: "run",
+                id: spec.id.to_string(),
+                stderr: last.into_iter().rev().collect::<Vec<_>>().join(" | "),
+            });
         }
+        self.pumps.start(&spec.id, rx, &spec.log_path).map_err(log_err)?;
         Ok(())
     }
 
