@@ -242,3 +242,19 @@ fn fork_bomb_in_an_exec_is_stopped_by_the_sandbox_pids_limit() {
     assert!(sleeping <= limit, "{sleeping} forked processes on the host, past the limit {limit}");
     f.run(&["instance", "stop", "acme/box"]);
 }
+
+#[test]
+fn a_workload_keeps_its_log_across_an_agent_kill9() {
+    // The workload holds its FIFO read-write: no SIGPIPE while no agent reads, and the
+    // next agent copies what it wrote meanwhile.
+    let mut f = fleet_with(&[], "ticker", &["sh", "-c", "i=0; while true; do echo tick-$i; i=$((i+1)); sleep 0.2; done"]);
+    let last = |f: &common::Fleet| -> u64 {
+        f.run(&["instance", "logs", "acme/ticker", "--tail", "1"]).trim().strip_prefix("tick-").and_then(|n| n.parse().ok()).unwrap_or(0)
+    };
+    common::wait_until("the workload's first lines", || last(&f) > 2);
+    common::crash_and_restart(&mut f);
+    let after_restart = last(&f);
+    common::wait_until("lines written after the restart", || last(&f) > after_restart + 5);
+    let i = f.json(&["instance", "info", "acme/ticker"]);
+    assert_eq!(i["observed"], "running", "{i}");
+}

@@ -45,7 +45,7 @@ const SCENARIOS: [(&str, &[&str]); 7] = [
     ("fleet", &["host ready", "hosts join", "tenant create"]),
     ("lifecycle", &["instance create", "instance start", "sentinel write", "exec", "warm", "resume", "stop", "start again", "sentinel survives", "logs", "stats"]),
     ("network", &["instances on two tenants", "same-tenant reach", "cross-tenant isolation", "wide subnet wired", "cross-host reach", "net verify"]),
-    ("security", &["tenant token scoped", "bad input refused"]),
+    ("security", &["tenant token scoped", "bad input refused", "log capped", "exec timeout capped"]),
     ("pools", &["pool create", "scale up across hosts", "scale down newest first", "pool delete"]),
     ("hosts", &["members spread over hosts", "host stop keeps state", "host start persistence", "killed agent goes stale", "restarted agent adopts"]),
     ("cleanup", &["delete instances", "remove hosts", "destroy tenants"]),
@@ -425,6 +425,43 @@ async fn scenario(r: &mut Run, name: &str) {
                     bail!("zero vCPUs got {st} {v}");
                 }
                 Ok(())
+            })
+            .await;
+            // Logs and exec against a hostile workload (issue 12).
+            let own_fleet = r.own_fleet.clone();
+            r.step("log capped", async {
+                let flood = "yes | head -c 40000000; echo flood-done; exec sleep infinity";
+                let spec = InstanceSpec { image: ImageRef::Host, vcpus: 1, mem_mib: 64, disk_mib: 64, command: vec!["sh".into(), "-c".into(), flood.into()], env: Default::default() };
+                wait_op(&c, c.instance_create(&a, &InstanceCreate::new("sec-logs".parse()?, spec, true)).await?).await?;
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while c.instance_logs(&a, "sec-logs", 1).await?.lines != ["flood-done"] {
+                    if Instant::now() > deadline {
+                        bail!("40 MB of output did not reach the log within 30 s");
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                // On our own fleet the files can be seen: at most 3 x 8 MiB (the defaults).
+                if let Some(data) = &own_fleet {
+                    let sandbox = c.instance_get(&a, "sec-logs").await?.id.sandbox_id().to_string();
+                    let total: u64 = std::fs::read_dir(data.join("agent/logs"))?
+                        .flatten()
+                        .filter(|e| e.file_name().to_string_lossy().starts_with(&format!("{sandbox}.log")))
+                        .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+                        .sum();
+                    if total > 3 * (8 << 20) {
+                        bail!("40 MB of output left {total} bytes of log on the host");
+                    }
+                }
+                Ok(())
+            })
+            .await;
+            r.step("exec timeout capped", async {
+                let req = ExecRequest { command: vec!["true".into()], env: Default::default(), timeout_secs: Some(1_000_000_000_000) };
+                match c.instance_exec(&a, "sec-logs", &req).await {
+                    Err(e) if e.code() == Some(hangar_types::ErrorCode::InvalidArgument) && e.to_string().contains("timeout_secs") => {}
+                    other => bail!("an exec with timeout_secs 10^12 got {other:?}, expected invalid_argument naming timeout_secs"),
+                }
+                wait_op(&c, c.instance_delete(&a, "sec-logs").await?).await
             })
             .await;
         }
