@@ -698,6 +698,7 @@ impl ExecRequest {
 
 /// The query of a logs call (hub and agent alike).
 #[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LogsQuery {
     /// How many of the last lines (default 100, at most 10000).
