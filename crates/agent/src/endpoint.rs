@@ -33,6 +33,9 @@ pub struct EndpointState {
     pub execs_running: Arc<std::sync::Mutex<std::collections::HashMap<SandboxId, usize>>>,
 }
 
+/// An exec's timeout when it names none.
+const DEFAULT_EXEC_TIMEOUT_SECS: u64 = 60;
+
 /// What one exec may ask of this host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExecLimits {
@@ -131,11 +134,12 @@ pub fn router(st: EndpointState) -> Router {
         .with_state(st)
 }
 
-async fn exec(State(st): State<EndpointState>, Extension(peer): Extension<PeerInfo>, Path(id): Path<String>, Json(req): Json<ExecRequest>) -> Result<Json<ExecResult>, EpError> {
+async fn exec(State(st): State<EndpointState>, Extension(peer): Extension<PeerInfo>, Path(id): Path<String>, Json(mut req): Json<ExecRequest>) -> Result<Json<ExecResult>, EpError> {
     check_peer(&st, &peer)?;
     let id = sandbox_id(id)?;
     // Checked here too: this host's limits are its own, whatever the caller checked.
     req.validate(st.exec.timeout_max_secs).map_err(|m| EpError(ApiError::invalid(m)))?;
+    req.timeout_secs = Some(req.timeout_secs.unwrap_or(DEFAULT_EXEC_TIMEOUT_SECS).min(st.exec.timeout_max_secs));
     let _slot = ExecSlot::take(&st, &id)?;
     Ok(Json(st.runtime.exec(&id, &req).await?))
 }
