@@ -262,7 +262,7 @@ impl Hub {
             // UDP has no answer to wait for: the host's drop counter for sandboxes'
             // overlay traffic must move while the sandbox sends to a peer (or, alone, to
             // a documentation address).
-            let target = other.map(|(_, a)| *a.ip()).unwrap_or(std::net::Ipv4Addr::new(192, 0, 2, 1));
+            let target = other.map(|(_, a)| *a.ip()).unwrap_or(std::net::Ipv4Addr::new(198, 51, 100, 1));
             let name = format!("{who} -> udp {target}:{}", hangar_types::net::VXLAN_PORT);
             let before = found.sandbox_vxlan_dropped;
             let sent = run_in(from, vec!["bash".into(), "-c".into(), format!("echo hangar-net-verify > /dev/udp/{target}/{}", hangar_types::net::VXLAN_PORT)]).await;
