@@ -5,8 +5,9 @@
 //!   with a VNI of this cluster range are accepted only from the peer hosts the hub
 //!   listed for that VNI (a set `vxlan_peers_<vni>` each), the rest are dropped, so no
 //!   unknown source ever reaches a VXLAN device (and none is learned);
-//! - forward: from tenant bridges, UDP 4789 is dropped wherever it goes (a sandbox never
-//!   sends overlay traffic, and masqueraded it would come from a peer's address);
+//! - forward: from this agent's tenant bridges, UDP 4789 is dropped wherever it goes (a
+//!   sandbox never sends overlay traffic, and masqueraded it would come from a peer's
+//!   address);
 //!   traffic from one tenant bridge to another is dropped; traffic to the cluster range
 //!   that leaves through anything but a tenant bridge is dropped: the range's first /24
 //!   is the fleet's host network (the hosts' underlay addresses and agent endpoints, the
@@ -113,7 +114,10 @@ pub fn ruleset(table: &str, range: &ClusterRange, rules: &Rules) -> Value {
     }
     let (lo, hi) = vni_span(range);
     cmds.push(commented("input", "overlay from unknown peers", vec![udp_dport(VXLAN_PORT), vni_is(json!({"range": [lo, hi]})), json!({"counter": null}), json!({"drop": null})]));
-    cmds.push(commented("forward", SANDBOX_VXLAN_RULE, vec![from_tenant(), udp_dport(VXLAN_PORT), json!({"counter": null}), json!({"drop": null})]));
+    // This agent's own bridges, not `hgb*`: agents sharing a namespace each count (and
+    // drop) their own sandboxes' packets, whichever table's chain runs first.
+    let own = json!({"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": {"set": rules.bridges}}});
+    cmds.push(commented("forward", SANDBOX_VXLAN_RULE, vec![own, udp_dport(VXLAN_PORT), json!({"counter": null}), json!({"drop": null})]));
     for b in &rules.bridges {
         cmds.push(rule("forward", vec![meta("iifname", "==", b), meta("oifname", "==", "hgb*"), meta("oifname", "!=", b), json!({"drop": null})]));
     }
