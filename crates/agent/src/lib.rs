@@ -10,6 +10,7 @@
 pub mod daemon;
 pub mod drivers;
 pub mod endpoint;
+pub mod files;
 mod host;
 pub mod identity;
 mod inventory;

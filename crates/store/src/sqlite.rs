@@ -69,6 +69,7 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if missing) the database file at `path` and migrates it.
     pub async fn open(path: &Path) -> Result<SqliteStore> {
+        private_files(path).map_err(|e| StoreError::Backend { context: "make the database file private (0600)", source: Box::new(e) })?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -929,4 +930,23 @@ impl<'r> Decode<'r, Sqlite> for Nanos {
         let nanos = <i64 as Decode<Sqlite>>::decode(value)?;
         Ok(Nanos(OffsetDateTime::from_unix_timestamp_nanos(nanos.into())?))
     }
+}
+
+/// The database holds every tenant's commands and environment: its file is 0600 (made
+/// so before SQLite opens it, which gives its -wal and -shm files the same mode), and a
+/// database an older hub made 0644 is fixed along with its -wal and -shm.
+fn private_files(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if !path.exists() {
+        std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(path)?;
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        match std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            r => r?,
+        }
+    }
+    Ok(())
 }

@@ -192,5 +192,7 @@ pub fn write(bundle: &Path, spec: &SandboxSpec) -> Result<(), RuntimeError> {
     s.set_process(Some(process));
     s.set_linux(Some(linux));
     s.save(bundle.join("config.json")).map_err(|e| err(id, e))?;
+    // It holds the tenant's env and command: 0600 (see `crate::files`).
+    crate::files::make_private(&bundle.join("config.json")).map_err(|e| err(id, e))?;
     Ok(())
 }

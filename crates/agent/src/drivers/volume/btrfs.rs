@@ -85,7 +85,12 @@ impl BtrfsPool {
                 None => {
                     let img = image(&cfg.root);
                     if !img.exists() {
-                        let f = std::fs::File::create(&img).map_err(io(format!("cannot create {}", img.display())))?;
+                        // 0600: the image holds every volume's data.
+                        let f = {
+                            use std::os::unix::fs::OpenOptionsExt;
+                            std::fs::OpenOptions::new().write(true).create_new(true).mode(crate::files::PRIVATE_FILE).open(&img)
+                        }
+                        .map_err(io(format!("cannot create {}", img.display())))?;
                         f.set_len(cfg.loop_size_mib * 1024 * 1024).map_err(io(format!("cannot size {}", img.display())))?;
                     }
                     img
@@ -107,6 +112,11 @@ impl BtrfsPool {
                 }
             };
             run("mount", &[a("-t"), a("btrfs"), a(&dev), mount.as_os_str()]).await?;
+        }
+        if cfg.device.is_none() {
+            // Also an image an older agent made 0644.
+            let img = image(&cfg.root);
+            crate::files::make_private(&img).map_err(io(format!("cannot chmod {}", img.display())))?;
         }
         run("btrfs", &[a("quota"), a("enable"), mount.as_os_str()]).await?;
         for d in ["volumes", "snapshots"] {
