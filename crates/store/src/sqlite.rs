@@ -27,7 +27,7 @@
 
 use crate::{HostRecord, HostReport, HostStateChange, InstanceFilter, InstanceVersion, NewEvent, Result, Store, StoreError, TokenRecord};
 use async_trait::async_trait;
-use hangar_types::api::{Event, HostState, Instance, Operation, OperationStatus, Pool, PoolCounts, Tenant};
+use hangar_types::api::{Event, HostState, Image, Instance, Operation, OperationStatus, Pool, PoolCounts, Tenant};
 use hangar_types::{DesiredState, Generation, HostId, InstanceId, Name, ObservedState, OperationId, TokenId};
 use serde::de::DeserializeOwned;
 use sqlx::encode::IsNull;
@@ -58,6 +58,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "tenant isolated", include_str!("../migrations/0003_tenant_isolated.sql")),
     (4, "pools", include_str!("../migrations/0004_pools.sql")),
     (5, "tenant net prefix", include_str!("../migrations/0005_tenant_net_prefix.sql")),
+    (7, "images", include_str!("../migrations/0007_images.sql")),
 ];
 
 /// The store on one SQLite database; cheap to clone (it is a connection pool).
@@ -615,6 +616,32 @@ impl Store for SqliteStore {
     async fn delete_token(&self, id: &TokenId) -> Result<bool> {
         self.delete(sqlx::query("DELETE FROM tokens WHERE id = ?1").bind(id.as_str()), "delete token").await
     }
+
+    async fn insert_image(&self, image: &Image) -> Result<()> {
+        sqlx::query("INSERT INTO images (name, kind, path, sha256, size_bytes, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+            .bind(image.name.as_str())
+            .bind(image.kind.as_str())
+            .bind(&image.path)
+            .bind(image.sha256.as_deref())
+            .bind(i64::try_from(image.size_bytes).unwrap_or(i64::MAX))
+            .bind(Nanos(image.created_at))
+            .execute(&self.pool)
+            .await
+            .map_err(unique("insert image", format!("image '{}'", image.name)))?;
+        Ok(())
+    }
+
+    async fn get_image(&self, name: &Name) -> Result<Option<Image>> {
+        self.one(sqlx::query("SELECT * FROM images WHERE name = ?1").bind(name.as_str()), "get image", image_row).await
+    }
+
+    async fn list_images(&self) -> Result<Vec<Image>> {
+        self.all(sqlx::query("SELECT * FROM images ORDER BY name"), "list images", image_row).await
+    }
+
+    async fn delete_image(&self, name: &Name) -> Result<bool> {
+        self.delete(sqlx::query("DELETE FROM images WHERE name = ?1").bind(name.as_str()), "delete image").await
+    }
 }
 
 /// Gives host `name` a fresh value of the generation counter as its desired generation,
@@ -774,6 +801,19 @@ fn pool_row(row: &SqliteRow) -> Result<Pool> {
         last_error: c.get("last_error")?,
         created_at: c.time("created_at")?,
         updated_at: c.time("updated_at")?,
+    })
+}
+
+fn image_row(row: &SqliteRow) -> Result<Image> {
+    let c = Cols::new(row, "images");
+    let size: i64 = c.get("size_bytes")?;
+    Ok(Image {
+        name: c.parse("name")?,
+        kind: c.parse("kind")?,
+        path: c.get("path")?,
+        sha256: c.get("sha256")?,
+        size_bytes: u64::try_from(size).map_err(|e| c.corrupt("size_bytes", e))?,
+        created_at: c.time("created_at")?,
     })
 }
 
