@@ -13,6 +13,7 @@ pub mod endpoint;
 pub mod files;
 mod host;
 pub mod identity;
+pub mod images;
 mod inventory;
 pub mod join;
 pub mod reconcile;

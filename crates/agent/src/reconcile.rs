@@ -248,7 +248,7 @@ impl Reconciler {
                 let netns_path = netns_path?;
                 let spec = SandboxSpec {
                     id: sid.clone(),
-                    image: d.spec.image.clone(),
+                    image: crate::images::resolve(&self.paths, d).await?,
                     home_dir: home,
                     vcpus: d.spec.vcpus,
                     mem_mib: d.spec.mem_mib,
