@@ -45,7 +45,7 @@ const SCENARIOS: [(&str, &[&str]); 7] = [
     ("fleet", &["host ready", "hosts join", "tenant create"]),
     ("lifecycle", &["instance create", "instance start", "sentinel write", "exec", "warm", "resume", "stop", "start again", "sentinel survives", "logs", "stats"]),
     ("network", &["instances on two tenants", "same-tenant reach", "cross-tenant isolation", "wide subnet wired", "cross-host reach", "net verify"]),
-    ("security", &["tenant token scoped", "bad input refused", "sandbox for the network probes", "sandbox cannot reach the hub API", "sandbox cannot reach a host underlay address"]),
+    ("security", &["tenant token scoped", "bad input refused", "sandbox for the network probes", "sandbox cannot reach the hub API", "sandbox cannot reach a host underlay address", "dir image refused for a tenant", "data files are private"]),
     ("pools", &["pool create", "scale up across hosts", "scale down newest first", "pool delete"]),
     ("hosts", &["members spread over hosts", "host stop keeps state", "host start persistence", "killed agent goes stale", "restarted agent adopts"]),
     ("cleanup", &["delete instances", "remove hosts", "destroy tenants"]),
@@ -469,6 +469,36 @@ async fn scenario(r: &mut Run, name: &str) {
                 wait_op(&c, c.instance_delete(&a, "sec1").await?).await
             })
             .await;
+            // Volumes, files and images (issue 12).
+            r.step("dir image refused for a tenant", async {
+                let tok = c.token_create(&TokenCreate { tenant: Some(a.parse()?), description: Some("smoke images".into()) }).await?;
+                let body = serde_json::json!({"name": "evil", "image": "dir:/etc", "vcpus": 1, "mem_mib": 64, "disk_mib": 64});
+                let (st, v) = c.with_token(&tok.token).raw("POST", &format!("/v1/tenants/{a}/instances"), Some(&body)).await?;
+                if st != 400 || !v["message"].as_str().is_some_and(|m| m.starts_with("image:")) {
+                    bail!("a tenant's dir:/etc image got {st} {v}, expected 400 naming `image`");
+                }
+                Ok(())
+            })
+            .await;
+            match r.own_fleet.clone() {
+                Some(dir) => {
+                    r.step("data files are private", async move {
+                        use std::os::unix::fs::PermissionsExt;
+                        let mode = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.permissions().mode() & 0o777);
+                        if mode(&dir)? & 0o066 != 0 {
+                            bail!("{} is {:o}: others may list it", dir.display(), mode(&dir)?);
+                        }
+                        for f in [dir.join("hub/hangar.db"), dir.join("hub/ca.key"), dir.join("agent/desired.json"), dir.join("agent/host.key")] {
+                            if f.exists() && mode(&f)? != 0o600 {
+                                bail!("{} is {:o}, not 0600", f.display(), mode(&f)?);
+                            }
+                        }
+                        Ok(())
+                    })
+                    .await
+                }
+                None => r.skip("data files are private", "needs the harness's own fleet (run without --hub)"),
+            }
         }
         "pools" => {
             r.step("pool create", async {

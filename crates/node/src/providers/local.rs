@@ -292,7 +292,7 @@ impl LocalProvider {
         let mut args: Vec<String> =
             vec!["agent".into(), "run".into(), "--hub".into(), self.hub_url(), "--agent-dir".into(), self.agent_dir(host).display().to_string(), "--listen".into(), format!("{addr}:0")];
         args.extend(self.agent_args.iter().cloned());
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.host_dir(host).join("agent.log"))?;
+        let log = crate::daemon::private_log(&self.host_dir(host).join("agent.log"))?;
         let mut c = self.command_in(host, &args)?;
         c.stdout(log.try_clone()?).stderr(log);
         let child = c.spawn().context("cannot start the host's agent")?;

@@ -124,9 +124,11 @@ impl OciRuntime {
         if let Some(dir) = spec.log_path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
+        use std::os::unix::fs::OpenOptionsExt as _;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(crate::files::PRIVATE_FILE)
             .open(&spec.log_path)
             .map_err(|e| RuntimeError::Bundle { id: spec.id.to_string(), detail: format!("log {}: {e}", spec.log_path.display()) })?;
         let log2 = log.try_clone().map_err(|e| RuntimeError::Bundle { id: spec.id.to_string(), detail: e.to_string() })?;
