@@ -110,10 +110,10 @@ pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output =
                         backoff = Duration::from_millis(200);
                         if after.is_none_or(|after| doc.generation > after) {
                             if let Ok(s) = serde_json::to_string(&doc) {
-                                // Atomically: a kill mid-write must not leave a torn document.
-                                let tmp = paths.desired().with_extension("json.tmp");
-                                if std::fs::write(&tmp, s).is_ok() {
-                                    let _ = std::fs::rename(&tmp, paths.desired());
+                                // Atomically (a kill mid-write must not leave a torn
+                                // document) and 0600: it holds tenants' env and commands.
+                                if let Err(e) = crate::files::write_private(&paths.desired(), s.as_bytes()) {
+                                    tracing::warn!(error = %e, "cannot keep the desired document on disk");
                                 }
                             }
                             doc_tx.send_replace(Some(doc));
@@ -196,9 +196,7 @@ pub async fn reconcile_once(paths: &AgentPaths, drivers: &DriverConfig, doc: &De
     let drivers::Drivers { runtime, volumes, network } = drivers::open(paths, &owner, drivers).await?;
     let reconciler = Reconciler::new(paths.clone(), runtime, volumes, network);
     // What `hangar down` reads to find this host's networks.
-    let tmp = paths.desired().with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_string(doc)?)?;
-    std::fs::rename(&tmp, paths.desired())?;
+    crate::files::write_private(&paths.desired(), serde_json::to_string(doc)?.as_bytes())?;
     let mut observed = vec![];
     for _ in 0..passes.max(1) {
         observed = reconciler.converge(doc).await;

@@ -61,6 +61,10 @@ impl AgentPaths {
     pub fn storage(&self) -> PathBuf {
         self.root.join("storage")
     }
+    /// Registered tar images, extracted once each (`crate::images`).
+    pub fn images(&self) -> PathBuf {
+        self.root.join("images")
+    }
 
     /// Takes the dir's exclusive lock, held for as long as the returned guard lives:
     /// one agent (daemon or one-shot reconcile) per dir at a time.
@@ -68,9 +72,34 @@ impl AgentPaths {
         std::fs::create_dir_all(&self.root).with_context(|| format!("cannot create {}", self.root.display()))?;
         let p = self.root.join("agent.lock");
         let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&p).with_context(|| format!("cannot open {}", p.display()))?;
-        nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        let lock = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
             anyhow::anyhow!("another hangar agent works on {} ({e}): stop it first, or give it the document through its hub", self.root.display())
-        })
+        })?;
+        self.secure().with_context(|| format!("cannot set the file modes in {}", self.root.display()))?;
+        Ok(lock)
+    }
+
+    /// Sets the modes of the dir's layout (see [`crate::files`]), also on files an
+    /// older agent made: keys, identity, desired documents, bundles' `config.json` and
+    /// workload logs 0600; the logs dir 0700; the dirs sandboxes' roots and volumes lie
+    /// below 0711. Runs once per agent start, never on the start path.
+    pub fn secure(&self) -> std::io::Result<()> {
+        use crate::files::{ensure_dir, make_private, PRIVATE_DIR, TRAVERSE_DIR};
+        ensure_dir(&self.root, TRAVERSE_DIR)?;
+        ensure_dir(&self.bundles(), TRAVERSE_DIR)?;
+        ensure_dir(&self.logs(), PRIVATE_DIR)?;
+        ensure_dir(&self.images(), TRAVERSE_DIR)?;
+        let desired_tmp = self.desired().with_extension("json.tmp");
+        for f in [self.identity(), self.key(), self.desired(), desired_tmp] {
+            make_private(&f)?;
+        }
+        for e in std::fs::read_dir(self.logs())?.flatten() {
+            make_private(&e.path())?;
+        }
+        for e in std::fs::read_dir(self.bundles())?.flatten() {
+            make_private(&e.path().join("config.json"))?;
+        }
+        Ok(())
     }
 
     pub fn is_joined(&self) -> bool {

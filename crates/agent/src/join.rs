@@ -15,7 +15,7 @@ pub async fn join(paths: &AgentPaths, hub_url: &str, token: &str, names: Vec<Str
     let Some(pin) = pin else {
         bail!("the join token is malformed: use the token printed by `hangar host add NAME` (it starts with hjt1.)");
     };
-    std::fs::create_dir_all(&paths.root).with_context(|| format!("cannot create {}", paths.root.display()))?;
+    crate::files::ensure_dir(&paths.root, crate::files::TRAVERSE_DIR).with_context(|| format!("cannot create {}", paths.root.display()))?;
     let (csr_pem, key_pem) = hangar_tls::generate_csr("hangar-agent")?;
     let resp = HostClient::join(hub_url, &JoinRequest { join_token: token.to_string(), csr_pem, names }, pin)
         .await

@@ -10,8 +10,10 @@
 pub mod daemon;
 pub mod drivers;
 pub mod endpoint;
+pub mod files;
 mod host;
 pub mod identity;
+pub mod images;
 mod inventory;
 pub mod join;
 pub mod reconcile;

@@ -20,11 +20,28 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 /// Upper bound on tasks forked by one sandbox (its pids cgroup).
 const PIDS_LIMIT: u64 = 1024;
 
+/// The longest wait between two attempts at a delete that keeps failing.
+const DELETE_RETRY_MAX: Duration = Duration::from_secs(30);
+
 #[derive(Clone, Debug, PartialEq)]
 struct Acted {
     generation: Generation,
     observed: ObservedState,
     error: Option<String>,
+    /// Failed deletes: how many in a row, and when the last one ended. A delete is
+    /// retried (unlike a failed start) with a growing pause, so a cause removed later
+    /// (a mount held inside the volume, an immutable flag) lets it finish by itself.
+    delete_failures: u32,
+    at: std::time::Instant,
+}
+
+impl Acted {
+    /// Whether a failed delete should be tried again now: after 1 s, 2 s, 4 s, ... up
+    /// to [`DELETE_RETRY_MAX`].
+    fn delete_due(&self) -> bool {
+        let wait = Duration::from_secs(1u64 << self.delete_failures.saturating_sub(1).min(5)).min(DELETE_RETRY_MAX);
+        self.at.elapsed() >= wait
+    }
 }
 
 pub struct Reconciler {
@@ -135,14 +152,25 @@ impl Reconciler {
                 tracing::error!(instance = %d.id, error = %e, "cannot re-wire the instance");
             }
         }
+        let deleting = d.desired == DesiredState::Deleted;
+        if let Some(p) = prev.as_ref().filter(|p| deleting && p.observed == ObservedState::Failed && !p.delete_due()) {
+            return ObservedInstance { id: d.id, state: p.observed, generation: d.generation, error: p.error.clone() };
+        }
         let (observed, error) = match self.act(d, status, prev.as_ref()).await {
             Ok(o) => (o, None),
+            Err(e) if deleting => {
+                let e = format!("delete failed, retrying: {e}");
+                tracing::error!(instance = %d.id, error = %e, "cannot delete the instance yet");
+                (ObservedState::Failed, Some(e))
+            }
             Err(e) => {
                 tracing::error!(instance = %d.id, error = %e, "convergence failed");
                 (ObservedState::Failed, Some(e))
             }
         };
-        let a = Acted { generation: d.generation, observed, error: error.clone() };
+        let failed_deletes = prev.as_ref().filter(|p| p.observed == ObservedState::Failed).map_or(0, |p| p.delete_failures);
+        let delete_failures = if deleting && observed == ObservedState::Failed { failed_deletes + 1 } else { 0 };
+        let a = Acted { generation: d.generation, observed, error: error.clone(), delete_failures, at: std::time::Instant::now() };
         if d.desired == DesiredState::Deleted && observed == ObservedState::Gone {
             self.acted.lock().unwrap_or_else(|p| p.into_inner()).remove(&d.id);
         } else {
@@ -158,8 +186,9 @@ impl Reconciler {
         let sid = d.id.sandbox_id();
         // The instance's volume is named by its sandbox.
         let volume = VolumeId::from(&sid);
-        // Already failed at this generation: do not retry until the hub asks again.
-        if let Some(p) = prev.filter(|p| p.observed == O::Failed) {
+        // Already failed at this generation: do not retry until the hub asks again
+        // (deletes excepted: they are retried, see `Acted::delete_due`).
+        if let Some(p) = prev.filter(|p| p.observed == O::Failed && d.desired != DesiredState::Deleted) {
             return Err(p.error.clone().unwrap_or_else(|| "failed".into()));
         }
         let running = matches!(status, Some(S::Running));
@@ -219,7 +248,7 @@ impl Reconciler {
                 let netns_path = netns_path?;
                 let spec = SandboxSpec {
                     id: sid.clone(),
-                    image: d.spec.image.clone(),
+                    image: crate::images::resolve(&self.paths, d).await?,
                     home_dir: home,
                     vcpus: d.spec.vcpus,
                     mem_mib: d.spec.mem_mib,

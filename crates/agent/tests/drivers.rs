@@ -167,6 +167,52 @@ async fn volume_quota_stops_writes_at_the_limit() {
     assert!(used <= 21 << 20, "usage {used} beyond the limit");
 }
 
+fn btrfs(args: &[&str], path: &Path) {
+    let out = std::process::Command::new("btrfs").args(args).arg(path).output().unwrap();
+    assert!(out.status.success(), "btrfs {args:?} {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+}
+
+fn subvolumes_listed(mount: &Path) -> String {
+    String::from_utf8(std::process::Command::new("btrfs").args(["subvolume", "list"]).arg(mount).output().unwrap().stdout).unwrap()
+}
+
+/// Attack: subvolumes made inside a volume (nested, in a plain dir, a snapshot of the
+/// volume inside itself) made its deletion fail with "Directory not empty" forever.
+#[tokio::test]
+async fn deleting_a_volume_removes_the_subvolumes_nested_in_it() {
+    let env = Env::new();
+    let pool = env.pool().await;
+    let v = pool.ensure(&vol("nest"), 64).await.unwrap();
+    btrfs(&["subvolume", "create"], &v.join("n1"));
+    btrfs(&["subvolume", "create"], &v.join("n1/n2"));
+    std::fs::create_dir_all(v.join("a/b")).unwrap();
+    btrfs(&["subvolume", "create"], &v.join("a/b/n3"));
+    let out = std::process::Command::new("btrfs").args(["subvolume", "snapshot", "-r"]).arg(&v).arg(v.join("selfsnap")).output().unwrap();
+    assert!(out.status.success());
+    pool.snapshot(&vol("nest"), &snap("s1")).await.unwrap();
+    assert!(subvolumes_listed(pool.mount_path()).contains("volumes/nest/n1/n2"));
+    pool.delete(&vol("nest")).await.unwrap();
+    assert!(!v.exists());
+    let left = subvolumes_listed(pool.mount_path());
+    assert!(!left.contains("nest"), "subvolumes left behind: {left}");
+}
+
+/// A delete that fails (the volume made immutable) says why, and works once the cause
+/// is gone.
+#[tokio::test]
+async fn a_failed_volume_delete_names_the_cause_and_works_later() {
+    let env = Env::new();
+    let pool = env.pool().await;
+    let v = pool.ensure(&vol("stuck"), 64).await.unwrap();
+    assert!(std::process::Command::new("chattr").arg("+i").arg(&v).status().unwrap().success());
+    let err = pool.delete(&vol("stuck")).await.expect_err("an immutable subvolume cannot be deleted");
+    assert!(err.to_string().contains("Operation not permitted"), "{err}");
+    assert!(v.exists());
+    assert!(std::process::Command::new("chattr").arg("-i").arg(&v).status().unwrap().success());
+    pool.delete(&vol("stuck")).await.unwrap();
+    assert!(!v.exists());
+}
+
 async fn lifecycle(runtime: &str) {
     let mut env = Env::new();
     let pool = env.pool().await;

@@ -85,6 +85,22 @@ pub async fn api(c: &HubClient, cmd: &Cmd, out: &Out) -> Result<i32> {
             let t = c.token_create(&TokenCreate { tenant, description: description.clone() }).await?;
             out.item(&t, &t.token);
         }
+        Cmd::Image(ImageCmd::Add { name, dir, tar }) => {
+            let (kind, path) = match (dir, tar) {
+                (Some(d), _) => (ImageKind::Dir, d),
+                (None, Some(t)) => (ImageKind::Tar, t),
+                (None, None) => bail!("give --dir PATH or --tar FILE"),
+            };
+            // The path as the hub and hosts will see it.
+            let path = std::path::absolute(path)?.display().to_string();
+            let i = c.image_add(&ImageCreate { name: parse_name("image", name)?, kind, path }).await?;
+            out.item(&i, &format!("image '{}' registered ({} {}): instances use it with --image {}", i.name, i.kind.as_str(), i.path, i.name));
+        }
+        Cmd::Image(ImageCmd::List) => out.images(&c.image_list().await?),
+        Cmd::Image(ImageCmd::Remove { name }) => {
+            let i = c.image_remove(name).await?;
+            out.item(&i, &format!("image '{}' removed", i.name));
+        }
         Cmd::Events { tenant, last } => out.events(&c.events(tenant.as_deref(), *last).await?),
         Cmd::Net(NetCmd::Verify) => {
             let r = c.net_verify().await?;

@@ -72,6 +72,9 @@ pub enum Cmd {
     Token(TokenCmd),
     #[command(subcommand)]
     Net(NetCmd),
+    /// Images instances may use (admins register them; tenants name them with --image).
+    #[command(subcommand)]
+    Image(ImageCmd),
     /// The audit log: who did what, when, and how it ended.
     Events {
         /// Only this tenant's events.
@@ -376,7 +379,7 @@ pub enum InstanceCmd {
     Create {
         /// TENANT/NAME
         instance: String,
-        /// `host` or `dir:/absolute/path`.
+        /// `host` or the name of a registered image (`hangar image list`).
         #[arg(long, default_value = "host")]
         image: String,
         #[arg(long, default_value_t = 1)]
@@ -563,7 +566,24 @@ pub enum TokenCmd {
     },
 }
 
-/// `--image`: `host` or `dir:/absolute/path`.
+#[derive(Subcommand)]
+pub enum ImageCmd {
+    /// Register a root filesystem: a directory (used read-only) or a tarball (extracted
+    /// once per host, checked by its sha256). The path must be the same on every host.
+    #[command(group(clap::ArgGroup::new("source").required(true).args(["dir", "tar"])))]
+    Add {
+        name: String,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long)]
+        tar: Option<PathBuf>,
+    },
+    List,
+    /// Unregister an image no instance or pool uses.
+    Remove { name: String },
+}
+
+/// `--image`: `host` or the name of a registered image.
 pub fn parse_image(s: &str) -> Result<hangar_types::api::ImageRef> {
     s.parse().map_err(|e: String| anyhow::anyhow!("--image: {e}"))
 }

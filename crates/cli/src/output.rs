@@ -192,6 +192,27 @@ impl Out {
         );
     }
 
+    pub fn images(&self, list: &[Image]) {
+        if self.json {
+            return self.print_json(list);
+        }
+        self.table(
+            &["IMAGE", "KIND", "PATH", "SIZE MIB", "SHA256", "CREATED"],
+            list.iter()
+                .map(|i| {
+                    vec![
+                        i.name.to_string(),
+                        i.kind.as_str().into(),
+                        i.path.clone(),
+                        format!("{:.1}", i.size_bytes as f64 / 1048576.0),
+                        i.sha256.as_deref().map(|h| h[..12.min(h.len())].to_string()).unwrap_or_else(|| "-".into()),
+                        ts(i.created_at),
+                    ]
+                })
+                .collect(),
+        );
+    }
+
     pub fn host(&self, h: &Host) {
         if self.json {
             return self.print_json(h);

@@ -353,6 +353,17 @@ impl HubClient {
     pub async fn token_create(&self, req: &TokenCreate) -> Result<TokenCreated> {
         self.t.post("/v1/tokens", req).await
     }
+
+    // ---- images (admins) ----
+    pub async fn image_add(&self, req: &hangar_types::api::ImageCreate) -> Result<hangar_types::api::Image> {
+        self.t.post("/v1/images", req).await
+    }
+    pub async fn image_list(&self) -> Result<Vec<hangar_types::api::Image>> {
+        self.t.get("/v1/images").await
+    }
+    pub async fn image_remove(&self, name: &str) -> Result<hangar_types::api::Image> {
+        self.t.delete(&format!("/v1/images/{name}")).await
+    }
 }
 
 /// The agent's calls to the hub, over mutual TLS with the host certificate.

@@ -45,7 +45,7 @@ const SCENARIOS: [(&str, &[&str]); 7] = [
     ("fleet", &["host ready", "hosts join", "tenant create"]),
     ("lifecycle", &["instance create", "instance start", "sentinel write", "exec", "warm", "resume", "stop", "start again", "sentinel survives", "logs", "stats"]),
     ("network", &["instances on two tenants", "same-tenant reach", "cross-tenant isolation", "wide subnet wired", "cross-host reach", "net verify"]),
-    ("security", &["tenant token scoped", "bad input refused", "log capped", "exec timeout capped"]),
+    ("security", &["tenant token scoped", "bad input refused", "sandbox for the network probes", "sandbox cannot reach the hub API", "sandbox cannot reach a host underlay address", "dir image refused for a tenant", "data files are private", "log capped", "exec timeout capped"]),
     ("pools", &["pool create", "scale up across hosts", "scale down newest first", "pool delete"]),
     ("hosts", &["members spread over hosts", "host stop keeps state", "host start persistence", "killed agent goes stale", "restarted agent adopts"]),
     ("cleanup", &["delete instances", "remove hosts", "destroy tenants"]),
@@ -427,6 +427,78 @@ async fn scenario(r: &mut Run, name: &str) {
                 Ok(())
             })
             .await;
+            // ---- the fleet's machinery, out of a sandbox's reach (issue 12, network)
+            r.step("sandbox for the network probes", async {
+                // On a provider-made host if there is one: its hub is a route away.
+                let hosts = c.host_list().await?;
+                let ready = |h: &&Host| h.state == HostState::Ready;
+                let h = hosts.iter().filter(ready).find(|h| h.provider.is_some()).or_else(|| hosts.iter().find(ready)).ok_or_else(|| anyhow!("no ready host"))?;
+                create_on(&c, &a, "sec1", true, Some(h.name.as_str())).await
+            })
+            .await;
+            r.step("sandbox cannot reach the hub API", async {
+                let port = c.base_url().rsplit_once(':').and_then(|(_, p)| p.trim_end_matches('/').parse::<u16>().ok()).ok_or_else(|| anyhow!("no port in {}", c.base_url()))?;
+                // Where hosts reach the hub: its URL unless loopback, and the gateway of
+                // each host network (the `local` provider's hub listens on its .1).
+                let mut targets: Vec<std::net::Ipv4Addr> = hangar_types::net::underlay_of(c.base_url()).into_iter().collect();
+                for h in c.host_list().await? {
+                    if let Some(ip) = h.endpoint.as_deref().and_then(hangar_types::net::underlay_of) {
+                        let o = ip.octets();
+                        targets.push(std::net::Ipv4Addr::new(o[0], o[1], o[2], 1));
+                    }
+                }
+                targets.sort();
+                targets.dedup();
+                for ip in targets {
+                    let res = exec(&c, &a, "sec1", &format!("timeout 2 bash -c 'exec 3<>/dev/tcp/{ip}/{port}' 2>/dev/null")).await?;
+                    if res.exit_code == 0 {
+                        bail!("{a}/sec1 connects to the hub's API at {ip}:{port}");
+                    }
+                }
+                Ok(())
+            })
+            .await;
+            r.step("sandbox cannot reach a host underlay address", async {
+                for h in c.host_list().await? {
+                    if let Some(ip) = h.endpoint.as_deref().and_then(hangar_types::net::underlay_of) {
+                        if ping(&c, &a, "sec1", ip).await? {
+                            bail!("{a}/sec1 reaches host {}'s underlay address {ip}", h.name);
+                        }
+                    }
+                }
+                wait_op(&c, c.instance_delete(&a, "sec1").await?).await
+            })
+            .await;
+            // Volumes, files and images (issue 12).
+            r.step("dir image refused for a tenant", async {
+                let tok = c.token_create(&TokenCreate { tenant: Some(a.parse()?), description: Some("smoke images".into()) }).await?;
+                let body = serde_json::json!({"name": "evil", "image": "dir:/etc", "vcpus": 1, "mem_mib": 64, "disk_mib": 64});
+                let (st, v) = c.with_token(&tok.token).raw("POST", &format!("/v1/tenants/{a}/instances"), Some(&body)).await?;
+                if st != 400 || !v["message"].as_str().is_some_and(|m| m.starts_with("image:")) {
+                    bail!("a tenant's dir:/etc image got {st} {v}, expected 400 naming `image`");
+                }
+                Ok(())
+            })
+            .await;
+            match r.own_fleet.clone() {
+                Some(dir) => {
+                    r.step("data files are private", async move {
+                        use std::os::unix::fs::PermissionsExt;
+                        let mode = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.permissions().mode() & 0o777);
+                        if mode(&dir)? & 0o066 != 0 {
+                            bail!("{} is {:o}: others may list it", dir.display(), mode(&dir)?);
+                        }
+                        for f in [dir.join("hub/hangar.db"), dir.join("hub/ca.key"), dir.join("agent/desired.json"), dir.join("agent/host.key")] {
+                            if f.exists() && mode(&f)? != 0o600 {
+                                bail!("{} is {:o}, not 0600", f.display(), mode(&f)?);
+                            }
+                        }
+                        Ok(())
+                    })
+                    .await
+                }
+                None => r.skip("data files are private", "needs the harness's own fleet (run without --hub)"),
+            }
             // Logs and exec against a hostile workload (issue 12).
             let own_fleet = r.own_fleet.clone();
             r.step("log capped", async {

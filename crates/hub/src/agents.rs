@@ -106,6 +106,11 @@ impl Hub {
                 }
             }
         }
+        // Registered images, resolved for the host; read only if an instance names one.
+        let images = match list.iter().any(|i| matches!(i.spec.image, hangar_types::api::ImageRef::Named(_))) {
+            true => self.resolved_images().await?,
+            false => Default::default(),
+        };
         Ok(DesiredDoc {
             tenants: names.iter().filter_map(|n| tenants.get(*n)).map(|t| DesiredTenant { name: t.name.clone(), quotas: t.quotas }).collect(),
             pools,
@@ -126,6 +131,10 @@ impl Hub {
                     name: i.name,
                     desired: i.state.desired(),
                     generation: i.generation,
+                    image: match &i.spec.image {
+                        hangar_types::api::ImageRef::Named(n) => images.get(n).cloned(),
+                        _ => None,
+                    },
                     spec: i.spec,
                     pool: i.pool,
                 })

@@ -55,6 +55,7 @@ impl Hub {
         let t = self.tenant_get(p, tenant).await?;
         let spec = req.spec();
         spec.validate().map_err(HubError::invalid)?;
+        self.check_requested_image(&spec.image).await?;
         let _tg = self.lock(LockKey::Tenant(t.name.clone())).await;
         let target = if req.start { transition(InstanceState::Created, Transition::Start)? } else { InstanceState::Created };
         self.create_locked(&p.actor(), &t, req.name, spec, target, None, req.host.as_ref()).await

@@ -5,7 +5,7 @@
 //! Each capability is a module of plain async methods on [`Hub`] that take a
 //! [`Principal`] and typed values and do the locking, store access, policy, events and
 //! wake-ups: [`tenants`], [`instances`], [`operations`], [`pools`], [`hosts`],
-//! [`network`], [`tokens`], [`events`], and [`agents`] (the hub-agent protocol).
+//! [`network`], [`tokens`], [`events`], [`images`], and [`agents`] (the hub-agent protocol).
 //! [`api`] has one HTTP module per capability; [`server`] serves the router over TLS,
 //! where client certificates identify hosts; [`monitor`] runs the background loops.
 
@@ -16,6 +16,7 @@ pub mod coord;
 pub mod error;
 pub mod events;
 pub mod hosts;
+pub mod images;
 pub mod instances;
 pub mod monitor;
 pub mod network;

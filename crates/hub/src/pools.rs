@@ -33,6 +33,7 @@ impl Hub {
         let t = self.tenant_get(p, tenant).await?;
         let spec = req.spec();
         spec.validate().map_err(HubError::invalid)?;
+        self.check_requested_image(&spec.image).await?;
         let _tg = self.lock(LockKey::Tenant(t.name.clone())).await;
         let now = OffsetDateTime::now_utc();
         let pool = Pool { tenant: t.name.clone(), name: req.name, role: req.role, spec, counts: PoolCounts::default(), last_error: None, created_at: now, updated_at: now };

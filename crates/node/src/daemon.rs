@@ -33,8 +33,8 @@ pub async fn start(data_dir: &Path, args: &[String], config_path: &Path) -> Resu
     if let Some(pid) = live_pid(data_dir) {
         bail!("hangar is already running for {} (pid {pid}): stop it with `hangar daemon stop`", data_dir.display());
     }
-    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log_file(data_dir))?;
+    hangar_agent::files::ensure_dir(data_dir, hangar_agent::files::TRAVERSE_DIR).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let log = private_log(&log_file(data_dir))?;
     // setsid: the daemon leaves this terminal's session and survives it.
     let child = Command::new("setsid")
         .arg(std::env::current_exe()?)
@@ -97,4 +97,13 @@ pub async fn stop(data_dir: &Path) -> Option<u32> {
     }
     pid_file(data_dir).remove();
     pid
+}
+
+/// Opens a log for appending, 0600 (also one an older hangar made 0644): agents and
+/// hubs log tenants' errors.
+pub(crate) fn private_log(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new().create(true).append(true).mode(hangar_agent::files::PRIVATE_FILE).open(path)?;
+    hangar_agent::files::make_private(path)?;
+    Ok(f)
 }

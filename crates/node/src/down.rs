@@ -50,9 +50,7 @@ pub async fn down(data_dir: &Path, purge: bool) -> Result<Vec<String>> {
             }
             errors.extend(errs.into_iter().map(|x| format!("host {host}: {x}")));
         }
-        if std::path::Path::new("/sys/class/net").join(&net.bridge).exists() {
-            let _ = std::process::Command::new("ip").args(["link", "del", &net.bridge]).status();
-        }
+        net.remove();
     }
     let paths = AgentPaths::new(data_dir.join("agent"));
     let r = hangar_agent::teardown(&paths, hangar_agent::Teardown::Everything(hangar_agent::drivers::HostNetwork::Shared)).await;

@@ -26,6 +26,18 @@ impl HubPaths {
     pub fn db(&self) -> PathBuf {
         self.p("hangar.db")
     }
+    /// The data dir 0711 (hosts' and the agent's dirs below it hold sandboxes' roots
+    /// and volumes: see `hangar_agent::files`), the hub's own dir 0700, its keys and
+    /// store 0600; also fixes what an older hangar made with wider modes.
+    pub fn secure(&self, data_dir: &Path) -> std::io::Result<()> {
+        use hangar_agent::files::{ensure_dir, make_private, PRIVATE_DIR, TRAVERSE_DIR};
+        ensure_dir(data_dir, TRAVERSE_DIR)?;
+        ensure_dir(&self.root, PRIVATE_DIR)?;
+        for f in ["ca.key", "server.key", "client.key"] {
+            make_private(&self.p(f))?;
+        }
+        Ok(())
+    }
     pub fn initialized(&self) -> bool {
         self.p("ca.pem").exists() && self.p("ca.key").exists() && self.db().exists()
     }
@@ -73,7 +85,7 @@ pub async fn init(data_dir: &Path, listen: &SocketAddr, extra_names: &[String], 
     if hp.initialized() {
         return Ok(false);
     }
-    std::fs::create_dir_all(&hp.root).with_context(|| format!("cannot create {}", hp.root.display()))?;
+    hp.secure(data_dir).with_context(|| format!("cannot create {}", hp.root.display()))?;
     let ca = Ca::generate("hangar fleet CA")?;
     let server = ca.issue_server("hangar-hub", &server_names(listen, extra_names))?;
     let client = ca.issue_client("hangar-hub")?;
@@ -114,6 +126,7 @@ pub async fn start_hub(
     }
     let data_dir = data_dir.canonicalize().unwrap_or_else(|_| data_dir.to_path_buf());
     let data_dir = data_dir.as_path();
+    hp.secure(data_dir).with_context(|| format!("cannot set the file modes in {}", data_dir.display()))?;
     std::fs::write(hp.root.join("cluster-range"), cfg.cluster_range.to_string())?;
     let is_root = nix::unistd::geteuid().is_root();
     let host_net = HostNet::new(data_dir, &cfg.cluster_range);

@@ -16,7 +16,7 @@
 
 use crate::{HostRecord, HostReport, HostStateChange, InstanceFilter, InstanceVersion, Store, StoreError, TokenRecord};
 use fixtures::*;
-use hangar_types::api::{Capacity, HostState, Instance, Operation, OperationStatus, Pool, PoolCounts, Tenant};
+use hangar_types::api::{Capacity, HostState, Image, ImageKind, Instance, Operation, OperationStatus, Pool, PoolCounts, Tenant};
 use hangar_types::{DesiredState, Generation, HostId, InstanceId, InstanceState, Name, ObservedState, OperationId};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -59,6 +59,7 @@ macro_rules! store_contract_tests {
             operations_run_and_finish,
             events_newest_limit_oldest_first,
             tokens_insert_find_list_delete,
+            images_insert_get_list_delete,
         );
     };
     (@each $factory:expr; $($behaviour:ident),* $(,)?) => {
@@ -886,6 +887,22 @@ pub async fn tokens_insert_find_list_delete(store: Arc<dyn Store>) {
     assert!(!store.delete_token(&acme.id).await.unwrap());
     assert_eq!(store.find_token("hash-t-acme").await.unwrap(), None);
     assert_eq!(store.list_tokens().await.unwrap(), [admin]);
+}
+
+// ---- images ----
+
+pub async fn images_insert_get_list_delete(store: Arc<dyn Store>) {
+    let tar = Image { name: name("alpine"), kind: ImageKind::Tar, path: "/srv/images/alpine.tar".into(), sha256: Some("ab".repeat(32)), size_bytes: 3 << 20, created_at: at(2) };
+    let dir = Image { name: name("base"), kind: ImageKind::Dir, path: "/srv/rootfs".into(), sha256: None, size_bytes: 0, created_at: at(1) };
+    store.insert_image(&tar).await.unwrap();
+    store.insert_image(&dir).await.unwrap();
+    assert!(matches!(store.insert_image(&tar).await, Err(StoreError::AlreadyExists(w)) if w == "image 'alpine'"));
+    assert_eq!(store.get_image(&name("alpine")).await.unwrap(), Some(tar.clone()));
+    assert_eq!(store.get_image(&name("nope")).await.unwrap(), None);
+    assert_eq!(store.list_images().await.unwrap(), vec![tar.clone(), dir.clone()]);
+    assert!(store.delete_image(&name("alpine")).await.unwrap());
+    assert!(!store.delete_image(&name("alpine")).await.unwrap());
+    assert_eq!(store.list_images().await.unwrap(), vec![dir]);
 }
 
 #[cfg(test)]

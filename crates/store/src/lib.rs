@@ -17,7 +17,7 @@
 //! crash between the two leaves a decision the host's agent is never told about.
 
 use async_trait::async_trait;
-use hangar_types::api::{Capacity, Event, HostState, Instance, Operation, OperationStatus, Pool, PoolCounts, Tenant};
+use hangar_types::api::{Capacity, Event, HostState, Image, Instance, Operation, OperationStatus, Pool, PoolCounts, Tenant};
 use hangar_types::{Generation, HostId, InstanceId, InstanceState, Name, OperationId, TokenId};
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -299,6 +299,14 @@ pub trait Store: Send + Sync + 'static {
     async fn find_token(&self, hash: &str) -> Result<Option<TokenRecord>>;
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>>;
     async fn delete_token(&self, id: &TokenId) -> Result<bool>;
+
+    // ---- images (registered by admins) ----
+    /// AlreadyExists if the name is taken.
+    async fn insert_image(&self, image: &Image) -> Result<()>;
+    async fn get_image(&self, name: &Name) -> Result<Option<Image>>;
+    /// By name.
+    async fn list_images(&self) -> Result<Vec<Image>>;
+    async fn delete_image(&self, name: &Name) -> Result<bool>;
 }
 
 /// Opens a store from a URL: `sqlite:///abs/path.db` or a plain file path.

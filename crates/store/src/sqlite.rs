@@ -27,7 +27,7 @@
 
 use crate::{HostRecord, HostReport, HostStateChange, InstanceFilter, InstanceVersion, NewEvent, Result, Store, StoreError, TokenRecord};
 use async_trait::async_trait;
-use hangar_types::api::{Event, HostState, Instance, Operation, OperationStatus, Pool, PoolCounts, Tenant};
+use hangar_types::api::{Event, HostState, Image, Instance, Operation, OperationStatus, Pool, PoolCounts, Tenant};
 use hangar_types::{DesiredState, Generation, HostId, InstanceId, Name, ObservedState, OperationId, TokenId};
 use serde::de::DeserializeOwned;
 use sqlx::encode::IsNull;
@@ -58,6 +58,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "tenant isolated", include_str!("../migrations/0003_tenant_isolated.sql")),
     (4, "pools", include_str!("../migrations/0004_pools.sql")),
     (5, "tenant net prefix", include_str!("../migrations/0005_tenant_net_prefix.sql")),
+    (7, "images", include_str!("../migrations/0007_images.sql")),
 ];
 
 /// The store on one SQLite database; cheap to clone (it is a connection pool).
@@ -69,6 +70,7 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if missing) the database file at `path` and migrates it.
     pub async fn open(path: &Path) -> Result<SqliteStore> {
+        private_files(path).map_err(|e| StoreError::Backend { context: "make the database file private (0600)", source: Box::new(e) })?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -614,6 +616,32 @@ impl Store for SqliteStore {
     async fn delete_token(&self, id: &TokenId) -> Result<bool> {
         self.delete(sqlx::query("DELETE FROM tokens WHERE id = ?1").bind(id.as_str()), "delete token").await
     }
+
+    async fn insert_image(&self, image: &Image) -> Result<()> {
+        sqlx::query("INSERT INTO images (name, kind, path, sha256, size_bytes, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+            .bind(image.name.as_str())
+            .bind(image.kind.as_str())
+            .bind(&image.path)
+            .bind(image.sha256.as_deref())
+            .bind(i64::try_from(image.size_bytes).unwrap_or(i64::MAX))
+            .bind(Nanos(image.created_at))
+            .execute(&self.pool)
+            .await
+            .map_err(unique("insert image", format!("image '{}'", image.name)))?;
+        Ok(())
+    }
+
+    async fn get_image(&self, name: &Name) -> Result<Option<Image>> {
+        self.one(sqlx::query("SELECT * FROM images WHERE name = ?1").bind(name.as_str()), "get image", image_row).await
+    }
+
+    async fn list_images(&self) -> Result<Vec<Image>> {
+        self.all(sqlx::query("SELECT * FROM images ORDER BY name"), "list images", image_row).await
+    }
+
+    async fn delete_image(&self, name: &Name) -> Result<bool> {
+        self.delete(sqlx::query("DELETE FROM images WHERE name = ?1").bind(name.as_str()), "delete image").await
+    }
 }
 
 /// Gives host `name` a fresh value of the generation counter as its desired generation,
@@ -776,6 +804,19 @@ fn pool_row(row: &SqliteRow) -> Result<Pool> {
     })
 }
 
+fn image_row(row: &SqliteRow) -> Result<Image> {
+    let c = Cols::new(row, "images");
+    let size: i64 = c.get("size_bytes")?;
+    Ok(Image {
+        name: c.parse("name")?,
+        kind: c.parse("kind")?,
+        path: c.get("path")?,
+        sha256: c.get("sha256")?,
+        size_bytes: u64::try_from(size).map_err(|e| c.corrupt("size_bytes", e))?,
+        created_at: c.time("created_at")?,
+    })
+}
+
 fn operation_row(row: &SqliteRow) -> Result<Operation> {
     let c = Cols::new(row, "operations");
     Ok(Operation {
@@ -929,4 +970,23 @@ impl<'r> Decode<'r, Sqlite> for Nanos {
         let nanos = <i64 as Decode<Sqlite>>::decode(value)?;
         Ok(Nanos(OffsetDateTime::from_unix_timestamp_nanos(nanos.into())?))
     }
+}
+
+/// The database holds every tenant's commands and environment: its file is 0600 (made
+/// so before SQLite opens it, which gives its -wal and -shm files the same mode), and a
+/// database an older hub made 0644 is fixed along with its -wal and -shm.
+fn private_files(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if !path.exists() {
+        std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(path)?;
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        match std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            r => r?,
+        }
+    }
+    Ok(())
 }

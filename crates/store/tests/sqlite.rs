@@ -171,3 +171,30 @@ async fn a_closed_store_is_unavailable() {
         other => panic!("expected unavailable, got {other:?}"),
     }
 }
+
+/// The database holds every tenant's commands and env: private to the hub, also a file
+/// an older hub left world-readable.
+#[tokio::test]
+async fn the_database_and_its_wal_and_shm_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let (dir, s) = store().await;
+    s.insert_tenant(&tenant("acme"), 4096).await.unwrap();
+    let db = dir.path().join("hub.db");
+    for f in ["hub.db", "hub.db-wal", "hub.db-shm"] {
+        assert_eq!(mode(&dir.path().join(f)), 0o600, "{f}");
+    }
+    s.close().await;
+    for f in ["hub.db", "hub.db-wal", "hub.db-shm"] {
+        let p = dir.path().join(f);
+        if p.exists() {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+    }
+    let s = reopen(&dir).await;
+    s.insert_tenant(&tenant("beta"), 4096).await.unwrap();
+    assert_eq!(mode(&db), 0o600);
+    for f in ["hub.db-wal", "hub.db-shm"] {
+        assert_eq!(mode(&dir.path().join(f)), 0o600, "{f} after reopen");
+    }
+}

@@ -86,13 +86,33 @@ pub struct TenantInfo {
 
 /// What an instance's root filesystem comes from.
 ///
-/// `host`: the host's /usr, /bin, /lib, /lib64, /sbin and /etc read-only, zero size.
-/// `dir:/abs/path`: a directory used read-only as the root.
+/// `host`: the host's /usr, /bin, /lib, /lib64, /sbin read-only, zero size.
+/// `NAME`: an image an admin registered (`hangar image add NAME --dir PATH` or
+/// `--tar FILE`); the hub resolves it for the host ([`crate::protocol::DesiredInstance::image`]).
+/// `dir:/abs/path`: a host directory as the root. Parsed only so that instances
+/// created before images were registered still load; the hub refuses it in requests
+/// ([`ImageRef::check_requested`]): which host directory may become a root is an
+/// admin's decision.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum ImageRef {
     Host,
+    Named(Name),
     Dir(String),
+}
+
+impl ImageRef {
+    /// Whether a request may name this image: `host` or a registered image's name,
+    /// never a host path. The error names the `image` field and says what to do.
+    pub fn check_requested(&self) -> Result<(), String> {
+        match self {
+            ImageRef::Dir(p) => Err(format!(
+                "image: 'dir:{p}' is refused: host directories are not images; an admin registers a directory or tarball \
+                 with `hangar image add NAME --dir PATH` (or `--tar FILE`), then instances name it (--image NAME)"
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl std::str::FromStr for ImageRef {
@@ -107,7 +127,7 @@ impl std::str::FromStr for ImageRef {
             }
             return Err(format!("image '{s}': a dir: image needs an absolute path without '..', e.g. dir:/srv/rootfs"));
         }
-        Err(format!("image '{s}' is not known: use 'host' or 'dir:/absolute/path'"))
+        s.parse::<Name>().map(ImageRef::Named).map_err(|_| format!("image '{s}' is not known: use 'host' or the name of a registered image (`hangar image list`)"))
     }
 }
 
@@ -122,6 +142,7 @@ impl From<ImageRef> for String {
     fn from(i: ImageRef) -> String {
         match i {
             ImageRef::Host => "host".into(),
+            ImageRef::Named(n) => n.to_string(),
             ImageRef::Dir(p) => format!("dir:{p}"),
         }
     }
@@ -131,7 +152,7 @@ impl From<ImageRef> for String {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InstanceSpec {
-    /// `host` or `dir:/absolute/path`.
+    /// `host` or the name of a registered image.
     #[schema(value_type = String, example = "host")]
     pub image: ImageRef,
     pub vcpus: u32,
@@ -177,7 +198,7 @@ impl InstanceSpec {
 #[serde(deny_unknown_fields)]
 pub struct InstanceCreate {
     pub name: Name,
-    /// `host` or `dir:/absolute/path`.
+    /// `host` or the name of a registered image.
     #[schema(value_type = String, example = "host")]
     pub image: ImageRef,
     pub vcpus: u32,
@@ -763,5 +784,80 @@ mod exec_and_logs_tests {
         assert_eq!(q(Some(0), None, None).tail_lines(), 1);
         assert_eq!(q(Some(u32::MAX), None, None).tail_lines(), LOGS_MAX_LINES);
         assert_eq!(q(None, None, Some(u64::MAX)).wait_secs(), LOGS_MAX_WAIT_SECS);
+    }
+}
+
+// ---- images (registered by admins) ----
+
+/// What a registered image is made of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageKind {
+    /// A directory holding a root filesystem, used read-only.
+    Dir,
+    /// A tarball of a root filesystem, extracted once per host (checked by its sha256).
+    Tar,
+}
+
+impl ImageKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageKind::Dir => "dir",
+            ImageKind::Tar => "tar",
+        }
+    }
+}
+
+impl std::str::FromStr for ImageKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "dir" => Ok(ImageKind::Dir),
+            "tar" => Ok(ImageKind::Tar),
+            _ => Err(format!("unknown image kind '{s}': dir or tar")),
+        }
+    }
+}
+
+/// A new image (admins only). `path` is absolute and is the same on every host: the hub
+/// checks it on its own machine when registering, each host when it first uses it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImageCreate {
+    pub name: Name,
+    pub kind: ImageKind,
+    pub path: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Image {
+    pub name: Name,
+    pub kind: ImageKind,
+    pub path: String,
+    /// Of the tarball (hex); none for a directory.
+    pub sha256: Option<String>,
+    /// The tarball's size, or the total size of the directory's files.
+    pub size_bytes: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+#[cfg(test)]
+mod image_tests {
+    use super::*;
+
+    #[test]
+    fn image_refs_parse_and_only_host_and_names_may_be_requested() {
+        assert_eq!("host".parse::<ImageRef>().unwrap(), ImageRef::Host);
+        assert_eq!("alpine".parse::<ImageRef>().unwrap(), ImageRef::Named("alpine".parse().unwrap()));
+        let dir: ImageRef = "dir:/etc".parse().unwrap();
+        let e = dir.check_requested().unwrap_err();
+        assert!(e.starts_with("image: ") && e.contains("hangar image add"), "{e}");
+        assert!(ImageRef::Host.check_requested().is_ok());
+        assert!("Not A Name".parse::<ImageRef>().unwrap_err().contains("hangar image list"));
+        assert!("dir:../x".parse::<ImageRef>().is_err());
+        for s in ["host", "alpine", "dir:/srv/root"] {
+            assert_eq!(String::from(s.parse::<ImageRef>().unwrap()), s);
+        }
     }
 }

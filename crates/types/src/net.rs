@@ -225,6 +225,13 @@ pub struct NetReport {
     /// Whether this agent's nftables table is present with its chains.
     pub rules_present: bool,
     pub ip_forward: bool,
+    /// The overlay packets the host accepts: (VNI, peer underlay addresses) per tenant
+    /// overlay, as its nftables sets hold them.
+    #[serde(default)]
+    pub overlay_peers: Vec<(u32, Vec<String>)>,
+    /// Packets to UDP 4789 from sandboxes the host dropped so far (None without the rule).
+    #[serde(default)]
+    pub sandbox_vxlan_dropped: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -162,6 +162,21 @@ pub struct DesiredInstance {
     /// The pool it belongs to.
     #[serde(default)]
     pub pool: Option<Name>,
+    /// The registered image `spec.image` names, as the hub resolved it; absent for
+    /// `host`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ResolvedImage>,
+}
+
+/// A registered image as a host needs it: what it is and where it lies on the host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResolvedImage {
+    pub kind: crate::api::ImageKind,
+    pub path: String,
+    /// A tarball's sha256 (hex), checked before it is extracted.
+    #[serde(default)]
+    pub sha256: Option<String>,
 }
 
 /// What a host observed: sent after every convergence pass and as the heartbeat.

@@ -9,6 +9,7 @@
 mod agents;
 mod events;
 mod hosts;
+mod images;
 mod instances;
 mod meta;
 mod network;
@@ -141,7 +142,7 @@ const HTTP_METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "hea
 
 /// Every route of the API.
 fn api() -> ApiRoutes {
-    [meta::routes(), tenants::routes(), instances::routes(), pools::routes(), operations::routes(), events::routes(), network::routes(), tokens::routes(), hosts::routes(), agents::routes()]
+    [meta::routes(), tenants::routes(), instances::routes(), pools::routes(), operations::routes(), events::routes(), network::routes(), tokens::routes(), hosts::routes(), agents::routes(), images::routes()]
         .into_iter()
         .fold(ApiRoutes::new(), ApiRoutes::merge)
 }

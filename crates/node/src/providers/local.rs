@@ -12,6 +12,12 @@
 //! `.index` and a default route via `.1`. The namespace's own tenant bridges, sandboxes
 //! and nftables table live inside it, so hosts are as separate as machines on a LAN.
 //! Set-up spawns `ip`: it runs once per host, far from any hot path.
+//!
+//! The hub's machine is the host namespaces' router to the outside world, so a
+//! sandbox's traffic (masqueraded by its host to the host's address) could reach any
+//! service of the hub's machine. A table `inet hangar_hostnet_<tag>` in the hub's
+//! namespace lets in from the host network only the hub's API on `.1` and replies;
+//! the rest is dropped (routed traffic to the outside world passes: it is forwarded).
 
 use crate::proc::PidFile;
 use anyhow::{bail, Context, Result};
@@ -56,6 +62,42 @@ impl HostNet {
         let h = short_hash(&format!("{}/{host}", self.tag));
         (format!("hgu{h}"), format!("hgi{h}"))
     }
+
+    /// The hub namespace's table that guards it from the host network.
+    pub fn guard_table(&self) -> String {
+        format!("hangar_hostnet_{}", self.tag)
+    }
+
+    /// The guard's rules (nft syntax, replacing the table): from the host network only
+    /// the hub's API at the gateway, and replies to what the hub's machine opened (the
+    /// hub's calls to agents).
+    pub fn guard_rules(&self, hub_port: u16) -> String {
+        let (t, b, gw) = (self.guard_table(), &self.bridge, self.gateway);
+        format!(
+            "table inet {t} {{}}\ndelete table inet {t}\ntable inet {t} {{\n  chain input {{\n    type filter hook input priority 0; policy accept;\n    \
+             iifname \"{b}\" ct state established,related accept\n    iifname \"{b}\" ip daddr {gw} tcp dport {hub_port} accept\n    iifname \"{b}\" drop\n  }}\n}}\n"
+        )
+    }
+
+    /// Removes the host network from the hub's namespace: its bridge and guard table.
+    pub fn remove(&self) {
+        if link_exists(&self.bridge) {
+            let _ = ip(&["link", "del", &self.bridge]);
+        }
+        let _ = Command::new("nft").args(["delete", "table", "inet", &self.guard_table()]).stderr(Stdio::null()).status();
+    }
+}
+
+/// Runs `nft -f -` with `script`.
+fn nft(script: &str) -> Result<()> {
+    use std::io::Write;
+    let mut c = Command::new("nft").args(["-f", "-"]).stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().context("cannot run nft (install nftables)")?;
+    c.stdin.take().context("nft stdin")?.write_all(script.as_bytes())?;
+    let out = c.wait_with_output()?;
+    if !out.status.success() {
+        bail!("nft: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
 }
 
 fn short_hash(s: &str) -> String {
@@ -162,6 +204,7 @@ impl LocalProvider {
             ip(&["addr", "add", &format!("{}/24", self.net.gateway), "dev", b])?;
         }
         ip(&["link", "set", b, "up"])?;
+        nft(&self.net.guard_rules(self.hub_port)).context("cannot guard the hub's machine from the host network")?;
         if !self.serving.swap(true, std::sync::atomic::Ordering::SeqCst) {
             if let Err(e) = (self.serve_on)(std::net::SocketAddr::new(self.net.gateway.into(), self.hub_port)) {
                 self.serving.store(false, std::sync::atomic::Ordering::SeqCst);
@@ -249,7 +292,7 @@ impl LocalProvider {
         let mut args: Vec<String> =
             vec!["agent".into(), "run".into(), "--hub".into(), self.hub_url(), "--agent-dir".into(), self.agent_dir(host).display().to_string(), "--listen".into(), format!("{addr}:0")];
         args.extend(self.agent_args.iter().cloned());
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.host_dir(host).join("agent.log"))?;
+        let log = crate::daemon::private_log(&self.host_dir(host).join("agent.log"))?;
         let mut c = self.command_in(host, &args)?;
         c.stdout(log.try_clone()?).stderr(log);
         let child = c.spawn().context("cannot start the host's agent")?;

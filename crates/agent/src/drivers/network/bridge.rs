@@ -30,7 +30,7 @@ pub struct BridgeNetwork {
     /// machine, and each must only ever clean up its own.
     ns_prefix: String,
     /// The last rule set applied, so unchanged passes do not rewrite nftables.
-    applied: tokio::sync::Mutex<Option<Vec<String>>>,
+    applied: tokio::sync::Mutex<Option<nft::Rules>>,
     /// Serializes taking spare namespaces.
     spares: tokio::sync::Mutex<()>,
     /// The peers each overlay device was last given, so unchanged passes spawn nothing.
@@ -475,6 +475,7 @@ impl NetworkDriver for BridgeNetwork {
         let h = connect().await?;
         let mut wanted: Vec<String> = vec![];
         let mut overlays: Vec<String> = vec![];
+        let mut filters: Vec<nft::OverlayFilter> = vec![];
         for n in nets {
             if wanted.contains(&n.bridge) {
                 continue;
@@ -485,6 +486,9 @@ impl NetworkDriver for BridgeNetwork {
                 Ok(br) => {
                     wanted.push(n.bridge.clone());
                     if let Some(ov) = &n.overlay {
+                        let mut peers = ov.peers.clone();
+                        peers.sort();
+                        filters.push(nft::OverlayFilter { vni: ov.vni, peers });
                         match self.sync_overlay(&h, n, ov, br).await {
                             Ok(dev) => overlays.push(dev),
                             Err(e) => tracing::warn!(bridge = %n.bridge, error = %e, "cannot join a tenant overlay"),
@@ -519,10 +523,12 @@ impl NetworkDriver for BridgeNetwork {
                 self.flooded.lock().await.remove(&n);
             }
         }
+        filters.sort_by_key(|f| f.vni);
+        let rules = nft::Rules { bridges: wanted.clone(), overlays: filters };
         let mut applied = self.applied.lock().await;
-        if applied.as_ref() != Some(&wanted) || (!wanted.is_empty() && !nft::present(&self.table).await) {
-            nft::apply(&self.table, &range.to_string(), &wanted).await?;
-            *applied = Some(wanted.clone());
+        if applied.as_ref() != Some(&rules) || (!wanted.is_empty() && !nft::present(&self.table).await) {
+            nft::apply(&self.table, range, &rules).await?;
+            *applied = Some(rules);
         }
         if !wanted.is_empty() {
             std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(sys("enable ip_forward"))?;
@@ -585,7 +591,10 @@ impl NetworkDriver for BridgeNetwork {
             }
         }
         r.namespaces = self.attached().await?.into_iter().map(String::from).collect();
-        r.rules_present = nft::present(&self.table).await;
+        let rules = nft::found(&self.table).await.unwrap_or_default();
+        r.rules_present = rules.complete;
+        r.overlay_peers = rules.overlay_peers.into_iter().map(|(vni, peers)| (vni, peers.iter().map(Ipv4Addr::to_string).collect())).collect();
+        r.sandbox_vxlan_dropped = rules.sandbox_vxlan_dropped;
         r.ip_forward = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").is_ok_and(|s| s.trim() == "1");
         Ok(r)
     }

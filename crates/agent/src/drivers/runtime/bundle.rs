@@ -61,6 +61,8 @@ pub fn write(bundle: &Path, spec: &SandboxSpec) -> Result<(), RuntimeError> {
             std::fs::create_dir_all(&r).map_err(|e| err(id, format!("mkdir {}: {e}", r.display())))?;
             r
         }
+        // The reconciler resolves a registered image (`crate::images`) before the bundle.
+        ImageRef::Named(n) => return Err(err(id, format!("image '{n}' was not resolved to a root filesystem"))),
         ImageRef::Dir(p) => {
             let p = PathBuf::from(p);
             if !p.join("bin").exists() && !p.join("usr/bin").exists() {
@@ -192,5 +194,7 @@ pub fn write(bundle: &Path, spec: &SandboxSpec) -> Result<(), RuntimeError> {
     s.set_process(Some(process));
     s.set_linux(Some(linux));
     s.save(bundle.join("config.json")).map_err(|e| err(id, e))?;
+    // It holds the tenant's env and command: 0600 (see `crate::files`).
+    crate::files::make_private(&bundle.join("config.json")).map_err(|e| err(id, e))?;
     Ok(())
 }

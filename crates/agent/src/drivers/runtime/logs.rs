@@ -16,7 +16,7 @@ use hangar_types::api::InstanceLogs;
 use hangar_types::SandboxId;
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -81,7 +81,7 @@ pub fn workload_stdio(fifo: &Path) -> std::io::Result<std::fs::File> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    nix::unistd::mkfifo(fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).map_err(std::io::Error::from)?;
+    nix::unistd::mkfifo(fifo, nix::sys::stat::Mode::from_bits_truncate(crate::files::PRIVATE_FILE)).map_err(std::io::Error::from)?;
     std::fs::OpenOptions::new().read(true).write(true).open(fifo)
 }
 
@@ -195,9 +195,9 @@ struct LogFile {
 
 impl LogFile {
     fn open(path: PathBuf, limits: LogLimits) -> std::io::Result<LogFile> {
-        let file = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(&path)?;
+        let file = std::fs::OpenOptions::new().create(true).append(true).mode(crate::files::PRIVATE_FILE).open(&path)?;
         // A log made by an older agent may be 0644: it holds the workload's output.
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        crate::files::make_private(&path)?;
         let size = file.metadata()?.len();
         Ok(LogFile { path, file, size, limits })
     }
@@ -406,6 +406,7 @@ pub fn after(log: &Path, cursor: &str, files: u32, max_bytes: usize) -> Result<I
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn limits(max_bytes: u64, files: u32) -> LogLimits {
         LogLimits { max_bytes, files }

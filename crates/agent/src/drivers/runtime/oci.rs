@@ -502,7 +502,7 @@ impl ExecFiles {
     /// The sandbox's own process (user, capabilities, rlimits, environment: from its
     /// `config.json`) with the request's command, environment and /home as cwd.
     fn write(bundle: &std::path::Path, seq: u64, req: &ExecRequest) -> Result<ExecFiles, String> {
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+        use std::os::unix::fs::OpenOptionsExt;
         let config = bundle.join("config.json");
         let raw = std::fs::read(&config).map_err(|e| format!("cannot read {}: {e}", config.display()))?;
         let spec: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| format!("{}: {e}", config.display()))?;
@@ -518,16 +518,13 @@ impl ExecFiles {
             p.remove("consoleSize");
         }
         let dir = bundle.join("exec");
-        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(format!("mkdir {}: {e}", dir.display())),
-            _ => std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| format!("chmod {}: {e}", dir.display()))?,
-        }
+        crate::files::ensure_dir(&dir, crate::files::PRIVATE_DIR).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
         let files = ExecFiles { process: dir.join(format!("{seq}.json")), pid: dir.join(format!("{seq}.pid")) };
         let _ = std::fs::remove_file(&files.process);
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o600)
+            .mode(crate::files::PRIVATE_FILE)
             .open(&files.process)
             .map_err(|e| format!("cannot create {}: {e}", files.process.display()))?;
         serde_json::to_writer(&mut f, &process).map_err(|e| format!("cannot write {}: {e}", files.process.display()))?;

@@ -85,7 +85,12 @@ impl BtrfsPool {
                 None => {
                     let img = image(&cfg.root);
                     if !img.exists() {
-                        let f = std::fs::File::create(&img).map_err(io(format!("cannot create {}", img.display())))?;
+                        // 0600: the image holds every volume's data.
+                        let f = {
+                            use std::os::unix::fs::OpenOptionsExt;
+                            std::fs::OpenOptions::new().write(true).create_new(true).mode(crate::files::PRIVATE_FILE).open(&img)
+                        }
+                        .map_err(io(format!("cannot create {}", img.display())))?;
                         f.set_len(cfg.loop_size_mib * 1024 * 1024).map_err(io(format!("cannot size {}", img.display())))?;
                     }
                     img
@@ -107,6 +112,11 @@ impl BtrfsPool {
                 }
             };
             run("mount", &[a("-t"), a("btrfs"), a(&dev), mount.as_os_str()]).await?;
+        }
+        if cfg.device.is_none() {
+            // Also an image an older agent made 0644.
+            let img = image(&cfg.root);
+            crate::files::make_private(&img).map_err(io(format!("cannot chmod {}", img.display())))?;
         }
         run("btrfs", &[a("quota"), a("enable"), mount.as_os_str()]).await?;
         for d in ["volumes", "snapshots"] {
@@ -189,7 +199,7 @@ impl VolumeDriver for BtrfsPool {
         let _ = std::fs::remove_dir(self.snaps(id));
         let p = self.path(id);
         if p.exists() {
-            run("btrfs", &[a("subvolume"), a("delete"), p.as_os_str()]).await?;
+            delete_subvolume_tree(&p).await?;
         }
         Ok(())
     }
@@ -222,10 +232,77 @@ impl VolumeDriver for BtrfsPool {
     async fn delete_snapshot(&self, id: &VolumeId, snap: &SnapshotId) -> Result<(), VolumeError> {
         let p = self.snaps(id).join(snap);
         if p.exists() {
-            run("btrfs", &[a("subvolume"), a("delete"), p.as_os_str()]).await?;
+            delete_subvolume_tree(&p).await?;
         }
         Ok(())
     }
+}
+
+/// btrfs gives the root directory of every subvolume inode 256 (`BTRFS_FIRST_FREE_OBJECTID`).
+const SUBVOLUME_ROOT_INO: u64 = 256;
+
+/// Deletes the subvolume at `root` and every subvolume nested anywhere inside it,
+/// deepest first: btrfs refuses to delete a subvolume that still holds one
+/// ("Directory not empty"), and a volume must never become undeletable because a
+/// subvolume was made inside it.
+async fn delete_subvolume_tree(root: &Path) -> Result<(), VolumeError> {
+    let top = root.to_path_buf();
+    let nested = tokio::task::spawn_blocking(move || nested_subvolumes(&top))
+        .await
+        .map_err(|e| VolumeError::Io { context: "volume worker".into(), source: std::io::Error::other(e.to_string()) })?;
+    for sub in nested {
+        run("btrfs", &[a("subvolume"), a("delete"), sub.as_os_str()]).await?;
+    }
+    run("btrfs", &[a("subvolume"), a("delete"), root.as_os_str()]).await?;
+    Ok(())
+}
+
+/// The subvolumes nested inside the subvolume at `root`, children after their own
+/// nested ones (the order to delete them in). The walk reads directories only (file
+/// types come from readdir) and stats each directory once; it follows no symlink and
+/// enters no mount point (a mount inside makes the delete fail, visibly, instead of
+/// reaching into another filesystem). Unreadable parts are skipped: the delete then
+/// names what is left.
+fn nested_subvolumes(root: &Path) -> Vec<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    // mountinfo names canonical paths.
+    let root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+    let mounts = mount_points_under(&root);
+    let mut found = vec![];
+    // (dir, whether its children were pushed): an explicit stack, since a tenant
+    // controls how deep the tree is.
+    let mut stack: Vec<(PathBuf, bool)> = vec![(root.clone(), false)];
+    while let Some((dir, expanded)) = stack.pop() {
+        if expanded {
+            if dir != root {
+                found.push(dir);
+            }
+            continue;
+        }
+        let is_subvolume = dir != root && std::fs::symlink_metadata(&dir).is_ok_and(|m| m.ino() == SUBVOLUME_ROOT_INO);
+        // Ordinary dirs are walked through but not deleted; subvolumes come back
+        // after their children.
+        if is_subvolume {
+            stack.push((dir.clone(), true));
+        }
+        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) && !mounts.contains(&e.path()) {
+                stack.push((e.path(), false));
+            }
+        }
+    }
+    found
+}
+
+/// Mount points strictly below `root`, per /proc/self/mountinfo.
+fn mount_points_under(root: &Path) -> std::collections::HashSet<PathBuf> {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return Default::default() };
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(m.replace("\\040", " ")))
+        .filter(|m| m.starts_with(root) && m != root)
+        .collect()
 }
 
 /// The two btrfs ioctls on the start path (linux/btrfs.h). The only `unsafe` in the
