@@ -92,6 +92,7 @@ impl Hub {
             address: None,
             pool,
             held_until: None,
+            ids: None,
         };
         self.check_quota(t, &inst, target).await?;
         let host = self.place(&inst.spec, pin).await?;
