@@ -128,6 +128,7 @@ impl Hub {
                     generation: i.generation,
                     spec: i.spec,
                     pool: i.pool,
+                    ids: i.ids,
                 })
                 .collect(),
         })
