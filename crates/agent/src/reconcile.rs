@@ -20,6 +20,11 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 /// Upper bound on tasks forked by one sandbox (its pids cgroup).
 const PIDS_LIMIT: u64 = 1024;
 
+/// Sandboxes run only in user namespaces, on the ids the hub allocated.
+fn no_ids() -> String {
+    "the hub sent no uid range for this instance: upgrade the hub (sandboxes run only in user namespaces)".into()
+}
+
 #[derive(Clone, Debug, PartialEq)]
 struct Acted {
     generation: Generation,
@@ -151,6 +156,14 @@ impl Reconciler {
         ObservedInstance { id: d.id, state: observed, generation: d.generation, error }
     }
 
+    /// The instance's volume, made if missing and owned by its sandbox's ids.
+    async fn ensure_volume(&self, volume: &VolumeId, d: &DesiredInstance) -> Result<std::path::PathBuf, String> {
+        let ids = d.ids.ok_or_else(no_ids)?;
+        let home = self.volumes.ensure(volume, d.spec.disk_mib).await.map_err(|e| e.to_string())?;
+        crate::drivers::volume::own_root(&home, ids).await.map_err(|e| e.to_string())?;
+        Ok(home)
+    }
+
     /// Makes one instance match; returns what it now is. Errors are user-facing strings.
     async fn act(&self, d: &DesiredInstance, status: Option<SandboxStatus>, prev: Option<&Acted>) -> Result<ObservedState, String> {
         use ObservedState as O;
@@ -176,7 +189,7 @@ impl Reconciler {
             }
             DesiredState::Stopped => {
                 if prev.is_none() {
-                    self.volumes.ensure(&volume, d.spec.disk_mib).await.map_err(|e| e.to_string())?;
+                    self.ensure_volume(&volume, d).await?;
                 }
                 if status.is_some() {
                     self.runtime.stop(&sid, STOP_GRACE).await.map_err(|e| e.to_string())?;
@@ -209,13 +222,14 @@ impl Reconciler {
                 }
                 // Volume and network do not depend on each other: made side by side.
                 let t0 = std::time::Instant::now();
-                let (home, netns_path) = tokio::join!(self.volumes.ensure(&volume, d.spec.disk_mib), async {
+                let ids = d.ids.ok_or_else(no_ids)?;
+                let (home, netns_path) = tokio::join!(self.ensure_volume(&volume, d), async {
                     match &d.network {
                         Some(net) => self.network.attach(&sid, net).await.map(Some).map_err(|e| format!("network: {e}")),
                         None => Ok(None),
                     }
                 });
-                let home = home.map_err(|e| e.to_string())?;
+                let home = home?;
                 let netns_path = netns_path?;
                 let spec = SandboxSpec {
                     id: sid.clone(),
@@ -229,6 +243,7 @@ impl Reconciler {
                     hostname: d.name.to_string(),
                     log_path: self.paths.log_file(&sid),
                     netns_path,
+                    ids,
                 };
                 let t1 = std::time::Instant::now();
                 self.runtime.start(&spec).await.map_err(|e| e.to_string())?;

@@ -7,6 +7,7 @@ use hangar_agent::drivers::volume::{BtrfsPool, DirVolumes, PoolConfig, VolumeDri
 use hangar_agent::drivers::DriverConfig;
 use hangar_agent::identity::AgentPaths;
 use hangar_types::api::{ExecRequest, ImageRef};
+use hangar_types::idmap::{IdRange, DEFAULT_FIRST_ID};
 use hangar_types::{SandboxId, SnapshotId, VolumeId};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -64,6 +65,7 @@ impl Env {
             hostname: "drv".into(),
             log_path: self.root().join(format!("{id}.log")),
             netns_path: None,
+            ids: IdRange::at(DEFAULT_FIRST_ID),
         }
     }
 }
@@ -173,6 +175,8 @@ async fn lifecycle(runtime: &str) {
     let rt = env.runtime(runtime);
     let home = pool.ensure(&vol("home"), 64).await.unwrap();
     let spec = env.spec(home.clone(), 128);
+    // The volume is owned by the sandbox's root, as the reconciler makes it.
+    hangar_agent::drivers::volume::own_root(&home, spec.ids).await.unwrap();
     let id = spec.id.clone();
     rt.start(&spec).await.unwrap();
     assert_eq!(rt.status(&id).await.unwrap(), Some(SandboxStatus::Running));

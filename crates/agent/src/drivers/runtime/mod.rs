@@ -4,6 +4,7 @@
 
 pub mod bundle;
 mod oci;
+pub mod seccomp;
 
 use crate::identity::AgentPaths;
 use hangar_types::api::{ExecRequest, ExecResult, ImageRef, InstanceStats};
@@ -71,6 +72,8 @@ pub struct SandboxSpec {
     pub log_path: PathBuf,
     /// Join this network namespace; None gives the sandbox a new, empty one.
     pub netns_path: Option<PathBuf>,
+    /// The host ids root and every other id inside map to (its user namespace).
+    pub ids: hangar_types::idmap::IdRange,
 }
 
 #[derive(Debug, thiserror::Error)]

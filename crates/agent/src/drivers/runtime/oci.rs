@@ -121,6 +121,9 @@ impl OciRuntime {
         let _ = std::fs::remove_dir_all(&bundle);
         std::fs::create_dir_all(&bundle).map_err(|e| RuntimeError::Bundle { id: spec.id.to_string(), detail: e.to_string() })?;
         bundle::write(&bundle, spec)?;
+        if let Some(ns) = &spec.netns_path {
+            allow_ping(ns).map_err(|e| RuntimeError::Bundle { id: spec.id.to_string(), detail: format!("net.ipv4.ping_group_range in {}: {e}", ns.display()) })?;
+        }
         if let Some(dir) = spec.log_path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
@@ -230,6 +233,22 @@ impl OciRuntime {
         self.state_cache.lock().expect("state cache").retain(|d, _| dirs.contains(d));
         Some(out)
     }
+}
+
+/// Lets every group of the network namespace at `netns` open ICMP echo sockets, which
+/// is how `ping` works without CAP_NET_RAW. A joined namespace belongs to the host's user
+/// namespace, so the sandbox cannot set this itself; set from here, "0 2147483647" is in
+/// host gids and covers every sandbox's. Done on a thread of its own that enters the
+/// namespace and then ends (setns changes only the calling thread): no process spawned.
+fn allow_ping(netns: &std::path::Path) -> std::io::Result<()> {
+    let netns = netns.to_path_buf();
+    std::thread::spawn(move || -> std::io::Result<()> {
+        let ns = std::fs::File::open(&netns)?;
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+        std::fs::write("/proc/sys/net/ipv4/ping_group_range", "0 2147483647")
+    })
+    .join()
+    .map_err(|_| std::io::Error::other("the thread setting ping_group_range panicked"))?
 }
 
 /// The freezer file of a sandbox and the values meaning frozen / thawed (v1 or v2).
