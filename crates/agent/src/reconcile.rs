@@ -220,17 +220,9 @@ impl Reconciler {
                     }
                     return Ok(O::Stopped);
                 }
-                // Volume and network do not depend on each other: made side by side.
                 let t0 = std::time::Instant::now();
                 let ids = d.ids.ok_or_else(no_ids)?;
-                let (home, netns_path) = tokio::join!(self.ensure_volume(&volume, d), async {
-                    match &d.network {
-                        Some(net) => self.network.attach(&sid, net).await.map(Some).map_err(|e| format!("network: {e}")),
-                        None => Ok(None),
-                    }
-                });
-                let home = home?;
-                let netns_path = netns_path?;
+                let home = self.ensure_volume(&volume, d).await?;
                 let spec = SandboxSpec {
                     id: sid.clone(),
                     image: d.spec.image.clone(),
@@ -242,12 +234,27 @@ impl Reconciler {
                     env: d.spec.env.clone(),
                     hostname: d.name.to_string(),
                     log_path: self.paths.log_file(&sid),
-                    netns_path,
                     ids,
                 };
                 let t1 = std::time::Instant::now();
-                self.runtime.start(&spec).await.map_err(|e| e.to_string())?;
-                tracing::debug!(instance = %d.id, volume_and_network_ms = (t1 - t0).as_secs_f64() * 1e3, runtime_start_ms = t1.elapsed().as_secs_f64() * 1e3, "started");
+                match &d.network {
+                    None => self.runtime.start(&spec).await.map_err(|e| e.to_string())?,
+                    // The sandbox makes its network namespace (in its user namespace);
+                    // it is wired before the workload runs.
+                    Some(net) => {
+                        let netns = self.runtime.create(&spec).await.map_err(|e| e.to_string())?;
+                        let wired = async {
+                            self.network.adopt(&sid, &netns).await?;
+                            self.network.attach(&sid, net).await
+                        };
+                        if let Err(e) = wired.await {
+                            let _ = self.runtime.stop(&sid, STOP_GRACE).await;
+                            return Err(format!("network: {e}"));
+                        }
+                        self.runtime.start_created(&sid).await.map_err(|e| e.to_string())?;
+                    }
+                }
+                tracing::debug!(instance = %d.id, volume_ms = (t1 - t0).as_secs_f64() * 1e3, runtime_and_network_ms = t1.elapsed().as_secs_f64() * 1e3, "started");
                 if want_warm {
                     self.runtime.pause(&sid).await.map_err(|e| e.to_string())?;
                     return Ok(O::Warm);

@@ -64,7 +64,6 @@ impl Env {
             env: BTreeMap::from([("GREETING".into(), "hello".into())]),
             hostname: "drv".into(),
             log_path: self.root().join(format!("{id}.log")),
-            netns_path: None,
             ids: IdRange::at(DEFAULT_FIRST_ID),
         }
     }

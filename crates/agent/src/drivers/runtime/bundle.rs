@@ -149,22 +149,6 @@ pub fn write(bundle: &Path, spec: &SandboxSpec) -> Result<(), RuntimeError> {
     let id = &spec.id;
     spec.ids.check().map_err(|e| err(id, format!("uid range: {e}")))?;
     let mut mounts: Vec<Mount> = oci_spec::runtime::get_default_mounts();
-    let joins_netns = spec.netns_path.is_some();
-    if joins_netns {
-        // sysfs can only be mounted by the owner of the network namespace, and a joined
-        // one belongs to the host: share the host's read-only instead (as Podman does),
-        // with its network and cgroup views masked below.
-        mounts.retain(|m| m.destination() != Path::new("/sys"));
-        mounts.push(
-            MountBuilder::default()
-                .destination("/sys")
-                .typ("bind")
-                .source("/sys")
-                .options(["rbind", "nosuid", "noexec", "nodev", "ro"].map(String::from).to_vec())
-                .build()
-                .map_err(|e| err(id, e))?,
-        );
-    }
     let rootfs = match &spec.image {
         ImageRef::Host => {
             let r = host_rootfs().map_err(|e| err(id, format!("the host image's root {HOST_ROOTFS}: {e}")))?;
@@ -247,38 +231,27 @@ pub fn write(bundle: &Path, spec: &SandboxSpec) -> Result<(), RuntimeError> {
         LinuxNamespaceType::Network,
     ]
     .into_iter()
-    .map(|t| {
-        let mut b = LinuxNamespaceBuilder::default().typ(t);
-        if t == LinuxNamespaceType::Network {
-            if let Some(p) = &spec.netns_path {
-                b = b.path(p.clone());
-            }
-        }
-        b.build()
-    })
+    // All new: the network namespace too, owned by the sandbox's user namespace, so
+    // the runtime can join it again for exec after joining that user namespace (a
+    // namespace of the host's it could not). The network driver wires it between
+    // create and start.
+    .map(|t| LinuxNamespaceBuilder::default().typ(t).build())
     .collect::<Result<_, _>>()
     .map_err(|e| err(id, e))?;
-    let mut masked = oci_spec::runtime::get_default_maskedpaths();
-    if joins_netns {
-        masked.extend(["/sys/fs/cgroup", "/sys/class/net", "/sys/devices/virtual/net"].map(String::from));
-    }
-    let mut linux = LinuxBuilder::default()
+    let linux = LinuxBuilder::default()
         .namespaces(namespaces)
         .uid_mappings(vec![id_mapping(spec.ids).map_err(|e| err(id, e))?])
         .gid_mappings(vec![id_mapping(spec.ids).map_err(|e| err(id, e))?])
         .resources(resources)
         .cgroups_path(PathBuf::from(format!("/hangar/{id}")))
-        .masked_paths(masked)
+        .masked_paths(oci_spec::runtime::get_default_maskedpaths())
         .readonly_paths(oci_spec::runtime::get_default_readonly_paths())
-        .seccomp(super::seccomp::profile().map_err(|e| err(id, e))?);
-    if !joins_netns {
-        // A network namespace of its own belongs to the sandbox's user namespace, so the
-        // runtime may set its sysctls, in ids as seen inside. A joined one belongs to the
-        // host, and the agent sets it there (`oci::allow_ping`).
-        let range = format!("0 {}", spec.ids.size - 1);
-        linux = linux.sysctl(HashMap::from([("net.ipv4.ping_group_range".to_string(), range)]));
-    }
-    let linux = linux.build().map_err(|e| err(id, e))?;
+        .seccomp(super::seccomp::profile().map_err(|e| err(id, e))?)
+        // ping without CAP_NET_RAW: ICMP echo sockets for every group, in ids as seen
+        // inside (the namespace is the sandbox's; its sysctls are its own).
+        .sysctl(HashMap::from([("net.ipv4.ping_group_range".to_string(), format!("0 {}", spec.ids.size - 1))]))
+        .build()
+        .map_err(|e| err(id, e))?;
     let mut s = Spec::default();
     s.set_hostname(Some(spec.hostname.clone()));
     s.set_root(Some(RootBuilder::default().path(rootfs).readonly(true).build().map_err(|e| err(id, e))?));

@@ -114,16 +114,14 @@ impl OciRuntime {
         caught.is_none_or(|mask| mask & (1 << (15 - 1)) != 0)
     }
 
-    /// Writes the bundle and runs the sandbox detached, its stdio on the log file.
-    async fn run_detached(&self, spec: &SandboxSpec) -> Result<(), RuntimeError> {
+    /// Writes the bundle and runs the sandbox detached (`run -d`), or only makes it
+    /// (`create`), its stdio on the log file.
+    async fn run_detached(&self, spec: &SandboxSpec, action: Launch) -> Result<(), RuntimeError> {
         let bundle = self.bundle_dir(&spec.id);
         // A bundle left by a crash may hold a stale rootfs: start from scratch.
         let _ = std::fs::remove_dir_all(&bundle);
         std::fs::create_dir_all(&bundle).map_err(|e| RuntimeError::Bundle { id: spec.id.to_string(), detail: e.to_string() })?;
         bundle::write(&bundle, spec)?;
-        if let Some(ns) = &spec.netns_path {
-            allow_ping(ns).map_err(|e| RuntimeError::Bundle { id: spec.id.to_string(), detail: format!("net.ipv4.ping_group_range in {}: {e}", ns.display()) })?;
-        }
         if let Some(dir) = spec.log_path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
@@ -135,10 +133,12 @@ impl OciRuntime {
         let log2 = log.try_clone().map_err(|e| RuntimeError::Bundle { id: spec.id.to_string(), detail: e.to_string() })?;
         // Detached, with the workload's stdio on the log file: the sandbox does not
         // depend on the agent staying alive.
-        let out = self
-            .cmd()
-            .arg("run")
-            .arg("-d")
+        let mut c = self.cmd();
+        match action {
+            Launch::Run => c.args(["run", "-d"]),
+            Launch::Create => c.arg("create"),
+        };
+        let out = c
             .arg("--bundle")
             .arg(&bundle)
             .arg(&spec.id)
@@ -154,7 +154,7 @@ impl OciRuntime {
             let _ = self.run("delete", spec.id.as_str(), &["delete", "--force", spec.id.as_str()]).await;
             return Err(RuntimeError::Command {
                 runtime: self.program(),
-                action: "run",
+                action: action.verb(),
                 id: spec.id.to_string(),
                 stderr: last.into_iter().rev().collect::<Vec<_>>().join(" | "),
             });
@@ -235,20 +235,20 @@ impl OciRuntime {
     }
 }
 
-/// Lets every group of the network namespace at `netns` open ICMP echo sockets, which
-/// is how `ping` works without CAP_NET_RAW. A joined namespace belongs to the host's user
-/// namespace, so the sandbox cannot set this itself; set from here, "0 2147483647" is in
-/// host gids and covers every sandbox's. Done on a thread of its own that enters the
-/// namespace and then ends (setns changes only the calling thread): no process spawned.
-fn allow_ping(netns: &std::path::Path) -> std::io::Result<()> {
-    let netns = netns.to_path_buf();
-    std::thread::spawn(move || -> std::io::Result<()> {
-        let ns = std::fs::File::open(&netns)?;
-        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
-        std::fs::write("/proc/sys/net/ipv4/ping_group_range", "0 2147483647")
-    })
-    .join()
-    .map_err(|_| std::io::Error::other("the thread setting ping_group_range panicked"))?
+/// How [`OciRuntime::run_detached`] launches a sandbox.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Launch {
+    Run,
+    Create,
+}
+
+impl Launch {
+    fn verb(self) -> &'static str {
+        match self {
+            Launch::Run => "run",
+            Launch::Create => "create",
+        }
+    }
 }
 
 /// The freezer file of a sandbox and the values meaning frozen / thawed (v1 or v2).
@@ -288,16 +288,43 @@ impl Runtime for OciRuntime {
     async fn start(&self, spec: &SandboxSpec) -> Result<(), RuntimeError> {
         // No status call up front (a process spawn on the start path): callers start
         // what they saw absent, and a leftover with the same id is handled below.
-        match self.run_detached(spec).await {
+        match self.run_detached(spec, Launch::Run).await {
             Err(RuntimeError::Command { stderr, .. }) if stderr.contains("exists") => match self.status(&spec.id).await? {
                 Some(SandboxStatus::Running) => Ok(()),
                 _ => {
                     self.stop(&spec.id, Duration::from_secs(1)).await?;
-                    self.run_detached(spec).await
+                    self.run_detached(spec, Launch::Run).await
                 }
             },
             other => other,
         }
+    }
+
+    async fn create(&self, spec: &SandboxSpec) -> Result<PathBuf, RuntimeError> {
+        match self.run_detached(spec, Launch::Create).await {
+            // A leftover with the same id (callers create what they saw absent).
+            Err(RuntimeError::Command { stderr, .. }) if stderr.contains("exists") => {
+                self.stop(&spec.id, Duration::from_secs(1)).await?;
+                self.run_detached(spec, Launch::Create).await?
+            }
+            other => other?,
+        }
+        let pid = match self.runc_state(&spec.id) {
+            Some(st) if self.flavor == Flavor::Runc => st.init_process_pid,
+            _ => {
+                let out = self.run("state", spec.id.as_str(), &["state", spec.id.as_str()]).await?;
+                serde_json::from_slice::<serde_json::Value>(&out).ok().and_then(|v| v["pid"].as_u64()).ok_or_else(|| RuntimeError::Parse {
+                    runtime: self.program(),
+                    action: "state",
+                    detail: format!("no pid for {}", spec.id),
+                })?
+            }
+        };
+        Ok(PathBuf::from(format!("/proc/{pid}/ns/net")))
+    }
+
+    async fn start_created(&self, id: &SandboxId) -> Result<(), RuntimeError> {
+        self.run("start", id.as_str(), &["start", id.as_str()]).await.map(|_| ())
     }
 
     async fn resume(&self, id: &SandboxId) -> Result<(), RuntimeError> {
