@@ -30,7 +30,6 @@ use oci_spec::runtime::{
 };
 
 const EPERM: u32 = 1;
-const EACCES: u32 = 13;
 const ENOSYS: u32 = 38;
 
 /// Allowed unconditionally on every architecture (Docker's list, minus io_uring and the
@@ -126,6 +125,24 @@ fn rule(names: &[&str], action: LinuxSeccompAction, errno: Option<u32>, args: Ve
     b.build()
 }
 
+/// Aligned blocks `(mask, value)` of 16-bit values covering exactly every value but
+/// `refused`: `x & mask == value` holds for an allowed `x` in exactly one block and for a
+/// refused one in none.
+fn allowed_blocks(refused: &[u16]) -> Vec<(u64, u64)> {
+    fn cover(value: u32, free_bits: u32, refused: &[u16], out: &mut Vec<(u64, u64)>) {
+        let inside = |r: &&u16| (**r as u32) >> free_bits == value >> free_bits;
+        if !refused.iter().any(|r| inside(&r)) {
+            out.push(((0xffff_u64 >> free_bits) << free_bits, value as u64));
+        } else if free_bits > 0 {
+            cover(value, free_bits - 1, refused, out);
+            cover(value | 1 << (free_bits - 1), free_bits - 1, refused, out);
+        }
+    }
+    let mut out = vec![];
+    cover(0, 16, refused, &mut out);
+    out
+}
+
 /// The profile (see the module doc).
 pub fn profile() -> Result<LinuxSeccomp, oci_spec::OciSpecError> {
     use LinuxSeccompAction::{ScmpActAllow as Allow, ScmpActErrno as Errno};
@@ -137,16 +154,18 @@ pub fn profile() -> Result<LinuxSeccomp, oci_spec::OciSpecError> {
         // Masked: flags & CLONE_NAMESPACE_FLAGS == 0.
         rule(&["clone"], Allow, None, vec![(0, CLONE_NAMESPACE_FLAGS, Some(0), MaskedEq)])?,
         rule(&["clone3"], Errno, Some(ENOSYS), vec![])?,
-        rule(&["ioctl"], Allow, None, vec![])?,
     ];
     for p in PERSONALITIES {
         syscalls.push(rule(&["personality"], Allow, None, vec![(0, p, None, Eq)])?);
     }
-    // The kernel reads an ioctl request as 32 bits: compare only those, or high bits set
-    // by the caller would slip past. EACCES, not the default's EPERM: a rule with the
-    // default action is dropped by the runtimes, which would leave the ioctl allowed.
-    for req in BTRFS_SUBVOLUME_IOCTLS {
-        syscalls.push(rule(&["ioctl"], Errno, Some(EACCES), vec![(1, 0xffff_ffff, Some(req), MaskedEq)])?);
+    // ioctl: allowed for every request whose low 16 bits (type and number) are not a
+    // refused one's, one rule per aligned block of allowed values. (An unconditional
+    // allow beside errno rules would not do: libseccomp lets the unconditional rule win.)
+    // Only masked bits are compared, so bits above them, which the kernel ignores or
+    // checks itself, cannot smuggle a refused request past the filter.
+    let refused: Vec<u16> = BTRFS_SUBVOLUME_IOCTLS.iter().map(|r| (r & 0xffff) as u16).collect();
+    for (mask, value) in allowed_blocks(&refused) {
+        syscalls.push(rule(&["ioctl"], Allow, None, vec![(1, mask, Some(value), MaskedEq)])?);
     }
     LinuxSeccompBuilder::default().default_action(Errno).default_errno_ret(EPERM).architectures(ARCHES.to_vec()).syscalls(syscalls).build()
 }
@@ -177,6 +196,13 @@ mod tests {
     fn the_btrfs_requests_are_iow_0x94_of_4096_bytes() {
         let iow = |nr: u64| (1 << 30) | (4096 << 16) | (0x94 << 8) | nr;
         assert_eq!(BTRFS_SUBVOLUME_IOCTLS, [iow(1), iow(14), iow(15), iow(23), iow(24), iow(63)]);
+        let refused: Vec<u16> = BTRFS_SUBVOLUME_IOCTLS.iter().map(|r| (r & 0xffff) as u16).collect();
+        let blocks = allowed_blocks(&refused);
+        for x in 0..=0xffff_u64 {
+            let hits = blocks.iter().filter(|(m, v)| x & m == *v).count();
+            assert_eq!(hits, usize::from(!refused.contains(&(x as u16))), "request {x:#x}");
+        }
+        assert!(blocks.len() < 64, "{} rules for ioctl", blocks.len());
         let p = profile().unwrap();
         assert_eq!(p.default_action(), LinuxSeccompAction::ScmpActErrno);
         let json = serde_json::to_value(&p).unwrap();
