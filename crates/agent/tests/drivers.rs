@@ -186,6 +186,9 @@ async fn lifecycle(runtime: &str) {
     assert_eq!((r.exit_code, r.stdout.as_str()), (0, "hi\nhello /home\ndrv\n"), "{}", r.stderr);
     assert_eq!(std::fs::read_to_string(home.join("hi.txt")).unwrap(), "hi\n", "the volume is the sandbox's /home");
     assert_eq!(rt.exec(&id, &exec("exit 3")).await.unwrap().exit_code, 3);
+    // exec joins the sandbox's user namespace too: root there is the mapped host id.
+    let map = rt.exec(&id, &exec("cat /proc/self/uid_map")).await.unwrap().stdout;
+    assert_eq!(map.split_whitespace().collect::<Vec<_>>(), ["0", &spec.ids.base.to_string(), "65536"], "{map}");
     let ro = rt.exec(&id, &exec("touch /usr/evil")).await.unwrap();
     assert_ne!(ro.exit_code, 0, "/usr must be read-only");
     assert!(!Path::new("/usr/evil").exists());
