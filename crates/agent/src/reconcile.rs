@@ -22,6 +22,10 @@ const PIDS_LIMIT: u64 = 1024;
 
 /// The longest wait between two attempts at a delete that keeps failing.
 const DELETE_RETRY_MAX: Duration = Duration::from_secs(30);
+/// Sandboxes run only in user namespaces, on the ids the hub allocated.
+fn no_ids() -> String {
+    "the hub sent no uid range for this instance: upgrade the hub (sandboxes run only in user namespaces)".into()
+}
 
 #[derive(Clone, Debug, PartialEq)]
 struct Acted {
@@ -179,6 +183,14 @@ impl Reconciler {
         ObservedInstance { id: d.id, state: observed, generation: d.generation, error }
     }
 
+    /// The instance's volume, made if missing and owned by its sandbox's ids.
+    async fn ensure_volume(&self, volume: &VolumeId, d: &DesiredInstance) -> Result<std::path::PathBuf, String> {
+        let ids = d.ids.ok_or_else(no_ids)?;
+        let home = self.volumes.ensure(volume, d.spec.disk_mib).await.map_err(|e| e.to_string())?;
+        crate::drivers::volume::own_root(&home, ids).await.map_err(|e| e.to_string())?;
+        Ok(home)
+    }
+
     /// Makes one instance match; returns what it now is. Errors are user-facing strings.
     async fn act(&self, d: &DesiredInstance, status: Option<SandboxStatus>, prev: Option<&Acted>) -> Result<ObservedState, String> {
         use ObservedState as O;
@@ -205,7 +217,7 @@ impl Reconciler {
             }
             DesiredState::Stopped => {
                 if prev.is_none() {
-                    self.volumes.ensure(&volume, d.spec.disk_mib).await.map_err(|e| e.to_string())?;
+                    self.ensure_volume(&volume, d).await?;
                 }
                 if status.is_some() {
                     self.runtime.stop(&sid, STOP_GRACE).await.map_err(|e| e.to_string())?;
@@ -236,16 +248,9 @@ impl Reconciler {
                     }
                     return Ok(O::Stopped);
                 }
-                // Volume and network do not depend on each other: made side by side.
                 let t0 = std::time::Instant::now();
-                let (home, netns_path) = tokio::join!(self.volumes.ensure(&volume, d.spec.disk_mib), async {
-                    match &d.network {
-                        Some(net) => self.network.attach(&sid, net).await.map(Some).map_err(|e| format!("network: {e}")),
-                        None => Ok(None),
-                    }
-                });
-                let home = home.map_err(|e| e.to_string())?;
-                let netns_path = netns_path?;
+                let ids = d.ids.ok_or_else(no_ids)?;
+                let home = self.ensure_volume(&volume, d).await?;
                 let spec = SandboxSpec {
                     id: sid.clone(),
                     image: crate::images::resolve(&self.paths, d).await?,
@@ -257,11 +262,27 @@ impl Reconciler {
                     env: d.spec.env.clone(),
                     hostname: d.name.to_string(),
                     log_path: self.paths.log_file(&sid),
-                    netns_path,
+                    ids,
                 };
                 let t1 = std::time::Instant::now();
-                self.runtime.start(&spec).await.map_err(|e| e.to_string())?;
-                tracing::debug!(instance = %d.id, volume_and_network_ms = (t1 - t0).as_secs_f64() * 1e3, runtime_start_ms = t1.elapsed().as_secs_f64() * 1e3, "started");
+                match &d.network {
+                    None => self.runtime.start(&spec).await.map_err(|e| e.to_string())?,
+                    // The sandbox makes its network namespace (in its user namespace);
+                    // it is wired before the workload runs.
+                    Some(net) => {
+                        let netns = self.runtime.create(&spec).await.map_err(|e| e.to_string())?;
+                        let wired = async {
+                            self.network.adopt(&sid, &netns).await?;
+                            self.network.attach(&sid, net).await
+                        };
+                        if let Err(e) = wired.await {
+                            let _ = self.runtime.stop(&sid, STOP_GRACE).await;
+                            return Err(format!("network: {e}"));
+                        }
+                        self.runtime.start_created(&sid).await.map_err(|e| e.to_string())?;
+                    }
+                }
+                tracing::debug!(instance = %d.id, volume_ms = (t1 - t0).as_secs_f64() * 1e3, runtime_and_network_ms = t1.elapsed().as_secs_f64() * 1e3, "started");
                 if want_warm {
                     self.runtime.pause(&sid).await.map_err(|e| e.to_string())?;
                     return Ok(O::Warm);

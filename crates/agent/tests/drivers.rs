@@ -7,6 +7,7 @@ use hangar_agent::drivers::volume::{BtrfsPool, DirVolumes, PoolConfig, VolumeDri
 use hangar_agent::drivers::DriverConfig;
 use hangar_agent::identity::AgentPaths;
 use hangar_types::api::{ExecRequest, ImageRef};
+use hangar_types::idmap::{IdRange, DEFAULT_FIRST_ID};
 use hangar_types::{SandboxId, SnapshotId, VolumeId};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -63,7 +64,7 @@ impl Env {
             env: BTreeMap::from([("GREETING".into(), "hello".into())]),
             hostname: "drv".into(),
             log_path: self.root().join(format!("{id}.log")),
-            netns_path: None,
+            ids: IdRange::at(DEFAULT_FIRST_ID),
         }
     }
 }
@@ -219,6 +220,8 @@ async fn lifecycle(runtime: &str) {
     let rt = env.runtime(runtime);
     let home = pool.ensure(&vol("home"), 64).await.unwrap();
     let spec = env.spec(home.clone(), 128);
+    // The volume is owned by the sandbox's root, as the reconciler makes it.
+    hangar_agent::drivers::volume::own_root(&home, spec.ids).await.unwrap();
     let id = spec.id.clone();
     rt.start(&spec).await.unwrap();
     assert_eq!(rt.status(&id).await.unwrap(), Some(SandboxStatus::Running));
@@ -229,6 +232,9 @@ async fn lifecycle(runtime: &str) {
     assert_eq!((r.exit_code, r.stdout.as_str()), (0, "hi\nhello /home\ndrv\n"), "{}", r.stderr);
     assert_eq!(std::fs::read_to_string(home.join("hi.txt")).unwrap(), "hi\n", "the volume is the sandbox's /home");
     assert_eq!(rt.exec(&id, &exec("exit 3")).await.unwrap().exit_code, 3);
+    // exec joins the sandbox's user namespace too: root there is the mapped host id.
+    let map = rt.exec(&id, &exec("cat /proc/self/uid_map")).await.unwrap().stdout;
+    assert_eq!(map.split_whitespace().collect::<Vec<_>>(), ["0", &spec.ids.base.to_string(), "65536"], "{map}");
     let ro = rt.exec(&id, &exec("touch /usr/evil")).await.unwrap();
     assert_ne!(ro.exit_code, 0, "/usr must be read-only");
     assert!(!Path::new("/usr/evil").exists());

@@ -39,7 +39,7 @@ fn doc(host_id: &uuid::Uuid, instance_id: &uuid::Uuid, desired: &str) -> Desired
         r#"{{"schema_version":1,"host":"solo","host_id":"{host_id}","generation":1,"cluster_range":"{range}",
            "tenants":[{{"name":"acme","quotas":{{"max_vcpus":4,"max_mem_mib":1024,"max_running":2,"max_instances":4,"max_disk_gib":4}}}}],
            "pools":[],
-           "instances":[{{"id":"{instance_id}","tenant":"acme","name":"web","generation":1,"desired":"{desired}",
+           "instances":[{{"id":"{instance_id}","tenant":"acme","name":"web","generation":1,"ids":{{"base":1048576,"size":65536}},"desired":"{desired}",
              "spec":{{"image":"host","vcpus":1,"mem_mib":64,"disk_mib":64}},
              "network":{{"net_id":1,"bridge":"{bridge}","address":"{address}","prefix_len":24,"gateway":"{gateway}","cluster_range":"{range}"}}}}]}}"#
     ))

@@ -259,7 +259,7 @@ fn one_shot_reconcile_from_a_file() {
             r#"{{"schema_version":1,"host":"solo","host_id":"0190f0d2-7a34-7c3e-9b1a-00000000b001","generation":1,
                "tenants":[{{"name":"acme","quotas":{{"max_vcpus":4,"max_mem_mib":1024,"max_running":2,"max_instances":4,"max_disk_gib":4}}}}],
                "pools":[],
-               "instances":[{{"id":"0190f0d2-7a34-7c3e-9b1a-00000000b0a1","tenant":"acme","name":"solo1",
+               "instances":[{{"id":"0190f0d2-7a34-7c3e-9b1a-00000000b0a1","tenant":"acme","name":"solo1","ids":{{"base":1048576,"size":65536}},
                  "spec":{{"image":"host","vcpus":1,"mem_mib":64,"disk_mib":64{extra}}},"desired":"{desired}","generation":1}}]}}"#
         )
     };

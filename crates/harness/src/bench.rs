@@ -139,7 +139,8 @@ fn raw_bundle(dir: &Path, id: &str, mem_mib: u64) -> Result<PathBuf> {
         env: Default::default(),
         hostname: id.to_string(),
         log_path: dir.join(format!("{id}.log")),
-        netns_path: None,
+        // The raw runtime's sandboxes share one range: they only run `true`.
+        ids: hangar_types::idmap::IdRange::at(hangar_types::idmap::DEFAULT_FIRST_ID),
     };
     hangar_agent::drivers::runtime::bundle::write(&bundle, &s)?;
     Ok(bundle)

@@ -45,7 +45,7 @@ const SCENARIOS: [(&str, &[&str]); 7] = [
     ("fleet", &["host ready", "hosts join", "tenant create"]),
     ("lifecycle", &["instance create", "instance start", "sentinel write", "exec", "warm", "resume", "stop", "start again", "sentinel survives", "logs", "stats"]),
     ("network", &["instances on two tenants", "same-tenant reach", "cross-tenant isolation", "wide subnet wired", "cross-host reach", "net verify"]),
-    ("security", &["tenant token scoped", "bad input refused", "sandbox for the network probes", "sandbox cannot reach the hub API", "sandbox cannot reach a host underlay address", "dir image refused for a tenant", "data files are private", "log capped", "exec timeout capped"]),
+    ("security", &["tenant token scoped", "bad input refused", "sandbox for the network probes", "sandbox cannot reach the hub API", "sandbox cannot reach a host underlay address", "host shadow unreadable", "uid mapped", "unshare refused", "dir image refused for a tenant", "data files are private", "log capped", "exec timeout capped"]),
     ("pools", &["pool create", "scale up across hosts", "scale down newest first", "pool delete"]),
     ("hosts", &["members spread over hosts", "host stop keeps state", "host start persistence", "killed agent goes stale", "restarted agent adopts"]),
     ("cleanup", &["delete instances", "remove hosts", "destroy tenants"]),
@@ -469,6 +469,35 @@ async fn scenario(r: &mut Run, name: &str) {
                 wait_op(&c, c.instance_delete(&a, "sec1").await?).await
             })
             .await;
+            // Inside a sandbox (`sec`, made by the first of these steps if missing).
+            r.step("host shadow unreadable", async {
+                if c.instance_get(&a, "sec").await.is_err() {
+                    create(&c, &a, "sec", true).await?;
+                }
+                let res = exec(&c, &a, "sec", "test -e /etc/shadow || test -e /etc/ssl/private || ls /etc/ssh/ssh_host_* 2>/dev/null").await?;
+                if res.exit_code == 0 {
+                    bail!("the host's /etc secrets are visible: {}", res.stdout);
+                }
+                Ok(())
+            })
+            .await;
+            r.step("uid mapped", async {
+                let res = exec(&c, &a, "sec", "cat /proc/self/uid_map").await?;
+                let map: Vec<u64> = res.stdout.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+                if map.len() != 3 || map[0] != 0 || map[1] < u64::from(hangar_types::idmap::DEFAULT_FIRST_ID) {
+                    bail!("root inside is not an unprivileged host uid: uid_map {:?}", res.stdout.trim());
+                }
+                Ok(())
+            })
+            .await;
+            r.step("unshare refused", async {
+                let res = exec(&c, &a, "sec", "unshare -U true").await?;
+                if res.exit_code == 0 {
+                    bail!("unshare -U succeeded inside a sandbox");
+                }
+                Ok(())
+            })
+            .await;
             // Volumes, files and images (issue 12).
             r.step("dir image refused for a tenant", async {
                 let tok = c.token_create(&TokenCreate { tenant: Some(a.parse()?), description: Some("smoke images".into()) }).await?;
@@ -677,7 +706,7 @@ async fn scenario(r: &mut Run, name: &str) {
                         c.pool_delete(&a, p).await?;
                     }
                 }
-                for (t, n) in [(&a, "life"), (&a, "n1"), (&a, "n2"), (&b, "n3")] {
+                for (t, n) in [(&a, "life"), (&a, "n1"), (&a, "n2"), (&b, "n3"), (&a, "sec")] {
                     if c.instance_get(t, n).await.is_ok() {
                         wait_op(&c, c.instance_delete(t, n).await?).await?;
                     }

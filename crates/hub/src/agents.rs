@@ -137,6 +137,7 @@ impl Hub {
                     },
                     spec: i.spec,
                     pool: i.pool,
+                    ids: i.ids,
                 })
                 .collect(),
         })

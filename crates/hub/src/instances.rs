@@ -93,6 +93,7 @@ impl Hub {
             address: None,
             pool,
             held_until: None,
+            ids: None,
         };
         self.check_quota(t, &inst, target).await?;
         let host = self.place(&inst.spec, pin).await?;
@@ -102,7 +103,7 @@ impl Hub {
         inst.desired = target.desired();
         inst.generation = self.store.next_generation().await?;
         // One write: the instance and its host's new generation land together.
-        let bumped = self.store.insert_instance(&inst, Some(&host.name)).await?;
+        let bumped = self.insert_with_uid_range(&mut inst, &host.name).await?;
         self.host_bumped(bumped);
         self.tenant_hosts_changed(&t.name, &host.name).await?;
         let done_at = if target == InstanceState::Starting { InstanceState::Running } else { target };

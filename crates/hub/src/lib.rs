@@ -25,6 +25,7 @@ pub mod pools;
 pub mod server;
 pub mod tenants;
 pub mod tokens;
+pub mod uid_ranges;
 
 pub use auth::Principal;
 pub use coord::{Coordination, LockKey};
@@ -65,6 +66,9 @@ pub struct HubConfig {
     pub pool_interval: Duration,
     /// After a user action on a provider's host, how long the provider check leaves it be.
     pub provider_grace: Duration,
+    /// The host uid/gid ranges sandboxes' user namespaces are cut from (see
+    /// [`uid_ranges`]).
+    pub uid_ranges: hangar_types::idmap::IdPool,
 }
 
 impl Default for HubConfig {
@@ -81,6 +85,7 @@ impl Default for HubConfig {
             pool_hold: Duration::from_secs(60),
             pool_interval: Duration::from_secs(2),
             provider_grace: Duration::from_secs(15),
+            uid_ranges: hangar_types::idmap::IdPool::default(),
         }
     }
 }

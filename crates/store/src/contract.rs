@@ -48,6 +48,7 @@ macro_rules! store_contract_tests {
             instances_insert_get_update_delete,
             instances_list_by_tenant_and_host,
             instance_addresses_are_unique_per_tenant,
+            instance_uid_ranges_are_unique_kept_and_freed_on_delete,
             instance_updates_refuse_a_stale_version,
             concurrent_instance_updates_admit_one,
             instance_writes_bump_their_host_atomically,
@@ -149,6 +150,7 @@ pub mod fixtures {
             address: None,
             pool: None,
             held_until: None,
+            ids: None,
         }
     }
 
@@ -586,6 +588,33 @@ pub async fn instance_addresses_are_unique_per_tenant(store: Arc<dyn Store>) {
     // Nor can an update take an address another instance of the tenant holds.
     let taken = Instance { address: addr("10.240.1.2"), ..y.clone() };
     assert!(matches!(store.update_instance_if(&taken, InstanceVersion::of(&y), None).await, Err(StoreError::AlreadyExists(_))));
+}
+
+/// A uid range is held by one live instance at a time, across tenants; a collision is
+/// a Conflict (the hub picks again), updates never change it, and a deleted instance's
+/// range is free again.
+pub async fn instance_uid_ranges_are_unique_kept_and_freed_on_delete(store: Arc<dyn Store>) {
+    use hangar_types::idmap::IdRange;
+    let r = Some(IdRange::at(1 << 20));
+    let a = Instance { ids: r, ..instance("acme", "a", None) };
+    store.insert_instance(&a, None).await.unwrap();
+    assert_eq!(store.get_instance_by_id(a.id).await.unwrap().unwrap().ids, r);
+    let b = Instance { ids: r, ..instance("zeta", "b", None) };
+    assert!(matches!(store.insert_instance(&b, None).await, Err(StoreError::Conflict(_))), "another tenant cannot share it");
+    assert!(store.get_instance(&name("zeta"), &name("b")).await.unwrap().is_none(), "nothing half-made");
+    // Instances without a range (none yet) do not collide.
+    store.insert_instance(&instance("acme", "x", None), None).await.unwrap();
+    store.insert_instance(&instance("acme", "y", None), None).await.unwrap();
+    // An update writes everything else but keeps the range.
+    let moved = Instance { ids: Some(IdRange::at(2 << 20)), state: InstanceState::Stopped, generation: a.generation.next(), ..a.clone() };
+    store.update_instance_if(&moved, InstanceVersion::of(&a), None).await.unwrap();
+    let read = store.get_instance_by_id(a.id).await.unwrap().unwrap();
+    assert_eq!((read.state, read.ids), (InstanceState::Stopped, r));
+    // Deleted: the range is free for the next instance.
+    let deleted = Instance { state: InstanceState::Deleted, generation: read.generation.next(), ..read.clone() };
+    store.update_instance_if(&deleted, InstanceVersion::of(&read), None).await.unwrap();
+    store.insert_instance(&b, None).await.unwrap();
+    assert_eq!(store.get_instance_by_id(b.id).await.unwrap().unwrap().ids, r);
 }
 
 /// A compare-and-swap on (generation, state): what was decided from a stale read is

@@ -58,6 +58,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "tenant isolated", include_str!("../migrations/0003_tenant_isolated.sql")),
     (4, "pools", include_str!("../migrations/0004_pools.sql")),
     (5, "tenant net prefix", include_str!("../migrations/0005_tenant_net_prefix.sql")),
+    (6, "uid ranges", include_str!("../migrations/0006_uid_ranges.sql")),
     (7, "images", include_str!("../migrations/0007_images.sql")),
 ];
 
@@ -353,14 +354,19 @@ impl Store for SqliteStore {
         let q = bind_instance(
             sqlx::query(
                 "INSERT INTO instances (id, tenant, name, spec, host, state, desired, observed, generation, error, created_at, updated_at, address,
-                 pool, held_until)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                 pool, held_until, uid_base)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
             ),
             instance,
-        );
+        )
+        .bind(instance.ids.map(|r| r.base));
         let what = format!("instance '{}/{}'", instance.tenant, instance.name);
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(backend(CONTEXT))?;
-        q.execute(&mut *tx).await.map_err(unique(CONTEXT, what))?;
+        q.execute(&mut *tx).await.map_err(|e| match (&e, instance.ids) {
+            // Another instance took these ids since the caller looked: it may pick again.
+            (sqlx::Error::Database(d), Some(r)) if d.is_unique_violation() && d.message().contains("uid_base") => StoreError::Conflict(format!("uid range {r}")),
+            _ => unique(CONTEXT, what)(e),
+        })?;
         let bumped = match bump {
             Some(host) => bump_in(&mut tx, host).await?,
             None => None,
@@ -783,6 +789,7 @@ fn instance_row(row: &SqliteRow) -> Result<Instance> {
         address: c.parse_opt("address")?,
         pool: c.parse_opt("pool")?,
         held_until: c.get::<Option<Nanos>>("held_until")?.map(|n| n.0),
+        ids: c.get::<Option<u32>>("uid_base")?.map(hangar_types::idmap::IdRange::at),
     })
 }
 

@@ -273,6 +273,10 @@ pub struct Instance {
     /// instance until then, so a user's action is not undone at once.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub held_until: Option<OffsetDateTime>,
+    /// The host uids and gids its sandbox runs as (see [`crate::idmap`]): allocated once
+    /// at create, kept for its life. A host-side detail, not part of the API.
+    #[serde(skip)]
+    pub ids: Option<crate::idmap::IdRange>,
 }
 
 /// How many members of a pool should be in each state.

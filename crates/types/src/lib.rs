@@ -7,6 +7,7 @@ pub mod api;
 pub mod error;
 pub mod generation;
 pub mod ids;
+pub mod idmap;
 pub mod names;
 pub mod net;
 pub mod placement;

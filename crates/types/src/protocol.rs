@@ -100,7 +100,17 @@ impl DesiredDoc {
         }
         let mut ids = std::collections::HashSet::new();
         let mut names = std::collections::HashSet::new();
+        let mut ranges: Vec<(usize, crate::idmap::IdRange)> = vec![];
         for (i, d) in self.instances.iter().enumerate() {
+            if let Some(r) = d.ids {
+                if let Err(e) = r.check() {
+                    return err(format!("instances[{i}].ids"), e);
+                }
+                if let Some((j, _)) = ranges.iter().find(|(_, o)| o.overlaps(&r)) {
+                    return err(format!("instances[{i}].ids"), format!("ids {r} overlap those of instances[{j}]: no two sandboxes share ids"));
+                }
+                ranges.push((i, r));
+            }
             if !ids.insert(d.id) {
                 return err(format!("instances[{i}].id"), format!("instance {} appears twice", d.id));
             }
@@ -162,6 +172,11 @@ pub struct DesiredInstance {
     /// The pool it belongs to.
     #[serde(default)]
     pub pool: Option<Name>,
+    /// The host uids and gids its user namespace maps 0..size to; kept for the
+    /// instance's life (its volume is owned by them). Agents refuse to start an
+    /// instance without one.
+    #[serde(default)]
+    pub ids: Option<crate::idmap::IdRange>,
     /// The registered image `spec.image` names, as the hub resolved it; absent for
     /// `host`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -259,5 +274,24 @@ mod tests {
         assert_eq!(e.field, "tenants[0].quotas.max_running", "{e}");
         let e = DesiredDoc::parse(&doc("", r#"{"running":1}"#, 2).replace("\"schema_version\":1", "\"schema_version\":9")).unwrap_err();
         assert_eq!(e.field, "schema_version", "{e}");
+    }
+
+    #[test]
+    fn id_ranges_are_valid_and_never_shared() {
+        // The spec's closing brace comes early, the template's closes `ids`.
+        let mut d = DesiredDoc::parse(&doc(r#"},"ids":{"base":1048576,"size":65536"#, r#"{"running":1}"#, 2)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(d.instances[0].ids, Some(crate::idmap::IdRange::at(1 << 20)));
+        let mut other = d.instances[0].clone();
+        other.id = "0190f0d2-7a34-7c3e-9b1a-0000000000a2".parse().unwrap();
+        other.name = "w2".parse().unwrap();
+        other.pool = None;
+        other.ids = Some(crate::idmap::IdRange { base: (1 << 20) + 4096, size: 65536 });
+        d.instances.push(other);
+        let e = d.validate().unwrap_err();
+        assert_eq!(e.field, "instances[1].ids", "{e}");
+        d.instances[1].ids = Some(crate::idmap::IdRange::at((1 << 20) + crate::idmap::IDS_PER_SANDBOX));
+        d.validate().unwrap();
+        d.instances[1].ids = Some(crate::idmap::IdRange::at(0));
+        assert_eq!(d.validate().unwrap_err().field, "instances[1].ids");
     }
 }

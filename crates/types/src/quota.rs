@@ -202,6 +202,7 @@ pub(crate) fn instance(spec: InstanceSpec, state: InstanceState) -> Instance {
         address: None,
         pool: None,
         held_until: None,
+        ids: None,
     }
 }
 

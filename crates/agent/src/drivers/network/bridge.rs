@@ -471,6 +471,19 @@ impl NetworkDriver for BridgeNetwork {
         remove_netns(&self.netns_path(sandbox))
     }
 
+    async fn adopt(&self, sandbox: &SandboxId, netns: &Path) -> Result<(), NetError> {
+        self.detach(sandbox).await?;
+        std::fs::create_dir_all(NETNS_DIR).map_err(sys(format!("create {NETNS_DIR}")))?;
+        share_netns_dir()?;
+        let target = self.netns_path(sandbox);
+        std::fs::File::create(&target).map_err(sys(format!("create {}", target.display())))?;
+        if let Err(e) = nix::mount::mount(Some(netns), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>) {
+            let _ = std::fs::remove_file(&target);
+            return Err(NetError::Sys { context: format!("bind-mount {} at {}", netns.display(), target.display()), source: e.into() });
+        }
+        Ok(())
+    }
+
     async fn sync(&self, range: &ClusterRange, nets: &[NetSpec]) -> Result<(), NetError> {
         let h = connect().await?;
         let mut wanted: Vec<String> = vec![];

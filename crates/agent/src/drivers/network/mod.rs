@@ -71,6 +71,11 @@ pub trait NetworkDriver: Send + Sync {
     async fn attach(&self, sandbox: &SandboxId, net: &NetSpec) -> Result<PathBuf, NetError>;
     /// Removes a sandbox's namespace and veth. Ok if absent.
     async fn detach(&self, sandbox: &SandboxId) -> Result<(), NetError>;
+    /// Makes `netns` (a namespace the sandbox's runtime made, owned by the sandbox's
+    /// user namespace) the sandbox's, replacing any earlier one and its veth; `attach`
+    /// then wires it. A namespace the host owns cannot be joined by a process already
+    /// in the sandbox's user namespace (runc exec), so sandboxes bring their own.
+    async fn adopt(&self, sandbox: &SandboxId, netns: &std::path::Path) -> Result<(), NetError>;
     /// Makes the host-wide part match: a bridge for each of `nets` (and no other hangar
     /// bridge), the nftables table, forwarding on. Repairs what was removed by hand.
     async fn sync(&self, range: &ClusterRange, nets: &[NetSpec]) -> Result<(), NetError>;

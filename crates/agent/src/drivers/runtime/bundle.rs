@@ -1,25 +1,33 @@
 //! The OCI bundle of a sandbox: `config.json` built with oci-spec, and for the `host`
-//! image a tiny root directory whose system directories are read-only binds of the host.
+//! image a generated /etc on a shared skeleton root whose system directories are
+//! read-only binds of the host's.
+//!
+//! Every sandbox runs in a user namespace of its own: ids 0..size inside are the
+//! instance's [`IdRange`] outside, so root inside is an unprivileged host id no other
+//! sandbox has. Seccomp is an allow list ([`super::seccomp`]); capabilities are
+//! Podman's default set.
 
 use super::{RuntimeError, SandboxSpec};
 use hangar_types::api::ImageRef;
 use hangar_types::SandboxId;
+use hangar_types::idmap::IdRange;
 use oci_spec::runtime::{
-    Arch, Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder,
-    LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, LinuxSeccompAction, LinuxSeccompBuilder, LinuxSyscallBuilder, Mount,
-    MountBuilder, ProcessBuilder, RootBuilder, Spec, UserBuilder,
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxIdMappingBuilder, LinuxMemoryBuilder, LinuxNamespace,
+    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder,
+    Spec, UserBuilder,
 };
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-/// Capabilities a workspace keeps: Docker's default set. Everything else is dropped.
-const CAPS: [Capability; 14] = [
+/// Capabilities a workspace keeps: Podman's default set (Docker's without NET_RAW,
+/// MKNOD and AUDIT_WRITE; ping works through `net.ipv4.ping_group_range` instead of raw
+/// sockets). They hold only inside the sandbox's user namespace. Everything else is
+/// dropped.
+const CAPS: [Capability; 11] = [
     Capability::Chown,
     Capability::DacOverride,
     Capability::Fsetid,
     Capability::Fowner,
-    Capability::Mknod,
-    Capability::NetRaw,
     Capability::Setgid,
     Capability::Setuid,
     Capability::Setfcap,
@@ -27,20 +35,24 @@ const CAPS: [Capability; 14] = [
     Capability::NetBindService,
     Capability::SysChroot,
     Capability::Kill,
-    Capability::AuditWrite,
 ];
 
-/// Syscalls a workspace may not make (EPERM): kernel modules, reboot, mounts, namespaces,
-/// tracing, keyrings, clock changes and other ways out of the sandbox.
-const DENIED_SYSCALLS: [&str; 34] = [
-    "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module", "reboot", "swapon", "swapoff",
-    "mount", "umount2", "pivot_root", "open_by_handle_at", "name_to_handle_at", "bpf", "perf_event_open", "ptrace",
-    "add_key", "request_key", "keyctl", "unshare", "setns", "iopl", "ioperm", "acct", "quotactl", "settimeofday",
-    "clock_settime", "adjtimex", "lookup_dcookie", "userfaultfd", "personality", "syslog", "vhangup", "nfsservctl",
-];
+/// Host directories a `host` image shares read-only (where they are directories; a
+/// symlink such as Debian's /bin -> usr/bin is recreated in the skeleton instead).
+const HOST_DIRS: [&str; 7] = ["usr", "bin", "sbin", "lib", "lib64", "lib32", "libx32"];
 
-/// Host directories a `host` image shares read-only.
-const HOST_DIRS: [&str; 6] = ["usr", "etc", "bin", "sbin", "lib", "lib64"];
+/// Host paths under /etc a `host` image shares read-only: public data the system's
+/// programs need (Debian's /usr/bin links through /etc/alternatives; the CA bundle; the
+/// loader's cache). Nothing else of the host's /etc is visible: see [`write_etc`].
+const HOST_ETC: [&str; 5] = ["alternatives", "ssl/certs", "ld.so.cache", "protocols", "services"];
+
+/// The root of every `host` image sandbox: empty directories to mount on and the host's
+/// /usr-merge symlinks, nothing else, owned by host root and read-only to sandboxes.
+/// Shared, and outside the agent's (private) dir: runc resolves the root filesystem's
+/// path as the sandbox's root, an unprivileged host id, so each directory on the way must
+/// be searchable by anyone. Rebuilt after a reboot (/run is a tmpfs); `v1` names its
+/// layout.
+const HOST_ROOTFS: &str = "/run/hangar/host-rootfs-v1";
 
 fn err(id: &SandboxId, detail: impl std::fmt::Display) -> RuntimeError {
     RuntimeError::Bundle { id: id.to_string(), detail: detail.to_string() }
@@ -52,13 +64,109 @@ fn bind(dest: &str, src: &Path, ro: bool) -> Result<Mount, oci_spec::OciSpecErro
     MountBuilder::default().destination(dest).typ("bind").source(src).options(opts).build()
 }
 
-/// Creates `<bundle>/rootfs` (for the host image) and writes `<bundle>/config.json`.
+fn tmpfs(dest: &str, opts: &[&str]) -> Result<Mount, oci_spec::OciSpecError> {
+    MountBuilder::default().destination(dest).typ("tmpfs").source("tmpfs").options(opts.iter().map(|o| o.to_string()).collect::<Vec<_>>()).build()
+}
+
+/// The shared root of `host` image sandboxes ([`HOST_ROOTFS`]), made if missing: built
+/// beside it and renamed into place, so concurrent agents never see half of one.
+fn host_rootfs() -> std::io::Result<PathBuf> {
+    let root = PathBuf::from(HOST_ROOTFS);
+    if root.is_dir() {
+        return Ok(root);
+    }
+    let parent = root.parent().expect("HOST_ROOTFS has a parent");
+    std::fs::create_dir_all(parent)?;
+    let tmp = parent.join(format!(".host-rootfs-{}-{:?}", std::process::id(), std::thread::current().id()).replace(['(', ')'], ""));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir(&tmp)?;
+    for d in HOST_DIRS {
+        match std::fs::symlink_metadata(Path::new("/").join(d)) {
+            Ok(m) if m.file_type().is_symlink() => std::os::unix::fs::symlink(std::fs::read_link(Path::new("/").join(d))?, tmp.join(d))?,
+            Ok(m) if m.is_dir() => std::fs::create_dir(tmp.join(d))?,
+            _ => {}
+        }
+    }
+    for d in ["etc", "home", "tmp", "proc", "dev", "sys", "root", "run", "var"] {
+        std::fs::create_dir(tmp.join(d))?;
+    }
+    match std::fs::rename(&tmp, &root) {
+        Ok(()) => Ok(root),
+        // Another agent made it first.
+        Err(_) if root.is_dir() => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Ok(root)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A sandbox's /etc, written into `etc` (bind-mounted read-only at /etc): accounts for
+/// root and nobody, its hostname, loopback names, the host's resolver and OS release,
+/// and mount points for [`HOST_ETC`]. Never the host's shadow, keys or hangar's files.
+/// Plain file writes: no process is spawned on the start path.
+fn write_etc(etc: &Path, hostname: &str) -> std::io::Result<Vec<(String, PathBuf)>> {
+    std::fs::create_dir_all(etc)?;
+    let host = |f: &str| std::fs::read_to_string(Path::new("/etc").join(f)).unwrap_or_default();
+    let files = [
+        ("passwd", "root:x:0:0:root:/home:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n".to_string()),
+        ("group", "root:x:0:\ntty:x:5:\nnogroup:x:65534:\n".to_string()),
+        ("hostname", format!("{hostname}\n")),
+        ("hosts", format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n")),
+        ("nsswitch.conf", "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\nnetworks: files\nprotocols: files\nservices: files\n".to_string()),
+        ("resolv.conf", host("resolv.conf")),
+        ("os-release", host("os-release")),
+    ];
+    for (name, content) in files {
+        std::fs::write(etc.join(name), content)?;
+    }
+    if let Ok(zone) = std::fs::read_link("/etc/localtime") {
+        let _ = std::os::unix::fs::symlink(zone, etc.join("localtime"));
+    }
+    let mut binds = vec![];
+    for rel in HOST_ETC {
+        let src = Path::new("/etc").join(rel);
+        let Ok(meta) = std::fs::metadata(&src) else { continue };
+        let at = etc.join(rel);
+        if meta.is_dir() {
+            std::fs::create_dir_all(&at)?;
+        } else {
+            std::fs::create_dir_all(at.parent().unwrap_or(etc))?;
+            std::fs::File::create(&at)?;
+        }
+        binds.push((format!("/etc/{rel}"), src));
+    }
+    Ok(binds)
+}
+
+/// The mappings of a user namespace: ids 0..size inside are `ids` outside.
+fn id_mapping(ids: IdRange) -> Result<oci_spec::runtime::LinuxIdMapping, oci_spec::OciSpecError> {
+    LinuxIdMappingBuilder::default().container_id(0u32).host_id(ids.base).size(ids.size).build()
+}
+
+/// Creates `<bundle>/etc` (for the host image) and writes `<bundle>/config.json`.
 pub fn write(bundle: &Path, spec: &SandboxSpec) -> Result<(), RuntimeError> {
     let id = &spec.id;
+    spec.ids.check().map_err(|e| err(id, format!("uid range: {e}")))?;
+    let mut mounts: Vec<Mount> = oci_spec::runtime::get_default_mounts();
     let rootfs = match &spec.image {
         ImageRef::Host => {
-            let r = bundle.join("rootfs");
-            std::fs::create_dir_all(&r).map_err(|e| err(id, format!("mkdir {}: {e}", r.display())))?;
+            let r = host_rootfs().map_err(|e| err(id, format!("the host image's root {HOST_ROOTFS}: {e}")))?;
+            for d in HOST_DIRS {
+                if r.join(d).is_dir() && !r.join(d).is_symlink() {
+                    mounts.push(bind(&format!("/{d}"), &Path::new("/").join(d), true).map_err(|e| err(id, e))?);
+                }
+            }
+            let etc = bundle.join("etc");
+            let binds = write_etc(&etc, &spec.hostname).map_err(|e| err(id, format!("write {}: {e}", etc.display())))?;
+            mounts.push(bind("/etc", &etc, true).map_err(|e| err(id, e))?);
+            for (dest, src) in binds {
+                mounts.push(bind(&dest, &src, true).map_err(|e| err(id, e))?);
+            }
+            // A writable /var/tmp and /run are expected by many tools.
+            for d in ["/run", "/var"] {
+                mounts.push(tmpfs(d, &["nosuid", "nodev", "size=16m"]).map_err(|e| err(id, e))?);
+            }
             r
         }
         // The reconciler resolves a registered image (`crate::images`) before the bundle.
@@ -71,41 +179,9 @@ pub fn write(bundle: &Path, spec: &SandboxSpec) -> Result<(), RuntimeError> {
             p
         }
     };
-    let mut mounts: Vec<Mount> = oci_spec::runtime::get_default_mounts();
-    if matches!(spec.image, ImageRef::Host) {
-        for d in HOST_DIRS {
-            let host = Path::new("/").join(d);
-            let Ok(meta) = std::fs::symlink_metadata(&host) else { continue };
-            let inside = rootfs.join(d);
-            if meta.file_type().is_symlink() {
-                // Debian's merged /usr: /bin -> usr/bin. Recreate the link instead of binding.
-                let target = std::fs::read_link(&host).map_err(|e| err(id, e))?;
-                if std::fs::symlink_metadata(&inside).is_err() {
-                    std::os::unix::fs::symlink(&target, &inside).map_err(|e| err(id, format!("symlink {}: {e}", inside.display())))?;
-                }
-            } else {
-                std::fs::create_dir_all(&inside).map_err(|e| err(id, e))?;
-                mounts.push(bind(&format!("/{d}"), &host, true).map_err(|e| err(id, e))?);
-            }
-        }
-        for d in ["home", "tmp", "proc", "dev", "sys", "root", "run", "var"] {
-            std::fs::create_dir_all(rootfs.join(d)).map_err(|e| err(id, e))?;
-        }
-        // A writable /var/tmp and /run are expected by many tools.
-        for d in ["/run", "/var"] {
-            mounts.push(MountBuilder::default().destination(d).typ("tmpfs").source("tmpfs").options(vec!["nosuid".to_string(), "nodev".into(), "size=16m".into()]).build().map_err(|e| err(id, e))?);
-        }
-    }
     mounts.push(bind("/home", &spec.home_dir, false).map_err(|e| err(id, e))?);
-    mounts.push(
-        MountBuilder::default()
-            .destination("/tmp")
-            .typ("tmpfs")
-            .source("tmpfs")
-            .options(vec!["nosuid".to_string(), "nodev".into(), "mode=1777".into(), format!("size={}m", (spec.mem_mib / 2).clamp(16, 1024))])
-            .build()
-            .map_err(|e| err(id, e))?,
-    );
+    let tmp_size = format!("size={}m", (spec.mem_mib / 2).clamp(16, 1024));
+    mounts.push(tmpfs("/tmp", &["nosuid", "nodev", "mode=1777", &tmp_size]).map_err(|e| err(id, e))?);
 
     let caps: HashSet<Capability> = CAPS.into_iter().collect();
     let capabilities = LinuxCapabilitiesBuilder::default()
@@ -148,6 +224,7 @@ pub fn write(bundle: &Path, spec: &SandboxSpec) -> Result<(), RuntimeError> {
         .build()
         .map_err(|e| err(id, e))?;
     let namespaces: Vec<LinuxNamespace> = [
+        LinuxNamespaceType::User,
         LinuxNamespaceType::Pid,
         LinuxNamespaceType::Ipc,
         LinuxNamespaceType::Uts,
@@ -156,35 +233,25 @@ pub fn write(bundle: &Path, spec: &SandboxSpec) -> Result<(), RuntimeError> {
         LinuxNamespaceType::Network,
     ]
     .into_iter()
-    .map(|t| {
-        let mut b = LinuxNamespaceBuilder::default().typ(t);
-        if t == LinuxNamespaceType::Network {
-            if let Some(p) = &spec.netns_path {
-                b = b.path(p.clone());
-            }
-        }
-        b.build()
-    })
+    // All new: the network namespace too, owned by the sandbox's user namespace, so
+    // the runtime can join it again for exec after joining that user namespace (a
+    // namespace of the host's it could not). The network driver wires it between
+    // create and start.
+    .map(|t| LinuxNamespaceBuilder::default().typ(t).build())
     .collect::<Result<_, _>>()
     .map_err(|e| err(id, e))?;
-    let seccomp = LinuxSeccompBuilder::default()
-        .default_action(LinuxSeccompAction::ScmpActAllow)
-        .architectures(vec![Arch::ScmpArchX86_64, Arch::ScmpArchX86, Arch::ScmpArchX32])
-        .syscalls(vec![LinuxSyscallBuilder::default()
-            .names(DENIED_SYSCALLS.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .action(LinuxSeccompAction::ScmpActErrno)
-            .errno_ret(1u32)
-            .build()
-            .map_err(|e| err(id, e))?])
-        .build()
-        .map_err(|e| err(id, e))?;
     let linux = LinuxBuilder::default()
         .namespaces(namespaces)
+        .uid_mappings(vec![id_mapping(spec.ids).map_err(|e| err(id, e))?])
+        .gid_mappings(vec![id_mapping(spec.ids).map_err(|e| err(id, e))?])
         .resources(resources)
         .cgroups_path(PathBuf::from(format!("/hangar/{id}")))
         .masked_paths(oci_spec::runtime::get_default_maskedpaths())
         .readonly_paths(oci_spec::runtime::get_default_readonly_paths())
-        .seccomp(seccomp)
+        .seccomp(super::seccomp::profile().map_err(|e| err(id, e))?)
+        // ping without CAP_NET_RAW: ICMP echo sockets for every group, in ids as seen
+        // inside (the namespace is the sandbox's; its sysctls are its own).
+        .sysctl(HashMap::from([("net.ipv4.ping_group_range".to_string(), format!("0 {}", spec.ids.size - 1))]))
         .build()
         .map_err(|e| err(id, e))?;
     let mut s = Spec::default();

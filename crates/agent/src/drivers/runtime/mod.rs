@@ -5,6 +5,7 @@
 pub mod bundle;
 pub mod logs;
 mod oci;
+pub mod seccomp;
 
 use crate::identity::AgentPaths;
 pub use logs::LogLimits;
@@ -72,8 +73,8 @@ pub struct SandboxSpec {
     /// The workload's stdout and stderr are appended here (capped and rotated, see
     /// [`logs`]).
     pub log_path: PathBuf,
-    /// Join this network namespace; None gives the sandbox a new, empty one.
-    pub netns_path: Option<PathBuf>,
+    /// The host ids root and every other id inside map to (its user namespace).
+    pub ids: hangar_types::idmap::IdRange,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +103,12 @@ pub trait Runtime: Send + Sync {
     /// Builds the bundle and starts the sandbox detached. A running sandbox with this id
     /// is left alone; a stopped one is replaced.
     async fn start(&self, spec: &SandboxSpec) -> Result<(), RuntimeError>;
+    /// Builds the bundle and makes the sandbox without starting its workload (a new
+    /// network namespace in its user namespace, for the network driver to wire); returns
+    /// that namespace's path. [`Runtime::start_created`] runs the workload.
+    async fn create(&self, spec: &SandboxSpec) -> Result<PathBuf, RuntimeError>;
+    /// Runs the workload of a sandbox [`Runtime::create`] made.
+    async fn start_created(&self, id: &SandboxId) -> Result<(), RuntimeError>;
     /// None when the runtime knows no sandbox with this id.
     async fn status(&self, id: &SandboxId) -> Result<Option<SandboxStatus>, RuntimeError>;
     /// Every sandbox in this runtime's state root (entries that are no sandbox id,

@@ -123,6 +123,47 @@ pub(crate) fn ids_in<T: std::str::FromStr + Ord>(dir: &std::path::Path) -> Vec<T
     v
 }
 
+/// Makes a volume owned by the ids of the sandbox that mounts it at /home: its root by
+/// root inside (`ids.base`). A volume whose root is owned by an id below `ids.size` is
+/// new, or was made before sandboxes had user namespaces: every entry in it is shifted
+/// into the range once (host id n becomes `ids.base + n`), so root inside still owns
+/// what root made. Otherwise one stat and nothing else.
+pub async fn own_root(path: &std::path::Path, ids: hangar_types::idmap::IdRange) -> Result<(), VolumeError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).map_err(io(format!("cannot stat {}", path.display())))?;
+    if meta.uid() == ids.base && meta.gid() == ids.base {
+        return Ok(());
+    }
+    if meta.uid() >= ids.size {
+        // Another id outside the range (moved by hand?): the root only.
+        return std::os::unix::fs::chown(path, Some(ids.base), Some(ids.base)).map_err(io(format!("cannot chown {}", path.display())));
+    }
+    let root = path.to_path_buf();
+    tokio::task::spawn_blocking(move || shift_ids(&root, ids))
+        .await
+        .map_err(|e| VolumeError::Io { context: "volume ownership worker".into(), source: std::io::Error::other(e.to_string()) })?
+}
+
+/// `lchown` of `path` and everything under it (not following symlinks) from ids n to
+/// `ids.base + n`, for ids inside the range; the set-id bits a chown clears are put back.
+fn shift_ids(path: &std::path::Path, ids: hangar_types::idmap::IdRange) -> Result<(), VolumeError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = std::fs::symlink_metadata(path).map_err(io(format!("cannot stat {}", path.display())))?;
+    let (uid, gid) = (ids.host_id(meta.uid()), ids.host_id(meta.gid()));
+    if uid.is_some() || gid.is_some() {
+        std::os::unix::fs::lchown(path, uid, gid).map_err(io(format!("cannot chown {}", path.display())))?;
+        if !meta.file_type().is_symlink() && meta.mode() & 0o6000 != 0 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(meta.mode() & 0o7777)).map_err(io(format!("cannot chmod {}", path.display())))?;
+        }
+    }
+    if meta.is_dir() {
+        for e in std::fs::read_dir(path).map_err(io(format!("cannot list {}", path.display())))? {
+            shift_ids(&e.map_err(io(format!("cannot list {}", path.display())))?.path(), ids)?;
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> VolumeError {
     let context = context.into();
     move |source| VolumeError::Io { context, source }
