@@ -114,12 +114,9 @@ pub async fn api(c: &HubClient, cmd: &Cmd, out: &Out) -> Result<i32> {
 
 async fn instance(c: &HubClient, out: &Out, cmd: &InstanceCmd) -> Result<i32> {
     match cmd {
-        InstanceCmd::Create { instance, image, cpus, mem, disk, env, start, host, wait, command } => {
+        InstanceCmd::Create { instance, spec, start, host, wait } => {
             let r = parse_ref("instance", instance)?;
-            let image = parse_image(image)?;
-            let envs = parse_env(env)?;
-            let spec = InstanceSpec { image, vcpus: *cpus, mem_mib: *mem, disk_mib: *disk, command: command.clone(), env: envs };
-            spec.validate().map_err(|e| anyhow::anyhow!("{}", cli_field(&e)))?;
+            let spec = spec.spec()?;
             let mut req = InstanceCreate::new(r.name.clone(), spec, *start);
             req.host = host.as_deref().map(|h| parse_name("--host", h)).transpose()?;
             let op = c.instance_create(r.tenant.as_str(), &req).await?;

@@ -373,26 +373,45 @@ pub struct WaitArgs {
     pub timeout: u64,
 }
 
+/// What an instance runs, for `instance create` and `pool create` alike.
+#[derive(Args)]
+pub struct SpecArgs {
+    /// `host` or the name of a registered image (`hangar image list`).
+    #[arg(long, default_value = "host")]
+    pub image: String,
+    #[arg(long, default_value_t = 1)]
+    pub cpus: u32,
+    /// Memory limit in MiB.
+    #[arg(long, default_value_t = 256)]
+    pub mem: u64,
+    /// Volume size in MiB.
+    #[arg(long, default_value_t = 1024)]
+    pub disk: u64,
+    /// Environment variables, KEY=VALUE.
+    #[arg(long = "env")]
+    pub env: Vec<String>,
+    /// The workload, after `--`.
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+impl SpecArgs {
+    /// The validated spec; errors name the flag.
+    pub fn spec(&self) -> Result<hangar_types::api::InstanceSpec> {
+        let spec = hangar_types::api::InstanceSpec { image: parse_image(&self.image)?, vcpus: self.cpus, mem_mib: self.mem, disk_mib: self.disk, command: self.command.clone(), env: parse_env(&self.env)? };
+        spec.validate().map_err(|e| anyhow::anyhow!("{}", cli_field(&e)))?;
+        Ok(spec)
+    }
+}
+
 #[derive(Subcommand)]
 pub enum InstanceCmd {
     /// Create an instance (and its volume); `-- CMD...` is its workload.
     Create {
         /// TENANT/NAME
         instance: String,
-        /// `host` or the name of a registered image (`hangar image list`).
-        #[arg(long, default_value = "host")]
-        image: String,
-        #[arg(long, default_value_t = 1)]
-        cpus: u32,
-        /// Memory limit in MiB.
-        #[arg(long, default_value_t = 256)]
-        mem: u64,
-        /// Volume size in MiB.
-        #[arg(long, default_value_t = 1024)]
-        disk: u64,
-        /// Environment variables, KEY=VALUE.
-        #[arg(long = "env")]
-        env: Vec<String>,
+        #[command(flatten)]
+        spec: SpecArgs,
         /// Start it right away.
         #[arg(long)]
         start: bool,
@@ -401,8 +420,6 @@ pub enum InstanceCmd {
         host: Option<String>,
         #[command(flatten)]
         wait: WaitArgs,
-        #[arg(last = true)]
-        command: Vec<String>,
     },
     Start { instance: String, #[command(flatten)] wait: WaitArgs },
     Stop { instance: String, #[command(flatten)] wait: WaitArgs },
@@ -478,24 +495,12 @@ pub enum PoolCmd {
         /// What the members are for, e.g. gateway or worker.
         #[arg(long, default_value = "worker")]
         role: String,
-        #[arg(long, default_value = "host")]
-        image: String,
-        #[arg(long, default_value_t = 1)]
-        cpus: u32,
-        /// Memory limit in MiB.
-        #[arg(long, default_value_t = 256)]
-        mem: u64,
-        /// Volume size in MiB.
-        #[arg(long, default_value_t = 1024)]
-        disk: u64,
-        #[arg(long = "env")]
-        env: Vec<String>,
+        #[command(flatten)]
+        spec: SpecArgs,
         #[command(flatten)]
         counts: CountArgs,
         #[command(flatten)]
         wait: PoolWait,
-        #[arg(last = true)]
-        command: Vec<String>,
     },
     /// Set desired counts; unnamed counts stay as they are.
     Scale {

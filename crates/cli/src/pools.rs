@@ -1,7 +1,7 @@
 //! `hangar pool ...`, `hangar new sandbox` and `hangar connect`: the pool commands and
 //! the onboarding (`hangar_client::onboarding`) shown.
 
-use crate::args::{cli_field, parse_env, parse_image, parse_name, parse_ref, CountArgs, PoolCmd, PoolWait};
+use crate::args::{parse_name, parse_ref, CountArgs, PoolCmd, PoolWait};
 use crate::output::Out;
 use anyhow::{bail, Result};
 use hangar_client::onboarding::{self, wait_converged};
@@ -36,22 +36,20 @@ async fn settle(c: &HubClient, out: &Out, info: PoolInfo, wait: &PoolWait) -> Re
 
 pub async fn pool_cmd(c: &HubClient, out: &Out, cmd: &PoolCmd) -> Result<i32> {
     match cmd {
-        PoolCmd::Create { pool, role, image, cpus, mem, disk, env, counts: cn, wait, command } => {
+        PoolCmd::Create { pool, role, spec, counts: cn, wait } => {
             let r = parse_ref("pool", pool)?;
-            let image = parse_image(image)?;
-            let envs = parse_env(env)?;
+            let spec = spec.spec()?;
             let req = PoolCreate {
                 name: r.name.clone(),
                 role: parse_name("--role", role)?,
-                image,
-                vcpus: *cpus,
-                mem_mib: *mem,
-                disk_mib: *disk,
-                command: command.clone(),
-                env: envs,
+                image: spec.image,
+                vcpus: spec.vcpus,
+                mem_mib: spec.mem_mib,
+                disk_mib: spec.disk_mib,
+                command: spec.command,
+                env: spec.env,
                 counts: PoolCounts { running: cn.running.unwrap_or(0), warm: cn.warm.unwrap_or(0), sleeping: cn.sleeping.unwrap_or(0) },
             };
-            req.spec().validate().map_err(|e| anyhow::anyhow!("{}", cli_field(&e)))?;
             let info = c.pool_create(r.tenant.as_str(), &req).await?;
             settle(c, out, info, wait).await
         }
