@@ -15,13 +15,19 @@ pub async fn resolve(paths: &AgentPaths, d: &DesiredInstance) -> Result<ImageRef
     match &d.spec.image {
         ImageRef::Host => Ok(ImageRef::Host),
         // Instances created before images were registered keep their directory.
-        ImageRef::Dir(p) => Ok(ImageRef::Dir(p.clone())),
+        ImageRef::Dir(p) => {
+            ensure_mount_points(Path::new(p))?;
+            Ok(ImageRef::Dir(p.clone()))
+        }
         ImageRef::Named(n) => {
             let Some(r) = &d.image else {
                 return Err(format!("image '{n}' is not registered on the hub (an admin adds it with `hangar image add {n} ...`)"));
             };
             match r.kind {
-                ImageKind::Dir => Ok(ImageRef::Dir(r.path.clone())),
+                ImageKind::Dir => {
+                    ensure_mount_points(Path::new(&r.path)).map_err(|e| format!("image '{n}': {e}"))?;
+                    Ok(ImageRef::Dir(r.path.clone()))
+                }
                 ImageKind::Tar => {
                     let sha = r.sha256.as_deref().ok_or_else(|| format!("image '{n}': the hub sent no sha256 for its tarball"))?;
                     let root = prepare_tar(&paths.images(), Path::new(&r.path), sha).await.map_err(|e| format!("image '{n}': {e}"))?;
@@ -30,6 +36,21 @@ pub async fn resolve(paths: &AgentPaths, d: &DesiredInstance) -> Result<ImageRef
             }
         }
     }
+}
+
+/// Where the bundle mounts onto an image's root. The sandbox's runtime runs as the
+/// instance's unprivileged mapped root and cannot create them in a host-owned image, so
+/// the agent (host root) makes the missing ones, empty, once; a `stat` each afterwards.
+const MOUNT_POINTS: [&str; 5] = ["proc", "dev", "sys", "tmp", "home"];
+
+fn ensure_mount_points(root: &Path) -> Result<(), String> {
+    for d in MOUNT_POINTS {
+        let p = root.join(d);
+        if std::fs::symlink_metadata(&p).is_err() {
+            std::fs::create_dir(&p).map_err(|e| format!("cannot create the mount point {}: {e}", p.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Extractions are serialized: two instances of one new image start side by side.
@@ -85,6 +106,7 @@ pub async fn prepare_tar(cache: &Path, tar: &Path, sha256: &str) -> Result<PathB
         let _ = std::fs::remove_dir_all(&partial);
         return Err(format!("{} holds no bin/ or usr/bin/: is it a root filesystem?", tar.display()));
     }
+    ensure_mount_points(&r)?;
     std::fs::rename(&partial, &dir).map_err(|e| format!("cannot keep the extracted image: {e}"))?;
     Ok(root)
 }
