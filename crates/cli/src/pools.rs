@@ -39,17 +39,8 @@ pub async fn pool_cmd(c: &HubClient, out: &Out, cmd: &PoolCmd) -> Result<i32> {
         PoolCmd::Create { pool, role, spec, counts: cn, wait } => {
             let r = parse_ref("pool", pool)?;
             let spec = spec.spec()?;
-            let req = PoolCreate {
-                name: r.name.clone(),
-                role: parse_name("--role", role)?,
-                image: spec.image,
-                vcpus: spec.vcpus,
-                mem_mib: spec.mem_mib,
-                disk_mib: spec.disk_mib,
-                command: spec.command,
-                env: spec.env,
-                counts: PoolCounts { running: cn.running.unwrap_or(0), warm: cn.warm.unwrap_or(0), sleeping: cn.sleeping.unwrap_or(0) },
-            };
+            let counts = PoolCounts { running: cn.running.unwrap_or(0), warm: cn.warm.unwrap_or(0), sleeping: cn.sleeping.unwrap_or(0) };
+            let req = PoolCreate::new(r.name.clone(), parse_name("--role", role)?, spec, counts);
             let info = c.pool_create(r.tenant.as_str(), &req).await?;
             settle(c, out, info, wait).await
         }

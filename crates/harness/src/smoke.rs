@@ -196,17 +196,7 @@ async fn wait_pool(c: &HubClient, tenant: &str, pool: &str) -> Result<PoolInfo> 
 }
 
 fn pool_req(name: &str, counts: PoolCounts) -> Result<PoolCreate> {
-    Ok(PoolCreate {
-        name: name.parse()?,
-        role: "worker".parse()?,
-        image: ImageRef::Host,
-        vcpus: 1,
-        mem_mib: 64,
-        disk_mib: 64,
-        command: vec![],
-        env: Default::default(),
-        counts,
-    })
+    Ok(PoolCreate::new(name.parse()?, "worker".parse()?, InstanceSpec { image: ImageRef::Host, vcpus: 1, mem_mib: 64, disk_mib: 64, command: vec![], env: Default::default() }, counts))
 }
 
 /// A running member of `pool` on a host made by a provider (one we can stop and kill).

@@ -92,17 +92,7 @@ async fn converge(hub: &Hub, hosts: &[&str]) -> PoolInfo {
 }
 
 fn pool_req(counts: PoolCounts) -> PoolCreate {
-    PoolCreate {
-        name: name("workers"),
-        role: name("worker"),
-        image: ImageRef::Host,
-        vcpus: 1,
-        mem_mib: 64,
-        disk_mib: 64,
-        command: vec![],
-        env: Default::default(),
-        counts,
-    }
+    PoolCreate::new(name("workers"), name("worker"), InstanceSpec { image: ImageRef::Host, vcpus: 1, mem_mib: 64, disk_mib: 64, command: vec![], env: Default::default() }, counts)
 }
 
 fn scale(running: u32, warm: u32, sleeping: u32) -> PoolScale {

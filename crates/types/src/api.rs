@@ -217,6 +217,13 @@ pub struct InstanceCreate {
     pub host: Option<Name>,
 }
 
+impl PoolCreate {
+    /// A pool of `spec`'s members held at `counts`.
+    pub fn new(name: Name, role: Name, spec: InstanceSpec, counts: PoolCounts) -> Self {
+        PoolCreate { name, role, image: spec.image, vcpus: spec.vcpus, mem_mib: spec.mem_mib, disk_mib: spec.disk_mib, command: spec.command, env: spec.env, counts }
+    }
+}
+
 impl InstanceCreate {
     pub fn new(name: Name, spec: InstanceSpec, start: bool) -> Self {
         InstanceCreate {
