@@ -163,7 +163,6 @@ pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output =
         if let Some(d) = &doc {
             reconciler.sync_network(d).await;
         }
-        reconciler.prepare_network().await;
     }
     let _ = stop_tx.send(true);
     poller.abort();

@@ -15,7 +15,7 @@ pub struct Inventory {
     /// Volumes in its storage, whichever volume driver made them (a pool that is not
     /// mounted shows none).
     pub volumes: Vec<VolumeId>,
-    /// Sandboxes with a network namespace of this agent (spares made ahead on purpose
+    /// Sandboxes with a network namespace of this agent (spares an older agent made
     /// are not listed).
     pub namespaces: Vec<SandboxId>,
     /// Of the sandboxes asked about: those whose memory cgroup still exists.

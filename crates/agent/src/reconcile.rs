@@ -119,13 +119,6 @@ impl Reconciler {
         out
     }
 
-    /// Work ahead for later starts (spare namespaces); the daemon calls it after reports.
-    pub async fn prepare_network(&self) {
-        if let Err(e) = self.network.prepare().await {
-            tracing::warn!(error = %e, "cannot prepare spare network namespaces");
-        }
-    }
-
     /// Host-wide networking: bridges and rules for the tenants present, and no
     /// namespace for a sandbox the document does not hold. Run after the report, off the
     /// start path: attaching an instance creates its bridge by itself.

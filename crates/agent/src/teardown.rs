@@ -13,7 +13,7 @@ pub enum Teardown {
     /// Its sandboxes only (a host stop): volumes, namespaces and networks stay.
     Sandboxes,
     /// Its sandboxes (and their cgroups), their network namespaces, the network driver's
-    /// spares (and, in a [`HostNetwork::Shared`] namespace, its bridges and rules) and
+    /// leftovers, e.g. an older agent's spare namespaces (and, in a [`HostNetwork::Shared`] namespace, its bridges and rules) and
     /// its volume pool's mount and loop device. The data (volumes, identity) stays.
     Everything(HostNetwork),
 }

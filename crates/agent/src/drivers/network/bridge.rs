@@ -31,17 +31,13 @@ pub struct BridgeNetwork {
     ns_prefix: String,
     /// The last rule set applied, so unchanged passes do not rewrite nftables.
     applied: tokio::sync::Mutex<Option<nft::Rules>>,
-    /// Serializes taking spare namespaces.
-    spares: tokio::sync::Mutex<()>,
     /// The peers each overlay device was last given, so unchanged passes spawn nothing.
     flooded: tokio::sync::Mutex<std::collections::HashMap<String, Vec<Ipv4Addr>>>,
 }
 
-/// Spare namespaces kept made in advance: creating a network namespace costs the
-/// kernel 10-20 ms (measured: most of a sandbox's network set-up), so it happens after
-/// the report, off the start path, and a start only moves a spare into place.
-const SPARES: usize = 2;
-/// Spare names: `hg-<host>-spare<k>` (sandbox ids start with `i`, so never a clash).
+/// Names of the spare namespaces agents before user namespaces kept made ahead
+/// (`hg-<host>-spare<k>`): a sandbox now makes its own namespace inside its user
+/// namespace, so none are made any more; teardown still removes an older agent's.
 const SPARE: &str = "spare";
 
 impl BridgeNetwork {
@@ -51,7 +47,6 @@ impl BridgeNetwork {
             table: format!("hangar_{owner}"),
             ns_prefix: format!("hg-{owner}-"),
             applied: Default::default(),
-            spares: Default::default(),
             flooded: Default::default(),
         }
     }
@@ -73,42 +68,7 @@ impl BridgeNetwork {
         rd.flatten().filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(&prefix))).map(|e| e.path()).collect()
     }
 
-    /// Moves a spare namespace to `target` (bind-mount there, unmount the spare's name).
-    /// False if there is none.
-    async fn take_spare(&self, target: &Path) -> bool {
-        let _g = self.spares.lock().await;
-        for spare in self.spare_paths() {
-            if std::fs::File::create(target).is_err() {
-                return false;
-            }
-            if nix::mount::mount(Some(&spare), target, None::<&str>, MsFlags::MS_BIND, None::<&str>).is_ok() {
-                let _ = remove_netns(&spare);
-                return true;
-            }
-            let _ = std::fs::remove_file(target);
-            // A broken spare (its file without a namespace mounted): drop it.
-            let _ = remove_netns(&spare);
-        }
-        false
-    }
-
-    /// Makes spare namespaces until there are [`SPARES`].
-    pub async fn refill_spares(&self) -> Result<(), NetError> {
-        let _g = self.spares.lock().await;
-        let have = self.spare_paths();
-        for k in 0..SPARES * 4 {
-            if self.spare_paths().len() >= SPARES {
-                break;
-            }
-            let p = Path::new(NETNS_DIR).join(format!("{}{SPARE}{k}", self.ns_prefix));
-            if !have.contains(&p) && !p.exists() {
-                create_netns(p).await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Removes the spare namespaces (`hangar down`).
+    /// Removes spare namespaces an older agent left (`hangar down`).
     pub fn remove_spares(&self) -> Result<(), NetError> {
         for p in self.spare_paths() {
             remove_netns(&p)?;
@@ -401,7 +361,9 @@ impl NetworkDriver for BridgeNetwork {
         let br = ensure_bridge(&h, net).await?;
         laps.mark("bridge");
         let ns = self.netns_path(sandbox);
-        if !ns.exists() && !self.take_spare(&ns).await {
+        // A sandbox's own namespace is adopted before it is wired (`adopt`); one is
+        // made here only for a caller that wires a namespace of the host's.
+        if !ns.exists() {
             create_netns(ns.clone()).await?;
         }
         laps.mark("netns");
@@ -547,10 +509,6 @@ impl NetworkDriver for BridgeNetwork {
             std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(sys("enable ip_forward"))?;
         }
         Ok(())
-    }
-
-    async fn prepare(&self) -> Result<(), NetError> {
-        self.refill_spares().await
     }
 
     async fn release(&self, place: HostNetwork) -> Result<(), NetError> {

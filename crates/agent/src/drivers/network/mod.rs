@@ -84,11 +84,7 @@ pub trait NetworkDriver: Send + Sync {
     /// Sandboxes that have a namespace here.
     async fn attached(&self) -> Result<Vec<SandboxId>, NetError>;
     async fn inspect(&self) -> Result<NetReport, NetError>;
-    /// Work done ahead, off the start path (e.g. spare namespaces). Called after reports.
-    async fn prepare(&self) -> Result<(), NetError> {
-        Ok(())
-    }
-    /// Teardown: removes what [`prepare`](Self::prepare) made and, in a
+    /// Teardown: removes what the driver keeps besides sandboxes' namespaces and, in a
     /// [`HostNetwork::Shared`] namespace, what [`sync`](Self::sync) keeps beside the
     /// bridges (e.g. rules). Ok if absent.
     async fn release(&self, _place: HostNetwork) -> Result<(), NetError> {
