@@ -872,3 +872,66 @@ mod image_tests {
         }
     }
 }
+
+/// A snapshot of an instance's volume: read-only, on the instance's host, counted
+/// against the tenant's disk quota by the bytes only it holds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Snapshot {
+    /// `tenant/instance`.
+    pub instance: String,
+    pub name: Name,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Bytes it refers to; none until its host has measured it.
+    pub referenced_bytes: Option<u64>,
+    /// Bytes only it holds (what deleting it frees); none until measured.
+    pub exclusive_bytes: Option<u64>,
+    /// Taken by the instance's snapshot schedule (and pruned by its retention).
+    pub scheduled: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotCreate {
+    /// 1-63 of a-z, 0-9 and '-', starting with a letter; not starting with `auto-` or
+    /// `bk-` (hangar's own). Default: `snap-YYYYMMDD-HHMMSS` (UTC).
+    #[serde(default)]
+    #[schema(value_type = Option<String>, pattern = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    pub name: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotRestore {
+    /// Restore even if the instance runs: it is stopped, restored and started again.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// What a restore did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SnapshotRestored {
+    pub snapshot: Snapshot,
+    /// The instance ran: it was stopped for the restore and started again.
+    pub restarted: bool,
+    /// The start that follows a forced restore, to wait on.
+    pub operation: Option<Operation>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotScheduleSet {
+    /// `hourly`, `daily` or `every=<n>m|h|d` (at least 1m), optionally `,keep=N`
+    /// (1-1000; default 24 hourly, 7 daily, 10 otherwise); `off` clears it.
+    #[schema(example = "hourly,keep=24")]
+    pub schedule: String,
+}
+
+/// An instance's snapshot schedule.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SnapshotScheduleInfo {
+    /// `tenant/instance`.
+    pub instance: String,
+    /// In the syntax it is set with; none when off.
+    pub schedule: Option<String>,
+}

@@ -181,6 +181,9 @@ pub struct DesiredInstance {
     /// `host`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<ResolvedImage>,
+    /// Scheduled snapshots of its volume, taken and pruned by the agent; absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_schedule: Option<crate::snapshots::SnapshotSchedule>,
 }
 
 /// A registered image as a host needs it: what it is and where it lies on the host.
@@ -216,6 +219,27 @@ pub struct ObservedInstance {
     #[schema(value_type = i64)]
     pub generation: Generation,
     pub error: Option<String>,
+    /// The snapshots of its volume the host holds (backups' own excepted); absent from
+    /// agents that do not report them, and then the hub keeps what it recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshots: Option<Vec<ObservedSnapshot>>,
+}
+
+/// One snapshot of an instance's volume, as its host sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ObservedSnapshot {
+    #[schema(value_type = String)]
+    pub name: crate::ids::SnapshotId,
+    /// When it was taken (Unix seconds), if the host can tell.
+    #[serde(default)]
+    pub created_unix: Option<i64>,
+    /// Bytes it refers to (shared with the volume or not).
+    #[serde(default)]
+    pub referenced_bytes: Option<u64>,
+    /// Bytes only it holds: what deleting it frees; counted against the disk quota.
+    #[serde(default)]
+    pub exclusive_bytes: Option<u64>,
 }
 
 /// The agent's join request: a one-time token and a CSR for its certificate.

@@ -85,6 +85,13 @@ impl Demand {
         }
     }
 
+    /// A new snapshot: it shares every block with its volume when taken, so it adds only
+    /// its metadata, counted as 1 MiB; it grows (and counts, see [`add_snapshots`]) as
+    /// the volume moves away from it. A tenant already at its disk quota cannot take one.
+    pub fn snapshot() -> Demand {
+        Demand { disk_mib: 1, ..Default::default() }
+    }
+
     fn of(&self, quota: Quota) -> u64 {
         match quota {
             Quota::MaxInstances => self.instances,
@@ -110,6 +117,13 @@ pub fn usage<'a>(instances: impl IntoIterator<Item = &'a Instance>) -> Usage {
             u.running += 1;
         }
     }
+    u
+}
+
+/// Usage with the tenant's snapshots: what they hold alone (their exclusive bytes, the
+/// space deleting them would free) counts as disk, rounded up to whole MiB.
+pub fn add_snapshots(mut u: Usage, exclusive_bytes: u64) -> Usage {
+    u.disk_mib += exclusive_bytes.div_ceil(1024 * 1024);
     u
 }
 
@@ -159,6 +173,16 @@ impl Excess {
             _ => (self.limit.to_string(), self.need.to_string()),
         };
         format!("tenant '{tenant}' quota {} is {limit}; this would make it {would}", self.quota.as_str())
+    }
+
+    /// The message for a snapshot that does not fit (disk in MiB, snapshots included).
+    pub fn snapshot_message(&self, tenant: &str) -> String {
+        format!(
+            "tenant '{tenant}' quota {} is {} MiB and its volumes and snapshots already use {} MiB: delete snapshots or raise the quota",
+            self.quota.as_str(),
+            self.limit,
+            self.need.saturating_sub(1)
+        )
     }
 
     /// The message for a pool at new counts (memory and disk in MiB).
@@ -320,6 +344,24 @@ mod tests {
         for (e, want) in table {
             assert_eq!(e.instance_message("acme"), want);
         }
+    }
+
+    #[test]
+    fn snapshots_count_as_disk() {
+        let u = usage_of(1, 0, 0, 0, 768);
+        for (exclusive, disk_mib) in [(0, 768), (1, 769), (1 << 20, 769), ((1 << 20) + 1, 770), (300 << 20, 1068)] {
+            assert_eq!(add_snapshots(u, exclusive).disk_mib, disk_mib, "{exclusive}");
+        }
+        // A snapshot fits while the tenant is under its disk quota, and not at it.
+        for (exclusive, fits) in [(0, true), (255 << 20, true), (256 << 20, false), (300 << 20, false)] {
+            let r = check(&Q, &add_snapshots(u, exclusive), &Demand::snapshot());
+            assert_eq!(r.is_ok(), fits, "{exclusive}: {r:?}");
+        }
+        // Instances feel the snapshots too.
+        let e = check(&Q, &add_snapshots(u, 300 << 20), &Demand::instance(&spec(1, 64, 64), InstanceState::Created)).unwrap_err();
+        assert_eq!((e.quota, e.need), (Quota::MaxDiskGib, 1132));
+        let e = check(&Q, &add_snapshots(u, 300 << 20), &Demand::snapshot()).unwrap_err();
+        assert_eq!(e.snapshot_message("acme"), "tenant 'acme' quota max_disk_gib is 1024 MiB and its volumes and snapshots already use 1068 MiB: delete snapshots or raise the quota");
     }
 
     #[test]
