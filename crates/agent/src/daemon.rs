@@ -64,6 +64,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output =
     let drivers = opened.describe();
     let drivers::Drivers { runtime, volumes, network } = opened;
     let reconciler = Reconciler::new(paths.clone(), runtime.clone(), volumes.clone(), network.clone());
+    let snapshots = crate::snapshots::Snapshots::new(volumes.clone(), runtime.clone());
 
     let listener = tokio::net::TcpListener::bind(opts.listen).await.with_context(|| format!("cannot listen on {}", opts.listen))?;
     let local = listener.local_addr()?;
@@ -82,6 +83,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output =
         logs: opts.drivers.logs,
         exec: opts.exec,
         execs_running: Default::default(),
+        snapshots: snapshots.clone(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut endpoint_stop = stop_rx.clone();
@@ -140,10 +142,20 @@ pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output =
             _ = &mut shutdown => break,
         }
         let doc = doc_rx.borrow_and_update().clone();
-        let observed = match &doc {
+        let mut observed = match &doc {
             Some(d) => reconciler.converge(d).await,
             None => vec![],
         };
+        // Scheduled snapshots, then every instance's snapshots into the report.
+        if let Some(d) = &doc {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|t| t.as_secs() as i64).unwrap_or(0);
+            snapshots.schedule_pass(d, now).await;
+            if let Some(mut held) = snapshots.observed().await {
+                for o in observed.iter_mut().filter(|o| d.instances.iter().any(|i| i.id == o.id && i.desired != hangar_types::DesiredState::Deleted)) {
+                    o.snapshots = Some(held.remove(&hangar_types::VolumeId::from(&o.id.sandbox_id())).unwrap_or_default());
+                }
+            }
+        }
         if let Some(d) = &doc {
             let mut lp = last_pass.lock().unwrap_or_else(|e| e.into_inner());
             lp.generation = d.generation;

@@ -31,6 +31,8 @@ pub struct EndpointState {
     pub exec: ExecLimits,
     /// Execs running now, per sandbox (entries at zero are removed).
     pub execs_running: Arc<std::sync::Mutex<std::collections::HashMap<SandboxId, usize>>>,
+    /// Snapshots of this host's volumes (the hub's calls, the schedules, the reports).
+    pub snapshots: crate::snapshots::Snapshots,
 }
 
 /// An exec's timeout when it names none.
@@ -94,7 +96,7 @@ pub struct LastPass {
     pub instances: Vec<hangar_types::api::NodeInstance>,
 }
 
-struct EpError(ApiError);
+pub(crate) struct EpError(pub(crate) ApiError);
 
 impl IntoResponse for EpError {
     fn into_response(self) -> Response {
@@ -113,14 +115,14 @@ impl From<RuntimeError> for EpError {
     }
 }
 
-fn check_peer(st: &EndpointState, peer: &PeerInfo) -> Result<(), EpError> {
+pub(crate) fn check_peer(st: &EndpointState, peer: &PeerInfo) -> Result<(), EpError> {
     if peer.fingerprint.as_deref() == Some(st.hub_fingerprint.as_str()) {
         return Ok(());
     }
     Err(EpError(ApiError::new(ErrorCode::Unauthenticated, "only the hub may call this endpoint")))
 }
 
-fn sandbox_id(id: String) -> Result<SandboxId, EpError> {
+pub(crate) fn sandbox_id(id: String) -> Result<SandboxId, EpError> {
     id.parse().map_err(|_| EpError(ApiError::invalid(format!("'{id}' is not a sandbox id"))))
 }
 
@@ -131,6 +133,7 @@ pub fn router(st: EndpointState) -> Router {
         .route("/v1/sandboxes/{id}/stats", get(stats))
         .route("/v1/network", get(network))
         .route("/v1/status", get(status))
+        .merge(crate::snapshots::routes())
         .with_state(st)
 }
 

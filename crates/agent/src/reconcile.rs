@@ -151,7 +151,7 @@ impl Reconciler {
         }
         let deleting = d.desired == DesiredState::Deleted;
         if let Some(p) = prev.as_ref().filter(|p| deleting && p.observed == ObservedState::Failed && !p.delete_due()) {
-            return ObservedInstance { id: d.id, state: p.observed, generation: d.generation, error: p.error.clone() };
+            return ObservedInstance { id: d.id, state: p.observed, generation: d.generation, error: p.error.clone(), snapshots: None };
         }
         let (observed, error) = match self.act(d, status, prev.as_ref()).await {
             Ok(o) => (o, None),
@@ -173,7 +173,7 @@ impl Reconciler {
         } else {
             self.remember(d.id, a);
         }
-        ObservedInstance { id: d.id, state: observed, generation: d.generation, error }
+        ObservedInstance { id: d.id, state: observed, generation: d.generation, error, snapshots: None }
     }
 
     /// The instance's volume, made if missing and owned by its sandbox's ids.

@@ -68,10 +68,17 @@ pub fn scheduled_time(name: &str) -> Option<i64> {
     if d.len() != 8 || t.len() != 6 || !d.bytes().chain(t.bytes()).all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let n = |s: &str| s.parse::<u32>().ok();
-    let month = time::Month::try_from(n(&d[4..6])? as u8).ok()?;
-    let date = time::Date::from_calendar_date(n(&d[..4])? as i32, month, n(&d[6..])? as u8).ok()?;
-    let tod = time::Time::from_hms(n(&t[..2])? as u8, n(&t[2..4])? as u8, n(&t[4..])? as u8).ok()?;
+    utc_seconds(&format!("{}-{}-{}", &d[..4], &d[4..6], &d[6..]), &format!("{}:{}:{}", &t[..2], &t[2..4], &t[4..]))
+}
+
+/// `2026-11-30` and `18:15:16` (UTC, as `btrfs subvolume list` prints with TZ=UTC) as
+/// Unix seconds.
+pub fn utc_seconds(date: &str, time_of_day: &str) -> Option<i64> {
+    let d: Vec<u32> = date.split('-').map(|x| x.parse().ok()).collect::<Option<_>>()?;
+    let t: Vec<u32> = time_of_day.split(':').map(|x| x.parse().ok()).collect::<Option<_>>()?;
+    let (&[y, mo, da], &[h, mi, s]) = (d.as_slice(), t.as_slice()) else { return None };
+    let date = time::Date::from_calendar_date(y as i32, time::Month::try_from(u8::try_from(mo).ok()?).ok()?, u8::try_from(da).ok()?).ok()?;
+    let tod = time::Time::from_hms(u8::try_from(h).ok()?, u8::try_from(mi).ok()?, u8::try_from(s).ok()?).ok()?;
     Some(time::PrimitiveDateTime::new(date, tod).assume_utc().unix_timestamp())
 }
 
@@ -152,6 +159,22 @@ impl std::fmt::Display for SnapshotSchedule {
     }
 }
 
+/// The hub asks an agent for a snapshot of a sandbox's volume (`POST
+/// /v1/sandboxes/{id}/snapshots` on the agent's endpoint).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSnapshotCreate {
+    pub name: crate::ids::SnapshotId,
+}
+
+/// The hub asks an agent to replace a stopped sandbox's volume by a snapshot; the
+/// volume keeps its size limit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSnapshotRestore {
+    pub disk_mib: u64,
+}
+
 fn parse_interval(v: &str) -> Result<u64, String> {
     let bad = || format!("snapshot schedule: every='{v}' is not an interval: write a number and m, h or d, e.g. every=15m");
     let (n, unit) = v.split_at(v.len().saturating_sub(1));
@@ -208,6 +231,10 @@ mod tests {
         assert_eq!(scheduled_name(t), "auto-20261130-181516");
         assert_eq!(manual_name(t), "snap-20261130-181516");
         assert_eq!(scheduled_time(&scheduled_name(t)), Some(t));
+        assert_eq!(utc_seconds("2026-11-30", "18:15:16"), Some(t));
+        for (d, tod) in [("2026-11-31", "00:00:00"), ("2026-11", "00:00:00"), ("2026-11-30", "24:00:00"), ("x", "y"), ("2026-11-30", "-")] {
+            assert_eq!(utc_seconds(d, tod), None, "{d} {tod}");
+        }
         for not in ["snap-20261130-181516", "auto-2026113-181516", "auto-20261330-181516", "auto-20261130-256000", "auto-x", "bk-20261130-181516"] {
             assert_eq!(scheduled_time(not), None, "{not}");
         }

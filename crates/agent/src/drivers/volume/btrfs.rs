@@ -6,7 +6,7 @@
 //! refused. `mkfs.btrfs` is never given `-f`.
 
 use super::disk::{probe, Probe};
-use super::{ids_in, io, run, VolumeConfig, VolumeDriver, VolumeError};
+use super::{exchange, ids_in, io, run, SnapshotInfo, VolumeConfig, VolumeDriver, VolumeError, RESTORING};
 use hangar_types::{SnapshotId, VolumeId};
 use crate::identity::AgentPaths;
 use futures_util::future::BoxFuture;
@@ -235,6 +235,83 @@ impl VolumeDriver for BtrfsPool {
             delete_subvolume_tree(&p).await?;
         }
         Ok(())
+    }
+
+    /// A writable snapshot of the read-only one (instant, sharing every block), given
+    /// the volume's qgroup limit, swapped in; the old subvolume is then deleted.
+    async fn restore_snapshot(&self, id: &VolumeId, snap: &SnapshotId, size_mib: u64) -> Result<(), VolumeError> {
+        let (src, vol, tmp) = (self.snaps(id).join(snap), self.path(id), self.snaps(id).join(RESTORING));
+        if !src.exists() {
+            return Err(VolumeError::NotFound(format!("{id}/{snap}")));
+        }
+        if !vol.exists() {
+            return Err(VolumeError::NotFound(id.to_string()));
+        }
+        if tmp.exists() {
+            delete_subvolume_tree(&tmp).await?;
+        }
+        run("btrfs", &[a("subvolume"), a("snapshot"), src.as_os_str(), tmp.as_os_str()]).await?;
+        let limited = tmp.clone();
+        tokio::task::spawn_blocking(move || ioctl::limit_referenced(&limited, size_mib * 1024 * 1024))
+            .await
+            .map_err(|e| VolumeError::Io { context: "volume worker".into(), source: std::io::Error::other(e.to_string()) })?
+            .map_err(io(format!("cannot set the qgroup limit of {}", tmp.display())))?;
+        exchange(&tmp, &vol)?;
+        delete_subvolume_tree(&tmp).await
+    }
+
+    /// Two commands for the whole pool: `btrfs subvolume list -s` (ids, creation times,
+    /// paths; in UTC) and `btrfs qgroup show --sync` (sizes, after a sync so they are current).
+    async fn snapshot_infos(&self) -> Result<Vec<SnapshotInfo>, VolumeError> {
+        let list = run("env", &[a("TZ=UTC"), a("btrfs"), a("subvolume"), a("list"), a("-s"), self.mount.as_os_str()]).await?;
+        let sizes = run("btrfs", &[a("qgroup"), a("show"), a("--raw"), a("--sync"), self.mount.as_os_str()]).await?;
+        Ok(parse_snapshot_infos(&list, &sizes))
+    }
+}
+
+/// Joins `btrfs subvolume list -s` lines (`ID 257 gen 10 cgen 9 top level 5 otime
+/// 2026-11-30 18:15:16 path snapshots/<volume>/<snapshot>`, times in UTC) with `btrfs
+/// qgroup show --raw` rows (`0/257 16384 16384 ...`) by subvolume id. Snapshots outside
+/// `snapshots/`, or whose names are no ids, are not listed.
+fn parse_snapshot_infos(list: &str, qgroups: &str) -> Vec<SnapshotInfo> {
+    let sizes: std::collections::HashMap<&str, (Option<u64>, Option<u64>)> = qgroups
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let id = f.next()?.strip_prefix("0/")?;
+            Some((id, (f.next().and_then(|n| n.parse().ok()), f.next().and_then(|n| n.parse().ok()))))
+        })
+        .collect();
+    let mut out = vec![];
+    for l in list.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let field = |k: &str| f.iter().position(|x| *x == k).and_then(|i| f.get(i + 1)).copied();
+        let (Some(id), Some(path)) = (field("ID"), l.split_once(" path ").map(|(_, p)| p)) else { continue };
+        let mut parts = path.split('/');
+        let (Some("snapshots"), Some(volume), Some(snap), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else { continue };
+        let (Ok(volume), Ok(snap)) = (volume.parse::<VolumeId>(), snap.parse::<SnapshotId>()) else { continue };
+        let created = field("otime").zip(f.iter().position(|x| *x == "otime").and_then(|i| f.get(i + 2))).and_then(|(d, t)| hangar_types::snapshots::utc_seconds(d, t));
+        let (referenced_bytes, exclusive_bytes) = sizes.get(id).copied().unwrap_or((None, None));
+        out.push(SnapshotInfo { volume, id: snap, created, referenced_bytes, exclusive_bytes });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn snapshot_listing_joins_times_and_sizes() {
+        let list = "ID 257 gen 10 cgen 9 top level 5 otime 2026-11-30 18:15:16 path snapshots/sb-1/before\n\
+                    ID 258 gen 11 cgen 11 top level 5 otime 2026-11-30 18:16:00 path volumes/sb-1\n\
+                    ID 259 gen 12 cgen 12 top level 5 otime 2026-11-30 18:17:00 path snapshots/sb-1/.restoring\n\
+                    ID 260 gen 13 cgen 13 top level 5 otime - path snapshots/sb-2/auto-20261130-181700\n";
+        let q = "Qgroupid    Referenced    Exclusive   Path\n--------    ----------    ---------   ----\n0/257  1048576  4096  snapshots/sb-1/before\n0/260 16384 16384 x\n";
+        let got = super::parse_snapshot_infos(list, q);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!((got[0].volume.as_str(), got[0].id.as_str()), ("sb-1", "before"));
+        assert_eq!(got[0].created, Some(1_796_062_516));
+        assert_eq!((got[0].referenced_bytes, got[0].exclusive_bytes), (Some(1048576), Some(4096)));
+        assert_eq!((got[1].id.as_str(), got[1].created, got[1].exclusive_bytes), ("auto-20261130-181700", None, Some(16384)));
     }
 }
 

@@ -1,6 +1,6 @@
 //! Plain-directory volumes: no quotas, snapshots by copy. For hosts without btrfs.
 
-use super::{ids_in, io, run, VolumeConfig, VolumeDriver, VolumeError};
+use super::{exchange, ids_in, io, run, SnapshotInfo, VolumeConfig, VolumeDriver, VolumeError, RESTORING};
 use hangar_types::{SnapshotId, VolumeId};
 use crate::identity::AgentPaths;
 use futures_util::future::BoxFuture;
@@ -97,5 +97,38 @@ impl VolumeDriver for DirVolumes {
             std::fs::remove_dir_all(&p).map_err(io(format!("cannot remove {}", p.display())))?;
         }
         Ok(())
+    }
+    /// A copy (reflinked where the filesystem can), swapped in; no size limit to keep.
+    async fn restore_snapshot(&self, id: &VolumeId, snap: &SnapshotId, _size_mib: u64) -> Result<(), VolumeError> {
+        let (src, vol, tmp) = (self.snaps(id).join(snap), self.path(id), self.snaps(id).join(RESTORING));
+        if !src.is_dir() {
+            return Err(VolumeError::NotFound(format!("{id}/{snap}")));
+        }
+        if !vol.is_dir() {
+            return Err(VolumeError::NotFound(id.to_string()));
+        }
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(io(format!("cannot remove {}", tmp.display())))?;
+        }
+        run("cp", &["-a".as_ref(), "--reflink=auto".as_ref(), src.as_os_str(), tmp.as_os_str()]).await?;
+        exchange(&tmp, &vol)?;
+        std::fs::remove_dir_all(&tmp).map_err(io(format!("cannot remove the replaced volume {}", tmp.display())))
+    }
+    /// Times from the copy's birth time; a copy shares nothing, so both sizes are its size.
+    async fn snapshot_infos(&self) -> Result<Vec<SnapshotInfo>, VolumeError> {
+        let mut out = vec![];
+        for volume in ids_in::<VolumeId>(&self.root.join("snapshots")) {
+            for id in ids_in::<SnapshotId>(&self.snaps(&volume)) {
+                let p = self.snaps(&volume).join(&id);
+                let created = std::fs::metadata(&p)
+                    .and_then(|m| m.created())
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_secs() as i64);
+                let size = dir_size(&p);
+                out.push(SnapshotInfo { volume: volume.clone(), id, created, referenced_bytes: Some(size), exclusive_bytes: Some(size) });
+            }
+        }
+        Ok(out)
     }
 }

@@ -95,6 +95,37 @@ pub trait VolumeDriver: Send + Sync {
     async fn snapshot(&self, id: &VolumeId, snap: &SnapshotId) -> Result<PathBuf, VolumeError>;
     async fn list_snapshots(&self, id: &VolumeId) -> Result<Vec<SnapshotId>, VolumeError>;
     async fn delete_snapshot(&self, id: &VolumeId, snap: &SnapshotId) -> Result<(), VolumeError>;
+    /// Replaces the volume by a writable copy of its snapshot `snap` (the snapshot
+    /// stays), limited to `size_mib` like the volume was. The volume's path never
+    /// disappears: the new one is swapped in atomically (`RENAME_EXCHANGE`), then the
+    /// old one removed. Ownership is the snapshot's, which is the volume's as it was.
+    /// The caller makes sure no sandbox has the volume mounted.
+    async fn restore_snapshot(&self, id: &VolumeId, snap: &SnapshotId, size_mib: u64) -> Result<(), VolumeError>;
+    /// Every snapshot of every volume, with its time and sizes as far as the driver
+    /// can tell (one pass over the pool, not one per snapshot).
+    async fn snapshot_infos(&self) -> Result<Vec<SnapshotInfo>, VolumeError>;
+}
+
+/// One snapshot as a driver sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    pub volume: VolumeId,
+    pub id: SnapshotId,
+    /// Unix seconds.
+    pub created: Option<i64>,
+    pub referenced_bytes: Option<u64>,
+    pub exclusive_bytes: Option<u64>,
+}
+
+/// Where a restore builds the new volume before swapping it in: in the volume's
+/// snapshot dir, under a name that is no id (so never listed), removed if a crash left it.
+pub(crate) const RESTORING: &str = ".restoring";
+
+/// Swaps two paths atomically (both must exist, on one filesystem).
+pub(crate) fn exchange(a: &std::path::Path, b: &std::path::Path) -> Result<(), VolumeError> {
+    use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+    renameat2(AT_FDCWD, a, AT_FDCWD, b, RenameFlags::RENAME_EXCHANGE)
+        .map_err(|e| VolumeError::Io { context: format!("cannot swap {} and {}", a.display(), b.display()), source: e.into() })
 }
 
 /// Runs a command; its stdout on success, a `Command` error with its stderr otherwise.
