@@ -446,3 +446,40 @@ impl AgentClient {
         self.t.call::<(), _>(reqwest::Method::GET, "/v1/status", None, Some(Duration::from_secs(20))).await
     }
 }
+
+// ---- snapshots ----
+impl HubClient {
+    pub async fn snapshot_create(&self, tenant: &str, instance: &str, req: &SnapshotCreate) -> Result<Snapshot> {
+        self.t.post(&format!("/v1/tenants/{tenant}/instances/{instance}/snapshots"), req).await
+    }
+    pub async fn snapshot_list(&self, tenant: &str, instance: &str) -> Result<Vec<Snapshot>> {
+        self.t.get(&format!("/v1/tenants/{tenant}/instances/{instance}/snapshots")).await
+    }
+    pub async fn snapshot_delete(&self, tenant: &str, instance: &str, name: &str) -> Result<Snapshot> {
+        self.t.delete(&format!("/v1/tenants/{tenant}/instances/{instance}/snapshots/{}", q(name))).await
+    }
+    pub async fn snapshot_restore(&self, tenant: &str, instance: &str, name: &str, req: &SnapshotRestore) -> Result<SnapshotRestored> {
+        self.t.post(&format!("/v1/tenants/{tenant}/instances/{instance}/snapshots/{}/restore", q(name)), req).await
+    }
+    pub async fn snapshot_schedule_set(&self, tenant: &str, instance: &str, req: &SnapshotScheduleSet) -> Result<SnapshotScheduleInfo> {
+        self.t.call(reqwest::Method::PUT, &format!("/v1/tenants/{tenant}/instances/{instance}/snapshot-schedule"), Some(req), None).await
+    }
+    pub async fn snapshot_schedule_get(&self, tenant: &str, instance: &str) -> Result<SnapshotScheduleInfo> {
+        self.t.get(&format!("/v1/tenants/{tenant}/instances/{instance}/snapshot-schedule")).await
+    }
+}
+
+impl AgentClient {
+    pub async fn snapshot_list(&self, sandbox: &SandboxId) -> Result<Vec<hangar_types::protocol::ObservedSnapshot>> {
+        self.t.get(&format!("/v1/sandboxes/{sandbox}/snapshots")).await
+    }
+    pub async fn snapshot_create(&self, sandbox: &SandboxId, req: &hangar_types::snapshots::AgentSnapshotCreate) -> Result<hangar_types::protocol::ObservedSnapshot> {
+        self.t.post(&format!("/v1/sandboxes/{sandbox}/snapshots"), req).await
+    }
+    pub async fn snapshot_delete(&self, sandbox: &SandboxId, name: &hangar_types::SnapshotId) -> Result<serde_json::Value> {
+        self.t.delete(&format!("/v1/sandboxes/{sandbox}/snapshots/{name}")).await
+    }
+    pub async fn snapshot_restore(&self, sandbox: &SandboxId, name: &hangar_types::SnapshotId, req: &hangar_types::snapshots::AgentSnapshotRestore) -> Result<hangar_types::protocol::ObservedSnapshot> {
+        self.t.post(&format!("/v1/sandboxes/{sandbox}/snapshots/{name}/restore"), req).await
+    }
+}

@@ -61,6 +61,8 @@ macro_rules! store_contract_tests {
             events_newest_limit_oldest_first,
             tokens_insert_find_list_delete,
             images_insert_get_list_delete,
+            snapshots_insert_list_size_tombstone_remove,
+            snapshots_and_schedules_go_with_their_instance,
         );
     };
     (@each $factory:expr; $($behaviour:ident),* $(,)?) => {
@@ -932,6 +934,89 @@ pub async fn images_insert_get_list_delete(store: Arc<dyn Store>) {
     assert!(store.delete_image(&name("alpine")).await.unwrap());
     assert!(!store.delete_image(&name("alpine")).await.unwrap());
     assert_eq!(store.list_images().await.unwrap(), vec![dir]);
+}
+
+// ---- snapshots ----
+
+fn snap(instance: InstanceId, n: &str, created: i64) -> crate::SnapshotRecord {
+    crate::SnapshotRecord { instance_id: instance, name: name(n), created_at: at(created), referenced_bytes: Some(1 << 20), exclusive_bytes: None, scheduled: n.starts_with("auto-"), deleted_at: None }
+}
+
+pub async fn snapshots_insert_list_size_tombstone_remove(store: Arc<dyn Store>) {
+    use crate::SnapshotFilter;
+    let (web, db) = (instance("acme", "web", Some("node-a")), instance("beta", "db", Some("node-b")));
+    store.insert_instance(&web, None).await.unwrap();
+    store.insert_instance(&db, None).await.unwrap();
+    let (a, b, c) = (snap(web.id, "before", 1), snap(web.id, "auto-20261130-120000", 2), snap(db.id, "before", 3));
+    for s in [&a, &b, &c] {
+        store.insert_snapshot(s).await.unwrap();
+    }
+    assert!(matches!(store.insert_snapshot(&a).await, Err(StoreError::AlreadyExists(w)) if w == "snapshot 'before'"));
+    let names = |v: Vec<crate::SnapshotRecord>| v.into_iter().map(|s| format!("{}:{}", s.instance_id == web.id, s.name)).collect::<Vec<_>>();
+    let list = |f: SnapshotFilter| {
+        let store = store.clone();
+        async move { names(store.list_snapshots(&f).await.unwrap()) }
+    };
+    assert_eq!(list(SnapshotFilter { instance: Some(web.id), ..Default::default() }).await, ["true:auto-20261130-120000", "true:before"]);
+    assert_eq!(list(SnapshotFilter { tenant: Some(name("beta")), ..Default::default() }).await, ["false:before"]);
+    assert_eq!(list(SnapshotFilter { host: Some(name("node-a")), ..Default::default() }).await, ["true:auto-20261130-120000", "true:before"]);
+    assert_eq!(list(SnapshotFilter { host: Some(name("node-c")), ..Default::default() }).await, Vec::<String>::new());
+    // Rows read back whole.
+    let got = store.list_snapshots(&SnapshotFilter { instance: Some(web.id), ..Default::default() }).await.unwrap();
+    assert_eq!(got, [b.clone(), a.clone()]);
+
+    assert!(store.set_snapshot_sizes(web.id, &name("before"), Some(5), Some(3)).await.unwrap());
+    assert!(!store.set_snapshot_sizes(web.id, &name("nope"), Some(5), Some(3)).await.unwrap());
+    let got = store.list_snapshots(&SnapshotFilter { instance: Some(web.id), ..Default::default() }).await.unwrap();
+    assert_eq!((got[1].referenced_bytes, got[1].exclusive_bytes), (Some(5), Some(3)));
+
+    // A tombstone is listed only when asked for, takes no sizes, and a new snapshot of
+    // the same name replaces it.
+    assert!(store.tombstone_snapshot(web.id, &name("before"), at(9)).await.unwrap());
+    assert!(!store.tombstone_snapshot(web.id, &name("before"), at(10)).await.unwrap());
+    assert!(!store.set_snapshot_sizes(web.id, &name("before"), Some(5), Some(3)).await.unwrap());
+    assert_eq!(list(SnapshotFilter { instance: Some(web.id), ..Default::default() }).await, ["true:auto-20261130-120000"]);
+    let all = store.list_snapshots(&SnapshotFilter { instance: Some(web.id), tombstones: true, ..Default::default() }).await.unwrap();
+    assert_eq!(all.iter().map(|s| (s.name.as_str(), s.deleted_at)).collect::<Vec<_>>(), [("auto-20261130-120000", None), ("before", Some(at(9)))]);
+    let again = snap(web.id, "before", 11);
+    store.insert_snapshot(&again).await.unwrap();
+    let got = store.list_snapshots(&SnapshotFilter { instance: Some(web.id), ..Default::default() }).await.unwrap();
+    assert_eq!(got[1], again);
+
+    assert!(store.remove_snapshot(web.id, &name("before")).await.unwrap());
+    assert!(!store.remove_snapshot(web.id, &name("before")).await.unwrap());
+    let mut rest = list(SnapshotFilter::default()).await;
+    rest.sort();
+    assert_eq!(rest, ["false:before", "true:auto-20261130-120000"]);
+}
+
+pub async fn snapshots_and_schedules_go_with_their_instance(store: Arc<dyn Store>) {
+    use hangar_types::snapshots::SnapshotSchedule;
+    let (web, db) = (instance("acme", "web", Some("node-a")), instance("acme", "db", Some("node-b")));
+    store.insert_instance(&web, None).await.unwrap();
+    store.insert_instance(&db, None).await.unwrap();
+    let hourly = SnapshotSchedule { every_secs: 3600, keep: 24 };
+    let minutely = SnapshotSchedule { every_secs: 60, keep: 2 };
+    store.set_snapshot_schedule(web.id, Some(minutely)).await.unwrap();
+    store.set_snapshot_schedule(web.id, Some(hourly)).await.unwrap();
+    store.set_snapshot_schedule(db.id, Some(minutely)).await.unwrap();
+    let mut want = vec![(web.id, hourly), (db.id, minutely)];
+    want.sort_by_key(|(i, _)| i.to_string());
+    assert_eq!(store.list_snapshot_schedules(None).await.unwrap(), want);
+    assert_eq!(store.list_snapshot_schedules(Some(&name("node-a"))).await.unwrap(), [(web.id, hourly)]);
+    store.set_snapshot_schedule(db.id, None).await.unwrap();
+    store.set_snapshot_schedule(db.id, None).await.unwrap();
+    assert_eq!(store.list_snapshot_schedules(None).await.unwrap(), [(web.id, hourly)]);
+    let gone = InstanceId::new();
+    assert!(matches!(store.set_snapshot_schedule(gone, Some(hourly)).await, Err(StoreError::NotFound(_))));
+
+    store.insert_snapshot(&snap(web.id, "before", 1)).await.unwrap();
+    store.insert_snapshot(&snap(db.id, "before", 1)).await.unwrap();
+    store.tombstone_snapshot(db.id, &name("before"), at(2)).await.unwrap();
+    assert!(store.delete_instance(web.id).await.unwrap());
+    assert!(store.delete_instance(db.id).await.unwrap());
+    assert!(store.list_snapshots(&crate::SnapshotFilter { tombstones: true, ..Default::default() }).await.unwrap().is_empty());
+    assert!(store.list_snapshot_schedules(None).await.unwrap().is_empty());
 }
 
 #[cfg(test)]

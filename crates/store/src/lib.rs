@@ -18,6 +18,7 @@
 
 use async_trait::async_trait;
 use hangar_types::api::{Capacity, Event, HostState, Image, Instance, Operation, OperationStatus, Pool, PoolCounts, Tenant};
+use hangar_types::snapshots::SnapshotSchedule;
 use hangar_types::{Generation, HostId, InstanceId, InstanceState, Name, OperationId, TokenId};
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -307,6 +308,47 @@ pub trait Store: Send + Sync + 'static {
     /// By name.
     async fn list_images(&self) -> Result<Vec<Image>>;
     async fn delete_image(&self, name: &Name) -> Result<bool>;
+
+    // ---- snapshots (of instance volumes) ----
+    /// A live snapshot row; replaces a tombstone of the same name. AlreadyExists if a
+    /// live one has that name.
+    async fn insert_snapshot(&self, snapshot: &SnapshotRecord) -> Result<()>;
+    /// Rows by instance then name; tombstones only with `filter.tombstones`.
+    async fn list_snapshots(&self, filter: &SnapshotFilter) -> Result<Vec<SnapshotRecord>>;
+    /// Sets a live row's sizes; whether there was one.
+    async fn set_snapshot_sizes(&self, instance: InstanceId, name: &Name, referenced: Option<u64>, exclusive: Option<u64>) -> Result<bool>;
+    /// Turns a live row into a tombstone at `at`; whether there was one.
+    async fn tombstone_snapshot(&self, instance: InstanceId, name: &Name, at: OffsetDateTime) -> Result<bool>;
+    /// Removes a row, live or tombstone; whether there was one.
+    async fn remove_snapshot(&self, instance: InstanceId, name: &Name) -> Result<bool>;
+    /// Sets (Some) or clears (None) an instance's snapshot schedule.
+    async fn set_snapshot_schedule(&self, instance: InstanceId, schedule: Option<SnapshotSchedule>) -> Result<()>;
+    /// Every schedule, of the instances on `host` or of all.
+    async fn list_snapshot_schedules(&self, host: Option<&Name>) -> Result<Vec<(InstanceId, SnapshotSchedule)>>;
+}
+
+/// One snapshot of an instance's volume as the hub records it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SnapshotRecord {
+    pub instance_id: InstanceId,
+    pub name: Name,
+    pub created_at: OffsetDateTime,
+    pub referenced_bytes: Option<u64>,
+    pub exclusive_bytes: Option<u64>,
+    pub scheduled: bool,
+    /// Set on a tombstone: when it was deleted.
+    pub deleted_at: Option<OffsetDateTime>,
+}
+
+/// Which snapshot rows to list: all conditions given must hold.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SnapshotFilter {
+    pub instance: Option<InstanceId>,
+    pub tenant: Option<Name>,
+    /// Of the instances placed on this host.
+    pub host: Option<Name>,
+    /// Tombstones too.
+    pub tombstones: bool,
 }
 
 /// Opens a store from a URL: `sqlite:///abs/path.db` or a plain file path.

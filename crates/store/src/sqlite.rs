@@ -25,7 +25,8 @@
 //! [`Migrator`] instead, which records them in the same `_sqlx_migrations` table with
 //! the same checksums as `migrate!` would, so switching to the macro later is seamless.
 
-use crate::{HostRecord, HostReport, HostStateChange, InstanceFilter, InstanceVersion, NewEvent, Result, Store, StoreError, TokenRecord};
+use crate::{HostRecord, HostReport, HostStateChange, InstanceFilter, InstanceVersion, NewEvent, Result, SnapshotFilter, SnapshotRecord, Store, StoreError, TokenRecord};
+use hangar_types::snapshots::SnapshotSchedule;
 use async_trait::async_trait;
 use hangar_types::api::{Event, HostState, Image, Instance, Operation, OperationStatus, Pool, PoolCounts, Tenant};
 use hangar_types::{DesiredState, Generation, HostId, InstanceId, Name, ObservedState, OperationId, TokenId};
@@ -60,6 +61,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "tenant net prefix", include_str!("../migrations/0005_tenant_net_prefix.sql")),
     (6, "uid ranges", include_str!("../migrations/0006_uid_ranges.sql")),
     (7, "images", include_str!("../migrations/0007_images.sql")),
+    (8, "snapshots", include_str!("../migrations/0008_snapshots.sql")),
 ];
 
 /// The store on one SQLite database; cheap to clone (it is a connection pool).
@@ -648,6 +650,121 @@ impl Store for SqliteStore {
     async fn delete_image(&self, name: &Name) -> Result<bool> {
         self.delete(sqlx::query("DELETE FROM images WHERE name = ?1").bind(name.as_str()), "delete image").await
     }
+
+    async fn insert_snapshot(&self, s: &SnapshotRecord) -> Result<()> {
+        // One statement: a tombstone of the name is replaced, a live row is a conflict
+        // (the WHERE of the upsert leaves it untouched and no row changes).
+        let done = sqlx::query(
+            "INSERT INTO snapshots (instance_id, name, created_at, referenced_bytes, exclusive_bytes, scheduled, deleted_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL)
+             ON CONFLICT (instance_id, name) DO UPDATE SET created_at = excluded.created_at, referenced_bytes = excluded.referenced_bytes,
+               exclusive_bytes = excluded.exclusive_bytes, scheduled = excluded.scheduled, deleted_at = NULL
+             WHERE snapshots.deleted_at IS NOT NULL",
+        )
+        .bind(s.instance_id.to_string())
+        .bind(s.name.as_str())
+        .bind(Nanos(s.created_at))
+        .bind(s.referenced_bytes.map(bytes_col))
+        .bind(s.exclusive_bytes.map(bytes_col))
+        .bind(s.scheduled)
+        .execute(&self.pool)
+        .await
+        .map_err(backend("insert snapshot"))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::AlreadyExists(format!("snapshot '{}'", s.name)));
+        }
+        Ok(())
+    }
+
+    async fn list_snapshots(&self, f: &SnapshotFilter) -> Result<Vec<SnapshotRecord>> {
+        let q = sqlx::query(
+            "SELECT s.* FROM snapshots s JOIN instances i ON i.id = s.instance_id
+             WHERE (?1 IS NULL OR s.instance_id = ?1) AND (?2 IS NULL OR i.tenant = ?2) AND (?3 IS NULL OR i.host = ?3)
+               AND (?4 OR s.deleted_at IS NULL)
+             ORDER BY s.instance_id, s.name",
+        )
+        .bind(f.instance.map(|i| i.to_string()))
+        .bind(f.tenant.as_ref().map(Name::as_str))
+        .bind(f.host.as_ref().map(Name::as_str))
+        .bind(f.tombstones);
+        self.all(q, "list snapshots", snapshot_row).await
+    }
+
+    async fn set_snapshot_sizes(&self, instance: InstanceId, name: &Name, referenced: Option<u64>, exclusive: Option<u64>) -> Result<bool> {
+        let q = sqlx::query("UPDATE snapshots SET referenced_bytes = ?3, exclusive_bytes = ?4 WHERE instance_id = ?1 AND name = ?2 AND deleted_at IS NULL")
+            .bind(instance.to_string())
+            .bind(name.as_str())
+            .bind(referenced.map(bytes_col))
+            .bind(exclusive.map(bytes_col));
+        self.delete(q, "set snapshot sizes").await
+    }
+
+    async fn tombstone_snapshot(&self, instance: InstanceId, name: &Name, at: OffsetDateTime) -> Result<bool> {
+        let q = sqlx::query("UPDATE snapshots SET deleted_at = ?3 WHERE instance_id = ?1 AND name = ?2 AND deleted_at IS NULL")
+            .bind(instance.to_string())
+            .bind(name.as_str())
+            .bind(Nanos(at));
+        self.delete(q, "delete snapshot").await
+    }
+
+    async fn remove_snapshot(&self, instance: InstanceId, name: &Name) -> Result<bool> {
+        let q = sqlx::query("DELETE FROM snapshots WHERE instance_id = ?1 AND name = ?2").bind(instance.to_string()).bind(name.as_str());
+        self.delete(q, "remove snapshot").await
+    }
+
+    async fn set_snapshot_schedule(&self, instance: InstanceId, schedule: Option<SnapshotSchedule>) -> Result<()> {
+        let q = match schedule {
+            Some(s) => sqlx::query(
+                "INSERT INTO snapshot_schedules (instance_id, every_secs, keep) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (instance_id) DO UPDATE SET every_secs = excluded.every_secs, keep = excluded.keep",
+            )
+            .bind(instance.to_string())
+            .bind(i64::try_from(s.every_secs).unwrap_or(i64::MAX))
+            .bind(s.keep),
+            None => sqlx::query("DELETE FROM snapshot_schedules WHERE instance_id = ?1").bind(instance.to_string()),
+        };
+        match q.execute(&self.pool).await {
+            // The instance is gone (its foreign key).
+            Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => Err(StoreError::NotFound(format!("instance {instance}"))),
+            r => r.map(|_| ()).map_err(backend("set snapshot schedule")),
+        }
+    }
+
+    async fn list_snapshot_schedules(&self, host: Option<&Name>) -> Result<Vec<(InstanceId, SnapshotSchedule)>> {
+        let q = sqlx::query(
+            "SELECT s.* FROM snapshot_schedules s JOIN instances i ON i.id = s.instance_id WHERE (?1 IS NULL OR i.host = ?1) ORDER BY s.instance_id",
+        )
+        .bind(host.map(Name::as_str));
+        self.all(q, "list snapshot schedules", |row| {
+            let c = Cols::new(row, "snapshot_schedules");
+            let every: i64 = c.get("every_secs")?;
+            Ok((c.parse("instance_id")?, SnapshotSchedule { every_secs: u64::try_from(every).map_err(|e| c.corrupt("every_secs", e))?, keep: c.get("keep")? }))
+        })
+        .await
+    }
+}
+
+/// Byte counts are INTEGER (i64); beyond it (never, for a volume) saturates.
+fn bytes_col(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn snapshot_row(row: &SqliteRow) -> Result<SnapshotRecord> {
+    let c = Cols::new(row, "snapshots");
+    let bytes = |col: &str| -> Result<Option<u64>> {
+        let v: Option<i64> = c.get(col)?;
+        v.map(|v| u64::try_from(v).map_err(|e| c.corrupt(col, e))).transpose()
+    };
+    let deleted: Option<Nanos> = c.get("deleted_at")?;
+    Ok(SnapshotRecord {
+        instance_id: c.parse("instance_id")?,
+        name: c.parse("name")?,
+        created_at: c.time("created_at")?,
+        referenced_bytes: bytes("referenced_bytes")?,
+        exclusive_bytes: bytes("exclusive_bytes")?,
+        scheduled: c.get("scheduled")?,
+        deleted_at: deleted.map(|n| n.0),
+    })
 }
 
 /// Gives host `name` a fresh value of the generation counter as its desired generation,
