@@ -111,6 +111,7 @@ impl Hub {
             true => self.resolved_images().await?,
             false => Default::default(),
         };
+        let schedules: HashMap<InstanceId, hangar_types::snapshots::SnapshotSchedule> = self.store.list_snapshot_schedules(Some(&host.name)).await?.into_iter().collect();
         Ok(DesiredDoc {
             tenants: names.iter().filter_map(|n| tenants.get(*n)).map(|t| DesiredTenant { name: t.name.clone(), quotas: t.quotas }).collect(),
             pools,
@@ -135,6 +136,7 @@ impl Hub {
                         hangar_types::api::ImageRef::Named(n) => images.get(n).cloned(),
                         _ => None,
                     },
+                    snapshot_schedule: schedules.get(&i.id).copied(),
                     spec: i.spec,
                     pool: i.pool,
                     ids: i.ids,
@@ -207,6 +209,7 @@ impl Hub {
         // the rest are applied one by one under their instance's lock.
         let stored: HashMap<InstanceId, Instance> =
             self.store.list_instances(&InstanceFilter::host(&h.name)).await?.into_iter().map(|i| (i.id, i)).collect();
+        self.observe_snapshots(&h, &stored, &report.instances).await?;
         let mut deleted = false;
         for obs in report.instances {
             if stored.get(&obs.id).is_some_and(|i| observation_is_noop(i, &obs)) {

@@ -67,6 +67,7 @@ impl Hub {
     /// Current use of a tenant's quotas, leaving out one instance (the one being changed).
     pub(crate) async fn usage(&self, tenant: &Name, except: Option<InstanceId>) -> HubResult<Usage> {
         let list = self.store.list_instances(&InstanceFilter::tenant(tenant)).await?;
-        Ok(quota::usage(list.iter().filter(|i| Some(i.id) != except)))
+        // Snapshots count as disk by the bytes only they hold (see `snapshots`).
+        Ok(quota::add_snapshots(quota::usage(list.iter().filter(|i| Some(i.id) != except)), self.snapshot_bytes(tenant).await?))
     }
 }

@@ -63,6 +63,7 @@ async fn agent_pass(hub: &Hub, host: &str) {
             },
             generation: d.generation,
             error: None,
+            snapshots: None,
         })
         .collect();
     let report = AgentReport {

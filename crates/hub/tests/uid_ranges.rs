@@ -67,7 +67,7 @@ async fn agent_pass(hub: &Hub) {
                 hangar_types::DesiredState::Running => ObservedState::Running,
                 _ => ObservedState::Stopped,
             };
-            ObservedInstance { id: d.id, state, generation: d.generation, error: None }
+            ObservedInstance { id: d.id, state, generation: d.generation, error: None, snapshots: None }
         })
         .collect();
     let report = AgentReport { schema_version: PROTOCOL_VERSION, agent_version: "test".into(), capacity: rec.capacity, endpoint: "https://127.0.0.1:1".into(), drivers: vec![], instances };
