@@ -101,6 +101,7 @@ pub async fn api(c: &HubClient, cmd: &Cmd, out: &Out) -> Result<i32> {
             let i = c.image_remove(name).await?;
             out.item(&i, &format!("image '{}' removed", i.name));
         }
+        Cmd::Snapshot(sc) => return crate::snapshots::snapshot_cmd(&c, out, sc).await,
         Cmd::Events { tenant, last } => out.events(&c.events(tenant.as_deref(), *last).await?),
         Cmd::Net(NetCmd::Verify) => {
             let r = c.net_verify().await?;
@@ -124,6 +125,7 @@ async fn instance(c: &HubClient, out: &Out, cmd: &InstanceCmd) -> Result<i32> {
         }
         InstanceCmd::Start { instance, wait } => action(c, out, instance, "start", wait).await?,
         InstanceCmd::Stop { instance, wait } => action(c, out, instance, "stop", wait).await?,
+        InstanceCmd::Update { instance, snapshot_schedule } => return crate::snapshots::instance_update(c, out, instance, snapshot_schedule.as_deref()).await,
         InstanceCmd::Warm { instance, wait } => action(c, out, instance, "warm", wait).await?,
         InstanceCmd::Resume { instance, wait } => action(c, out, instance, "resume", wait).await?,
         InstanceCmd::Delete { instance, wait } => {

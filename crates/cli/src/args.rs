@@ -75,6 +75,9 @@ pub enum Cmd {
     /// Images instances may use (admins register them; tenants name them with --image).
     #[command(subcommand)]
     Image(ImageCmd),
+    /// Read-only snapshots of an instance's volume: create, list, restore, delete.
+    #[command(subcommand)]
+    Snapshot(SnapshotCmd),
     /// The audit log: who did what, when, and how it ended.
     Events {
         /// Only this tenant's events.
@@ -457,6 +460,48 @@ pub enum InstanceCmd {
         /// Only this pool's members (needs --tenant).
         #[arg(long)]
         pool: Option<String>,
+    },
+    /// Change an instance's settings.
+    Update {
+        /// TENANT/NAME
+        instance: String,
+        /// Scheduled snapshots taken and pruned by its host: "hourly,keep=24", "daily",
+        /// "every=15m,keep=4" (at least 1m), or "off".
+        #[arg(long)]
+        snapshot_schedule: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SnapshotCmd {
+    /// A read-only snapshot of the instance's volume, taken at once.
+    Create {
+        /// TENANT/NAME
+        instance: String,
+        /// Its name (default snap-YYYYMMDD-HHMMSS, UTC).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// The instance's snapshots, oldest first.
+    List {
+        /// TENANT/NAME
+        instance: String,
+    },
+    /// Replace the instance's volume by a snapshot (the instance must be stopped).
+    Restore {
+        /// TENANT/NAME
+        instance: String,
+        snapshot: String,
+        /// Restore a running instance: stop it, restore, start it again.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    Delete {
+        /// TENANT/NAME
+        instance: String,
+        snapshot: String,
     },
 }
 

@@ -8,6 +8,7 @@ mod api;
 mod args;
 mod output;
 mod pools;
+mod snapshots;
 
 use anyhow::{Context, Result};
 use args::*;

@@ -192,6 +192,19 @@ impl Out {
         );
     }
 
+    pub fn snapshots(&self, list: &[hangar_types::api::Snapshot]) {
+        if self.json {
+            return self.print_json(list);
+        }
+        let mib = |b: Option<u64>| b.map(|b| format!("{:.1}", b as f64 / 1048576.0)).unwrap_or_else(|| "-".into());
+        self.table(
+            &["SNAPSHOT", "CREATED", "SIZE MIB", "EXCLUSIVE MIB", "BY"],
+            list.iter()
+                .map(|s| vec![s.name.to_string(), ts(s.created_at), mib(s.referenced_bytes), mib(s.exclusive_bytes), if s.scheduled { "schedule" } else { "hand" }.into()])
+                .collect(),
+        );
+    }
+
     pub fn images(&self, list: &[Image]) {
         if self.json {
             return self.print_json(list);
