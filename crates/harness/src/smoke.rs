@@ -298,6 +298,25 @@ async fn scenario(r: &mut Run, name: &str) {
                 Ok(())
             })
             .await;
+            // Snapshots: take one, change the data, restore it (the instance runs: --force
+            // stops, restores, starts), read the old data back.
+            r.step("snapshot", async {
+                c.snapshot_create(&a, "life", &SnapshotCreate { name: Some("smoke".into()) }).await?;
+                if !c.snapshot_list(&a, "life").await?.iter().any(|s| s.name.as_str() == "smoke") {
+                    bail!("snapshot 'smoke' is not listed");
+                }
+                exec(&c, &a, "life", "echo changed > /home/sentinel").await?;
+                let res = c.snapshot_restore(&a, "life", "smoke", &SnapshotRestore { force: true }).await?;
+                let start = res.operation.ok_or_else(|| anyhow::anyhow!("a forced restore of a running instance gave no start to wait on"))?;
+                wait_op(&c, start).await?;
+                let back = exec(&c, &a, "life", "cat /home/sentinel").await?;
+                if back.stdout != "sentinel\n" {
+                    bail!("after the restore the sentinel reads {:?}", back.stdout);
+                }
+                c.snapshot_delete(&a, "life", "smoke").await?;
+                Ok(())
+            })
+            .await;
             r.step("logs", async {
                 c.instance_logs(&a, "life", 10).await?;
                 Ok(())
