@@ -309,3 +309,54 @@ async fn dir_volumes_work_without_btrfs() {
     assert!(d.list().await.unwrap().is_empty());
     assert!(d.list_snapshots(&vol("a")).await.unwrap().is_empty());
 }
+
+/// A restore swaps a writable copy of the snapshot in for the volume: the old content
+/// back, the snapshot kept, the volume's limit and owner kept, nothing left behind;
+/// the pool-wide listing gives times and sizes.
+#[tokio::test]
+async fn btrfs_restore_replaces_the_volume_and_keeps_its_limit() {
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::new();
+    let pool = env.pool().await;
+    let v = pool.ensure(&vol("vol-r"), 8).await.unwrap();
+    std::os::unix::fs::chown(&v, Some(100_000), Some(100_000)).unwrap();
+    std::fs::write(v.join("notes"), "v1").unwrap();
+    pool.snapshot(&vol("vol-r"), &snap("before")).await.unwrap();
+    std::fs::write(v.join("notes"), "v2").unwrap();
+    std::fs::write(v.join("new"), "later").unwrap();
+    assert!(pool.restore_snapshot(&vol("vol-r"), &snap("nope"), 8).await.is_err());
+    pool.restore_snapshot(&vol("vol-r"), &snap("before"), 8).await.unwrap();
+    assert_eq!(std::fs::read_to_string(v.join("notes")).unwrap(), "v1");
+    assert!(!v.join("new").exists());
+    assert_eq!(std::fs::metadata(&v).unwrap().uid(), 100_000, "the owner is kept");
+    std::fs::write(v.join("writable"), "yes").unwrap();
+    assert_eq!(pool.list_snapshots(&vol("vol-r")).await.unwrap(), [snap("before")], "the snapshot stays; no leftovers listed");
+    assert!(!pool.mount_path().join("snapshots/vol-r/.restoring").exists());
+    // The 8 MiB limit holds on the restored volume.
+    let big = std::fs::write(v.join("big"), vec![1u8; 16 << 20]);
+    assert!(big.is_err(), "16 MiB fit in an 8 MiB volume after a restore");
+    let infos = pool.snapshot_infos().await.unwrap();
+    let before = infos.iter().find(|i| i.id == snap("before")).unwrap();
+    assert_eq!(before.volume, vol("vol-r"));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    assert!(before.created.is_some_and(|t| (now - t).abs() < 120), "{before:?}");
+    assert!(before.referenced_bytes.is_some() && before.exclusive_bytes.is_some(), "{before:?}");
+    pool.delete(&vol("vol-r")).await.unwrap();
+    BtrfsPool::teardown(&env.root().join("storage")).await.unwrap();
+}
+
+#[tokio::test]
+async fn dir_restore_copies_the_snapshot_back() {
+    let env = Env::new();
+    let d = DirVolumes::new(env.root().join("dirvols"));
+    let p = d.ensure(&vol("a"), 10).await.unwrap();
+    std::fs::write(p.join("f"), "v1").unwrap();
+    d.snapshot(&vol("a"), &snap("s")).await.unwrap();
+    std::fs::write(p.join("f"), "v2").unwrap();
+    d.restore_snapshot(&vol("a"), &snap("s"), 10).await.unwrap();
+    assert_eq!(std::fs::read_to_string(p.join("f")).unwrap(), "v1");
+    assert_eq!(d.list_snapshots(&vol("a")).await.unwrap(), [snap("s")]);
+    let infos = d.snapshot_infos().await.unwrap();
+    assert_eq!((infos.len(), infos[0].referenced_bytes), (1, Some(2)));
+    assert!(matches!(d.restore_snapshot(&vol("a"), &snap("nope"), 10).await, Err(VolumeError::NotFound(_))));
+}
