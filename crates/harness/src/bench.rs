@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 pub struct BenchOptions {
     /// The `hangar` binary its fleets run.
     pub bin: PathBuf,
-    /// A subset of: start, resume, burst (with density), api, reconcile, heartbeat (all
-    /// when empty).
+    /// A subset of: start, resume, burst (with density), api, reconcile, heartbeat,
+    /// snapshot (all when empty).
     pub only: Vec<String>,
     /// Samples for start and resume.
     pub runs: usize,
@@ -36,7 +36,7 @@ pub struct BenchOptions {
     pub out: PathBuf,
 }
 
-const ALL: [&str; 6] = ["start", "resume", "burst", "api", "reconcile", "heartbeat"];
+const ALL: [&str; 7] = ["start", "resume", "burst", "api", "reconcile", "heartbeat", "snapshot"];
 
 #[derive(Serialize, Clone, Debug)]
 struct Row {
@@ -444,6 +444,54 @@ pub async fn run(a: &BenchOptions) -> Result<Report> {
         }
         .await;
         record(&mut failed, "heartbeat", r);
+    }
+    if which.contains(&"snapshot") {
+        let r: Result<()> = async {
+            eprintln!("bench snapshot: {} snapshots through the hub, {} raw `btrfs subvolume snapshot -r`, of a 100 MiB, 800-file volume", a.runs, a.runs);
+            let mut s = spec(&["sleep", "infinity"]);
+            s.disk_mib = 512;
+            let op = c.instance_create("bench", &InstanceCreate::new("snap0".parse()?, s, true)).await?;
+            if c.operation_wait_final(op.id, Duration::from_secs(120)).await?.status != OperationStatus::Succeeded {
+                bail!("the snapshot bench's instance did not start");
+            }
+            let fill = "i=0; while [ $i -lt 800 ]; do head -c 131072 /dev/urandom > /home/f$i; i=$((i+1)); done; sync";
+            let res = c.instance_exec("bench", "snap0", &ExecRequest { command: vec!["sh".into(), "-c".into(), fill.into()], env: Default::default(), timeout_secs: Some(300) }).await?;
+            if res.exit_code != 0 {
+                bail!("filling the volume failed: {}", res.stderr);
+            }
+            let mut h = vec![];
+            for i in 0..a.runs {
+                let name = format!("b{i}");
+                let t = Instant::now();
+                let snap = c.snapshot_create("bench", "snap0", &SnapshotCreate { name: Some(name.clone()) }).await?;
+                h.push(ms(t.elapsed()));
+                if snap.name.as_str() != name {
+                    bail!("asked for snapshot {name}, got {}", snap.name);
+                }
+                c.snapshot_delete("bench", "snap0", &name).await?;
+            }
+            // Raw: the same volume, snapshotted by hand into the same pool.
+            let pool = fleet.data_dir().join("agent/storage/pool");
+            let vol = pool.join("volumes").join(c.instance_get("bench", "snap0").await?.id.sandbox_id().as_str());
+            let mut raw = vec![];
+            for i in 0..a.runs {
+                let dst = pool.join(format!("raw-bench-{i}"));
+                let t = Instant::now();
+                let ok = Command::new("btrfs").args(["subvolume", "snapshot", "-r"]).arg(&vol).arg(&dst).stdout(Stdio::null()).status()?.success();
+                raw.push(ms(t.elapsed()));
+                Command::new("btrfs").args(["subvolume", "delete"]).arg(&dst).stdout(Stdio::null()).status()?;
+                if !ok {
+                    bail!("raw btrfs snapshot failed");
+                }
+            }
+            delete(&c, "snap0").await?;
+            let (h, r) = (sorted(h), sorted(raw));
+            rows.push(row("snapshot", "p50 create (hub API to the host and back)", pct(&h, 0.5), Some(pct(&r, 0.5)), "ms", "", None));
+            rows.push(row("snapshot", "p99 create", pct(&h, 0.99), Some(pct(&r, 0.99)), "ms", "", None));
+            Ok(())
+        }
+        .await;
+        record(&mut failed, "snapshot", r);
     }
     let machine = serde_json::json!({
         "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),

@@ -261,10 +261,12 @@ impl VolumeDriver for BtrfsPool {
     }
 
     /// Two commands for the whole pool: `btrfs subvolume list -s` (ids, creation times,
-    /// paths; in UTC) and `btrfs qgroup show --sync` (sizes, after a sync so they are current).
+    /// paths; in UTC) and `btrfs qgroup show` (sizes as of the last transaction commit:
+    /// a snapshot commits one, so a new snapshot's are current; others lag at most the
+    /// commit interval, 30 s by default, which is not worth a sync of the pool).
     async fn snapshot_infos(&self) -> Result<Vec<SnapshotInfo>, VolumeError> {
         let list = run("env", &[a("TZ=UTC"), a("btrfs"), a("subvolume"), a("list"), a("-s"), self.mount.as_os_str()]).await?;
-        let sizes = run("btrfs", &[a("qgroup"), a("show"), a("--raw"), a("--sync"), self.mount.as_os_str()]).await?;
+        let sizes = run("btrfs", &[a("qgroup"), a("show"), a("--raw"), self.mount.as_os_str()]).await?;
         Ok(parse_snapshot_infos(&list, &sizes))
     }
 }
