@@ -324,7 +324,9 @@ mod tests {
 
     #[test]
     fn reports_bring_rows_to_what_the_host_holds() {
-        let cases: Vec<(&str, Vec<SnapshotRecord>, Vec<ObservedSnapshot>, i64, Vec<&str>)> = vec![
+        // (what, rows, held, now, changes)
+        type Case = (&'static str, Vec<SnapshotRecord>, Vec<ObservedSnapshot>, i64, Vec<&'static str>);
+        let cases: Vec<Case> = vec![
             ("settled: nothing to write", vec![row("a", 0, Some(1), None)], vec![held("a", Some(1))], 100, vec![]),
             ("a scheduled one appears", vec![], vec![held("auto-20261130-120000", Some(0))], 100, vec!["insert auto-20261130-120000 scheduled=true at=5"]),
             ("sizes move", vec![row("a", 0, Some(1), None)], vec![held("a", Some(7))], 100, vec!["sizes a Some(7)"]),

@@ -299,24 +299,6 @@ fn parse_snapshot_infos(list: &str, qgroups: &str) -> Vec<SnapshotInfo> {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn snapshot_listing_joins_times_and_sizes() {
-        let list = "ID 257 gen 10 cgen 9 top level 5 otime 2026-11-30 18:15:16 path snapshots/sb-1/before\n\
-                    ID 258 gen 11 cgen 11 top level 5 otime 2026-11-30 18:16:00 path volumes/sb-1\n\
-                    ID 259 gen 12 cgen 12 top level 5 otime 2026-11-30 18:17:00 path snapshots/sb-1/.restoring\n\
-                    ID 260 gen 13 cgen 13 top level 5 otime - path snapshots/sb-2/auto-20261130-181700\n";
-        let q = "Qgroupid    Referenced    Exclusive   Path\n--------    ----------    ---------   ----\n0/257  1048576  4096  snapshots/sb-1/before\n0/260 16384 16384 x\n";
-        let got = super::parse_snapshot_infos(list, q);
-        assert_eq!(got.len(), 2, "{got:?}");
-        assert_eq!((got[0].volume.as_str(), got[0].id.as_str()), ("sb-1", "before"));
-        assert_eq!(got[0].created, Some(1_796_062_516));
-        assert_eq!((got[0].referenced_bytes, got[0].exclusive_bytes), (Some(1048576), Some(4096)));
-        assert_eq!((got[1].id.as_str(), got[1].created, got[1].exclusive_bytes), ("auto-20261130-181700", None, Some(16384)));
-    }
-}
-
 /// btrfs gives the root directory of every subvolume inode 256 (`BTRFS_FIRST_FREE_OBJECTID`).
 const SUBVOLUME_ROOT_INO: u64 = 256;
 
@@ -436,5 +418,23 @@ mod ioctl {
         // SAFETY: `f` is open on the subvolume and `args` a properly laid out argument.
         unsafe { btrfs_qgroup_limit(f.as_raw_fd(), &mut args) }.map_err(std::io::Error::from)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn snapshot_listing_joins_times_and_sizes() {
+        let list = "ID 257 gen 10 cgen 9 top level 5 otime 2026-11-30 18:15:16 path snapshots/sb-1/before\n\
+                    ID 258 gen 11 cgen 11 top level 5 otime 2026-11-30 18:16:00 path volumes/sb-1\n\
+                    ID 259 gen 12 cgen 12 top level 5 otime 2026-11-30 18:17:00 path snapshots/sb-1/.restoring\n\
+                    ID 260 gen 13 cgen 13 top level 5 otime - path snapshots/sb-2/auto-20261130-181700\n";
+        let q = "Qgroupid    Referenced    Exclusive   Path\n--------    ----------    ---------   ----\n0/257  1048576  4096  snapshots/sb-1/before\n0/260 16384 16384 x\n";
+        let got = super::parse_snapshot_infos(list, q);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!((got[0].volume.as_str(), got[0].id.as_str()), ("sb-1", "before"));
+        assert_eq!(got[0].created, Some(1_796_062_516));
+        assert_eq!((got[0].referenced_bytes, got[0].exclusive_bytes), (Some(1048576), Some(4096)));
+        assert_eq!((got[1].id.as_str(), got[1].created, got[1].exclusive_bytes), ("auto-20261130-181700", None, Some(16384)));
     }
 }
