@@ -43,7 +43,7 @@ pub struct SmokeOptions {
 
 const SCENARIOS: [(&str, &[&str]); 7] = [
     ("fleet", &["host ready", "hosts join", "tenant create"]),
-    ("lifecycle", &["instance create", "instance start", "sentinel write", "exec", "warm", "resume", "stop", "start again", "sentinel survives", "logs", "stats"]),
+    ("lifecycle", &["instance create", "instance start", "sentinel write", "exec", "warm", "resume", "stop", "start again", "sentinel survives", "snapshot", "logs", "stats"]),
     ("network", &["instances on two tenants", "same-tenant reach", "cross-tenant isolation", "wide subnet wired", "cross-host reach", "net verify"]),
     ("security", &["tenant token scoped", "bad input refused", "sandbox for the network probes", "sandbox cannot reach the hub API", "sandbox cannot reach a host underlay address", "host shadow unreadable", "uid mapped", "unshare refused", "dir image refused for a tenant", "data files are private", "log capped", "exec timeout capped"]),
     ("pools", &["pool create", "scale up across hosts", "scale down newest first", "pool delete"]),
