@@ -318,4 +318,20 @@ mod tests {
         d.instances[1].ids = Some(crate::idmap::IdRange::at(0));
         assert_eq!(d.validate().unwrap_err().field, "instances[1].ids");
     }
+
+    /// Snapshot fields are optional both ways: documents and reports without them (older
+    /// hubs and agents) parse, and they are left out when empty so older peers, which
+    /// refuse unknown fields, still parse what newer ones send.
+    #[test]
+    fn snapshot_fields_are_optional() {
+        let mut d = DesiredDoc::parse(&doc("", r#"{"running":1}"#, 2)).unwrap();
+        assert_eq!(d.instances[0].snapshot_schedule, None);
+        assert!(!serde_json::to_string(&d).unwrap().contains("snapshot_schedule"));
+        d.instances[0].snapshot_schedule = Some(crate::snapshots::SnapshotSchedule { every_secs: 60, keep: 2 });
+        let back = DesiredDoc::parse(&serde_json::to_string(&d).unwrap()).unwrap();
+        assert_eq!(back, d);
+        let old: ObservedInstance = serde_json::from_str(r#"{"id":"0190f0d2-7a34-7c3e-9b1a-0000000000a1","state":"running","generation":3,"error":null}"#).unwrap();
+        assert_eq!(old.snapshots, None);
+        assert!(!serde_json::to_string(&old).unwrap().contains("snapshots"));
+    }
 }

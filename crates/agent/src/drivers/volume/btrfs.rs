@@ -6,7 +6,7 @@
 //! refused. `mkfs.btrfs` is never given `-f`.
 
 use super::disk::{probe, Probe};
-use super::{exchange, ids_in, io, run, SnapshotInfo, VolumeConfig, VolumeDriver, VolumeError, RESTORING};
+use super::{exchange, ids_in, io, restore_paths, run, SnapshotInfo, VolumeConfig, VolumeDriver, VolumeError};
 use hangar_types::{SnapshotId, VolumeId};
 use crate::identity::AgentPaths;
 use futures_util::future::BoxFuture;
@@ -240,13 +240,7 @@ impl VolumeDriver for BtrfsPool {
     /// A writable snapshot of the read-only one (instant, sharing every block), given
     /// the volume's qgroup limit, swapped in; the old subvolume is then deleted.
     async fn restore_snapshot(&self, id: &VolumeId, snap: &SnapshotId, size_mib: u64) -> Result<(), VolumeError> {
-        let (src, vol, tmp) = (self.snaps(id).join(snap), self.path(id), self.snaps(id).join(RESTORING));
-        if !src.exists() {
-            return Err(VolumeError::NotFound(format!("{id}/{snap}")));
-        }
-        if !vol.exists() {
-            return Err(VolumeError::NotFound(id.to_string()));
-        }
+        let (src, vol, tmp) = restore_paths(&self.snaps(id), &self.path(id), id, snap)?;
         if tmp.exists() {
             delete_subvolume_tree(&tmp).await?;
         }

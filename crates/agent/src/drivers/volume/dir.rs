@@ -1,6 +1,6 @@
 //! Plain-directory volumes: no quotas, snapshots by copy. For hosts without btrfs.
 
-use super::{exchange, ids_in, io, run, SnapshotInfo, VolumeConfig, VolumeDriver, VolumeError, RESTORING};
+use super::{exchange, ids_in, io, restore_paths, run, SnapshotInfo, VolumeConfig, VolumeDriver, VolumeError};
 use hangar_types::{SnapshotId, VolumeId};
 use crate::identity::AgentPaths;
 use futures_util::future::BoxFuture;
@@ -100,13 +100,7 @@ impl VolumeDriver for DirVolumes {
     }
     /// A copy (reflinked where the filesystem can), swapped in; no size limit to keep.
     async fn restore_snapshot(&self, id: &VolumeId, snap: &SnapshotId, _size_mib: u64) -> Result<(), VolumeError> {
-        let (src, vol, tmp) = (self.snaps(id).join(snap), self.path(id), self.snaps(id).join(RESTORING));
-        if !src.is_dir() {
-            return Err(VolumeError::NotFound(format!("{id}/{snap}")));
-        }
-        if !vol.is_dir() {
-            return Err(VolumeError::NotFound(id.to_string()));
-        }
+        let (src, vol, tmp) = restore_paths(&self.snaps(id), &self.path(id), id, snap)?;
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).map_err(io(format!("cannot remove {}", tmp.display())))?;
         }

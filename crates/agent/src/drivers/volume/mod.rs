@@ -121,6 +121,19 @@ pub struct SnapshotInfo {
 /// snapshot dir, under a name that is no id (so never listed), removed if a crash left it.
 pub(crate) const RESTORING: &str = ".restoring";
 
+/// For a restore of volume `id` (at `volume`, its snapshots in `snaps`) from `snap`:
+/// the snapshot, the volume and where the new volume is built, once both exist.
+pub(crate) fn restore_paths(snaps: &std::path::Path, volume: &std::path::Path, id: &VolumeId, snap: &SnapshotId) -> Result<(PathBuf, PathBuf, PathBuf), VolumeError> {
+    let src = snaps.join(snap);
+    if !src.is_dir() {
+        return Err(VolumeError::NotFound(format!("{id}/{snap}")));
+    }
+    if !volume.is_dir() {
+        return Err(VolumeError::NotFound(id.to_string()));
+    }
+    Ok((src, volume.to_path_buf(), snaps.join(RESTORING)))
+}
+
 /// Swaps two paths atomically (both must exist, on one filesystem).
 pub(crate) fn exchange(a: &std::path::Path, b: &std::path::Path) -> Result<(), VolumeError> {
     use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
