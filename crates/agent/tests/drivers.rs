@@ -341,7 +341,17 @@ async fn btrfs_restore_replaces_the_volume_and_keeps_its_limit() {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     assert!(before.created.is_some_and(|t| (now - t).abs() < 120), "{before:?}");
     assert!(before.referenced_bytes.is_some() && before.exclusive_bytes.is_some(), "{before:?}");
+    // A restore cut off by a crash leaves its half-built volume: the next restore and a
+    // delete both clear it.
+    let leftover = pool.mount_path().join("snapshots/vol-r/.restoring");
+    let mk = std::process::Command::new("btrfs").args(["subvolume", "snapshot"]).arg(&v).arg(&leftover).output().unwrap();
+    assert!(mk.status.success(), "{}", String::from_utf8_lossy(&mk.stderr));
+    pool.restore_snapshot(&vol("vol-r"), &snap("before"), 8).await.unwrap();
+    assert!(!leftover.exists());
+    let mk = std::process::Command::new("btrfs").args(["subvolume", "snapshot"]).arg(&v).arg(&leftover).output().unwrap();
+    assert!(mk.status.success());
     pool.delete(&vol("vol-r")).await.unwrap();
+    assert!(!pool.mount_path().join("snapshots/vol-r").exists(), "the volume's snapshot dir is left");
     BtrfsPool::teardown(&env.root().join("storage")).await.unwrap();
 }
 

@@ -20,7 +20,8 @@ pub struct Quotas {
     pub max_running: u32,
     /// Instances that exist.
     pub max_instances: u32,
-    /// Disk (GiB) of all instance volumes.
+    /// Disk (GiB) of all instance volumes, and of their snapshots by the bytes only
+    /// they hold.
     pub max_disk_gib: u64,
 }
 

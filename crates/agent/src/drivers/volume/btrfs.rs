@@ -196,6 +196,11 @@ impl VolumeDriver for BtrfsPool {
         for s in self.list_snapshots(id).await? {
             self.delete_snapshot(id, &s).await?;
         }
+        // What a restore cut off by a crash left (no id, so not listed above).
+        let restoring = self.snaps(id).join(super::RESTORING);
+        if restoring.exists() {
+            delete_subvolume_tree(&restoring).await?;
+        }
         let _ = std::fs::remove_dir(self.snaps(id));
         let p = self.path(id);
         if p.exists() {
