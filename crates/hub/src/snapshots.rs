@@ -58,6 +58,14 @@ pub enum RowChange {
 pub fn plan_rows(instance: InstanceId, rows: &[SnapshotRecord], held: &[ObservedSnapshot], now: OffsetDateTime, grace: Duration) -> Vec<RowChange> {
     let mut out = vec![];
     let old = |t: OffsetDateTime| now - t >= grace;
+    // Removals first: a list read between two of these writes never shows more
+    // snapshots than the host holds (a schedule's new one before its pruned one goes).
+    for r in rows.iter().filter(|r| !held.iter().any(|h| h.name.as_str() == r.name.as_str())) {
+        let since = r.deleted_at.unwrap_or(r.created_at);
+        if old(since) {
+            out.push(RowChange::Remove(r.name.clone()));
+        }
+    }
     for h in held.iter().filter(|h| rules::is_listed(h.name.as_str())) {
         let Ok(name) = h.name.as_str().parse::<Name>() else { continue };
         match rows.iter().find(|r| r.name == name) {
@@ -67,12 +75,6 @@ pub fn plan_rows(instance: InstanceId, rows: &[SnapshotRecord], held: &[Observed
                 out.push(RowChange::Sizes { name, referenced: h.referenced_bytes, exclusive: h.exclusive_bytes })
             }
             Some(_) => {}
-        }
-    }
-    for r in rows.iter().filter(|r| !held.iter().any(|h| h.name.as_str() == r.name.as_str())) {
-        let since = r.deleted_at.unwrap_or(r.created_at);
-        if old(since) {
-            out.push(RowChange::Remove(r.name.clone()));
         }
     }
     out
@@ -331,6 +333,13 @@ mod tests {
             ("a scheduled one appears", vec![], vec![held("auto-20261130-120000", Some(0))], 100, vec!["insert auto-20261130-120000 scheduled=true at=5"]),
             ("sizes move", vec![row("a", 0, Some(1), None)], vec![held("a", Some(7))], 100, vec!["sizes a Some(7)"]),
             ("pruned on the host", vec![row("auto-20261130-120000", 0, None, None)], vec![], 100, vec!["remove auto-20261130-120000"]),
+            (
+                "a schedule's turn: the pruned one goes before the new one comes",
+                vec![row("auto-20261130-120000", 0, None, None), row("auto-20261130-120100", 0, None, None)],
+                vec![held("auto-20261130-120100", None), held("auto-20261130-120200", None)],
+                100,
+                vec!["remove auto-20261130-120000", "insert auto-20261130-120200 scheduled=true at=5"],
+            ),
             ("a report older than a fresh create keeps its row", vec![row("a", 90, None, None)], vec![], 100, vec![]),
             ("a report older than a delete does not revive it", vec![row("a", 0, None, Some(90))], vec![held("a", None)], 100, vec![]),
             ("still there long after a delete: the host is right", vec![row("a", 0, None, Some(10))], vec![held("a", None)], 100, vec!["insert a scheduled=false at=5"]),
