@@ -398,7 +398,7 @@ pub struct SpecArgs {
 impl SpecArgs {
     /// The validated spec; errors name the flag.
     pub fn spec(&self) -> Result<hangar_types::api::InstanceSpec> {
-        let spec = hangar_types::api::InstanceSpec { image: parse_image(&self.image)?, vcpus: self.cpus, mem_mib: self.mem, disk_mib: self.disk, command: self.command.clone(), env: parse_env(&self.env)? };
+        let spec = hangar_types::api::InstanceSpec { image: parse_image(&self.image)?, vcpus: self.cpus, mem_mib: self.mem, disk_mib: self.disk, command: self.command.clone(), env: parse_env(&self.env)?, secrets: vec![] };
         spec.validate().map_err(|e| anyhow::anyhow!("{}", cli_field(&e)))?;
         Ok(spec)
     }

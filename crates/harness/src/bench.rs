@@ -68,7 +68,7 @@ fn sorted(mut v: Vec<f64>) -> Vec<f64> {
 }
 
 fn spec(command: &[&str]) -> InstanceSpec {
-    InstanceSpec { image: ImageRef::Host, vcpus: 1, mem_mib: 64, disk_mib: 64, command: command.iter().map(|s| s.to_string()).collect(), env: Default::default() }
+    InstanceSpec { image: ImageRef::Host, vcpus: 1, mem_mib: 64, disk_mib: 64, command: command.iter().map(|s| s.to_string()).collect(), env: Default::default(), secrets: vec![] }
 }
 
 /// Creates and starts one instance through the hub; the time until it is confirmed running.

@@ -125,7 +125,7 @@ async fn create(c: &HubClient, tenant: &str, name: &str, start: bool) -> Result<
 
 /// Creates an instance, pinned to `host` if given.
 async fn create_on(c: &HubClient, tenant: &str, name: &str, start: bool, host: Option<&str>) -> Result<()> {
-    let spec = InstanceSpec { image: ImageRef::Host, vcpus: 1, mem_mib: 64, disk_mib: 64, command: vec![], env: Default::default() };
+    let spec = InstanceSpec { image: ImageRef::Host, vcpus: 1, mem_mib: 64, disk_mib: 64, command: vec![], env: Default::default(), secrets: vec![] };
     let mut req = InstanceCreate::new(name.parse()?, spec, start);
     req.host = host.map(|h| h.parse()).transpose()?;
     wait_op(c, c.instance_create(tenant, &req).await?).await
@@ -196,7 +196,7 @@ async fn wait_pool(c: &HubClient, tenant: &str, pool: &str) -> Result<PoolInfo> 
 }
 
 fn pool_req(name: &str, counts: PoolCounts) -> Result<PoolCreate> {
-    Ok(PoolCreate::new(name.parse()?, "worker".parse()?, InstanceSpec { image: ImageRef::Host, vcpus: 1, mem_mib: 64, disk_mib: 64, command: vec![], env: Default::default() }, counts))
+    Ok(PoolCreate::new(name.parse()?, "worker".parse()?, InstanceSpec { image: ImageRef::Host, vcpus: 1, mem_mib: 64, disk_mib: 64, command: vec![], env: Default::default(), secrets: vec![] }, counts))
 }
 
 /// A running member of `pool` on a host made by a provider (one we can stop and kill).
@@ -522,7 +522,7 @@ async fn scenario(r: &mut Run, name: &str) {
             let own_fleet = r.own_fleet.clone();
             r.step("log capped", async {
                 let flood = "yes | head -c 40000000; echo flood-done; exec sleep infinity";
-                let spec = InstanceSpec { image: ImageRef::Host, vcpus: 1, mem_mib: 64, disk_mib: 64, command: vec!["sh".into(), "-c".into(), flood.into()], env: Default::default() };
+                let spec = InstanceSpec { image: ImageRef::Host, vcpus: 1, mem_mib: 64, disk_mib: 64, command: vec!["sh".into(), "-c".into(), flood.into()], env: Default::default(), secrets: vec![] };
                 wait_op(&c, c.instance_create(&a, &InstanceCreate::new("sec-logs".parse()?, spec, true)).await?).await?;
                 let deadline = Instant::now() + Duration::from_secs(30);
                 while c.instance_logs(&a, "sec-logs", 1).await?.lines != ["flood-done"] {

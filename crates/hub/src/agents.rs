@@ -111,6 +111,8 @@ impl Hub {
             true => self.resolved_images().await?,
             false => Default::default(),
         };
+        // Secrets by name and version only: the agent fetches values over mTLS.
+        let mut stamps = self.secret_stamps(&list).await?;
         Ok(DesiredDoc {
             tenants: names.iter().filter_map(|n| tenants.get(*n)).map(|t| DesiredTenant { name: t.name.clone(), quotas: t.quotas }).collect(),
             pools,
@@ -122,6 +124,7 @@ impl Hub {
             instances: list
                 .into_iter()
                 .map(|i| DesiredInstance {
+                    secrets: stamps.remove(&i.id).unwrap_or_default(),
                     network: match (tenants.get(&i.tenant), i.address) {
                         (Some(t), Some(a)) => Some(hangar_types::net::NetSpec { overlay: overlays.get(&i.tenant).cloned(), ..self.net_spec(t, a) }),
                         _ => None,

@@ -1,0 +1,118 @@
+//! HTTP/1.1 forwarding over one connection, shared by the hub's proxy (to an agent,
+//! over mutual TLS) and the agent's (to a sandbox, over TCP): bodies stream both ways,
+//! and an `Upgrade` (websockets) that the far side accepts with 101 is spliced into a
+//! byte pipe between the two connections.
+//!
+//! Hop-by-hop headers (RFC 9110 7.6.1, and any the `Connection` header names) are not
+//! passed on, except `Connection: upgrade` and `Upgrade` on an upgrade request.
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error("HTTP handshake failed: {0}")]
+    Handshake(#[source] hyper::Error),
+    #[error("the request failed: {0}")]
+    Send(#[source] hyper::Error),
+}
+
+const HOP_BY_HOP: [&str; 8] = ["connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade"];
+
+/// Whether a request asks to switch protocols (`Connection: upgrade` with `Upgrade`).
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers.get_all(header::CONNECTION).iter().any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade"))))
+}
+
+/// Removes hop-by-hop headers; keeps `Connection: upgrade` and `Upgrade` when `upgrade`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    let upgrade_proto = headers.get(header::UPGRADE).cloned();
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(',').map(|t| t.trim().to_ascii_lowercase()).collect::<Vec<_>>())
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        headers.remove(n);
+    }
+    if upgrade {
+        if let Some(p) = upgrade_proto {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(header::UPGRADE, p);
+        }
+    }
+}
+
+/// Sends `req` (its URI already the far side's path and query; hop-by-hop headers
+/// already stripped) over `io` as HTTP/1.1 and returns the answer with its body
+/// streaming. If the request was an upgrade and the far side switches protocols, the
+/// two upgraded connections are spliced on a task of their own.
+pub async fn send<IO>(io: IO, mut req: Request<Body>) -> Result<Response<Body>, ForwardError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let upgrade = is_upgrade(req.headers());
+    let downstream = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(ForwardError::Handshake)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "forwarded connection ended with an error");
+        }
+    });
+    let mut resp = sender.send_request(req).await.map_err(ForwardError::Send)?;
+    if resp.status() == axum::http::StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(downstream) = downstream {
+            let upstream = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                match tokio::try_join!(downstream, upstream) {
+                    Ok((down, up)) => {
+                        let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(down), &mut TokioIo::new(up)).await;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "upgrade of a forwarded connection failed"),
+                }
+            });
+        }
+    }
+    let keep_upgrade = resp.status() == axum::http::StatusCode::SWITCHING_PROTOCOLS;
+    strip_hop_by_hop(resp.headers_mut(), keep_upgrade);
+    Ok(resp.map(Body::new))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("keep-alive, x-private"));
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("content-type", HeaderValue::from_static("text/plain"));
+        assert!(!is_upgrade(&h));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["content-type"]);
+    }
+
+    #[test]
+    fn an_upgrade_keeps_its_two_headers() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("Upgrade"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        h.insert("sec-websocket-key", HeaderValue::from_static("abc"));
+        assert!(is_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.get("connection").unwrap(), "upgrade");
+        assert_eq!(h.get("upgrade").unwrap(), "websocket");
+        assert_eq!(h.get("sec-websocket-key").unwrap(), "abc");
+    }
+}
