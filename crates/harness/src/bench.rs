@@ -141,6 +141,7 @@ fn raw_bundle(dir: &Path, id: &str, mem_mib: u64) -> Result<PathBuf> {
         log_path: dir.join(format!("{id}.log")),
         // The raw runtime's sandboxes share one range: they only run `true`.
         ids: hangar_types::idmap::IdRange::at(hangar_types::idmap::DEFAULT_FIRST_ID),
+        secrets_dir: None,
     };
     hangar_agent::drivers::runtime::bundle::write(&bundle, &s)?;
     Ok(bundle)

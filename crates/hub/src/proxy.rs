@@ -118,14 +118,17 @@ impl Hub {
         Ok(self.store.list_proxy_tokens(&inst.tenant, Some(&inst.name)).await?.iter().map(info).collect())
     }
 
-    pub async fn proxy_token_revoke(&self, p: &Principal, tenant: &Name, name: &Name, id: &str) -> HubResult<()> {
+    pub async fn proxy_token_revoke(&self, p: &Principal, tenant: &Name, name: &Name, id: &str) -> HubResult<ProxyTokenInfo> {
         let inst = self.instance_get(p, tenant, name).await?;
-        let mine = self.store.list_proxy_tokens(&inst.tenant, Some(&inst.name)).await?.iter().any(|t| t.id == id);
-        if !mine || !self.store.delete_proxy_token(&inst.tenant, id).await? {
+        let mine = self.store.list_proxy_tokens(&inst.tenant, Some(&inst.name)).await?.into_iter().find(|t| t.id == id);
+        let Some(rec) = mine else {
+            return Err(HubError::not_found(format!("proxy token '{id}' of instance '{}/{}' not found", inst.tenant, inst.name)));
+        };
+        if !self.store.delete_proxy_token(&inst.tenant, id).await? {
             return Err(HubError::not_found(format!("proxy token '{id}' of instance '{}/{}' not found", inst.tenant, inst.name)));
         }
         self.event(&p.actor(), Some(&inst.tenant), format!("instance/{}/{}", inst.tenant, inst.name), "proxy_token.revoke", "ok", Some(id.to_string())).await;
-        Ok(())
+        Ok(info(&rec))
     }
 
     /// The instance a proxied request may reach with `token`, or why not.
@@ -267,8 +270,8 @@ mod tests {
     #[test]
     fn targets_parse_with_named_errors() {
         assert!(ProxyTarget::parse("acme", "web", "8080", "a/b").is_ok());
-        assert!(ProxyTarget::parse("acme", "web", "0", "").unwrap_err().to_string().contains("port"));
-        assert!(ProxyTarget::parse("acme", "web", "99999", "").unwrap_err().to_string().contains("port"));
-        assert!(ProxyTarget::parse("Acme", "web", "80", "").unwrap_err().to_string().contains("tenant"));
+        assert!(ProxyTarget::parse("acme", "web", "0", "").err().unwrap().0.message.contains("port"));
+        assert!(ProxyTarget::parse("acme", "web", "99999", "").err().unwrap().0.message.contains("port"));
+        assert!(ProxyTarget::parse("Acme", "web", "80", "").err().unwrap().0.message.contains("tenant"));
     }
 }

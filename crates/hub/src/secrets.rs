@@ -137,11 +137,11 @@ impl Hub {
 
     /// Refused (409) while an instance names it, unless `force`; forced, those
     /// instances lose the file within one reconcile pass.
-    pub async fn secret_delete(&self, p: &Principal, tenant: &Name, name: &Name, force: bool) -> HubResult<()> {
+    pub async fn secret_delete(&self, p: &Principal, tenant: &Name, name: &Name, force: bool) -> HubResult<SecretInfo> {
         let t = self.tenant_get(p, tenant).await?;
-        if self.store.get_secret(&t.name, name).await?.is_none() {
+        let Some(rec) = self.store.get_secret(&t.name, name).await? else {
             return Err(HubError::not_found(format!("secret '{}/{name}' not found", t.name)));
-        }
+        };
         let instances = self.store.list_instances(&InstanceFilter { tenant: Some(t.name.clone()), ..Default::default() }).await?;
         let used = users(&instances, name);
         if !used.is_empty() && !force {
@@ -155,7 +155,7 @@ impl Hub {
         self.bump_hosts_of(&used).await;
         let note = (!used.is_empty()).then(|| format!("forced; was used by {}", used.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")));
         self.event(&p.actor(), Some(&t.name), format!("secret/{}/{name}", t.name), "secret.delete", "ok", note).await;
-        Ok(())
+        Ok(info(&rec, &instances))
     }
 
     /// Fails with `secrets` named if a secret the spec names does not exist.
@@ -215,7 +215,7 @@ impl Hub {
         let hosts: BTreeSet<&Name> = instances.iter().filter_map(|i| i.host.as_ref()).collect();
         for h in hosts {
             if let Err(e) = self.bump_host(h).await {
-                tracing::warn!(host = %h, error = %e, "cannot tell a host about a changed secret; its next document will carry it");
+                tracing::warn!(host = %h, error = %e.0.message, "cannot tell a host about a changed secret; its next document will carry it");
             }
         }
     }
