@@ -75,6 +75,9 @@ pub enum Cmd {
     /// Images instances may use (admins register them; tenants name them with --image).
     #[command(subcommand)]
     Image(ImageCmd),
+    /// A tenant's secrets: set, list, delete (values are never printed).
+    #[command(subcommand)]
+    Secret(SecretCmd),
     /// The audit log: who did what, when, and how it ended.
     Events {
         /// Only this tenant's events.
@@ -418,6 +421,9 @@ pub enum InstanceCmd {
         /// Place it on this host instead of letting the scheduler choose.
         #[arg(long)]
         host: Option<String>,
+        /// A secret of the tenant to see read-only at /run/secrets/NAME (repeat for more).
+        #[arg(long = "secret", value_name = "NAME")]
+        secrets: Vec<String>,
         #[command(flatten)]
         wait: WaitArgs,
     },
@@ -449,6 +455,34 @@ pub enum InstanceCmd {
     },
     Stats { instance: String },
     Info { instance: String },
+    /// A token for the hub's HTTP proxy to one port of the instance
+    /// (`proxy-token TENANT/NAME --port P [--ttl 1h]`), or `list` / `revoke` them.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    ProxyToken {
+        #[command(subcommand)]
+        cmd: Option<ProxyTokenCmd>,
+        /// TENANT/NAME
+        #[arg(required = true)]
+        instance: Option<String>,
+        /// The port inside the instance.
+        #[arg(long, required = true)]
+        port: Option<u16>,
+        /// How long it is valid: 90s, 30m, 1h, 7d (default 1h, at most 30d).
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+    /// Reach a port of the instance through the hub's proxy: runs `-- CMD...` with
+    /// arguments that start with `/` made into the proxied URL and the token passed
+    /// (curl gets the header and CA from private files), or prints the URL and a token.
+    Proxy {
+        instance: String,
+        port: u16,
+        /// The token's lifetime (default 5m).
+        #[arg(long, default_value = "5m")]
+        ttl: String,
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
     /// Park it: processes stopped, memory released, volume and address kept.
     Sleep { instance: String, #[command(flatten)] wait: WaitArgs },
     List {
@@ -569,6 +603,32 @@ pub enum TokenCmd {
         #[arg(long)]
         description: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+pub enum SecretCmd {
+    /// Create or replace TENANT/NAME from a file (`-` reads stdin); at most 64 KiB.
+    Set {
+        secret: String,
+        #[arg(long, value_name = "FILE")]
+        from_file: PathBuf,
+    },
+    /// The tenant's secrets: sizes, versions, the instances that name them.
+    List { tenant: String },
+    /// Delete TENANT/NAME; refused while instances name it, unless --force.
+    Delete {
+        secret: String,
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ProxyTokenCmd {
+    /// The instance's proxy tokens (never their secrets).
+    List { instance: String },
+    /// Revoke one by id: refused from the next request on.
+    Revoke { instance: String, id: String },
 }
 
 #[derive(Subcommand)]
