@@ -203,6 +203,9 @@ impl Hub {
 
         let prefix = proxy_path(&t.tenant, &t.instance, t.port);
         let path = format!("/v1/sandboxes/{}/proxy/{}/{}{}", inst.id.sandbox_id(), t.port, t.rest, query.as_deref().map(|q| format!("?{q}")).unwrap_or_default());
+        if let Some(host) = req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+            req.headers_mut().entry(header::HOST).or_insert(host);
+        }
         *req.uri_mut() = path.parse::<Uri>().map_err(|e| HubError::invalid(format!("path: {e}")))?;
         let h = req.headers_mut();
         let upgrade = hangar_tls::forward::is_upgrade(h);

@@ -61,6 +61,14 @@ where
 {
     let upgrade = is_upgrade(req.headers());
     let downstream = upgrade.then(|| hyper::upgrade::on(&mut req));
+    // The far leg is HTTP/1.1 whatever the near one was (an HTTP/2 client's request
+    // carries no Host header: its authority becomes one).
+    if !req.headers().contains_key(header::HOST) {
+        if let Some(v) = req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+            req.headers_mut().insert(header::HOST, v);
+        }
+    }
+    *req.version_mut() = axum::http::Version::HTTP_11;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(ForwardError::Handshake)?;
     tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
