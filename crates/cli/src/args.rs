@@ -775,7 +775,7 @@ impl SmokeArgs {
 
 #[derive(Args, Clone)]
 pub struct BenchArgs {
-    /// Comma-separated subset of: start, resume, burst (with density), api, reconcile, heartbeat.
+    /// Comma-separated subset of: start, resume, burst (with density), api, reconcile, heartbeat, proxy.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Samples for start and resume.
@@ -793,6 +793,12 @@ pub struct BenchArgs {
     /// Running instances the reconcile benchmark scales a pool to.
     #[arg(long, default_value_t = 1000)]
     reconcile_size: u32,
+    /// Requests timed by the proxy benchmark.
+    #[arg(long, default_value_t = 200)]
+    proxy_requests: usize,
+    /// MiB of the proxy benchmark's download.
+    #[arg(long, default_value_t = 100)]
+    proxy_mib: u64,
     /// Where to write the results.
     #[arg(long, default_value = "bench.json")]
     out: PathBuf,
@@ -801,6 +807,6 @@ pub struct BenchArgs {
 impl BenchArgs {
     pub fn options(&self, bin: PathBuf) -> BenchOptions {
         let a = self.clone();
-        BenchOptions { bin, only: a.only, runs: a.runs, burst: a.burst, heartbeat_runs: a.heartbeat_runs, api_secs: a.api_secs, reconcile_size: a.reconcile_size, out: a.out }
+        BenchOptions { bin, only: a.only, runs: a.runs, burst: a.burst, heartbeat_runs: a.heartbeat_runs, api_secs: a.api_secs, reconcile_size: a.reconcile_size, out: a.out, proxy_requests: a.proxy_requests, proxy_mib: a.proxy_mib }
     }
 }
