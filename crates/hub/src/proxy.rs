@@ -33,6 +33,8 @@ const AGENT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Default)]
 pub struct ProxyState {
     tls: OnceLock<Arc<rustls::ClientConfig>>,
+    /// Idle connections to agents, by endpoint.
+    pool: hangar_tls::forward::Pool,
 }
 
 fn info(r: &ProxyTokenRecord) -> ProxyTokenInfo {
@@ -199,7 +201,6 @@ impl Hub {
         let host_name = inst.host.as_ref().ok_or_else(|| HubError::new(ErrorCode::Unavailable, "instance is not placed on a host"))?;
         let host = self.store.get_host(host_name).await?.ok_or_else(|| HubError::new(ErrorCode::Unavailable, format!("host '{host_name}' is gone")))?;
         let endpoint = host.endpoint.ok_or_else(|| HubError::new(ErrorCode::Unavailable, format!("host '{host_name}' has not reported an endpoint yet")))?;
-        let stream = self.connect_agent(&endpoint).await?;
 
         let prefix = proxy_path(&t.tenant, &t.instance, t.port);
         let path = format!("/v1/sandboxes/{}/proxy/{}/{}{}", inst.id.sandbox_id(), t.port, t.rest, query.as_deref().map(|q| format!("?{q}")).unwrap_or_default());
@@ -219,7 +220,25 @@ impl Hub {
             h.insert("x-forwarded-prefix", v);
         }
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-        let mut resp = hangar_tls::forward::send(stream, req).await.map_err(|e| HubError::new(ErrorCode::Unavailable, format!("host '{host_name}' did not answer the proxied request: {e}")))?;
+        let failed = |e: hangar_tls::forward::ForwardError| HubError::new(ErrorCode::Unavailable, format!("host '{host_name}' did not answer the proxied request: {e}"));
+        let pooled = if upgrade { None } else { self.proxy.pool.take(&endpoint) };
+        let (mut sender, fresh) = match pooled {
+            Some(s) => (s, false),
+            None => (hangar_tls::forward::handshake(self.connect_agent(&endpoint).await?).await.map_err(failed)?, true),
+        };
+        let mut resp = match hangar_tls::forward::send_on(&mut sender, req).await {
+            Ok(r) => r,
+            // A kept connection the agent closed meanwhile: the request was not sent,
+            // so it goes again on a new one.
+            Err((_, Some(req))) if !fresh => {
+                sender = hangar_tls::forward::handshake(self.connect_agent(&endpoint).await?).await.map_err(failed)?;
+                hangar_tls::forward::send_on(&mut sender, req).await.map_err(|(e, _)| failed(e))?
+            }
+            Err((e, _)) => return Err(failed(e)),
+        };
+        if !upgrade {
+            self.proxy.pool.put(&endpoint, sender);
+        }
         if let (Some(q), false) = (query_tok, from_header) {
             let cookie = format!("{PROXY_COOKIE}={q}; Path={prefix}; HttpOnly; Secure; SameSite=Lax");
             if let Ok(v) = HeaderValue::from_str(&cookie) {

@@ -51,16 +51,40 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
-/// Sends `req` (its URI already the far side's path and query; hop-by-hop headers
-/// already stripped) over `io` as HTTP/1.1 and returns the answer with its body
-/// streaming. If the request was an upgrade and the far side switches protocols, the
-/// two upgraded connections are spliced on a task of their own.
-pub async fn send<IO>(io: IO, mut req: Request<Body>) -> Result<Response<Body>, ForwardError>
+/// An HTTP/1.1 client connection ready to send on ([`send_on`]).
+pub type Sender = hyper::client::conn::http1::SendRequest<Body>;
+
+/// The HTTP/1.1 handshake over `io`; the connection is driven on a task of its own
+/// (with upgrades) until both sides are done with it.
+pub async fn handshake<IO>(io: IO) -> Result<Sender, ForwardError>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(ForwardError::Handshake)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "forwarded connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
+/// Sends `req` (its URI already the far side's path and query) over a new connection
+/// on `io`: [`handshake`], then [`send_on`].
+pub async fn send<IO>(io: IO, req: Request<Body>) -> Result<Response<Body>, ForwardError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut sender = handshake(io).await?;
+    send_on(&mut sender, req).await.map_err(|(e, _)| e)
+}
+
+/// Sends `req` as HTTP/1.1 on `sender` and returns the answer with its body streaming.
+/// If the request was an upgrade and the far side switches protocols, the two upgraded
+/// connections are spliced on a task of their own. When the request was never sent
+/// (the connection had closed), it comes back with the error, to be sent elsewhere.
+pub async fn send_on(sender: &mut Sender, mut req: Request<Body>) -> Result<Response<Body>, (ForwardError, Option<Request<Body>>)> {
     let upgrade = is_upgrade(req.headers());
-    let downstream = upgrade.then(|| hyper::upgrade::on(&mut req));
     // The far leg is HTTP/1.1 whatever the near one was (an HTTP/2 client's request
     // carries no Host header: its authority becomes one).
     if !req.headers().contains_key(header::HOST) {
@@ -69,29 +93,64 @@ where
         }
     }
     *req.version_mut() = axum::http::Version::HTTP_11;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(ForwardError::Handshake)?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.with_upgrades().await {
-            tracing::debug!(error = %e, "forwarded connection ended with an error");
+    let downstream = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let mut resp = match sender.try_send_request(req).await {
+        Ok(r) => r,
+        Err(mut e) => {
+            let unsent = e.take_message();
+            return Err((ForwardError::Send(e.into_error()), unsent));
         }
-    });
-    let mut resp = sender.send_request(req).await.map_err(ForwardError::Send)?;
-    if resp.status() == axum::http::StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(downstream) = downstream {
-            let upstream = hyper::upgrade::on(&mut resp);
-            tokio::spawn(async move {
-                match tokio::try_join!(downstream, upstream) {
-                    Ok((down, up)) => {
-                        let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(down), &mut TokioIo::new(up)).await;
-                    }
-                    Err(e) => tracing::debug!(error = %e, "upgrade of a forwarded connection failed"),
+    };
+    let switched = resp.status() == axum::http::StatusCode::SWITCHING_PROTOCOLS;
+    if let (true, Some(downstream)) = (switched, downstream) {
+        let upstream = hyper::upgrade::on(&mut resp);
+        tokio::spawn(async move {
+            match tokio::try_join!(downstream, upstream) {
+                Ok((down, up)) => {
+                    let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(down), &mut TokioIo::new(up)).await;
                 }
-            });
+                Err(e) => tracing::debug!(error = %e, "upgrade of a forwarded connection failed"),
+            }
+        });
+    }
+    strip_hop_by_hop(resp.headers_mut(), switched);
+    Ok(resp.map(Body::new))
+}
+
+/// Idle connections kept per far side.
+const POOL_IDLE_MAX: usize = 16;
+
+/// Idle HTTP/1.1 connections by far side (e.g. an agent's endpoint), so a request need
+/// not pay a TCP and TLS handshake. Upgrades never go back: their connection becomes
+/// the pipe.
+#[derive(Default)]
+pub struct Pool {
+    idle: std::sync::Mutex<std::collections::HashMap<String, Vec<Sender>>>,
+}
+
+impl Pool {
+    /// An idle connection to `key` that can send now, if there is one.
+    pub fn take(&self, key: &str) -> Option<Sender> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.get_mut(key)?;
+        // Closed ones go; busy ones (an answer still streaming) stay for later.
+        list.retain(|s| !s.is_closed());
+        let at = list.iter().position(|s| s.is_ready())?;
+        Some(list.swap_remove(at))
+    }
+
+    /// Keeps a connection for later (it is ready again once its answer is read).
+    pub fn put(&self, key: &str, s: Sender) {
+        if s.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.entry(key.to_string()).or_default();
+        list.retain(|s| !s.is_closed());
+        if list.len() < POOL_IDLE_MAX {
+            list.push(s);
         }
     }
-    let keep_upgrade = resp.status() == axum::http::StatusCode::SWITCHING_PROTOCOLS;
-    strip_hop_by_hop(resp.headers_mut(), keep_upgrade);
-    Ok(resp.map(Body::new))
 }
 
 #[cfg(test)]
