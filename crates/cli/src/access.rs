@@ -90,7 +90,7 @@ pub async fn proxy_token_cmd(c: &HubClient, out: &Out, cmd: Option<&ProxyTokenCm
             // The token alone on stdout, so `T=$(hangar instance proxy-token ...)` works.
             out.item(&t, &t.token);
             if !out.json {
-                eprintln!("{} {}{}  (id {}, expires {})", "url:", c.base_url(), t.path, t.info.id, t.info.expires_at);
+                eprintln!("url: {}{}  (id {}, expires {})", c.base_url(), t.path, t.info.id, t.info.expires_at);
             }
         }
     }

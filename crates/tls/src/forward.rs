@@ -43,11 +43,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     for n in HOP_BY_HOP {
         headers.remove(n);
     }
-    if upgrade {
-        if let Some(p) = upgrade_proto {
-            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            headers.insert(header::UPGRADE, p);
-        }
+    if let (true, Some(p)) = (upgrade, upgrade_proto) {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, p);
     }
 }
 
@@ -87,10 +85,9 @@ pub async fn send_on(sender: &mut Sender, mut req: Request<Body>) -> Result<Resp
     let upgrade = is_upgrade(req.headers());
     // The far leg is HTTP/1.1 whatever the near one was (an HTTP/2 client's request
     // carries no Host header: its authority becomes one).
-    if !req.headers().contains_key(header::HOST) {
-        if let Some(v) = req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
-            req.headers_mut().insert(header::HOST, v);
-        }
+    let authority = req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+    if let (false, Some(v)) = (req.headers().contains_key(header::HOST), authority) {
+        req.headers_mut().insert(header::HOST, v);
     }
     *req.version_mut() = axum::http::Version::HTTP_11;
     let downstream = upgrade.then(|| hyper::upgrade::on(&mut req));
