@@ -318,3 +318,24 @@ fn the_proxy_opens_one_port_of_one_instance_to_its_tokens() {
     assert_eq!(code, 409, "{}", String::from_utf8_lossy(&body));
     assert!(String::from_utf8_lossy(&body).contains("start it"), "{}", String::from_utf8_lossy(&body));
 }
+
+#[test]
+fn secrets_reach_sandboxes_of_registered_images_too() {
+    let f = common::up();
+    f.run(&["tenant", "create", "acme"]);
+    // A tiny root of an admin's: sh, cat, sleep and their libraries; no /run of its own.
+    let src = f.data_dir().join("rootfs-src");
+    std::fs::create_dir_all(&src).unwrap();
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!("for b in /bin/sh /bin/cat /bin/sleep; do cp -L --parents $b {0}; for l in $(ldd $b | grep -o '/[^ ]*'); do cp -L --parents $l {0}; done; done", src.display()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    f.run(&["image", "add", "tiny", "--dir", src.to_str().unwrap()]);
+    let o = run_with_stdin(&f, &["secret", "set", "acme/token", "--from-file", "-"], b"from-stdin");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    f.run(&["instance", "create", "acme/tiny", "--image", "tiny", "--secret", "token", "--start"]);
+    assert_eq!(exec_out(&f, "acme/tiny", &["cat", "/run/secrets/token"]), "from-stdin");
+    assert!(!exec(&f, "acme/tiny", &["sh", "-c", "echo x > /run/secrets/token"]).status.success());
+}
