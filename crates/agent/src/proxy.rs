@@ -59,20 +59,13 @@ fn refuse(status: StatusCode, code: ErrorCode, message: String) -> Response {
 
 pub fn router(targets: Arc<ProxyTargets>, hub_fingerprint: String) -> Router {
     Router::new()
-        .route("/v1/sandboxes/{id}/proxy/{port}/", any(proxy_root))
-        .route("/v1/sandboxes/{id}/proxy/{port}/{*rest}", any(proxy_rest))
+        .route("/v1/sandboxes/{id}/proxy/{port}/", any(proxy))
+        .route("/v1/sandboxes/{id}/proxy/{port}/{*rest}", any(proxy))
         .with_state(ProxyState { targets, hub_fingerprint })
 }
 
-async fn proxy_root(State(st): State<ProxyState>, Extension(peer): Extension<PeerInfo>, Path((id, port)): Path<(String, String)>, req: Request) -> Response {
-    proxy(st, peer, &id, &port, "", req).await
-}
-
-async fn proxy_rest(State(st): State<ProxyState>, Extension(peer): Extension<PeerInfo>, Path((id, port, rest)): Path<(String, String, String)>, req: Request) -> Response {
-    proxy(st, peer, &id, &port, &rest, req).await
-}
-
-async fn proxy(st: ProxyState, peer: PeerInfo, id: &str, port: &str, rest: &str, mut req: Request) -> Response {
+async fn proxy(State(st): State<ProxyState>, Extension(peer): Extension<PeerInfo>, Path(p): Path<HashMap<String, String>>, mut req: Request) -> Response {
+    let (id, port) = (p.get("id").map(String::as_str).unwrap_or_default(), p.get("port").map(String::as_str).unwrap_or_default());
     if peer.fingerprint.as_deref() != Some(st.hub_fingerprint.as_str()) {
         return refuse(StatusCode::UNAUTHORIZED, ErrorCode::Unauthenticated, "only the hub may call this endpoint".into());
     }
@@ -91,6 +84,8 @@ async fn proxy(st: ProxyState, peer: PeerInfo, id: &str, port: &str, rest: &str,
         Err(_) => return refuse(StatusCode::BAD_GATEWAY, ErrorCode::Unavailable, format!("port {port} of the instance ({addr}:{port}) did not accept a connection within {}s", CONNECT_TIMEOUT.as_secs())),
     };
     let _ = tcp.set_nodelay(true);
+    // The rest as it came, still percent-encoded.
+    let rest = hangar_tls::forward::path_after(req.uri().path(), 5).to_string();
     let path = format!("/{rest}{}", req.uri().query().map(|q| format!("?{q}")).unwrap_or_default());
     match path.parse::<Uri>() {
         Ok(u) => *req.uri_mut() = u,

@@ -219,7 +219,7 @@ fn the_proxy_opens_one_port_of_one_instance_to_its_tokens() {
     f.run(&["tenant", "create", "acme"]);
     f.run(&["instance", "create", "acme/web", "--start", "--", "python3", "-c", SERVER]);
     f.run(&["instance", "create", "acme/other"]);
-    exec_out(&f, "acme/web", &["sh", "-c", "head -c 20971520 /dev/urandom > /home/big && echo hello > /home/hello.txt"]);
+    exec_out(&f, "acme/web", &["sh", "-c", "head -c 20971520 /dev/urandom > /home/big && echo hello > /home/hello.txt && echo spaced > '/home/a b.txt'"]);
     let sum = exec_out(&f, "acme/web", &["sha256sum", "/home/big"]).split_whitespace().next().unwrap().to_string();
     let hub = hub_url(&f);
     let url = |p: &str| format!("{hub}/proxy/acme/web/8080/{p}");
@@ -234,6 +234,9 @@ fn the_proxy_opens_one_port_of_one_instance_to_its_tokens() {
     assert!(t.starts_with("hpt_"), "{t}");
     let (code, _, body) = curl(&["-H", &bearer(&t), &url("hello.txt")]);
     assert_eq!((code, body.as_slice()), (200, &b"hello\n"[..]));
+    // The path goes on as it came, percent-encoding and query included.
+    let (code, _, body) = curl(&["-H", &bearer(&t), &url("a%20b.txt?x=1")]);
+    assert_eq!((code, body.as_slice()), (200, &b"spaced\n"[..]));
 
     // A token for another port or another instance does not open this one.
     let other_port = token(&f, "acme/web", "8081", &[]);

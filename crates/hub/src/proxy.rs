@@ -41,19 +41,17 @@ fn info(r: &ProxyTokenRecord) -> ProxyTokenInfo {
     ProxyTokenInfo { id: r.id.clone(), tenant: r.tenant.clone(), instance: r.instance.clone(), port: r.port, created_at: r.created_at, expires_at: r.expires_at }
 }
 
-/// Where a proxied request goes and who may send it, parsed from the path.
+/// Where a proxied request goes, parsed from the path.
 pub struct ProxyTarget {
     pub tenant: Name,
     pub instance: Name,
     pub port: u16,
-    /// The rest of the path after the port, without its leading `/`.
-    pub rest: String,
 }
 
 impl ProxyTarget {
-    pub fn parse(tenant: &str, instance: &str, port: &str, rest: &str) -> HubResult<ProxyTarget> {
+    pub fn parse(tenant: &str, instance: &str, port: &str) -> HubResult<ProxyTarget> {
         let port = port.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| HubError::invalid(format!("port: '{port}' is not a port (1-65535)")))?;
-        Ok(ProxyTarget { tenant: crate::parse_name("tenant", tenant)?, instance: crate::parse_name("instance", instance)?, port, rest: rest.to_string() })
+        Ok(ProxyTarget { tenant: crate::parse_name("tenant", tenant)?, instance: crate::parse_name("instance", instance)?, port })
     }
 }
 
@@ -203,7 +201,9 @@ impl Hub {
         let endpoint = host.endpoint.ok_or_else(|| HubError::new(ErrorCode::Unavailable, format!("host '{host_name}' has not reported an endpoint yet")))?;
 
         let prefix = proxy_path(&t.tenant, &t.instance, t.port);
-        let path = format!("/v1/sandboxes/{}/proxy/{}/{}{}", inst.id.sandbox_id(), t.port, t.rest, query.as_deref().map(|q| format!("?{q}")).unwrap_or_default());
+        // The rest of the path as it came (still percent-encoded), not as decoded.
+        let rest = hangar_tls::forward::path_after(req.uri().path(), 4).to_string();
+        let path = format!("/v1/sandboxes/{}/proxy/{}/{rest}{}", inst.id.sandbox_id(), t.port, query.as_deref().map(|q| format!("?{q}")).unwrap_or_default());
         if let Some(host) = req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
             req.headers_mut().entry(header::HOST).or_insert(host);
         }
@@ -291,9 +291,9 @@ mod tests {
 
     #[test]
     fn targets_parse_with_named_errors() {
-        assert!(ProxyTarget::parse("acme", "web", "8080", "a/b").is_ok());
-        assert!(ProxyTarget::parse("acme", "web", "0", "").err().unwrap().0.message.contains("port"));
-        assert!(ProxyTarget::parse("acme", "web", "99999", "").err().unwrap().0.message.contains("port"));
-        assert!(ProxyTarget::parse("Acme", "web", "80", "").err().unwrap().0.message.contains("tenant"));
+        assert!(ProxyTarget::parse("acme", "web", "8080").is_ok());
+        assert!(ProxyTarget::parse("acme", "web", "0").err().unwrap().0.message.contains("port"));
+        assert!(ProxyTarget::parse("acme", "web", "99999").err().unwrap().0.message.contains("port"));
+        assert!(ProxyTarget::parse("Acme", "web", "80").err().unwrap().0.message.contains("tenant"));
     }
 }

@@ -49,6 +49,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
+/// What follows the first `segments` segments of a request path, as it came
+/// (percent-encoding kept, so it can go on unchanged), without its leading `/`.
+pub fn path_after(path: &str, segments: usize) -> &str {
+    let mut rest = path.trim_start_matches('/');
+    for _ in 0..segments {
+        rest = rest.split_once('/').map(|(_, r)| r).unwrap_or("");
+    }
+    rest
+}
+
 /// An HTTP/1.1 client connection ready to send on ([`send_on`]).
 pub type Sender = hyper::client::conn::http1::SendRequest<Body>;
 
@@ -153,6 +163,14 @@ impl Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_rest_of_a_path_keeps_its_encoding() {
+        assert_eq!(path_after("/proxy/acme/web/8080/a%20b/c.txt", 4), "a%20b/c.txt");
+        assert_eq!(path_after("/proxy/acme/web/8080/", 4), "");
+        assert_eq!(path_after("/v1/sandboxes/s1/proxy/80/x", 5), "x");
+        assert_eq!(path_after("/short", 4), "");
+    }
 
     #[test]
     fn hop_by_hop_headers_go() {

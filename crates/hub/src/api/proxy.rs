@@ -49,21 +49,15 @@ async fn proxy_token_revoke(State(hub): State<AppState>, p: Principal, Path((ten
     Ok(Json(hub.proxy_token_revoke(&p, &tenant, &name, &id).await?))
 }
 
-/// The proxy's routes, any method.
+/// The proxy's routes, any method (the rest of the path is taken from the request as
+/// it came, still percent-encoded).
 pub(super) fn proxy_router() -> Router<AppState> {
-    Router::new().route("/proxy/{tenant}/{instance}/{port}/", any(proxy_root)).route("/proxy/{tenant}/{instance}/{port}/{*rest}", any(proxy_rest))
+    Router::new().route("/proxy/{tenant}/{instance}/{port}/", any(forward)).route("/proxy/{tenant}/{instance}/{port}/{*rest}", any(forward))
 }
 
-async fn proxy_root(State(hub): State<AppState>, Path((tenant, instance, port)): Path<(String, String, String)>, req: Request) -> axum::response::Response<Body> {
-    forward(hub, &tenant, &instance, &port, "", req).await
-}
-
-async fn proxy_rest(State(hub): State<AppState>, Path((tenant, instance, port, rest)): Path<(String, String, String, String)>, req: Request) -> axum::response::Response<Body> {
-    forward(hub, &tenant, &instance, &port, &rest, req).await
-}
-
-async fn forward(hub: AppState, tenant: &str, instance: &str, port: &str, rest: &str, req: Request) -> axum::response::Response<Body> {
-    match ProxyTarget::parse(tenant, instance, port, rest) {
+async fn forward(State(hub): State<AppState>, Path(p): Path<std::collections::HashMap<String, String>>, req: Request) -> axum::response::Response<Body> {
+    let get = |k: &str| p.get(k).map(String::as_str).unwrap_or_default();
+    match ProxyTarget::parse(get("tenant"), get("instance"), get("port")) {
         Ok(t) => hub.proxy(t, req).await,
         Err(e) => e.into_response(),
     }
