@@ -315,6 +315,11 @@ fn the_proxy_opens_one_port_of_one_instance_to_its_tokens() {
     assert_eq!(curl(&["-H", &bearer(&t), &url("hello.txt")]).0, 401);
     assert_eq!(curl(&["-H", &format!("Cookie: hangar_proxy_token={t}"), &url("hello.txt")]).0, 401);
 
+    // Tokens, even those passed in a URL, are in neither the log nor the events.
+    assert!(!f.log().contains(&t), "a proxy token is in the fleet's log");
+    let events = f.run(&["events", "acme", "--last", "200", "--json"]);
+    assert!(events.contains("proxy_token.create") && !events.contains(&t), "{events}");
+
     // A stopped instance: 409 with a message.
     f.run(&["instance", "stop", "acme/web"]);
     let (code, _, body) = curl(&["-H", &bearer(&admin), &url("hello.txt")]);
