@@ -126,6 +126,20 @@ fn secrets_reach_run_secrets_read_only_change_in_place_and_leak_nowhere() {
     assert!(too_big.contains("64 KiB"), "{too_big}");
     let stdin_big = run_with_stdin(&f, &["secret", "set", "acme/big", "--from-file", "-"], &vec![b'x'; 64 * 1024 + 1]);
     assert!(!stdin_big.status.success() && String::from_utf8_lossy(&stdin_big.stderr).contains("64 KiB"));
+    // The hub refuses the same on its own (the CLI checks first), naming the field.
+    let c = f.client().unwrap();
+    let put = |name: &str, body: serde_json::Value| common::block_on(c.raw("PUT", &format!("/v1/tenants/acme/secrets/{name}"), Some(&body))).unwrap();
+    let b64 = |n: usize| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, vec![b'x'; n]);
+    for (name, body, field) in [
+        ("Db_Password", serde_json::json!({"value_b64": b64(3)}), "secret name"),
+        ("big", serde_json::json!({"value_b64": b64(64 * 1024 + 1)}), "value"),
+        ("db", serde_json::json!({"value_b64": "not base64!"}), "value_b64"),
+        ("db", serde_json::json!({"value": "x"}), "request body"),
+    ] {
+        let (status, err) = put(name, body);
+        assert_eq!(status, 400, "{err}");
+        assert!(err["message"].as_str().unwrap().contains(field), "{err}");
+    }
     assert!(f.json(&["secret", "list", "acme"]).as_array().unwrap().is_empty(), "nothing was stored");
 
     let out = f.run(&["secret", "set", "acme/db-password", "--from-file", file.to_str().unwrap()]);
