@@ -73,6 +73,10 @@ pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output =
     let tls = hangar_tls::server_config(&cert_pem, &key_pem, Some(&ca_pem), true)?;
     let cap = capacity(volumes.as_ref()).await;
     let last_pass = Arc::new(std::sync::Mutex::new(endpoint::LastPass { host: identity.host.to_string(), capacity: cap, drivers: drivers.clone(), ..Default::default() }));
+    // Secrets and the proxy (crate::secrets, crate::proxy): fed from each document.
+    let secrets = crate::secrets::Secrets::new(&paths);
+    let proxy_targets = Arc::new(crate::proxy::ProxyTargets::default());
+    let proxy = crate::proxy::router(proxy_targets.clone(), identity.hub_client_fingerprint.clone());
     let app = endpoint::router(endpoint::EndpointState {
         paths: paths.clone(),
         runtime: runtime.clone(),
@@ -84,7 +88,8 @@ pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output =
         exec: opts.exec,
         execs_running: Default::default(),
         snapshots: snapshots.clone(),
-    });
+    })
+    .merge(proxy);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut endpoint_stop = stop_rx.clone();
     let server = tokio::spawn(hangar_tls::serve::serve_router(listener, tls, app, async move {
@@ -142,6 +147,11 @@ pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output =
             _ = &mut shutdown => break,
         }
         let doc = doc_rx.borrow_and_update().clone();
+        if let Some(d) = &doc {
+            // Before anything starts: a sandbox mounts its secrets when it is made.
+            secrets.sync(&hub, d).await;
+            proxy_targets.update(d);
+        }
         let mut observed = match &doc {
             Some(d) => reconciler.converge(d).await,
             None => vec![],

@@ -41,7 +41,7 @@ pub async fn resolve(paths: &AgentPaths, d: &DesiredInstance) -> Result<ImageRef
 /// Where the bundle mounts onto an image's root. The sandbox's runtime runs as the
 /// instance's unprivileged mapped root and cannot create them in a host-owned image, so
 /// the agent (host root) makes the missing ones, empty, once; a `stat` each afterwards.
-const MOUNT_POINTS: [&str; 5] = ["proc", "dev", "sys", "tmp", "home"];
+const MOUNT_POINTS: [&str; 6] = ["proc", "dev", "sys", "tmp", "home", "run"];
 
 fn ensure_mount_points(root: &Path) -> Result<(), String> {
     for d in MOUNT_POINTS {

@@ -5,7 +5,9 @@
 //! family; they know nothing of HTTP or the hub. [`reconcile`] compares and acts;
 //! [`daemon`] wires the loop, the long-poll and the [`endpoint`] together. [`teardown`]
 //! and [`inventory`] are the host-side views of an agent dir for the tools that remove
-//! or audit what an agent left (`hangar down`, providers, soak).
+//! or audit what an agent left (`hangar down`, providers, soak). [`secrets`] puts
+//! instances' secrets on a tmpfs for `/run/secrets`; [`proxy`] is the agent's half of
+//! the hub's HTTP proxy.
 
 pub mod daemon;
 pub mod drivers;
@@ -16,8 +18,10 @@ pub mod identity;
 pub mod images;
 mod inventory;
 pub mod join;
+pub mod proxy;
 pub mod reconcile;
 pub mod snapshots;
+pub mod secrets;
 pub mod stopwatch;
 mod teardown;
 

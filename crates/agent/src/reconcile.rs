@@ -256,6 +256,7 @@ impl Reconciler {
                     hostname: d.name.to_string(),
                     log_path: self.paths.log_file(&sid),
                     ids,
+                    secrets_dir: crate::secrets::sandbox_dir(&self.paths, d),
                 };
                 let t1 = std::time::Instant::now();
                 match &d.network {

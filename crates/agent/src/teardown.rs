@@ -54,6 +54,12 @@ pub async fn teardown(paths: &AgentPaths, what: Teardown) -> TeardownReport {
             }
         }
     }
+    // The secrets tmpfs holds nothing a stopped sandbox needs (`crate::secrets`).
+    match crate::secrets::remove(paths) {
+        Ok(true) => r.done.push("removed the secrets tmpfs".into()),
+        Ok(false) => {}
+        Err(e) => r.errors.push(format!("secrets tmpfs: {e}")),
+    }
     let Teardown::Everything(place) = what else { return r };
     remove_network(paths, &used, place, &mut r).await;
     for driver in VOLUMES {

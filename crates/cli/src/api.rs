@@ -35,6 +35,7 @@ pub async fn api(c: &HubClient, cmd: &Cmd, out: &Out) -> Result<i32> {
             out.item(&t, &format!("tenant '{}' destroyed", t.name));
         }
         Cmd::Instance(ic) => return instance(&c, out, ic).await,
+        Cmd::Secret(sc) => crate::access::secret_cmd(&c, out, sc).await?,
         Cmd::Host(HostCmd::Add { name, provider: Some(p) }) => {
             let r = c.host_add(&HostAdd { name: parse_name("host", name)?, provider: Some(p.clone()) }).await?;
             let host = wait_host_ready(&c, name, Duration::from_secs(120)).await?;
@@ -115,9 +116,10 @@ pub async fn api(c: &HubClient, cmd: &Cmd, out: &Out) -> Result<i32> {
 
 async fn instance(c: &HubClient, out: &Out, cmd: &InstanceCmd) -> Result<i32> {
     match cmd {
-        InstanceCmd::Create { instance, spec, start, host, wait } => {
+        InstanceCmd::Create { instance, spec, start, host, secrets, wait } => {
             let r = parse_ref("instance", instance)?;
-            let spec = spec.spec()?;
+            let mut spec = spec.spec()?;
+            spec.secrets = crate::access::secret_names(secrets)?;
             let mut req = InstanceCreate::new(r.name.clone(), spec, *start);
             req.host = host.as_deref().map(|h| parse_name("--host", h)).transpose()?;
             let op = c.instance_create(r.tenant.as_str(), &req).await?;
@@ -193,6 +195,9 @@ async fn instance(c: &HubClient, out: &Out, cmd: &InstanceCmd) -> Result<i32> {
         InstanceCmd::List { tenant: Some(t), pool: Some(p) } => out.instances(&c.pool_members(t, p).await?),
         InstanceCmd::List { tenant: None, pool: Some(_) } => bail!("--pool needs --tenant: pools are named per tenant"),
         InstanceCmd::Sleep { instance, wait } => action(c, out, instance, "sleep", wait).await?,
+        InstanceCmd::ProxyToken { cmd, instance, port, ttl } => crate::access::proxy_token_cmd(c, out, cmd.as_ref(), instance.as_deref(), *port, ttl.as_deref()).await?,
+        // Needs the hub's CA as well: main.rs runs it.
+        InstanceCmd::Proxy { .. } => unreachable!("main.rs handles instance proxy"),
     }
     Ok(0)
 }

@@ -78,6 +78,9 @@ pub enum Cmd {
     /// Read-only snapshots of an instance's volume: create, list, restore, delete.
     #[command(subcommand)]
     Snapshot(SnapshotCmd),
+    /// A tenant's secrets: set, list, delete (values are never printed).
+    #[command(subcommand)]
+    Secret(SecretCmd),
     /// The audit log: who did what, when, and how it ended.
     Events {
         /// Only this tenant's events.
@@ -401,7 +404,7 @@ pub struct SpecArgs {
 impl SpecArgs {
     /// The validated spec; errors name the flag.
     pub fn spec(&self) -> Result<hangar_types::api::InstanceSpec> {
-        let spec = hangar_types::api::InstanceSpec { image: parse_image(&self.image)?, vcpus: self.cpus, mem_mib: self.mem, disk_mib: self.disk, command: self.command.clone(), env: parse_env(&self.env)? };
+        let spec = hangar_types::api::InstanceSpec { image: parse_image(&self.image)?, vcpus: self.cpus, mem_mib: self.mem, disk_mib: self.disk, command: self.command.clone(), env: parse_env(&self.env)?, secrets: vec![] };
         spec.validate().map_err(|e| anyhow::anyhow!("{}", cli_field(&e)))?;
         Ok(spec)
     }
@@ -421,6 +424,9 @@ pub enum InstanceCmd {
         /// Place it on this host instead of letting the scheduler choose.
         #[arg(long)]
         host: Option<String>,
+        /// A secret of the tenant to see read-only at /run/secrets/NAME (repeat for more).
+        #[arg(long = "secret", value_name = "NAME")]
+        secrets: Vec<String>,
         #[command(flatten)]
         wait: WaitArgs,
     },
@@ -452,6 +458,34 @@ pub enum InstanceCmd {
     },
     Stats { instance: String },
     Info { instance: String },
+    /// A token for the hub's HTTP proxy to one port of the instance
+    /// (`proxy-token TENANT/NAME --port P [--ttl 1h]`), or `list` / `revoke` them.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    ProxyToken {
+        #[command(subcommand)]
+        cmd: Option<ProxyTokenCmd>,
+        /// TENANT/NAME
+        #[arg(required = true)]
+        instance: Option<String>,
+        /// The port inside the instance.
+        #[arg(long, required = true)]
+        port: Option<u16>,
+        /// How long it is valid: 90s, 30m, 1h, 7d (default 1h, at most 30d).
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+    /// Reach a port of the instance through the hub's proxy: runs `-- CMD...` with
+    /// arguments that start with `/` made into the proxied URL and the token passed
+    /// (curl gets the header and CA from private files), or prints the URL and a token.
+    Proxy {
+        instance: String,
+        port: u16,
+        /// The token's lifetime (default 5m).
+        #[arg(long, default_value = "5m")]
+        ttl: String,
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
     /// Park it: processes stopped, memory released, volume and address kept.
     Sleep { instance: String, #[command(flatten)] wait: WaitArgs },
     List {
@@ -617,6 +651,32 @@ pub enum TokenCmd {
 }
 
 #[derive(Subcommand)]
+pub enum SecretCmd {
+    /// Create or replace TENANT/NAME from a file (`-` reads stdin); at most 64 KiB.
+    Set {
+        secret: String,
+        #[arg(long, value_name = "FILE")]
+        from_file: PathBuf,
+    },
+    /// The tenant's secrets: sizes, versions, the instances that name them.
+    List { tenant: String },
+    /// Delete TENANT/NAME; refused while instances name it, unless --force.
+    Delete {
+        secret: String,
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ProxyTokenCmd {
+    /// The instance's proxy tokens (never their secrets).
+    List { instance: String },
+    /// Revoke one by id: refused from the next request on.
+    Revoke { instance: String, id: String },
+}
+
+#[derive(Subcommand)]
 pub enum ImageCmd {
     /// Register a root filesystem: a directory (used read-only) or a tarball (extracted
     /// once per host, checked by its sha256). The path must be the same on every host.
@@ -760,7 +820,8 @@ impl SmokeArgs {
 
 #[derive(Args, Clone)]
 pub struct BenchArgs {
-    /// Comma-separated subset of: start, resume, burst (with density), api, reconcile, heartbeat, snapshot.
+    /// Comma-separated subset of: start, resume, burst (with density), api, reconcile, heartbeat,
+    /// snapshot, proxy.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Samples for start and resume.
@@ -778,6 +839,12 @@ pub struct BenchArgs {
     /// Running instances the reconcile benchmark scales a pool to.
     #[arg(long, default_value_t = 1000)]
     reconcile_size: u32,
+    /// Requests timed by the proxy benchmark.
+    #[arg(long, default_value_t = 200)]
+    proxy_requests: usize,
+    /// MiB of the proxy benchmark's download.
+    #[arg(long, default_value_t = 100)]
+    proxy_mib: u64,
     /// Where to write the results.
     #[arg(long, default_value = "bench.json")]
     out: PathBuf,
@@ -786,6 +853,6 @@ pub struct BenchArgs {
 impl BenchArgs {
     pub fn options(&self, bin: PathBuf) -> BenchOptions {
         let a = self.clone();
-        BenchOptions { bin, only: a.only, runs: a.runs, burst: a.burst, heartbeat_runs: a.heartbeat_runs, api_secs: a.api_secs, reconcile_size: a.reconcile_size, out: a.out }
+        BenchOptions { bin, only: a.only, runs: a.runs, burst: a.burst, heartbeat_runs: a.heartbeat_runs, api_secs: a.api_secs, reconcile_size: a.reconcile_size, out: a.out, proxy_requests: a.proxy_requests, proxy_mib: a.proxy_mib }
     }
 }

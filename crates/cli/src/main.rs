@@ -4,6 +4,7 @@
 //! call into the library crates (node: this machine; client: the hub API; harness: the
 //! test tools; agent), and the result is shown (output.rs).
 
+mod access;
 mod api;
 mod args;
 mod output;
@@ -132,6 +133,10 @@ async fn run(cli: Cli) -> Result<i32> {
         Cmd::Completions { shell } => {
             clap_complete::generate(*shell, &mut Cli::command(), "hangar", &mut std::io::stdout());
             Ok(0)
+        }
+        Cmd::Instance(InstanceCmd::Proxy { instance, port, ttl, command }) => {
+            let ca = config::load(&config_path)?.ca_pem;
+            access::proxy_cmd(&client(&cli)?, &ca, &out, instance, *port, ttl, command).await
         }
         cmd => api::api(&client(&cli)?, cmd, &out).await,
     }

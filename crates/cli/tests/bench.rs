@@ -9,14 +9,14 @@ fn bench_runs_and_reports() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("b.json");
     let o = std::process::Command::new(common::bin())
-        .args(["bench", "--only", "start,resume,api", "--runs", "3", "--api-secs", "1", "--out"])
+        .args(["bench", "--only", "start,resume,api,proxy", "--runs", "3", "--api-secs", "1", "--proxy-requests", "5", "--proxy-mib", "1", "--out"])
         .arg(&out)
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     let results = v["results"].as_array().unwrap();
-    for bench in ["start", "resume", "api"] {
+    for bench in ["start", "resume", "api", "proxy"] {
         let r = results.iter().find(|r| r["bench"] == bench).unwrap_or_else(|| panic!("no {bench} result in {v:#}"));
         assert!(r["hangar"].as_f64().unwrap() > 0.0, "{r}");
     }

@@ -364,6 +364,27 @@ impl HubClient {
     pub async fn image_remove(&self, name: &str) -> Result<hangar_types::api::Image> {
         self.t.delete(&format!("/v1/images/{name}")).await
     }
+
+    // ---- secrets and proxy tokens (hangar_types::access) ----
+    /// `value_b64`: the value, base64; it goes only into the request body.
+    pub async fn secret_set(&self, tenant: &str, name: &str, req: &hangar_types::access::SecretSet) -> Result<hangar_types::access::SecretInfo> {
+        self.t.call(reqwest::Method::PUT, &format!("/v1/tenants/{tenant}/secrets/{name}"), Some(req), None).await
+    }
+    pub async fn secret_list(&self, tenant: &str) -> Result<Vec<hangar_types::access::SecretInfo>> {
+        self.t.get(&format!("/v1/tenants/{tenant}/secrets")).await
+    }
+    pub async fn secret_delete(&self, tenant: &str, name: &str, force: bool) -> Result<hangar_types::access::SecretInfo> {
+        self.t.delete(&format!("/v1/tenants/{tenant}/secrets/{name}?force={force}")).await
+    }
+    pub async fn proxy_token_create(&self, tenant: &str, name: &str, req: &hangar_types::access::ProxyTokenCreate) -> Result<hangar_types::access::ProxyTokenCreated> {
+        self.t.post(&format!("/v1/tenants/{tenant}/instances/{name}/proxy-tokens"), req).await
+    }
+    pub async fn proxy_token_list(&self, tenant: &str, name: &str) -> Result<Vec<hangar_types::access::ProxyTokenInfo>> {
+        self.t.get(&format!("/v1/tenants/{tenant}/instances/{name}/proxy-tokens")).await
+    }
+    pub async fn proxy_token_revoke(&self, tenant: &str, name: &str, id: &str) -> Result<hangar_types::access::ProxyTokenInfo> {
+        self.t.delete(&format!("/v1/tenants/{tenant}/instances/{name}/proxy-tokens/{id}")).await
+    }
 }
 
 /// The agent's calls to the hub, over mutual TLS with the host certificate.
@@ -413,6 +434,11 @@ impl HostClient {
 
     pub async fn report(&self, report: &AgentReport) -> Result<serde_json::Value> {
         self.t.call(reqwest::Method::POST, "/v1/agent/report", Some(report), Some(Duration::from_secs(30))).await
+    }
+
+    /// The values of the secrets an instance placed on this host names.
+    pub async fn secrets(&self, instance: hangar_types::InstanceId) -> Result<hangar_types::access::AgentSecrets> {
+        self.t.call::<(), _>(reqwest::Method::GET, &format!("/v1/agent/instances/{instance}/secrets"), None, Some(Duration::from_secs(30))).await
     }
 }
 

@@ -19,8 +19,7 @@ use std::time::{Duration, Instant};
 pub struct BenchOptions {
     /// The `hangar` binary its fleets run.
     pub bin: PathBuf,
-    /// A subset of: start, resume, burst (with density), api, reconcile, heartbeat,
-    /// snapshot (all when empty).
+    /// A subset of `ALL` (all when empty).
     pub only: Vec<String>,
     /// Samples for start and resume.
     pub runs: usize,
@@ -34,9 +33,21 @@ pub struct BenchOptions {
     pub reconcile_size: u32,
     /// Where to write the results.
     pub out: PathBuf,
+    /// Requests for the proxy's latency, and MiB of its download.
+    pub proxy_requests: usize,
+    pub proxy_mib: u64,
 }
 
-const ALL: [&str; 7] = ["start", "resume", "burst", "api", "reconcile", "heartbeat", "snapshot"];
+const ALL: &[&str] = &[
+    "start",
+    "resume",
+    "burst",
+    "api",
+    "reconcile",
+    "heartbeat",
+    "snapshot",
+    "proxy",
+];
 
 #[derive(Serialize, Clone, Debug)]
 struct Row {
@@ -68,7 +79,7 @@ fn sorted(mut v: Vec<f64>) -> Vec<f64> {
 }
 
 fn spec(command: &[&str]) -> InstanceSpec {
-    InstanceSpec { image: ImageRef::Host, vcpus: 1, mem_mib: 64, disk_mib: 64, command: command.iter().map(|s| s.to_string()).collect(), env: Default::default() }
+    InstanceSpec { image: ImageRef::Host, vcpus: 1, mem_mib: 64, disk_mib: 64, command: command.iter().map(|s| s.to_string()).collect(), env: Default::default(), secrets: vec![] }
 }
 
 /// Creates and starts one instance through the hub; the time until it is confirmed running.
@@ -141,6 +152,7 @@ fn raw_bundle(dir: &Path, id: &str, mem_mib: u64) -> Result<PathBuf> {
         log_path: dir.join(format!("{id}.log")),
         // The raw runtime's sandboxes share one range: they only run `true`.
         ids: hangar_types::idmap::IdRange::at(hangar_types::idmap::DEFAULT_FIRST_ID),
+        secrets_dir: None,
     };
     hangar_agent::drivers::runtime::bundle::write(&bundle, &s)?;
     Ok(bundle)
@@ -493,6 +505,21 @@ pub async fn run(a: &BenchOptions) -> Result<Report> {
         .await;
         record(&mut failed, "snapshot", r);
     }
+    if which.contains(&"proxy") {
+        let r: Result<()> = async {
+            eprintln!("bench proxy: {} requests and a {} MiB download, through the hub and straight to the sandbox", a.proxy_requests, a.proxy_mib);
+            let (proxied, direct) = proxy_bench(&c, fleet.dir.path(), a.proxy_requests, a.proxy_mib).await?;
+            let (p, d) = (sorted(proxied.latencies_ms), sorted(direct.latencies_ms));
+            let added = pct(&p, 0.5) - pct(&d, 0.5);
+            rows.push(row("proxy", "request latency p50", pct(&p, 0.5), Some(pct(&d, 0.5)), "ms", "adds < 2 ms", Some(added < 2.0)));
+            rows.push(row("proxy", "request latency p99", pct(&p, 0.99), Some(pct(&d, 0.99)), "ms", "", None));
+            let keep = proxied.mib_per_s / direct.mib_per_s;
+            rows.push(row("proxy", &format!("{} MiB download", a.proxy_mib), proxied.mib_per_s, Some(direct.mib_per_s), "MiB/s", ">= 80% of direct", Some(keep >= 0.8)));
+            Ok(())
+        }
+        .await;
+        record(&mut failed, "proxy", r);
+    }
     let machine = serde_json::json!({
         "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
@@ -511,6 +538,72 @@ pub async fn run(a: &BenchOptions) -> Result<Report> {
         eprintln!("bench {b} FAILED: {e}");
     }
     Ok(Report::item(doc, table(&rows), if failed.is_empty() { 0 } else { 1 }))
+}
+
+/// What curl measured against one base URL.
+struct CurlRun {
+    latencies_ms: Vec<f64>,
+    mib_per_s: f64,
+}
+
+/// `requests` GETs of a small file on one kept-alive connection (each transfer's total
+/// time), then one download of the `mib` MiB file; `extra`: curl's other arguments.
+fn curl_run(base: &str, extra: &[String], requests: usize, mib: u64) -> Result<CurlRun> {
+    let curl = |args: Vec<String>| -> Result<String> {
+        let o = Command::new("curl").args(["-sf", "-o", "/dev/null"]).args(extra).args(&args).output().context("cannot run curl")?;
+        if !o.status.success() {
+            bail!("curl {} failed: {}", args.last().map(String::as_str).unwrap_or(""), String::from_utf8_lossy(&o.stderr));
+        }
+        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    let mut args = vec!["-w".to_string(), "%{time_total}\\n".into()];
+    args.extend((0..requests).map(|_| format!("{base}small")));
+    let latencies_ms: Vec<f64> = curl(args)?.lines().filter_map(|l| l.trim().parse::<f64>().ok()).map(|s| s * 1000.0).collect();
+    if latencies_ms.len() != requests {
+        bail!("curl timed {} of {requests} requests to {base}", latencies_ms.len());
+    }
+    let out = curl(vec!["-w".into(), "%{time_total} %{size_download}".into(), format!("{base}blob")])?;
+    let mut it = out.split_whitespace().filter_map(|x| x.parse::<f64>().ok());
+    let (secs, bytes) = (it.next().unwrap_or(0.0), it.next().unwrap_or(0.0));
+    if bytes as u64 != mib << 20 || secs <= 0.0 {
+        bail!("the download from {base} got {bytes} bytes of {} in {secs}s", mib << 20);
+    }
+    Ok(CurlRun { latencies_ms, mib_per_s: bytes / (1 << 20) as f64 / secs })
+}
+
+/// An instance serving /home with python's http.server; the same curl through the hub's
+/// proxy (HTTPS, a proxy token) and straight to the sandbox's address (what a process
+/// on the host would do).
+async fn proxy_bench(c: &HubClient, dir: &Path, requests: usize, mib: u64) -> Result<(CurlRun, CurlRun)> {
+    let spec = spec(&["python3", "-m", "http.server", "8080", "--directory", "/home"]);
+    let op = c.instance_create("bench", &InstanceCreate::new("px".parse()?, spec, true)).await?;
+    c.operation_wait_final(op.id, Duration::from_secs(120)).await?;
+    let ex = |cmd: String| ExecRequest { command: vec!["sh".into(), "-c".into(), cmd], env: Default::default(), timeout_secs: Some(300) };
+    let made = c.instance_exec("bench", "px", &ex(format!("echo ok > /home/small && head -c {} /dev/urandom > /home/blob", mib << 20))).await?;
+    if made.exit_code != 0 {
+        bail!("cannot write the files to serve: {}", made.stderr);
+    }
+    let addr = c.instance_get("bench", "px").await?.address.context("the instance has no address")?;
+    let t = c.proxy_token_create("bench", "px", &hangar_types::access::ProxyTokenCreate { port: 8080, ttl_secs: Some(3600) }).await?;
+    // The token goes to curl in a private file, not its command line.
+    let header = dir.join("proxy-bench-header");
+    std::fs::write(&header, format!("Authorization: Bearer {}\n", t.token))?;
+    std::fs::set_permissions(&header, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    let direct_base = format!("http://{addr}:8080/");
+    let proxied_base = format!("{}{}", c.base_url(), t.path);
+    let proxy_args = vec!["-k".to_string(), "-H".into(), format!("@{}", header.display())];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while curl_run(&direct_base, &[], 1, mib).is_err() {
+        if Instant::now() > deadline {
+            bail!("the server in the sandbox never answered at {direct_base}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let proxied = tokio::task::spawn_blocking(move || curl_run(&proxied_base, &proxy_args, requests, mib)).await??;
+    let direct = tokio::task::spawn_blocking(move || curl_run(&direct_base, &[], requests, mib)).await??;
+    let _ = std::fs::remove_file(&header);
+    delete(c, "px").await?;
+    Ok((proxied, direct))
 }
 
 /// The results as a table: hangar, the raw tool, their ratio and the target.

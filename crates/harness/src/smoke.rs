@@ -41,13 +41,14 @@ pub struct SmokeOptions {
     pub cleanup: Option<String>,
 }
 
-const SCENARIOS: [(&str, &[&str]); 7] = [
+const SCENARIOS: [(&str, &[&str]); 8] = [
     ("fleet", &["host ready", "hosts join", "tenant create"]),
     ("lifecycle", &["instance create", "instance start", "sentinel write", "exec", "warm", "resume", "stop", "start again", "sentinel survives", "snapshot", "logs", "stats"]),
     ("network", &["instances on two tenants", "same-tenant reach", "cross-tenant isolation", "wide subnet wired", "cross-host reach", "net verify"]),
     ("security", &["tenant token scoped", "bad input refused", "sandbox for the network probes", "sandbox cannot reach the hub API", "sandbox cannot reach a host underlay address", "host shadow unreadable", "uid mapped", "unshare refused", "dir image refused for a tenant", "data files are private", "log capped", "exec timeout capped"]),
     ("pools", &["pool create", "scale up across hosts", "scale down newest first", "pool delete"]),
     ("hosts", &["members spread over hosts", "host stop keeps state", "host start persistence", "killed agent goes stale", "restarted agent adopts"]),
+    ("access", &["secret set", "secret visible and read-only", "proxy denied without a token", "proxy allowed with a token", "access instance deleted"]),
     ("cleanup", &["delete instances", "remove hosts", "destroy tenants"]),
 ];
 
@@ -125,7 +126,7 @@ async fn create(c: &HubClient, tenant: &str, name: &str, start: bool) -> Result<
 
 /// Creates an instance, pinned to `host` if given.
 async fn create_on(c: &HubClient, tenant: &str, name: &str, start: bool, host: Option<&str>) -> Result<()> {
-    let spec = InstanceSpec { image: ImageRef::Host, vcpus: 1, mem_mib: 64, disk_mib: 64, command: vec![], env: Default::default() };
+    let spec = InstanceSpec { image: ImageRef::Host, vcpus: 1, mem_mib: 64, disk_mib: 64, command: vec![], env: Default::default(), secrets: vec![] };
     let mut req = InstanceCreate::new(name.parse()?, spec, start);
     req.host = host.map(|h| h.parse()).transpose()?;
     wait_op(c, c.instance_create(tenant, &req).await?).await
@@ -196,7 +197,7 @@ async fn wait_pool(c: &HubClient, tenant: &str, pool: &str) -> Result<PoolInfo> 
 }
 
 fn pool_req(name: &str, counts: PoolCounts) -> Result<PoolCreate> {
-    Ok(PoolCreate::new(name.parse()?, "worker".parse()?, InstanceSpec { image: ImageRef::Host, vcpus: 1, mem_mib: 64, disk_mib: 64, command: vec![], env: Default::default() }, counts))
+    Ok(PoolCreate::new(name.parse()?, "worker".parse()?, InstanceSpec { image: ImageRef::Host, vcpus: 1, mem_mib: 64, disk_mib: 64, command: vec![], env: Default::default(), secrets: vec![] }, counts))
 }
 
 /// A running member of `pool` on a host made by a provider (one we can stop and kill).
@@ -541,7 +542,7 @@ async fn scenario(r: &mut Run, name: &str) {
             let own_fleet = r.own_fleet.clone();
             r.step("log capped", async {
                 let flood = "yes | head -c 40000000; echo flood-done; exec sleep infinity";
-                let spec = InstanceSpec { image: ImageRef::Host, vcpus: 1, mem_mib: 64, disk_mib: 64, command: vec!["sh".into(), "-c".into(), flood.into()], env: Default::default() };
+                let spec = InstanceSpec { image: ImageRef::Host, vcpus: 1, mem_mib: 64, disk_mib: 64, command: vec!["sh".into(), "-c".into(), flood.into()], env: Default::default(), secrets: vec![] };
                 wait_op(&c, c.instance_create(&a, &InstanceCreate::new("sec-logs".parse()?, spec, true)).await?).await?;
                 let deadline = Instant::now() + Duration::from_secs(30);
                 while c.instance_logs(&a, "sec-logs", 1).await?.lines != ["flood-done"] {
@@ -704,6 +705,73 @@ async fn scenario(r: &mut Run, name: &str) {
                 if res.stdout != "alive\n" {
                     bail!("the sandbox was restarted, not adopted");
                 }
+                Ok(())
+            })
+            .await;
+        }
+        // Secrets and the HTTP proxy (issue 16, web part): an instance naming a secret
+        // and serving /home with python's http.server on port 8080.
+        "access" => {
+            let value = format!("smoke-{}", uuid_like());
+            let b64 = |v: &str| {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD.encode(v)
+            };
+            r.step("secret set", async {
+                c.secret_set(&a, "smoke-secret", &hangar_types::access::SecretSet { value_b64: b64(&value) }).await?;
+                Ok(())
+            })
+            .await;
+            r.step("secret visible and read-only", async {
+                let spec = InstanceSpec {
+                    image: ImageRef::Host,
+                    vcpus: 1,
+                    mem_mib: 64,
+                    disk_mib: 64,
+                    command: ["python3", "-m", "http.server", "8080", "--directory", "/home"].map(String::from).to_vec(),
+                    env: Default::default(),
+                    secrets: vec!["smoke-secret".parse()?],
+                };
+                wait_op(&c, c.instance_create(&a, &InstanceCreate::new("acc".parse()?, spec, true)).await?).await?;
+                let got = exec(&c, &a, "acc", "cat /run/secrets/smoke-secret").await?;
+                if got.stdout != value {
+                    bail!("/run/secrets/smoke-secret holds {:?}", got.stdout);
+                }
+                if exec(&c, &a, "acc", "echo x > /run/secrets/smoke-secret").await?.exit_code == 0 {
+                    bail!("the sandbox could write its secret");
+                }
+                Ok(())
+            })
+            .await;
+            let path = format!("/proxy/{a}/acc/8080/ok.json");
+            r.step("proxy denied without a token", async {
+                exec(&c, &a, "acc", "echo '{\"ok\": true}' > /home/ok.json").await?;
+                let (status, body) = c.with_token("").raw("GET", &path, None).await?;
+                if status != 401 {
+                    bail!("GET {path} without a token answered {status}: {body}");
+                }
+                Ok(())
+            })
+            .await;
+            r.step("proxy allowed with a token", async {
+                let t = c.proxy_token_create(&a, "acc", &hangar_types::access::ProxyTokenCreate { port: 8080, ttl_secs: Some(300) }).await?;
+                let deadline = Instant::now() + Duration::from_secs(20);
+                loop {
+                    let (status, body) = c.with_token(&t.token).raw("GET", &path, None).await?;
+                    if status == 200 && body["ok"] == true {
+                        return Ok(());
+                    }
+                    // 502 until the server in the sandbox listens.
+                    if status != 502 || Instant::now() > deadline {
+                        bail!("GET {path} with a proxy token answered {status}: {body}");
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            })
+            .await;
+            r.step("access instance deleted", async {
+                wait_op(&c, c.instance_delete(&a, "acc").await?).await?;
+                c.secret_delete(&a, "smoke-secret", false).await?;
                 Ok(())
             })
             .await;

@@ -335,7 +335,7 @@ async fn wait_op(c: &HubClient, op: Operation) -> Result<()> {
 }
 
 fn spec() -> InstanceSpec {
-    InstanceSpec { image: ImageRef::Host, vcpus: 1, mem_mib: 64, disk_mib: 64, command: vec![], env: Default::default() }
+    InstanceSpec { image: ImageRef::Host, vcpus: 1, mem_mib: 64, disk_mib: 64, command: vec![], env: Default::default(), secrets: vec![] }
 }
 
 /// What the integrity scenario carries from round to round.

@@ -112,6 +112,8 @@ impl Hub {
             false => Default::default(),
         };
         let schedules: HashMap<InstanceId, hangar_types::snapshots::SnapshotSchedule> = self.store.list_snapshot_schedules(Some(&host.name)).await?.into_iter().collect();
+        // Secrets by name and version only: the agent fetches values over mTLS.
+        let mut stamps = self.secret_stamps(&list).await?;
         Ok(DesiredDoc {
             tenants: names.iter().filter_map(|n| tenants.get(*n)).map(|t| DesiredTenant { name: t.name.clone(), quotas: t.quotas }).collect(),
             pools,
@@ -123,6 +125,7 @@ impl Hub {
             instances: list
                 .into_iter()
                 .map(|i| DesiredInstance {
+                    secrets: stamps.remove(&i.id).unwrap_or_default(),
                     network: match (tenants.get(&i.tenant), i.address) {
                         (Some(t), Some(a)) => Some(hangar_types::net::NetSpec { overlay: overlays.get(&i.tenant).cloned(), ..self.net_spec(t, a) }),
                         _ => None,

@@ -56,6 +56,7 @@ impl Hub {
         let spec = req.spec();
         spec.validate().map_err(HubError::invalid)?;
         self.check_requested_image(&spec.image).await?;
+        self.check_secrets_exist(&t.name, &spec.secrets).await?;
         let _tg = self.lock(LockKey::Tenant(t.name.clone())).await;
         let target = if req.start { transition(InstanceState::Created, Transition::Start)? } else { InstanceState::Created };
         self.create_locked(&p.actor(), &t, req.name, spec, target, None, req.host.as_ref()).await

@@ -5,7 +5,8 @@
 //! Each capability is a module of plain async methods on [`Hub`] that take a
 //! [`Principal`] and typed values and do the locking, store access, policy, events and
 //! wake-ups: [`tenants`], [`instances`], [`operations`], [`pools`], [`hosts`],
-//! [`network`], [`tokens`], [`events`], [`images`], and [`agents`] (the hub-agent protocol).
+//! [`network`], [`tokens`], [`events`], [`images`], [`secrets`], [`proxy`] (the HTTP proxy
+//! and its tokens), and [`agents`] (the hub-agent protocol).
 //! [`api`] has one HTTP module per capability; [`server`] serves the router over TLS,
 //! where client certificates identify hosts; [`monitor`] runs the background loops.
 
@@ -22,6 +23,8 @@ pub mod monitor;
 pub mod network;
 pub mod operations;
 pub mod pools;
+pub mod proxy;
+pub mod secrets;
 pub mod server;
 pub mod snapshots;
 pub mod tenants;
@@ -111,6 +114,10 @@ pub struct Hub {
     pub(crate) providers: hosts::Providers,
     /// API tokens already verified.
     pub(crate) token_cache: auth::TokenCache,
+    /// The key secrets are sealed with ([`secrets`]).
+    pub(crate) secret_key: secrets::SecretKey,
+    /// The proxy's TLS configuration for agents ([`proxy`]).
+    pub(crate) proxy: proxy::ProxyState,
 }
 
 impl Hub {
@@ -120,7 +127,7 @@ impl Hub {
 
     /// A hub whose locks, wake-ups and leases are shared with other hubs through `coord`.
     pub fn with_coordination(store: Arc<dyn Store>, keys: HubKeys, config: HubConfig, coord: Coordination) -> Arc<Hub> {
-        Arc::new(Hub { store, keys, config, coord, providers: Default::default(), token_cache: Default::default() })
+        Arc::new(Hub { store, keys, config, coord, providers: Default::default(), token_cache: Default::default(), secret_key: Default::default(), proxy: Default::default() })
     }
 
     pub(crate) async fn lock(&self, key: LockKey) -> LockGuard {

@@ -93,7 +93,7 @@ async fn converge(hub: &Hub, hosts: &[&str]) -> PoolInfo {
 }
 
 fn pool_req(counts: PoolCounts) -> PoolCreate {
-    PoolCreate::new(name("workers"), name("worker"), InstanceSpec { image: ImageRef::Host, vcpus: 1, mem_mib: 64, disk_mib: 64, command: vec![], env: Default::default() }, counts)
+    PoolCreate::new(name("workers"), name("worker"), InstanceSpec { image: ImageRef::Host, vcpus: 1, mem_mib: 64, disk_mib: 64, command: vec![], env: Default::default(), secrets: vec![] }, counts)
 }
 
 fn scale(running: u32, warm: u32, sleeping: u32) -> PoolScale {
@@ -255,6 +255,7 @@ async fn a_bigger_tenant_subnet_hands_out_addresses_past_its_first_24() {
             env: Default::default(),
             start: false,
             host: None,
+            secrets: vec![],
         };
         hub.instance_create(&Principal::Admin, &name("wide"), req).await.unwrap();
     }

@@ -47,7 +47,7 @@ async fn two_range_hub() -> (tempfile::TempDir, Arc<Hub>) {
 }
 
 fn create(n: &str) -> InstanceCreate {
-    InstanceCreate { name: name(n), image: ImageRef::Host, vcpus: 1, mem_mib: 64, disk_mib: 64, command: vec![], env: Default::default(), start: false, host: None }
+    InstanceCreate { name: name(n), image: ImageRef::Host, vcpus: 1, mem_mib: 64, disk_mib: 64, command: vec![], env: Default::default(), start: false, host: None, secrets: vec![] }
 }
 
 async fn ids_of(hub: &Hub, t: &str, n: &str) -> Option<IdRange> {

@@ -33,7 +33,7 @@ impl HubPaths {
         use hangar_agent::files::{ensure_dir, make_private, PRIVATE_DIR, TRAVERSE_DIR};
         ensure_dir(data_dir, TRAVERSE_DIR)?;
         ensure_dir(&self.root, PRIVATE_DIR)?;
-        for f in ["ca.key", "server.key", "client.key"] {
+        for f in ["ca.key", "server.key", "client.key", "secrets.key"] {
             make_private(&self.p(f))?;
         }
         Ok(())
@@ -140,6 +140,8 @@ pub async fn start_hub(
     }
     let store = hangar_store::open(&hp.db().to_string_lossy()).await?;
     let hub = Hub::new(store, hp.load_keys()?, cfg);
+    // The key secrets are sealed with: made on first use, 0600, beside the CA key.
+    hub.use_secrets_key(hp.p("secrets.key"));
     let listener = hangar_hub::server::bind(listen).await.with_context(|| format!("cannot listen on {listen}: is another hub running? pick another port with --listen"))?;
     let addr = listener.local_addr()?;
     if let (Some(agent_args), true) = (provider_agent_args, is_root) {

@@ -14,7 +14,7 @@
 //! What stays out: durability across reopening, migrations and file formats, which only
 //! the implementation's own tests can check.
 
-use crate::{HostRecord, HostReport, HostStateChange, InstanceFilter, InstanceVersion, Store, StoreError, TokenRecord};
+use crate::{HostRecord, HostReport, HostStateChange, InstanceFilter, InstanceVersion, ProxyTokenRecord, SecretRecord, Store, StoreError, TokenRecord};
 use fixtures::*;
 use hangar_types::api::{Capacity, HostState, Image, ImageKind, Instance, Operation, OperationStatus, Pool, PoolCounts, Tenant};
 use hangar_types::{DesiredState, Generation, HostId, InstanceId, InstanceState, Name, ObservedState, OperationId};
@@ -63,6 +63,9 @@ macro_rules! store_contract_tests {
             images_insert_get_list_delete,
             snapshots_insert_list_size_tombstone_remove,
             snapshots_and_schedules_go_with_their_instance,
+            secrets_put_replace_list_delete,
+            proxy_tokens_insert_find_list_delete,
+            deleting_a_tenant_deletes_its_secrets_and_proxy_tokens,
         );
     };
     (@each $factory:expr; $($behaviour:ident),* $(,)?) => {
@@ -140,6 +143,7 @@ pub mod fixtures {
                 disk_mib: 1024,
                 command: vec!["sleep".into(), "1".into()],
                 env: BTreeMap::from([("A".into(), "b".into())]),
+                secrets: vec![],
             },
             host: host.map(name),
             state: InstanceState::Created,
@@ -1017,6 +1021,74 @@ pub async fn snapshots_and_schedules_go_with_their_instance(store: Arc<dyn Store
     assert!(store.delete_instance(db.id).await.unwrap());
     assert!(store.list_snapshots(&crate::SnapshotFilter { tombstones: true, ..Default::default() }).await.unwrap().is_empty());
     assert!(store.list_snapshot_schedules(None).await.unwrap().is_empty());
+}
+
+// ---- secrets and proxy tokens ----
+
+fn secret(tenant: &str, n: &str, version: i64, sealed: &[u8], t: i64) -> SecretRecord {
+    SecretRecord { tenant: name(tenant), name: name(n), sealed: sealed.to_vec(), size_bytes: sealed.len() as u64, version, created_at: at(t), updated_at: at(t) }
+}
+
+pub async fn secrets_put_replace_list_delete(store: Arc<dyn Store>) {
+    let a = secret("acme", "db", 5, b"sealed-1", 1);
+    store.put_secret(&a).await.unwrap();
+    store.put_secret(&secret("acme", "api", 6, b"x", 2)).await.unwrap();
+    store.put_secret(&secret("other", "db", 7, b"y", 3)).await.unwrap();
+    assert_eq!(store.get_secret(&name("acme"), &name("db")).await.unwrap(), Some(a.clone()));
+    // A new value replaces value, size, version and update time; creation stays.
+    let b = SecretRecord { sealed: b"sealed-two".to_vec(), size_bytes: 10, version: 9, updated_at: at(4), created_at: at(4), ..a.clone() };
+    store.put_secret(&b).await.unwrap();
+    let got = store.get_secret(&name("acme"), &name("db")).await.unwrap().unwrap();
+    assert_eq!(got, SecretRecord { created_at: at(1), ..b });
+    let names: Vec<String> = store.list_secrets(&name("acme")).await.unwrap().into_iter().map(|s| s.name.to_string()).collect();
+    assert_eq!(names, ["api", "db"]);
+    assert!(store.delete_secret(&name("acme"), &name("db")).await.unwrap());
+    assert!(!store.delete_secret(&name("acme"), &name("db")).await.unwrap());
+    assert_eq!(store.get_secret(&name("acme"), &name("db")).await.unwrap(), None);
+    assert_eq!(store.list_secrets(&name("other")).await.unwrap().len(), 1, "another tenant's secret of the same name stays");
+}
+
+fn proxy_token(id: &str, tenant: &str, instance: &str, port: u16, t: i64) -> ProxyTokenRecord {
+    ProxyTokenRecord {
+        id: id.into(),
+        hash: format!("{id:0>64}"),
+        tenant: name(tenant),
+        instance: name(instance),
+        instance_id: InstanceId::new(),
+        port,
+        created_at: at(t),
+        expires_at: at(t + 3600),
+    }
+}
+
+pub async fn proxy_tokens_insert_find_list_delete(store: Arc<dyn Store>) {
+    let a = proxy_token("p1", "acme", "web", 8080, 1);
+    let b = proxy_token("p2", "acme", "db", 5432, 2);
+    let c = proxy_token("p3", "acme", "web", 80, 3);
+    for t in [&a, &b, &c, &proxy_token("p4", "other", "web", 80, 4)] {
+        store.insert_proxy_token(t).await.unwrap();
+    }
+    assert!(matches!(store.insert_proxy_token(&a).await, Err(StoreError::AlreadyExists(_))));
+    assert_eq!(store.find_proxy_token(&a.hash).await.unwrap(), Some(a.clone()));
+    assert_eq!(store.find_proxy_token("nope").await.unwrap(), None);
+    assert_eq!(store.list_proxy_tokens(&name("acme"), None).await.unwrap(), vec![a.clone(), b.clone(), c.clone()]);
+    assert_eq!(store.list_proxy_tokens(&name("acme"), Some(&name("web"))).await.unwrap(), vec![a.clone(), c.clone()]);
+    assert!(!store.delete_proxy_token(&name("other"), "p1").await.unwrap(), "a token is deleted only within its tenant");
+    assert!(store.delete_proxy_token(&name("acme"), "p1").await.unwrap());
+    assert_eq!(store.find_proxy_token(&a.hash).await.unwrap(), None);
+}
+
+pub async fn deleting_a_tenant_deletes_its_secrets_and_proxy_tokens(store: Arc<dyn Store>) {
+    for t in ["acme", "other"] {
+        store.insert_tenant(&tenant(t), 4000).await.unwrap();
+        store.put_secret(&secret(t, "db", 1, b"x", 1)).await.unwrap();
+        store.insert_proxy_token(&proxy_token(&format!("tok-{t}"), t, "web", 80, 1)).await.unwrap();
+    }
+    assert!(store.delete_tenant(&name("acme")).await.unwrap());
+    assert!(store.list_secrets(&name("acme")).await.unwrap().is_empty());
+    assert!(store.list_proxy_tokens(&name("acme"), None).await.unwrap().is_empty());
+    assert_eq!(store.list_secrets(&name("other")).await.unwrap().len(), 1);
+    assert_eq!(store.list_proxy_tokens(&name("other"), None).await.unwrap().len(), 1);
 }
 
 #[cfg(test)]

@@ -108,6 +108,40 @@ pub struct TokenRecord {
     pub created_at: OffsetDateTime,
 }
 
+/// A tenant's secret, sealed by the hub: the store never sees the value.
+#[derive(Clone, PartialEq)]
+pub struct SecretRecord {
+    pub tenant: Name,
+    pub name: Name,
+    /// Nonce and ciphertext, as the hub's sealing made them.
+    pub sealed: Vec<u8>,
+    pub size_bytes: u64,
+    /// From the generation counter: a changed value has a higher one.
+    pub version: i64,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+impl std::fmt::Debug for SecretRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretRecord {{ {}/{} v{} {} bytes }}", self.tenant, self.name, self.version, self.size_bytes)
+    }
+}
+
+/// A proxy token: opens one port of one instance; only its hash is stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProxyTokenRecord {
+    pub id: String,
+    /// SHA-256 (hex) of the secret.
+    pub hash: String,
+    pub tenant: Name,
+    pub instance: Name,
+    pub instance_id: InstanceId,
+    pub port: u16,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+}
+
 /// A new audit event; the store assigns id and time.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewEvent {
@@ -325,6 +359,21 @@ pub trait Store: Send + Sync + 'static {
     async fn set_snapshot_schedule(&self, instance: InstanceId, schedule: Option<SnapshotSchedule>) -> Result<()>;
     /// Every schedule, of the instances on `host` or of all.
     async fn list_snapshot_schedules(&self, host: Option<&Name>) -> Result<Vec<(InstanceId, SnapshotSchedule)>>;
+
+    // ---- secrets (sealed by the hub) and proxy tokens ----
+    /// Inserts, or replaces the value, size, version and update time of, a secret;
+    /// its creation time stays.
+    async fn put_secret(&self, secret: &SecretRecord) -> Result<()>;
+    async fn get_secret(&self, tenant: &Name, name: &Name) -> Result<Option<SecretRecord>>;
+    /// A tenant's secrets, by name.
+    async fn list_secrets(&self, tenant: &Name) -> Result<Vec<SecretRecord>>;
+    async fn delete_secret(&self, tenant: &Name, name: &Name) -> Result<bool>;
+    /// AlreadyExists if the id or hash is taken.
+    async fn insert_proxy_token(&self, token: &ProxyTokenRecord) -> Result<()>;
+    async fn find_proxy_token(&self, hash: &str) -> Result<Option<ProxyTokenRecord>>;
+    /// A tenant's proxy tokens (of one instance, if named), oldest first.
+    async fn list_proxy_tokens(&self, tenant: &Name, instance: Option<&Name>) -> Result<Vec<ProxyTokenRecord>>;
+    async fn delete_proxy_token(&self, tenant: &Name, id: &str) -> Result<bool>;
 }
 
 /// One snapshot of an instance's volume as the hub records it.

@@ -25,8 +25,11 @@
 //! [`Migrator`] instead, which records them in the same `_sqlx_migrations` table with
 //! the same checksums as `migrate!` would, so switching to the macro later is seamless.
 
-use crate::{HostRecord, HostReport, HostStateChange, InstanceFilter, InstanceVersion, NewEvent, Result, SnapshotFilter, SnapshotRecord, Store, StoreError, TokenRecord};
 use hangar_types::snapshots::SnapshotSchedule;
+use crate::{
+    HostRecord, HostReport, HostStateChange, InstanceFilter, InstanceVersion, NewEvent, ProxyTokenRecord, Result, SecretRecord,
+    SnapshotFilter, SnapshotRecord, Store, StoreError, TokenRecord,
+};
 use async_trait::async_trait;
 use hangar_types::api::{Event, HostState, Image, Instance, Operation, OperationStatus, Pool, PoolCounts, Tenant};
 use hangar_types::{DesiredState, Generation, HostId, InstanceId, Name, ObservedState, OperationId, TokenId};
@@ -62,6 +65,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (6, "uid ranges", include_str!("../migrations/0006_uid_ranges.sql")),
     (7, "images", include_str!("../migrations/0007_images.sql")),
     (8, "snapshots", include_str!("../migrations/0008_snapshots.sql")),
+    (10, "secrets and proxy tokens", include_str!("../migrations/0010_secrets_proxy_tokens.sql")),
 ];
 
 /// The store on one SQLite database; cheap to clone (it is a connection pool).
@@ -220,6 +224,10 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(backend(CONTEXT))?;
+        // A tenant's secrets and proxy tokens go with it.
+        for table in ["DELETE FROM secrets WHERE tenant = ?1", "DELETE FROM proxy_tokens WHERE tenant = ?1"] {
+            sqlx::query(table).bind(name.as_str()).execute(&mut *tx).await.map_err(backend(CONTEXT))?;
+        }
         let done = sqlx::query("DELETE FROM tenants WHERE name = ?1")
             .bind(name.as_str())
             .execute(&mut *tx)
@@ -742,6 +750,67 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn put_secret(&self, secret: &SecretRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO secrets (tenant, name, sealed, size_bytes, version, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+             ON CONFLICT (tenant, name) DO UPDATE SET sealed = excluded.sealed, size_bytes = excluded.size_bytes, version = excluded.version, updated_at = excluded.updated_at",
+        )
+        .bind(secret.tenant.as_str())
+        .bind(secret.name.as_str())
+        .bind(&secret.sealed)
+        .bind(i64::try_from(secret.size_bytes).unwrap_or(i64::MAX))
+        .bind(secret.version)
+        .bind(Nanos(secret.created_at))
+        .bind(Nanos(secret.updated_at))
+        .execute(&self.pool)
+        .await
+        .map_err(backend("put secret"))?;
+        Ok(())
+    }
+
+    async fn get_secret(&self, tenant: &Name, name: &Name) -> Result<Option<SecretRecord>> {
+        self.one(sqlx::query("SELECT * FROM secrets WHERE tenant = ?1 AND name = ?2").bind(tenant.as_str()).bind(name.as_str()), "get secret", secret_row).await
+    }
+
+    async fn list_secrets(&self, tenant: &Name) -> Result<Vec<SecretRecord>> {
+        self.all(sqlx::query("SELECT * FROM secrets WHERE tenant = ?1 ORDER BY name").bind(tenant.as_str()), "list secrets", secret_row).await
+    }
+
+    async fn delete_secret(&self, tenant: &Name, name: &Name) -> Result<bool> {
+        self.delete(sqlx::query("DELETE FROM secrets WHERE tenant = ?1 AND name = ?2").bind(tenant.as_str()).bind(name.as_str()), "delete secret").await
+    }
+
+    async fn insert_proxy_token(&self, token: &ProxyTokenRecord) -> Result<()> {
+        sqlx::query("INSERT INTO proxy_tokens (id, hash, tenant, instance, instance_id, port, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")
+            .bind(&token.id)
+            .bind(&token.hash)
+            .bind(token.tenant.as_str())
+            .bind(token.instance.as_str())
+            .bind(token.instance_id.to_string())
+            .bind(i64::from(token.port))
+            .bind(Nanos(token.created_at))
+            .bind(Nanos(token.expires_at))
+            .execute(&self.pool)
+            .await
+            .map_err(unique("insert proxy token", format!("proxy token '{}'", token.id)))?;
+        Ok(())
+    }
+
+    async fn find_proxy_token(&self, hash: &str) -> Result<Option<ProxyTokenRecord>> {
+        self.one(sqlx::query("SELECT * FROM proxy_tokens WHERE hash = ?1").bind(hash), "find proxy token", proxy_token_row).await
+    }
+
+    async fn list_proxy_tokens(&self, tenant: &Name, instance: Option<&Name>) -> Result<Vec<ProxyTokenRecord>> {
+        let q = sqlx::query("SELECT * FROM proxy_tokens WHERE tenant = ?1 AND (?2 IS NULL OR instance = ?2) ORDER BY created_at, id")
+            .bind(tenant.as_str())
+            .bind(instance.map(Name::as_str));
+        self.all(q, "list proxy tokens", proxy_token_row).await
+    }
+
+    async fn delete_proxy_token(&self, tenant: &Name, id: &str) -> Result<bool> {
+        self.delete(sqlx::query("DELETE FROM proxy_tokens WHERE tenant = ?1 AND id = ?2").bind(tenant.as_str()).bind(id), "delete proxy token").await
+    }
 }
 
 /// Byte counts are INTEGER (i64); beyond it (never, for a volume) saturates.
@@ -764,6 +833,35 @@ fn snapshot_row(row: &SqliteRow) -> Result<SnapshotRecord> {
         exclusive_bytes: bytes("exclusive_bytes")?,
         scheduled: c.get("scheduled")?,
         deleted_at: deleted.map(|n| n.0),
+    })
+}
+
+fn secret_row(row: &SqliteRow) -> Result<SecretRecord> {
+    let c = Cols::new(row, "secrets");
+    let size: i64 = c.get("size_bytes")?;
+    Ok(SecretRecord {
+        tenant: c.parse("tenant")?,
+        name: c.parse("name")?,
+        sealed: c.get("sealed")?,
+        size_bytes: u64::try_from(size).map_err(|e| c.corrupt("size_bytes", e))?,
+        version: c.get("version")?,
+        created_at: c.time("created_at")?,
+        updated_at: c.time("updated_at")?,
+    })
+}
+
+fn proxy_token_row(row: &SqliteRow) -> Result<ProxyTokenRecord> {
+    let c = Cols::new(row, "proxy_tokens");
+    let port: i64 = c.get("port")?;
+    Ok(ProxyTokenRecord {
+        id: c.get("id")?,
+        hash: c.get("hash")?,
+        tenant: c.parse("tenant")?,
+        instance: c.parse("instance")?,
+        instance_id: c.parse("instance_id")?,
+        port: u16::try_from(port).map_err(|e| c.corrupt("port", e))?,
+        created_at: c.time("created_at")?,
+        expires_at: c.time("expires_at")?,
     })
 }
 

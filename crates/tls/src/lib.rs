@@ -4,6 +4,7 @@
 //!
 //! One crypto provider for the whole tree: aws-lc-rs ([`install_crypto_provider`]).
 
+pub mod forward;
 pub mod serve;
 
 use rcgen::{

@@ -164,6 +164,10 @@ pub struct InstanceSpec {
     pub command: Vec<String>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Secrets of the tenant it sees read-only at `/run/secrets/<name>` (see
+    /// [`crate::access`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<Name>,
 }
 
 impl InstanceSpec {
@@ -189,6 +193,7 @@ impl InstanceSpec {
         if let Some(k) = self.env.iter().find_map(|(k, v)| v.contains('\0').then_some(k)) {
             return Err(format!("env value of '{k}' contains a NUL byte, which no environment can hold"));
         }
+        crate::access::check_secret_names(&self.secrets)?;
         Ok(())
     }
 }
@@ -216,6 +221,9 @@ pub struct InstanceCreate {
     /// the scheduler choose.
     #[serde(default)]
     pub host: Option<Name>,
+    /// Secrets of the tenant it sees at `/run/secrets/<name>`; each must exist.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<Name>,
 }
 
 impl PoolCreate {
@@ -237,6 +245,7 @@ impl InstanceCreate {
             env: spec.env,
             start,
             host: None,
+            secrets: spec.secrets,
         }
     }
 
@@ -248,6 +257,7 @@ impl InstanceCreate {
             disk_mib: self.disk_mib,
             command: self.command.clone(),
             env: self.env.clone(),
+            secrets: self.secrets.clone(),
         }
     }
 }
@@ -337,6 +347,7 @@ impl PoolCreate {
             disk_mib: self.disk_mib,
             command: self.command.clone(),
             env: self.env.clone(),
+            secrets: vec![],
         }
     }
 }

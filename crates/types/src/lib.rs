@@ -3,6 +3,7 @@
 //!
 //! This crate does no I/O: no files, no sockets, no clocks except the caller's.
 
+pub mod access;
 pub mod api;
 pub mod error;
 pub mod generation;

@@ -134,7 +134,7 @@ mod tests {
     const OC: Overcommit = Overcommit { cpu: 1.0, mem: 1.0, disk: 1.0 };
 
     fn spec(vcpus: u32, mem_mib: u64, disk_mib: u64) -> InstanceSpec {
-        InstanceSpec { image: ImageRef::Host, vcpus, mem_mib, disk_mib, command: vec![], env: Default::default() }
+        InstanceSpec { image: ImageRef::Host, vcpus, mem_mib, disk_mib, command: vec![], env: Default::default(), secrets: vec![] }
     }
 
     fn host(name: &str, state: HostState, load: Load) -> Candidate {

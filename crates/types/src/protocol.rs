@@ -184,6 +184,11 @@ pub struct DesiredInstance {
     /// Scheduled snapshots of its volume, taken and pruned by the agent; absent: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_schedule: Option<crate::snapshots::SnapshotSchedule>,
+    /// The secrets `spec.secrets` names that exist, by name and version: never their
+    /// values (this document is kept on disk); the agent fetches those over mTLS
+    /// when a version changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<crate::access::SecretStamp>,
 }
 
 /// A registered image as a host needs it: what it is and where it lies on the host.

@@ -236,7 +236,7 @@ mod tests {
     use crate::api::ImageRef;
 
     fn spec(vcpus: u32, mem_mib: u64, disk_mib: u64) -> InstanceSpec {
-        InstanceSpec { image: ImageRef::Host, vcpus, mem_mib, disk_mib, command: vec![], env: Default::default() }
+        InstanceSpec { image: ImageRef::Host, vcpus, mem_mib, disk_mib, command: vec![], env: Default::default(), secrets: vec![] }
     }
 
     const Q: Quotas = Quotas { max_vcpus: 4, max_mem_mib: 1024, max_running: 2, max_instances: 3, max_disk_gib: 1 };

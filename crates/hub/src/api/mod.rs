@@ -16,6 +16,8 @@ mod network;
 mod operations;
 mod pools;
 mod snapshots;
+mod proxy;
+mod secrets;
 mod tenants;
 mod tokens;
 
@@ -143,7 +145,22 @@ const HTTP_METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "hea
 
 /// Every route of the API.
 fn api() -> ApiRoutes {
-    [meta::routes(), tenants::routes(), instances::routes(), pools::routes(), operations::routes(), events::routes(), network::routes(), tokens::routes(), hosts::routes(), agents::routes(), images::routes(), snapshots::routes()]
+    [
+        meta::routes(),
+        tenants::routes(),
+        instances::routes(),
+        pools::routes(),
+        operations::routes(),
+        events::routes(),
+        network::routes(),
+        tokens::routes(),
+        hosts::routes(),
+        agents::routes(),
+        images::routes(),
+        snapshots::routes(),
+        secrets::routes(),
+        proxy::routes(),
+    ]
         .into_iter()
         .fold(ApiRoutes::new(), ApiRoutes::merge)
 }
@@ -170,6 +187,8 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 
 pub fn router(hub: AppState) -> Router {
     let (router, _) = api().router.split_for_parts();
+    // The HTTP proxy: the workload's own HTTP, so not in the OpenAPI document (see `proxy`).
+    let router = router.merge(proxy::proxy_router());
     router.fallback(|| async { HubError::not_found("no such API route: see /v1/openapi.json") }).with_state(hub)
 }
 

@@ -182,6 +182,19 @@ pub fn write(bundle: &Path, spec: &SandboxSpec) -> Result<(), RuntimeError> {
     mounts.push(bind("/home", &spec.home_dir, false).map_err(|e| err(id, e))?);
     let tmp_size = format!("size={}m", (spec.mem_mib / 2).clamp(16, 1024));
     mounts.push(tmpfs("/tmp", &["nosuid", "nodev", "mode=1777", &tmp_size]).map_err(|e| err(id, e))?);
+    // Secrets (`crate::secrets`): the sandbox's directory on the agent's tmpfs, read-only
+    // at /run/secrets (on a /run of its own for images, which the host image has).
+    if let Some(dir) = &spec.secrets_dir {
+        if !matches!(spec.image, ImageRef::Host) {
+            mounts.push(tmpfs("/run", &["nosuid", "nodev", "size=16m"]).map_err(|e| err(id, e))?);
+        }
+        let mut m = bind("/run/secrets", dir, true).map_err(|e| err(id, e))?;
+        m.set_options(m.options().clone().map(|mut o| {
+            o.push("noexec".into());
+            o
+        }));
+        mounts.push(m);
+    }
 
     let caps: HashSet<Capability> = CAPS.into_iter().collect();
     let capabilities = LinuxCapabilitiesBuilder::default()

@@ -75,6 +75,9 @@ pub struct SandboxSpec {
     pub log_path: PathBuf,
     /// The host ids root and every other id inside map to (its user namespace).
     pub ids: hangar_types::idmap::IdRange,
+    /// Mounted read-only at /run/secrets when the instance names secrets
+    /// (`crate::secrets`).
+    pub secrets_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
