@@ -65,6 +65,7 @@ impl Env {
             hostname: "drv".into(),
             log_path: self.root().join(format!("{id}.log")),
             ids: IdRange::at(DEFAULT_FIRST_ID),
+            join: None,
         }
     }
 }
