@@ -38,6 +38,8 @@ pub struct BridgeNetwork {
     flooded: tokio::sync::Mutex<std::collections::HashMap<String, Vec<Ipv4Addr>>>,
     /// Helpers holding fresh namespaces, ready to be pinned to the next sandbox.
     spares: Spares,
+    /// The hub's addresses, which no sandbox may reach (see [`nft`]).
+    hub: std::sync::Mutex<Vec<Ipv4Addr>>,
 }
 
 /// Names of the spare network namespaces agents before user namespaces kept made ahead
@@ -56,6 +58,7 @@ impl BridgeNetwork {
             applied: Default::default(),
             flooded: Default::default(),
             spares: Default::default(),
+            hub: Default::default(),
         }
     }
 
@@ -448,6 +451,12 @@ impl NetworkDriver for BridgeNetwork {
         net.and(user)
     }
 
+    fn guard_hub(&self, mut addresses: Vec<Ipv4Addr>) {
+        addresses.sort();
+        addresses.dedup();
+        *self.hub.lock().unwrap_or_else(|p| p.into_inner()) = addresses;
+    }
+
     async fn prewarm(&self) -> Result<(), NetError> {
         self.spares.top_up().await
     }
@@ -505,7 +514,8 @@ impl NetworkDriver for BridgeNetwork {
             }
         }
         filters.sort_by_key(|f| f.vni);
-        let rules = nft::Rules { bridges: wanted.clone(), overlays: filters };
+        let hub = self.hub.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let rules = nft::Rules { bridges: wanted.clone(), overlays: filters, hub };
         let mut applied = self.applied.lock().await;
         if applied.as_ref() != Some(&rules) || (!wanted.is_empty() && !nft::present(&self.table).await) {
             nft::apply(&self.table, range, &rules).await?;

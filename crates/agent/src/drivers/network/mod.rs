@@ -81,6 +81,9 @@ pub trait NetworkDriver: Send + Sync {
     async fn attach(&self, sandbox: &SandboxId, net: &NetSpec, ids: IdRange) -> Result<JoinNamespaces, NetError>;
     /// Removes a sandbox's namespaces and veth. Ok if absent.
     async fn detach(&self, sandbox: &SandboxId) -> Result<(), NetError>;
+    /// The hub's addresses: no sandbox may reach them, whether they are in the cluster
+    /// range or not (rules follow at the next [`sync`](Self::sync)).
+    fn guard_hub(&self, _addresses: Vec<std::net::Ipv4Addr>) {}
     /// Gets ready, off the start path, what makes the next [`attach`](Self::attach)
     /// fast (e.g. helpers holding fresh namespaces).
     async fn prewarm(&self) -> Result<(), NetError> {
