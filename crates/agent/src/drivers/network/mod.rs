@@ -41,7 +41,8 @@ pub enum HostNetwork {
     /// rules are here to remove.
     Shared,
     /// In a namespace of its own that goes away with it (a provider host): only what
-    /// lives outside it, in the machine-wide /run/netns, is removed.
+    /// lives outside it, the pinned namespaces in the machine-wide /run/netns and
+    /// /run/hangar/userns, is removed.
     Separate,
 }
 
