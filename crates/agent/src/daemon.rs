@@ -63,6 +63,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output =
     let opened = drivers::open(&paths, &identity.host_id.short(), &opts.drivers).await?;
     let drivers = opened.describe();
     let drivers::Drivers { runtime, volumes, network } = opened;
+    network.guard_hub(hub_addresses(&hub_url).await);
     let reconciler = Reconciler::new(paths.clone(), runtime.clone(), volumes.clone(), network.clone());
     let snapshots = crate::snapshots::Snapshots::new(volumes.clone(), runtime.clone());
 
@@ -206,6 +207,27 @@ pub fn node_instances(doc: &DesiredDoc, observed: &[hangar_types::protocol::Obse
             pids: None,
         })
         .collect()
+}
+
+/// The IPv4 addresses of the hub's URL (a literal, or what its name resolves to now),
+/// which the network driver keeps sandboxes from: a hub outside the cluster range is
+/// otherwise the outside world to them. None on a URL that does not resolve (the agent
+/// cannot reach that hub either).
+async fn hub_addresses(hub_url: &str) -> Vec<std::net::Ipv4Addr> {
+    let rest = hub_url.split_once("://").map_or(hub_url, |(_, r)| r);
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let authority = if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) && !authority.ends_with(']') { authority.to_string() } else { format!("{authority}:443") };
+    match tokio::net::lookup_host(authority.as_str()).await {
+        Ok(addrs) => addrs.filter_map(|a| match a.ip() {
+            std::net::IpAddr::V4(v4) => Some(v4),
+            std::net::IpAddr::V6(_) => None,
+        })
+        .collect(),
+        Err(e) => {
+            tracing::warn!(hub = %hub_url, error = %e, "cannot resolve the hub's address to keep sandboxes from it");
+            vec![]
+        }
+    }
 }
 
 /// One-shot convergence to a document from a file, without a hub: `hangar agent

@@ -15,9 +15,11 @@ pub struct Inventory {
     /// Volumes in its storage, whichever volume driver made them (a pool that is not
     /// mounted shows none).
     pub volumes: Vec<VolumeId>,
-    /// Sandboxes with a network namespace of this agent (spares an older agent made
-    /// are not listed).
+    /// Sandboxes with a namespace of this agent, network or user (spares an older
+    /// agent made are not listed).
     pub namespaces: Vec<SandboxId>,
+    /// Of those: the sandboxes with a pinned user namespace.
+    pub user_namespaces: Vec<SandboxId>,
     /// Of the sandboxes asked about: those whose memory cgroup still exists.
     pub cgroups: Vec<SandboxId>,
     /// Of the sandboxes asked about: their host-side veths that still exist.
@@ -48,6 +50,7 @@ pub async fn inventory(paths: &AgentPaths, traces_of: &[SandboxId]) -> Result<In
     inv.sandboxes = runtime.list().await?.into_iter().map(|(id, _)| id).collect();
     inv.volumes = VOLUMES.iter().flat_map(|d| (d.present)(paths)).collect();
     inv.namespaces = network.attached().await?;
+    inv.user_namespaces = network.user_namespaces().await?;
     let wired = network.wired().await?;
     for sid in traces_of {
         if memory_cgroup(sid).exists() {
@@ -58,7 +61,7 @@ pub async fn inventory(paths: &AgentPaths, traces_of: &[SandboxId]) -> Result<In
             inv.veths.push(veth);
         }
     }
-    for list in [&mut inv.sandboxes, &mut inv.namespaces, &mut inv.cgroups] {
+    for list in [&mut inv.sandboxes, &mut inv.namespaces, &mut inv.user_namespaces, &mut inv.cgroups] {
         sorted(list);
     }
     sorted(&mut inv.volumes);

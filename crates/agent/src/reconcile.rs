@@ -139,13 +139,41 @@ impl Reconciler {
         if let Err(e) = self.network.sync(&range, &nets).await {
             tracing::error!(error = %e, "cannot sync tenant networks");
         }
+        self.pin_ahead(doc).await;
+    }
+
+    /// Off the start path: ready helpers for the next new instances, and the pinned
+    /// namespaces (wired) of instances known here that have none yet (created stopped,
+    /// or after a reboot), a few per pass, so their start is one `run -d`.
+    async fn pin_ahead(&self, doc: &DesiredDoc) {
+        const PER_PASS: usize = 4;
+        if let Err(e) = self.network.prewarm().await {
+            tracing::warn!(error = %e, "cannot make sandbox namespaces ahead");
+            return;
+        }
+        // Only instances with no namespace at all: a half-made pair is remade by the
+        // next start, and a sandbox running in a namespace an older agent made is left
+        // alone.
+        let have: HashSet<SandboxId> = match self.network.attached().await {
+            Ok(l) => l.into_iter().collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list sandbox namespaces");
+                return;
+            }
+        };
+        let missing = doc.instances.iter().filter(|d| d.desired != DesiredState::Deleted && !have.contains(&d.id.sandbox_id()));
+        for (d, net, ids) in missing.filter_map(|d| Some((d, d.network.as_ref()?, d.ids?))).take(PER_PASS) {
+            if let Err(e) = self.network.attach(&d.id.sandbox_id(), net, ids).await {
+                tracing::warn!(instance = %d.id, error = %e, "cannot make the instance's namespaces ahead");
+            }
+        }
     }
 
     async fn converge_one(&self, d: &DesiredInstance, status: Option<SandboxStatus>, wired: bool) -> ObservedInstance {
         let prev = self.acted(d.id).filter(|a| a.generation == d.generation);
-        if let (Some(net), Some(SandboxStatus::Running | SandboxStatus::Paused), false) = (&d.network, status, wired) {
+        if let (Some(net), Some(ids), Some(SandboxStatus::Running | SandboxStatus::Paused), false) = (&d.network, d.ids, status, wired) {
             tracing::warn!(instance = %d.id, "its veth is gone; wiring it again");
-            if let Err(e) = self.network.attach(&d.id.sandbox_id(), net).await {
+            if let Err(e) = self.network.attach(&d.id.sandbox_id(), net, ids).await {
                 tracing::error!(instance = %d.id, error = %e, "cannot re-wire the instance");
             }
         }
@@ -243,7 +271,17 @@ impl Reconciler {
                 }
                 let t0 = std::time::Instant::now();
                 let ids = d.ids.ok_or_else(no_ids)?;
-                let home = self.ensure_volume(&volume, d).await?;
+                // The volume and the sandbox's pinned namespaces (made ahead when the
+                // instance was known before, else from a ready helper) side by side:
+                // they do not depend on each other. Then one `run -d` joins both.
+                let pinned = async {
+                    match &d.network {
+                        Some(net) => self.network.attach(&sid, net, ids).await.map(Some).map_err(|e| format!("network: {e}")),
+                        None => Ok(None),
+                    }
+                };
+                let (home, join) = tokio::join!(self.ensure_volume(&volume, d), pinned);
+                let (home, join) = (home?, join?);
                 let spec = SandboxSpec {
                     id: sid.clone(),
                     image: crate::images::resolve(&self.paths, d).await?,
@@ -257,26 +295,11 @@ impl Reconciler {
                     log_path: self.paths.log_file(&sid),
                     ids,
                     secrets_dir: crate::secrets::sandbox_dir(&self.paths, d),
+                    join,
                 };
                 let t1 = std::time::Instant::now();
-                match &d.network {
-                    None => self.runtime.start(&spec).await.map_err(|e| e.to_string())?,
-                    // The sandbox makes its network namespace (in its user namespace);
-                    // it is wired before the workload runs.
-                    Some(net) => {
-                        let netns = self.runtime.create(&spec).await.map_err(|e| e.to_string())?;
-                        let wired = async {
-                            self.network.adopt(&sid, &netns).await?;
-                            self.network.attach(&sid, net).await
-                        };
-                        if let Err(e) = wired.await {
-                            let _ = self.runtime.stop(&sid, STOP_GRACE).await;
-                            return Err(format!("network: {e}"));
-                        }
-                        self.runtime.start_created(&sid).await.map_err(|e| e.to_string())?;
-                    }
-                }
-                tracing::debug!(instance = %d.id, volume_ms = (t1 - t0).as_secs_f64() * 1e3, runtime_and_network_ms = t1.elapsed().as_secs_f64() * 1e3, "started");
+                self.runtime.start(&spec).await.map_err(|e| e.to_string())?;
+                tracing::debug!(instance = %d.id, volume_and_network_ms = (t1 - t0).as_secs_f64() * 1e3, runtime_ms = t1.elapsed().as_secs_f64() * 1e3, "started");
                 if want_warm {
                     self.runtime.pause(&sid).await.map_err(|e| e.to_string())?;
                     return Ok(O::Warm);

@@ -12,7 +12,8 @@ use std::time::Duration;
 pub enum Teardown {
     /// Its sandboxes only (a host stop): volumes, namespaces and networks stay.
     Sandboxes,
-    /// Its sandboxes (and their cgroups), their network namespaces, the network driver's
+    /// Its sandboxes (and their cgroups), their pinned user and network namespaces
+    /// (every one with the agent's prefix), the network driver's
     /// leftovers, e.g. an older agent's spare namespaces (and, in a [`HostNetwork::Shared`] namespace, its bridges and rules) and
     /// its volume pool's mount and loop device. The data (volumes, identity) stays.
     Everything(HostNetwork),
@@ -71,7 +72,8 @@ pub async fn teardown(paths: &AgentPaths, what: Teardown) -> TeardownReport {
 }
 
 /// Namespaces of every instance the agent last knew, then (sync to nothing) its bridges
-/// and rules, then what its driver keeps besides.
+/// and rules, then what its driver keeps besides (pinned namespaces of sandboxes the
+/// last document no longer held, an older agent's spares).
 async fn remove_network(paths: &AgentPaths, used: &DriverConfig, place: HostNetwork, r: &mut TeardownReport) {
     let Some(owner) = paths.owner() else { return };
     let net = match used.network_driver() {

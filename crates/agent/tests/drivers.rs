@@ -66,6 +66,7 @@ impl Env {
             log_path: self.root().join(format!("{id}.log")),
             ids: IdRange::at(DEFAULT_FIRST_ID),
             secrets_dir: None,
+            join: None,
         }
     }
 }
@@ -270,6 +271,69 @@ async fn lifecycle(runtime: &str) {
     assert_eq!(rt.exec(&id, &exec("cat /home/hi.txt")).await.unwrap().stdout, "hi\n");
     rt.stop(&id, Duration::from_secs(2)).await.unwrap();
     assert!(matches!(rt.exec(&id, &exec("true")).await, Err(_)), "exec in a stopped sandbox must fail");
+}
+
+/// The start path of a networked instance: the network driver pins a user namespace
+/// with the instance's mapping and a network namespace it owns, wires it, and the
+/// runtime joins both by path; stop and start again reuse them, detach removes them.
+/// In a network namespace of this thread's own (bridges and veths never touch the
+/// machine's). Leaves no pin and no nsfs mount.
+async fn joined_namespaces(runtime: &str) {
+    use hangar_agent::drivers::network::NetworkDriver;
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+    let mut env = Env::new();
+    let rt = env.runtime(runtime);
+    let home = env.root().join("home-join");
+    std::fs::create_dir_all(&home).unwrap();
+    let mut spec = env.spec(home.clone(), 64);
+    hangar_agent::drivers::volume::own_root(&home, spec.ids).await.unwrap();
+    let id = spec.id.clone();
+    let owner = format!("hd{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let net = hangar_agent::drivers::network::BridgeNetwork::new(&owner);
+    let range: hangar_types::net::ClusterRange = "10.240.0.0/12".parse().unwrap();
+    let netspec = hangar_types::net::NetSpec {
+        net_id: 1,
+        bridge: hangar_types::net::bridge_name(range.subnet(1)),
+        address: range.host(1, 10),
+        prefix_len: 24,
+        gateway: range.gateway(1),
+        cluster_range: range.to_string(),
+        isolated: false,
+        overlay: None,
+    };
+    net.prewarm().await.unwrap();
+    let join = net.attach(&id, &netspec, spec.ids).await.unwrap();
+    let inode = |p: &Path| std::fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap();
+    let (user_ino, net_ino) = (inode(&join.user), inode(&join.net));
+    assert_eq!(net.attach(&id, &netspec, spec.ids).await.unwrap(), join, "attach again: the same pins");
+    assert_eq!((inode(&join.user), inode(&join.net)), (user_ino, net_ino), "attach again made new namespaces");
+    spec.join = Some(join.clone());
+    for round in 0..2 {
+        rt.start(&spec).await.unwrap();
+        assert_eq!(rt.status(&id).await.unwrap(), Some(SandboxStatus::Running), "round {round}");
+        let r = rt.exec(&id, &exec("cat /proc/self/uid_map; stat -L -c %i /proc/self/ns/user /proc/self/ns/net; cat /sys/class/net/eth0/address; cat /proc/sys/net/ipv4/ping_group_range")).await.unwrap();
+        let words: Vec<&str> = r.stdout.split_whitespace().collect();
+        let base = spec.ids.base.to_string();
+        let (user, netns) = (user_ino.to_string(), net_ino.to_string());
+        assert_eq!(words, ["0", base.as_str(), "65536", user.as_str(), netns.as_str(), "02:58:0a:f0:01:0a", "0", "65535"], "round {round}: {}", r.stderr);
+        rt.stop(&id, Duration::from_secs(1)).await.unwrap();
+        assert!(join.user.exists() && join.net.exists(), "stop removed the pins");
+    }
+    net.detach(&id).await.unwrap();
+    assert!(!join.user.exists() && !join.net.exists(), "detach left a pin");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.lines().any(|l| l.contains(" - nsfs ") && l.contains(&owner)), "nsfs mounts left:\n{mounts}");
+    net.release(hangar_agent::drivers::HostNetwork::Shared).await.unwrap();
+}
+
+#[tokio::test]
+async fn runc_joins_pinned_namespaces() {
+    joined_namespaces("runc").await;
+}
+
+#[tokio::test]
+async fn crun_joins_pinned_namespaces() {
+    joined_namespaces("crun").await;
 }
 
 #[tokio::test]

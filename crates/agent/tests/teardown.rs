@@ -54,6 +54,16 @@ fn netns_of(owner: &str) -> Vec<String> {
     std::fs::read_dir("/run/netns").map(|rd| rd.flatten().filter_map(|e| e.file_name().into_string().ok()).filter(|n| n.starts_with(&prefix)).collect()).unwrap_or_default()
 }
 
+/// The agent's pinned user namespaces, and its nsfs mounts anywhere (pins of either kind).
+fn pins_of(owner: &str) -> (Vec<String>, Vec<String>) {
+    let prefix = format!("hg-{owner}-");
+    let users = std::fs::read_dir("/run/hangar/userns")
+        .map(|rd| rd.flatten().filter_map(|e| e.file_name().into_string().ok()).filter(|n| n.starts_with(&prefix)).collect())
+        .unwrap_or_default();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().filter(|l| l.contains(" - nsfs ") && l.contains(&prefix)).map(str::to_string).collect();
+    (users, mounts)
+}
+
 fn mounted(p: &Path) -> bool {
     std::fs::read_to_string("/proc/self/mountinfo").unwrap().contains(&format!(" {} ", p.display()))
 }
@@ -78,6 +88,8 @@ fn an_agents_sandboxes_networks_and_pool_are_inventoried_then_removed() {
     rt.block_on(async {
         let observed = hangar_agent::daemon::reconcile_once(&paths, &cfg, &running, 20).await.unwrap();
         assert_eq!(observed[0].state, ObservedState::Running, "{observed:?}");
+        let (users, mounts) = pins_of(&owner);
+        assert_eq!((users.len(), mounts.len()), (1, 2), "one pinned user namespace, two nsfs mounts: {users:?} {mounts:?}");
         // A spare namespace as an agent before user namespaces left it: teardown removes it.
         assert!(succeeds("ip", &["netns", "add", &format!("hg-{owner}-spare0")]), "cannot make an old agent's spare");
         assert!(netns_of(&owner).iter().any(|n| n.contains("spare")), "no spares: {:?}", netns_of(&owner));
@@ -85,7 +97,10 @@ fn an_agents_sandboxes_networks_and_pool_are_inventoried_then_removed() {
 
         let all = inventory(&paths, std::slice::from_ref(&sid)).await.unwrap();
         let one = vec![sid.clone()];
-        assert_eq!(all, Inventory { sandboxes: one.clone(), volumes: vec![volume.clone()], namespaces: one.clone(), cgroups: one.clone(), veths: vec![veth_name(&sid)] });
+        assert_eq!(
+            all,
+            Inventory { sandboxes: one.clone(), volumes: vec![volume.clone()], namespaces: one.clone(), user_namespaces: one.clone(), cgroups: one.clone(), veths: vec![veth_name(&sid)] }
+        );
         let untraced = inventory(&paths, &[]).await.unwrap();
         assert!(untraced.cgroups.is_empty() && untraced.veths.is_empty(), "traces looked for unasked: {untraced:?}");
 
@@ -93,7 +108,10 @@ fn an_agents_sandboxes_networks_and_pool_are_inventoried_then_removed() {
         let r = teardown(&paths, Teardown::Sandboxes).await;
         assert_eq!(r, TeardownReport { done: vec![format!("stopped sandbox {sid}")], errors: vec![] });
         let stopped = inventory(&paths, std::slice::from_ref(&sid)).await.unwrap();
-        assert_eq!(stopped, Inventory { sandboxes: vec![], volumes: vec![volume.clone()], namespaces: one.clone(), cgroups: vec![], veths: vec![veth_name(&sid)] });
+        assert_eq!(
+            stopped,
+            Inventory { sandboxes: vec![], volumes: vec![volume.clone()], namespaces: one.clone(), user_namespaces: one.clone(), cgroups: vec![], veths: vec![veth_name(&sid)] }
+        );
 
         // Everything: namespaces (spares too), bridge, rules, the pool's mount and loop device.
         let r = teardown(&paths, Teardown::Everything(HostNetwork::Shared)).await;
@@ -101,6 +119,7 @@ fn an_agents_sandboxes_networks_and_pool_are_inventoried_then_removed() {
         assert_eq!(r.done, ["removed tenant networks"]);
         assert_eq!(inventory(&paths, std::slice::from_ref(&sid)).await.unwrap(), Inventory::default());
         assert_eq!(netns_of(&owner), Vec::<String>::new());
+        assert_eq!(pins_of(&owner), (vec![], vec![]), "pinned namespaces left");
         assert!(!succeeds("ip", &["link", "show", &bridge]), "bridge {bridge} left");
         assert!(!succeeds("nft", &["list", "table", "inet", &table]), "table {table} left");
         let storage = paths.storage();

@@ -196,6 +196,33 @@ fn a_sandbox_cannot_reach_the_hub_api_or_services_of_the_hubs_machine() {
     }
 }
 
+/// Packets the agent's "hub from sandboxes" rule dropped in a host's namespace; None
+/// without the rule.
+fn hub_rule_drops(ns: &str) -> Option<u64> {
+    let listing: serde_json::Value = serde_json::from_slice(&in_ns(ns, "nft -j list ruleset").stdout).unwrap();
+    listing["nftables"].as_array()?.iter().find(|i| i["rule"]["comment"] == "hub from sandboxes")?["rule"]["expr"].as_array()?.iter().find_map(|x| x["counter"]["packets"].as_u64())
+}
+
+/// The hub at the address its agent talks to it at is out of reach whether or not that
+/// address is in the cluster range (on real machines it is the outside world to a
+/// sandbox): the agent drops it by address, before any other forwarding rule. Here
+/// node-b's agent knows the hub at the host network's gateway, so the rule's counter
+/// shows the hub's own rule, not the cluster range's, stopped the sandbox.
+#[test]
+fn a_sandbox_cannot_reach_the_hub_at_the_address_its_agent_uses() {
+    let s = Setup::new();
+    let port = s.hub_port();
+    let gw = format!("{}.0.1", s.net);
+    let ns = s.ns("node-b");
+    let before = hub_rule_drops(&ns).expect("node-b's agent has no rule for its hub's address");
+    assert!(!s.tcp("evil/x", &gw, port), "a sandbox on node-b connects to the hub's API at {gw}:{port}");
+    let after = hub_rule_drops(&ns).unwrap();
+    assert!(after > before, "the hub rule dropped nothing ({before} -> {after}): the sandbox's packets went another way");
+    // The instances' own traffic is untouched.
+    let b = s.address("acme/b");
+    assert!(s.ping("acme/a", &b), "acme/a no longer reaches acme/b across hosts");
+}
+
 #[test]
 fn a_sandbox_cannot_reach_an_agent_endpoint() {
     let s = Setup::new();

@@ -153,6 +153,8 @@ fn raw_bundle(dir: &Path, id: &str, mem_mib: u64) -> Result<PathBuf> {
         // The raw runtime's sandboxes share one range: they only run `true`.
         ids: hangar_types::idmap::IdRange::at(hangar_types::idmap::DEFAULT_FIRST_ID),
         secrets_dir: None,
+        // What plain runc does: a new user and network namespace of its own.
+        join: None,
     };
     hangar_agent::drivers::runtime::bundle::write(&bundle, &s)?;
     Ok(bundle)

@@ -45,7 +45,7 @@ const SCENARIOS: [(&str, &[&str]); 8] = [
     ("fleet", &["host ready", "hosts join", "tenant create"]),
     ("lifecycle", &["instance create", "instance start", "sentinel write", "exec", "warm", "resume", "stop", "start again", "sentinel survives", "snapshot", "logs", "stats"]),
     ("network", &["instances on two tenants", "same-tenant reach", "cross-tenant isolation", "wide subnet wired", "cross-host reach", "net verify"]),
-    ("security", &["tenant token scoped", "bad input refused", "sandbox for the network probes", "sandbox cannot reach the hub API", "sandbox cannot reach a host underlay address", "host shadow unreadable", "uid mapped", "unshare refused", "dir image refused for a tenant", "data files are private", "log capped", "exec timeout capped"]),
+    ("security", &["tenant token scoped", "bad input refused", "sandbox for the network probes", "sandbox cannot reach the hub API", "sandbox cannot reach a host underlay address", "host shadow unreadable", "uid mapped", "unshare refused", "namespaces kept across a restart", "dir image refused for a tenant", "data files are private", "log capped", "exec timeout capped"]),
     ("pools", &["pool create", "scale up across hosts", "scale down newest first", "pool delete"]),
     ("hosts", &["members spread over hosts", "host stop keeps state", "host start persistence", "killed agent goes stale", "restarted agent adopts"]),
     ("access", &["secret set", "secret visible and read-only", "proxy denied without a token", "proxy allowed with a token", "access instance deleted"]),
@@ -504,6 +504,20 @@ async fn scenario(r: &mut Run, name: &str) {
                 let res = exec(&c, &a, "sec", "unshare -U true").await?;
                 if res.exit_code == 0 {
                     bail!("unshare -U succeeded inside a sandbox");
+                }
+                Ok(())
+            })
+            .await;
+            // The sandbox joins a user namespace and a network namespace it owns, pinned
+            // for the instance (the start path makes neither): a restart finds the same.
+            r.step("namespaces kept across a restart", async {
+                let ns = "readlink /proc/self/ns/user /proc/self/ns/net";
+                let before = exec(&c, &a, "sec", ns).await?.stdout;
+                action(&c, &a, "sec", "stop").await?;
+                action(&c, &a, "sec", "start").await?;
+                let after = exec(&c, &a, "sec", ns).await?.stdout;
+                if before.lines().count() != 2 || before != after {
+                    bail!("the sandbox's namespaces changed across a restart: {before:?} -> {after:?}");
                 }
                 Ok(())
             })

@@ -1,12 +1,15 @@
-//! The bridge network driver: netlink for links, addresses and routes; persistent
-//! network namespaces made without forking (a short-lived thread unshares and
-//! bind-mounts its namespace); nftables through [`super::nft`].
+//! The bridge network driver: netlink for links, addresses and routes; each sandbox's
+//! pinned user and network namespaces ([`super::pinned`]); nftables through
+//! [`super::nft`].
 
+use super::pinned::{self, Spares};
 use super::{nft, BridgeReport, HostNetwork, NetError, NetReport, NetworkDriver};
+use crate::drivers::runtime::JoinNamespaces;
+use hangar_types::idmap::IdRange;
 use futures_util::TryStreamExt;
 use hangar_types::net::{bridge_subnet, gateway_mac, subnet_of, veth_name, vxlan_name, ClusterRange, NetSpec, Overlay, VXLAN_PORT};
 use hangar_types::SandboxId;
-use nix::mount::{MntFlags, MsFlags};
+use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{InfoBridgePort, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
@@ -22,7 +25,7 @@ pub(super) fn open(owner: &str) -> std::sync::Arc<dyn NetworkDriver> {
 const ENODEV: i32 = -19;
 const EEXIST: i32 = -17;
 
-/// Bridges per tenant, a namespace and veth per sandbox, one nftables table.
+/// Bridges per tenant, pinned namespaces and a veth per sandbox, one nftables table.
 pub struct BridgeNetwork {
     /// This agent's nftables table (`hangar_<host>`), so agents never rewrite each other's.
     table: String,
@@ -33,11 +36,17 @@ pub struct BridgeNetwork {
     applied: tokio::sync::Mutex<Option<nft::Rules>>,
     /// The peers each overlay device was last given, so unchanged passes spawn nothing.
     flooded: tokio::sync::Mutex<std::collections::HashMap<String, Vec<Ipv4Addr>>>,
+    /// Helpers holding fresh namespaces, ready to be pinned to the next sandbox.
+    spares: Spares,
+    /// The hub's addresses, which no sandbox may reach (see [`nft`]).
+    hub: std::sync::Mutex<Vec<Ipv4Addr>>,
 }
 
-/// Names of the spare namespaces agents before user namespaces kept made ahead
-/// (`hg-<host>-spare<k>`): a sandbox now makes its own namespace inside its user
-/// namespace, so none are made any more; teardown still removes an older agent's.
+/// Names of the spare network namespaces agents before user namespaces kept made ahead
+/// (`hg-<host>-spare<k>`): they were the host's, which a sandbox in its own user
+/// namespace cannot join, so none are made any more (the spares now are helpers holding
+/// a user namespace and a network namespace it owns, see [`Spares`], which pin nothing);
+/// teardown still removes an older agent's.
 const SPARE: &str = "spare";
 
 impl BridgeNetwork {
@@ -48,6 +57,8 @@ impl BridgeNetwork {
             ns_prefix: format!("hg-{owner}-"),
             applied: Default::default(),
             flooded: Default::default(),
+            spares: Default::default(),
+            hub: Default::default(),
         }
     }
 
@@ -82,6 +93,36 @@ impl BridgeNetwork {
 
     pub fn netns_path(&self, sandbox: &SandboxId) -> PathBuf {
         Path::new(NETNS_DIR).join(format!("{}{sandbox}", self.ns_prefix))
+    }
+
+    /// Where the sandbox's user namespace is pinned.
+    pub fn userns_path(&self, sandbox: &SandboxId) -> PathBuf {
+        Path::new(pinned::USERNS_DIR).join(format!("{}{sandbox}", self.ns_prefix))
+    }
+
+    /// Sandboxes with an entry of this agent's in `dir` (spares of older agents aside).
+    fn sandboxes_in(&self, dir: &str) -> Vec<SandboxId> {
+        let Ok(rd) = std::fs::read_dir(dir) else { return vec![] };
+        rd.flatten()
+            .filter_map(|e| e.file_name().into_string().ok()?.strip_prefix(&self.ns_prefix).map(str::to_string))
+            .filter(|n| !n.starts_with(SPARE))
+            .filter_map(|n| n.parse().ok())
+            .collect()
+    }
+
+    /// The sandbox's pinned pair, made from a ready helper if either half is missing
+    /// (after a kill -9 while pinning, a reboot, or a namespace an older agent made the
+    /// host's): what is left of it and its veth go first.
+    async fn ensure_pinned(&self, sandbox: &SandboxId, ids: IdRange) -> Result<JoinNamespaces, NetError> {
+        let join = JoinNamespaces { user: self.userns_path(sandbox), net: self.netns_path(sandbox) };
+        if pinned::is_pinned(&join.user) && pinned::is_pinned(&join.net) {
+            return Ok(join);
+        }
+        self.detach(sandbox).await?;
+        std::fs::create_dir_all(NETNS_DIR).map_err(sys(format!("create {NETNS_DIR}")))?;
+        share_netns_dir()?;
+        self.spares.pin(ids, &join.user, &join.net).await?;
+        Ok(join)
     }
 }
 
@@ -295,27 +336,9 @@ where
         .map_err(|_| NetError::Sys { context: "netns worker panicked".into(), source: std::io::Error::other("panic") })?
 }
 
-/// Creates a persistent, empty network namespace bound at `path` (like `ip netns add`),
-/// without forking: a thread unshares its own namespace and bind-mounts it.
-async fn create_netns(path: PathBuf) -> Result<(), NetError> {
-    std::fs::create_dir_all(NETNS_DIR).map_err(sys(format!("create {NETNS_DIR}")))?;
-    share_netns_dir()?;
-    std::fs::File::create(&path).map_err(sys(format!("create {}", path.display())))?;
-    let p = path.clone();
-    let job = move || -> Result<(), NetError> {
-        let io = |what: &str, e: nix::Error| NetError::Sys { context: format!("{what} {}", p.display()), source: e.into() };
-        nix::sched::unshare(CloneFlags::CLONE_NEWNET).map_err(|e| io("unshare for", e))?;
-        nix::mount::mount(Some("/proc/thread-self/ns/net"), &p, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(|e| io("bind-mount", e))
-    };
-    let r = tokio::task::spawn_blocking(move || std::thread::spawn(job).join())
-        .await
-        .map_err(|e| NetError::Sys { context: "netns create".into(), source: std::io::Error::other(e.to_string()) })?
-        .map_err(|_| NetError::Sys { context: "netns create panicked".into(), source: std::io::Error::other("panic") })?;
-    if r.is_err() {
-        let _ = std::fs::remove_file(&path);
-    }
-    r?;
-    // Loopback up, so the workload can talk to itself.
+/// Brings the loopback of the network namespace at `path` up, so the workload can talk
+/// to itself.
+pub(super) async fn loopback_up(path: PathBuf) -> Result<(), NetError> {
     in_netns(path, |h| async move {
         if let Some(lo) = link(&h, "lo").await? {
             set_up(&h, lo.header.index, "lo").await?;
@@ -342,11 +365,7 @@ fn share_netns_dir() -> Result<(), NetError> {
 }
 
 fn remove_netns(path: &Path) -> Result<(), NetError> {
-    if !path.exists() {
-        return Ok(());
-    }
-    let _ = nix::mount::umount2(path, MntFlags::MNT_DETACH);
-    std::fs::remove_file(path).map_err(sys(format!("remove {}", path.display())))
+    pinned::unpin(path)
 }
 
 #[async_trait::async_trait]
@@ -355,25 +374,21 @@ impl NetworkDriver for BridgeNetwork {
         "bridge"
     }
 
-    async fn attach(&self, sandbox: &SandboxId, net: &NetSpec) -> Result<PathBuf, NetError> {
+    async fn attach(&self, sandbox: &SandboxId, net: &NetSpec, ids: IdRange) -> Result<JoinNamespaces, NetError> {
         let mut laps = crate::stopwatch::Stopwatch::start();
         let h = connect().await?;
         let br = ensure_bridge(&h, net).await?;
         laps.mark("bridge");
-        let ns = self.netns_path(sandbox);
-        // A sandbox's own namespace is adopted before it is wired (`adopt`); one is
-        // made here only for a caller that wires a namespace of the host's.
-        if !ns.exists() {
-            create_netns(ns.clone()).await?;
-        }
-        laps.mark("netns");
+        let join = self.ensure_pinned(sandbox, ids).await?;
+        let ns = join.net.clone();
+        laps.mark("pinned");
         let host_end = veth_name(sandbox);
         if let Some(m) = link(&h, &host_end).await? {
             // Exists: make sure it hangs on the right bridge and is up.
             if controller(&m) != Some(br) || !m.header.flags.contains(LinkFlags::Up) {
                 h.link().set(LinkUnspec::new_with_index(m.header.index).controller(br).up().build()).execute().await.map_err(nl(format!("attach {host_end}")))?;
             }
-            return Ok(ns);
+            return Ok(join);
         }
         // One request makes the pair: the host end on the bridge and up, the sandbox end
         // born inside the namespace as eth0. Moving an existing link into a namespace
@@ -418,7 +433,7 @@ impl NetworkDriver for BridgeNetwork {
         .await?;
         laps.mark("inside");
         tracing::debug!(%sandbox, laps = %laps.laps(), "network attached");
-        Ok(ns)
+        Ok(join)
     }
 
     async fn detach(&self, sandbox: &SandboxId) -> Result<(), NetError> {
@@ -430,20 +445,20 @@ impl NetworkDriver for BridgeNetwork {
                 Err(e) => return Err(nl(format!("delete {}", veth_name(sandbox)))(e)),
             }
         }
-        remove_netns(&self.netns_path(sandbox))
+        // Both pins go even if one fails; the first error is returned.
+        let net = remove_netns(&self.netns_path(sandbox));
+        let user = pinned::unpin(&self.userns_path(sandbox));
+        net.and(user)
     }
 
-    async fn adopt(&self, sandbox: &SandboxId, netns: &Path) -> Result<(), NetError> {
-        self.detach(sandbox).await?;
-        std::fs::create_dir_all(NETNS_DIR).map_err(sys(format!("create {NETNS_DIR}")))?;
-        share_netns_dir()?;
-        let target = self.netns_path(sandbox);
-        std::fs::File::create(&target).map_err(sys(format!("create {}", target.display())))?;
-        if let Err(e) = nix::mount::mount(Some(netns), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>) {
-            let _ = std::fs::remove_file(&target);
-            return Err(NetError::Sys { context: format!("bind-mount {} at {}", netns.display(), target.display()), source: e.into() });
-        }
-        Ok(())
+    fn guard_hub(&self, mut addresses: Vec<Ipv4Addr>) {
+        addresses.sort();
+        addresses.dedup();
+        *self.hub.lock().unwrap_or_else(|p| p.into_inner()) = addresses;
+    }
+
+    async fn prewarm(&self) -> Result<(), NetError> {
+        self.spares.top_up().await
     }
 
     async fn sync(&self, range: &ClusterRange, nets: &[NetSpec]) -> Result<(), NetError> {
@@ -499,7 +514,8 @@ impl NetworkDriver for BridgeNetwork {
             }
         }
         filters.sort_by_key(|f| f.vni);
-        let rules = nft::Rules { bridges: wanted.clone(), overlays: filters };
+        let hub = self.hub.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let rules = nft::Rules { bridges: wanted.clone(), overlays: filters, hub };
         let mut applied = self.applied.lock().await;
         if applied.as_ref() != Some(&rules) || (!wanted.is_empty() && !nft::present(&self.table).await) {
             nft::apply(&self.table, range, &rules).await?;
@@ -512,8 +528,13 @@ impl NetworkDriver for BridgeNetwork {
     }
 
     async fn release(&self, place: HostNetwork) -> Result<(), NetError> {
-        // Both steps run even if the first fails; the first error is returned.
-        let spares = self.remove_spares();
+        // Every step runs even if an earlier one fails; the first error is returned.
+        self.spares.clear().await;
+        let mut pins: Result<(), NetError> = Ok(());
+        for sid in self.attached().await.unwrap_or_default() {
+            pins = pins.and(self.detach(&sid).await);
+        }
+        let spares = pins.and(self.remove_spares());
         let rules = match place {
             HostNetwork::Shared => nft::remove(&self.table).await,
             HostNetwork::Separate => Ok(()),
@@ -528,13 +549,15 @@ impl NetworkDriver for BridgeNetwork {
     }
 
     async fn attached(&self) -> Result<Vec<SandboxId>, NetError> {
-        let Ok(rd) = std::fs::read_dir(NETNS_DIR) else { return Ok(vec![]) };
-        Ok(rd
-            .flatten()
-            .filter_map(|e| e.file_name().into_string().ok()?.strip_prefix(&self.ns_prefix).map(str::to_string))
-            .filter(|n| !n.starts_with(SPARE))
-            .filter_map(|n| n.parse().ok())
-            .collect())
+        let mut all = self.sandboxes_in(NETNS_DIR);
+        all.extend(self.sandboxes_in(pinned::USERNS_DIR));
+        all.sort();
+        all.dedup();
+        Ok(all)
+    }
+
+    async fn user_namespaces(&self) -> Result<Vec<SandboxId>, NetError> {
+        Ok(self.sandboxes_in(pinned::USERNS_DIR))
     }
 
     async fn inspect(&self) -> Result<NetReport, NetError> {
@@ -561,7 +584,7 @@ impl NetworkDriver for BridgeNetwork {
                 r.veths.push((name, controller(m).and_then(name_of)));
             }
         }
-        r.namespaces = self.attached().await?.into_iter().map(String::from).collect();
+        r.namespaces = self.sandboxes_in(NETNS_DIR).into_iter().map(String::from).collect();
         let rules = nft::found(&self.table).await.unwrap_or_default();
         r.rules_present = rules.complete;
         r.overlay_peers = rules.overlay_peers.into_iter().map(|(vni, peers)| (vni, peers.iter().map(Ipv4Addr::to_string).collect())).collect();

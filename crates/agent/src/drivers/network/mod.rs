@@ -1,6 +1,8 @@
 //! Tenant networks on a host, behind one narrow trait. [`BridgeNetwork`] gives each
 //! tenant a Linux bridge (`hgb<subnet>`, its gateway address on it), each sandbox a
-//! persistent network namespace (`/run/netns/hg-<host>-<sandbox>`) joined by a veth pair, and
+//! pinned user namespace with its id mapping (`/run/hangar/userns/hg-<host>-<sandbox>`)
+//! owning a persistent network namespace (`/run/netns/hg-<host>-<sandbox>`, see
+//! [`pinned`]) joined by a veth pair, and
 //! keeps one nftables table per agent (`inet hangar_<host>`) for NAT and isolation. All
 //! link work is done in-process over netlink; rules go through nft's JSON interface. A
 //! new network driver is a new file that implements [`NetworkDriver`] and one line in
@@ -8,13 +10,15 @@
 
 mod bridge;
 mod nft;
+mod pinned;
 
 pub use bridge::BridgeNetwork;
 
 pub use hangar_types::net::{BridgeReport, NetReport};
+use crate::drivers::runtime::JoinNamespaces;
+use hangar_types::idmap::IdRange;
 use hangar_types::net::{ClusterRange, NetSpec};
 use hangar_types::SandboxId;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 /// One network driver an agent can be started with.
@@ -37,7 +41,8 @@ pub enum HostNetwork {
     /// rules are here to remove.
     Shared,
     /// In a namespace of its own that goes away with it (a provider host): only what
-    /// lives outside it, in the machine-wide /run/netns, is removed.
+    /// lives outside it, the pinned namespaces in the machine-wide /run/netns and
+    /// /run/hangar/userns, is removed.
     Separate,
 }
 
@@ -66,25 +71,39 @@ pub enum NetError {
 #[async_trait::async_trait]
 pub trait NetworkDriver: Send + Sync {
     fn name(&self) -> &'static str;
-    /// Wires a sandbox to its tenant network (idempotent); returns the network namespace
-    /// path the sandbox must join.
-    async fn attach(&self, sandbox: &SandboxId, net: &NetSpec) -> Result<PathBuf, NetError>;
-    /// Removes a sandbox's namespace and veth. Ok if absent.
+    /// Makes the sandbox's pinned namespaces if they are missing (a user namespace
+    /// mapping 0..size inside to `ids`, and a network namespace it owns: runc joins the
+    /// user namespace first, and could not join a network namespace of the host's from
+    /// inside it) and wires the network namespace to its tenant network. Idempotent;
+    /// returns the paths the sandbox joins. Kept across stop and start; [`detach`]
+    /// removes them.
+    ///
+    /// [`detach`]: Self::detach
+    async fn attach(&self, sandbox: &SandboxId, net: &NetSpec, ids: IdRange) -> Result<JoinNamespaces, NetError>;
+    /// Removes a sandbox's namespaces and veth. Ok if absent.
     async fn detach(&self, sandbox: &SandboxId) -> Result<(), NetError>;
-    /// Makes `netns` (a namespace the sandbox's runtime made, owned by the sandbox's
-    /// user namespace) the sandbox's, replacing any earlier one and its veth; `attach`
-    /// then wires it. A namespace the host owns cannot be joined by a process already
-    /// in the sandbox's user namespace (runc exec), so sandboxes bring their own.
-    async fn adopt(&self, sandbox: &SandboxId, netns: &std::path::Path) -> Result<(), NetError>;
+    /// The hub's addresses: no sandbox may reach them, whether they are in the cluster
+    /// range or not (rules follow at the next [`sync`](Self::sync)).
+    fn guard_hub(&self, _addresses: Vec<std::net::Ipv4Addr>) {}
+    /// Gets ready, off the start path, what makes the next [`attach`](Self::attach)
+    /// fast (e.g. helpers holding fresh namespaces).
+    async fn prewarm(&self) -> Result<(), NetError> {
+        Ok(())
+    }
     /// Makes the host-wide part match: a bridge for each of `nets` (and no other hangar
     /// bridge), the nftables table, forwarding on. Repairs what was removed by hand.
     async fn sync(&self, range: &ClusterRange, nets: &[NetSpec]) -> Result<(), NetError>;
     /// Host-side veths present now (one cheap netlink dump, every reconcile pass).
     async fn wired(&self) -> Result<std::collections::HashSet<String>, NetError>;
-    /// Sandboxes that have a namespace here.
+    /// Sandboxes that have a namespace here (network or user; a half-made pair too).
     async fn attached(&self) -> Result<Vec<SandboxId>, NetError>;
+    /// Sandboxes that have a pinned user namespace here.
+    async fn user_namespaces(&self) -> Result<Vec<SandboxId>, NetError> {
+        Ok(vec![])
+    }
     async fn inspect(&self) -> Result<NetReport, NetError>;
-    /// Teardown: removes what the driver keeps besides sandboxes' namespaces and, in a
+    /// Teardown: removes what the driver keeps besides the namespaces of the sandboxes
+    /// it is told about (those of any other sandbox of this agent too) and, in a
     /// [`HostNetwork::Shared`] namespace, what [`sync`](Self::sync) keeps beside the
     /// bridges (e.g. rules). Ok if absent.
     async fn release(&self, _place: HostNetwork) -> Result<(), NetError> {

@@ -13,6 +13,10 @@
 //!   is the fleet's host network (the hosts' underlay addresses and agent endpoints, the
 //!   hub's `.1` under the `local` provider), and a tenant reaches its own instances on
 //!   other hosts only over its bridge (the overlay), never by routing;
+//! - forward, first: from tenant bridges to the hub's addresses (those of the URL the
+//!   agent talks to the hub at, inside the cluster range or not) is dropped and counted
+//!   (rule [`HUB_RULE`]): a hub outside the range (another machine) is otherwise the
+//!   outside world to a sandbox;
 //! - postrouting: traffic from the cluster range leaving through anything but a tenant
 //!   bridge is masqueraded.
 //!
@@ -40,7 +44,12 @@ pub struct Rules {
     pub bridges: Vec<String>,
     /// One per tenant overlay, sorted by VNI.
     pub overlays: Vec<OverlayFilter>,
+    /// The hub's addresses, sorted: no sandbox reaches them.
+    pub hub: Vec<Ipv4Addr>,
 }
+
+/// The comment on the forward rule that drops sandboxes' traffic to the hub.
+pub const HUB_RULE: &str = "hub from sandboxes";
 
 /// The comment on the forward rule that drops sandboxes' UDP 4789: its counter is what
 /// `net verify` watches while a sandbox sends overlay traffic.
@@ -111,6 +120,11 @@ pub fn ruleset(table: &str, range: &ClusterRange, rules: &Rules) -> Value {
                 json!({"accept": null}),
             ],
         ));
+    }
+    if !rules.hub.is_empty() {
+        let hub: Vec<String> = rules.hub.iter().map(Ipv4Addr::to_string).collect();
+        let daddr = json!({"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": {"set": hub}}});
+        cmds.push(commented("forward", HUB_RULE, vec![from_tenant(), daddr, json!({"counter": null}), json!({"drop": null})]));
     }
     let (lo, hi) = vni_span(range);
     cmds.push(commented("input", "overlay from unknown peers", vec![udp_dport(VXLAN_PORT), vni_is(json!({"range": [lo, hi]})), json!({"counter": null}), json!({"drop": null})]));
@@ -225,13 +239,26 @@ mod tests {
     #[test]
     fn overlay_packets_are_accepted_per_vni_from_listed_peers_only_then_dropped() {
         let r: ClusterRange = "10.99.0.0/16".parse().unwrap();
-        let rules = Rules { bridges: vec!["hgb0a6301".into()], overlays: vec![OverlayFilter { vni: 0x0a6301, peers: vec![Ipv4Addr::new(10, 99, 0, 3)] }] };
+        let rules = Rules { bridges: vec!["hgb0a6301".into()], overlays: vec![OverlayFilter { vni: 0x0a6301, peers: vec![Ipv4Addr::new(10, 99, 0, 3)] }], hub: vec![] };
         let text = ruleset("hangar_t", &r, &rules).to_string();
         let accept = text.find(&format!("@vxlan_peers_{}", 0x0a6301)).expect("the accept rule names the VNI's set");
         let drop = text.find("overlay from unknown peers").expect("a drop for the rest");
         assert!(accept < drop, "the peers' accept must come before the drop");
         assert!(text.contains(r#""elem":["10.99.0.3"]"#), "{text}");
         assert!(text.contains(SANDBOX_VXLAN_RULE) && text.contains("cluster range from sandboxes"));
+    }
+
+    #[test]
+    fn the_hubs_addresses_are_dropped_from_sandboxes_first_wherever_they_are() {
+        let r: ClusterRange = "10.99.0.0/16".parse().unwrap();
+        let hub = vec![Ipv4Addr::new(192, 0, 2, 7)];
+        let rules = Rules { bridges: vec!["hgb0a6301".into()], overlays: vec![], hub };
+        let text = ruleset("hangar_t", &r, &rules).to_string();
+        let at = text.find(HUB_RULE).expect("a hub rule");
+        assert!(text.contains(r#"{"set":["192.0.2.7"]}"#), "{text}");
+        assert!(at < text.find(SANDBOX_VXLAN_RULE).unwrap(), "the hub rule comes first in forward");
+        let none = ruleset("hangar_t", &r, &Rules { hub: vec![], ..rules }).to_string();
+        assert!(!none.contains(HUB_RULE), "no hub known: no rule");
     }
 
     #[test]

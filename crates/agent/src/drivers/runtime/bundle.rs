@@ -236,21 +236,28 @@ pub fn write(bundle: &Path, spec: &SandboxSpec) -> Result<(), RuntimeError> {
         .pids(LinuxPidsBuilder::default().limit(spec.pids_limit as i64).build().map_err(|e| err(id, e))?)
         .build()
         .map_err(|e| err(id, e))?;
+    let ns = |t: LinuxNamespaceType, path: Option<&PathBuf>| {
+        let mut b = LinuxNamespaceBuilder::default().typ(t);
+        if let Some(p) = path {
+            b = b.path(p.clone());
+        }
+        b.build()
+    };
+    // The user and network namespaces are the pinned pair the network driver made for
+    // this instance (the network one owned by the user one, so the runtime, which joins
+    // the user namespace first, may join it; runc exec too), or new ones (loopback only).
+    // The mappings stay in the config either way: runc 1.1 refuses a user namespace
+    // without them ("no uid mappings found") and, joining one by path, writes none.
     let namespaces: Vec<LinuxNamespace> = [
-        LinuxNamespaceType::User,
-        LinuxNamespaceType::Pid,
-        LinuxNamespaceType::Ipc,
-        LinuxNamespaceType::Uts,
-        LinuxNamespaceType::Mount,
-        LinuxNamespaceType::Cgroup,
-        LinuxNamespaceType::Network,
+        ns(LinuxNamespaceType::User, spec.join.as_ref().map(|j| &j.user)),
+        ns(LinuxNamespaceType::Pid, None),
+        ns(LinuxNamespaceType::Ipc, None),
+        ns(LinuxNamespaceType::Uts, None),
+        ns(LinuxNamespaceType::Mount, None),
+        ns(LinuxNamespaceType::Cgroup, None),
+        ns(LinuxNamespaceType::Network, spec.join.as_ref().map(|j| &j.net)),
     ]
     .into_iter()
-    // All new: the network namespace too, owned by the sandbox's user namespace, so
-    // the runtime can join it again for exec after joining that user namespace (a
-    // namespace of the host's it could not). The network driver wires it between
-    // create and start.
-    .map(|t| LinuxNamespaceBuilder::default().typ(t).build())
     .collect::<Result<_, _>>()
     .map_err(|e| err(id, e))?;
     let linux = LinuxBuilder::default()

@@ -78,6 +78,17 @@ pub struct SandboxSpec {
     /// Mounted read-only at /run/secrets when the instance names secrets
     /// (`crate::secrets`).
     pub secrets_dir: Option<PathBuf>,
+    /// Pinned namespaces to join (mapped to `ids`, made by the network driver off the
+    /// start path); None makes new user and network namespaces (loopback only).
+    pub join: Option<JoinNamespaces>,
+}
+
+/// A user namespace and a network namespace it owns, bind-mounted at these paths, that
+/// a sandbox joins instead of making its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JoinNamespaces {
+    pub user: PathBuf,
+    pub net: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,15 +114,10 @@ pub enum RuntimeError {
 #[async_trait::async_trait]
 pub trait Runtime: Send + Sync {
     fn name(&self) -> &'static str;
-    /// Builds the bundle and starts the sandbox detached. A running sandbox with this id
-    /// is left alone; a stopped one is replaced.
+    /// Builds the bundle and starts the sandbox detached (one `run -d`), in the
+    /// namespaces of [`SandboxSpec::join`] when given. A running sandbox with this id is
+    /// left alone; a stopped one is replaced.
     async fn start(&self, spec: &SandboxSpec) -> Result<(), RuntimeError>;
-    /// Builds the bundle and makes the sandbox without starting its workload (a new
-    /// network namespace in its user namespace, for the network driver to wire); returns
-    /// that namespace's path. [`Runtime::start_created`] runs the workload.
-    async fn create(&self, spec: &SandboxSpec) -> Result<PathBuf, RuntimeError>;
-    /// Runs the workload of a sandbox [`Runtime::create`] made.
-    async fn start_created(&self, id: &SandboxId) -> Result<(), RuntimeError>;
     /// None when the runtime knows no sandbox with this id.
     async fn status(&self, id: &SandboxId) -> Result<Option<SandboxStatus>, RuntimeError>;
     /// Every sandbox in this runtime's state root (entries that are no sandbox id,

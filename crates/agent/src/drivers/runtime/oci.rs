@@ -129,9 +129,9 @@ impl OciRuntime {
         caught.is_none_or(|mask| mask & (1 << (15 - 1)) != 0)
     }
 
-    /// Writes the bundle and runs the sandbox detached (`run -d`), or only makes it
-    /// (`create`), its stdio on the log file.
-    async fn run_detached(&self, spec: &SandboxSpec, action: Launch) -> Result<(), RuntimeError> {
+    /// Writes the bundle and runs the sandbox detached (`run -d`), its stdio on the log
+    /// file.
+    async fn run_detached(&self, spec: &SandboxSpec) -> Result<(), RuntimeError> {
         let bundle = self.bundle_dir(&spec.id);
         // A bundle left by a crash may hold a stale rootfs: start from scratch.
         let _ = std::fs::remove_dir_all(&bundle);
@@ -147,13 +147,9 @@ impl OciRuntime {
         let log2 = log.try_clone().map_err(log_err)?;
         // Detached, with the workload's stdio on the log FIFO, which the sandbox holds
         // read-write: it does not depend on the agent staying alive (see `logs`).
-        let mut c = self.cmd();
-        match action {
-            Launch::Run => c.args(["run", "-d"]),
-            Launch::Create => c.arg("create"),
-        };
-        let out = c
-            .arg("--bundle")
+        let out = self
+            .cmd()
+            .args(["run", "-d", "--bundle"])
             .arg(&bundle)
             .arg(&spec.id)
             .stdin(Stdio::null())
@@ -170,7 +166,7 @@ impl OciRuntime {
             let last: Vec<&str> = said.lines().rev().take(3).collect();
             return Err(RuntimeError::Command {
                 runtime: self.program(),
-                action: action.verb(),
+                action: "run",
                 id: spec.id.to_string(),
                 stderr: last.into_iter().rev().collect::<Vec<_>>().join(" | "),
             });
@@ -267,22 +263,6 @@ impl OciRuntime {
     }
 }
 
-/// How [`OciRuntime::run_detached`] launches a sandbox.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Launch {
-    Run,
-    Create,
-}
-
-impl Launch {
-    fn verb(self) -> &'static str {
-        match self {
-            Launch::Run => "run",
-            Launch::Create => "create",
-        }
-    }
-}
-
 /// The freezer file of a sandbox and the values meaning frozen / thawed (v1 or v2).
 fn freezer_file(state: &RuncState) -> Option<(PathBuf, &'static str, &'static str)> {
     let paths = &state.cgroup_paths;
@@ -320,43 +300,16 @@ impl Runtime for OciRuntime {
     async fn start(&self, spec: &SandboxSpec) -> Result<(), RuntimeError> {
         // No status call up front (a process spawn on the start path): callers start
         // what they saw absent, and a leftover with the same id is handled below.
-        match self.run_detached(spec, Launch::Run).await {
+        match self.run_detached(spec).await {
             Err(RuntimeError::Command { stderr, .. }) if stderr.contains("exists") => match self.status(&spec.id).await? {
                 Some(SandboxStatus::Running) => Ok(()),
                 _ => {
                     self.stop(&spec.id, Duration::from_secs(1)).await?;
-                    self.run_detached(spec, Launch::Run).await
+                    self.run_detached(spec).await
                 }
             },
             other => other,
         }
-    }
-
-    async fn create(&self, spec: &SandboxSpec) -> Result<PathBuf, RuntimeError> {
-        match self.run_detached(spec, Launch::Create).await {
-            // A leftover with the same id (callers create what they saw absent).
-            Err(RuntimeError::Command { stderr, .. }) if stderr.contains("exists") => {
-                self.stop(&spec.id, Duration::from_secs(1)).await?;
-                self.run_detached(spec, Launch::Create).await?
-            }
-            other => other?,
-        }
-        let pid = match self.runc_state(&spec.id) {
-            Some(st) if self.flavor == Flavor::Runc => st.init_process_pid,
-            _ => {
-                let out = self.run("state", spec.id.as_str(), &["state", spec.id.as_str()]).await?;
-                serde_json::from_slice::<serde_json::Value>(&out).ok().and_then(|v| v["pid"].as_u64()).ok_or_else(|| RuntimeError::Parse {
-                    runtime: self.program(),
-                    action: "state",
-                    detail: format!("no pid for {}", spec.id),
-                })?
-            }
-        };
-        Ok(PathBuf::from(format!("/proc/{pid}/ns/net")))
-    }
-
-    async fn start_created(&self, id: &SandboxId) -> Result<(), RuntimeError> {
-        self.run("start", id.as_str(), &["start", id.as_str()]).await.map(|_| ())
     }
 
     async fn resume(&self, id: &SandboxId) -> Result<(), RuntimeError> {
