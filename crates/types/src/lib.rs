@@ -14,6 +14,7 @@ pub mod placement;
 pub mod pool;
 pub mod protocol;
 pub mod quota;
+pub mod session;
 pub mod state;
 
 pub use error::{ApiError, ErrorCode};
