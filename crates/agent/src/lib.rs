@@ -17,6 +17,7 @@ pub mod images;
 mod inventory;
 pub mod join;
 pub mod reconcile;
+pub mod session;
 pub mod stopwatch;
 mod teardown;
 

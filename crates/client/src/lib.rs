@@ -5,6 +5,7 @@
 //! - [`AgentClient`]: the hub's calls to an agent's endpoint (exec, logs, stats), mTLS.
 
 pub mod onboarding;
+pub mod session;
 
 use hangar_types::api::*;
 use hangar_types::protocol::{AgentReport, DesiredDoc, JoinRequest, JoinResponse};
@@ -48,16 +49,18 @@ struct Transport {
     base: String,
     http: reqwest::Client,
     token: Option<String>,
+    /// Kept for session upgrades, which need a client of their own (HTTP/1.1 only).
+    tls: rustls::ClientConfig,
 }
 
 impl Transport {
     fn new(base: &str, tls: rustls::ClientConfig, token: Option<String>, timeout: Option<Duration>) -> Result<Self> {
-        let mut b = reqwest::Client::builder().tls_backend_preconfigured(tls).connect_timeout(Duration::from_secs(5));
+        let mut b = reqwest::Client::builder().tls_backend_preconfigured(tls.clone()).connect_timeout(Duration::from_secs(5));
         if let Some(t) = timeout {
             b = b.timeout(t);
         }
         let http = b.build().map_err(|e| ClientError::Setup(e.to_string()))?;
-        Ok(Transport { base: base.trim_end_matches('/').to_string(), http, token })
+        Ok(Transport { base: base.trim_end_matches('/').to_string(), http, token, tls })
     }
 
     async fn call<B: Serialize, T: DeserializeOwned>(
@@ -444,5 +447,19 @@ impl AgentClient {
     }
     pub async fn status(&self) -> Result<NodeStatus> {
         self.t.call::<(), _>(reqwest::Method::GET, "/v1/status", None, Some(Duration::from_secs(20))).await
+    }
+}
+
+/// Interactive sessions (`instance exec -it`, the SSH gateway): the request, then the
+/// upgraded connection carrying [`hangar_types::session::Frame`]s.
+impl HubClient {
+    pub async fn instance_session(&self, tenant: &str, name: &str, req: &hangar_types::session::SessionRequest) -> Result<session::Upgraded> {
+        session::open(&self.t, &format!("/v1/tenants/{tenant}/instances/{name}/session"), req).await
+    }
+}
+
+impl AgentClient {
+    pub async fn session(&self, sandbox: &SandboxId, req: &hangar_types::session::SessionRequest) -> Result<session::Upgraded> {
+        session::open(&self.t, &format!("/v1/sandboxes/{sandbox}/session"), req).await
     }
 }

@@ -517,6 +517,10 @@ impl Runtime for OciRuntime {
         Ok(cgroup_stats(id))
     }
 
+    async fn session(&self, id: &SandboxId, req: &hangar_types::session::SessionRequest) -> Result<super::SessionProcess, RuntimeError> {
+        self.session_spawn(id, req).await
+    }
+
 }
 
 /// Reads a stream to its end, keeping the first [`MAX_OUTPUT`] bytes; true if it had more.
@@ -621,5 +625,108 @@ fn cgroup_stats(id: &SandboxId) -> InstanceStats {
         pids: num(g("pids", "pids.current")),
         pids_limit: read(g("pids", "pids.max")).and_then(|s| s.parse().ok()).unwrap_or(u64::MAX),
         disk_used_bytes: None,
+    }
+}
+
+// Interactive sessions (`crate::session` drives them): the exec path with a terminal.
+impl OciRuntime {
+    async fn session_spawn(&self, id: &SandboxId, req: &hangar_types::session::SessionRequest) -> Result<super::SessionProcess, RuntimeError> {
+        let refuse = |stderr: String| RuntimeError::Command { runtime: self.program(), action: "exec", id: id.to_string(), stderr };
+        match self.status(id).await? {
+            Some(SandboxStatus::Running) => {}
+            None => return Err(RuntimeError::NotFound(id.to_string())),
+            Some(other) => return Err(refuse(format!("the sandbox is {other:?}, not running").to_lowercase())),
+        }
+        let seq = self.exec_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let exec = ExecRequest { command: req.command.clone(), env: req.env.clone(), timeout_secs: None };
+        let bundle_err = |detail: String| RuntimeError::Bundle { id: id.to_string(), detail };
+        let files = ExecFiles::write(&self.bundle_dir(id), seq, &exec).map_err(bundle_err)?;
+        let mut c = self.cmd();
+        c.arg("exec").arg("--process").arg(&files.process).arg("--pid-file").arg(&files.pid);
+        let console = if req.tty {
+            files.set_terminal(req.rows, req.cols).map_err(bundle_err)?;
+            // runc makes the PTY inside the sandbox (so it is its controlling terminal
+            // and `tty` names /dev/pts/N there) and hands the master over this socket.
+            let sock = files.process.with_extension("sock");
+            let _ = std::fs::remove_file(&sock);
+            let listener = tokio::net::UnixListener::bind(&sock).map_err(|e| bundle_err(format!("cannot listen on {}: {e}", sock.display())))?;
+            c.arg("--tty").arg("--console-socket").arg(&sock);
+            c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+            Some((listener, sock))
+        } else {
+            c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+            None
+        };
+        c.arg(id).kill_on_drop(true);
+        let mut child = c.spawn().map_err(|source| RuntimeError::Spawn { program: self.program().into(), source })?;
+        let pty = match console {
+            None => None,
+            Some((listener, sock)) => {
+                let got = tokio::select! {
+                    a = tokio::time::timeout(Duration::from_secs(10), listener.accept()) => match a {
+                        Ok(Ok((s, _))) => recv_pty(s).await.map_err(|e| format!("no terminal from {}: {e}", self.program())),
+                        Ok(Err(e)) => Err(format!("console socket: {e}")),
+                        Err(_) => Err(format!("{} did not hand over a terminal within 10s", self.program())),
+                    },
+                    // runc failed before making the terminal: its stderr says why.
+                    _ = child.wait() => {
+                        let mut err = String::new();
+                        if let Some(mut e) = child.stderr.take() {
+                            let _ = e.read_to_string(&mut err).await;
+                        }
+                        Err(err.trim().to_string())
+                    }
+                };
+                let _ = std::fs::remove_file(&sock);
+                Some(got.map_err(refuse)?)
+            }
+        };
+        Ok(super::SessionProcess { child, pty, files: Box::new(files) })
+    }
+}
+
+/// Receives the PTY master runc sends over the console socket (SCM_RIGHTS).
+async fn recv_pty(s: tokio::net::UnixStream) -> std::io::Result<std::os::fd::OwnedFd> {
+    let s = s.into_std()?;
+    s.set_nonblocking(false)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    tokio::task::spawn_blocking(move || {
+        use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut cmsg = RecvAncillaryBuffer::new(&mut space);
+        let mut buf = [0u8; 4096];
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        recvmsg(&s, &mut iov, &mut cmsg, RecvFlags::CMSG_CLOEXEC)?;
+        for m in cmsg.drain() {
+            if let RecvAncillaryMessage::ScmRights(mut fds) = m {
+                if let Some(fd) = fds.next() {
+                    return Ok(fd);
+                }
+            }
+        }
+        Err(std::io::Error::other("the console socket message carried no file descriptor"))
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+impl ExecFiles {
+    /// Turns the process file into one with a terminal of this size.
+    fn set_terminal(&self, rows: u16, cols: u16) -> Result<(), String> {
+        use std::io::Write;
+        let raw = std::fs::read(&self.process).map_err(|e| format!("cannot read {}: {e}", self.process.display()))?;
+        let mut process: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| format!("{}: {e}", self.process.display()))?;
+        process["terminal"] = serde_json::json!(true);
+        if rows > 0 && cols > 0 {
+            process["consoleSize"] = serde_json::json!({ "height": rows, "width": cols });
+        }
+        let mut f = std::fs::OpenOptions::new().write(true).truncate(true).open(&self.process).map_err(|e| format!("cannot open {}: {e}", self.process.display()))?;
+        f.write_all(&serde_json::to_vec(&process).map_err(|e| e.to_string())?).map_err(|e| format!("cannot write {}: {e}", self.process.display()))
+    }
+}
+
+impl super::SessionFiles for ExecFiles {
+    fn kill_process(&self) {
+        ExecFiles::kill_process(self)
     }
 }
