@@ -211,7 +211,7 @@ impl Hub {
     }
 
     /// The agent client of the host an instance runs on, if it is reachable now.
-    async fn agent_for(&self, inst: &Instance) -> HubResult<(AgentClient, SandboxId)> {
+    pub(crate) async fn agent_for(&self, inst: &Instance) -> HubResult<(AgentClient, SandboxId)> {
         let host_name = inst.host.as_ref().ok_or_else(|| HubError::new(ErrorCode::Unavailable, "instance is not placed on a host"))?;
         let host = self
             .store
@@ -224,7 +224,7 @@ impl Hub {
         Ok((self.agent_client(&endpoint)?, inst.id.sandbox_id()))
     }
 
-    fn require_running(inst: &Instance, what: &str) -> HubResult<()> {
+    pub(crate) fn require_running(inst: &Instance, what: &str) -> HubResult<()> {
         if inst.state == InstanceState::Running && inst.observed == ObservedState::Running {
             return Ok(());
         }

@@ -23,6 +23,7 @@ pub mod network;
 pub mod operations;
 pub mod pools;
 pub mod server;
+pub mod sessions;
 pub mod tenants;
 pub mod tokens;
 pub mod uid_ranges;

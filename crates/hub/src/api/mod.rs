@@ -15,6 +15,7 @@ mod meta;
 mod network;
 mod operations;
 mod pools;
+mod sessions;
 mod tenants;
 mod tokens;
 
@@ -142,7 +143,7 @@ const HTTP_METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "hea
 
 /// Every route of the API.
 fn api() -> ApiRoutes {
-    [meta::routes(), tenants::routes(), instances::routes(), pools::routes(), operations::routes(), events::routes(), network::routes(), tokens::routes(), hosts::routes(), agents::routes(), images::routes()]
+    [meta::routes(), tenants::routes(), instances::routes(), pools::routes(), operations::routes(), events::routes(), network::routes(), tokens::routes(), hosts::routes(), agents::routes(), images::routes(), sessions::routes()]
         .into_iter()
         .fold(ApiRoutes::new(), ApiRoutes::merge)
 }
