@@ -31,7 +31,8 @@ pub async fn run<S: AsyncRead + AsyncWrite + Send + 'static>(stream: S, mut p: S
         }
         let _ = wr.shutdown().await;
     });
-    let pty = match p.pty.take().map(Pty::new).transpose() {
+    let runtime_pid = p.child.id();
+    let pty = match p.pty.take().map(|fd| Pty::new(fd, runtime_pid)).transpose() {
         Ok(p) => p.map(Arc::new),
         Err(e) => {
             p.files.kill_process();
@@ -122,18 +123,20 @@ async fn pump(mut r: impl AsyncRead + Unpin, tx: mpsc::Sender<Frame>, make: fn(V
     }
 }
 
-/// The PTY's master end, non-blocking under tokio's reactor.
-struct Pty(AsyncFd<std::fs::File>);
+/// The master end of the PTY the runtime helper runs on, non-blocking under tokio's
+/// reactor, and the helper's pid (told of resizes with SIGWINCH: it copies the size
+/// into the sandbox's own PTY).
+struct Pty(AsyncFd<std::fs::File>, Option<u32>);
 
 impl Pty {
-    fn new(fd: OwnedFd) -> std::io::Result<Pty> {
+    fn new(fd: OwnedFd, runtime_pid: Option<u32>) -> std::io::Result<Pty> {
         let flags = rustix::fs::fcntl_getfl(&fd)?;
         rustix::fs::fcntl_setfl(&fd, flags | rustix::fs::OFlags::NONBLOCK)?;
         // `AsyncFd::new` is deprecated for inner values that may close their fd behind
         // the reactor's back; this File owns the fd for the AsyncFd's whole life.
         #[allow(deprecated)]
         let fd = AsyncFd::new(std::fs::File::from(fd))?;
-        Ok(Pty(fd))
+        Ok(Pty(fd, runtime_pid))
     }
 
     /// Output until the terminal closes (EIO once every process holding it has exited).
@@ -169,6 +172,9 @@ impl Pty {
         let ws = rustix::termios::Winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
         if let Err(e) = rustix::termios::tcsetwinsize(self.0.get_ref(), ws) {
             tracing::debug!(error = %e, "resize of a session's terminal failed");
+        }
+        if let Some(pid) = self.1.and_then(|p| i32::try_from(p).ok()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGWINCH);
         }
     }
 }

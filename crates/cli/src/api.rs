@@ -131,7 +131,11 @@ async fn instance(c: &HubClient, out: &Out, cmd: &InstanceCmd) -> Result<i32> {
             let op = c.instance_delete(r.tenant.as_str(), r.name.as_str()).await?;
             finish(c, out, op, wait, |_| format!("{r} deleted")).await?;
         }
-        InstanceCmd::Exec { instance, timeout, command } => {
+        InstanceCmd::Exec { instance, interactive, tty, command, .. } if *interactive || *tty => {
+            let r = parse_ref("instance", instance)?;
+            return crate::sessions::exec(c, r.tenant.as_str(), r.name.as_str(), command, *interactive, *tty).await;
+        }
+        InstanceCmd::Exec { instance, timeout, command, .. } => {
             let r = parse_ref("instance", instance)?;
             let res = c.instance_exec(r.tenant.as_str(), r.name.as_str(), &ExecRequest { command: command.clone(), env: BTreeMap::new(), timeout_secs: Some(*timeout) }).await?;
             if out.json {

@@ -434,6 +434,13 @@ pub enum InstanceCmd {
         instance: String,
         #[arg(long, default_value_t = 60)]
         timeout: u64,
+        /// Keep stdin open and stream it to the command (a session through the hub;
+        /// --timeout does not apply).
+        #[arg(short = 'i', long)]
+        interactive: bool,
+        /// Run it with a terminal (a PTY): raw mode here, resizes sent along.
+        #[arg(short = 't', long)]
+        tty: bool,
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },

@@ -8,6 +8,7 @@ mod api;
 mod args;
 mod output;
 mod pools;
+mod sessions;
 
 use anyhow::{Context, Result};
 use args::*;

@@ -642,72 +642,42 @@ impl OciRuntime {
         let bundle_err = |detail: String| RuntimeError::Bundle { id: id.to_string(), detail };
         let files = ExecFiles::write(&self.bundle_dir(id), seq, &exec).map_err(bundle_err)?;
         let mut c = self.cmd();
-        c.arg("exec").arg("--process").arg(&files.process).arg("--pid-file").arg(&files.pid);
-        let console = if req.tty {
+        c.arg("exec").arg("--process").arg(&files.process).arg("--pid-file").arg(&files.pid).arg(id).kill_on_drop(true);
+        // With a terminal, runc makes the PTY inside the sandbox (its controlling
+        // terminal; `tty` names /dev/pts/N there) and, in the foreground, copies between
+        // it and its own stdio: a PTY of ours, whose size it copies on SIGWINCH. (A
+        // console socket would hand over the inner PTY, but runc only allows one when
+        // it detaches, and then nobody gets the exit status.)
+        let pty = if req.tty {
             files.set_terminal(req.rows, req.cols).map_err(bundle_err)?;
-            // runc makes the PTY inside the sandbox (so it is its controlling terminal
-            // and `tty` names /dev/pts/N there) and hands the master over this socket.
-            let sock = files.process.with_extension("sock");
-            let _ = std::fs::remove_file(&sock);
-            let listener = tokio::net::UnixListener::bind(&sock).map_err(|e| bundle_err(format!("cannot listen on {}: {e}", sock.display())))?;
-            c.arg("--tty").arg("--console-socket").arg(&sock);
-            c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-            Some((listener, sock))
+            let (master, slave) = open_pty(req.rows, req.cols).map_err(|e| bundle_err(format!("cannot open a PTY: {e}")))?;
+            let io = |fd: &std::os::fd::OwnedFd| fd.try_clone().map(Stdio::from).map_err(|e| bundle_err(format!("cannot share the PTY: {e}")));
+            c.stdin(io(&slave)?).stdout(io(&slave)?).stderr(io(&slave)?);
+            Some(master)
         } else {
             c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
             None
         };
-        c.arg(id).kill_on_drop(true);
-        let mut child = c.spawn().map_err(|source| RuntimeError::Spawn { program: self.program().into(), source })?;
-        let pty = match console {
-            None => None,
-            Some((listener, sock)) => {
-                let got = tokio::select! {
-                    a = tokio::time::timeout(Duration::from_secs(10), listener.accept()) => match a {
-                        Ok(Ok((s, _))) => recv_pty(s).await.map_err(|e| format!("no terminal from {}: {e}", self.program())),
-                        Ok(Err(e)) => Err(format!("console socket: {e}")),
-                        Err(_) => Err(format!("{} did not hand over a terminal within 10s", self.program())),
-                    },
-                    // runc failed before making the terminal: its stderr says why.
-                    _ = child.wait() => {
-                        let mut err = String::new();
-                        if let Some(mut e) = child.stderr.take() {
-                            let _ = e.read_to_string(&mut err).await;
-                        }
-                        Err(err.trim().to_string())
-                    }
-                };
-                let _ = std::fs::remove_file(&sock);
-                Some(got.map_err(refuse)?)
-            }
-        };
+        let child = c.spawn().map_err(|source| RuntimeError::Spawn { program: self.program().into(), source })?;
+        // Our copies of the PTY's slave end go with the command, so the master reads
+        // EOF (EIO) once runc is gone.
+        drop(c);
         Ok(super::SessionProcess { child, pty, files: Box::new(files) })
     }
 }
 
-/// Receives the PTY master runc sends over the console socket (SCM_RIGHTS).
-async fn recv_pty(s: tokio::net::UnixStream) -> std::io::Result<std::os::fd::OwnedFd> {
-    let s = s.into_std()?;
-    s.set_nonblocking(false)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    tokio::task::spawn_blocking(move || {
-        use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
-        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
-        let mut cmsg = RecvAncillaryBuffer::new(&mut space);
-        let mut buf = [0u8; 4096];
-        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-        recvmsg(&s, &mut iov, &mut cmsg, RecvFlags::CMSG_CLOEXEC)?;
-        for m in cmsg.drain() {
-            if let RecvAncillaryMessage::ScmRights(mut fds) = m {
-                if let Some(fd) = fds.next() {
-                    return Ok(fd);
-                }
-            }
-        }
-        Err(std::io::Error::other("the console socket message carried no file descriptor"))
-    })
-    .await
-    .map_err(std::io::Error::other)?
+/// A new PTY pair (master, slave) of this size.
+fn open_pty(rows: u16, cols: u16) -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
+    grantpt(&master)?;
+    unlockpt(&master)?;
+    let name = ptsname(&master, Vec::new())?;
+    let slave = rustix::fs::open(name.as_c_str(), rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NOCTTY | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty())?;
+    if rows > 0 && cols > 0 {
+        rustix::termios::tcsetwinsize(&master, rustix::termios::Winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 })?;
+    }
+    Ok((master, slave))
 }
 
 impl ExecFiles {
