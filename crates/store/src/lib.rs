@@ -307,6 +307,13 @@ pub trait Store: Send + Sync + 'static {
     /// By name.
     async fn list_images(&self) -> Result<Vec<Image>>;
     async fn delete_image(&self, name: &Name) -> Result<bool>;
+
+    // ssh keys (the SSH gateway)
+    /// AlreadyExists if the tenant has a key of this name or this very key.
+    async fn insert_ssh_key(&self, key: &hangar_types::api::SshKey) -> Result<()>;
+    /// A tenant's keys, by name.
+    async fn list_ssh_keys(&self, tenant: &Name) -> Result<Vec<hangar_types::api::SshKey>>;
+    async fn delete_ssh_key(&self, tenant: &Name, name: &Name) -> Result<bool>;
 }
 
 /// Opens a store from a URL: `sqlite:///abs/path.db` or a plain file path.
