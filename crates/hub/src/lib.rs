@@ -24,6 +24,7 @@ pub mod operations;
 pub mod pools;
 pub mod server;
 pub mod sessions;
+pub mod ssh_keys;
 pub mod tenants;
 pub mod tokens;
 pub mod uid_ranges;

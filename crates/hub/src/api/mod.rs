@@ -16,6 +16,7 @@ mod network;
 mod operations;
 mod pools;
 mod sessions;
+mod ssh_keys;
 mod tenants;
 mod tokens;
 
@@ -143,7 +144,7 @@ const HTTP_METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "hea
 
 /// Every route of the API.
 fn api() -> ApiRoutes {
-    [meta::routes(), tenants::routes(), instances::routes(), pools::routes(), operations::routes(), events::routes(), network::routes(), tokens::routes(), hosts::routes(), agents::routes(), images::routes(), sessions::routes()]
+    [meta::routes(), tenants::routes(), instances::routes(), pools::routes(), operations::routes(), events::routes(), network::routes(), tokens::routes(), hosts::routes(), agents::routes(), images::routes(), sessions::routes(), ssh_keys::routes()]
         .into_iter()
         .fold(ApiRoutes::new(), ApiRoutes::merge)
 }
