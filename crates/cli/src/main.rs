@@ -9,6 +9,7 @@ mod args;
 mod output;
 mod pools;
 mod sessions;
+mod ssh;
 
 use anyhow::{Context, Result};
 use args::*;

@@ -108,5 +108,191 @@ fn with_stdin(mut c: Command, input: &[u8]) -> Output {
     o
 }
 
-#[allow(dead_code)]
-fn unused(_: &Path, _: PathBuf) {}
+/// A key pair made with ssh-keygen in the fleet's dir: (private key path, public line).
+fn keygen(f: &common::Fleet, name: &str) -> (PathBuf, String) {
+    let path = f.dir.path().join(name);
+    let o = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", &format!("{name}@test"), "-f"]).arg(&path).output().expect("ssh-keygen (openssh-client)");
+    assert!(o.status.success(), "ssh-keygen: {}", text(&o.stderr));
+    let public = std::fs::read_to_string(path.with_extension("pub")).unwrap();
+    (path, public)
+}
+
+/// The gateway's known_hosts file, from `hangar ssh known-hosts`.
+fn known_hosts(f: &common::Fleet) -> PathBuf {
+    let line = f.run(&["ssh", "known-hosts"]);
+    assert!(line.starts_with(&format!("[127.0.0.1]:{} ssh-ed25519 ", f.ssh_port)), "{line}");
+    let path = f.dir.path().join("known_hosts");
+    std::fs::write(&path, line).unwrap();
+    path
+}
+
+/// A fleet with `acme/web` running and a key of acme's registered: (fleet, key path).
+fn gateway_fleet() -> (common::Fleet, PathBuf) {
+    let f = fleet();
+    let (key, public) = keygen(&f, "id_acme");
+    let file = f.dir.path().join("id_acme.pub");
+    std::fs::write(&file, public).unwrap();
+    f.run(&["ssh-key", "add", "--tenant", "acme", file.to_str().unwrap(), "--name", "laptop"]);
+    (f, key)
+}
+
+/// Plain OpenSSH options for the fleet's gateway: its port, only the gateway's host
+/// key trusted, only `key` offered, never a prompt.
+fn ssh_opts(f: &common::Fleet, key: &Path, port_flag: &str) -> Vec<String> {
+    let known = known_hosts(f);
+    vec![
+        port_flag.into(),
+        f.ssh_port.to_string(),
+        "-i".into(),
+        key.display().to_string(),
+        "-o".into(),
+        "IdentitiesOnly=yes".into(),
+        "-o".into(),
+        "BatchMode=yes".into(),
+        "-o".into(),
+        format!("UserKnownHostsFile={}", known.display()),
+        "-o".into(),
+        "GlobalKnownHostsFile=/dev/null".into(),
+        "-o".into(),
+        "StrictHostKeyChecking=yes".into(),
+        "-o".into(),
+        "ConnectTimeout=10".into(),
+    ]
+}
+
+fn ssh(f: &common::Fleet, key: &Path, args: &[&str]) -> Output {
+    Command::new("ssh").args(ssh_opts(f, key, "-p")).args(args).stdin(std::process::Stdio::null()).output().expect("ssh (openssh-client)")
+}
+
+#[test]
+fn ssh_keys_are_added_listed_removed_and_bad_ones_refused() {
+    let f = fleet();
+    let (_, public) = keygen(&f, "id_one");
+    let file = f.dir.path().join("id_one.pub");
+    std::fs::write(&file, &public).unwrap();
+    let added = f.json(&["ssh-key", "add", "--tenant", "acme", file.to_str().unwrap()]);
+    assert!(added["name"].as_str().unwrap().starts_with("key-"), "{added}");
+    assert!(added["fingerprint"].as_str().unwrap().starts_with("SHA256:"));
+    // The fingerprint is OpenSSH's own.
+    let fp = Command::new("ssh-keygen").arg("-lf").arg(&file).output().unwrap();
+    assert!(text(&fp.stdout).contains(added["fingerprint"].as_str().unwrap()), "{}", text(&fp.stdout));
+    let list = f.json(&["ssh-key", "list", "--tenant", "acme"]);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    // The same key again, under another name: refused, nothing changed.
+    let err = f.fail(&["ssh-key", "add", "--tenant", "acme", file.to_str().unwrap(), "--name", "again"]);
+    assert!(err.contains("already exists"), "{err}");
+    // Malformed keys, a private key, a bad name: 4xx with the reason.
+    for (content, why) in [("ssh-ed25519 not-base64!", "base64"), ("hello", "OpenSSH public key"), ("ssh-dss AAAAB3NzaC1kc3M=", "not supported")] {
+        std::fs::write(&file, content).unwrap();
+        let err = f.fail(&["ssh-key", "add", "--tenant", "acme", file.to_str().unwrap()]);
+        assert!(err.contains(why), "{content}: {err}");
+    }
+    let private = f.dir.path().join("id_one");
+    let err = f.fail(&["ssh-key", "add", "--tenant", "acme", private.to_str().unwrap()]);
+    assert!(err.contains("private key"), "{err}");
+    std::fs::write(&file, &public).unwrap();
+    let err = f.fail(&["ssh-key", "add", "--tenant", "acme", file.to_str().unwrap(), "--name", "Bad Name"]);
+    assert!(err.contains("name"), "{err}");
+    assert_eq!(f.json(&["ssh-key", "list", "--tenant", "acme"]).as_array().unwrap().len(), 1);
+    let name = added["name"].as_str().unwrap();
+    f.run(&["ssh-key", "remove", "--tenant", "acme", name]);
+    assert!(f.json(&["ssh-key", "list", "--tenant", "acme"]).as_array().unwrap().is_empty());
+    assert!(f.fail(&["ssh-key", "remove", "--tenant", "acme", name]).contains("not found"));
+}
+
+#[test]
+fn gateway_gives_a_pty_shell_exec_with_status_and_one_refusal_for_every_wrong_name_or_key() {
+    let (f, key) = gateway_fleet();
+    // A PTY: `tty` names a terminal inside the sandbox.
+    let o = ssh(&f, &key, &["-tt", "acme.web@127.0.0.1", "--", "tty; echo TERM=$TERM"]);
+    assert!(o.status.success(), "ssh -tt: {}\n{}", text(&o.stdout), text(&o.stderr));
+    assert!(text(&o.stdout).contains("/dev/pts/"), "{}", text(&o.stdout));
+    // Exec: output, stderr apart, the exit status forwarded.
+    let o = ssh(&f, &key, &["acme.web@127.0.0.1", "--", "uname -s; echo err >&2; exit 7"]);
+    assert_eq!(o.status.code(), Some(7), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), "Linux\n");
+    assert_eq!(text(&o.stderr), "err\n");
+    // A login shell reading commands from stdin (no PTY).
+    let mut c = Command::new("ssh");
+    c.args(ssh_opts(&f, &key, "-p")).args(["-T", "acme.web@127.0.0.1"]);
+    let o = with_stdin(c, b"echo from-shell; exit 3\n");
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("from-shell"));
+    // A wrong key, an unknown instance, another tenant's instance, a user name that is
+    // not TENANT.INSTANCE: the same refusal.
+    f.run(&["tenant", "create", "beta"]);
+    f.run(&["instance", "create", "beta/db", "--start"]);
+    let (other, _) = keygen(&f, "id_other");
+    let refusals: Vec<String> = [
+        ssh(&f, &other, &["acme.web@127.0.0.1", "--", "true"]),
+        ssh(&f, &key, &["acme.nope@127.0.0.1", "--", "true"]),
+        ssh(&f, &key, &["nope.web@127.0.0.1", "--", "true"]),
+        ssh(&f, &key, &["beta.db@127.0.0.1", "--", "true"]),
+        ssh(&f, &key, &["acme@127.0.0.1", "--", "true"]),
+    ]
+    .into_iter()
+    .map(|o| {
+        assert_eq!(o.status.code(), Some(255));
+        text(&o.stderr).replace("acme.nope", "U").replace("nope.web", "U").replace("beta.db", "U").replace("acme.web", "U").replace("acme@", "U@")
+    })
+    .collect();
+    assert!(refusals[0].contains("Permission denied (publickey)"), "{}", refusals[0]);
+    assert!(refusals.iter().all(|r| r == &refusals[0]), "refusals differ: {refusals:#?}");
+    // A stopped instance: the key is good, the reason is on stderr.
+    f.run(&["instance", "stop", "acme/web"]);
+    let o = ssh(&f, &key, &["acme.web@127.0.0.1", "--", "true"]);
+    assert_eq!(o.status.code(), Some(255));
+    assert!(text(&o.stderr).contains("hangar: ") && text(&o.stderr).contains("stopped"), "{}", text(&o.stderr));
+}
+
+#[test]
+fn scp_and_sftp_move_identical_bytes() {
+    let (f, key) = gateway_fleet();
+    let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let up = f.dir.path().join("up.bin");
+    std::fs::write(&up, &payload).unwrap();
+    let o = Command::new("scp").args(ssh_opts(&f, &key, "-P")).arg(&up).arg("acme.web@127.0.0.1:/home/up.bin").output().unwrap();
+    assert!(o.status.success(), "scp up: {}", text(&o.stderr));
+    let o = ssh(&f, &key, &["acme.web@127.0.0.1", "--", "sha256sum /home/up.bin"]);
+    let local = Command::new("sha256sum").arg(&up).output().unwrap();
+    assert_eq!(text(&o.stdout).split_whitespace().next(), text(&local.stdout).split_whitespace().next());
+    let down = f.dir.path().join("down.bin");
+    let o = Command::new("scp").args(ssh_opts(&f, &key, "-P")).arg("acme.web@127.0.0.1:/home/up.bin").arg(&down).output().unwrap();
+    assert!(o.status.success(), "scp down: {}", text(&o.stderr));
+    assert!(std::fs::read(&down).unwrap() == payload, "scp down changed the bytes");
+    let batch = f.dir.path().join("batch");
+    std::fs::write(&batch, "cd /home\nls -l\n").unwrap();
+    let o = Command::new("sftp").args(ssh_opts(&f, &key, "-P")).arg("-b").arg(&batch).arg("acme.web@127.0.0.1").output().unwrap();
+    assert!(o.status.success(), "sftp: {}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("up.bin") && text(&o.stdout).contains("3000000"), "{}", text(&o.stdout));
+}
+
+#[test]
+fn host_key_survives_a_hub_restart_and_instance_ssh_checks_the_way_in() {
+    let (mut f, key) = gateway_fleet();
+    let before = f.run(&["ssh", "known-hosts"]);
+    let key_file = f.data_dir().join("hub/ssh_host_ed25519_key");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key_file).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    common::crash_and_restart(&mut f);
+    assert_eq!(f.run(&["ssh", "known-hosts"]), before, "the host key changed across a restart");
+    common::wait_until("the instance runs again", || f.json(&["instance", "info", "acme/web"])["observed"] == "running");
+    let o = ssh(&f, &key, &["acme.web@127.0.0.1", "--", "echo back"]);
+    assert_eq!(text(&o.stdout), "back\n", "{}", text(&o.stderr));
+    // `instance ssh`: the right user, port and host key, with the system's ssh.
+    let k = key.to_str().unwrap();
+    let o = f.try_run(&["instance", "ssh", "acme/web", "-i", k, "--", "echo", "via-cli"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), "via-cli\n");
+    let o = f.try_run(&["instance", "ssh", "acme/web", "-i", k, "--check"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    // --check says why not: a key nobody registered, then a stopped instance.
+    let (other, _) = keygen(&f, "id_other");
+    let o = f.try_run(&["instance", "ssh", "acme/web", "-i", other.to_str().unwrap(), "--check"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("refused your key"), "{}", text(&o.stderr));
+    f.run(&["instance", "stop", "acme/web"]);
+    let o = f.try_run(&["instance", "ssh", "acme/web", "-i", k, "--check"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("not running"), "{}", text(&o.stderr));
+}

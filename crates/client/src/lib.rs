@@ -463,3 +463,19 @@ impl AgentClient {
         session::open(&self.t, &format!("/v1/sandboxes/{sandbox}/session"), req).await
     }
 }
+
+/// SSH keys and the SSH gateway.
+impl HubClient {
+    pub async fn ssh_key_add(&self, tenant: &str, req: &SshKeyAdd) -> Result<SshKey> {
+        self.t.post(&format!("/v1/tenants/{tenant}/ssh-keys"), req).await
+    }
+    pub async fn ssh_key_list(&self, tenant: &str) -> Result<Vec<SshKey>> {
+        self.t.get(&format!("/v1/tenants/{tenant}/ssh-keys")).await
+    }
+    pub async fn ssh_key_remove(&self, tenant: &str, name: &str) -> Result<SshKey> {
+        self.t.delete(&format!("/v1/tenants/{tenant}/ssh-keys/{name}")).await
+    }
+    pub async fn ssh_gateway(&self) -> Result<SshGateway> {
+        self.t.get("/v1/ssh").await
+    }
+}

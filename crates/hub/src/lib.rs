@@ -24,7 +24,7 @@ pub mod operations;
 pub mod pools;
 pub mod server;
 pub mod sessions;
-pub mod ssh_keys;
+pub mod ssh;
 pub mod tenants;
 pub mod tokens;
 pub mod uid_ranges;
@@ -71,6 +71,8 @@ pub struct HubConfig {
     /// The host uid/gid ranges sandboxes' user namespaces are cut from (see
     /// [`uid_ranges`]).
     pub uid_ranges: hangar_types::idmap::IdPool,
+    /// The SSH gateway `hub serve` starts (see [`ssh`]).
+    pub ssh: ssh::SshConfig,
 }
 
 impl Default for HubConfig {
@@ -88,6 +90,7 @@ impl Default for HubConfig {
             pool_interval: Duration::from_secs(2),
             provider_grace: Duration::from_secs(15),
             uid_ranges: hangar_types::idmap::IdPool::default(),
+            ssh: ssh::SshConfig::default(),
         }
     }
 }
@@ -112,6 +115,8 @@ pub struct Hub {
     pub(crate) providers: hosts::Providers,
     /// API tokens already verified.
     pub(crate) token_cache: auth::TokenCache,
+    /// The SSH gateway's port and host key, once `hub serve` started it.
+    pub(crate) ssh_gateway: std::sync::OnceLock<hangar_types::api::SshGateway>,
 }
 
 impl Hub {
@@ -121,7 +126,7 @@ impl Hub {
 
     /// A hub whose locks, wake-ups and leases are shared with other hubs through `coord`.
     pub fn with_coordination(store: Arc<dyn Store>, keys: HubKeys, config: HubConfig, coord: Coordination) -> Arc<Hub> {
-        Arc::new(Hub { store, keys, config, coord, providers: Default::default(), token_cache: Default::default() })
+        Arc::new(Hub { store, keys, config, coord, providers: Default::default(), token_cache: Default::default(), ssh_gateway: Default::default() })
     }
 
     pub(crate) async fn lock(&self, key: LockKey) -> LockGuard {

@@ -14,6 +14,8 @@ mod hostkey;
 
 pub use gateway::{serve, GatewayConfig};
 pub use hostkey::{host_key, known_hosts_line, HostKeyError};
+/// What the host key is and how it is fingerprinted, for callers that show it.
+pub use russh::keys::{HashAlg, PrivateKey};
 
 use hangar_types::session::SessionRequest;
 use tokio::io::{AsyncRead, AsyncWrite};

@@ -909,3 +909,19 @@ pub struct SshKeyAdd {
 
 /// The longest public key line accepted (a 16384-bit RSA key is about 2.8 KiB).
 pub const SSH_KEY_MAX_BYTES: usize = 8192;
+
+/// `GET /v1/ssh`: the SSH gateway, as clients need it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SshGateway {
+    /// Whether this hub runs a gateway.
+    pub enabled: bool,
+    /// Its TCP port (on the hub's address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Its host key, `TYPE BASE64`, for known_hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_key: Option<String>,
+    /// `SHA256:...` of the host key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+}

@@ -1,16 +1,16 @@
 //! /v1/tenants/{tenant}/ssh-keys: the public keys the SSH gateway accepts for a
-//! tenant's instances (tenant or admin token).
+//! tenant's instances (tenant or admin token); /v1/ssh: the gateway's port and host key.
 
 use super::{tenant_and, ApiJson, ApiRoutes, AppState};
 use crate::{parse_name, HubResult, Principal};
 use axum::extract::{Path, State};
 use axum::Json;
-use hangar_types::api::{SshKey, SshKeyAdd};
+use hangar_types::api::{SshGateway, SshKey, SshKeyAdd};
 use hangar_types::ApiError;
 use utoipa_axum::routes;
 
 pub(super) fn routes() -> ApiRoutes {
-    ApiRoutes::new().routes(routes!(ssh_key_add, ssh_key_list)).routes(routes!(ssh_key_remove))
+    ApiRoutes::new().routes(routes!(ssh_key_add, ssh_key_list)).routes(routes!(ssh_key_remove)).routes(routes!(ssh_gateway))
 }
 
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/ssh-keys", request_body = SshKeyAdd, security(("token" = [])), params(("tenant" = String, Path)),
@@ -31,4 +31,9 @@ async fn ssh_key_list(State(hub): State<AppState>, p: Principal, Path(tenant): P
 async fn ssh_key_remove(State(hub): State<AppState>, p: Principal, Path(names): Path<(String, String)>) -> HubResult<Json<SshKey>> {
     let (tenant, name) = tenant_and("ssh key", names)?;
     Ok(Json(hub.ssh_key_remove(&p, &tenant, &name).await?))
+}
+
+#[utoipa::path(get, path = "/v1/ssh", security(("token" = [])), responses((status = 200, body = SshGateway), (status = 401, body = ApiError)))]
+async fn ssh_gateway(State(hub): State<AppState>, p: Principal) -> Json<SshGateway> {
+    Json(hub.ssh_gateway(&p))
 }

@@ -1,7 +1,9 @@
-//! SSH keys: the public keys a tenant registered for the SSH gateway, and the gateway's
-//! question "may this key reach this instance?". Keys are checked when added (an
-//! OpenSSH public key line of a known type whose blob names that type), kept as type
-//! and base64 blob, and compared as such.
+//! The SSH gateway's side in the hub: the public keys a tenant registered, the
+//! gateway's question "may this key reach this instance?", its settings and what
+//! clients need to know of it (port, host key). Keys are checked when added (an OpenSSH
+//! public key line of a known type whose blob names that type), kept as type and base64
+//! blob, and compared as such. The gateway itself is the `hangar-ssh` crate, which
+//! `hub serve` wires to [`Hub::ssh_authorize`] and [`Hub::session_open`].
 
 use crate::auth::Principal;
 use crate::error::{HubError, HubResult};
@@ -11,6 +13,34 @@ use hangar_types::api::{SshKey, SshKeyAdd, SSH_KEY_MAX_BYTES};
 use hangar_types::Name;
 use sha2::Digest;
 use time::OffsetDateTime;
+
+/// Where the SSH gateway listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SshListen {
+    /// No gateway.
+    Off,
+    /// This port on the API's address; if it is taken, the hub runs without a gateway
+    /// and logs why (so several hubs on one machine still start).
+    Default(u16),
+    /// Exactly here; the hub refuses to start if it cannot.
+    At(std::net::SocketAddr),
+}
+
+/// The SSH gateway's settings.
+#[derive(Clone, Debug)]
+pub struct SshConfig {
+    pub listen: SshListen,
+    /// A connection with no traffic for this long is closed.
+    pub idle_timeout: std::time::Duration,
+    /// Sessions open at once per tenant through the gateway.
+    pub max_sessions_per_tenant: usize,
+}
+
+impl Default for SshConfig {
+    fn default() -> Self {
+        SshConfig { listen: SshListen::Off, idle_timeout: std::time::Duration::from_secs(3600), max_sessions_per_tenant: 32 }
+    }
+}
 
 /// Key types the gateway verifies (russh with aws-lc-rs), as OpenSSH names them.
 const KEY_TYPES: &[&str] = &["ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa"];
@@ -92,6 +122,17 @@ impl Hub {
         self.store.delete_ssh_key(&t.name, name).await?;
         self.event(&p.actor(), Some(&t.name), format!("ssh-key/{}/{}", t.name, name), "ssh_key.remove", "ok", Some(key.fingerprint.clone())).await;
         Ok(key)
+    }
+
+    /// Records the running gateway (once), for [`Hub::ssh_gateway`].
+    pub fn set_ssh_gateway(&self, info: hangar_types::api::SshGateway) {
+        let _ = self.ssh_gateway.set(info);
+    }
+
+    /// The gateway's port and host key, for any authenticated caller (clients write
+    /// their known_hosts from it).
+    pub fn ssh_gateway(&self, _p: &Principal) -> hangar_types::api::SshGateway {
+        self.ssh_gateway.get().cloned().unwrap_or_default()
     }
 
     /// The SSH gateway's check: `public_key` (`type base64`) is registered by `tenant`,
