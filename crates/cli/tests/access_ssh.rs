@@ -139,10 +139,13 @@ fn gateway_fleet() -> (common::Fleet, PathBuf) {
 /// Plain OpenSSH options for the fleet's gateway: its port, only the gateway's host
 /// key trusted, only `key` offered, never a prompt.
 fn ssh_opts(f: &common::Fleet, key: &Path, port_flag: &str) -> Vec<String> {
-    let known = known_hosts(f);
+    opts(f.ssh_port, &known_hosts(f), key, port_flag)
+}
+
+fn opts(port: u16, known: &Path, key: &Path, port_flag: &str) -> Vec<String> {
     vec![
         port_flag.into(),
-        f.ssh_port.to_string(),
+        port.to_string(),
         "-i".into(),
         key.display().to_string(),
         "-o".into(),
@@ -295,4 +298,67 @@ fn host_key_survives_a_hub_restart_and_instance_ssh_checks_the_way_in() {
     let o = f.try_run(&["instance", "ssh", "acme/web", "-i", k, "--check"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o.stderr).contains("not running"), "{}", text(&o.stderr));
+}
+
+#[test]
+fn an_agent_killed_mid_session_disconnects_cleanly_and_the_gateway_serves_on() {
+    common::require_root();
+    common::block_on(async {
+        let (mut f, c) = hangar_harness::fleet::SplitFleet::start(Path::new(common::bin()), "hangar-ssh-split-", 3.0).await.unwrap();
+        for args in [&["tenant", "create", "acme"][..], &["instance", "create", "acme/web", "--start"]] {
+            let o = Command::new(common::bin()).args(args).env("HANGAR_CONFIG", f.dir.path().join("config.json")).env_remove("HANGAR_TOKEN").env_remove("HANGAR_HUB").output().unwrap();
+            assert!(o.status.success(), "{args:?}: {}", text(&o.stderr));
+        }
+        let key = f.dir.path().join("id");
+        let o = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key).output().unwrap();
+        assert!(o.status.success());
+        let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+        c.ssh_key_add("acme", &hangar_types::api::SshKeyAdd { public_key: public, name: None }).await.unwrap();
+        let g = c.ssh_gateway().await.unwrap();
+        let port = g.port.expect("the split fleet's hub runs a gateway");
+        let known = f.dir.path().join("known_hosts");
+        std::fs::write(&known, format!("[127.0.0.1]:{port} {}\n", g.host_key.unwrap())).unwrap();
+        let ssh = |args: &[&str]| {
+            let mut cmd = Command::new("ssh");
+            cmd.args(opts(port, &known, &key, "-p")).args(args).stdin(std::process::Stdio::null());
+            cmd
+        };
+        // A session in progress when the agent dies.
+        let mut long = ssh(&["acme.web@127.0.0.1", "--", "echo started; sleep 120"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let mut first = String::new();
+        {
+            use std::io::BufRead;
+            std::io::BufReader::new(long.stdout.as_mut().unwrap()).read_line(&mut first).unwrap();
+        }
+        assert_eq!(first, "started\n");
+        f.kill_agent();
+        let t = std::time::Instant::now();
+        let status = loop {
+            if let Some(s) = long.try_wait().unwrap() {
+                break s;
+            }
+            assert!(t.elapsed() < std::time::Duration::from_secs(30), "the ssh session outlived its agent by 30s");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        let mut err = String::new();
+        std::io::Read::read_to_string(long.stderr.as_mut().unwrap(), &mut err).unwrap();
+        assert_eq!(status.code(), Some(255), "{err}");
+        assert!(err.contains("connection to the instance was lost"), "{err}");
+        // The gateway itself is fine: a new connection authenticates and says why the
+        // instance cannot be reached now...
+        let o = ssh(&["acme.web@127.0.0.1", "--", "true"]).output().unwrap();
+        assert_eq!(o.status.code(), Some(255));
+        assert!(text(&o.stderr).contains("hangar: "), "{}", text(&o.stderr));
+        // ...and serves again once the agent is back.
+        f.start_agent().await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let o = ssh(&["acme.web@127.0.0.1", "--", "echo again"]).output().unwrap();
+            if text(&o.stdout) == "again\n" {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "no session after the agent came back: {}", text(&o.stderr));
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    });
 }

@@ -307,7 +307,8 @@ impl SplitFleet {
         if !o.status.success() {
             bail!("hangar init failed: {}", String::from_utf8_lossy(&o.stderr));
         }
-        let hub_args: Vec<String> = ["hub", "serve", "--data-dir", &data, "--listen", &listen, "--cluster-range", &range, "--stale-after", &stale_after.to_string()]
+        // The SSH gateway on a port of its own choosing (`GET /v1/ssh` says which).
+        let hub_args: Vec<String> = ["hub", "serve", "--data-dir", &data, "--listen", &listen, "--cluster-range", &range, "--stale-after", &stale_after.to_string(), "--ssh-listen", "127.0.0.1:0"]
             .iter()
             .map(|s| s.to_string())
             .collect();
