@@ -807,7 +807,7 @@ impl SmokeArgs {
 
 #[derive(Args, Clone)]
 pub struct BenchArgs {
-    /// Comma-separated subset of: start, resume, burst (with density), api, reconcile, heartbeat.
+    /// Comma-separated subset of: start, resume, burst (with density), api, reconcile, heartbeat, ssh.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Samples for start and resume.

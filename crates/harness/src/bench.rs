@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 pub struct BenchOptions {
     /// The `hangar` binary its fleets run.
     pub bin: PathBuf,
-    /// A subset of: start, resume, burst (with density), api, reconcile, heartbeat (all
-    /// when empty).
+    /// A subset of: start, resume, burst (with density), api, reconcile, heartbeat, ssh
+    /// (all when empty).
     pub only: Vec<String>,
     /// Samples for start and resume.
     pub runs: usize,
@@ -36,7 +36,7 @@ pub struct BenchOptions {
     pub out: PathBuf,
 }
 
-const ALL: [&str; 6] = ["start", "resume", "burst", "api", "reconcile", "heartbeat"];
+const ALL: [&str; 7] = ["start", "resume", "burst", "api", "reconcile", "heartbeat", "ssh"];
 
 #[derive(Serialize, Clone, Debug)]
 struct Row {
@@ -444,6 +444,21 @@ pub async fn run(a: &BenchOptions) -> Result<Report> {
         }
         .await;
         record(&mut failed, "heartbeat", r);
+    }
+    if which.contains(&"ssh") {
+        let r: Result<()> = async {
+            eprintln!("bench ssh: {} sessions through the gateway and {} to OpenSSH's sshd, alternating", a.runs, a.runs);
+            create_running(&c, "ssh0").await?;
+            let b = crate::bench_ssh::run(&c, &fleet, "bench", "ssh0", a.runs).await?;
+            delete(&c, "ssh0").await?;
+            let (g, d) = (sorted(b.gateway), sorted(b.sshd));
+            let ratio = pct(&g, 0.5) / pct(&d, 0.5);
+            rows.push(row("ssh", "p50 session setup to first byte", pct(&g, 0.5), Some(pct(&d, 0.5)), "ms", "ratio <= 1.5", Some(ratio <= 1.5)));
+            rows.push(row("ssh", "p90", pct(&g, 0.9), Some(pct(&d, 0.9)), "ms", "", None));
+            Ok(())
+        }
+        .await;
+        record(&mut failed, "ssh", r);
     }
     let machine = serde_json::json!({
         "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
