@@ -9,7 +9,11 @@ use std::process::{Command, Output};
 
 /// A fleet with a tenant `acme` and a running instance `acme/web`.
 fn fleet() -> common::Fleet {
-    let f = common::up();
+    fleet_with(&[])
+}
+
+fn fleet_with(up_args: &[&str]) -> common::Fleet {
+    let f = common::up_with(up_args);
     f.run(&["tenant", "create", "acme"]);
     f.run(&["instance", "create", "acme/web", "--start"]);
     f
@@ -128,7 +132,11 @@ fn known_hosts(f: &common::Fleet) -> PathBuf {
 
 /// A fleet with `acme/web` running and a key of acme's registered: (fleet, key path).
 fn gateway_fleet() -> (common::Fleet, PathBuf) {
-    let f = fleet();
+    gateway_fleet_with(&[])
+}
+
+fn gateway_fleet_with(up_args: &[&str]) -> (common::Fleet, PathBuf) {
+    let f = fleet_with(up_args);
     let (key, public) = keygen(&f, "id_acme");
     let file = f.dir.path().join("id_acme.pub");
     std::fs::write(&file, public).unwrap();
@@ -361,4 +369,33 @@ fn an_agent_killed_mid_session_disconnects_cleanly_and_the_gateway_serves_on() {
             std::thread::sleep(std::time::Duration::from_millis(500));
         }
     });
+}
+
+#[test]
+fn idle_connections_are_closed_and_a_tenant_gets_its_session_limit() {
+    let (f, key) = gateway_fleet_with(&["--ssh-idle-timeout", "2", "--ssh-max-sessions", "1"]);
+    // Busy for 4 s (output every half second): not idle, runs to its end.
+    let t = std::time::Instant::now();
+    let o = ssh(&f, &key, &["acme.web@127.0.0.1", "--", "for i in 1 2 3 4 5 6 7 8; do echo $i; sleep 0.5; done"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(t.elapsed() >= std::time::Duration::from_secs(4));
+    // Silent: closed after the idle timeout, long before the command would end.
+    let t = std::time::Instant::now();
+    let o = ssh(&f, &key, &["acme.web@127.0.0.1", "--", "sleep 60"]);
+    assert_eq!(o.status.code(), Some(255), "{}", text(&o.stderr));
+    assert!(t.elapsed() < std::time::Duration::from_secs(20), "an idle connection lived {:?}", t.elapsed());
+    // One session at a time for acme: a second is refused while the first runs.
+    let mut first = Command::new("ssh").args(ssh_opts(&f, &key, "-p")).args(["acme.web@127.0.0.1", "--", "for i in $(seq 40); do echo .; sleep 0.25; done"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    {
+        use std::io::Read;
+        let mut b = [0u8; 1];
+        first.stdout.as_mut().unwrap().read_exact(&mut b).unwrap();
+    }
+    let o = ssh(&f, &key, &["acme.web@127.0.0.1", "--", "true"]);
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("open failed"), "{}", text(&o.stderr));
+    let _ = first.kill();
+    let _ = first.wait();
+    // The slot comes back when the first session ends.
+    common::wait_until("the session slot is free again", || ssh(&f, &key, &["acme.web@127.0.0.1", "--", "true"]).status.success());
 }

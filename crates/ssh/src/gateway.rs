@@ -67,7 +67,7 @@ pub async fn serve(listener: TcpListener, key: PrivateKey, backend: Arc<dyn Back
             },
             _ = &mut shutdown => return,
         };
-        let conn = Conn { backend: backend.clone(), counts: counts.clone(), max: cfg.max_sessions_per_tenant, target: None };
+        let conn = Conn { backend: backend.clone(), counts: counts.clone(), max: cfg.max_sessions_per_tenant, target: None, activity: Arc::new(Activity::new()), idle: cfg.idle_timeout, alive: None };
         let config = config.clone();
         tokio::spawn(async move {
             match russh::server::run_stream(config, tcp, conn).await {
@@ -89,6 +89,48 @@ struct Conn {
     max: usize,
     /// (tenant, instance), once authenticated.
     target: Option<(String, String)>,
+    activity: Arc<Activity>,
+    idle: Duration,
+    /// Dropped with the connection, which ends its idle watch.
+    alive: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// When a connection last carried a session's bytes (either way). russh's own
+/// inactivity timer counts keepalive replies as activity, so it never closes a
+/// connection whose client is merely alive; this one does.
+struct Activity {
+    base: std::time::Instant,
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity { base: std::time::Instant::now(), last_ms: Default::default() }
+    }
+
+    fn touch(&self) {
+        self.last_ms.store(self.base.elapsed().as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        self.base.elapsed().saturating_sub(Duration::from_millis(self.last_ms.load(std::sync::atomic::Ordering::Relaxed)))
+    }
+}
+
+/// Disconnects the connection once it has been idle for `idle`; ends with it.
+async fn watch_idle(handle: russh::server::Handle, activity: Arc<Activity>, idle: Duration, mut gone: tokio::sync::oneshot::Receiver<()>) {
+    let tick = (idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = &mut gone => return,
+        }
+        if activity.idle_for() >= idle {
+            let why = format!("idle for {} s", idle.as_secs());
+            let _ = handle.disconnect(russh::Disconnect::ByApplication, why, "en".into()).await;
+            return;
+        }
+    }
 }
 
 /// One open session channel of a tenant, counted until dropped.
@@ -135,6 +177,19 @@ impl russh::server::Handler for Conn {
         Ok(Auth::reject())
     }
 
+    async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
+        self.activity.touch();
+        let (alive, gone) = tokio::sync::oneshot::channel();
+        self.alive = Some(alive);
+        tokio::spawn(watch_idle(session.handle(), self.activity.clone(), self.idle, gone));
+        Ok(())
+    }
+
+    async fn data(&mut self, _channel: ChannelId, _data: &[u8], _session: &mut Session) -> Result<(), Self::Error> {
+        self.activity.touch();
+        Ok(())
+    }
+
     async fn channel_open_session(&mut self, channel: Channel<Msg>, reply: ChannelOpenHandle, _session: &mut Session) -> Result<(), Self::Error> {
         let Some(target) = self.target.clone() else {
             reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
@@ -145,9 +200,9 @@ impl russh::server::Handler for Conn {
             return Ok(());
         };
         reply.accept().await;
-        let backend = self.backend.clone();
+        let (backend, activity) = (self.backend.clone(), self.activity.clone());
         tokio::spawn(async move {
-            run_channel(channel, backend, target).await;
+            run_channel(channel, backend, target, activity).await;
             drop(slot);
         });
         Ok(())
@@ -195,7 +250,7 @@ fn size(rows: u32, cols: u32) -> (u16, u16) {
 
 /// One session channel: its requests up to shell, exec or subsystem, then one hub
 /// session, bytes both ways, the exit status at the end.
-async fn run_channel(mut channel: Channel<Msg>, backend: Arc<dyn Backend>, (tenant, instance): (String, String)) {
+async fn run_channel(mut channel: Channel<Msg>, backend: Arc<dyn Backend>, (tenant, instance): (String, String), activity: Arc<Activity>) {
     let mut pty: Option<(String, u16, u16)> = None;
     let mut env = BTreeMap::new();
     let command = loop {
@@ -243,7 +298,9 @@ async fn run_channel(mut channel: Channel<Msg>, backend: Arc<dyn Backend>, (tena
     let mut out = tokio::spawn(async move {
         let mut frames = FrameReader::new(agent_rd);
         loop {
-            match frames.next().await {
+            let next = frames.next().await;
+            activity.touch();
+            match next {
                 Ok(Some(Frame::Stdout(b))) => {
                     if wr.data_bytes(b).await.is_err() {
                         return;
