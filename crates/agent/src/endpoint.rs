@@ -246,10 +246,10 @@ async fn session(State(st): State<EndpointState>, Extension(peer): Extension<Pee
             }
         }
     });
-    Ok(Response::builder()
+    Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(axum::http::header::CONNECTION, "upgrade")
         .header(axum::http::header::UPGRADE, UPGRADE_PROTOCOL)
         .body(axum::body::Body::empty())
-        .map_err(|e| EpError(ApiError::internal(e.to_string())))?)
+        .map_err(|e| EpError(ApiError::internal(e.to_string())))
 }

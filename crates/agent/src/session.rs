@@ -94,14 +94,17 @@ enum Input {
 async fn feed<R: AsyncRead + Unpin>(mut frames: FrameReader<R>, mut input: Input) {
     while let Ok(Some(f)) = frames.next().await {
         match (f, &mut input) {
-            (Frame::Stdin(b), Input::Pty(p)) => {
-                if p.write_all(&b).await.is_err() {
-                    // The terminal is gone; keep reading until the client leaves.
-                }
-            }
-            (Frame::Stdin(b), Input::Pipe(Some(w))) => {
-                if w.write_all(&b).await.is_err() {
-                    input = Input::Pipe(None);
+            // A terminal that is gone takes nothing more; reading goes on until the
+            // client leaves.
+            (Frame::Stdin(b), Input::Pty(p)) => drop(p.write_all(&b).await),
+            (Frame::Stdin(b), Input::Pipe(w)) => {
+                // A command that closed its stdin takes nothing more.
+                let broken = match w {
+                    Some(pipe) => pipe.write_all(&b).await.is_err(),
+                    None => false,
+                };
+                if broken {
+                    *w = None;
                 }
             }
             (Frame::StdinEof, Input::Pipe(w)) => *w = None,

@@ -155,7 +155,7 @@ mod tests {
 
     #[test]
     fn frames_round_trip_and_split_anywhere() {
-        let frames = vec![
+        let frames = [
             Frame::Stdin(b"ls\n".to_vec()),
             Frame::Stdout(vec![0; 300]),
             Frame::Stderr(vec![]),
