@@ -6,7 +6,7 @@
 //! (never left running without anyone attached); the connection ends after the status.
 
 use crate::drivers::runtime::SessionProcess;
-use hangar_client::session::{write_frame, FrameReader};
+use hangar_client::session::{frame_writer, FrameReader};
 use hangar_types::session::{Frame, FRAME_MAX_PAYLOAD};
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
@@ -21,16 +21,8 @@ const DRAIN: Duration = Duration::from_millis(500);
 
 /// Runs the session to its end.
 pub async fn run<S: AsyncRead + AsyncWrite + Send + 'static>(stream: S, mut p: SessionProcess) {
-    let (rd, mut wr) = tokio::io::split(stream);
-    let (tx, mut rx) = mpsc::channel::<Frame>(64);
-    let writer = tokio::spawn(async move {
-        while let Some(f) = rx.recv().await {
-            if write_frame(&mut wr, &f).await.is_err() {
-                break;
-            }
-        }
-        let _ = wr.shutdown().await;
-    });
+    let (rd, wr) = tokio::io::split(stream);
+    let (tx, writer) = frame_writer(wr);
     let runtime_pid = p.child.id();
     let pty = match p.pty.take().map(|fd| Pty::new(fd, runtime_pid)).transpose() {
         Ok(p) => p.map(Arc::new),

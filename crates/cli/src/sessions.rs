@@ -3,12 +3,11 @@
 //! resizes, the remote exit status as ours.
 
 use anyhow::{bail, Result};
-use hangar_client::session::{write_frame, FrameReader};
+use hangar_client::session::{frame_writer, FrameReader};
 use hangar_client::HubClient;
 use hangar_types::session::{Frame, SessionRequest};
 use std::collections::BTreeMap;
 use std::io::Write;
-use tokio::sync::mpsc;
 
 /// What `exec` exits with when the session ended without a status.
 const NO_STATUS: i32 = 255;
@@ -52,15 +51,8 @@ pub async fn exec(c: &HubClient, tenant: &str, name: &str, command: &[String], i
     }
     let req = SessionRequest { command: command.to_vec(), env, tty, rows, cols };
     let stream = c.instance_session(tenant, name, &req).await?;
-    let (rd, mut wr) = tokio::io::split(stream);
-    let (tx, mut rx) = mpsc::channel::<Frame>(64);
-    let writer = tokio::spawn(async move {
-        while let Some(f) = rx.recv().await {
-            if write_frame(&mut wr, &f).await.is_err() {
-                break;
-            }
-        }
-    });
+    let (rd, wr) = tokio::io::split(stream);
+    let (tx, writer) = frame_writer(wr);
     let _raw = if tty { Some(RawMode::enter()?) } else { None };
     if interactive {
         // A thread, not tokio's stdin: a read blocked on the terminal must not hold up
@@ -99,7 +91,10 @@ pub async fn exec(c: &HubClient, tenant: &str, name: &str, command: &[String], i
             }
         });
     }
-    drop(tx);
+    // Held to the end: the writer shuts the connection's write side once every sender
+    // is gone, and the far end takes a closed connection as "abandon" (input ends with
+    // a StdinEof frame instead).
+    let _open = tx;
     let mut frames = FrameReader::new(rd);
     let mut code = None;
     let mut error = None;

@@ -77,6 +77,21 @@ fn invalid(e: FrameError) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, e)
 }
 
+/// A task writing the frames sent to it, in order, then shutting the writer down when
+/// every sender is gone (or at the first write error).
+pub fn frame_writer<W: AsyncWrite + Unpin + Send + 'static>(mut w: W) -> (tokio::sync::mpsc::Sender<Frame>, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Frame>(64);
+    let task = tokio::spawn(async move {
+        while let Some(f) = rx.recv().await {
+            if write_frame(&mut w, &f).await.is_err() {
+                break;
+            }
+        }
+        let _ = w.shutdown().await;
+    });
+    (tx, task)
+}
+
 /// Writes one frame and flushes it.
 pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, f: &Frame) -> std::io::Result<()> {
     w.write_all(&f.encode()).await?;

@@ -55,18 +55,7 @@ pub async fn serve(listener: TcpListener, key: PrivateKey, backend: Arc<dyn Back
     });
     let counts: Arc<Mutex<HashMap<String, usize>>> = Default::default();
     tokio::pin!(shutdown);
-    loop {
-        let (tcp, addr) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "ssh gateway: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => return,
-        };
+    while let Some((tcp, addr)) = hangar_tls::serve::next_connection(&listener, shutdown.as_mut()).await {
         let conn = Conn { backend: backend.clone(), counts: counts.clone(), max: cfg.max_sessions_per_tenant, target: None, activity: Arc::new(Activity::new()), idle: cfg.idle_timeout, alive: None };
         let config = config.clone();
         tokio::spawn(async move {

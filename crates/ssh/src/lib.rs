@@ -5,7 +5,7 @@
 //! (`hangar_types::session`) to the instance's agent, so the gateway itself runs
 //! nothing on the hub's machine.
 //!
-//! Depends on types and client (the session frames) and russh; knows nothing of the
+//! Depends on types, client (the session frames), tls (the accept loop) and russh; knows nothing of the
 //! store or the hub: [`Backend`] is the hub's side (authorize a key, open a session),
 //! wired by `hub serve`. That keeps russh and its crypto out of the hub crate's build.
 
