@@ -227,7 +227,8 @@ async fn session(State(st): State<EndpointState>, Extension(peer): Extension<Pee
     check_peer(&st, &peer)?;
     let id = sandbox_id(id)?;
     let asked = req.headers().get(axum::http::header::UPGRADE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    if !asked.eq_ignore_ascii_case(UPGRADE_PROTOCOL) {
+    // An upgrade exists only in HTTP/1.1 (HTTP/2 would need extended CONNECT).
+    if !asked.eq_ignore_ascii_case(UPGRADE_PROTOCOL) || req.version() != axum::http::Version::HTTP_11 {
         return Err(EpError(ApiError::invalid(format!("a session needs the header 'Upgrade: {UPGRADE_PROTOCOL}' over HTTP/1.1"))));
     }
     let upgrade = hyper::upgrade::on(&mut req);

@@ -92,6 +92,11 @@ fn exec_i_streams_stdin_and_keeps_stdout_and_stderr_apart() {
     assert_eq!(o.status.code(), Some(3), "stderr: {}", text(&o.stderr));
     assert_eq!(text(&o.stdout).trim(), "300000");
     assert_eq!(text(&o.stderr).trim(), "oops");
+    // A session request that is not an upgrade: 400 naming what is missing.
+    let c = f.client().unwrap();
+    let (status, body) = common::block_on(c.raw("POST", "/v1/tenants/acme/instances/web/session", Some(&serde_json::json!({"command": ["true"]})))).unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("Upgrade: hangar-session"), "{body}");
     // A stopped instance: refused with the reason, before any session.
     f.run(&["instance", "stop", "acme/web"]);
     let err = f.fail(&["instance", "exec", "-i", "acme/web", "--", "true"]);

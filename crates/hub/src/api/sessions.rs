@@ -25,7 +25,8 @@ pub(super) fn routes() -> ApiRoutes {
 async fn instance_session(State(hub): State<AppState>, p: Principal, Path(names): Path<(String, String)>, mut req: Request) -> HubResult<Response> {
     let (tenant, name) = tenant_and("instance", names)?;
     let asked = req.headers().get(header::UPGRADE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    if !asked.eq_ignore_ascii_case(UPGRADE_PROTOCOL) {
+    // An upgrade exists only in HTTP/1.1 (HTTP/2 would need extended CONNECT).
+    if !asked.eq_ignore_ascii_case(UPGRADE_PROTOCOL) || req.version() != axum::http::Version::HTTP_11 {
         return Err(HubError::invalid(format!("a session needs the header 'Upgrade: {UPGRADE_PROTOCOL}' over HTTP/1.1")));
     }
     let client = hyper::upgrade::on(&mut req);
