@@ -55,9 +55,14 @@ pub async fn run<S: AsyncRead + AsyncWrite + Send + 'static>(stream: S, mut p: S
     let status = tokio::select! {
         s = p.child.wait() => s.ok(),
         _ = &mut input_task => {
-            // The client is gone: nobody to run for.
+            // The client is gone: nobody to run for. Without a terminal runc copies the
+            // process's output through pipes of its own and waits for them to close,
+            // which a background child that inherited them delays: the helper goes too
+            // (the orphan stays in the sandbox, under its limits, until it ends).
             p.files.kill_process();
-            let _ = p.child.wait().await;
+            if tokio::time::timeout(Duration::from_secs(1), p.child.wait()).await.is_err() {
+                let _ = p.child.kill().await;
+            }
             None
         }
     };

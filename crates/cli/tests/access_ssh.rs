@@ -404,3 +404,46 @@ fn idle_connections_are_closed_and_a_tenant_gets_its_session_limit() {
     // The slot comes back when the first session ends.
     common::wait_until("the session slot is free again", || ssh(&f, &key, &["acme.web@127.0.0.1", "--", "true"]).status.success());
 }
+
+/// Every host process's command line, NULs as spaces.
+fn host_command_lines() -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.chars().all(|c| c.is_ascii_digit())))
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " "))
+        .collect()
+}
+
+#[test]
+fn sessions_hold_an_exec_slot_and_keep_their_env_out_of_argv() {
+    let (f, key) = gateway_fleet_with(&["--exec-max-concurrent", "1"]);
+    // The client's env reaches the sandbox through the process file, never a command line.
+    let secret = "s3cr3t-value-4711";
+    let mut held = Command::new("ssh")
+        .args(ssh_opts(&f, &key, "-p"))
+        .args(["-o", &format!("SetEnv=HANGAR_TEST_SECRET={secret}"), "acme.web@127.0.0.1", "--", "echo $HANGAR_TEST_SECRET; sleep 30"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    {
+        use std::io::BufRead;
+        std::io::BufReader::new(held.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    }
+    assert_eq!(line.trim(), secret, "the env reached the sandbox");
+    let ours = format!("HANGAR_TEST_SECRET={secret}");
+    assert!(!host_command_lines().iter().any(|l| l.contains(secret) && !l.contains(&ours)), "the secret is on a host command line");
+    // The session holds the instance's only exec slot: another exec is refused (429).
+    let err = f.fail(&["instance", "exec", "acme/web", "--", "true"]);
+    assert!(err.contains("already run"), "{err}");
+    // The client leaves: the process is killed and the slot comes back at once, not
+    // when the `sleep 30` its shell left behind ends (runc waits for that one's pipes).
+    let _ = held.kill();
+    let _ = held.wait();
+    let t = std::time::Instant::now();
+    common::wait_until("the exec slot is free again", || f.try_run(&["instance", "exec", "acme/web", "--", "true"]).status.success());
+    assert!(t.elapsed() < std::time::Duration::from_secs(10), "the slot came back only after {:?}", t.elapsed());
+}
