@@ -447,3 +447,16 @@ fn sessions_hold_an_exec_slot_and_keep_their_env_out_of_argv() {
     common::wait_until("the exec slot is free again", || f.try_run(&["instance", "exec", "acme/web", "--", "true"]).status.success());
     assert!(t.elapsed() < std::time::Duration::from_secs(10), "the slot came back only after {:?}", t.elapsed());
 }
+
+#[test]
+fn bench_ssh_measures_the_gateway_next_to_sshd() {
+    common::require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("b.json");
+    let o = Command::new(common::bin()).args(["bench", "--only", "ssh", "--runs", "2", "--out"]).arg(&out).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let r = v["results"].as_array().unwrap().iter().find(|r| r["bench"] == "ssh").unwrap_or_else(|| panic!("no ssh result in {v:#}")).clone();
+    // Real sessions both ways (no speed is asserted: the machines are shared).
+    assert!(r["hangar"].as_f64().unwrap() > 0.0 && r["raw"].as_f64().unwrap() > 0.0, "{r}");
+}
