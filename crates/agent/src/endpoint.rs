@@ -134,6 +134,7 @@ pub fn router(st: EndpointState) -> Router {
         .route("/v1/network", get(network))
         .route("/v1/status", get(status))
         .merge(crate::snapshots::routes())
+        .route("/v1/sandboxes/{id}/session", post(session))
         .with_state(st)
 }
 
@@ -219,4 +220,40 @@ async fn status(State(st): State<EndpointState>, Extension(peer): Extension<Peer
         generation: last.generation,
         instances,
     }))
+}
+
+/// An interactive session (`crate::session`): checked like an exec (the hub's
+/// certificate, the request, the sandbox's exec slot, held for the session's life),
+/// then `101 Switching Protocols` and frames on the same connection.
+async fn session(State(st): State<EndpointState>, Extension(peer): Extension<PeerInfo>, Path(id): Path<String>, mut req: axum::extract::Request) -> Result<Response, EpError> {
+    use hangar_types::session::{SessionRequest, UPGRADE_PROTOCOL};
+    check_peer(&st, &peer)?;
+    let id = sandbox_id(id)?;
+    let asked = req.headers().get(axum::http::header::UPGRADE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    // An upgrade exists only in HTTP/1.1 (HTTP/2 would need extended CONNECT).
+    if !asked.eq_ignore_ascii_case(UPGRADE_PROTOCOL) || req.version() != axum::http::Version::HTTP_11 {
+        return Err(EpError(ApiError::invalid(format!("a session needs the header 'Upgrade: {UPGRADE_PROTOCOL}' over HTTP/1.1"))));
+    }
+    let upgrade = hyper::upgrade::on(&mut req);
+    let body = axum::body::to_bytes(req.into_body(), 1 << 20).await.map_err(|e| EpError(ApiError::invalid(format!("request body: {e}"))))?;
+    let sreq: SessionRequest = serde_json::from_slice(&body).map_err(|e| EpError(ApiError::invalid(format!("request body: {e}"))))?;
+    sreq.validate().map_err(|m| EpError(ApiError::invalid(m)))?;
+    let slot = ExecSlot::take(&st, &id)?;
+    let process = st.runtime.session(&id, &sreq).await?;
+    tokio::spawn(async move {
+        let _slot = slot;
+        match upgrade.await {
+            Ok(u) => crate::session::run(hyper_util::rt::TokioIo::new(u), process).await,
+            Err(e) => {
+                tracing::debug!(error = %e, "session upgrade failed");
+                process.files.kill_process();
+            }
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(axum::http::header::CONNECTION, "upgrade")
+        .header(axum::http::header::UPGRADE, UPGRADE_PROTOCOL)
+        .body(axum::body::Body::empty())
+        .map_err(|e| EpError(ApiError::internal(e.to_string())))
 }

@@ -22,6 +22,7 @@ pub mod proxy;
 pub mod reconcile;
 pub mod snapshots;
 pub mod secrets;
+pub mod session;
 pub mod stopwatch;
 mod teardown;
 

@@ -14,6 +14,8 @@ use std::time::Duration;
 pub async fn api(c: &HubClient, cmd: &Cmd, out: &Out) -> Result<i32> {
     let c = c.clone();
     match cmd {
+        Cmd::SshKey(k) => crate::ssh::key_cmd(&c, k, out).await?,
+        Cmd::Ssh(SshCmd::KnownHosts) => crate::ssh::known_hosts(&c, out).await?,
         Cmd::Tenant(TenantCmd::Create { name, max_vcpus, max_mem, max_running, max_instances, max_disk, isolated, net_prefix }) => {
             let req = TenantCreate {
                 name: parse_name("tenant", name)?,
@@ -135,7 +137,15 @@ async fn instance(c: &HubClient, out: &Out, cmd: &InstanceCmd) -> Result<i32> {
             let op = c.instance_delete(r.tenant.as_str(), r.name.as_str()).await?;
             finish(c, out, op, wait, |_| format!("{r} deleted")).await?;
         }
-        InstanceCmd::Exec { instance, timeout, command } => {
+        InstanceCmd::Ssh { instance, check, identity, command } => {
+            let r = parse_ref("instance", instance)?;
+            return crate::ssh::instance_ssh(c, r.tenant.as_str(), r.name.as_str(), *check, identity.as_deref(), command).await;
+        }
+        InstanceCmd::Exec { instance, interactive, tty, command, .. } if *interactive || *tty => {
+            let r = parse_ref("instance", instance)?;
+            return crate::sessions::exec(c, r.tenant.as_str(), r.name.as_str(), command, *interactive, *tty).await;
+        }
+        InstanceCmd::Exec { instance, timeout, command, .. } => {
             let r = parse_ref("instance", instance)?;
             let res = c.instance_exec(r.tenant.as_str(), r.name.as_str(), &ExecRequest { command: command.clone(), env: BTreeMap::new(), timeout_secs: Some(*timeout) }).await?;
             if out.json {

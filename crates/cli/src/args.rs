@@ -98,6 +98,41 @@ pub enum Cmd {
     Bench(BenchArgs),
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
+    /// Public keys a tenant's users log in with through the SSH gateway.
+    #[command(subcommand)]
+    SshKey(SshKeyCmd),
+    /// The hub's SSH gateway.
+    #[command(subcommand)]
+    Ssh(SshCmd),
+}
+
+#[derive(Subcommand)]
+pub enum SshKeyCmd {
+    /// Register a public key (an OpenSSH .pub file, or - for stdin).
+    Add {
+        #[arg(long)]
+        tenant: String,
+        /// The .pub file.
+        file: PathBuf,
+        /// A name for it (default: from its fingerprint).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+    Remove {
+        #[arg(long)]
+        tenant: String,
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SshCmd {
+    /// The gateway's known_hosts line (append it to ~/.ssh/known_hosts).
+    KnownHosts,
 }
 
 #[derive(Args, Clone)]
@@ -230,6 +265,38 @@ pub struct HubArgs {
     /// idle workspaces cost next to nothing.
     #[arg(long, default_value_t = 256.0)]
     pub cpu_overcommit: f64,
+    #[command(flatten)]
+    pub ssh: SshGatewayArgs,
+}
+
+/// The SSH gateway `hub serve` and `up` start.
+#[derive(Args, Clone)]
+pub struct SshGatewayArgs {
+    /// Where the SSH gateway listens: ADDR:PORT, or `off`. Unset: port 2222 on the API's
+    /// address, skipped with a warning if that port is taken.
+    #[arg(long)]
+    pub ssh_listen: Option<String>,
+    /// Seconds without traffic after which an SSH connection is closed.
+    #[arg(long, default_value_t = 3600)]
+    pub ssh_idle_timeout: u64,
+    /// SSH sessions open at once per tenant; one more is refused.
+    #[arg(long, default_value_t = 32)]
+    pub ssh_max_sessions: usize,
+}
+
+impl SshGatewayArgs {
+    pub fn config(&self) -> Result<hangar_hub::ssh::SshConfig> {
+        use hangar_hub::ssh::SshListen;
+        let listen = match self.ssh_listen.as_deref() {
+            None => SshListen::Default(2222),
+            Some("off") => SshListen::Off,
+            Some(a) => SshListen::At(a.parse().map_err(|e| anyhow::anyhow!("--ssh-listen {a:?}: {e}; give ADDR:PORT (e.g. 0.0.0.0:2222) or off"))?),
+        };
+        if self.ssh_idle_timeout == 0 || self.ssh_max_sessions == 0 {
+            bail!("--ssh-idle-timeout and --ssh-max-sessions must be at least 1");
+        }
+        Ok(hangar_hub::ssh::SshConfig { listen, idle_timeout: Duration::from_secs(self.ssh_idle_timeout), max_sessions_per_tenant: self.ssh_max_sessions })
+    }
 }
 
 impl HubArgs {
@@ -244,6 +311,7 @@ impl HubArgs {
             cluster_range: self.cluster_range,
             stale_after: Duration::from_secs_f64(self.stale_after),
             cpu_overcommit: self.cpu_overcommit,
+            ssh: self.ssh.config()?,
             ..Default::default()
         })
     }
@@ -443,6 +511,13 @@ pub enum InstanceCmd {
         instance: String,
         #[arg(long, default_value_t = 60)]
         timeout: u64,
+        /// Keep stdin open and stream it to the command (a session through the hub;
+        /// --timeout does not apply).
+        #[arg(short = 'i', long)]
+        interactive: bool,
+        /// Run it with a terminal (a PTY): raw mode here, resizes sent along.
+        #[arg(short = 't', long)]
+        tty: bool,
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
@@ -457,6 +532,19 @@ pub enum InstanceCmd {
         follow: bool,
     },
     Stats { instance: String },
+    /// Log in through the SSH gateway with the system's `ssh` (right user, port and host
+    /// key); `-- CMD` runs a command instead of a shell.
+    Ssh {
+        instance: String,
+        /// Check the way in end to end and say what is wrong (exit 1), instead of logging in.
+        #[arg(long)]
+        check: bool,
+        /// The private key to offer (ssh -i).
+        #[arg(long, short = 'i')]
+        identity: Option<PathBuf>,
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
     Info { instance: String },
     /// A token for the hub's HTTP proxy to one port of the instance
     /// (`proxy-token TENANT/NAME --port P [--ttl 1h]`), or `list` / `revoke` them.
@@ -726,6 +814,10 @@ pub fn daemon_up_args(a: &UpArgs) -> Vec<String> {
     if let Some(d) = &a.agent.pool_device {
         v.extend(["--pool-device".into(), d.display().to_string()]);
     }
+    if let Some(l) = &a.hub.ssh.ssh_listen {
+        v.extend(["--ssh-listen".into(), l.clone()]);
+    }
+    v.extend(["--ssh-idle-timeout".into(), a.hub.ssh.ssh_idle_timeout.to_string(), "--ssh-max-sessions".into(), a.hub.ssh.ssh_max_sessions.to_string()]);
     v
 }
 
@@ -821,7 +913,7 @@ impl SmokeArgs {
 #[derive(Args, Clone)]
 pub struct BenchArgs {
     /// Comma-separated subset of: start, resume, burst (with density), api, reconcile, heartbeat,
-    /// snapshot, proxy.
+    /// snapshot, proxy, ssh.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Samples for start and resume.

@@ -10,6 +10,8 @@ mod args;
 mod output;
 mod pools;
 mod snapshots;
+mod sessions;
+mod ssh;
 
 use anyhow::{Context, Result};
 use args::*;

@@ -5,6 +5,7 @@
 //! - [`AgentClient`]: the hub's calls to an agent's endpoint (exec, logs, stats), mTLS.
 
 pub mod onboarding;
+pub mod session;
 
 use hangar_types::api::*;
 use hangar_types::protocol::{AgentReport, DesiredDoc, JoinRequest, JoinResponse};
@@ -48,16 +49,18 @@ struct Transport {
     base: String,
     http: reqwest::Client,
     token: Option<String>,
+    /// Kept for session upgrades, which need a client of their own (HTTP/1.1 only).
+    tls: rustls::ClientConfig,
 }
 
 impl Transport {
     fn new(base: &str, tls: rustls::ClientConfig, token: Option<String>, timeout: Option<Duration>) -> Result<Self> {
-        let mut b = reqwest::Client::builder().tls_backend_preconfigured(tls).connect_timeout(Duration::from_secs(5));
+        let mut b = reqwest::Client::builder().tls_backend_preconfigured(tls.clone()).connect_timeout(Duration::from_secs(5));
         if let Some(t) = timeout {
             b = b.timeout(t);
         }
         let http = b.build().map_err(|e| ClientError::Setup(e.to_string()))?;
-        Ok(Transport { base: base.trim_end_matches('/').to_string(), http, token })
+        Ok(Transport { base: base.trim_end_matches('/').to_string(), http, token, tls })
     }
 
     async fn call<B: Serialize, T: DeserializeOwned>(
@@ -495,6 +498,14 @@ impl HubClient {
     }
 }
 
+/// Interactive sessions (`instance exec -it`, the SSH gateway): the request, then the
+/// upgraded connection carrying [`hangar_types::session::Frame`]s.
+impl HubClient {
+    pub async fn instance_session(&self, tenant: &str, name: &str, req: &hangar_types::session::SessionRequest) -> Result<session::Upgraded> {
+        session::open(&self.t, &format!("/v1/tenants/{tenant}/instances/{name}/session"), req).await
+    }
+}
+
 impl AgentClient {
     pub async fn snapshot_list(&self, sandbox: &SandboxId) -> Result<Vec<hangar_types::protocol::ObservedSnapshot>> {
         self.t.get(&format!("/v1/sandboxes/{sandbox}/snapshots")).await
@@ -507,5 +518,24 @@ impl AgentClient {
     }
     pub async fn snapshot_restore(&self, sandbox: &SandboxId, name: &hangar_types::SnapshotId, req: &hangar_types::snapshots::AgentSnapshotRestore) -> Result<hangar_types::protocol::ObservedSnapshot> {
         self.t.post(&format!("/v1/sandboxes/{sandbox}/snapshots/{name}/restore"), req).await
+    }
+    pub async fn session(&self, sandbox: &SandboxId, req: &hangar_types::session::SessionRequest) -> Result<session::Upgraded> {
+        session::open(&self.t, &format!("/v1/sandboxes/{sandbox}/session"), req).await
+    }
+}
+
+/// SSH keys and the SSH gateway.
+impl HubClient {
+    pub async fn ssh_key_add(&self, tenant: &str, req: &SshKeyAdd) -> Result<SshKey> {
+        self.t.post(&format!("/v1/tenants/{tenant}/ssh-keys"), req).await
+    }
+    pub async fn ssh_key_list(&self, tenant: &str) -> Result<Vec<SshKey>> {
+        self.t.get(&format!("/v1/tenants/{tenant}/ssh-keys")).await
+    }
+    pub async fn ssh_key_remove(&self, tenant: &str, name: &str) -> Result<SshKey> {
+        self.t.delete(&format!("/v1/tenants/{tenant}/ssh-keys/{name}")).await
+    }
+    pub async fn ssh_gateway(&self) -> Result<SshGateway> {
+        self.t.get("/v1/ssh").await
     }
 }

@@ -47,6 +47,7 @@ const ALL: &[&str] = &[
     "heartbeat",
     "snapshot",
     "proxy",
+    "ssh",
 ];
 
 #[derive(Serialize, Clone, Debug)]
@@ -521,6 +522,21 @@ pub async fn run(a: &BenchOptions) -> Result<Report> {
         }
         .await;
         record(&mut failed, "proxy", r);
+    }
+    if which.contains(&"ssh") {
+        let r: Result<()> = async {
+            eprintln!("bench ssh: {} sessions through the gateway and {} to OpenSSH's sshd, alternating", a.runs, a.runs);
+            create_running(&c, "ssh0").await?;
+            let b = crate::bench_ssh::run(&c, &fleet, "bench", "ssh0", a.runs).await?;
+            delete(&c, "ssh0").await?;
+            let (g, d) = (sorted(b.gateway), sorted(b.sshd));
+            let ratio = pct(&g, 0.5) / pct(&d, 0.5);
+            rows.push(row("ssh", "p50 session setup to first byte", pct(&g, 0.5), Some(pct(&d, 0.5)), "ms", "ratio <= 1.5", Some(ratio <= 1.5)));
+            rows.push(row("ssh", "p90", pct(&g, 0.9), Some(pct(&d, 0.9)), "ms", "", None));
+            Ok(())
+        }
+        .await;
+        record(&mut failed, "ssh", r);
     }
     let machine = serde_json::json!({
         "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),

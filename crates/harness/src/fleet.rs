@@ -46,6 +46,8 @@ pub struct Fleet {
     opts: FleetOptions,
     /// One port for the fleet's life, so a restart keeps the clients' URL.
     listen: String,
+    /// The SSH gateway's port, also kept across restarts (so is its host key).
+    pub ssh_port: u16,
     child: Option<Child>,
 }
 
@@ -54,7 +56,8 @@ impl Fleet {
     pub async fn start(opts: FleetOptions) -> Result<Fleet> {
         let dir = tempfile::Builder::new().prefix(&opts.prefix).tempdir()?;
         let listen = format!("127.0.0.1:{}", free_port()?);
-        let mut f = Fleet { dir, range_octet: free_range_octet(), extra_env: vec![], opts, listen, child: None };
+        let ssh_port = free_port()?;
+        let mut f = Fleet { dir, range_octet: free_range_octet(), extra_env: vec![], opts, listen, ssh_port, child: None };
         f.spawn()?;
         f.wait_ready().await?;
         Ok(f)
@@ -92,6 +95,8 @@ impl Fleet {
             .arg(format!("10.{}.0.0/16", self.range_octet))
             .arg("--data-dir")
             .arg(self.data_dir())
+            .arg("--ssh-listen")
+            .arg(format!("127.0.0.1:{}", self.ssh_port))
             .args(&self.opts.up_args)
             .env("HANGAR_CONFIG", self.config())
             .envs(self.opts.env.iter().map(|(k, v)| (k, v)))
@@ -302,7 +307,8 @@ impl SplitFleet {
         if !o.status.success() {
             bail!("hangar init failed: {}", String::from_utf8_lossy(&o.stderr));
         }
-        let hub_args: Vec<String> = ["hub", "serve", "--data-dir", &data, "--listen", &listen, "--cluster-range", &range, "--stale-after", &stale_after.to_string()]
+        // The SSH gateway on a port of its own choosing (`GET /v1/ssh` says which).
+        let hub_args: Vec<String> = ["hub", "serve", "--data-dir", &data, "--listen", &listen, "--cluster-range", &range, "--stale-after", &stale_after.to_string(), "--ssh-listen", "127.0.0.1:0"]
             .iter()
             .map(|s| s.to_string())
             .collect();

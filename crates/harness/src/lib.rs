@@ -13,6 +13,7 @@
 //! commands.
 
 pub mod bench;
+mod bench_ssh;
 pub mod fleet;
 pub mod smoke;
 pub mod soak;

@@ -48,7 +48,7 @@ const SCENARIOS: [(&str, &[&str]); 8] = [
     ("security", &["tenant token scoped", "bad input refused", "sandbox for the network probes", "sandbox cannot reach the hub API", "sandbox cannot reach a host underlay address", "host shadow unreadable", "uid mapped", "unshare refused", "namespaces kept across a restart", "dir image refused for a tenant", "data files are private", "log capped", "exec timeout capped"]),
     ("pools", &["pool create", "scale up across hosts", "scale down newest first", "pool delete"]),
     ("hosts", &["members spread over hosts", "host stop keeps state", "host start persistence", "killed agent goes stale", "restarted agent adopts"]),
-    ("access", &["secret set", "secret visible and read-only", "proxy denied without a token", "proxy allowed with a token", "access instance deleted"]),
+    ("access", &["secret set", "secret visible and read-only", "proxy denied without a token", "proxy allowed with a token", "access instance deleted", "ssh key add", "instance ssh --check", "ssh exec", "ssh instance delete"]),
     ("cleanup", &["delete instances", "remove hosts", "destroy tenants"]),
 ];
 
@@ -72,6 +72,9 @@ struct Run {
     /// The data dir of the harness's own fleet (None with --hub): lets steps that kill
     /// an agent find its PID.
     own_fleet: Option<PathBuf>,
+    /// The `hangar` binary and a client config for it (with a fleet of its own), for
+    /// steps that run the CLI.
+    cli: Option<(PathBuf, PathBuf)>,
 }
 
 impl Run {
@@ -789,6 +792,79 @@ async fn scenario(r: &mut Run, name: &str) {
                 Ok(())
             })
             .await;
+
+            // ---- SSH gateway (issue 16): a key, `instance ssh --check`, an exec with its
+            // exit status through plain OpenSSH.
+            let keys = match tempfile::tempdir() {
+                Ok(d) => d,
+                Err(e) => {
+                    r.step("ssh key add", async { Err::<(), _>(anyhow!("no temp dir for the key: {e}")) }).await;
+                    return;
+                }
+            };
+            let key = keys.path().join("id_smoke");
+            r.step("ssh key add", async {
+                if c.tenant_info(&a).await.is_err() {
+                    c.tenant_create(&TenantCreate { name: a.parse()?, quotas: None, isolated: false, net_prefix: None }).await?;
+                }
+                create(&c, &a, "sshbox", true).await?;
+                let o = std::process::Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key).output().context("ssh-keygen (openssh-client)")?;
+                if !o.status.success() {
+                    bail!("ssh-keygen: {}", String::from_utf8_lossy(&o.stderr));
+                }
+                let public_key = std::fs::read_to_string(key.with_extension("pub"))?;
+                c.ssh_key_add(&a, &SshKeyAdd { public_key, name: Some("smoke".into()) }).await?;
+                Ok(())
+            })
+            .await;
+            match r.cli.clone() {
+                Some((bin, config)) => {
+                    r.step("instance ssh --check", async {
+                        let o = std::process::Command::new(&bin)
+                            .args(["instance", "ssh", &format!("{a}/sshbox"), "--check", "-i"])
+                            .arg(&key)
+                            .env("HANGAR_CONFIG", &config)
+                            .env_remove("HANGAR_TOKEN")
+                            .env_remove("HANGAR_HUB")
+                            .output()?;
+                        if !o.status.success() {
+                            bail!("{}", String::from_utf8_lossy(&o.stderr).trim());
+                        }
+                        Ok(())
+                    })
+                    .await
+                }
+                None => r.skip("instance ssh --check", "runs the CLI with the client config of a fleet of its own"),
+            }
+            r.step("ssh exec", async {
+                let g = c.ssh_gateway().await?;
+                let (Some(port), Some(host_key)) = (g.port, g.host_key) else { bail!("the hub runs no SSH gateway") };
+                let host = c.base_url().split("://").nth(1).and_then(|r| r.rsplit_once(':')).map(|(h, _)| h.to_string()).unwrap_or_default();
+                let known = keys.path().join("known_hosts");
+                std::fs::write(&known, format!("[{host}]:{port} {host_key}\n"))?;
+                let o = std::process::Command::new("ssh")
+                    .args(["-p", &port.to_string(), "-i"])
+                    .arg(&key)
+                    .args(["-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "GlobalKnownHostsFile=/dev/null", "-o"])
+                    .arg(format!("UserKnownHostsFile={}", known.display()))
+                    .arg(format!("{a}.sshbox@{host}"))
+                    .args(["--", "echo through-ssh; exit 7"])
+                    .stdin(std::process::Stdio::null())
+                    .output()
+                    .context("ssh (openssh-client)")?;
+                if o.status.code() != Some(7) || String::from_utf8_lossy(&o.stdout) != "through-ssh\n" {
+                    bail!("ssh exec: exit {:?}, stdout {:?}, stderr {:?}", o.status.code(), String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+                }
+                Ok(())
+            })
+            .await;
+            r.step("ssh instance delete", async {
+                if c.instance_get(&a, "sshbox").await.is_ok() {
+                    wait_op(&c, c.instance_delete(&a, "sshbox").await?).await?;
+                }
+                Ok(())
+            })
+            .await;
         }
         "cleanup" => {
             r.step("delete instances", async {
@@ -886,7 +962,8 @@ pub async fn run(a: &SmokeOptions, config: &std::path::Path) -> Result<Report> {
             continue;
         }
         eprintln!("{s}:");
-        let mut r = Run { c: c.clone(), tag: tag.clone(), steps: vec![], failed: false, own_fleet: fleet.as_ref().map(|f| f.data_dir()) };
+        let cli = fleet.as_ref().map(|f| (a.bin.clone(), f.config()));
+        let mut r = Run { c: c.clone(), tag: tag.clone(), steps: vec![], failed: false, own_fleet: fleet.as_ref().map(|f| f.data_dir()), cli };
         scenario(&mut r, s).await;
         any_failed |= r.failed;
         std::fs::write(dir.join(format!("{s}.json")), serde_json::to_string_pretty(&serde_json::json!({"scenario": s, "run_tag": tag, "steps": r.steps}))?)?;

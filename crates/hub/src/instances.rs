@@ -225,7 +225,7 @@ impl Hub {
         Ok((self.agent_client(&endpoint)?, inst.id.sandbox_id()))
     }
 
-    fn require_running(inst: &Instance, what: &str) -> HubResult<()> {
+    pub(crate) fn require_running(inst: &Instance, what: &str) -> HubResult<()> {
         if inst.state == InstanceState::Running && inst.observed == ObservedState::Running {
             return Ok(());
         }

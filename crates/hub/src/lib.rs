@@ -27,6 +27,8 @@ pub mod proxy;
 pub mod secrets;
 pub mod server;
 pub mod snapshots;
+pub mod sessions;
+pub mod ssh;
 pub mod tenants;
 pub mod tokens;
 pub mod uid_ranges;
@@ -73,6 +75,8 @@ pub struct HubConfig {
     /// The host uid/gid ranges sandboxes' user namespaces are cut from (see
     /// [`uid_ranges`]).
     pub uid_ranges: hangar_types::idmap::IdPool,
+    /// The SSH gateway `hub serve` starts (see [`ssh`]).
+    pub ssh: ssh::SshConfig,
 }
 
 impl Default for HubConfig {
@@ -90,6 +94,7 @@ impl Default for HubConfig {
             pool_interval: Duration::from_secs(2),
             provider_grace: Duration::from_secs(15),
             uid_ranges: hangar_types::idmap::IdPool::default(),
+            ssh: ssh::SshConfig::default(),
         }
     }
 }
@@ -118,6 +123,8 @@ pub struct Hub {
     pub(crate) secret_key: secrets::SecretKey,
     /// The proxy's TLS configuration for agents ([`proxy`]).
     pub(crate) proxy: proxy::ProxyState,
+    /// The SSH gateway's port and host key, once `hub serve` started it.
+    pub(crate) ssh_gateway: std::sync::OnceLock<hangar_types::api::SshGateway>,
 }
 
 impl Hub {
@@ -127,7 +134,17 @@ impl Hub {
 
     /// A hub whose locks, wake-ups and leases are shared with other hubs through `coord`.
     pub fn with_coordination(store: Arc<dyn Store>, keys: HubKeys, config: HubConfig, coord: Coordination) -> Arc<Hub> {
-        Arc::new(Hub { store, keys, config, coord, providers: Default::default(), token_cache: Default::default(), secret_key: Default::default(), proxy: Default::default() })
+        Arc::new(Hub {
+            store,
+            keys,
+            config,
+            coord,
+            providers: Default::default(),
+            token_cache: Default::default(),
+            secret_key: Default::default(),
+            proxy: Default::default(),
+            ssh_gateway: Default::default(),
+        })
     }
 
     pub(crate) async fn lock(&self, key: LockKey) -> LockGuard {

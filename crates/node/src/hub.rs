@@ -170,7 +170,9 @@ pub async fn start_hub(
         }
     });
     let monitor = tokio::spawn(hangar_hub::monitor::run(hub.clone(), Duration::from_secs(1)));
-    Ok(HubRun { hub, addr, tasks: vec![serve, monitor] })
+    let mut tasks = vec![serve, monitor];
+    tasks.extend(crate::ssh::start(&hub, &hp.root, addr, &hub.config.ssh, shutdown.clone()).await?);
+    Ok(HubRun { hub, addr, tasks })
 }
 
 /// A way for the local provider to have the hub listen on one more address (the host

@@ -20,4 +20,5 @@ pub mod down;
 pub mod hub;
 pub mod proc;
 pub mod providers;
+pub mod ssh;
 pub mod up;

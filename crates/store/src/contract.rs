@@ -66,6 +66,7 @@ macro_rules! store_contract_tests {
             secrets_put_replace_list_delete,
             proxy_tokens_insert_find_list_delete,
             deleting_a_tenant_deletes_its_secrets_and_proxy_tokens,
+            ssh_keys_insert_list_delete_and_go_with_their_tenant,
         );
     };
     (@each $factory:expr; $($behaviour:ident),* $(,)?) => {
@@ -1089,6 +1090,42 @@ pub async fn deleting_a_tenant_deletes_its_secrets_and_proxy_tokens(store: Arc<d
     assert!(store.list_proxy_tokens(&name("acme"), None).await.unwrap().is_empty());
     assert_eq!(store.list_secrets(&name("other")).await.unwrap().len(), 1);
     assert_eq!(store.list_proxy_tokens(&name("other"), None).await.unwrap().len(), 1);
+}
+
+// ---- ssh keys ----
+
+pub async fn ssh_keys_insert_list_delete_and_go_with_their_tenant(store: Arc<dyn Store>) {
+    use hangar_types::api::SshKey;
+    let acme = store.insert_tenant(&tenant("acme"), 100).await.unwrap();
+    store.insert_tenant(&tenant("beta"), 100).await.unwrap();
+    let key = |t: &str, n: &str, blob: &str| SshKey {
+        tenant: name(t),
+        name: name(n),
+        algorithm: "ssh-ed25519".into(),
+        public_key: format!("ssh-ed25519 {blob}"),
+        fingerprint: format!("SHA256:{blob}"),
+        comment: "me@laptop".into(),
+        created_at: at(1),
+    };
+    let laptop = key("acme", "laptop", "AAAA1");
+    store.insert_ssh_key(&laptop).await.unwrap();
+    store.insert_ssh_key(&key("acme", "desk", "AAAA2")).await.unwrap();
+    // The same name, or the same key under another name: refused, nothing changed.
+    assert!(matches!(store.insert_ssh_key(&key("acme", "laptop", "AAAA3")).await, Err(StoreError::AlreadyExists(_))));
+    assert!(matches!(store.insert_ssh_key(&key("acme", "other", "AAAA1")).await, Err(StoreError::AlreadyExists(_))));
+    // Another tenant may register the same key.
+    store.insert_ssh_key(&key("beta", "laptop", "AAAA1")).await.unwrap();
+    let names = |v: Vec<SshKey>| v.into_iter().map(|k| k.name.to_string()).collect::<Vec<_>>();
+    assert_eq!(store.list_ssh_keys(&name("acme")).await.unwrap()[1], laptop);
+    assert_eq!(names(store.list_ssh_keys(&name("acme")).await.unwrap()), ["desk", "laptop"]);
+    assert!(store.delete_ssh_key(&name("acme"), &name("desk")).await.unwrap());
+    assert!(!store.delete_ssh_key(&name("acme"), &name("desk")).await.unwrap());
+    assert_eq!(names(store.list_ssh_keys(&name("acme")).await.unwrap()), ["laptop"]);
+    // A tenant deleted and made again starts with no keys.
+    assert!(store.delete_tenant(&acme.name).await.unwrap());
+    store.insert_tenant(&tenant("acme"), 100).await.unwrap();
+    assert!(store.list_ssh_keys(&name("acme")).await.unwrap().is_empty());
+    assert_eq!(names(store.list_ssh_keys(&name("beta")).await.unwrap()), ["laptop"]);
 }
 
 #[cfg(test)]

@@ -374,6 +374,13 @@ pub trait Store: Send + Sync + 'static {
     /// A tenant's proxy tokens (of one instance, if named), oldest first.
     async fn list_proxy_tokens(&self, tenant: &Name, instance: Option<&Name>) -> Result<Vec<ProxyTokenRecord>>;
     async fn delete_proxy_token(&self, tenant: &Name, id: &str) -> Result<bool>;
+
+    // ssh keys (the SSH gateway)
+    /// AlreadyExists if the tenant has a key of this name or this very key.
+    async fn insert_ssh_key(&self, key: &hangar_types::api::SshKey) -> Result<()>;
+    /// A tenant's keys, by name.
+    async fn list_ssh_keys(&self, tenant: &Name) -> Result<Vec<hangar_types::api::SshKey>>;
+    async fn delete_ssh_key(&self, tenant: &Name, name: &Name) -> Result<bool>;
 }
 
 /// One snapshot of an instance's volume as the hub records it.

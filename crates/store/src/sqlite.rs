@@ -66,6 +66,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (7, "images", include_str!("../migrations/0007_images.sql")),
     (8, "snapshots", include_str!("../migrations/0008_snapshots.sql")),
     (10, "secrets and proxy tokens", include_str!("../migrations/0010_secrets_proxy_tokens.sql")),
+    (11, "ssh keys", include_str!("../migrations/0011_ssh_keys.sql")),
 ];
 
 /// The store on one SQLite database; cheap to clone (it is a connection pool).
@@ -228,6 +229,8 @@ impl Store for SqliteStore {
         for table in ["DELETE FROM secrets WHERE tenant = ?1", "DELETE FROM proxy_tokens WHERE tenant = ?1"] {
             sqlx::query(table).bind(name.as_str()).execute(&mut *tx).await.map_err(backend(CONTEXT))?;
         }
+        // A tenant made again under this name must not inherit the old one's SSH keys.
+        sqlx::query("DELETE FROM ssh_keys WHERE tenant = ?1").bind(name.as_str()).execute(&mut *tx).await.map_err(backend(CONTEXT))?;
         let done = sqlx::query("DELETE FROM tenants WHERE name = ?1")
             .bind(name.as_str())
             .execute(&mut *tx)
@@ -811,6 +814,29 @@ impl Store for SqliteStore {
     async fn delete_proxy_token(&self, tenant: &Name, id: &str) -> Result<bool> {
         self.delete(sqlx::query("DELETE FROM proxy_tokens WHERE tenant = ?1 AND id = ?2").bind(tenant.as_str()).bind(id), "delete proxy token").await
     }
+
+    async fn insert_ssh_key(&self, key: &hangar_types::api::SshKey) -> Result<()> {
+        sqlx::query("INSERT INTO ssh_keys (tenant, name, algorithm, public_key, fingerprint, comment, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
+            .bind(key.tenant.as_str())
+            .bind(key.name.as_str())
+            .bind(&key.algorithm)
+            .bind(&key.public_key)
+            .bind(&key.fingerprint)
+            .bind(&key.comment)
+            .bind(Nanos(key.created_at))
+            .execute(&self.pool)
+            .await
+            .map_err(unique("insert ssh key", format!("ssh key '{}' or key {} of tenant '{}'", key.name, key.fingerprint, key.tenant)))?;
+        Ok(())
+    }
+
+    async fn list_ssh_keys(&self, tenant: &Name) -> Result<Vec<hangar_types::api::SshKey>> {
+        self.all(sqlx::query("SELECT * FROM ssh_keys WHERE tenant = ?1 ORDER BY name").bind(tenant.as_str()), "list ssh keys", ssh_key_row).await
+    }
+
+    async fn delete_ssh_key(&self, tenant: &Name, name: &Name) -> Result<bool> {
+        self.delete(sqlx::query("DELETE FROM ssh_keys WHERE tenant = ?1 AND name = ?2").bind(tenant.as_str()).bind(name.as_str()), "delete ssh key").await
+    }
 }
 
 /// Byte counts are INTEGER (i64); beyond it (never, for a volume) saturates.
@@ -834,6 +860,7 @@ fn snapshot_row(row: &SqliteRow) -> Result<SnapshotRecord> {
         scheduled: c.get("scheduled")?,
         deleted_at: deleted.map(|n| n.0),
     })
+
 }
 
 fn secret_row(row: &SqliteRow) -> Result<SecretRecord> {
@@ -1035,6 +1062,19 @@ fn image_row(row: &SqliteRow) -> Result<Image> {
         path: c.get("path")?,
         sha256: c.get("sha256")?,
         size_bytes: u64::try_from(size).map_err(|e| c.corrupt("size_bytes", e))?,
+        created_at: c.time("created_at")?,
+    })
+}
+
+fn ssh_key_row(row: &SqliteRow) -> Result<hangar_types::api::SshKey> {
+    let c = Cols::new(row, "ssh_keys");
+    Ok(hangar_types::api::SshKey {
+        tenant: c.parse("tenant")?,
+        name: c.parse("name")?,
+        algorithm: c.get("algorithm")?,
+        public_key: c.get("public_key")?,
+        fingerprint: c.get("fingerprint")?,
+        comment: c.get("comment")?,
         created_at: c.time("created_at")?,
     })
 }

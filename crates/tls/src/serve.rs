@@ -21,6 +21,24 @@ pub struct PeerInfo {
     pub addr: SocketAddr,
 }
 
+/// The next connection on `listener`, or None once `shutdown` resolves. A failed accept
+/// (out of file descriptors and the like) backs off instead of spinning. Shared by every
+/// listener of hangar's (API, agent endpoint, SSH gateway).
+pub async fn next_connection<F: std::future::Future<Output = ()>>(listener: &TcpListener, mut shutdown: std::pin::Pin<&mut F>) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => return Some(x),
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = &mut shutdown => return None,
+        }
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` resolves. Connections still open at
 /// shutdown are left to finish on their own tasks.
 pub async fn serve_router(
@@ -31,19 +49,7 @@ pub async fn serve_router(
 ) {
     let acceptor = TlsAcceptor::from(tls);
     tokio::pin!(shutdown);
-    loop {
-        let (tcp, addr) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => return,
-        };
+    while let Some((tcp, addr)) = next_connection(&listener, shutdown.as_mut()).await {
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let app = app.clone();

@@ -947,3 +947,56 @@ pub struct SnapshotScheduleInfo {
     /// In the syntax it is set with; none when off.
     pub schedule: Option<String>,
 }
+
+// ---- SSH keys (the SSH gateway) ----
+
+/// A public key a tenant registered for `ssh TENANT.INSTANCE@HUB`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SshKey {
+    #[schema(value_type = String)]
+    pub tenant: Name,
+    #[schema(value_type = String)]
+    pub name: Name,
+    /// `ssh-ed25519`, `ecdsa-sha2-nistp256`, `ssh-rsa`, ...
+    pub algorithm: String,
+    /// The key's type and base64 blob, as in an authorized_keys line (no comment).
+    pub public_key: String,
+    /// `SHA256:<base64>`, as `ssh-keygen -l` prints it.
+    pub fingerprint: String,
+    /// The comment of the line it was added from.
+    #[serde(default)]
+    pub comment: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// `POST /v1/tenants/{tenant}/ssh-keys`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SshKeyAdd {
+    /// One OpenSSH public key line (`ssh-ed25519 AAAA... comment`), at most
+    /// [`SSH_KEY_MAX_BYTES`] bytes.
+    pub public_key: String,
+    /// A name for it (default: `key-` and the start of its fingerprint in hex).
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// The longest public key line accepted (a 16384-bit RSA key is about 2.8 KiB).
+pub const SSH_KEY_MAX_BYTES: usize = 8192;
+
+/// `GET /v1/ssh`: the SSH gateway, as clients need it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SshGateway {
+    /// Whether this hub runs a gateway.
+    pub enabled: bool,
+    /// Its TCP port (on the hub's address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Its host key, `TYPE BASE64`, for known_hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_key: Option<String>,
+    /// `SHA256:...` of the host key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+}

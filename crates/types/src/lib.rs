@@ -16,6 +16,7 @@ pub mod pool;
 pub mod protocol;
 pub mod quota;
 pub mod snapshots;
+pub mod session;
 pub mod state;
 
 pub use error::{ApiError, ErrorCode};

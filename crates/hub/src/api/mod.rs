@@ -18,6 +18,8 @@ mod pools;
 mod snapshots;
 mod proxy;
 mod secrets;
+mod sessions;
+mod ssh_keys;
 mod tenants;
 mod tokens;
 
@@ -160,6 +162,8 @@ fn api() -> ApiRoutes {
         snapshots::routes(),
         secrets::routes(),
         proxy::routes(),
+        sessions::routes(),
+        ssh_keys::routes(),
     ]
         .into_iter()
         .fold(ApiRoutes::new(), ApiRoutes::merge)

@@ -130,4 +130,23 @@ pub trait Runtime: Send + Sync {
     async fn stop(&self, id: &SandboxId, grace: Duration) -> Result<(), RuntimeError>;
     async fn exec(&self, id: &SandboxId, req: &ExecRequest) -> Result<ExecResult, RuntimeError>;
     async fn stats(&self, id: &SandboxId) -> Result<InstanceStats, RuntimeError>;
+    /// Starts an interactive session's process in a running sandbox: its command and env
+    /// through a private process file like [`Runtime::exec`], with a PTY (whose master
+    /// end is returned) when `req.tty`, else with piped stdin, stdout and stderr.
+    async fn session(&self, id: &SandboxId, req: &hangar_types::session::SessionRequest) -> Result<SessionProcess, RuntimeError>;
+}
+
+/// A session's process as [`Runtime::session`] started it. The runtime helper (`runc
+/// exec`) waits for the process and exits with its status.
+pub struct SessionProcess {
+    pub child: tokio::process::Child,
+    /// The PTY's master end, with a terminal.
+    pub pty: Option<std::os::fd::OwnedFd>,
+    /// Kills the process itself (killing the runtime helper would leave it running);
+    /// its files go when this is dropped.
+    pub files: Box<dyn SessionFiles>,
+}
+
+pub trait SessionFiles: Send + Sync {
+    fn kill_process(&self);
 }

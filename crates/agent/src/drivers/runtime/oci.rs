@@ -470,6 +470,10 @@ impl Runtime for OciRuntime {
         Ok(cgroup_stats(id))
     }
 
+    async fn session(&self, id: &SandboxId, req: &hangar_types::session::SessionRequest) -> Result<super::SessionProcess, RuntimeError> {
+        self.session_spawn(id, req).await
+    }
+
 }
 
 /// Reads a stream to its end, keeping the first [`MAX_OUTPUT`] bytes; true if it had more.
@@ -574,5 +578,78 @@ fn cgroup_stats(id: &SandboxId) -> InstanceStats {
         pids: num(g("pids", "pids.current")),
         pids_limit: read(g("pids", "pids.max")).and_then(|s| s.parse().ok()).unwrap_or(u64::MAX),
         disk_used_bytes: None,
+    }
+}
+
+// Interactive sessions (`crate::session` drives them): the exec path with a terminal.
+impl OciRuntime {
+    async fn session_spawn(&self, id: &SandboxId, req: &hangar_types::session::SessionRequest) -> Result<super::SessionProcess, RuntimeError> {
+        let refuse = |stderr: String| RuntimeError::Command { runtime: self.program(), action: "exec", id: id.to_string(), stderr };
+        match self.status(id).await? {
+            Some(SandboxStatus::Running) => {}
+            None => return Err(RuntimeError::NotFound(id.to_string())),
+            Some(other) => return Err(refuse(format!("the sandbox is {other:?}, not running").to_lowercase())),
+        }
+        let seq = self.exec_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let exec = ExecRequest { command: req.command.clone(), env: req.env.clone(), timeout_secs: None };
+        let bundle_err = |detail: String| RuntimeError::Bundle { id: id.to_string(), detail };
+        let files = ExecFiles::write(&self.bundle_dir(id), seq, &exec).map_err(bundle_err)?;
+        let mut c = self.cmd();
+        c.arg("exec").arg("--process").arg(&files.process).arg("--pid-file").arg(&files.pid).arg(id).kill_on_drop(true);
+        // With a terminal, runc makes the PTY inside the sandbox (its controlling
+        // terminal; `tty` names /dev/pts/N there) and, in the foreground, copies between
+        // it and its own stdio: a PTY of ours, whose size it copies on SIGWINCH. (A
+        // console socket would hand over the inner PTY, but runc only allows one when
+        // it detaches, and then nobody gets the exit status.)
+        let pty = if req.tty {
+            files.set_terminal(req.rows, req.cols).map_err(bundle_err)?;
+            let (master, slave) = open_pty(req.rows, req.cols).map_err(|e| bundle_err(format!("cannot open a PTY: {e}")))?;
+            let io = |fd: &std::os::fd::OwnedFd| fd.try_clone().map(Stdio::from).map_err(|e| bundle_err(format!("cannot share the PTY: {e}")));
+            c.stdin(io(&slave)?).stdout(io(&slave)?).stderr(io(&slave)?);
+            Some(master)
+        } else {
+            c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+            None
+        };
+        let child = c.spawn().map_err(|source| RuntimeError::Spawn { program: self.program().into(), source })?;
+        // Our copies of the PTY's slave end go with the command, so the master reads
+        // EOF (EIO) once runc is gone.
+        drop(c);
+        Ok(super::SessionProcess { child, pty, files: Box::new(files) })
+    }
+}
+
+/// A new PTY pair (master, slave) of this size.
+fn open_pty(rows: u16, cols: u16) -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
+    grantpt(&master)?;
+    unlockpt(&master)?;
+    let name = ptsname(&master, Vec::new())?;
+    let slave = rustix::fs::open(name.as_c_str(), rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NOCTTY | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty())?;
+    if rows > 0 && cols > 0 {
+        rustix::termios::tcsetwinsize(&master, rustix::termios::Winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 })?;
+    }
+    Ok((master, slave))
+}
+
+impl ExecFiles {
+    /// Turns the process file into one with a terminal of this size.
+    fn set_terminal(&self, rows: u16, cols: u16) -> Result<(), String> {
+        use std::io::Write;
+        let raw = std::fs::read(&self.process).map_err(|e| format!("cannot read {}: {e}", self.process.display()))?;
+        let mut process: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| format!("{}: {e}", self.process.display()))?;
+        process["terminal"] = serde_json::json!(true);
+        if rows > 0 && cols > 0 {
+            process["consoleSize"] = serde_json::json!({ "height": rows, "width": cols });
+        }
+        let mut f = std::fs::OpenOptions::new().write(true).truncate(true).open(&self.process).map_err(|e| format!("cannot open {}: {e}", self.process.display()))?;
+        f.write_all(&serde_json::to_vec(&process).map_err(|e| e.to_string())?).map_err(|e| format!("cannot write {}: {e}", self.process.display()))
+    }
+}
+
+impl super::SessionFiles for ExecFiles {
+    fn kill_process(&self) {
+        ExecFiles::kill_process(self)
     }
 }
