@@ -45,6 +45,8 @@ use std::str::FromStr;
 use std::time::Duration;
 use time::OffsetDateTime;
 
+mod backups;
+
 /// How long a writer waits for another writer's lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// SQLite has one writer at a time; a few connections let readers run beside it.
@@ -60,6 +62,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "tenant net prefix", include_str!("../migrations/0005_tenant_net_prefix.sql")),
     (6, "uid ranges", include_str!("../migrations/0006_uid_ranges.sql")),
     (7, "images", include_str!("../migrations/0007_images.sql")),
+    (9, "backups", include_str!("../migrations/0009_backups.sql")),
 ];
 
 /// The store on one SQLite database; cheap to clone (it is a connection pool).

@@ -4,6 +4,7 @@
 //! This crate does no I/O: no files, no sockets, no clocks except the caller's.
 
 pub mod api;
+pub mod backups;
 pub mod error;
 pub mod generation;
 pub mod ids;
