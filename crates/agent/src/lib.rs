@@ -7,6 +7,7 @@
 //! and [`inventory`] are the host-side views of an agent dir for the tools that remove
 //! or audit what an agent left (`hangar down`, providers, soak).
 
+pub mod backups;
 pub mod daemon;
 pub mod drivers;
 pub mod endpoint;
