@@ -6,6 +6,8 @@
 
 pub mod onboarding;
 
+mod backups;
+
 use hangar_types::api::*;
 use hangar_types::protocol::{AgentReport, DesiredDoc, JoinRequest, JoinResponse};
 use hangar_types::{ApiError, ErrorCode, Generation, OperationId, SandboxId};

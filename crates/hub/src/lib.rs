@@ -12,6 +12,7 @@
 pub mod agents;
 pub mod api;
 pub mod auth;
+pub mod backups;
 pub mod coord;
 pub mod error;
 pub mod events;
@@ -69,6 +70,9 @@ pub struct HubConfig {
     /// The host uid/gid ranges sandboxes' user namespaces are cut from (see
     /// [`uid_ranges`]).
     pub uid_ranges: hangar_types::idmap::IdPool,
+    /// How long after `instance delete --hard` its backups are purged (cancellable
+    /// until then).
+    pub backup_purge_delay: Duration,
 }
 
 impl Default for HubConfig {
@@ -86,6 +90,7 @@ impl Default for HubConfig {
             pool_interval: Duration::from_secs(2),
             provider_grace: Duration::from_secs(15),
             uid_ranges: hangar_types::idmap::IdPool::default(),
+            backup_purge_delay: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }

@@ -34,6 +34,8 @@ pub struct BackupProgressRecord {
     pub bytes: u64,
     pub total_bytes: Option<u64>,
     pub cancel_requested: bool,
+    /// When the runner last wrote it (read only: writes set it to now).
+    pub updated_at: Option<OffsetDateTime>,
 }
 
 #[async_trait]

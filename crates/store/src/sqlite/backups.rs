@@ -78,6 +78,7 @@ fn progress_row(row: &SqliteRow) -> Result<BackupProgressRecord> {
         bytes: u64_col(&c, "bytes")?,
         total_bytes: total.map(|t| u64::try_from(t).unwrap_or(0)),
         cancel_requested: cancel != 0,
+        updated_at: Some(c.time("updated_at")?),
     })
 }
 
