@@ -7,6 +7,7 @@
 //! Every bad request is answered as `{code, message}`.
 
 mod agents;
+mod backups;
 mod events;
 mod hosts;
 mod images;
@@ -142,7 +143,7 @@ const HTTP_METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "hea
 
 /// Every route of the API.
 fn api() -> ApiRoutes {
-    [meta::routes(), tenants::routes(), instances::routes(), pools::routes(), operations::routes(), events::routes(), network::routes(), tokens::routes(), hosts::routes(), agents::routes(), images::routes()]
+    [meta::routes(), tenants::routes(), instances::routes(), pools::routes(), operations::routes(), events::routes(), network::routes(), tokens::routes(), hosts::routes(), agents::routes(), images::routes(), backups::routes()]
         .into_iter()
         .fold(ApiRoutes::new(), ApiRoutes::merge)
 }
