@@ -75,6 +75,9 @@ pub enum Cmd {
     /// Images instances may use (admins register them; tenants name them with --image).
     #[command(subcommand)]
     Image(ImageCmd),
+    /// restic-format backups of instances: targets, backups, the file index, restores.
+    #[command(subcommand)]
+    Backup(crate::backups::BackupCmd),
     /// The audit log: who did what, when, and how it ended.
     Events {
         /// Only this tenant's events.
@@ -361,6 +364,14 @@ pub enum TenantCmd {
     Info { name: String },
     /// Remove a tenant that has no instances.
     Destroy { name: String },
+    /// Change a tenant's settings.
+    Update {
+        name: String,
+        /// Where its backups go (a name from `hangar backup target list`); `none` turns
+        /// backups off.
+        #[arg(long)]
+        backup_target: Option<String>,
+    },
 }
 
 #[derive(Args)]
@@ -428,7 +439,15 @@ pub enum InstanceCmd {
     /// Thaw a warm instance.
     Resume { instance: String, #[command(flatten)] wait: WaitArgs },
     /// Delete it and its volume.
-    Delete { instance: String, #[command(flatten)] wait: WaitArgs },
+    Delete {
+        instance: String,
+        /// Also purge its backups, after the hub's purge delay (7 days unless set);
+        /// `hangar backup purge cancel` keeps them.
+        #[arg(long)]
+        hard: bool,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
     /// Run a command inside; exits with its exit code.
     Exec {
         instance: String,

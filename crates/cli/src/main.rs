@@ -6,6 +6,7 @@
 
 mod api;
 mod args;
+mod backups;
 mod output;
 mod pools;
 
