@@ -227,6 +227,9 @@ pub struct HubArgs {
     /// idle workspaces cost next to nothing.
     #[arg(long, default_value_t = 256.0)]
     pub cpu_overcommit: f64,
+    /// Seconds from `instance delete --hard` to the purge of the instance's backups.
+    #[arg(long, env = "HANGAR_BACKUP_PURGE_DELAY", default_value_t = 7 * 24 * 3600)]
+    pub backup_purge_delay: u64,
 }
 
 impl HubArgs {
@@ -241,6 +244,7 @@ impl HubArgs {
             cluster_range: self.cluster_range,
             stale_after: Duration::from_secs_f64(self.stale_after),
             cpu_overcommit: self.cpu_overcommit,
+            backup_purge_delay: Duration::from_secs(self.backup_purge_delay),
             ..Default::default()
         })
     }
@@ -637,6 +641,7 @@ pub fn daemon_up_args(a: &UpArgs) -> Vec<String> {
     let mut v = vec!["up".to_string(), "--data-dir".into(), a.dir.data_dir.display().to_string(), "--listen".into(), a.listen.to_string()];
     v.extend(a.agent.to_args());
     v.extend(["--cluster-range".into(), a.hub.cluster_range.to_string(), "--stale-after".into(), a.hub.stale_after.to_string(), "--cpu-overcommit".into(), a.hub.cpu_overcommit.to_string()]);
+    v.extend(["--backup-purge-delay".into(), a.hub.backup_purge_delay.to_string()]);
     if let Some(d) = &a.agent.pool_device {
         v.extend(["--pool-device".into(), d.display().to_string()]);
     }

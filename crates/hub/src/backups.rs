@@ -26,6 +26,9 @@ use time::OffsetDateTime;
 const POLL: Duration = Duration::from_millis(300);
 /// Failed polls in a row (about 15 s) before the host counts as lost for the job.
 const MAX_MISSED_POLLS: u32 = 50;
+/// A running backup operation whose progress was not written for this long has no
+/// runner any more (its hub died): it is failed.
+const STALE_JOB: time::Duration = time::Duration::seconds(30);
 
 /// What to do when a job succeeded.
 enum Done {
@@ -621,11 +624,10 @@ impl Hub {
                 }
             }
         }
-        let stale_after = time::Duration::try_from(self.config.operation_timeout).unwrap_or(time::Duration::minutes(5));
         for op in self.store.running_operations(None).await?.into_iter().filter(|o| o.kind.starts_with("backup.")) {
             let last = self.store.get_backup_progress(op.id).await?.and_then(|p| p.updated_at).unwrap_or(op.created_at);
-            if now - last > stale_after {
-                self.finish(&op, OperationStatus::Failed, Some(format!("no progress for {}s: the hub running it stopped", stale_after.whole_seconds()))).await;
+            if now - last > STALE_JOB {
+                self.finish(&op, OperationStatus::Failed, Some(format!("no progress for {}s: the hub running it stopped; the repository stays valid and the next backup re-uses what was uploaded", STALE_JOB.whole_seconds()))).await;
             }
         }
         Ok(())
