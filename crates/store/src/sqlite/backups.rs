@@ -9,8 +9,8 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::types::Json;
 use time::OffsetDateTime;
 
-/// Index rows per INSERT statement (7 parameters each, under SQLite's 32,766).
-const FILES_PER_STATEMENT: usize = 2000;
+/// Index rows per INSERT statement.
+const FILES_PER_STATEMENT: usize = 10_000;
 
 fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
@@ -200,21 +200,27 @@ impl BackupStore for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(unique(CONTEXT, format!("backup '{}'", b.id)))?;
+        // One JSON array per statement, unpacked by SQLite: binding hundreds of
+        // thousands of parameters one by one is what makes big indexes slow.
         for chunk in files.chunks(FILES_PER_STATEMENT) {
-            let mut sql = String::from("INSERT INTO backup_files (backup_id, path, parent, name, size, mtime, kind) VALUES ");
-            for i in 0..chunk.len() {
-                let n = i * 7;
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push_str(&format!("(?{},?{},?{},?{},?{},?{},?{})", n + 1, n + 2, n + 3, n + 4, n + 5, n + 6, n + 7));
-            }
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for f in chunk {
-                let (parent, name) = parent_and_name(&f.path);
-                q = q.bind(&b.id).bind(&f.path).bind(parent).bind(name).bind(to_i64(f.size)).bind(f.mtime.map(Nanos)).bind(f.kind.as_str());
-            }
-            q.execute(&mut *tx).await.map_err(unique(CONTEXT, format!("an entry of backup '{}'", b.id)))?;
+            let rows: Vec<(&str, &str, &str, i64, Option<i64>, &str)> = chunk
+                .iter()
+                .map(|f| {
+                    let (parent, name) = parent_and_name(&f.path);
+                    let mtime = f.mtime.and_then(|t| i64::try_from(t.unix_timestamp_nanos()).ok());
+                    (f.path.as_str(), parent, name, to_i64(f.size), mtime, f.kind.as_str())
+                })
+                .collect();
+            sqlx::query(
+                "INSERT INTO backup_files (backup_id, path, parent, name, size, mtime, kind) \
+                 SELECT ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), \
+                 json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]') FROM json_each(?2)",
+            )
+            .bind(&b.id)
+            .bind(Json(rows))
+            .execute(&mut *tx)
+            .await
+            .map_err(unique(CONTEXT, format!("an entry of backup '{}'", b.id)))?;
         }
         tx.commit().await.map_err(backend(CONTEXT))
     }
