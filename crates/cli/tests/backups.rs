@@ -247,3 +247,107 @@ fn s3_target_backup_read_by_restic() {
     let shown = format!("{}{}", f.run(&["events", "--last", "200", "--json"]), f.run(&["backup", "target", "list", "--json"]));
     assert!(!shown.contains("very-secret-key"));
 }
+
+/// A small tmpfs as a "full disk" target; unmounted on drop, even after a failure.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(path: &Path, mib: u32) -> SmallDisk {
+        std::fs::create_dir_all(path).unwrap();
+        let ok = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"]).arg(path).status().unwrap().success();
+        assert!(ok, "cannot mount a tmpfs on {}", path.display());
+        SmallDisk(path.to_path_buf())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_target_fails_cleanly_and_records_nothing() {
+    let f = common::up();
+    workspace(&f);
+    exec(&f, "acme/web", "head -c 40000000 /dev/urandom > /home/src/big.bin");
+    let disk = SmallDisk::mount(&f.dir.path().join("small"), 8);
+    f.run(&["backup", "target", "add", "small", &format!("dir:{}", disk.0.display())]);
+    f.run(&["tenant", "update", "acme", "--backup-target", "small"]);
+    let err = f.fail(&["backup", "create", "acme/web", "--wait"]);
+    assert!(err.contains("full"), "{err}");
+    assert_eq!(f.json(&["backup", "list", "acme/web"]), Value::Array(vec![]));
+    // The repository is still valid for restic.
+    restic_ok(&f, "acme", &["check"]);
+}
+
+#[test]
+fn agent_killed_mid_backup_fails_the_operation_and_the_next_backup_succeeds() {
+    use hangar_types::api::{ExecRequest, ImageRef, InstanceCreate, InstanceSpec, OperationStatus, TenantCreate};
+    use hangar_types::backups::{BackupTargetAdd, BackupTargetSet};
+    common::require_root();
+    common::block_on(async {
+        let (mut f, c) = hangar_harness::fleet::SplitFleet::start(Path::new(common::bin()), "hangar-bk-kill-", 12.0).await.unwrap();
+        c.tenant_create(&TenantCreate { name: "acme".parse().unwrap(), quotas: None, isolated: false, net_prefix: None }).await.unwrap();
+        let spec = InstanceSpec { image: ImageRef::Host, vcpus: 1, mem_mib: 256, disk_mib: 1500, command: vec!["sleep".into(), "infinity".into()], env: Default::default() };
+        let op = c.instance_create("acme", &InstanceCreate::new("web".parse().unwrap(), spec, true)).await.unwrap();
+        c.operation_wait_final(op.id, Duration::from_secs(120)).await.unwrap();
+        let write = ExecRequest { command: vec!["sh".into(), "-c".into(), "head -c 400000000 /dev/urandom > /home/big.bin".into()], env: Default::default(), timeout_secs: Some(120) };
+        assert_eq!(c.instance_exec("acme", "web", &write).await.unwrap().exit_code, 0);
+        let target = f.dir.path().join("backups");
+        std::fs::create_dir_all(&target).unwrap();
+        let add = BackupTargetAdd { name: "local".parse().unwrap(), location: format!("dir:{}", target.display()), endpoint: None, region: None, access_key: None, secret_key: None };
+        c.backup_target_add(&add).await.unwrap();
+        c.backup_target_set("acme", &BackupTargetSet { target: Some("local".parse().unwrap()) }).await.unwrap();
+
+        let op = c.backup_create("acme", "web").await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let p = c.backup_progress(op.id).await.unwrap();
+            assert!(!p.operation.status.is_final(), "the backup ended before the agent was killed: {p:?}");
+            if p.bytes > 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no progress");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        f.kill_agent();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let ended = loop {
+            let p = c.backup_progress(op.id).await.unwrap();
+            if p.operation.status.is_final() {
+                break p.operation;
+            }
+            assert!(Instant::now() < deadline, "the operation is still running 90 s after the agent died");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        assert_eq!(ended.status, OperationStatus::Failed, "{ended:?}");
+        assert!(ended.error.as_deref().unwrap_or_default().contains("host"), "{ended:?}");
+        assert!(c.backup_list("acme", "web").await.unwrap().is_empty());
+
+        // restic finds the repository valid, with what was uploaded before the kill.
+        let key = c.backup_key("acme").await.unwrap();
+        let pw = f.dir.path().join("pw");
+        std::fs::write(&pw, &key.password).unwrap();
+        require("restic");
+        let check = Command::new("restic").args(["-r", &key.repository, "--no-cache", "check"]).arg("--password-file").arg(&pw).output().unwrap();
+        assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+
+        f.start_agent().await.unwrap();
+        hangar_harness::fleet::wait_host(&c, "node-a", hangar_types::api::HostState::Ready, Duration::from_secs(60)).await.unwrap();
+        let op = c.backup_create("acme", "web").await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let done = loop {
+            let p = c.backup_progress(op.id).await.unwrap();
+            if p.operation.status.is_final() {
+                break p.operation;
+            }
+            assert!(Instant::now() < deadline, "the second backup did not finish");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        assert_eq!(done.status, OperationStatus::Succeeded, "{done:?}");
+        assert_eq!(c.backup_list("acme", "web").await.unwrap().len(), 1);
+        let check = Command::new("restic").args(["-r", &key.repository, "--no-cache", "check"]).arg("--password-file").arg(&pw).output().unwrap();
+        assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    });
+}
