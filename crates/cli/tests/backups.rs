@@ -312,15 +312,7 @@ fn agent_killed_mid_backup_fails_the_operation_and_the_next_backup_succeeds() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         f.kill_agent();
-        let deadline = Instant::now() + Duration::from_secs(90);
-        let ended = loop {
-            let p = c.backup_progress(op.id).await.unwrap();
-            if p.operation.status.is_final() {
-                break p.operation;
-            }
-            assert!(Instant::now() < deadline, "the operation is still running 90 s after the agent died");
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        };
+        let ended = final_operation(&c, op.id, 90).await;
         assert_eq!(ended.status, OperationStatus::Failed, "{ended:?}");
         assert!(ended.error.as_deref().unwrap_or_default().contains("host"), "{ended:?}");
         assert!(c.backup_list("acme", "web").await.unwrap().is_empty());
@@ -330,24 +322,32 @@ fn agent_killed_mid_backup_fails_the_operation_and_the_next_backup_succeeds() {
         let pw = f.dir.path().join("pw");
         std::fs::write(&pw, &key.password).unwrap();
         require("restic");
-        let check = Command::new("restic").args(["-r", &key.repository, "--no-cache", "check"]).arg("--password-file").arg(&pw).output().unwrap();
-        assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+        restic_check(&key.repository, &pw);
 
         f.start_agent().await.unwrap();
         hangar_harness::fleet::wait_host(&c, "node-a", hangar_types::api::HostState::Ready, Duration::from_secs(60)).await.unwrap();
         let op = c.backup_create("acme", "web").await.unwrap();
-        let deadline = Instant::now() + Duration::from_secs(300);
-        let done = loop {
-            let p = c.backup_progress(op.id).await.unwrap();
-            if p.operation.status.is_final() {
-                break p.operation;
-            }
-            assert!(Instant::now() < deadline, "the second backup did not finish");
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        };
+        let done = final_operation(&c, op.id, 300).await;
         assert_eq!(done.status, OperationStatus::Succeeded, "{done:?}");
         assert_eq!(c.backup_list("acme", "web").await.unwrap().len(), 1);
-        let check = Command::new("restic").args(["-r", &key.repository, "--no-cache", "check"]).arg("--password-file").arg(&pw).output().unwrap();
-        assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+        restic_check(&key.repository, &pw);
     });
+}
+
+fn restic_check(repository: &str, password_file: &Path) {
+    let check = Command::new("restic").args(["-r", repository, "--no-cache", "check"]).arg("--password-file").arg(password_file).output().unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+}
+
+/// The operation once final, within `secs`.
+async fn final_operation(c: &hangar_client::HubClient, id: hangar_types::OperationId, secs: u64) -> hangar_types::api::Operation {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let p = c.backup_progress(id).await.unwrap();
+        if p.operation.status.is_final() {
+            return p.operation;
+        }
+        assert!(Instant::now() < deadline, "{} {} still running after {secs} s", p.operation.kind, p.operation.target);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }

@@ -167,10 +167,10 @@ impl Hub {
     pub async fn backup_target_set(&self, p: &Principal, tenant: &Name, req: BackupTargetSet) -> HubResult<BackupSettings> {
         p.require_admin()?;
         self.tenant_get(p, tenant).await?;
-        if let Some(t) = &req.target {
-            if self.store.get_backup_target(t).await?.is_none() {
-                return Err(HubError::not_found(format!("target: backup target '{t}' not found (see `hangar backup target list`)")));
-            }
+        if let Some(t) = &req.target
+            && self.store.get_backup_target(t).await?.is_none()
+        {
+            return Err(HubError::not_found(format!("target: backup target '{t}' not found (see `hangar backup target list`)")));
         }
         self.store.set_backup_target(tenant, req.target.as_ref()).await?;
         self.event(&p.actor(), Some(tenant), format!("tenant/{tenant}"), "backup.target.set", "ok", req.target.as_ref().map(ToString::to_string)).await;
@@ -460,10 +460,10 @@ impl Hub {
                     ..template
                 };
                 self.store.insert_backup(&backup, &files).await.map_err(|e| failed(format!("cannot record the backup: {e}")))?;
-                if apply_policy {
-                    if let Err(e) = self.apply_policy(&backup.tenant).await {
-                        tracing::warn!(error = %e.0.message, tenant = %backup.tenant, "retention failed");
-                    }
+                if apply_policy
+                    && let Err(e) = self.apply_policy(&backup.tenant).await
+                {
+                    tracing::warn!(error = %e.0.message, tenant = %backup.tenant, "retention failed");
                 }
                 Ok(())
             }
