@@ -351,3 +351,36 @@ async fn final_operation(c: &hangar_client::HubClient, id: hangar_types::Operati
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+#[test]
+fn scheduled_backups_keep_the_policy_and_hard_deletes_purge_after_the_delay() {
+    let f = common::up_with(&["--backup-purge-delay", "3"]);
+    workspace(&f);
+    let target = f.dir.path().join("backups");
+    std::fs::create_dir_all(&target).unwrap();
+    f.run(&["backup", "target", "add", "local", &format!("dir:{}", target.display())]);
+    f.run(&["tenant", "update", "acme", "--backup-target", "local"]);
+    // Bad policies name the flag's field.
+    assert!(f.fail(&["backup", "policy", "acme", "--keep-daily", "0"]).contains("keep_daily"));
+    assert!(f.fail(&["backup", "policy", "acme", "--schedule", "sometimes"]).contains("--schedule"));
+    f.run(&["backup", "create", "acme/web", "--wait"]);
+    f.run(&["backup", "create", "acme/web", "--wait"]);
+    assert_eq!(f.json(&["backup", "list", "acme/web"]).as_array().unwrap().len(), 2);
+    // A schedule never run runs at once; keep-last 1 then leaves one backup, in the
+    // index and in the repository.
+    f.run(&["backup", "policy", "acme", "--keep-last", "1", "--schedule", "hourly"]);
+    common::wait_until("the scheduled backup and its retention", || {
+        let list = f.json(&["backup", "list", "acme/web"]);
+        list.as_array().unwrap().len() == 1 && list[0]["created_at"].as_str() > Some("2000")
+    });
+    let snaps: Value = serde_json::from_str(&restic_ok(&f, "acme", &["snapshots", "--json"])).unwrap();
+    assert_eq!(snaps.as_array().unwrap().len(), 1, "{snaps}");
+    // A hard delete purges after the (short) delay: index and repository.
+    f.run(&["backup", "policy", "acme", "--keep-last", "1"]);
+    f.run(&["instance", "delete", "acme/web", "--hard"]);
+    common::wait_until("the purge", || f.json(&["backup", "list", "acme/web"]) == Value::Array(vec![]));
+    assert_eq!(f.json(&["backup", "purge", "list"]), Value::Array(vec![]));
+    let snaps: Value = serde_json::from_str(&restic_ok(&f, "acme", &["snapshots", "--json"])).unwrap();
+    assert_eq!(snaps, Value::Array(vec![]));
+    restic_ok(&f, "acme", &["check"]);
+}
