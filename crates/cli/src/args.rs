@@ -739,7 +739,7 @@ impl SmokeArgs {
 
 #[derive(Args, Clone)]
 pub struct BenchArgs {
-    /// Comma-separated subset of: start, resume, burst (with density), api, reconcile, heartbeat.
+    /// Comma-separated subset of: start, resume, burst (with density), api, reconcile, heartbeat, backup.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Samples for start and resume.
@@ -760,11 +760,14 @@ pub struct BenchArgs {
     /// Where to write the results.
     #[arg(long, default_value = "bench.json")]
     out: PathBuf,
+    /// MiB of the tree the backup benchmark generates.
+    #[arg(long, default_value_t = 1024)]
+    backup_mib: u64,
 }
 
 impl BenchArgs {
     pub fn options(&self, bin: PathBuf) -> BenchOptions {
         let a = self.clone();
-        BenchOptions { bin, only: a.only, runs: a.runs, burst: a.burst, heartbeat_runs: a.heartbeat_runs, api_secs: a.api_secs, reconcile_size: a.reconcile_size, out: a.out }
+        BenchOptions { bin, only: a.only, runs: a.runs, burst: a.burst, heartbeat_runs: a.heartbeat_runs, api_secs: a.api_secs, reconcile_size: a.reconcile_size, out: a.out, backup_mib: a.backup_mib }
     }
 }

@@ -13,6 +13,7 @@
 //! commands.
 
 pub mod bench;
+pub mod bench_backup;
 pub mod fleet;
 pub mod smoke;
 pub mod soak;
