@@ -135,7 +135,8 @@ pub fn router(st: EndpointState) -> Router {
         .route("/v1/status", get(status))
         .merge(crate::snapshots::routes())
         .route("/v1/sandboxes/{id}/session", post(session))
-        .with_state(st)
+        .with_state(st.clone())
+        .merge(crate::backups::router(st.volumes, st.hub_fingerprint))
 }
 
 async fn exec(State(st): State<EndpointState>, Extension(peer): Extension<PeerInfo>, Path(id): Path<String>, Json(mut req): Json<ExecRequest>) -> Result<Json<ExecResult>, EpError> {

@@ -9,6 +9,7 @@
 //! instances' secrets on a tmpfs for `/run/secrets`; [`proxy`] is the agent's half of
 //! the hub's HTTP proxy.
 
+pub mod backups;
 pub mod daemon;
 pub mod drivers;
 pub mod endpoint;

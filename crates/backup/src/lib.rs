@@ -17,6 +17,7 @@ mod preflight;
 mod repo;
 mod s3;
 mod target;
+pub mod wire;
 
 pub use operation::{CancelToken, Progress};
 pub use preflight::{PreflightError, ProbeStep, preflight};

@@ -38,7 +38,7 @@ impl CancelToken {
 }
 
 /// Progress of a running operation, as given to its callback.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Progress {
     /// Files handed to the backup so far (backups only).
     pub files: u64,

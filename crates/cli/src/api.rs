@@ -38,6 +38,8 @@ pub async fn api(c: &HubClient, cmd: &Cmd, out: &Out) -> Result<i32> {
         }
         Cmd::Instance(ic) => return instance(&c, out, ic).await,
         Cmd::Secret(sc) => crate::access::secret_cmd(&c, out, sc).await?,
+        Cmd::Backup(bc) => return crate::backups::backup_cmd(&c, out, bc).await,
+        Cmd::Tenant(TenantCmd::Update { name, backup_target }) => return crate::backups::tenant_update(&c, out, name, backup_target.as_deref()).await,
         Cmd::Host(HostCmd::Add { name, provider: Some(p) }) => {
             let r = c.host_add(&HostAdd { name: parse_name("host", name)?, provider: Some(p.clone()) }).await?;
             let host = wait_host_ready(&c, name, Duration::from_secs(120)).await?;
@@ -132,8 +134,11 @@ async fn instance(c: &HubClient, out: &Out, cmd: &InstanceCmd) -> Result<i32> {
         InstanceCmd::Update { instance, snapshot_schedule } => return crate::snapshots::instance_update(c, out, instance, snapshot_schedule.as_deref()).await,
         InstanceCmd::Warm { instance, wait } => action(c, out, instance, "warm", wait).await?,
         InstanceCmd::Resume { instance, wait } => action(c, out, instance, "resume", wait).await?,
-        InstanceCmd::Delete { instance, wait } => {
+        InstanceCmd::Delete { instance, hard, wait } => {
             let r = parse_ref("instance", instance)?;
+            if *hard {
+                crate::backups::schedule_purge(c, out, &r).await?;
+            }
             let op = c.instance_delete(r.tenant.as_str(), r.name.as_str()).await?;
             finish(c, out, op, wait, |_| format!("{r} deleted")).await?;
         }

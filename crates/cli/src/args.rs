@@ -81,6 +81,9 @@ pub enum Cmd {
     /// A tenant's secrets: set, list, delete (values are never printed).
     #[command(subcommand)]
     Secret(SecretCmd),
+    /// restic-format backups of instances: targets, backups, the file index, restores.
+    #[command(subcommand)]
+    Backup(crate::backups::BackupCmd),
     /// The audit log: who did what, when, and how it ended.
     Events {
         /// Only this tenant's events.
@@ -267,6 +270,9 @@ pub struct HubArgs {
     pub cpu_overcommit: f64,
     #[command(flatten)]
     pub ssh: SshGatewayArgs,
+    /// Seconds from `instance delete --hard` to the purge of the instance's backups.
+    #[arg(long, env = "HANGAR_BACKUP_PURGE_DELAY", default_value_t = 7 * 24 * 3600)]
+    pub backup_purge_delay: u64,
 }
 
 /// The SSH gateway `hub serve` and `up` start.
@@ -312,6 +318,7 @@ impl HubArgs {
             stale_after: Duration::from_secs_f64(self.stale_after),
             cpu_overcommit: self.cpu_overcommit,
             ssh: self.ssh.config()?,
+            backup_purge_delay: Duration::from_secs(self.backup_purge_delay),
             ..Default::default()
         })
     }
@@ -435,6 +442,14 @@ pub enum TenantCmd {
     Info { name: String },
     /// Remove a tenant that has no instances.
     Destroy { name: String },
+    /// Change a tenant's settings.
+    Update {
+        name: String,
+        /// Where its backups go (a name from `hangar backup target list`); `none` turns
+        /// backups off.
+        #[arg(long)]
+        backup_target: Option<String>,
+    },
 }
 
 #[derive(Args)]
@@ -505,7 +520,15 @@ pub enum InstanceCmd {
     /// Thaw a warm instance.
     Resume { instance: String, #[command(flatten)] wait: WaitArgs },
     /// Delete it and its volume.
-    Delete { instance: String, #[command(flatten)] wait: WaitArgs },
+    Delete {
+        instance: String,
+        /// Also purge its backups, after the hub's purge delay (7 days unless set);
+        /// `hangar backup purge cancel` keeps them.
+        #[arg(long)]
+        hard: bool,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
     /// Run a command inside; exits with its exit code.
     Exec {
         instance: String,
@@ -811,6 +834,7 @@ pub fn daemon_up_args(a: &UpArgs) -> Vec<String> {
     let mut v = vec!["up".to_string(), "--data-dir".into(), a.dir.data_dir.display().to_string(), "--listen".into(), a.listen.to_string()];
     v.extend(a.agent.to_args());
     v.extend(["--cluster-range".into(), a.hub.cluster_range.to_string(), "--stale-after".into(), a.hub.stale_after.to_string(), "--cpu-overcommit".into(), a.hub.cpu_overcommit.to_string()]);
+    v.extend(["--backup-purge-delay".into(), a.hub.backup_purge_delay.to_string()]);
     if let Some(d) = &a.agent.pool_device {
         v.extend(["--pool-device".into(), d.display().to_string()]);
     }
@@ -914,6 +938,7 @@ impl SmokeArgs {
 pub struct BenchArgs {
     /// Comma-separated subset of: start, resume, burst (with density), api, reconcile, heartbeat,
     /// snapshot, proxy, ssh.
+    /// Comma-separated subset of: start, resume, burst (with density), api, reconcile, heartbeat, backup.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Samples for start and resume.
@@ -940,11 +965,14 @@ pub struct BenchArgs {
     /// Where to write the results.
     #[arg(long, default_value = "bench.json")]
     out: PathBuf,
+    /// MiB of the tree the backup benchmark generates.
+    #[arg(long, default_value_t = 1024)]
+    backup_mib: u64,
 }
 
 impl BenchArgs {
     pub fn options(&self, bin: PathBuf) -> BenchOptions {
         let a = self.clone();
-        BenchOptions { bin, only: a.only, runs: a.runs, burst: a.burst, heartbeat_runs: a.heartbeat_runs, api_secs: a.api_secs, reconcile_size: a.reconcile_size, out: a.out, proxy_requests: a.proxy_requests, proxy_mib: a.proxy_mib }
+        BenchOptions { bin, only: a.only, runs: a.runs, burst: a.burst, heartbeat_runs: a.heartbeat_runs, api_secs: a.api_secs, reconcile_size: a.reconcile_size, out: a.out, proxy_requests: a.proxy_requests, proxy_mib: a.proxy_mib, backup_mib: a.backup_mib }
     }
 }

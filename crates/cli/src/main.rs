@@ -7,6 +7,7 @@
 mod access;
 mod api;
 mod args;
+mod backups;
 mod output;
 mod pools;
 mod snapshots;

@@ -338,4 +338,12 @@ impl Out {
                 .collect(),
         );
     }
+
+    /// A list as JSON with --json, else as a table of `rows`.
+    pub fn table_or_json<T: Serialize>(&self, list: &[T], header: &[&str], rows: Vec<Vec<String>>) {
+        if self.json {
+            return self.print_json(list);
+        }
+        self.table(header, rows);
+    }
 }

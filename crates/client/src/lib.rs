@@ -7,6 +7,8 @@
 pub mod onboarding;
 pub mod session;
 
+mod backups;
+
 use hangar_types::api::*;
 use hangar_types::protocol::{AgentReport, DesiredDoc, JoinRequest, JoinResponse};
 use hangar_types::{ApiError, ErrorCode, Generation, OperationId, SandboxId};

@@ -36,6 +36,8 @@ pub struct BenchOptions {
     /// Requests for the proxy's latency, and MiB of its download.
     pub proxy_requests: usize,
     pub proxy_mib: u64,
+    /// MiB of the tree the backup benchmark backs up.
+    pub backup_mib: u64,
 }
 
 const ALL: &[&str] = &[
@@ -48,6 +50,7 @@ const ALL: &[&str] = &[
     "snapshot",
     "proxy",
     "ssh",
+    "backup",
 ];
 
 #[derive(Serialize, Clone, Debug)]
@@ -537,6 +540,22 @@ pub async fn run(a: &BenchOptions) -> Result<Report> {
         }
         .await;
         record(&mut failed, "ssh", r);
+    }
+    if which.contains(&"backup") {
+        let r: Result<()> = async {
+            eprintln!("bench backup: a {} MiB tree, hangar and restic to directory targets", a.backup_mib);
+            let work = fleet.dir.path().join("bench-backup");
+            for s in crate::bench_backup::run(&c, &fleet.data_dir(), &work, a.backup_mib).await? {
+                let mibps = |secs: f64| s.bytes as f64 / 1048576.0 / secs;
+                let target = if s.metric == "first backup" { "hangar >= 1.5x restic" } else { "hangar >= restic" };
+                let need = if s.metric == "first backup" { 1.5 } else { 1.0 };
+                let (h, r) = (mibps(s.hangar_secs), mibps(s.restic_secs));
+                rows.push(row("backup", s.metric, h, Some(r), "MiB/s", target, Some(h >= need * r)));
+            }
+            Ok(())
+        }
+        .await;
+        record(&mut failed, "backup", r);
     }
     let machine = serde_json::json!({
         "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),

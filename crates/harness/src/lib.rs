@@ -14,6 +14,7 @@
 
 pub mod bench;
 mod bench_ssh;
+pub mod bench_backup;
 pub mod fleet;
 pub mod smoke;
 pub mod soak;

@@ -41,7 +41,7 @@ pub struct SmokeOptions {
     pub cleanup: Option<String>,
 }
 
-const SCENARIOS: [(&str, &[&str]); 8] = [
+const SCENARIOS: [(&str, &[&str]); 9] = [
     ("fleet", &["host ready", "hosts join", "tenant create"]),
     ("lifecycle", &["instance create", "instance start", "sentinel write", "exec", "warm", "resume", "stop", "start again", "sentinel survives", "snapshot", "logs", "stats"]),
     ("network", &["instances on two tenants", "same-tenant reach", "cross-tenant isolation", "wide subnet wired", "cross-host reach", "net verify"]),
@@ -49,6 +49,7 @@ const SCENARIOS: [(&str, &[&str]); 8] = [
     ("pools", &["pool create", "scale up across hosts", "scale down newest first", "pool delete"]),
     ("hosts", &["members spread over hosts", "host stop keeps state", "host start persistence", "killed agent goes stale", "restarted agent adopts"]),
     ("access", &["secret set", "secret visible and read-only", "proxy denied without a token", "proxy allowed with a token", "access instance deleted", "ssh key add", "instance ssh --check", "ssh exec", "ssh instance delete"]),
+    ("backup", &["backup target add", "backup sentinel", "backup create", "backup found in index", "restore into a new instance", "hard delete schedules a purge", "purge cancelled", "backup cleanup"]),
     ("cleanup", &["delete instances", "remove hosts", "destroy tenants"]),
 ];
 
@@ -866,6 +867,7 @@ async fn scenario(r: &mut Run, name: &str) {
             })
             .await;
         }
+        "backup" => backup_scenario(r).await,
         "cleanup" => {
             r.step("delete instances", async {
                 for p in ["work", "spread"] {
@@ -908,6 +910,110 @@ async fn scenario(r: &mut Run, name: &str) {
         }
         _ => unreachable!("scenario names are checked up front"),
     }
+}
+
+/// Follows a backup operation to its end; fails unless it succeeded.
+async fn wait_backup_op(c: &HubClient, op: Operation) -> Result<()> {
+    for _ in 0..1200 {
+        let p = c.backup_progress(op.id).await?;
+        if p.operation.status.is_final() {
+            if p.operation.status != OperationStatus::Succeeded {
+                bail!("{} {} {}: {}", op.kind, op.target, p.operation.status.as_str(), p.operation.error.unwrap_or_default());
+            }
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    bail!("{} {} still running after 300s", op.kind, op.target)
+}
+
+/// Backups to a directory target under the fleet's data dir: sentinel, backup, the
+/// index, a restore into a new instance, a hard delete's purge and its cancel.
+async fn backup_scenario(r: &mut Run) {
+    use hangar_types::backups::{BackupRestore, BackupTargetAdd, BackupTargetSet};
+    let Some(data) = r.own_fleet.clone() else {
+        for s in SCENARIOS.iter().find(|(n, _)| *n == "backup").map(|(_, s)| *s).unwrap_or_default() {
+            r.skip(s, "needs the harness's own fleet (a directory target on this machine)");
+        }
+        return;
+    };
+    let c = r.c.clone();
+    let a = r.tenant("a");
+    let target = format!("{}-bk", r.tag);
+    let dir = data.join("smoke-backups");
+    r.step("backup target add", async {
+        std::fs::create_dir_all(&dir)?;
+        let req = BackupTargetAdd { name: target.parse()?, location: format!("dir:{}", dir.display()), endpoint: None, region: None, access_key: None, secret_key: None };
+        c.backup_target_add(&req).await?;
+        c.backup_target_set(&a, &BackupTargetSet { target: Some(target.parse()?) }).await?;
+        Ok(())
+    })
+    .await;
+    r.step("backup sentinel", async {
+        create(&c, &a, "bk", true).await?;
+        let res = exec(&c, &a, "bk", "mkdir -p /home/docs && echo backed-up > /home/docs/bk-sentinel.txt").await?;
+        if res.exit_code != 0 {
+            bail!("sentinel write: exit {}: {}", res.exit_code, res.stderr);
+        }
+        Ok(())
+    })
+    .await;
+    r.step("backup create", async { wait_backup_op(&c, c.backup_create(&a, "bk").await?).await }).await;
+    r.step("backup found in index", async {
+        let found = c.backup_find(&a, "bk", "bk-sentinel*").await?;
+        if found.len() != 1 || found[0].file.path != "docs/bk-sentinel.txt" {
+            bail!("the index has {found:?} for bk-sentinel*");
+        }
+        Ok(())
+    })
+    .await;
+    r.step("restore into a new instance", async {
+        let backup = c.backup_list(&a, "bk").await?.pop().ok_or_else(|| anyhow!("no backup listed"))?;
+        let req = BackupRestore { backup: backup.id, path: None, as_instance: Some("bkr".parse()?), force: false };
+        wait_backup_op(&c, c.backup_restore(&a, "bk", &req).await?).await?;
+        action(&c, &a, "bkr", "start").await?;
+        let res = exec(&c, &a, "bkr", "cat /home/docs/bk-sentinel.txt").await?;
+        if res.stdout != "backed-up\n" {
+            bail!("the restored instance holds {:?}", res.stdout);
+        }
+        Ok(())
+    })
+    .await;
+    r.step("hard delete schedules a purge", async {
+        c.backup_purge_schedule(&a, "bk").await?;
+        wait_op(&c, c.instance_delete(&a, "bk").await?).await?;
+        if !c.backup_purge_list().await?.iter().any(|p| p.tenant.as_str() == a && p.instance.as_str() == "bk") {
+            bail!("no purge of {a}/bk is listed");
+        }
+        Ok(())
+    })
+    .await;
+    r.step("purge cancelled", async {
+        c.backup_purge_cancel(&a, "bk").await?;
+        if c.backup_purge_list().await?.iter().any(|p| p.tenant.as_str() == a) {
+            bail!("the purge is still listed after its cancel");
+        }
+        if c.backup_list(&a, "bk").await?.is_empty() {
+            bail!("the backups of {a}/bk are gone");
+        }
+        Ok(())
+    })
+    .await;
+    // Runs even after a failure: the target and instances must not outlive the run.
+    let failed = std::mem::replace(&mut r.failed, false);
+    r.step("backup cleanup", async {
+        for n in ["bk", "bkr"] {
+            if c.instance_get(&a, n).await.is_ok() {
+                wait_op(&c, c.instance_delete(&a, n).await?).await?;
+            }
+        }
+        let _ = c.backup_purge_cancel(&a, "bk").await;
+        c.backup_target_set(&a, &BackupTargetSet { target: None }).await?;
+        c.backup_target_remove(&target).await?;
+        Ok(())
+    })
+    .await;
+    r.failed |= failed;
 }
 
 /// Runs the chosen scenarios (on a fleet of its own unless `hub` is given); the report

@@ -13,6 +13,7 @@
 pub mod agents;
 pub mod api;
 pub mod auth;
+pub mod backups;
 pub mod coord;
 pub mod error;
 pub mod events;
@@ -77,6 +78,9 @@ pub struct HubConfig {
     pub uid_ranges: hangar_types::idmap::IdPool,
     /// The SSH gateway `hub serve` starts (see [`ssh`]).
     pub ssh: ssh::SshConfig,
+    /// How long after `instance delete --hard` its backups are purged (cancellable
+    /// until then).
+    pub backup_purge_delay: Duration,
 }
 
 impl Default for HubConfig {
@@ -95,6 +99,7 @@ impl Default for HubConfig {
             provider_grace: Duration::from_secs(15),
             uid_ranges: hangar_types::idmap::IdPool::default(),
             ssh: ssh::SshConfig::default(),
+            backup_purge_delay: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }

@@ -37,13 +37,18 @@ pub async fn run(hub: Arc<Hub>, tick: Duration) {
             tracing::warn!(error = ?e, "provider check failed");
         }
     }));
+    let backups = tokio::spawn(led(hub.clone(), "backups", Duration::from_secs(2), false, |hub: Arc<Hub>| async move {
+        if let Err(e) = hub.backup_pass().await {
+            tracing::warn!(error = ?e, "backup pass failed");
+        }
+    }));
     struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
     impl Drop for AbortOnDrop {
         fn drop(&mut self) {
             self.0.iter().for_each(|t| t.abort());
         }
     }
-    let _tasks = AbortOnDrop(vec![pools, providers]);
+    let _tasks = AbortOnDrop(vec![pools, providers, backups]);
     let monitor = Arc::new(tokio::sync::Mutex::new(Monitor::default()));
     led(hub, "monitor", tick, false, move |hub: Arc<Hub>| {
         let monitor = monitor.clone();
@@ -138,7 +143,9 @@ impl Monitor {
         }
         let op_timeout = time::Duration::try_from(hub.config.operation_timeout).unwrap_or(time::Duration::minutes(5));
         for op in hub.store.running_operations(None).await? {
-            if now - op.created_at > op_timeout {
+            // Backup operations run as long as their data needs; the backup loop fails
+            // those whose progress stopped.
+            if !op.kind.starts_with("backup.") && now - op.created_at > op_timeout {
                 let msg = format!("timed out after {}s waiting for the host to confirm", op_timeout.whole_seconds());
                 hub.store.finish_operation(op.id, OperationStatus::Failed, Some(&msg)).await?;
                 hub.event("hub", op.tenant.as_ref(), format!("operation/{}", op.id), &op.kind, "error", Some(msg)).await;

@@ -14,7 +14,11 @@
 //! What stays out: durability across reopening, migrations and file formats, which only
 //! the implementation's own tests can check.
 
-use crate::{HostRecord, HostReport, HostStateChange, InstanceFilter, InstanceVersion, ProxyTokenRecord, SecretRecord, Store, StoreError, TokenRecord};
+use crate::{
+    BackupProgressRecord, BackupSettingsRecord, BackupTargetRecord, HostRecord, HostReport, HostStateChange, InstanceFilter, InstanceVersion,
+    ProxyTokenRecord, SecretRecord, Store, StoreError, TokenRecord,
+};
+use hangar_types::backups::{Backup, BackupFile, BackupFileKind, BackupPolicy, BackupPurge, BackupSchedule};
 use fixtures::*;
 use hangar_types::api::{Capacity, HostState, Image, ImageKind, Instance, Operation, OperationStatus, Pool, PoolCounts, Tenant};
 use hangar_types::{DesiredState, Generation, HostId, InstanceId, InstanceState, Name, ObservedState, OperationId};
@@ -67,6 +71,13 @@ macro_rules! store_contract_tests {
             proxy_tokens_insert_find_list_delete,
             deleting_a_tenant_deletes_its_secrets_and_proxy_tokens,
             ssh_keys_insert_list_delete_and_go_with_their_tenant,
+            backup_targets_insert_get_list_delete,
+            backup_settings_default_set_and_one_password,
+            backup_runs_are_marked_once,
+            backups_and_their_index_are_recorded_whole,
+            backup_index_of_100k_files_lists_and_finds,
+            backup_progress_and_cancel_requests,
+            backup_purges_schedule_list_take,
         );
     };
     (@each $factory:expr; $($behaviour:ident),* $(,)?) => {
@@ -1126,6 +1137,123 @@ pub async fn ssh_keys_insert_list_delete_and_go_with_their_tenant(store: Arc<dyn
     store.insert_tenant(&tenant("acme"), 100).await.unwrap();
     assert!(store.list_ssh_keys(&name("acme")).await.unwrap().is_empty());
     assert_eq!(names(store.list_ssh_keys(&name("beta")).await.unwrap()), ["laptop"]);
+}
+
+// ---- backups ----
+
+fn backup_record(id: &str, instance: &str, instance_id: InstanceId, created: i64) -> Backup {
+    Backup { id: id.into(), tenant: name("acme"), instance: name(instance), instance_id, target: name("local"), created_at: at(created), bytes: 10, files: 2, dirs: 1, added_bytes: 5, id_base: Some(1 << 20) }
+}
+
+fn backup_file(path: &str, kind: BackupFileKind) -> BackupFile {
+    BackupFile { path: path.into(), size: path.len() as u64, mtime: Some(at(3)), kind }
+}
+
+pub async fn backup_targets_insert_get_list_delete(store: Arc<dyn Store>) {
+    let t = |n: &str| BackupTargetRecord { name: name(n), location: format!("dir:/srv/{n}"), sealed_spec: "00ff".into(), created_at: at(1) };
+    store.insert_backup_target(&t("b")).await.unwrap();
+    store.insert_backup_target(&t("a")).await.unwrap();
+    assert!(matches!(store.insert_backup_target(&t("a")).await, Err(StoreError::AlreadyExists(w)) if w == "backup target 'a'"));
+    assert_eq!(store.get_backup_target(&name("a")).await.unwrap(), Some(t("a")));
+    assert_eq!(store.list_backup_targets().await.unwrap(), vec![t("a"), t("b")]);
+    store.set_backup_target(&name("acme"), Some(&name("a"))).await.unwrap();
+    assert_eq!(store.backup_target_users(&name("a")).await.unwrap(), vec![name("acme")]);
+    assert!(store.backup_target_users(&name("b")).await.unwrap().is_empty());
+    assert!(store.delete_backup_target(&name("b")).await.unwrap());
+    assert!(!store.delete_backup_target(&name("b")).await.unwrap());
+}
+
+pub async fn backup_settings_default_set_and_one_password(store: Arc<dyn Store>) {
+    assert_eq!(store.get_backup_settings(&name("acme")).await.unwrap(), BackupSettingsRecord::default());
+    let policy = BackupPolicy { keep_daily: Some(7), keep_weekly: Some(4), schedule: Some(BackupSchedule::Daily), ..Default::default() };
+    store.set_backup_policy(&name("acme"), &policy).await.unwrap();
+    store.set_backup_target(&name("acme"), Some(&name("local"))).await.unwrap();
+    // Concurrent first uses agree on one password: the first stored wins.
+    let acme = name("acme");
+    let (a, b) = tokio::join!(store.init_backup_password(&acme, "sealed-1"), store.init_backup_password(&acme, "sealed-2"));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a, b);
+    assert_eq!(store.init_backup_password(&name("acme"), "sealed-3").await.unwrap(), a);
+    let s = store.get_backup_settings(&name("acme")).await.unwrap();
+    assert_eq!((s.target, s.policy, s.sealed_password), (Some(name("local")), policy, Some(a)));
+    store.set_backup_target(&name("acme"), None).await.unwrap();
+    assert_eq!(store.get_backup_settings(&name("acme")).await.unwrap().target, None);
+    assert_eq!(store.list_backup_settings().await.unwrap().len(), 1);
+}
+
+pub async fn backup_runs_are_marked_once(store: Arc<dyn Store>) {
+    let acme = name("acme");
+    let (a, b) = tokio::join!(store.mark_backup_run(&acme, None, at(1)), store.mark_backup_run(&acme, None, at(2)));
+    assert_eq!([a.unwrap(), b.unwrap()].iter().filter(|x| **x).count(), 1, "two hubs started one scheduled run");
+    let last = store.get_backup_settings(&name("acme")).await.unwrap().last_run_at;
+    assert!(!store.mark_backup_run(&name("acme"), None, at(3)).await.unwrap());
+    assert!(store.mark_backup_run(&name("acme"), last, at(3)).await.unwrap());
+}
+
+pub async fn backups_and_their_index_are_recorded_whole(store: Arc<dyn Store>) {
+    let web = InstanceId::new();
+    let b1 = backup_record("aa11", "web", web, 1);
+    let files = vec![backup_file("home", BackupFileKind::Dir), backup_file("home/notes.md", BackupFileKind::File), backup_file("home/link", BackupFileKind::Symlink)];
+    store.insert_backup(&b1, &files).await.unwrap();
+    // A second backup with a duplicate entry records nothing of itself.
+    let b2 = backup_record("aa22", "web", web, 2);
+    let dup = vec![backup_file("x", BackupFileKind::File), backup_file("x", BackupFileKind::File)];
+    assert!(store.insert_backup(&b2, &dup).await.is_err());
+    assert_eq!(store.list_backups(&name("acme"), &name("web")).await.unwrap(), vec![b1.clone()]);
+    assert!(store.list_backup_files("aa22", "").await.unwrap().is_empty());
+    store.insert_backup(&b2, &files[..1]).await.unwrap();
+    assert!(matches!(store.insert_backup(&b2, &[]).await, Err(StoreError::AlreadyExists(_))));
+    assert_eq!(store.list_backups_of(web).await.unwrap(), vec![b1.clone(), b2.clone()]);
+    assert_eq!(store.find_backups(&name("acme"), &name("web"), "aa").await.unwrap().len(), 2);
+    assert_eq!(store.find_backups(&name("acme"), &name("web"), "aa1").await.unwrap(), vec![b1.clone()]);
+    assert!(store.find_backups(&name("acme"), &name("other"), "aa1").await.unwrap().is_empty());
+    assert_eq!(store.list_backup_files("aa11", "").await.unwrap(), vec![files[0].clone()]);
+    assert_eq!(store.list_backup_files("aa11", "home").await.unwrap(), vec![files[2].clone(), files[1].clone()]);
+    assert_eq!(store.get_backup_file("aa11", "/home/notes.md").await.unwrap(), Some(files[1].clone()));
+    assert_eq!(store.get_backup_file("aa11", "home/nope").await.unwrap(), None);
+    let found = store.find_backup_files(&name("acme"), &name("web"), "*.md", 10).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!((found[0].backup.as_str(), &found[0].file), ("aa11", &files[1]));
+    assert_eq!(store.delete_backups(&["aa11".into(), "gone".into()]).await.unwrap(), 1);
+    assert!(store.list_backup_files("aa11", "home").await.unwrap().is_empty());
+    assert_eq!(store.list_backups(&name("acme"), &name("web")).await.unwrap(), vec![b2]);
+}
+
+/// Measures nothing (the machines are shared), but 100,000 rows must go in and come
+/// back through the indexed queries.
+pub async fn backup_index_of_100k_files_lists_and_finds(store: Arc<dyn Store>) {
+    let files: Vec<BackupFile> = (0..100_000).map(|i| backup_file(&format!("d{:03}/f{i}.txt", i % 1000), BackupFileKind::File)).collect();
+    store.insert_backup(&backup_record("bb", "web", InstanceId::new(), 1), &files).await.unwrap();
+    assert_eq!(store.list_backup_files("bb", "d007").await.unwrap().len(), 100);
+    let found = store.find_backup_files(&name("acme"), &name("web"), "f9999?.txt", 1000).await.unwrap();
+    assert_eq!(found.len(), 10);
+    assert_eq!(store.find_backup_files(&name("acme"), &name("web"), "*.txt", 1000).await.unwrap().len(), 1000, "the limit holds");
+}
+
+pub async fn backup_progress_and_cancel_requests(store: Arc<dyn Store>) {
+    let op = OperationId::new();
+    assert_eq!(store.get_backup_progress(op).await.unwrap(), None);
+    assert!(!store.request_backup_cancel(op).await.unwrap());
+    store.set_backup_progress(op, &BackupProgressRecord::default()).await.unwrap();
+    assert!(store.request_backup_cancel(op).await.unwrap());
+    // Progress written after a cancel request keeps it.
+    store.set_backup_progress(op, &BackupProgressRecord { files: 3, bytes: 300, total_bytes: Some(900), ..Default::default() }).await.unwrap();
+    let p = store.get_backup_progress(op).await.unwrap().unwrap();
+    assert_eq!((p.files, p.bytes, p.total_bytes, p.cancel_requested), (3, 300, Some(900), true));
+    assert!(p.updated_at.is_some());
+}
+
+pub async fn backup_purges_schedule_list_take(store: Arc<dyn Store>) {
+    let purge = |n: &str, due: i64| BackupPurge { tenant: name("acme"), instance: name(n), instance_id: InstanceId::new(), target: name("local"), due_at: at(due) };
+    let (late, early) = (purge("web", 20), purge("db", 10));
+    store.schedule_backup_purge(&late).await.unwrap();
+    store.schedule_backup_purge(&early).await.unwrap();
+    assert!(matches!(store.schedule_backup_purge(&late).await, Err(StoreError::AlreadyExists(_))));
+    assert_eq!(store.list_backup_purges().await.unwrap(), vec![early.clone(), late.clone()]);
+    // Taken once: a second taker (another hub) gets nothing.
+    assert_eq!(store.take_backup_purge(&name("acme"), &name("web")).await.unwrap(), Some(late));
+    assert_eq!(store.take_backup_purge(&name("acme"), &name("web")).await.unwrap(), None);
+    assert_eq!(store.list_backup_purges().await.unwrap(), vec![early]);
 }
 
 #[cfg(test)]

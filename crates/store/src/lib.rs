@@ -25,6 +25,8 @@ use time::OffsetDateTime;
 
 mod sqlite;
 pub use sqlite::SqliteStore;
+mod backups;
+pub use backups::{BackupProgressRecord, BackupSettingsRecord, BackupStore, BackupTargetRecord};
 
 #[cfg(feature = "contract")]
 pub mod contract;
@@ -239,7 +241,7 @@ impl InstanceVersion {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: BackupStore + Send + Sync + 'static {
     // ---- tenants ----
     /// Inserts a tenant, allocating atomically the smallest free aligned block of net
     /// ids in `1..=max_net_id` for its `net_prefix` (the given `net_id` is ignored).

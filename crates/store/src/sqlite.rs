@@ -49,6 +49,8 @@ use std::str::FromStr;
 use std::time::Duration;
 use time::OffsetDateTime;
 
+mod backups;
+
 /// How long a writer waits for another writer's lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// SQLite has one writer at a time; a few connections let readers run beside it.
@@ -67,6 +69,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (8, "snapshots", include_str!("../migrations/0008_snapshots.sql")),
     (10, "secrets and proxy tokens", include_str!("../migrations/0010_secrets_proxy_tokens.sql")),
     (11, "ssh keys", include_str!("../migrations/0011_ssh_keys.sql")),
+    (9, "backups", include_str!("../migrations/0009_backups.sql")),
 ];
 
 /// The store on one SQLite database; cheap to clone (it is a connection pool).

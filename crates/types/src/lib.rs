@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod api;
+pub mod backups;
 pub mod error;
 pub mod generation;
 pub mod ids;

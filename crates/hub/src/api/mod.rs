@@ -7,6 +7,7 @@
 //! Every bad request is answered as `{code, message}`.
 
 mod agents;
+mod backups;
 mod events;
 mod hosts;
 mod images;
@@ -164,6 +165,7 @@ fn api() -> ApiRoutes {
         proxy::routes(),
         sessions::routes(),
         ssh_keys::routes(),
+        backups::routes(),
     ]
         .into_iter()
         .fold(ApiRoutes::new(), ApiRoutes::merge)
