@@ -61,6 +61,9 @@ macro_rules! store_contract_tests {
             events_newest_limit_oldest_first,
             tokens_insert_find_list_delete,
             images_insert_get_list_delete,
+            host_certificates_renew_through_a_staged_fingerprint,
+            join_token_expiries_round_trip,
+            removing_tokens_moves_the_token_epoch_and_uses_are_recorded,
         );
     };
     (@each $factory:expr; $($behaviour:ident),* $(,)?) => {
@@ -178,6 +181,8 @@ pub mod fixtures {
             tenant: tenant.map(name),
             description: Some(format!("token {id}")),
             created_at: at(created),
+            expires_at: None,
+            last_used_at: None,
         }
     }
 
@@ -952,4 +957,52 @@ mod tests {
             assert!(macro_body.contains(&format!("            {b},\n")), "{b} is missing from store_contract_tests!");
         }
     }
+}
+
+// ---- control plane safety (issue 13) ----
+
+pub async fn host_certificates_renew_through_a_staged_fingerprint(store: Arc<dyn Store>) {
+    let h = host("node-a");
+    store.insert_host(&h).await.unwrap();
+    store.consume_join_token("join-node-a", "fp-1").await.unwrap().unwrap();
+    // Staging needs the current fingerprint: a renewal raced by another is refused.
+    assert!(!store.stage_host_cert(h.id, "fp-x", "fp-2").await.unwrap());
+    assert!(store.stage_host_cert(h.id, "fp-1", "fp-2").await.unwrap());
+    assert_eq!(store.host_cert_next(h.id).await.unwrap().as_deref(), Some("fp-2"));
+    // Both work until the new one is used; then only the new one.
+    assert_eq!(store.get_host_by_fingerprint("fp-1").await.unwrap().unwrap().id, h.id);
+    assert_eq!(store.get_host_by_fingerprint("fp-2").await.unwrap(), None);
+    let promoted = store.promote_host_cert("fp-2").await.unwrap().unwrap();
+    assert_eq!(promoted.cert_fingerprint.as_deref(), Some("fp-2"));
+    assert_eq!(store.host_cert_next(h.id).await.unwrap(), None);
+    assert_eq!(store.get_host_by_fingerprint("fp-1").await.unwrap(), None);
+    assert_eq!(store.promote_host_cert("fp-2").await.unwrap(), None);
+    assert_eq!(store.host_cert_next(HostId::new()).await.unwrap(), None);
+}
+
+pub async fn join_token_expiries_round_trip(store: Arc<dyn Store>) {
+    let h = host("node-a");
+    store.insert_host(&h).await.unwrap();
+    assert_eq!(store.join_token_expiry(h.id).await.unwrap(), None);
+    store.set_join_token_expiry(h.id, Some(at(30))).await.unwrap();
+    assert_eq!(store.join_token_expiry(h.id).await.unwrap(), Some(at(30)));
+    assert!(matches!(store.set_join_token_expiry(HostId::new(), None).await, Err(StoreError::NotFound(_))));
+}
+
+pub async fn removing_tokens_moves_the_token_epoch_and_uses_are_recorded(store: Arc<dyn Store>) {
+    let e0 = store.token_epoch().await.unwrap();
+    let t = TokenRecord { expires_at: Some(at(60)), ..token("t-acme", Some("acme"), 1) };
+    store.insert_token(&t).await.unwrap();
+    assert_eq!(store.token_epoch().await.unwrap(), e0, "adding a token invalidates nothing");
+    assert_eq!(store.find_token("hash-t-acme").await.unwrap(), Some(t.clone()));
+    assert!(store.touch_token(&t.id, at(9)).await.unwrap());
+    assert_eq!(store.find_token("hash-t-acme").await.unwrap().unwrap().last_used_at, Some(at(9)));
+    assert!(store.delete_token(&t.id).await.unwrap());
+    let e1 = store.token_epoch().await.unwrap();
+    assert!(e1 > e0);
+    assert!(!store.touch_token(&t.id, at(10)).await.unwrap());
+    store.insert_tenant(&tenant("acme"), 100).await.unwrap();
+    store.insert_token(&token("t-2", Some("acme"), 2)).await.unwrap();
+    store.delete_tenant(&name("acme")).await.unwrap();
+    assert!(store.token_epoch().await.unwrap() > e1, "deleting a tenant removes its tokens");
 }

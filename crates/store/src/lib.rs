@@ -105,6 +105,10 @@ pub struct TokenRecord {
     pub tenant: Option<Name>,
     pub description: Option<String>,
     pub created_at: OffsetDateTime,
+    /// None: never expires.
+    pub expires_at: Option<OffsetDateTime>,
+    /// Recorded at most about once a minute per token (see the hub's token cache).
+    pub last_used_at: Option<OffsetDateTime>,
 }
 
 /// A new audit event; the store assigns id and time.
@@ -307,6 +311,26 @@ pub trait Store: Send + Sync + 'static {
     /// By name.
     async fn list_images(&self) -> Result<Vec<Image>>;
     async fn delete_image(&self, name: &Name) -> Result<bool>;
+
+    // ---- control plane safety (issue 13): certificate renewal, expiries, revocation ----
+    /// Records `next` as the host's renewed certificate, only while its current one is
+    /// `current` (compare-and-swap); the current one keeps working until
+    /// [`Store::promote_host_cert`]. False if the host moved on or is gone.
+    async fn stage_host_cert(&self, id: HostId, current: &str, next: &str) -> Result<bool>;
+    /// The renewed certificate a host has not used yet.
+    async fn host_cert_next(&self, id: HostId) -> Result<Option<String>>;
+    /// Makes the staged certificate with fingerprint `next` the host's only one, in one
+    /// statement; returns the host, or None if no host has it staged.
+    async fn promote_host_cert(&self, next: &str) -> Result<Option<HostRecord>>;
+    /// Sets when the host's join token stops working (None: never).
+    async fn set_join_token_expiry(&self, id: HostId, at: Option<OffsetDateTime>) -> Result<()>;
+    async fn join_token_expiry(&self, id: HostId) -> Result<Option<OffsetDateTime>>;
+    /// A counter that [`Store::delete_token`] and [`Store::delete_tenant`] bump in the
+    /// transaction that removes tokens: caches of verified tokens are good only while it
+    /// has not moved.
+    async fn token_epoch(&self) -> Result<u64>;
+    /// Records a token's last use; false if it is gone.
+    async fn touch_token(&self, id: &TokenId, at: OffsetDateTime) -> Result<bool>;
 }
 
 /// Opens a store from a URL: `sqlite:///abs/path.db` or a plain file path.
