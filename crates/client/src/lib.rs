@@ -353,6 +353,12 @@ impl HubClient {
     pub async fn token_create(&self, req: &TokenCreate) -> Result<TokenCreated> {
         self.t.post("/v1/tokens", req).await
     }
+    pub async fn token_list(&self) -> Result<Vec<Token>> {
+        self.t.get("/v1/tokens").await
+    }
+    pub async fn token_revoke(&self, id: &str) -> Result<Token> {
+        self.t.delete(&format!("/v1/tokens/{id}")).await
+    }
 
     // ---- images (admins) ----
     pub async fn image_add(&self, req: &hangar_types::api::ImageCreate) -> Result<hangar_types::api::Image> {
@@ -414,7 +420,15 @@ impl HostClient {
     pub async fn report(&self, report: &AgentReport) -> Result<serde_json::Value> {
         self.t.call(reqwest::Method::POST, "/v1/agent/report", Some(report), Some(Duration::from_secs(30))).await
     }
+
+    /// A new host certificate for the key behind `req.csr_pem`.
+    pub async fn renew(&self, req: &hangar_types::protocol::RenewRequest) -> Result<hangar_types::protocol::RenewResponse> {
+        self.t.call(reqwest::Method::POST, "/v1/agent/renew", Some(req), Some(Duration::from_secs(30))).await
+    }
 }
+
+/// The longest any hub-to-agent call without its own deadline may take.
+pub const AGENT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The hub's calls to an agent's endpoint, over mutual TLS with the hub's client certificate.
 #[derive(Clone, Debug)]
@@ -427,6 +441,12 @@ impl AgentClient {
         hangar_tls::install_crypto_provider();
         let tls = hangar_tls::client_config(ca_pem, Some((cert_pem, key_pem))).map_err(|e| ClientError::Setup(e.to_string()))?;
         Ok(AgentClient { t: Transport::new(endpoint, tls, None, None)? })
+    }
+
+    /// With a ready TLS configuration (the hub pins the host's certificate); every call
+    /// has an overall deadline ([`AGENT_CALL_TIMEOUT`] unless the call sets its own).
+    pub fn pinned(endpoint: &str, tls: rustls::ClientConfig) -> Result<Self> {
+        Ok(AgentClient { t: Transport::new(endpoint, tls, None, Some(AGENT_CALL_TIMEOUT))? })
     }
 
     pub async fn exec(&self, sandbox: &SandboxId, req: &ExecRequest) -> Result<ExecResult> {

@@ -230,7 +230,7 @@ async fn scenario(r: &mut Run, name: &str) {
                 if own {
                     // Two more hosts on this machine, as network namespaces.
                     for h in [&h1, &h2] {
-                        c.host_add(&HostAdd { name: h.parse()?, provider: Some("local".into()) }).await?;
+                        c.host_add(&HostAdd { name: h.parse()?, provider: Some("local".into()), join_ttl_secs: None }).await?;
                         wait_host(&c, h, HostState::Ready, Duration::from_secs(60)).await?;
                     }
                 }
@@ -397,7 +397,7 @@ async fn scenario(r: &mut Run, name: &str) {
         }
         "security" => {
             r.step("tenant token scoped", async {
-                let tok = c.token_create(&TokenCreate { tenant: Some(a.parse()?), description: Some("smoke".into()) }).await?;
+                let tok = c.token_create(&TokenCreate { tenant: Some(a.parse()?), description: Some("smoke".into()), ttl_secs: None }).await?;
                 let scoped = c.with_token(&tok.token);
                 match scoped.tenant_info(&b).await {
                     Err(e) if e.code() == Some(hangar_types::ErrorCode::NotFound) => {}
@@ -490,7 +490,7 @@ async fn scenario(r: &mut Run, name: &str) {
             .await;
             // Volumes, files and images (issue 12).
             r.step("dir image refused for a tenant", async {
-                let tok = c.token_create(&TokenCreate { tenant: Some(a.parse()?), description: Some("smoke images".into()) }).await?;
+                let tok = c.token_create(&TokenCreate { tenant: Some(a.parse()?), description: Some("smoke images".into()), ttl_secs: None }).await?;
                 let body = serde_json::json!({"name": "evil", "image": "dir:/etc", "vcpus": 1, "mem_mib": 64, "disk_mib": 64});
                 let (st, v) = c.with_token(&tok.token).raw("POST", &format!("/v1/tenants/{a}/instances"), Some(&body)).await?;
                 if st != 400 || !v["message"].as_str().is_some_and(|m| m.starts_with("image:")) {

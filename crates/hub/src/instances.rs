@@ -220,8 +220,9 @@ impl Hub {
             .ok_or_else(|| HubError::new(ErrorCode::Unavailable, format!("host '{host_name}' is gone")))?;
         let endpoint = host
             .endpoint
+            .clone()
             .ok_or_else(|| HubError::new(ErrorCode::Unavailable, format!("host '{host_name}' has not reported an endpoint yet")))?;
-        Ok((self.agent_client(&endpoint)?, inst.id.sandbox_id()))
+        Ok((self.agent_client(&host, &endpoint).await?, inst.id.sandbox_id()))
     }
 
     fn require_running(inst: &Instance, what: &str) -> HubResult<()> {

@@ -69,6 +69,13 @@ pub struct HubConfig {
     /// The host uid/gid ranges sandboxes' user namespaces are cut from (see
     /// [`uid_ranges`]).
     pub uid_ranges: hangar_types::idmap::IdPool,
+    /// How long a host certificate is valid; agents renew at a third left.
+    pub host_cert_lifetime: Duration,
+    /// How long a join token works unless `host add` says otherwise.
+    pub join_token_ttl: Duration,
+    /// Requests a second one API token may make on average (0: no limit), and in a burst.
+    pub token_rate: f64,
+    pub token_burst: f64,
 }
 
 impl Default for HubConfig {
@@ -86,6 +93,10 @@ impl Default for HubConfig {
             pool_interval: Duration::from_secs(2),
             provider_grace: Duration::from_secs(15),
             uid_ranges: hangar_types::idmap::IdPool::default(),
+            host_cert_lifetime: Duration::from_secs(7 * 24 * 3600),
+            join_token_ttl: Duration::from_secs(3600),
+            token_rate: 100.0,
+            token_burst: 400.0,
         }
     }
 }
@@ -110,6 +121,11 @@ pub struct Hub {
     pub(crate) providers: hosts::Providers,
     /// API tokens already verified.
     pub(crate) token_cache: auth::TokenCache,
+    /// The CA host certificates come from: not the one behind the hub's server
+    /// certificate, so nothing a host holds can pose as the hub (see [`Hub::set_hosts_ca`]).
+    pub(crate) hosts_ca: std::sync::OnceLock<Arc<Ca>>,
+    /// Per-token request rates and the failed-authentication event budget.
+    pub(crate) auth_guard: auth::AuthGuard,
 }
 
 impl Hub {
@@ -119,17 +135,32 @@ impl Hub {
 
     /// A hub whose locks, wake-ups and leases are shared with other hubs through `coord`.
     pub fn with_coordination(store: Arc<dyn Store>, keys: HubKeys, config: HubConfig, coord: Coordination) -> Arc<Hub> {
-        Arc::new(Hub { store, keys, config, coord, providers: Default::default(), token_cache: Default::default() })
+        Arc::new(Hub { store, keys, coord, providers: Default::default(), token_cache: Default::default(), hosts_ca: Default::default(), auth_guard: auth::AuthGuard::new(config.token_rate, config.token_burst), config })
     }
 
     pub(crate) async fn lock(&self, key: LockKey) -> LockGuard {
         self.coord.locks.lock(key).await
     }
 
-    /// A client for a host's agent endpoint, presenting the hub's client certificate.
-    pub(crate) fn agent_client(&self, endpoint: &str) -> HubResult<hangar_client::AgentClient> {
+    /// A client for a host's agent endpoint, presenting the hub's client certificate and
+    /// accepting only the host's registered certificate (or its renewed one), by
+    /// fingerprint; every call has an overall timeout.
+    pub(crate) async fn agent_client(&self, host: &hangar_store::HostRecord, endpoint: &str) -> HubResult<hangar_client::AgentClient> {
+        let mut pins: Vec<String> = host.cert_fingerprint.iter().cloned().collect();
+        pins.extend(self.store.host_cert_next(host.id).await?);
         let k = &self.keys;
-        Ok(hangar_client::AgentClient::new(endpoint, k.ca.cert_pem(), &k.client.cert_pem, &k.client.key_pem)?)
+        let tls = hangar_tls::pinned_client_config(pins, Some((&k.client.cert_pem, &k.client.key_pem))).map_err(|e| HubError::internal(e.to_string()))?;
+        Ok(hangar_client::AgentClient::pinned(endpoint, tls)?)
+    }
+
+    /// Sets the hosts' CA (the node crate loads it from the hub's files); without one, a
+    /// fresh CA that lives as long as this hub (tests).
+    pub fn set_hosts_ca(&self, ca: Arc<Ca>) {
+        let _ = self.hosts_ca.set(ca);
+    }
+
+    pub fn hosts_ca(&self) -> &Arc<Ca> {
+        self.hosts_ca.get_or_init(|| Arc::new(Ca::generate("hangar hosts CA").expect("a CA can be generated")))
     }
 
     /// Records an audit event; a failure to record is logged, never hidden from the log.

@@ -174,13 +174,14 @@ pub const HOST_CN_PREFIX: &str = "host:";
 /// Whether a host certificate should be renewed now: less than a third of its lifetime
 /// left, or made by an older hub (server-auth usage, which host certificates no longer
 /// carry: those renew at once).
-pub fn renewal_due(cert_pem: &str, now: time::OffsetDateTime) -> Result<bool, TlsError> {
+pub fn renewal_due(cert_pem: &str, now: std::time::SystemTime) -> Result<bool, TlsError> {
     let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|_| TlsError::Pem { what: "certificate" })?;
     let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).map_err(|_| TlsError::Pem { what: "certificate" })?;
     let legacy = cert.extended_key_usage().ok().flatten().is_some_and(|e| e.value.server_auth);
     let v = cert.validity();
     let (from, to) = (v.not_before.timestamp(), v.not_after.timestamp());
-    let left = to - now.unix_timestamp();
+    let now = now.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let left = to - now;
     Ok(legacy || left * 3 < to - from)
 }
 
@@ -201,6 +202,32 @@ pub fn fingerprint_der(der: &[u8]) -> String {
 pub fn fingerprint_pem(cert_pem: &str) -> Result<String, TlsError> {
     let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|_| TlsError::Pem { what: "certificate" })?;
     Ok(fingerprint_der(der.as_ref()))
+}
+
+/// The DNS names and IP addresses a PEM certificate is valid for, sorted.
+pub fn subject_alt_names(cert_pem: &str) -> Result<Vec<String>, TlsError> {
+    use x509_parser::extensions::GeneralName;
+    let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|_| TlsError::Pem { what: "certificate" })?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).map_err(|_| TlsError::Pem { what: "certificate" })?;
+    let mut names: Vec<String> = match cert.subject_alternative_name().ok().flatten() {
+        Some(san) => san
+            .value
+            .general_names
+            .iter()
+            .filter_map(|g| match g {
+                GeneralName::DNSName(d) => Some(d.to_string()),
+                GeneralName::IPAddress(b) => match b.len() {
+                    4 => Some(std::net::IpAddr::from(<[u8; 4]>::try_from(*b).ok()?).to_string()),
+                    16 => Some(std::net::IpAddr::from(<[u8; 16]>::try_from(*b).ok()?).to_string()),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect(),
+        None => vec![],
+    };
+    names.sort();
+    Ok(names)
 }
 
 /// The subject common name of a DER certificate.

@@ -569,6 +569,10 @@ pub struct HostAdd {
     /// agent started by hand.
     #[serde(default)]
     pub provider: Option<String>,
+    /// Seconds the join token works (default: the hub's, one hour).
+    #[serde(default)]
+    #[schema(minimum = 60, maximum = 2592000)]
+    pub join_ttl_secs: Option<u64>,
 }
 
 /// What a host's agent says about itself (`GET /v1/hosts/{name}/status`, read live
@@ -617,7 +621,12 @@ pub struct TokenCreate {
     #[serde(default)]
     pub tenant: Option<Name>,
     #[serde(default)]
+    #[schema(max_length = 200)]
     pub description: Option<String>,
+    /// Seconds the token works; absent: until revoked.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 315360000)]
+    pub ttl_secs: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -627,6 +636,24 @@ pub struct TokenCreated {
     pub tenant: Option<Name>,
     /// Shown once; the hub keeps only its hash.
     pub token: String,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+/// An API token as `token list` shows it: never the secret.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Token {
+    #[schema(value_type = String)]
+    pub id: TokenId,
+    /// None: admin scope.
+    pub tenant: Option<Name>,
+    pub description: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_used_at: Option<OffsetDateTime>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -239,6 +239,20 @@ pub struct JoinResponse {
     pub hub_client_fingerprint: String,
 }
 
+/// A joined host asks for a new certificate (over mTLS with its current one) when less
+/// than a third of the current one's lifetime is left.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RenewRequest {
+    pub csr_pem: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RenewResponse {
+    /// Client-auth only, from the hosts' CA; works once the agent presents it, and the
+    /// old one stops working then.
+    pub cert_pem: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,7 +18,7 @@ mod pools;
 mod tenants;
 mod tokens;
 
-use crate::auth::{authenticate, authenticate_host, Principal};
+use crate::auth::Principal;
 use crate::error::{HubError, HubResult};
 use crate::Hub;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -40,7 +40,7 @@ impl FromRequestParts<AppState> for Principal {
     type Rejection = HubError;
     async fn from_request_parts(parts: &mut Parts, hub: &AppState) -> Result<Self, HubError> {
         let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        authenticate(hub.store.as_ref(), &hub.token_cache, header).await
+        hub.authenticate(header, parts.extensions.get::<PeerInfo>().map(|c| c.addr)).await
     }
 }
 
@@ -50,8 +50,9 @@ pub struct HostCaller(pub HostRecord);
 impl FromRequestParts<AppState> for HostCaller {
     type Rejection = HubError;
     async fn from_request_parts(parts: &mut Parts, hub: &AppState) -> Result<Self, HubError> {
-        let fp = parts.extensions.get::<PeerInfo>().and_then(|c| c.fingerprint.clone());
-        Ok(HostCaller(authenticate_host(hub.store.as_ref(), fp.as_deref()).await?))
+        let peer = parts.extensions.get::<PeerInfo>();
+        let fp = peer.and_then(|c| c.fingerprint.clone());
+        Ok(HostCaller(hub.authenticate_host(fp.as_deref(), peer.map(|c| c.addr)).await?))
     }
 }
 
