@@ -95,8 +95,9 @@ impl Default for HubConfig {
             uid_ranges: hangar_types::idmap::IdPool::default(),
             host_cert_lifetime: Duration::from_secs(7 * 24 * 3600),
             join_token_ttl: Duration::from_secs(3600),
-            token_rate: 100.0,
-            token_burst: 400.0,
+            // Well above what the CLI, smoke, soak and bench make; a flood is what it stops.
+            token_rate: 200.0,
+            token_burst: 1000.0,
         }
     }
 }
