@@ -127,6 +127,8 @@ pub struct Hub {
     pub(crate) hosts_ca: std::sync::OnceLock<Arc<Ca>>,
     /// Per-token request rates and the failed-authentication event budget.
     pub(crate) auth_guard: auth::AuthGuard,
+    /// Who waits on which operation, woken one by one.
+    pub(crate) op_waiters: operations::OperationWaiters,
 }
 
 impl Hub {
@@ -136,7 +138,7 @@ impl Hub {
 
     /// A hub whose locks, wake-ups and leases are shared with other hubs through `coord`.
     pub fn with_coordination(store: Arc<dyn Store>, keys: HubKeys, config: HubConfig, coord: Coordination) -> Arc<Hub> {
-        Arc::new(Hub { store, keys, coord, providers: Default::default(), token_cache: Default::default(), hosts_ca: Default::default(), auth_guard: auth::AuthGuard::new(config.token_rate, config.token_burst), config })
+        Arc::new(Hub { store, keys, coord, providers: Default::default(), token_cache: Default::default(), hosts_ca: Default::default(), auth_guard: auth::AuthGuard::new(config.token_rate, config.token_burst), op_waiters: Default::default(), config })
     }
 
     pub(crate) async fn lock(&self, key: LockKey) -> LockGuard {
