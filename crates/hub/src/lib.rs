@@ -15,6 +15,7 @@ pub mod auth;
 pub mod coord;
 pub mod error;
 pub mod events;
+pub mod failpoint;
 pub mod hosts;
 pub mod images;
 pub mod instances;

@@ -111,14 +111,23 @@ impl Hub {
         let t = self.tenant_get(p, tenant).await?;
         let _tg = self.lock(LockKey::Tenant(t.name.clone())).await;
         let pool = self.pool_get(&t.name, n).await?;
+        // The pool's row says "empty me" before any member goes: a kill from here on
+        // leaves a pool its reconciler empties (and a delete run again removes), never
+        // one it refills.
+        if pool.counts != PoolCounts::default() {
+            self.store.set_pool_counts_if(&t.name, n, pool.counts, PoolCounts::default()).await?;
+        }
+        crate::failpoint::hit("pool.delete.after-mark");
         let mut actions = vec![];
         for m in self.store.list_instances(&InstanceFilter::pool(&t.name, n)).await? {
             if m.state != InstanceState::Deleted {
                 self.request_locked(&p.actor(), &t, m.id, Transition::Delete, None).await?;
                 actions.push(format!("delete {}", m.name));
+                crate::failpoint::hit("pool.delete.after-member");
             }
         }
-        let info = self.pool_info_of(&t.name, n, actions).await?;
+        let mut info = self.pool_info_of(&t.name, n, actions).await?;
+        info.pool.counts = pool.counts;
         self.store.delete_pool(&t.name, n).await?;
         self.event(&p.actor(), Some(&t.name), format!("pool/{}/{}", t.name, pool.name), "pool.delete", "ok", None).await;
         Ok(info)

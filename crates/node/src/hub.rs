@@ -54,8 +54,10 @@ impl HubPaths {
         Ok(ca)
     }
 
+    /// Made by a finished `hangar init` (a dir from before `init.partial` existed
+    /// counts as finished: it has no marker).
     pub fn initialized(&self) -> bool {
-        self.p("ca.pem").exists() && self.p("ca.key").exists() && self.db().exists()
+        self.p("ca.pem").exists() && self.p("ca.key").exists() && self.db().exists() && !self.p("init.partial").exists()
     }
 
     pub fn load_keys(&self) -> Result<HubKeys> {
@@ -113,6 +115,11 @@ pub fn hub_url(listen: &SocketAddr) -> String {
 /// Creates the data dir, the fleet CA, the hub's certificates, the store and an admin
 /// token, and writes the client config. Idempotent: an initialized dir is left alone
 /// (the client config is rewritten only when missing).
+///
+/// Crash-safe: `init.partial` marks a dir being initialized from the first write to the
+/// last (the client config with the admin token). A kill anywhere in between leaves the
+/// marker, and the next `init` (or `up`) starts over from nothing, so the outcome is
+/// either no hub or a hub whose admin token is in the client config.
 pub async fn init(data_dir: &Path, listen: &SocketAddr, extra_names: &[String], config_path: &Path) -> Result<bool> {
     hangar_tls::install_crypto_provider();
     let hp = HubPaths::new(data_dir);
@@ -120,20 +127,39 @@ pub async fn init(data_dir: &Path, listen: &SocketAddr, extra_names: &[String], 
         return Ok(false);
     }
     hp.secure(data_dir).with_context(|| format!("cannot create {}", hp.root.display()))?;
+    let partial = hp.p("init.partial");
+    hangar_tls::write_private(&partial, "an init is under way or was interrupted: `hangar init` starts over\n")?;
+    // What an interrupted init may have left: made again below.
+    for f in ["hangar.db", "hangar.db-wal", "hangar.db-shm", "ca.pem", "ca.key", "server.pem", "server.key", "client.pem", "client.key", "hosts-ca.pem", "hosts-ca.key", "server.next.pem"] {
+        match std::fs::remove_file(hp.p(f)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).with_context(|| format!("cannot remove {}", hp.p(f).display())),
+            _ => {}
+        }
+    }
     let ca = Ca::generate("hangar fleet CA")?;
     let server = ca.issue_server("hangar-hub", &server_names(listen, extra_names))?;
     let client = ca.issue_client("hangar-hub")?;
-    std::fs::write(hp.p("ca.pem"), ca.cert_pem())?;
     hangar_tls::write_private(&hp.p("ca.key"), ca.key_pem())?;
-    std::fs::write(hp.p("server.pem"), &server.cert_pem)?;
+    hangar_tls::write_private(&hp.p("ca.pem"), ca.cert_pem())?;
     hangar_tls::write_private(&hp.p("server.key"), &server.key_pem)?;
-    std::fs::write(hp.p("client.pem"), &client.cert_pem)?;
+    hangar_tls::write_private(&hp.p("server.pem"), &server.cert_pem)?;
     hangar_tls::write_private(&hp.p("client.key"), &client.key_pem)?;
+    hangar_tls::write_private(&hp.p("client.pem"), &client.cert_pem)?;
+    let hosts_ca = hp.hosts_ca()?;
+    hangar_hub::failpoint::hit("init.after-keys");
     let store = hangar_store::open(&hp.db().to_string_lossy()).await?;
+    hangar_hub::failpoint::hit("init.after-db");
     let keys = hp.load_keys()?;
     let hub = Hub::new(store, keys, HubConfig::default());
+    hub.set_hosts_ca(Arc::new(hosts_ca));
     let admin = hub.token_create(&hangar_hub::Principal::Admin, hangar_types::api::TokenCreate { tenant: None, description: Some("created by hangar init".into()), ttl_secs: None }).await.map_err(|e| anyhow::anyhow!("{}", e.0.message))?;
+    hangar_hub::failpoint::hit("init.after-token");
     config::save(config_path, &ClientConfig { hub_url: hub_url(listen), ca_pem: ca.cert_pem().to_string(), token: admin.token })?;
+    hangar_hub::failpoint::hit("init.after-config");
+    std::fs::remove_file(&partial)?;
+    if let Ok(d) = std::fs::File::open(&hp.root) {
+        let _ = d.sync_all();
+    }
     Ok(true)
 }
 
