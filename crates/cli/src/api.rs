@@ -30,8 +30,8 @@ pub async fn api(c: &HubClient, cmd: &Cmd, out: &Out) -> Result<i32> {
         }
         Cmd::Tenant(TenantCmd::List) => out.tenants(&c.tenant_list().await?),
         Cmd::Tenant(TenantCmd::Info { name }) => out.tenant_info(&c.tenant_info(name).await?),
-        Cmd::Tenant(TenantCmd::Destroy { name }) => {
-            let t = c.tenant_destroy(name).await?;
+        Cmd::Tenant(TenantCmd::Destroy { name, force }) => {
+            let t = if *force { c.tenant_destroy_force(name, Duration::from_secs(120)).await? } else { c.tenant_destroy(name).await? };
             out.item(&t, &format!("tenant '{}' destroyed", t.name));
         }
         Cmd::Instance(ic) => return instance(&c, out, ic).await,

@@ -367,8 +367,13 @@ pub enum TenantCmd {
     },
     List,
     Info { name: String },
-    /// Remove a tenant that has no instances.
-    Destroy { name: String },
+    /// Remove a tenant that has no instances; with --force, delete its pools and
+    /// instances first (volumes, addresses, network), waiting for the hosts.
+    Destroy {
+        name: String,
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Args)]

@@ -225,6 +225,11 @@ impl HubClient {
     pub async fn tenant_destroy(&self, tenant: &str) -> Result<Tenant> {
         self.t.delete(&format!("/v1/tenants/{tenant}")).await
     }
+    /// Deletes the tenant's pools and instances (waiting up to `wait` for the hosts), then the tenant.
+    pub async fn tenant_destroy_force(&self, tenant: &str, wait: Duration) -> Result<Tenant> {
+        let path = format!("/v1/tenants/{tenant}?force=true&wait_secs={}", wait.as_secs());
+        self.t.call::<(), _>(reqwest::Method::DELETE, &path, None, Some(wait + Duration::from_secs(30))).await
+    }
 
     // ---- instances ----
     pub async fn instance_create(&self, tenant: &str, req: &InstanceCreate) -> Result<Operation> {

@@ -81,13 +81,14 @@ impl Hub {
     }
 
     pub async fn operation_get(&self, p: &Principal, id: OperationId) -> HubResult<Operation> {
-        let op = self.store.get_operation(id).await?.ok_or_else(|| HubError::not_found(format!("operation {id} not found")))?;
-        if let Some(t) = &op.tenant {
-            p.check_tenant(t).map_err(|_| HubError::not_found(format!("operation {id} not found")))?;
-        } else {
-            p.require_admin().map_err(|_| HubError::not_found(format!("operation {id} not found")))?;
-        }
-        Ok(op)
+        let not_found = || HubError::not_found(format!("operation {id} not found"));
+        // A tenant sees its operations by its id: not those of an earlier tenant that
+        // had its name.
+        let op = match p {
+            Principal::Admin => self.store.get_operation(id).await?,
+            Principal::Tenant(t) => self.store.get_operation_of_tenant(id, t).await?,
+        };
+        op.ok_or_else(not_found)
     }
 
     /// Waits until the operation is final or `timeout` passes; answers its state either way.

@@ -33,8 +33,11 @@ impl Hub {
         let t = self.tenant_get(p, tenant).await?;
         let spec = req.spec();
         spec.validate().map_err(HubError::invalid)?;
+        self.check_spec_fits(&t, &spec)?;
         self.check_requested_image(&spec.image).await?;
         let _tg = self.lock(LockKey::Tenant(t.name.clone())).await;
+        // Again under the lock: a destroy (which decides under it) may have come first.
+        let t = self.tenant_get(p, tenant).await.ok().filter(|now| now.id == t.id).ok_or_else(|| HubError::not_found(format!("tenant '{tenant}' not found")))?;
         let now = OffsetDateTime::now_utc();
         let pool = Pool { tenant: t.name.clone(), name: req.name, role: req.role, spec, counts: PoolCounts::default(), last_error: None, created_at: now, updated_at: now };
         self.check_pool_fits(&t, &pool, req.counts).await?;

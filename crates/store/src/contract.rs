@@ -64,6 +64,7 @@ macro_rules! store_contract_tests {
             host_certificates_renew_through_a_staged_fingerprint,
             join_token_expiries_round_trip,
             removing_tokens_moves_the_token_epoch_and_uses_are_recorded,
+            a_new_tenant_with_an_old_name_sees_no_old_event_or_operation,
         );
     };
     (@each $factory:expr; $($behaviour:ident),* $(,)?) => {
@@ -875,6 +876,10 @@ pub async fn events_newest_limit_oldest_first(store: Arc<dyn Store>) {
     let before = OffsetDateTime::now_utc();
     // Objects e0..e5 with these tenants.
     let tenants = [Some("acme"), None, Some("beta"), Some("acme"), Some("acme"), None];
+    // Events belong to the tenant by id (see a_new_tenant_with_an_old_name_sees_no_old_event_or_operation).
+    for t in ["acme", "beta"] {
+        store.insert_tenant(&tenant(t), 100).await.unwrap();
+    }
     let mut inserted = Vec::new();
     for (i, t) in tenants.iter().enumerate() {
         let e = store.insert_event(&event(*t, &format!("e{i}"))).await.unwrap();
@@ -1005,4 +1010,25 @@ pub async fn removing_tokens_moves_the_token_epoch_and_uses_are_recorded(store: 
     store.insert_token(&token("t-2", Some("acme"), 2)).await.unwrap();
     store.delete_tenant(&name("acme")).await.unwrap();
     assert!(store.token_epoch().await.unwrap() > e1, "deleting a tenant removes its tokens");
+}
+
+pub async fn a_new_tenant_with_an_old_name_sees_no_old_event_or_operation(store: Arc<dyn Store>) {
+    store.insert_tenant(&tenant("acme"), 100).await.unwrap();
+    store.insert_event(&event(Some("acme"), "instance/acme/old")).await.unwrap();
+    let op = Operation { tenant: Some(name("acme")), ..operation(None, 1) };
+    store.insert_operation(&op).await.unwrap();
+    assert_eq!(store.list_events(Some(&name("acme")), 10).await.unwrap().len(), 1);
+    assert_eq!(store.get_operation_of_tenant(op.id, &name("acme")).await.unwrap().map(|o| o.id), Some(op.id));
+    assert_eq!(store.get_operation_of_tenant(op.id, &name("other")).await.unwrap(), None);
+
+    store.delete_tenant(&name("acme")).await.unwrap();
+    store.insert_tenant(&tenant("acme"), 100).await.unwrap();
+    assert!(store.list_events(Some(&name("acme")), 10).await.unwrap().is_empty(), "the new acme sees the old one's events");
+    assert_eq!(store.get_operation_of_tenant(op.id, &name("acme")).await.unwrap(), None, "the new acme reads the old one's operation");
+    // Admins still see the history.
+    assert_eq!(store.list_events(None, 10).await.unwrap().len(), 1);
+    assert!(store.get_operation(op.id).await.unwrap().is_some());
+    store.insert_event(&event(Some("acme"), "instance/acme/new")).await.unwrap();
+    let mine = store.list_events(Some(&name("acme")), 10).await.unwrap();
+    assert_eq!(mine.iter().map(|e| e.object.as_str()).collect::<Vec<_>>(), ["instance/acme/new"]);
 }

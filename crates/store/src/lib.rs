@@ -331,6 +331,10 @@ pub trait Store: Send + Sync + 'static {
     async fn token_epoch(&self) -> Result<u64>;
     /// Records a token's last use; false if it is gone.
     async fn touch_token(&self, id: &TokenId, at: OffsetDateTime) -> Result<bool>;
+    /// The operation if it belongs to the tenant named `tenant` now (by the tenant's id:
+    /// an operation of an earlier tenant with that name is not found). Events are kept
+    /// the same way: [`Store::list_events`] of a tenant lists only the current one's.
+    async fn get_operation_of_tenant(&self, id: OperationId, tenant: &Name) -> Result<Option<Operation>>;
 }
 
 /// Opens a store from a URL: `sqlite:///abs/path.db` or a plain file path.

@@ -61,6 +61,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (6, "uid ranges", include_str!("../migrations/0006_uid_ranges.sql")),
     (7, "images", include_str!("../migrations/0007_images.sql")),
     (12, "control safety", include_str!("../migrations/0012_control_safety.sql")),
+    (13, "tenant ids", include_str!("../migrations/0013_tenant_ids.sql")),
 ];
 
 /// The store on one SQLite database; cheap to clone (it is a connection pool).
@@ -514,7 +515,11 @@ impl Store for SqliteStore {
     }
 
     async fn insert_operation(&self, op: &Operation) -> Result<()> {
-        sqlx::query("INSERT INTO operations VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)")
+        // The tenant's id as of now: a later tenant of the same name is another tenant.
+        sqlx::query(
+            "INSERT INTO operations (id, kind, tenant, target, instance_id, target_state, status, error, created_at, updated_at, tenant_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, (SELECT id FROM tenants WHERE name = ?3))",
+        )
             .bind(op.id.to_string())
             .bind(&op.kind)
             .bind(op.tenant.as_ref().map(Name::as_str))
@@ -558,8 +563,8 @@ impl Store for SqliteStore {
     async fn insert_event(&self, event: &NewEvent) -> Result<Event> {
         let time = OffsetDateTime::now_utc();
         let rows = sqlx::query(
-            "INSERT INTO events (time, actor, tenant, object, action, result, message)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
+            "INSERT INTO events (time, actor, tenant, object, action, result, message, tenant_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, (SELECT id FROM tenants WHERE name = ?3)) RETURNING id",
         )
         .bind(Nanos(time))
         .bind(&event.actor)
@@ -591,7 +596,7 @@ impl Store for SqliteStore {
         // The inner query picks the newest `limit`; the outer one puts them oldest first.
         let q = sqlx::query(
             "SELECT * FROM (
-                 SELECT * FROM events WHERE (?1 IS NULL OR tenant = ?1) ORDER BY id DESC LIMIT ?2
+                 SELECT * FROM events WHERE (?1 IS NULL OR tenant_id = (SELECT id FROM tenants WHERE name = ?1)) ORDER BY id DESC LIMIT ?2
              ) ORDER BY id",
         )
         .bind(tenant.map(Name::as_str))
@@ -694,6 +699,11 @@ impl Store for SqliteStore {
             .await
             .map_err(backend("read a join token's expiry"))?;
         Ok(row.map(|r| Cols::new(&r, "hosts").get::<Option<Nanos>>("join_token_expires_at")).transpose()?.flatten().map(|n| n.0))
+    }
+
+    async fn get_operation_of_tenant(&self, id: OperationId, tenant: &Name) -> Result<Option<Operation>> {
+        let q = sqlx::query("SELECT * FROM operations WHERE id = ?1 AND tenant_id = (SELECT id FROM tenants WHERE name = ?2)").bind(id.to_string()).bind(tenant.as_str());
+        self.one(q, "get a tenant's operation", operation_row).await
     }
 
     async fn token_epoch(&self) -> Result<u64> {
