@@ -150,7 +150,7 @@ impl From<ImageRef> for String {
 
 /// What to run and with how much.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+// Part of the hub-agent protocol: unknown fields (a newer peer's optional ones) are ignored.
 pub struct InstanceSpec {
     /// `host` or the name of a registered image.
     #[schema(value_type = String, example = "host")]
@@ -529,7 +529,7 @@ impl std::str::FromStr for HostState {
 
 /// What a host can hold.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+// Part of the hub-agent protocol: unknown fields (a newer peer's optional ones) are ignored.
 pub struct Capacity {
     pub vcpus: u32,
     pub mem_mib: u64,
