@@ -302,9 +302,11 @@ pub enum AgentCmd {
         hub: String,
         #[arg(long)]
         token: String,
-        /// The agent's data dir.
-        #[arg(long, default_value = "/var/lib/hangar/agent")]
-        agent_dir: PathBuf,
+        #[command(flatten)]
+        dir: DataDir,
+        /// The agent's own dir (default: `agent` under the data dir, as `hangar up` keeps it).
+        #[arg(long)]
+        agent_dir: Option<PathBuf>,
         /// Names/IPs the hub reaches this agent at (its certificate's SANs).
         #[arg(long = "name")]
         names: Vec<String>,
@@ -320,15 +322,22 @@ pub enum AgentCmd {
         /// The document (`-` for stdin).
         #[arg(long)]
         desired: PathBuf,
-        #[arg(long, default_value = "/var/lib/hangar/agent")]
-        agent_dir: PathBuf,
+        #[command(flatten)]
+        dir: DataDir,
+        /// The agent's own dir (default: `agent` under the data dir). Refused while an
+        /// agent runs on it.
+        #[arg(long)]
+        agent_dir: Option<PathBuf>,
         #[command(flatten)]
         run: AgentRunArgs,
     },
     /// Run the agent of a joined host.
     Run {
-        #[arg(long, default_value = "/var/lib/hangar/agent")]
-        agent_dir: PathBuf,
+        #[command(flatten)]
+        dir: DataDir,
+        /// The agent's own dir (default: `agent` under the data dir).
+        #[arg(long)]
+        agent_dir: Option<PathBuf>,
         /// Address of the agent's mTLS endpoint.
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
@@ -649,6 +658,12 @@ pub fn parse_name(field: &str, s: &str) -> Result<Name> {
     s.parse::<Name>().map_err(|e| anyhow::anyhow!("{field}: {e}"))
 }
 
+
+/// The agent dir of an agent command: `--agent-dir`, else `agent` under the data dir
+/// (`--data-dir`, `HANGAR_DATA_DIR`), where `hangar up` keeps its agent.
+pub fn agent_dir(dir: &DataDir, agent_dir: &Option<PathBuf>) -> PathBuf {
+    agent_dir.clone().unwrap_or_else(|| dir.data_dir.join("agent"))
+}
 
 /// The `hangar up` arguments a daemon is started with.
 pub fn daemon_up_args(a: &UpArgs) -> Vec<String> {
