@@ -197,7 +197,8 @@ impl Hub {
         let map = self.providers.registry.lock().unwrap_or_else(|e| e.into_inner());
         map.get(name).cloned().ok_or_else(|| {
             let known: Vec<String> = map.keys().cloned().collect();
-            HubError::invalid(format!(
+            // Like any other name that names nothing here: not found.
+            HubError::not_found(format!(
                 "provider: '{name}' is not available on this hub (available: {}); `hangar up` and `hangar hub serve` run as root offer `local`",
                 if known.is_empty() { "none".into() } else { known.join(", ") }
             ))
@@ -319,7 +320,11 @@ impl Hub {
     pub async fn host_status(&self, p: &Principal, n: &Name) -> HubResult<NodeStatus> {
         p.require_admin()?;
         let h = self.store.get_host(&n).await?.ok_or_else(|| HubError::not_found(format!("host '{n}' not found")))?;
-        let endpoint = h.endpoint.clone().ok_or_else(|| HubError::new(ErrorCode::Unavailable, format!("host '{n}' has not reported an endpoint yet")))?;
+        // Not an outage: nothing to ask yet (a 409 the caller can wait out, not a 5xx).
+        let endpoint = h
+            .endpoint
+            .clone()
+            .ok_or_else(|| HubError::new(ErrorCode::Conflict, format!("host '{n}' has not reported yet ({}): wait until it is ready", h.state.as_str())))?;
         let agent = self.agent_client(&h, &endpoint).await?;
         agent.status().await.map_err(|e| HubError::new(ErrorCode::Unavailable, format!("host '{n}' ({}) does not answer: {e}", h.state.as_str())))
     }

@@ -15,6 +15,18 @@ impl Hub {
         if quotas.max_instances == 0 || quotas.max_vcpus == 0 || quotas.max_mem_mib == 0 || quotas.max_disk_gib == 0 {
             return Err(HubError::invalid("quotas must be positive: max_vcpus, max_mem_mib, max_instances and max_disk_gib must be at least 1"));
         }
+        let m = hangar_types::api::Quotas::MAX;
+        for (field, v, max) in [
+            ("max_vcpus", quotas.max_vcpus as u64, m.max_vcpus as u64),
+            ("max_mem_mib", quotas.max_mem_mib, m.max_mem_mib),
+            ("max_running", quotas.max_running as u64, m.max_running as u64),
+            ("max_instances", quotas.max_instances as u64, m.max_instances as u64),
+            ("max_disk_gib", quotas.max_disk_gib, m.max_disk_gib),
+        ] {
+            if v > max {
+                return Err(HubError::invalid(format!("quotas.{field}: at most {max}, got {v}")));
+            }
+        }
         let net_prefix = req.net_prefix.unwrap_or(hangar_types::net::DEFAULT_NET_PREFIX);
         hangar_types::net::check_net_prefix(net_prefix).map_err(HubError::invalid)?;
         let t = Tenant { id: TenantId::new(), name: req.name, quotas, net_id: 0, net_prefix, created_at: OffsetDateTime::now_utc(), isolated: req.isolated };

@@ -13,15 +13,26 @@ use time::OffsetDateTime;
 #[serde(deny_unknown_fields)]
 pub struct Quotas {
     /// vCPUs held by starting, running and warm instances.
+    #[schema(minimum = 1, maximum = 1000000)]
     pub max_vcpus: u32,
     /// Memory (MiB) held by starting, running and warm instances.
+    #[schema(minimum = 1, maximum = 1099511627776_i64)]
     pub max_mem_mib: u64,
     /// Instances starting or running at once.
+    #[schema(minimum = 0, maximum = 1000000)]
     pub max_running: u32,
     /// Instances that exist.
+    #[schema(minimum = 1, maximum = 1000000)]
     pub max_instances: u32,
     /// Disk (GiB) of all instance volumes.
+    #[schema(minimum = 1, maximum = 1073741824)]
     pub max_disk_gib: u64,
+}
+
+impl Quotas {
+    /// The largest value of each quota (the schema's maximums): far above any fleet,
+    /// small enough that sums of usage never overflow.
+    pub const MAX: Quotas = Quotas { max_vcpus: 1_000_000, max_mem_mib: 1 << 40, max_running: 1_000_000, max_instances: 1_000_000, max_disk_gib: 1 << 30 };
 }
 
 impl Default for Quotas {
@@ -43,6 +54,7 @@ pub struct TenantCreate {
     /// Prefix length of the tenant's subnet, 20 to 24 (default 24: 253 addresses; 22:
     /// 1,021; 20: 4,093).
     #[serde(default)]
+    #[schema(minimum = 20, maximum = 24)]
     pub net_prefix: Option<u8>,
 }
 

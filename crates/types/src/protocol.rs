@@ -244,6 +244,8 @@ pub struct ObservedInstance {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JoinRequest {
+    /// `hjt1.<secret>.<ca-pin>` as `hangar host add` prints it.
+    #[schema(pattern = "^hjt1\\.[0-9a-f]{1,128}\\.[0-9a-f]{16,64}$")]
     pub join_token: String,
     pub csr_pem: String,
     /// DNS names and IPs the agent's endpoint is reached at (its certificate's SANs).

@@ -7,6 +7,7 @@
 //! Every bad request is answered as `{code, message}`.
 
 mod agents;
+mod contract;
 mod events;
 mod hosts;
 mod images;
@@ -62,8 +63,14 @@ pub struct ApiJson<T>(pub T);
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = HubError;
     async fn from_request(req: Request, state: &S) -> Result<Self, HubError> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(ApiJson(v)),
+        match Json::<serde_json::Value>::from_request(req, state).await {
+            // Every request body is an object (serde would also read a struct from an array).
+            Ok(Json(v)) if !v.is_object() => Err(HubError::invalid("request body: must be a JSON object")),
+            Ok(Json(v)) => serde_path_to_error::deserialize(v).map(ApiJson).map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                if path == "." { HubError::invalid(format!("request body: {inner}")) } else { HubError::invalid(format!("request body: {path}: {inner}")) }
+            }),
             Err(rej) => Err(HubError::invalid(format!("request body: {}", rej.body_text()))),
         }
     }
@@ -165,6 +172,7 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
             op.tags.get_or_insert_with(Vec::new);
         }
     }
+    contract::complete(&mut doc);
     doc
 }
 
