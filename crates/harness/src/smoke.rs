@@ -45,7 +45,7 @@ const SCENARIOS: [(&str, &[&str]); 7] = [
     ("fleet", &["host ready", "hosts join", "tenant create"]),
     ("lifecycle", &["instance create", "instance start", "sentinel write", "exec", "warm", "resume", "stop", "start again", "sentinel survives", "logs", "stats"]),
     ("network", &["instances on two tenants", "same-tenant reach", "cross-tenant isolation", "wide subnet wired", "cross-host reach", "net verify"]),
-    ("security", &["tenant token scoped", "bad input refused", "sandbox for the network probes", "sandbox cannot reach the hub API", "sandbox cannot reach a host underlay address", "host shadow unreadable", "uid mapped", "unshare refused", "dir image refused for a tenant", "data files are private", "log capped", "exec timeout capped"]),
+    ("security", &["tenant token scoped", "bad input refused", "sandbox for the network probes", "sandbox cannot reach the hub API", "sandbox cannot reach a host underlay address", "host shadow unreadable", "uid mapped", "unshare refused", "dir image refused for a tenant", "data files are private", "log capped", "exec timeout capped", "token revoke", "tenant destroy --force"]),
     ("pools", &["pool create", "scale up across hosts", "scale down newest first", "pool delete"]),
     ("hosts", &["members spread over hosts", "host stop keeps state", "host start persistence", "killed agent goes stale", "restarted agent adopts"]),
     ("cleanup", &["delete instances", "remove hosts", "destroy tenants"]),
@@ -553,6 +553,29 @@ async fn scenario(r: &mut Run, name: &str) {
                     other => bail!("an exec with timeout_secs 10^12 got {other:?}, expected invalid_argument naming timeout_secs"),
                 }
                 wait_op(&c, c.instance_delete(&a, "sec-logs").await?).await
+            })
+            .await;
+            // ---- control plane safety (issue 13): revocation at once, destroy --force
+            r.step("token revoke", async {
+                let tok = c.token_create(&TokenCreate { tenant: Some(a.parse()?), description: Some("smoke revoke".into()), ttl_secs: Some(600) }).await?;
+                let scoped = c.with_token(&tok.token);
+                scoped.tenant_info(&a).await?;
+                c.token_revoke(tok.id.as_str()).await?;
+                match scoped.tenant_info(&a).await {
+                    Err(e) if e.code() == Some(hangar_types::ErrorCode::Unauthenticated) => Ok(()),
+                    other => bail!("a revoked token got {other:?}, expected unauthenticated at once"),
+                }
+            })
+            .await;
+            let doomed = r.tenant("d");
+            r.step("tenant destroy --force", async {
+                c.tenant_create(&TenantCreate { name: doomed.parse()?, quotas: None, isolated: false, net_prefix: None }).await?;
+                create(&c, &doomed, "doomed", true).await?;
+                c.tenant_destroy_force(&doomed, Duration::from_secs(120)).await?;
+                if c.tenant_info(&doomed).await.is_ok() || c.instance_list(None).await?.iter().any(|i| i.tenant.as_str() == doomed) {
+                    bail!("tenant {doomed} or one of its instances is still there after destroy --force");
+                }
+                Ok(())
             })
             .await;
         }
