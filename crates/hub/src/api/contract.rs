@@ -41,6 +41,11 @@ fn complete_operation(path: &str, op: &mut Operation) {
         if p.parameter_in == ParameterIn::Path && !path.contains(&format!("{{{}}}", p.name)) {
             p.parameter_in = ParameterIn::Query;
         }
+        if p.parameter_in == ParameterIn::Query {
+            not_null(p);
+            // A tenant named in the query may not exist (or not be the caller's).
+            names_something |= p.name == "tenant";
+        }
         if p.parameter_in == ParameterIn::Path {
             names_something = true;
             type_path_param(path, p);
@@ -77,5 +82,18 @@ fn type_path_param(path: &str, p: &mut Parameter) {
         p.schema = Some(RefOr::T(ObjectBuilder::new().schema_type(Type::String).format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid))).into()));
     } else if p.name == "id" && path.starts_with("/v1/tokens") {
         p.schema = Some(RefOr::T(ObjectBuilder::new().schema_type(Type::String).pattern(Some("^[a-z0-9-]{1,64}$")).min_length(Some(1)).max_length(Some(64)).into()));
+    }
+}
+
+/// An optional query parameter is absent, never `null` (a query string has no null).
+fn not_null(p: &mut Parameter) {
+    use utoipa::openapi::schema::{Schema, SchemaType, Type};
+    if let Some(RefOr::T(Schema::Object(o))) = p.schema.as_mut() {
+        if let SchemaType::Array(types) = &o.schema_type {
+            let rest: Vec<Type> = types.iter().filter(|t| **t != Type::Null).cloned().collect();
+            if rest.len() == 1 {
+                o.schema_type = SchemaType::Type(rest[0].clone());
+            }
+        }
     }
 }
