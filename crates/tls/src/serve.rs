@@ -49,7 +49,7 @@ impl Default for ServeLimits {
     fn default() -> Self {
         ServeLimits {
             max_connections: 4096,
-            max_pending_per_ip: 64,
+            max_pending_per_ip: 256,
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),

@@ -876,6 +876,8 @@ impl std::str::FromStr for ImageKind {
 pub struct ImageCreate {
     pub name: Name,
     pub kind: ImageKind,
+    /// Absolute, without `..` components; the same on every host.
+    #[schema(pattern = "^(/(|\\.|\\.\\.[^/]+|\\.[^./][^/]*|[^./][^/]*))+$")]
     pub path: String,
 }
 
