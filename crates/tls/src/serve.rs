@@ -39,7 +39,8 @@ pub struct ServeLimits {
     pub max_pending_per_ip: usize,
     /// The TLS handshake must finish within this.
     pub handshake_timeout: Duration,
-    /// A request's header (HTTP/1) and a connection's first request must arrive within this.
+    /// A connection's first request must arrive within this (later HTTP/1 requests'
+    /// headers within 75 s, the keep-alive timeout).
     pub header_read_timeout: Duration,
     /// A connection with no request in flight for this long is closed.
     pub idle_timeout: Duration,
@@ -56,6 +57,9 @@ impl Default for ServeLimits {
         }
     }
 }
+
+/// How long an HTTP/1 connection may wait for (the header of) its next request.
+const KEEP_ALIVE_HEADER_TIMEOUT: Duration = Duration::from_secs(75);
 
 /// The soft limit on open files of this process, from /proc (None if unreadable).
 fn file_limit() -> Option<usize> {
@@ -191,7 +195,11 @@ pub async fn serve_router_with(
                 })
             };
             let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+            // hyper's header timer also runs while a keep-alive connection waits for its
+            // next request, so it doubles as HTTP/1's keep-alive timeout: long enough
+            // that clients reusing a pooled connection rarely race its close. The first
+            // request's deadline (`header_read_timeout`) is the watchdog's below.
+            builder.http1().timer(TokioTimer::new()).header_read_timeout(KEEP_ALIVE_HEADER_TIMEOUT.max(limits.header_read_timeout));
             builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(30))).keep_alive_timeout(Duration::from_secs(20));
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
             tokio::pin!(conn);

@@ -671,6 +671,7 @@ pub struct Token {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExecRequest {
+    #[schema(min_items = 1)]
     pub command: Vec<String>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,

@@ -43,6 +43,9 @@ fn complete_operation(path: &str, op: &mut Operation) {
         }
         if p.parameter_in == ParameterIn::Query {
             not_null(p);
+            if NAME_PARAMS.contains(&p.name.as_str()) {
+                p.schema = Some(RefOr::Ref(Ref::from_schema_name("Name")));
+            }
             // A tenant named in the query may not exist (or not be the caller's).
             names_something |= p.name == "tenant";
         }
