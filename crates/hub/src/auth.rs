@@ -124,10 +124,9 @@ impl crate::Hub {
             self.store.promote_host_cert(fp).await?.ok_or_else(|| HubError::new(ErrorCode::Unauthenticated, "unknown client certificate (a removed host, or a certificate that was renewed)"))
         }
         .await;
-        if let Err(e) = &r {
-            if e.0.code == ErrorCode::Unauthenticated {
-                self.auth_failed(peer, &e.0.message).await;
-            }
+        match &r {
+            Err(e) if e.0.code == ErrorCode::Unauthenticated => self.auth_failed(peer, &e.0.message).await,
+            _ => {}
         }
         r
     }

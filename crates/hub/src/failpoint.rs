@@ -10,10 +10,9 @@ pub fn hit(step: &str) {
     if std::env::var("HANGAR_FAILPOINT").ok().as_deref() != Some(step) {
         return;
     }
-    if let Some(once) = std::env::var_os("HANGAR_FAILPOINT_ONCE") {
-        if std::fs::OpenOptions::new().write(true).create_new(true).open(&once).is_err() {
-            return;
-        }
+    let once = std::env::var_os("HANGAR_FAILPOINT_ONCE");
+    if once.is_some_and(|f| std::fs::OpenOptions::new().write(true).create_new(true).open(f).is_err()) {
+        return;
     }
     eprintln!("failpoint {step}: aborting");
     std::process::abort();

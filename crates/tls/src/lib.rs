@@ -373,7 +373,7 @@ impl rustls::client::danger::ServerCertVerifier for Pinned {
         now: UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
         let fp = fingerprint_der(end_entity.as_ref());
-        if !self.fingerprints.iter().any(|f| *f == fp) {
+        if !self.fingerprints.contains(&fp) {
             return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure));
         }
         // A pinned certificate still expires.

@@ -92,11 +92,12 @@ fn type_path_param(path: &str, p: &mut Parameter) {
 fn not_null(p: &mut Parameter) {
     use utoipa::openapi::schema::{Schema, SchemaType, Type};
     if let Some(RefOr::T(Schema::Object(o))) = p.schema.as_mut() {
-        if let SchemaType::Array(types) = &o.schema_type {
-            let rest: Vec<Type> = types.iter().filter(|t| **t != Type::Null).cloned().collect();
-            if rest.len() == 1 {
-                o.schema_type = SchemaType::Type(rest[0].clone());
-            }
+        let rest: Vec<Type> = match &o.schema_type {
+            SchemaType::Array(types) => types.iter().filter(|t| **t != Type::Null).cloned().collect(),
+            _ => return,
+        };
+        if let [only] = rest.as_slice() {
+            o.schema_type = SchemaType::Type(only.clone());
         }
     }
 }
