@@ -288,7 +288,7 @@ pub fn client_config(ca_pem: &str, identity: Option<(&str, &str)>) -> Result<rus
     let b = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(NotAHost(webpki)));
+        .with_custom_certificate_verifier(Arc::new(Verifier { check: Check::NotAHost(webpki), provider: provider() }));
     finish_client(b, identity)
 }
 
@@ -301,7 +301,7 @@ pub fn pinned_client_config(fingerprints: Vec<String>, identity: Option<(&str, &
     let b = rustls::ClientConfig::builder_with_provider(p.clone())
         .with_safe_default_protocol_versions()?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Pinned { fingerprints, provider: p }));
+        .with_custom_certificate_verifier(Arc::new(Verifier { check: Check::Pins(fingerprints), provider: p }));
     finish_client(b, identity)
 }
 
@@ -317,11 +317,25 @@ fn finish_client(
     Ok(cfg)
 }
 
-/// Web PKI verification, then: the certificate is not a host's.
+/// How a client checks the server's certificate; handshake signatures are checked by
+/// the provider's algorithms in every case.
 #[derive(Debug)]
-struct NotAHost(Arc<rustls::client::WebPkiServerVerifier>);
+struct Verifier {
+    check: Check,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
 
-impl rustls::client::danger::ServerCertVerifier for NotAHost {
+#[derive(Debug)]
+enum Check {
+    /// Any certificate (only for fetching the CA during a join).
+    Any,
+    /// One of these fingerprints, unexpired.
+    Pins(Vec<String>),
+    /// Web PKI verification, then: the certificate is not a host's.
+    NotAHost(Arc<rustls::client::WebPkiServerVerifier>),
+}
+
+impl rustls::client::danger::ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -330,50 +344,18 @@ impl rustls::client::danger::ServerCertVerifier for NotAHost {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        let ok = self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
-        if common_name_der(end_entity.as_ref()).is_some_and(|cn| cn.starts_with(HOST_CN_PREFIX)) {
-            return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure));
-        }
-        Ok(ok)
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
-#[derive(Debug)]
-struct Pinned {
-    fingerprints: Vec<String>,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl rustls::client::danger::ServerCertVerifier for Pinned {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        let fp = fingerprint_der(end_entity.as_ref());
-        if !self.fingerprints.contains(&fp) {
+        let fingerprints = match &self.check {
+            Check::Any => return Ok(rustls::client::danger::ServerCertVerified::assertion()),
+            Check::NotAHost(webpki) => {
+                let ok = webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
+                if common_name_der(end_entity.as_ref()).is_some_and(|cn| cn.starts_with(HOST_CN_PREFIX)) {
+                    return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure));
+                }
+                return Ok(ok);
+            }
+            Check::Pins(f) => f,
+        };
+        if !fingerprints.contains(&fingerprint_der(end_entity.as_ref())) {
             return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure));
         }
         // A pinned certificate still expires.
@@ -447,45 +429,10 @@ pub fn insecure_fetch_config() -> rustls::ClientConfig {
         .with_safe_default_protocol_versions()
         .expect("aws-lc-rs supports the default protocol versions")
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAny(p)))
+        .with_custom_certificate_verifier(Arc::new(Verifier { check: Check::Any, provider: p }))
         .with_no_client_auth();
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     cfg
-}
-
-#[derive(Debug)]
-struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 /// Writes a secret file with mode 0600 from the start, replacing atomically.
