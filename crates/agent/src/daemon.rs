@@ -60,6 +60,9 @@ pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output =
     let (identity, ca_pem, cert_pem, key_pem) = paths.load()?;
     let hub_url = opts.hub_url.clone().unwrap_or_else(|| identity.hub_url.clone());
     let hub = HostClient::new(&hub_url, &ca_pem, &cert_pem, &key_pem)?;
+    // Renewed host certificates replace the client and the endpoint's certificate in place.
+    let (hub_tx, hub_rx) = watch::channel(hub.clone());
+    let endpoint_cert = hangar_tls::SwappableCert::new(&cert_pem, &key_pem)?;
     let opened = drivers::open(&paths, &identity.host_id.short(), &opts.drivers).await?;
     let drivers = opened.describe();
     let drivers::Drivers { runtime, volumes, network } = opened;
@@ -71,7 +74,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output =
     let local = listener.local_addr()?;
     let advertise = opts.advertise.clone().unwrap_or_else(|| local.ip().to_string());
     let endpoint_url = format!("https://{}:{}", if advertise.contains(':') { format!("[{advertise}]") } else { advertise }, local.port());
-    let tls = hangar_tls::server_config(&cert_pem, &key_pem, Some(&ca_pem), true)?;
+    let tls = hangar_tls::server_config_swappable(endpoint_cert.clone(), &ca_pem)?;
     let cap = capacity(volumes.as_ref()).await;
     let last_pass = Arc::new(std::sync::Mutex::new(endpoint::LastPass { host: identity.host.to_string(), capacity: cap, drivers: drivers.clone(), ..Default::default() }));
     // Secrets and the proxy (crate::secrets, crate::proxy): fed from each document.
@@ -101,7 +104,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output =
     let cached: Option<DesiredDoc> = paths.last_desired().and_then(Result::ok);
     let (doc_tx, mut doc_rx) = watch::channel(cached);
     let poller = {
-        let hub = hub.clone();
+        let hub_rx = hub_rx.clone();
         let paths = paths.clone();
         let doc_tx = doc_tx.clone();
         let mut stop = stop_rx.clone();
@@ -109,6 +112,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output =
             let mut backoff = Duration::from_millis(200);
             loop {
                 let after = doc_tx.borrow().as_ref().map(|d| d.generation);
+                let hub = hub_rx.borrow().clone();
                 let r = tokio::select! {
                     r = hub.desired(after, Duration::from_secs(25)) => r,
                     _ = stop.wait_for(|s| *s) => return,
@@ -141,6 +145,8 @@ pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output =
     let mut tick = tokio::time::interval(opts.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
+    let mut renewal = Renewal { paths: paths.clone(), hub_url: hub_url.clone(), ca_pem: ca_pem.clone(), cert_pem, endpoint: endpoint_cert, retry_at: None };
+    let mut hub = hub;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -183,6 +189,10 @@ pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output =
         if let Err(e) = hub.report(&report).await {
             tracing::warn!(error = %e, "cannot report to the hub; will retry");
         }
+        if let Some(renewed) = renewal.check(&hub).await {
+            hub = renewed;
+            hub_tx.send_replace(hub.clone());
+        }
         if let Some(d) = &doc {
             reconciler.sync_network(d).await;
         }
@@ -191,6 +201,56 @@ pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output =
     poller.abort();
     let _ = server.await;
     Ok(())
+}
+
+/// Renews the host certificate when less than a third of its lifetime is left (or it
+/// was made by an older hub), over mTLS with the current one.
+struct Renewal {
+    paths: AgentPaths,
+    hub_url: String,
+    ca_pem: String,
+    cert_pem: String,
+    endpoint: Arc<hangar_tls::SwappableCert>,
+    /// After a failure, when to try again.
+    retry_at: Option<tokio::time::Instant>,
+}
+
+impl Renewal {
+    /// A client with the renewed certificate, if one was installed now.
+    async fn check(&mut self, hub: &HostClient) -> Option<HostClient> {
+        if self.retry_at.is_some_and(|t| tokio::time::Instant::now() < t) {
+            return None;
+        }
+        match hangar_tls::renewal_due(&self.cert_pem, std::time::SystemTime::now()) {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the host certificate's validity");
+                return None;
+            }
+        }
+        match self.renew(hub).await {
+            Ok(client) => {
+                self.retry_at = None;
+                tracing::info!("host certificate renewed");
+                Some(client)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot renew the host certificate; will retry");
+                self.retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(10));
+                None
+            }
+        }
+    }
+
+    async fn renew(&mut self, hub: &HostClient) -> Result<HostClient> {
+        let (csr_pem, key_pem) = hangar_tls::generate_csr("hangar-agent")?;
+        let resp = hub.renew(&hangar_types::protocol::RenewRequest { csr_pem }).await?;
+        self.paths.install_renewal(&resp.cert_pem, &key_pem)?;
+        self.endpoint.replace(&resp.cert_pem, &key_pem)?;
+        self.cert_pem = resp.cert_pem;
+        Ok(HostClient::new(&self.hub_url, &self.ca_pem, &self.cert_pem, &key_pem)?)
+    }
 }
 
 /// The instances of a document with what a pass observed, for the status endpoint.

@@ -38,6 +38,32 @@ impl AgentPaths {
     pub fn ca(&self) -> PathBuf {
         self.root.join("ca.pem")
     }
+    /// A renewed certificate and its key, together in one file (written atomically) until
+    /// both are in place: [`AgentPaths::complete_renewal`].
+    pub fn renewed(&self) -> PathBuf {
+        self.root.join("host.next.pem")
+    }
+
+    /// Keeps a renewed certificate and key: first together in one file, then each in its
+    /// place. A kill at any point leaves either the old pair or the renewed file, which
+    /// the next start (or this call) finishes installing.
+    pub fn install_renewal(&self, cert_pem: &str, key_pem: &str) -> Result<()> {
+        hangar_tls::write_private(&self.renewed(), &format!("{cert_pem}\n{key_pem}"))?;
+        self.complete_renewal()
+    }
+
+    /// Finishes installing a renewed certificate a kill interrupted; nothing if none.
+    pub fn complete_renewal(&self) -> Result<()> {
+        let Ok(both) = std::fs::read_to_string(self.renewed()) else { return Ok(()) };
+        let Some(at) = both.find("-----BEGIN PRIVATE KEY-----").or_else(|| both.find("-----BEGIN EC PRIVATE KEY-----")) else {
+            anyhow::bail!("{} holds no private key: remove it to keep the current certificate", self.renewed().display());
+        };
+        let (cert, key) = both.split_at(at);
+        hangar_tls::write_private(&self.key(), key)?;
+        hangar_tls::write_private(&self.cert(), cert.trim_end())?;
+        std::fs::remove_file(self.renewed())?;
+        Ok(())
+    }
     /// The last desired-state document, kept so a restart without the hub changes nothing.
     pub fn desired(&self) -> PathBuf {
         self.root.join("desired.json")
@@ -90,7 +116,7 @@ impl AgentPaths {
         ensure_dir(&self.logs(), PRIVATE_DIR)?;
         ensure_dir(&self.images(), TRAVERSE_DIR)?;
         let desired_tmp = self.desired().with_extension("json.tmp");
-        for f in [self.identity(), self.key(), self.desired(), desired_tmp] {
+        for f in [self.identity(), self.key(), self.desired(), desired_tmp, self.renewed()] {
             make_private(&f)?;
         }
         for e in std::fs::read_dir(self.logs())?.flatten() {
@@ -120,6 +146,7 @@ impl AgentPaths {
     }
 
     pub fn load(&self) -> Result<(Identity, String, String, String)> {
+        self.complete_renewal()?;
         let read = |p: &Path| std::fs::read_to_string(p).with_context(|| format!("cannot read {}: has this host joined? run `hangar agent join`", p.display()));
         let id: Identity = serde_json::from_str(&read(&self.identity())?).with_context(|| format!("{} is not a valid identity file", self.identity().display()))?;
         Ok((id, read(&self.ca())?, read(&self.cert())?, read(&self.key())?))

@@ -32,21 +32,21 @@ pub async fn api(c: &HubClient, cmd: &Cmd, out: &Out) -> Result<i32> {
         }
         Cmd::Tenant(TenantCmd::List) => out.tenants(&c.tenant_list().await?),
         Cmd::Tenant(TenantCmd::Info { name }) => out.tenant_info(&c.tenant_info(name).await?),
-        Cmd::Tenant(TenantCmd::Destroy { name }) => {
-            let t = c.tenant_destroy(name).await?;
+        Cmd::Tenant(TenantCmd::Destroy { name, force }) => {
+            let t = if *force { c.tenant_destroy_force(name, Duration::from_secs(120)).await? } else { c.tenant_destroy(name).await? };
             out.item(&t, &format!("tenant '{}' destroyed", t.name));
         }
         Cmd::Instance(ic) => return instance(&c, out, ic).await,
         Cmd::Secret(sc) => crate::access::secret_cmd(&c, out, sc).await?,
         Cmd::Backup(bc) => return crate::backups::backup_cmd(&c, out, bc).await,
         Cmd::Tenant(TenantCmd::Update { name, backup_target }) => return crate::backups::tenant_update(&c, out, name, backup_target.as_deref()).await,
-        Cmd::Host(HostCmd::Add { name, provider: Some(p) }) => {
-            let r = c.host_add(&HostAdd { name: parse_name("host", name)?, provider: Some(p.clone()) }).await?;
+        Cmd::Host(HostCmd::Add { name, provider: Some(p), ttl }) => {
+            let r = c.host_add(&HostAdd { name: parse_name("host", name)?, provider: Some(p.clone()), join_ttl_secs: ttl.map(|t| t.as_secs()) }).await?;
             let host = wait_host_ready(&c, name, Duration::from_secs(120)).await?;
             out.item(&host, &format!("host '{}' made by provider {p} and ready", r.host.name));
         }
-        Cmd::Host(HostCmd::Add { name, provider: None }) => {
-            let r = c.host_add(&HostAdd { name: parse_name("host", name)?, provider: None }).await?;
+        Cmd::Host(HostCmd::Add { name, provider: None, ttl }) => {
+            let r = c.host_add(&HostAdd { name: parse_name("host", name)?, provider: None, join_ttl_secs: ttl.map(|t| t.as_secs()) }).await?;
             out.item(&r, &format!(
                 "host '{}' added. On that host run:\n  hangar agent join --hub {} --token {}\n  hangar agent run",
                 r.host.name,
@@ -85,10 +85,15 @@ pub async fn api(c: &HubClient, cmd: &Cmd, out: &Out) -> Result<i32> {
         Cmd::Pool(pc) => return crate::pools::pool_cmd(&c, out, pc).await,
         Cmd::New(NewCmd::Sandbox { name, workers, warm, wait }) => return crate::pools::new_sandbox(&c, out, name, *workers, *warm, wait).await,
         Cmd::Connect { tenant } => return crate::pools::connect(&c, out, tenant).await,
-        Cmd::Token(TokenCmd::Create { tenant, description }) => {
+        Cmd::Token(TokenCmd::Create { tenant, description, ttl }) => {
             let tenant = tenant.as_deref().map(|t| parse_name("tenant", t)).transpose()?;
-            let t = c.token_create(&TokenCreate { tenant, description: description.clone() }).await?;
+            let t = c.token_create(&TokenCreate { tenant, description: description.clone(), ttl_secs: ttl.map(|t| t.as_secs()) }).await?;
             out.item(&t, &t.token);
+        }
+        Cmd::Token(TokenCmd::List) => out.tokens(&c.token_list().await?),
+        Cmd::Token(TokenCmd::Revoke { id }) => {
+            let t = c.token_revoke(id).await?;
+            out.item(&t, &format!("token '{}' revoked", t.id));
         }
         Cmd::Image(ImageCmd::Add { name, dir, tar }) => {
             let (kind, path) = match (dir, tar) {

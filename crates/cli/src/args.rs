@@ -273,6 +273,10 @@ pub struct HubArgs {
     /// Seconds from `instance delete --hard` to the purge of the instance's backups.
     #[arg(long, env = "HANGAR_BACKUP_PURGE_DELAY", default_value_t = 7 * 24 * 3600)]
     pub backup_purge_delay: u64,
+    /// How long host certificates are valid (`7d`, `12h`; at least 10s); agents renew
+    /// them at a third left.
+    #[arg(long, default_value = "7d", value_parser = parse_duration)]
+    pub host_cert_lifetime: Duration,
 }
 
 /// The SSH gateway `hub serve` and `up` start.
@@ -313,12 +317,16 @@ impl HubArgs {
         if !(1.0..=4096.0).contains(&self.cpu_overcommit) {
             bail!("--cpu-overcommit must be between 1 and 4096 vCPUs per core, got {}", self.cpu_overcommit);
         }
+        if self.host_cert_lifetime < Duration::from_secs(10) {
+            bail!("--host-cert-lifetime must be at least 10s");
+        }
         Ok(hangar_hub::HubConfig {
             cluster_range: self.cluster_range,
             stale_after: Duration::from_secs_f64(self.stale_after),
             cpu_overcommit: self.cpu_overcommit,
             ssh: self.ssh.config()?,
             backup_purge_delay: Duration::from_secs(self.backup_purge_delay),
+            host_cert_lifetime: self.host_cert_lifetime,
             ..Default::default()
         })
     }
@@ -375,9 +383,11 @@ pub enum AgentCmd {
         hub: String,
         #[arg(long)]
         token: String,
-        /// The agent's data dir.
-        #[arg(long, default_value = "/var/lib/hangar/agent")]
-        agent_dir: PathBuf,
+        #[command(flatten)]
+        dir: DataDir,
+        /// The agent's own dir (default: `agent` under the data dir, as `hangar up` keeps it).
+        #[arg(long)]
+        agent_dir: Option<PathBuf>,
         /// Names/IPs the hub reaches this agent at (its certificate's SANs).
         #[arg(long = "name")]
         names: Vec<String>,
@@ -393,15 +403,22 @@ pub enum AgentCmd {
         /// The document (`-` for stdin).
         #[arg(long)]
         desired: PathBuf,
-        #[arg(long, default_value = "/var/lib/hangar/agent")]
-        agent_dir: PathBuf,
+        #[command(flatten)]
+        dir: DataDir,
+        /// The agent's own dir (default: `agent` under the data dir). Refused while an
+        /// agent runs on it.
+        #[arg(long)]
+        agent_dir: Option<PathBuf>,
         #[command(flatten)]
         run: AgentRunArgs,
     },
     /// Run the agent of a joined host.
     Run {
-        #[arg(long, default_value = "/var/lib/hangar/agent")]
-        agent_dir: PathBuf,
+        #[command(flatten)]
+        dir: DataDir,
+        /// The agent's own dir (default: `agent` under the data dir).
+        #[arg(long)]
+        agent_dir: Option<PathBuf>,
         /// Address of the agent's mTLS endpoint.
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
@@ -440,8 +457,13 @@ pub enum TenantCmd {
     },
     List,
     Info { name: String },
-    /// Remove a tenant that has no instances.
-    Destroy { name: String },
+    /// Remove a tenant that has no instances; with --force, delete its pools and
+    /// instances first (volumes, addresses, network), waiting for the hosts.
+    Destroy {
+        name: String,
+        #[arg(long)]
+        force: bool,
+    },
     /// Change a tenant's settings.
     Update {
         name: String,
@@ -659,6 +681,9 @@ pub enum HostCmd {
         name: String,
         #[arg(long)]
         provider: Option<String>,
+        /// How long the join token works (`10m`, `1h`, `2d`; 1 minute to 30 days); default 1h.
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<Duration>,
     },
     List,
     Info { name: String },
@@ -758,7 +783,28 @@ pub enum TokenCmd {
         tenant: Option<String>,
         #[arg(long)]
         description: Option<String>,
+        /// How long the token works (`90s`, `15m`, `12h`, `30d`); default: until revoked.
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<Duration>,
     },
+    /// Every token: id, scope, expiry, last use (never the secret).
+    List,
+    /// Revoke a token: refused at once on every hub.
+    Revoke { id: String },
+}
+
+/// `90s`, `15m`, `12h`, `30d` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (n, unit) = s.find(|c: char| !c.is_ascii_digit()).map(|i| s.split_at(i)).unwrap_or((s, "s"));
+    let n: u64 = n.parse().map_err(|_| format!("'{s}': write a number and a unit, like 30d, 12h, 15m or 90s"))?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("'{s}': the unit must be s, m, h or d")),
+    };
+    n.checked_mul(mult).filter(|s| *s > 0).map(Duration::from_secs).ok_or_else(|| format!("'{s}': must be more than zero and less than forever"))
 }
 
 #[derive(Subcommand)]
@@ -829,12 +875,19 @@ pub fn parse_name(field: &str, s: &str) -> Result<Name> {
 }
 
 
+/// The agent dir of an agent command: `--agent-dir`, else `agent` under the data dir
+/// (`--data-dir`, `HANGAR_DATA_DIR`), where `hangar up` keeps its agent.
+pub fn agent_dir(dir: &DataDir, agent_dir: &Option<PathBuf>) -> PathBuf {
+    agent_dir.clone().unwrap_or_else(|| dir.data_dir.join("agent"))
+}
+
 /// The `hangar up` arguments a daemon is started with.
 pub fn daemon_up_args(a: &UpArgs) -> Vec<String> {
     let mut v = vec!["up".to_string(), "--data-dir".into(), a.dir.data_dir.display().to_string(), "--listen".into(), a.listen.to_string()];
     v.extend(a.agent.to_args());
     v.extend(["--cluster-range".into(), a.hub.cluster_range.to_string(), "--stale-after".into(), a.hub.stale_after.to_string(), "--cpu-overcommit".into(), a.hub.cpu_overcommit.to_string()]);
     v.extend(["--backup-purge-delay".into(), a.hub.backup_purge_delay.to_string()]);
+    v.extend(["--host-cert-lifetime".into(), format!("{}s", a.hub.host_cert_lifetime.as_secs())]);
     if let Some(d) = &a.agent.pool_device {
         v.extend(["--pool-device".into(), d.display().to_string()]);
     }

@@ -92,13 +92,14 @@ async fn run(cli: Cli) -> Result<i32> {
             let _ = tx.send(true);
             Ok(0)
         }
-        Cmd::Agent(AgentCmd::Join { hub, token, agent_dir, names }) => {
+        Cmd::Agent(AgentCmd::Join { hub, token, dir, agent_dir, names }) => {
             init_tracing("warn");
-            let id = hangar_agent::join::join(&AgentPaths::new(agent_dir), hub, token, names.clone()).await?;
+            let id = hangar_agent::join::join(&AgentPaths::new(args::agent_dir(dir, agent_dir)), hub, token, names.clone()).await?;
             out.message(&serde_json::json!({"host": id.host, "host_id": id.host_id}), &format!("joined as host '{}'", id.host));
             Ok(0)
         }
-        Cmd::Agent(AgentCmd::Reconcile { desired, agent_dir, run }) => {
+        Cmd::Agent(AgentCmd::Reconcile { desired, dir, agent_dir, run }) => {
+            let agent_dir = &args::agent_dir(dir, agent_dir);
             init_tracing("warn");
             let text = if desired.as_os_str() == "-" {
                 std::io::read_to_string(std::io::stdin())?
@@ -114,8 +115,9 @@ async fn run(cli: Cli) -> Result<i32> {
             out.item(&serde_json::json!({"converged": ok, "instances": observed}), &format!("{text}\n{}", if ok { "converged" } else { "NOT converged: see the agent's logs" }));
             Ok(if ok { 0 } else { 1 })
         }
-        Cmd::Agent(AgentCmd::Run { agent_dir, listen, advertise, run }) => {
+        Cmd::Agent(AgentCmd::Run { dir, agent_dir, listen, advertise, run }) => {
             init_tracing("info");
+            let agent_dir = &args::agent_dir(dir, agent_dir);
             // --hub (global) overrides the URL joined at, e.g. a hub now on another port.
             let opts = up::agent_options(AgentPaths::new(agent_dir), &run.to_local(*listen, advertise.clone())?, cli.hub.clone());
             hangar_agent::daemon::run(opts, hub::termination()).await?;

@@ -226,6 +226,28 @@ impl Out {
         );
     }
 
+    pub fn tokens(&self, list: &[Token]) {
+        if self.json {
+            return self.print_json(list);
+        }
+        let opt = |t: Option<time::OffsetDateTime>, none: &str| t.map(ts).unwrap_or_else(|| none.into());
+        self.table(
+            &["ID", "SCOPE", "DESCRIPTION", "CREATED", "EXPIRES", "LAST USED"],
+            list.iter()
+                .map(|t| {
+                    vec![
+                        t.id.to_string(),
+                        t.tenant.as_ref().map(|n| format!("tenant {n}")).unwrap_or_else(|| "admin".into()),
+                        t.description.clone().unwrap_or_default(),
+                        ts(t.created_at),
+                        opt(t.expires_at, "never"),
+                        opt(t.last_used_at, "-"),
+                    ]
+                })
+                .collect(),
+        );
+    }
+
     pub fn host(&self, h: &Host) {
         if self.json {
             return self.print_json(h);

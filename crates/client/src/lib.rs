@@ -230,6 +230,11 @@ impl HubClient {
     pub async fn tenant_destroy(&self, tenant: &str) -> Result<Tenant> {
         self.t.delete(&format!("/v1/tenants/{tenant}")).await
     }
+    /// Deletes the tenant's pools and instances (waiting up to `wait` for the hosts), then the tenant.
+    pub async fn tenant_destroy_force(&self, tenant: &str, wait: Duration) -> Result<Tenant> {
+        let path = format!("/v1/tenants/{tenant}?force=true&wait_secs={}", wait.as_secs());
+        self.t.call::<(), _>(reqwest::Method::DELETE, &path, None, Some(wait + Duration::from_secs(30))).await
+    }
 
     // ---- instances ----
     pub async fn instance_create(&self, tenant: &str, req: &InstanceCreate) -> Result<Operation> {
@@ -358,6 +363,12 @@ impl HubClient {
     pub async fn token_create(&self, req: &TokenCreate) -> Result<TokenCreated> {
         self.t.post("/v1/tokens", req).await
     }
+    pub async fn token_list(&self) -> Result<Vec<Token>> {
+        self.t.get("/v1/tokens").await
+    }
+    pub async fn token_revoke(&self, id: &str) -> Result<Token> {
+        self.t.delete(&format!("/v1/tokens/{id}")).await
+    }
 
     // ---- images (admins) ----
     pub async fn image_add(&self, req: &hangar_types::api::ImageCreate) -> Result<hangar_types::api::Image> {
@@ -445,7 +456,15 @@ impl HostClient {
     pub async fn secrets(&self, instance: hangar_types::InstanceId) -> Result<hangar_types::access::AgentSecrets> {
         self.t.call::<(), _>(reqwest::Method::GET, &format!("/v1/agent/instances/{instance}/secrets"), None, Some(Duration::from_secs(30))).await
     }
+
+    /// A new host certificate for the key behind `req.csr_pem`.
+    pub async fn renew(&self, req: &hangar_types::protocol::RenewRequest) -> Result<hangar_types::protocol::RenewResponse> {
+        self.t.call(reqwest::Method::POST, "/v1/agent/renew", Some(req), Some(Duration::from_secs(30))).await
+    }
 }
+
+/// The longest any hub-to-agent call without its own deadline may take.
+pub const AGENT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The hub's calls to an agent's endpoint, over mutual TLS with the hub's client certificate.
 #[derive(Clone, Debug)]
@@ -458,6 +477,12 @@ impl AgentClient {
         hangar_tls::install_crypto_provider();
         let tls = hangar_tls::client_config(ca_pem, Some((cert_pem, key_pem))).map_err(|e| ClientError::Setup(e.to_string()))?;
         Ok(AgentClient { t: Transport::new(endpoint, tls, None, None)? })
+    }
+
+    /// With a ready TLS configuration (the hub pins the host's certificate); every call
+    /// has an overall deadline ([`AGENT_CALL_TIMEOUT`] unless the call sets its own).
+    pub fn pinned(endpoint: &str, tls: rustls::ClientConfig) -> Result<Self> {
+        Ok(AgentClient { t: Transport::new(endpoint, tls, None, Some(AGENT_CALL_TIMEOUT))? })
     }
 
     pub async fn exec(&self, sandbox: &SandboxId, req: &ExecRequest) -> Result<ExecResult> {

@@ -322,7 +322,7 @@ impl SplitFleet {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let add = c.host_add(&hangar_types::api::HostAdd { name: "node-a".parse()?, provider: None }).await?;
+        let add = c.host_add(&hangar_types::api::HostAdd { name: "node-a".parse()?, provider: None, join_ttl_secs: None }).await?;
         let agent_dir = f.data().join("agent").display().to_string();
         let o = f.hangar(&["agent", "join", "--hub", &cfg.hub_url, "--token", &add.join_token, "--agent-dir", &agent_dir])?;
         if !o.status.success() {

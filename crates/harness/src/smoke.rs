@@ -45,7 +45,7 @@ const SCENARIOS: [(&str, &[&str]); 9] = [
     ("fleet", &["host ready", "hosts join", "tenant create"]),
     ("lifecycle", &["instance create", "instance start", "sentinel write", "exec", "warm", "resume", "stop", "start again", "sentinel survives", "snapshot", "logs", "stats"]),
     ("network", &["instances on two tenants", "same-tenant reach", "cross-tenant isolation", "wide subnet wired", "cross-host reach", "net verify"]),
-    ("security", &["tenant token scoped", "bad input refused", "sandbox for the network probes", "sandbox cannot reach the hub API", "sandbox cannot reach a host underlay address", "host shadow unreadable", "uid mapped", "unshare refused", "namespaces kept across a restart", "dir image refused for a tenant", "data files are private", "log capped", "exec timeout capped"]),
+    ("security", &["tenant token scoped", "bad input refused", "sandbox for the network probes", "sandbox cannot reach the hub API", "sandbox cannot reach a host underlay address", "host shadow unreadable", "uid mapped", "unshare refused", "namespaces kept across a restart", "dir image refused for a tenant", "data files are private", "log capped", "exec timeout capped", "token revoke", "tenant destroy --force"]),
     ("pools", &["pool create", "scale up across hosts", "scale down newest first", "pool delete"]),
     ("hosts", &["members spread over hosts", "host stop keeps state", "host start persistence", "killed agent goes stale", "restarted agent adopts"]),
     ("access", &["secret set", "secret visible and read-only", "proxy denied without a token", "proxy allowed with a token", "access instance deleted", "ssh key add", "instance ssh --check", "ssh exec", "ssh instance delete"]),
@@ -235,7 +235,7 @@ async fn scenario(r: &mut Run, name: &str) {
                 if own {
                     // Two more hosts on this machine, as network namespaces.
                     for h in [&h1, &h2] {
-                        c.host_add(&HostAdd { name: h.parse()?, provider: Some("local".into()) }).await?;
+                        c.host_add(&HostAdd { name: h.parse()?, provider: Some("local".into()), join_ttl_secs: None }).await?;
                         wait_host(&c, h, HostState::Ready, Duration::from_secs(60)).await?;
                     }
                 }
@@ -421,7 +421,7 @@ async fn scenario(r: &mut Run, name: &str) {
         }
         "security" => {
             r.step("tenant token scoped", async {
-                let tok = c.token_create(&TokenCreate { tenant: Some(a.parse()?), description: Some("smoke".into()) }).await?;
+                let tok = c.token_create(&TokenCreate { tenant: Some(a.parse()?), description: Some("smoke".into()), ttl_secs: None }).await?;
                 let scoped = c.with_token(&tok.token);
                 match scoped.tenant_info(&b).await {
                     Err(e) if e.code() == Some(hangar_types::ErrorCode::NotFound) => {}
@@ -528,7 +528,7 @@ async fn scenario(r: &mut Run, name: &str) {
             .await;
             // Volumes, files and images (issue 12).
             r.step("dir image refused for a tenant", async {
-                let tok = c.token_create(&TokenCreate { tenant: Some(a.parse()?), description: Some("smoke images".into()) }).await?;
+                let tok = c.token_create(&TokenCreate { tenant: Some(a.parse()?), description: Some("smoke images".into()), ttl_secs: None }).await?;
                 let body = serde_json::json!({"name": "evil", "image": "dir:/etc", "vcpus": 1, "mem_mib": 64, "disk_mib": 64});
                 let (st, v) = c.with_token(&tok.token).raw("POST", &format!("/v1/tenants/{a}/instances"), Some(&body)).await?;
                 if st != 400 || !v["message"].as_str().is_some_and(|m| m.starts_with("image:")) {
@@ -591,6 +591,29 @@ async fn scenario(r: &mut Run, name: &str) {
                     other => bail!("an exec with timeout_secs 10^12 got {other:?}, expected invalid_argument naming timeout_secs"),
                 }
                 wait_op(&c, c.instance_delete(&a, "sec-logs").await?).await
+            })
+            .await;
+            // ---- control plane safety (issue 13): revocation at once, destroy --force
+            r.step("token revoke", async {
+                let tok = c.token_create(&TokenCreate { tenant: Some(a.parse()?), description: Some("smoke revoke".into()), ttl_secs: Some(600) }).await?;
+                let scoped = c.with_token(&tok.token);
+                scoped.tenant_info(&a).await?;
+                c.token_revoke(tok.id.as_str()).await?;
+                match scoped.tenant_info(&a).await {
+                    Err(e) if e.code() == Some(hangar_types::ErrorCode::Unauthenticated) => Ok(()),
+                    other => bail!("a revoked token got {other:?}, expected unauthenticated at once"),
+                }
+            })
+            .await;
+            let doomed = r.tenant("d");
+            r.step("tenant destroy --force", async {
+                c.tenant_create(&TenantCreate { name: doomed.parse()?, quotas: None, isolated: false, net_prefix: None }).await?;
+                create(&c, &doomed, "doomed", true).await?;
+                c.tenant_destroy_force(&doomed, Duration::from_secs(120)).await?;
+                if c.tenant_info(&doomed).await.is_ok() || c.instance_list(None).await?.iter().any(|i| i.tenant.as_str() == doomed) {
+                    bail!("tenant {doomed} or one of its instances is still there after destroy --force");
+                }
+                Ok(())
             })
             .await;
         }

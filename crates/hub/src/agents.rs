@@ -8,7 +8,7 @@ use crate::error::{HubError, HubResult};
 use crate::{Hub, LockKey};
 use hangar_store::{HostRecord, HostReport, HostStateChange, InstanceFilter, InstanceVersion, StoreError};
 use hangar_types::api::{HostState, Instance};
-use hangar_types::protocol::{AgentReport, DesiredDoc, DesiredInstance, DesiredPool, DesiredTenant, JoinRequest, JoinResponse, PROTOCOL_VERSION};
+use hangar_types::protocol::{AgentReport, DesiredDoc, DesiredInstance, DesiredPool, DesiredTenant, JoinRequest, JoinResponse, RenewRequest, RenewResponse, PROTOCOL_VERSION};
 use hangar_types::state::transition;
 use hangar_types::{ErrorCode, Generation, InstanceId, InstanceState, Name, ObservedState, Transition};
 use std::collections::HashMap;
@@ -38,10 +38,12 @@ impl Hub {
             .into_iter()
             .find(|h| h.join_token_hash.as_deref() == Some(hash.as_str()))
             .ok_or_else(|| HubError::new(ErrorCode::Unauthenticated, "join token is unknown or already used: ask for a new one with `hangar host add NAME`"))?;
+        if self.store.join_token_expiry(host.id).await?.is_some_and(|at| at <= OffsetDateTime::now_utc()) {
+            return Err(HubError::new(ErrorCode::Unauthenticated, format!("join token expired: ask for a new one with `hangar host add {}`", host.name)));
+        }
         let cert_pem = self
-            .keys
-            .ca
-            .sign_csr(&req.csr_pem, &format!("host:{}", host.name), &names)
+            .hosts_ca()
+            .sign_host_csr(&req.csr_pem, host.name.as_str(), &names, self.config.host_cert_lifetime)
             .map_err(|e| HubError::invalid(format!("csr_pem: {e}")))?;
         let fp = hangar_tls::fingerprint_pem(&cert_pem).map_err(|e| HubError::internal(e.to_string()))?;
         let host = self
@@ -57,6 +59,25 @@ impl Hub {
             ca_pem: self.keys.ca.cert_pem().to_string(),
             hub_client_fingerprint: hangar_tls::fingerprint_pem(&self.keys.client.cert_pem).map_err(|e| HubError::internal(e.to_string()))?,
         })
+    }
+
+    /// Signs a joined host's new key for another lifetime. The certificate it called with
+    /// keeps working until the agent presents the new one ([`Store::promote_host_cert`]),
+    /// so a crash on either side between the two cannot lock the host out.
+    ///
+    /// [`Store::promote_host_cert`]: hangar_store::Store::promote_host_cert
+    pub async fn renew_host_cert(&self, host: &HostRecord, presented: &str, req: RenewRequest) -> HubResult<RenewResponse> {
+        let names = host_cert_names(host);
+        let cert_pem = self
+            .hosts_ca()
+            .sign_host_csr(&req.csr_pem, host.name.as_str(), &names, self.config.host_cert_lifetime)
+            .map_err(|e| HubError::invalid(format!("csr_pem: {e}")))?;
+        let fp = hangar_tls::fingerprint_pem(&cert_pem).map_err(|e| HubError::internal(e.to_string()))?;
+        if !self.store.stage_host_cert(host.id, presented, &fp).await? {
+            return Err(HubError::new(ErrorCode::Conflict, "the host's certificate changed meanwhile: renew again with the current one"));
+        }
+        self.event(&format!("host:{}", host.name), None, format!("host/{}", host.name), "host.renew-cert", "ok", None).await;
+        Ok(RenewResponse { cert_pem })
     }
 
     /// The desired-state document of one host, built from the store.
@@ -331,6 +352,18 @@ mod tests {
             assert_eq!(h.desired_generation, latest, "a report wrote back an old desired generation");
         }
     }
+}
+
+/// The names a renewed host certificate carries: the endpoint's host as reported, and
+/// localhost (the same kind of names a join gives).
+fn host_cert_names(host: &HostRecord) -> Vec<String> {
+    let mut names = vec!["localhost".to_string()];
+    if let Some(h) = host.endpoint.as_deref().and_then(|e| e.strip_prefix("https://")).and_then(|e| e.rsplit_once(':')).map(|(h, _)| h.trim_matches(['[', ']'])) {
+        names.push(h.to_string());
+    }
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// Whether applying `obs` to `inst` as stored would change nothing: a stale

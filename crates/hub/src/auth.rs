@@ -3,8 +3,9 @@
 //! as not found, so names do not leak.
 
 use crate::error::{HubError, HubResult};
-use hangar_store::{HostRecord, Store};
-use hangar_types::{ErrorCode, Name};
+use hangar_store::HostRecord;
+use hangar_types::{ErrorCode, Name, TokenId};
+use time::OffsetDateTime;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
@@ -54,78 +55,225 @@ pub fn new_secret(prefix: &str) -> String {
     format!("{prefix}{}", hex::encode(b))
 }
 
-/// Resolves an `Authorization: Bearer` header to a principal: from `cache` when the
-/// token was seen before, else from the store.
-pub async fn authenticate(store: &dyn Store, cache: &TokenCache, header: Option<&str>) -> HubResult<Principal> {
-    let token = header
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| HubError::new(ErrorCode::Unauthenticated, "missing bearer token: pass --token or set HANGAR_TOKEN"))?;
-    let hash = hash_secret(token);
-    if let Some(p) = cache.get(&hash) {
-        return Ok(p);
-    }
-    let epoch = cache.epoch();
-    match store.find_token(&hash).await? {
-        Some(rec) => {
-            let p = match rec.tenant {
-                None => Principal::Admin,
-                Some(t) => Principal::Tenant(t),
-            };
-            cache.insert(hash, p.clone(), epoch);
-            Ok(p)
+impl crate::Hub {
+    /// Resolves an `Authorization: Bearer` header to a principal: from the token cache
+    /// when the token was verified before and no token was removed since (on any hub:
+    /// the store's token epoch says), else from the store. Expired tokens are refused at
+    /// once; failures leave a rate-limited `auth.fail` event with the source address,
+    /// never the presented secret; each token is held to its request rate.
+    pub async fn authenticate(&self, header: Option<&str>, peer: Option<std::net::SocketAddr>) -> HubResult<Principal> {
+        match self.authenticate_token(header).await {
+            Ok((id, p)) => {
+                self.auth_guard.admit(&id)?;
+                Ok(p)
+            }
+            Err(e) => {
+                if e.0.code == ErrorCode::Unauthenticated {
+                    self.auth_failed(peer, &e.0.message).await;
+                }
+                Err(e)
+            }
         }
-        None => Err(HubError::new(ErrorCode::Unauthenticated, "invalid token")),
+    }
+
+    async fn authenticate_token(&self, header: Option<&str>) -> HubResult<(TokenId, Principal)> {
+        let token = header
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| HubError::new(ErrorCode::Unauthenticated, "missing bearer token: pass --token or set HANGAR_TOKEN"))?;
+        let hash = hash_secret(token);
+        let now = OffsetDateTime::now_utc();
+        let expired = || HubError::new(ErrorCode::Unauthenticated, "token expired: ask an admin for a new one (`hangar token create`)");
+        let epoch = self.store.token_epoch().await?;
+        let cache = &self.token_cache;
+        if let Some(hit) = cache.get(&hash, epoch) {
+            if hit.expires_at.is_some_and(|at| at <= now) {
+                return Err(expired());
+            }
+            if cache.due_for_touch(&hash) {
+                let _ = self.store.touch_token(&hit.id, now).await;
+            }
+            return Ok((hit.id, hit.principal));
+        }
+        match self.store.find_token(&hash).await? {
+            Some(rec) => {
+                if rec.expires_at.is_some_and(|at| at <= now) {
+                    return Err(expired());
+                }
+                let p = match rec.tenant {
+                    None => Principal::Admin,
+                    Some(t) => Principal::Tenant(t),
+                };
+                let _ = self.store.touch_token(&rec.id, now).await;
+                cache.insert(hash, CachedToken { id: rec.id.clone(), principal: p.clone(), expires_at: rec.expires_at }, epoch);
+                Ok((rec.id, p))
+            }
+            None => Err(HubError::new(ErrorCode::Unauthenticated, "invalid token")),
+        }
+    }
+
+    /// Resolves a TLS client certificate fingerprint to the host it was issued to (its
+    /// current certificate, or the renewed one, which then becomes its only one).
+    pub async fn authenticate_host(&self, fingerprint: Option<&str>, peer: Option<std::net::SocketAddr>) -> HubResult<HostRecord> {
+        let r = async {
+            let fp = fingerprint.ok_or_else(|| HubError::new(ErrorCode::Unauthenticated, "agent calls need a client certificate: join the host first"))?;
+            if let Some(h) = self.store.get_host_by_fingerprint(fp).await? {
+                return Ok(h);
+            }
+            self.store.promote_host_cert(fp).await?.ok_or_else(|| HubError::new(ErrorCode::Unauthenticated, "unknown client certificate (a removed host, or a certificate that was renewed)"))
+        }
+        .await;
+        match &r {
+            Err(e) if e.0.code == ErrorCode::Unauthenticated => self.auth_failed(peer, &e.0.message).await,
+            _ => {}
+        }
+        r
+    }
+
+    /// Records a failed authentication, at most [`AUTH_EVENTS_PER_MINUTE`] a minute; the
+    /// ones over are counted and summed up in the next minute's first event.
+    pub(crate) async fn auth_failed(&self, peer: Option<std::net::SocketAddr>, why: &str) {
+        let Some(suppressed) = self.auth_guard.failure_event_allowed() else { return };
+        let from = peer.map(|a| a.ip().to_string()).unwrap_or_else(|| "unknown".into());
+        let mut msg = format!("{why} (from {from})");
+        if suppressed > 0 {
+            msg.push_str(&format!("; {suppressed} more failed authentications before this one were not recorded"));
+        }
+        self.event("anonymous", None, format!("peer/{from}"), "auth.fail", "error", Some(msg)).await;
     }
 }
 
-/// Tokens already verified, by hash: a store read less on every API call. Anything that
-/// removes tokens calls [`TokenCache::invalidate`]; a lookup that raced with it does
-/// not enter the cache (its epoch is over), so a removed token never comes back.
+/// A verified token as the cache keeps it.
+#[derive(Clone, Debug)]
+pub(crate) struct CachedToken {
+    id: TokenId,
+    principal: Principal,
+    expires_at: Option<OffsetDateTime>,
+}
+
+/// Tokens already verified, by hash: good while the store's token epoch is the one they
+/// were read at (anything that removes tokens moves it, on any hub), so a removed token
+/// is refused at once everywhere. [`TokenCache::invalidate`] also empties it locally.
 #[derive(Default)]
 pub struct TokenCache {
-    inner: std::sync::Mutex<(u64, std::collections::HashMap<String, Principal>)>,
+    inner: std::sync::Mutex<CacheInner>,
+}
+
+#[derive(Default)]
+struct CacheInner {
+    /// The store's token epoch the entries were read at.
+    store_epoch: u64,
+    /// Local invalidations: a lookup that raced one does not enter the cache.
+    local_epoch: u64,
+    entries: std::collections::HashMap<String, (CachedToken, std::time::Instant)>,
 }
 
 /// More distinct tokens than this and the cache starts over.
 const TOKEN_CACHE_MAX: usize = 4096;
+/// How often a token's last use is written at most.
+const TOUCH_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl TokenCache {
-    fn get(&self, hash: &str) -> Option<Principal> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).1.get(hash).cloned()
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn epoch(&self) -> u64 {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).0
+    fn get(&self, hash: &str, store_epoch: u64) -> Option<CachedToken> {
+        let mut g = self.lock();
+        if g.store_epoch != store_epoch {
+            g.store_epoch = store_epoch;
+            g.local_epoch += 1;
+            g.entries.clear();
+            return None;
+        }
+        g.entries.get(hash).map(|(t, _)| t.clone())
     }
 
-    fn insert(&self, hash: String, p: Principal, epoch: u64) {
-        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if g.0 != epoch {
+    fn due_for_touch(&self, hash: &str) -> bool {
+        let mut g = self.lock();
+        match g.entries.get_mut(hash) {
+            Some((_, at)) if at.elapsed() >= TOUCH_EVERY => {
+                *at = std::time::Instant::now();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn insert(&self, hash: String, t: CachedToken, store_epoch: u64) {
+        let mut g = self.lock();
+        if g.store_epoch != store_epoch {
             return;
         }
-        if g.1.len() >= TOKEN_CACHE_MAX {
-            g.1.clear();
+        if g.entries.len() >= TOKEN_CACHE_MAX {
+            g.entries.clear();
         }
-        g.1.insert(hash, p);
+        g.entries.insert(hash, (t, std::time::Instant::now()));
     }
 
     /// Forgets every cached token (before and after the store removes some).
     pub fn invalidate(&self) {
-        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        g.0 += 1;
-        g.1.clear();
+        let mut g = self.lock();
+        g.local_epoch += 1;
+        // Forces the next lookup to re-read the store's epoch into a fresh cache.
+        g.store_epoch = u64::MAX;
+        g.entries.clear();
     }
 }
 
-/// Resolves a TLS client certificate fingerprint to the host it was issued to.
-pub async fn authenticate_host(store: &dyn Store, fingerprint: Option<&str>) -> HubResult<HostRecord> {
-    let fp = fingerprint.ok_or_else(|| {
-        HubError::new(ErrorCode::Unauthenticated, "agent calls need a client certificate: join the host first")
-    })?;
-    store
-        .get_host_by_fingerprint(fp)
-        .await?
-        .ok_or_else(|| HubError::new(ErrorCode::Unauthenticated, "unknown client certificate"))
+/// How many failed authentications a minute become events.
+pub const AUTH_EVENTS_PER_MINUTE: u32 = 20;
+
+/// Per-token request rates and the budget of failed-authentication events.
+pub(crate) struct AuthGuard {
+    /// Requests a second a token may make on average, and in a burst.
+    rate: f64,
+    burst: f64,
+    buckets: std::sync::Mutex<std::collections::HashMap<TokenId, (f64, std::time::Instant)>>,
+    failures: std::sync::Mutex<(std::time::Instant, u32, u32)>,
+}
+
+impl AuthGuard {
+    pub(crate) fn new(rate: f64, burst: f64) -> AuthGuard {
+        AuthGuard { rate, burst, buckets: Default::default(), failures: std::sync::Mutex::new((std::time::Instant::now(), 0, 0)) }
+    }
+
+    /// Takes one request from the token's bucket, or answers 429 saying when to retry.
+    fn admit(&self, id: &TokenId) -> HubResult<()> {
+        if self.rate <= 0.0 {
+            return Ok(());
+        }
+        let now = std::time::Instant::now();
+        let mut g = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if g.len() > TOKEN_CACHE_MAX {
+            g.clear();
+        }
+        let (level, at) = g.entry(id.clone()).or_insert((self.burst, now));
+        *level = (*level + now.duration_since(*at).as_secs_f64() * self.rate).min(self.burst);
+        *at = now;
+        if *level >= 1.0 {
+            *level -= 1.0;
+            return Ok(());
+        }
+        let wait = ((1.0 - *level) / self.rate).ceil().max(1.0) as u64;
+        Err(HubError::new(ErrorCode::TooManyRequests, format!("token {id} is over its rate of {} requests a second: retry in {wait}s", self.rate)))
+    }
+
+    /// Whether a failed authentication may become an event now; with how many were
+    /// left out before it.
+    fn failure_event_allowed(&self) -> Option<u32> {
+        let mut g = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let (start, recorded, suppressed) = &mut *g;
+        if start.elapsed() >= std::time::Duration::from_secs(60) {
+            *start = std::time::Instant::now();
+            *recorded = 0;
+        }
+        if *recorded >= AUTH_EVENTS_PER_MINUTE {
+            *suppressed += 1;
+            return None;
+        }
+        *recorded += 1;
+        Some(std::mem::take(suppressed))
+    }
 }

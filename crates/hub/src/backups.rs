@@ -361,10 +361,7 @@ impl Hub {
 
     /// The agent of the host an instance is placed on.
     async fn agent_of(&self, inst: &Instance) -> HubResult<AgentClient> {
-        let host_name = inst.host.as_ref().ok_or_else(|| HubError::new(ErrorCode::Unavailable, format!("instance '{}/{}' is not placed on a host", inst.tenant, inst.name)))?;
-        let host = self.store.get_host(host_name).await?.ok_or_else(|| HubError::new(ErrorCode::Unavailable, format!("host '{host_name}' is gone")))?;
-        let endpoint = host.endpoint.ok_or_else(|| HubError::new(ErrorCode::Unavailable, format!("host '{host_name}' has not reported an endpoint yet")))?;
-        self.agent_client(&endpoint)
+        Ok(self.agent_for(inst).await?.0)
     }
 
     async fn finish(&self, op: &Operation, status: OperationStatus, error: Option<String>) {

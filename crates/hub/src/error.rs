@@ -78,8 +78,18 @@ impl From<hangar_client::ClientError> for HubError {
 impl IntoResponse for HubError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.0.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if self.0.code == ErrorCode::TooManyRequests {
+            // Clients back off by the header; the message says the same in words.
+            let secs = retry_after(&self.0.message);
+            return (status, [(axum::http::header::RETRY_AFTER, secs.to_string())], axum::Json(self.0)).into_response();
+        }
         (status, axum::Json(self.0)).into_response()
     }
+}
+
+/// The seconds in a 429's "retry in Ns", else 1.
+fn retry_after(message: &str) -> u64 {
+    message.rsplit_once("retry in ").and_then(|(_, t)| t.trim_end_matches('s').parse().ok()).unwrap_or(1)
 }
 
 #[cfg(test)]

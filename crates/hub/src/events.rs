@@ -7,10 +7,11 @@ use hangar_types::api::Event;
 use hangar_types::Name;
 
 impl Hub {
-    /// The newest `limit` events (clamped to 1..=10,000), of one tenant or all the
-    /// caller may see.
+    /// The newest `limit` events (1..=10,000), of one tenant or all the caller may see.
     pub async fn events(&self, p: &Principal, tenant: Option<&Name>, limit: u32) -> HubResult<Vec<Event>> {
-        let limit = limit.clamp(1, 10_000);
+        if !(1..=10_000).contains(&limit) {
+            return Err(crate::HubError::invalid(format!("limit: must be between 1 and 10000, got {limit}")));
+        }
         match (tenant, p) {
             (Some(t), _) => {
                 let t = self.tenant_get(p, t).await?;

@@ -70,14 +70,26 @@ impl Hub {
         if let Some(pv) = &req.provider {
             return self.host_add_provided(p, req.name, pv).await;
         }
+        if req.join_ttl_secs.is_some_and(|s| !(60..=30 * 24 * 3600).contains(&s)) {
+            return Err(HubError::invalid("join_ttl_secs: must be between 60 and 2592000 (30 days)"));
+        }
         let (rec, token) = self.host_add_record(req.name).await?;
+        if let Some(s) = req.join_ttl_secs {
+            self.store.set_join_token_expiry(rec.id, Some(OffsetDateTime::now_utc() + std::time::Duration::from_secs(s))).await?;
+        }
         self.event(&p.actor(), None, format!("host/{}", rec.name), "host.add", "ok", None).await;
         Ok(HostJoinToken { host: self.host_view(&rec).await?, join_token: token })
     }
 
-    /// Creates a host in `joining` with a fresh one-time join token (or renews the token
-    /// of a host that never joined).
+    /// Creates a host in `joining` with a fresh one-time join token valid for the hub's
+    /// `join_token_ttl` (or renews the token of a host that never joined).
     pub async fn host_add_record(&self, name: Name) -> HubResult<(HostRecord, String)> {
+        let (rec, token) = self.host_add_record_untimed(name).await?;
+        self.store.set_join_token_expiry(rec.id, Some(OffsetDateTime::now_utc() + self.config.join_token_ttl)).await?;
+        Ok((rec, token))
+    }
+
+    async fn host_add_record_untimed(&self, name: Name) -> HubResult<(HostRecord, String)> {
         let secret = new_secret("");
         let token = format!("hjt1.{secret}.{}", &self.keys.ca.fingerprint()[..32]);
         let hash = hash_secret(&secret);
@@ -185,7 +197,8 @@ impl Hub {
         let map = self.providers.registry.lock().unwrap_or_else(|e| e.into_inner());
         map.get(name).cloned().ok_or_else(|| {
             let known: Vec<String> = map.keys().cloned().collect();
-            HubError::invalid(format!(
+            // Like any other name that names nothing here: not found.
+            HubError::not_found(format!(
                 "provider: '{name}' is not available on this hub (available: {}); `hangar up` and `hangar hub serve` run as root offer `local`",
                 if known.is_empty() { "none".into() } else { known.join(", ") }
             ))
@@ -307,8 +320,12 @@ impl Hub {
     pub async fn host_status(&self, p: &Principal, n: &Name) -> HubResult<NodeStatus> {
         p.require_admin()?;
         let h = self.store.get_host(&n).await?.ok_or_else(|| HubError::not_found(format!("host '{n}' not found")))?;
-        let endpoint = h.endpoint.ok_or_else(|| HubError::new(ErrorCode::Unavailable, format!("host '{n}' has not reported an endpoint yet")))?;
-        let agent = self.agent_client(&endpoint)?;
+        // Not an outage: nothing to ask yet (a 409 the caller can wait out, not a 5xx).
+        let endpoint = h
+            .endpoint
+            .clone()
+            .ok_or_else(|| HubError::new(ErrorCode::Conflict, format!("host '{n}' has not reported yet ({}): wait until it is ready", h.state.as_str())))?;
+        let agent = self.agent_client(&h, &endpoint).await?;
         agent.status().await.map_err(|e| HubError::new(ErrorCode::Unavailable, format!("host '{n}' ({}) does not answer: {e}", h.state.as_str())))
     }
 

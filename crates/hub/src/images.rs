@@ -24,7 +24,7 @@ impl Hub {
     pub async fn image_add(&self, p: &Principal, req: ImageCreate) -> HubResult<Image> {
         p.require_admin()?;
         if req.name.as_str() == "host" {
-            return Err(HubError::invalid("name: 'host' is the built-in image; pick another name"));
+            return Err(HubError::new(ErrorCode::AlreadyExists, "name: 'host' is the built-in image; pick another name"));
         }
         if !req.path.starts_with('/') || req.path.split('/').any(|c| c == "..") {
             return Err(HubError::invalid(format!("path: '{}' must be absolute, without '..'", req.path)));
@@ -33,7 +33,8 @@ impl Hub {
         let (sha256, size_bytes) = tokio::task::spawn_blocking(move || inspect(kind, Path::new(&path)))
             .await
             .map_err(|e| HubError::internal(format!("image check: {e}")))?
-            .map_err(|e| HubError::invalid(format!("path: {e}")))?;
+            // Nothing of that kind at the path: not found (the request itself was well formed).
+            .map_err(|e| HubError::not_found(format!("path: {e}")))?;
         let image = Image { name: req.name, kind: req.kind, path: req.path, sha256, size_bytes, created_at: OffsetDateTime::now_utc() };
         self.store.insert_image(&image).await?;
         self.event(&p.actor(), None, format!("image/{}", image.name), "image.add", "ok", Some(format!("{} {}", image.kind.as_str(), image.path))).await;
@@ -118,13 +119,24 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
 
 /// Total size of the regular files below `dir`, symlinks not followed.
 fn dir_size(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    // One filesystem (not /proc or /sys below `/`), and at most this many entries: a
+    // registration answers in seconds whatever directory it names; past the budget the
+    // size is what was counted (a lower bound, for display only).
+    const MAX_ENTRIES: usize = 200_000;
+    let Ok(root) = std::fs::metadata(dir) else { return 0 };
     let mut total = 0;
+    let mut seen = 0;
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         let Ok(rd) = std::fs::read_dir(&d) else { continue };
         for e in rd.flatten() {
+            seen += 1;
+            if seen > MAX_ENTRIES {
+                return total;
+            }
             match e.metadata() {
-                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) if m.is_dir() && m.dev() == root.dev() => stack.push(e.path()),
                 Ok(m) if m.is_file() => total += m.len(),
                 _ => {}
             }

@@ -55,9 +55,12 @@ impl Hub {
         let t = self.tenant_get(p, tenant).await?;
         let spec = req.spec();
         spec.validate().map_err(HubError::invalid)?;
+        self.check_spec_fits(&t, &spec)?;
         self.check_requested_image(&spec.image).await?;
         self.check_secrets_exist(&t.name, &spec.secrets).await?;
         let _tg = self.lock(LockKey::Tenant(t.name.clone())).await;
+        // Again under the lock: a destroy (which decides under it) may have come first.
+        let t = self.tenant_get(p, tenant).await.ok().filter(|now| now.id == t.id).ok_or_else(|| HubError::not_found(format!("tenant '{tenant}' not found")))?;
         let target = if req.start { transition(InstanceState::Created, Transition::Start)? } else { InstanceState::Created };
         self.create_locked(&p.actor(), &t, req.name, spec, target, None, req.host.as_ref()).await
     }
@@ -213,7 +216,14 @@ impl Hub {
 
     /// The agent client of the host an instance runs on, if it is reachable now.
     pub(crate) async fn agent_for(&self, inst: &Instance) -> HubResult<(AgentClient, SandboxId)> {
-        let host_name = inst.host.as_ref().ok_or_else(|| HubError::new(ErrorCode::Unavailable, "instance is not placed on a host"))?;
+        let (host, endpoint) = self.placed_host(inst).await?;
+        Ok((self.agent_client(&host, &endpoint).await?, inst.id.sandbox_id()))
+    }
+
+    /// The host an instance is placed on and its agent's endpoint, or why there is none
+    /// to call (503).
+    pub(crate) async fn placed_host(&self, inst: &Instance) -> HubResult<(hangar_store::HostRecord, String)> {
+        let host_name = inst.host.as_ref().ok_or_else(|| HubError::new(ErrorCode::Unavailable, format!("instance '{}/{}' is not placed on a host", inst.tenant, inst.name)))?;
         let host = self
             .store
             .get_host(host_name)
@@ -221,8 +231,9 @@ impl Hub {
             .ok_or_else(|| HubError::new(ErrorCode::Unavailable, format!("host '{host_name}' is gone")))?;
         let endpoint = host
             .endpoint
+            .clone()
             .ok_or_else(|| HubError::new(ErrorCode::Unavailable, format!("host '{host_name}' has not reported an endpoint yet")))?;
-        Ok((self.agent_client(&endpoint)?, inst.id.sandbox_id()))
+        Ok((host, endpoint))
     }
 
     pub(crate) fn require_running(inst: &Instance, what: &str) -> HubResult<()> {

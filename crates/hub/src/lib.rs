@@ -17,6 +17,7 @@ pub mod backups;
 pub mod coord;
 pub mod error;
 pub mod events;
+pub mod failpoint;
 pub mod hosts;
 pub mod images;
 pub mod instances;
@@ -81,6 +82,13 @@ pub struct HubConfig {
     /// How long after `instance delete --hard` its backups are purged (cancellable
     /// until then).
     pub backup_purge_delay: Duration,
+    /// How long a host certificate is valid; agents renew at a third left.
+    pub host_cert_lifetime: Duration,
+    /// How long a join token works unless `host add` says otherwise.
+    pub join_token_ttl: Duration,
+    /// Requests a second one API token may make on average (0: no limit), and in a burst.
+    pub token_rate: f64,
+    pub token_burst: f64,
 }
 
 impl Default for HubConfig {
@@ -100,6 +108,11 @@ impl Default for HubConfig {
             uid_ranges: hangar_types::idmap::IdPool::default(),
             ssh: ssh::SshConfig::default(),
             backup_purge_delay: Duration::from_secs(7 * 24 * 3600),
+            host_cert_lifetime: Duration::from_secs(7 * 24 * 3600),
+            join_token_ttl: Duration::from_secs(3600),
+            // Well above what the CLI, smoke, soak and bench make; a flood is what it stops.
+            token_rate: 200.0,
+            token_burst: 1000.0,
         }
     }
 }
@@ -130,6 +143,13 @@ pub struct Hub {
     pub(crate) proxy: proxy::ProxyState,
     /// The SSH gateway's port and host key, once `hub serve` started it.
     pub(crate) ssh_gateway: std::sync::OnceLock<hangar_types::api::SshGateway>,
+    /// The CA host certificates come from: not the one behind the hub's server
+    /// certificate, so nothing a host holds can pose as the hub (see [`Hub::set_hosts_ca`]).
+    pub(crate) hosts_ca: std::sync::OnceLock<Arc<Ca>>,
+    /// Per-token request rates and the failed-authentication event budget.
+    pub(crate) auth_guard: auth::AuthGuard,
+    /// Who waits on which operation, woken one by one.
+    pub(crate) op_waiters: operations::OperationWaiters,
 }
 
 impl Hub {
@@ -142,13 +162,16 @@ impl Hub {
         Arc::new(Hub {
             store,
             keys,
-            config,
             coord,
             providers: Default::default(),
             token_cache: Default::default(),
             secret_key: Default::default(),
             proxy: Default::default(),
             ssh_gateway: Default::default(),
+            hosts_ca: Default::default(),
+            auth_guard: auth::AuthGuard::new(config.token_rate, config.token_burst),
+            op_waiters: Default::default(),
+            config,
         })
     }
 
@@ -156,10 +179,31 @@ impl Hub {
         self.coord.locks.lock(key).await
     }
 
-    /// A client for a host's agent endpoint, presenting the hub's client certificate.
-    pub(crate) fn agent_client(&self, endpoint: &str) -> HubResult<hangar_client::AgentClient> {
+    /// A client for a host's agent endpoint, presenting the hub's client certificate and
+    /// accepting only the host's registered certificate (or its renewed one), by
+    /// fingerprint; every call has an overall timeout.
+    pub(crate) async fn agent_client(&self, host: &hangar_store::HostRecord, endpoint: &str) -> HubResult<hangar_client::AgentClient> {
+        Ok(hangar_client::AgentClient::pinned(endpoint, self.agent_tls(host).await?)?)
+    }
+
+    /// The TLS client configuration for calls to `host`'s agent: the hub's client
+    /// certificate, and only the host's own certificate (current or staged renewal)
+    /// accepted as the server's. Every hub-to-agent connection is made with it.
+    pub(crate) async fn agent_tls(&self, host: &hangar_store::HostRecord) -> HubResult<rustls::ClientConfig> {
+        let mut pins: Vec<String> = host.cert_fingerprint.iter().cloned().collect();
+        pins.extend(self.store.host_cert_next(host.id).await?);
         let k = &self.keys;
-        Ok(hangar_client::AgentClient::new(endpoint, k.ca.cert_pem(), &k.client.cert_pem, &k.client.key_pem)?)
+        hangar_tls::pinned_client_config(pins, Some((&k.client.cert_pem, &k.client.key_pem))).map_err(|e| HubError::internal(e.to_string()))
+    }
+
+    /// Sets the hosts' CA (the node crate loads it from the hub's files); without one, a
+    /// fresh CA that lives as long as this hub (tests).
+    pub fn set_hosts_ca(&self, ca: Arc<Ca>) {
+        let _ = self.hosts_ca.set(ca);
+    }
+
+    pub fn hosts_ca(&self) -> &Arc<Ca> {
+        self.hosts_ca.get_or_init(|| Arc::new(Ca::generate("hangar hosts CA").expect("a CA can be generated")))
     }
 
     /// Records an audit event; a failure to record is logged, never hidden from the log.

@@ -148,6 +148,7 @@ impl Monitor {
             if !op.kind.starts_with("backup.") && now - op.created_at > op_timeout {
                 let msg = format!("timed out after {}s waiting for the host to confirm", op_timeout.whole_seconds());
                 hub.store.finish_operation(op.id, OperationStatus::Failed, Some(&msg)).await?;
+                hub.op_waiters.wake(op.id);
                 hub.event("hub", op.tenant.as_ref(), format!("operation/{}", op.id), &op.kind, "error", Some(msg)).await;
                 hub.coord.notifier.operations_changed();
             }

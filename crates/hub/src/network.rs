@@ -104,7 +104,7 @@ impl Hub {
                 }
                 continue;
             };
-            let agent = self.agent_client(&endpoint)?;
+            let agent = self.agent_client(&h, &endpoint).await?;
             let found = match agent.network().await {
                 Ok(f) => f,
                 Err(e) => {

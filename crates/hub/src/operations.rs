@@ -42,6 +42,7 @@ impl Hub {
     pub(crate) async fn cancel_operations(&self, id: InstanceId, why: &str) -> HubResult<()> {
         for op in self.store.running_operations(Some(id)).await? {
             self.store.finish_operation(op.id, OperationStatus::Cancelled, Some(why)).await?;
+            self.op_waiters.wake(op.id);
         }
         self.coord.notifier.operations_changed();
         Ok(())
@@ -72,6 +73,7 @@ impl Hub {
             };
             if let Some((status, err)) = outcome {
                 self.store.finish_operation(op.id, status, err.as_deref()).await?;
+                self.op_waiters.wake(op.id);
             }
         }
         self.coord.notifier.operations_changed();
@@ -79,28 +81,75 @@ impl Hub {
     }
 
     pub async fn operation_get(&self, p: &Principal, id: OperationId) -> HubResult<Operation> {
-        let op = self.store.get_operation(id).await?.ok_or_else(|| HubError::not_found(format!("operation {id} not found")))?;
-        if let Some(t) = &op.tenant {
-            p.check_tenant(t).map_err(|_| HubError::not_found(format!("operation {id} not found")))?;
-        } else {
-            p.require_admin().map_err(|_| HubError::not_found(format!("operation {id} not found")))?;
-        }
-        Ok(op)
+        let not_found = || HubError::not_found(format!("operation {id} not found"));
+        // A tenant sees its operations by its id: not those of an earlier tenant that
+        // had its name.
+        let op = match p {
+            Principal::Admin => self.store.get_operation(id).await?,
+            Principal::Tenant(t) => self.store.get_operation_of_tenant(id, t).await?,
+        };
+        op.ok_or_else(not_found)
     }
 
     /// Waits until the operation is final or `timeout` passes; answers its state either way.
+    /// Woken only when this operation finishes on this hub (not by every operation);
+    /// re-reads every [`OPERATION_RECHECK`] for what another hub or the monitor finished.
     pub async fn operation_wait(&self, p: &Principal, id: OperationId, timeout: Duration) -> HubResult<Operation> {
         let deadline = tokio::time::Instant::now() + timeout.min(Duration::from_secs(300));
-        let mut rx = self.coord.notifier.watch_operations();
-        loop {
-            let op = self.operation_get(p, id).await?;
-            if op.status.is_final() {
-                return Ok(op);
-            }
-            match tokio::time::timeout_at(deadline, rx.changed()).await {
-                Ok(Ok(())) => continue,
-                Ok(Err(_)) | Err(_) => return self.operation_get(p, id).await,
+        let mut rx = self.op_waiters.watch(id);
+        let r = async {
+            loop {
+                let op = self.operation_get(p, id).await?;
+                if op.status.is_final() || tokio::time::Instant::now() >= deadline {
+                    return Ok(op);
+                }
+                let until = deadline.min(tokio::time::Instant::now() + OPERATION_RECHECK);
+                let _ = tokio::time::timeout_at(until, rx.changed()).await;
             }
         }
+        .await;
+        drop(rx);
+        self.op_waiters.release(id);
+        r
+    }
+
+    /// How many operations have someone waiting on them (tests, diagnostics).
+    pub fn operations_waited_on(&self) -> usize {
+        self.op_waiters.len()
+    }
+}
+
+/// How often a waiter re-reads its operation without a wake-up.
+pub const OPERATION_RECHECK: Duration = Duration::from_secs(5);
+
+/// One wake-up channel per operation someone waits on.
+#[derive(Default)]
+pub(crate) struct OperationWaiters(std::sync::Mutex<std::collections::HashMap<OperationId, tokio::sync::watch::Sender<()>>>);
+
+impl OperationWaiters {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<OperationId, tokio::sync::watch::Sender<()>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn watch(&self, id: OperationId) -> tokio::sync::watch::Receiver<()> {
+        self.lock().entry(id).or_insert_with(|| tokio::sync::watch::channel(()).0).subscribe()
+    }
+
+    pub(crate) fn wake(&self, id: OperationId) {
+        if let Some(tx) = self.lock().get(&id) {
+            tx.send_replace(());
+        }
+    }
+
+    /// Forgets the channel once nobody waits on it.
+    fn release(&self, id: OperationId) {
+        let mut g = self.lock();
+        if g.get(&id).is_some_and(|tx| tx.receiver_count() == 0) {
+            g.remove(&id);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.lock().len()
     }
 }

@@ -33,8 +33,11 @@ impl Hub {
         let t = self.tenant_get(p, tenant).await?;
         let spec = req.spec();
         spec.validate().map_err(HubError::invalid)?;
+        self.check_spec_fits(&t, &spec)?;
         self.check_requested_image(&spec.image).await?;
         let _tg = self.lock(LockKey::Tenant(t.name.clone())).await;
+        // Again under the lock: a destroy (which decides under it) may have come first.
+        let t = self.tenant_get(p, tenant).await.ok().filter(|now| now.id == t.id).ok_or_else(|| HubError::not_found(format!("tenant '{tenant}' not found")))?;
         let now = OffsetDateTime::now_utc();
         let pool = Pool { tenant: t.name.clone(), name: req.name, role: req.role, spec, counts: PoolCounts::default(), last_error: None, created_at: now, updated_at: now };
         self.check_pool_fits(&t, &pool, req.counts).await?;
@@ -111,14 +114,23 @@ impl Hub {
         let t = self.tenant_get(p, tenant).await?;
         let _tg = self.lock(LockKey::Tenant(t.name.clone())).await;
         let pool = self.pool_get(&t.name, n).await?;
+        // The pool's row says "empty me" before any member goes: a kill from here on
+        // leaves a pool its reconciler empties (and a delete run again removes), never
+        // one it refills.
+        if pool.counts != PoolCounts::default() {
+            self.store.set_pool_counts_if(&t.name, n, pool.counts, PoolCounts::default()).await?;
+        }
+        crate::failpoint::hit("pool.delete.after-mark");
         let mut actions = vec![];
         for m in self.store.list_instances(&InstanceFilter::pool(&t.name, n)).await? {
             if m.state != InstanceState::Deleted {
                 self.request_locked(&p.actor(), &t, m.id, Transition::Delete, None).await?;
                 actions.push(format!("delete {}", m.name));
+                crate::failpoint::hit("pool.delete.after-member");
             }
         }
-        let info = self.pool_info_of(&t.name, n, actions).await?;
+        let mut info = self.pool_info_of(&t.name, n, actions).await?;
+        info.pool.counts = pool.counts;
         self.store.delete_pool(&t.name, n).await?;
         self.event(&p.actor(), Some(&t.name), format!("pool/{}/{}", t.name, pool.name), "pool.delete", "ok", None).await;
         Ok(info)

@@ -11,7 +11,7 @@
 //! The workload sees neither the `Authorization` header nor the cookie, nor any
 //! hop-by-hop header.
 
-use crate::auth::{authenticate, hash_secret, new_secret, Principal};
+use crate::auth::{hash_secret, new_secret, Principal};
 use crate::error::{HubError, HubResult};
 use crate::Hub;
 use axum::body::Body;
@@ -21,18 +21,16 @@ use hangar_store::ProxyTokenRecord;
 use hangar_types::access::{proxy_path, ProxyTokenCreate, ProxyTokenCreated, ProxyTokenInfo, PROXY_COOKIE, PROXY_TOKEN_PREFIX};
 use hangar_types::api::Instance;
 use hangar_types::{ErrorCode, InstanceState, Name, ObservedState};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
 
 /// How long the hub waits for an agent's TCP and TLS handshake.
 const AGENT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The TLS client configuration for agents' endpoints (HTTP/1.1 only: upgrades are
-/// HTTP/1.1's), made once.
+/// What the proxy keeps between requests.
 #[derive(Default)]
 pub struct ProxyState {
-    tls: OnceLock<Arc<rustls::ClientConfig>>,
     /// Idle connections to agents, by endpoint.
     pool: hangar_tls::forward::Pool,
 }
@@ -151,18 +149,8 @@ impl Hub {
         if !from_header {
             return Err(unauthenticated("only proxy tokens may be passed in ?token= or a cookie; send API tokens as `Authorization: Bearer`"));
         }
-        let p = authenticate(self.store.as_ref(), &self.token_cache, Some(&format!("Bearer {token}"))).await?;
+        let p = self.authenticate(Some(&format!("Bearer {token}")), None).await?;
         self.instance_get(&p, &t.tenant, &t.instance).await
-    }
-
-    fn agent_tls(&self) -> HubResult<Arc<rustls::ClientConfig>> {
-        if let Some(c) = self.proxy.tls.get() {
-            return Ok(c.clone());
-        }
-        let k = &self.keys;
-        let mut cfg = hangar_tls::client_config(k.ca.cert_pem(), Some((&k.client.cert_pem, &k.client.key_pem))).map_err(|e| HubError::internal(e.to_string()))?;
-        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(self.proxy.tls.get_or_init(|| Arc::new(cfg)).clone())
     }
 
     /// Forwards one proxied request; every refusal is `{code, message}`.
@@ -196,9 +184,8 @@ impl Hub {
                 format!("instance '{}/{}' is {} (observed {}): start it to reach port {}", inst.tenant, inst.name, inst.state, inst.observed, t.port),
             ));
         }
-        let host_name = inst.host.as_ref().ok_or_else(|| HubError::new(ErrorCode::Unavailable, "instance is not placed on a host"))?;
-        let host = self.store.get_host(host_name).await?.ok_or_else(|| HubError::new(ErrorCode::Unavailable, format!("host '{host_name}' is gone")))?;
-        let endpoint = host.endpoint.ok_or_else(|| HubError::new(ErrorCode::Unavailable, format!("host '{host_name}' has not reported an endpoint yet")))?;
+        let (host, endpoint) = self.placed_host(&inst).await?;
+        let host_name = host.name.clone();
 
         let prefix = proxy_path(&t.tenant, &t.instance, t.port);
         // The rest of the path as it came (still percent-encoded), not as decoded.
@@ -224,14 +211,14 @@ impl Hub {
         let pooled = if upgrade { None } else { self.proxy.pool.take(&endpoint) };
         let (mut sender, fresh) = match pooled {
             Some(s) => (s, false),
-            None => (hangar_tls::forward::handshake(self.connect_agent(&endpoint).await?).await.map_err(failed)?, true),
+            None => (hangar_tls::forward::handshake(self.connect_agent(&host, &endpoint).await?).await.map_err(failed)?, true),
         };
         let mut resp = match hangar_tls::forward::send_on(&mut sender, req).await {
             Ok(r) => r,
             // A kept connection the agent closed meanwhile: the request was not sent,
             // so it goes again on a new one.
             Err((_, Some(req))) if !fresh => {
-                sender = hangar_tls::forward::handshake(self.connect_agent(&endpoint).await?).await.map_err(failed)?;
+                sender = hangar_tls::forward::handshake(self.connect_agent(&host, &endpoint).await?).await.map_err(failed)?;
                 hangar_tls::forward::send_on(&mut sender, req).await.map_err(|(e, _)| failed(e))?
             }
             Err((e, _)) => return Err(failed(e)),
@@ -248,13 +235,15 @@ impl Hub {
         Ok(resp)
     }
 
-    async fn connect_agent(&self, endpoint: &str) -> HubResult<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    async fn connect_agent(&self, agent_host: &hangar_store::HostRecord, endpoint: &str) -> HubResult<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
         let unavailable = |m: String| HubError::new(ErrorCode::Unavailable, m);
         let uri: Uri = endpoint.parse().map_err(|e| unavailable(format!("agent endpoint '{endpoint}': {e}")))?;
         let host = uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_string();
         let port = uri.port_u16().unwrap_or(443);
         let server_name = rustls_pki_types::ServerName::try_from(host.clone()).map_err(|e| unavailable(format!("agent endpoint '{endpoint}': {e}")))?;
-        let connector = tokio_rustls::TlsConnector::from(self.agent_tls()?);
+        let mut tls = self.agent_tls(agent_host).await?;
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
         let connect = async {
             let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
             let _ = tcp.set_nodelay(true);

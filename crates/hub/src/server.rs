@@ -16,7 +16,11 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 pub async fn serve(hub: Arc<Hub>, listener: TcpListener, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     hangar_tls::install_crypto_provider();
     let k = &hub.keys;
-    let tls = hangar_tls::server_config(&k.server.cert_pem, &k.server.key_pem, Some(k.ca.cert_pem()), false)?;
+    // Host certificates come from the hosts' CA; hosts joined before it existed hold
+    // one from the fleet CA until they renew. Either way a certificate identifies a
+    // host only by the fingerprint the store holds for it.
+    let client_roots = format!("{}\n{}", hub.hosts_ca().cert_pem(), k.ca.cert_pem());
+    let tls = hangar_tls::server_config(&k.server.cert_pem, &k.server.key_pem, Some(&client_roots), false)?;
     hangar_tls::serve::serve_router(listener, tls, router(hub.clone()), shutdown).await;
     Ok(())
 }

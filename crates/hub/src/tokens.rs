@@ -1,13 +1,20 @@
-//! API tokens: an admin token, or one scoped to a tenant. Only the hash is stored; the
-//! secret is shown once, at creation.
+//! API tokens: an admin token, or one scoped to a tenant, optionally expiring. Only the
+//! hash is stored; the secret is shown once, at creation. Revoking removes the token
+//! and moves the store's token epoch in one transaction, so every hub's cache drops it
+//! at once (see [`crate::auth::TokenCache`]).
 
 use crate::auth::{hash_secret, new_secret, Principal};
-use crate::error::HubResult;
+use crate::error::{HubError, HubResult};
 use crate::Hub;
 use hangar_store::TokenRecord;
-use hangar_types::api::{TokenCreate, TokenCreated};
+use hangar_types::api::{Token, TokenCreate, TokenCreated};
 use hangar_types::TokenId;
 use time::OffsetDateTime;
+
+/// The longest `ttl_secs` a token may ask for (ten years).
+pub const TOKEN_TTL_MAX_SECS: u64 = 10 * 365 * 24 * 3600;
+/// The longest description kept.
+pub const TOKEN_DESCRIPTION_MAX: usize = 200;
 
 impl Hub {
     pub async fn token_create(&self, p: &Principal, req: TokenCreate) -> HubResult<TokenCreated> {
@@ -15,17 +22,54 @@ impl Hub {
         if let Some(t) = &req.tenant {
             self.tenant_get(p, t).await?;
         }
+        if req.ttl_secs.is_some_and(|s| s == 0 || s > TOKEN_TTL_MAX_SECS) {
+            return Err(HubError::invalid(format!("ttl_secs: must be between 1 and {TOKEN_TTL_MAX_SECS} (ten years)")));
+        }
+        if req.description.as_ref().is_some_and(|d| d.chars().count() > TOKEN_DESCRIPTION_MAX) {
+            return Err(HubError::invalid(format!("description: at most {TOKEN_DESCRIPTION_MAX} characters")));
+        }
         let secret = new_secret("hat_");
+        let now = OffsetDateTime::now_utc();
         let rec = TokenRecord {
             id: TokenId::new(),
             hash: hash_secret(&secret),
             tenant: req.tenant.clone(),
             description: req.description,
-            created_at: OffsetDateTime::now_utc(),
+            created_at: now,
+            expires_at: req.ttl_secs.map(|s| now + time::Duration::seconds(s as i64)),
+            last_used_at: None,
         };
         self.store.insert_token(&rec).await?;
-        let scope = req.tenant.as_ref().map(|t| format!("tenant {t}")).unwrap_or_else(|| "admin".into());
+        let mut scope = req.tenant.as_ref().map(|t| format!("tenant {t}")).unwrap_or_else(|| "admin".into());
+        if let Some(s) = req.ttl_secs {
+            scope.push_str(&format!(", expires in {s}s"));
+        }
         self.event(&p.actor(), req.tenant.as_ref(), format!("token/{}", rec.id), "token.create", "ok", Some(scope)).await;
-        Ok(TokenCreated { id: rec.id, tenant: req.tenant, token: secret })
+        Ok(TokenCreated { id: rec.id, tenant: req.tenant, token: secret, expires_at: rec.expires_at })
     }
+
+    /// Every token (admins), never a secret or hash; expired ones too, until revoked.
+    pub async fn token_list(&self, p: &Principal) -> HubResult<Vec<Token>> {
+        p.require_admin()?;
+        Ok(self.store.list_tokens().await?.into_iter().map(token_view).collect())
+    }
+
+    /// Removes a token; it is refused at once on every hub sharing the store.
+    pub async fn token_revoke(&self, p: &Principal, id: &str) -> HubResult<Token> {
+        p.require_admin()?;
+        let id: TokenId = id.parse().map_err(|e| HubError::invalid(format!("id: {e}")))?;
+        let rec = self.store.list_tokens().await?.into_iter().find(|t| t.id == id).ok_or_else(|| HubError::not_found(format!("token '{id}' not found")))?;
+        self.token_cache.invalidate();
+        let removed = self.store.delete_token(&id).await?;
+        self.token_cache.invalidate();
+        if !removed {
+            return Err(HubError::not_found(format!("token '{id}' not found")));
+        }
+        self.event(&p.actor(), rec.tenant.as_ref(), format!("token/{id}"), "token.revoke", "ok", None).await;
+        Ok(token_view(rec))
+    }
+}
+
+fn token_view(t: TokenRecord) -> Token {
+    Token { id: t.id, tenant: t.tenant, description: t.description, created_at: t.created_at, expires_at: t.expires_at, last_used_at: t.last_used_at }
 }

@@ -33,13 +33,31 @@ impl HubPaths {
         use hangar_agent::files::{ensure_dir, make_private, PRIVATE_DIR, TRAVERSE_DIR};
         ensure_dir(data_dir, TRAVERSE_DIR)?;
         ensure_dir(&self.root, PRIVATE_DIR)?;
-        for f in ["ca.key", "server.key", "client.key", "secrets.key"] {
+        for f in ["ca.key", "server.key", "client.key", "secrets.key", "hosts-ca.key"] {
             make_private(&self.p(f))?;
         }
         Ok(())
     }
+    /// The CA host certificates come from, made at the first start of a hub that has
+    /// none (a data dir from before it existed): hosts joined earlier keep their fleet-CA
+    /// certificate until they renew, which they do at once (see `hangar_tls::renewal_due`).
+    pub fn hosts_ca(&self) -> Result<Ca> {
+        let (cert, key) = (self.p("hosts-ca.pem"), self.p("hosts-ca.key"));
+        if let (Ok(c), Ok(k)) = (std::fs::read_to_string(&cert), std::fs::read_to_string(&key)) {
+            return Ok(Ca::from_pem(&c, &k)?);
+        }
+        let ca = Ca::generate("hangar hosts CA")?;
+        // The key first: a kill between the two leaves no certificate, so the next start
+        // makes a new pair instead of reading a certificate without its key.
+        hangar_tls::write_private(&key, ca.key_pem())?;
+        hangar_tls::write_private(&cert, ca.cert_pem())?;
+        Ok(ca)
+    }
+
+    /// Made by a finished `hangar init` (a dir from before `init.partial` existed
+    /// counts as finished: it has no marker).
     pub fn initialized(&self) -> bool {
-        self.p("ca.pem").exists() && self.p("ca.key").exists() && self.db().exists()
+        self.p("ca.pem").exists() && self.p("ca.key").exists() && self.db().exists() && !self.p("init.partial").exists()
     }
 
     pub fn load_keys(&self) -> Result<HubKeys> {
@@ -51,6 +69,24 @@ impl HubPaths {
             client: CertifiedKey { cert_pem: r("client.pem")?, key_pem: r("client.key")? },
         })
     }
+}
+
+/// Installs a new server certificate and key: together in one file first, then each in
+/// its place (see [`complete_server_pair`]).
+fn write_server_pair(hp: &HubPaths, server: &CertifiedKey) -> Result<()> {
+    hangar_tls::write_private(&hp.p("server.next.pem"), &format!("{}\n{}", server.cert_pem, server.key_pem))?;
+    complete_server_pair(hp)
+}
+
+/// Finishes installing a server pair a kill interrupted; nothing if there is none.
+fn complete_server_pair(hp: &HubPaths) -> Result<()> {
+    let Ok(both) = std::fs::read_to_string(hp.p("server.next.pem")) else { return Ok(()) };
+    let at = both.find("-----BEGIN PRIVATE KEY-----").with_context(|| format!("{} holds no key: remove it", hp.p("server.next.pem").display()))?;
+    let (cert, key) = both.split_at(at);
+    hangar_tls::write_private(&hp.p("server.key"), key)?;
+    hangar_tls::write_private(&hp.p("server.pem"), cert.trim_end())?;
+    std::fs::remove_file(hp.p("server.next.pem"))?;
+    Ok(())
 }
 
 /// Names the hub's server certificate is valid for.
@@ -79,6 +115,11 @@ pub fn hub_url(listen: &SocketAddr) -> String {
 /// Creates the data dir, the fleet CA, the hub's certificates, the store and an admin
 /// token, and writes the client config. Idempotent: an initialized dir is left alone
 /// (the client config is rewritten only when missing).
+///
+/// Crash-safe: `init.partial` marks a dir being initialized from the first write to the
+/// last (the client config with the admin token). A kill anywhere in between leaves the
+/// marker, and the next `init` (or `up`) starts over from nothing, so the outcome is
+/// either no hub or a hub whose admin token is in the client config.
 pub async fn init(data_dir: &Path, listen: &SocketAddr, extra_names: &[String], config_path: &Path) -> Result<bool> {
     hangar_tls::install_crypto_provider();
     let hp = HubPaths::new(data_dir);
@@ -86,20 +127,39 @@ pub async fn init(data_dir: &Path, listen: &SocketAddr, extra_names: &[String], 
         return Ok(false);
     }
     hp.secure(data_dir).with_context(|| format!("cannot create {}", hp.root.display()))?;
+    let partial = hp.p("init.partial");
+    hangar_tls::write_private(&partial, "an init is under way or was interrupted: `hangar init` starts over\n")?;
+    // What an interrupted init may have left: made again below.
+    for f in ["hangar.db", "hangar.db-wal", "hangar.db-shm", "ca.pem", "ca.key", "server.pem", "server.key", "client.pem", "client.key", "hosts-ca.pem", "hosts-ca.key", "server.next.pem"] {
+        match std::fs::remove_file(hp.p(f)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).with_context(|| format!("cannot remove {}", hp.p(f).display())),
+            _ => {}
+        }
+    }
     let ca = Ca::generate("hangar fleet CA")?;
     let server = ca.issue_server("hangar-hub", &server_names(listen, extra_names))?;
     let client = ca.issue_client("hangar-hub")?;
-    std::fs::write(hp.p("ca.pem"), ca.cert_pem())?;
     hangar_tls::write_private(&hp.p("ca.key"), ca.key_pem())?;
-    std::fs::write(hp.p("server.pem"), &server.cert_pem)?;
+    hangar_tls::write_private(&hp.p("ca.pem"), ca.cert_pem())?;
     hangar_tls::write_private(&hp.p("server.key"), &server.key_pem)?;
-    std::fs::write(hp.p("client.pem"), &client.cert_pem)?;
+    hangar_tls::write_private(&hp.p("server.pem"), &server.cert_pem)?;
     hangar_tls::write_private(&hp.p("client.key"), &client.key_pem)?;
+    hangar_tls::write_private(&hp.p("client.pem"), &client.cert_pem)?;
+    let hosts_ca = hp.hosts_ca()?;
+    hangar_hub::failpoint::hit("init.after-keys");
     let store = hangar_store::open(&hp.db().to_string_lossy()).await?;
+    hangar_hub::failpoint::hit("init.after-db");
     let keys = hp.load_keys()?;
     let hub = Hub::new(store, keys, HubConfig::default());
-    let admin = hub.token_create(&hangar_hub::Principal::Admin, hangar_types::api::TokenCreate { tenant: None, description: Some("created by hangar init".into()) }).await.map_err(|e| anyhow::anyhow!("{}", e.0.message))?;
+    hub.set_hosts_ca(Arc::new(hosts_ca));
+    let admin = hub.token_create(&hangar_hub::Principal::Admin, hangar_types::api::TokenCreate { tenant: None, description: Some("created by hangar init".into()), ttl_secs: None }).await.map_err(|e| anyhow::anyhow!("{}", e.0.message))?;
+    hangar_hub::failpoint::hit("init.after-token");
     config::save(config_path, &ClientConfig { hub_url: hub_url(listen), ca_pem: ca.cert_pem().to_string(), token: admin.token })?;
+    hangar_hub::failpoint::hit("init.after-config");
+    std::fs::remove_file(&partial)?;
+    if let Ok(d) = std::fs::File::open(&hp.root) {
+        let _ = d.sync_all();
+    }
     Ok(true)
 }
 
@@ -133,15 +193,26 @@ pub async fn start_hub(
     if provider_agent_args.is_some() && is_root {
         // Provider hosts reach the hub at the host network's gateway: the server
         // certificate must name it (clients pin the CA, so re-issuing is harmless).
-        let ca = Ca::from_pem(&std::fs::read_to_string(hp.p("ca.pem"))?, &std::fs::read_to_string(hp.p("ca.key"))?)?;
-        let server = ca.issue_server("hangar-hub", &server_names(&listen, &[host_net.gateway.to_string()]))?;
-        std::fs::write(hp.p("server.pem"), &server.cert_pem)?;
-        hangar_tls::write_private(&hp.p("server.key"), &server.key_pem)?;
+        let names = server_names(&listen, &[host_net.gateway.to_string()]);
+        let current = std::fs::read_to_string(hp.p("server.pem")).ok().and_then(|c| hangar_tls::subject_alt_names(&c).ok());
+        let mut wanted = names.clone();
+        wanted.sort();
+        if current.is_none_or(|have| wanted.iter().any(|n| !have.contains(n))) {
+            let ca = Ca::from_pem(&std::fs::read_to_string(hp.p("ca.pem"))?, &std::fs::read_to_string(hp.p("ca.key"))?)?;
+            let server = ca.issue_server("hangar-hub", &names)?;
+            // Key and certificate must match at every moment a kill could come: write
+            // both beside, then replace the key and the certificate; a kill between
+            // the two renames leaves server.next.pem, which the next start installs.
+            write_server_pair(&hp, &server)?;
+        }
     }
+    complete_server_pair(&hp)?;
     let store = hangar_store::open(&hp.db().to_string_lossy()).await?;
+    let hosts_ca = Arc::new(hp.hosts_ca()?);
     let hub = Hub::new(store, hp.load_keys()?, cfg);
     // The key secrets are sealed with: made on first use, 0600, beside the CA key.
     hub.use_secrets_key(hp.p("secrets.key"));
+    hub.set_hosts_ca(hosts_ca);
     let listener = hangar_hub::server::bind(listen).await.with_context(|| format!("cannot listen on {listen}: is another hub running? pick another port with --listen"))?;
     let addr = listener.local_addr()?;
     if let (Some(agent_args), true) = (provider_agent_args, is_root) {

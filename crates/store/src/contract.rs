@@ -78,6 +78,10 @@ macro_rules! store_contract_tests {
             backup_index_of_100k_files_lists_and_finds,
             backup_progress_and_cancel_requests,
             backup_purges_schedule_list_take,
+            host_certificates_renew_through_a_staged_fingerprint,
+            join_token_expiries_round_trip,
+            removing_tokens_moves_the_token_epoch_and_uses_are_recorded,
+            a_new_tenant_with_an_old_name_sees_no_old_event_or_operation,
         );
     };
     (@each $factory:expr; $($behaviour:ident),* $(,)?) => {
@@ -196,6 +200,8 @@ pub mod fixtures {
             tenant: tenant.map(name),
             description: Some(format!("token {id}")),
             created_at: at(created),
+            expires_at: None,
+            last_used_at: None,
         }
     }
 
@@ -888,6 +894,10 @@ pub async fn events_newest_limit_oldest_first(store: Arc<dyn Store>) {
     let before = OffsetDateTime::now_utc();
     // Objects e0..e5 with these tenants.
     let tenants = [Some("acme"), None, Some("beta"), Some("acme"), Some("acme"), None];
+    // Events belong to the tenant by id (see a_new_tenant_with_an_old_name_sees_no_old_event_or_operation).
+    for t in ["acme", "beta"] {
+        store.insert_tenant(&tenant(t), 100).await.unwrap();
+    }
     let mut inserted = Vec::new();
     for (i, t) in tenants.iter().enumerate() {
         let e = store.insert_event(&event(*t, &format!("e{i}"))).await.unwrap();
@@ -1274,4 +1284,73 @@ mod tests {
             assert!(macro_body.contains(&format!("            {b},\n")), "{b} is missing from store_contract_tests!");
         }
     }
+}
+
+// ---- control plane safety (issue 13) ----
+
+pub async fn host_certificates_renew_through_a_staged_fingerprint(store: Arc<dyn Store>) {
+    let h = host("node-a");
+    store.insert_host(&h).await.unwrap();
+    store.consume_join_token("join-node-a", "fp-1").await.unwrap().unwrap();
+    // Staging needs the current fingerprint: a renewal raced by another is refused.
+    assert!(!store.stage_host_cert(h.id, "fp-x", "fp-2").await.unwrap());
+    assert!(store.stage_host_cert(h.id, "fp-1", "fp-2").await.unwrap());
+    assert_eq!(store.host_cert_next(h.id).await.unwrap().as_deref(), Some("fp-2"));
+    // Both work until the new one is used; then only the new one.
+    assert_eq!(store.get_host_by_fingerprint("fp-1").await.unwrap().unwrap().id, h.id);
+    assert_eq!(store.get_host_by_fingerprint("fp-2").await.unwrap(), None);
+    let promoted = store.promote_host_cert("fp-2").await.unwrap().unwrap();
+    assert_eq!(promoted.cert_fingerprint.as_deref(), Some("fp-2"));
+    assert_eq!(store.host_cert_next(h.id).await.unwrap(), None);
+    assert_eq!(store.get_host_by_fingerprint("fp-1").await.unwrap(), None);
+    assert_eq!(store.promote_host_cert("fp-2").await.unwrap(), None);
+    assert_eq!(store.host_cert_next(HostId::new()).await.unwrap(), None);
+}
+
+pub async fn join_token_expiries_round_trip(store: Arc<dyn Store>) {
+    let h = host("node-a");
+    store.insert_host(&h).await.unwrap();
+    assert_eq!(store.join_token_expiry(h.id).await.unwrap(), None);
+    store.set_join_token_expiry(h.id, Some(at(30))).await.unwrap();
+    assert_eq!(store.join_token_expiry(h.id).await.unwrap(), Some(at(30)));
+    assert!(matches!(store.set_join_token_expiry(HostId::new(), None).await, Err(StoreError::NotFound(_))));
+}
+
+pub async fn removing_tokens_moves_the_token_epoch_and_uses_are_recorded(store: Arc<dyn Store>) {
+    let e0 = store.token_epoch().await.unwrap();
+    let t = TokenRecord { expires_at: Some(at(60)), ..token("t-acme", Some("acme"), 1) };
+    store.insert_token(&t).await.unwrap();
+    assert_eq!(store.token_epoch().await.unwrap(), e0, "adding a token invalidates nothing");
+    assert_eq!(store.find_token("hash-t-acme").await.unwrap(), Some(t.clone()));
+    assert!(store.touch_token(&t.id, at(9)).await.unwrap());
+    assert_eq!(store.find_token("hash-t-acme").await.unwrap().unwrap().last_used_at, Some(at(9)));
+    assert!(store.delete_token(&t.id).await.unwrap());
+    let e1 = store.token_epoch().await.unwrap();
+    assert!(e1 > e0);
+    assert!(!store.touch_token(&t.id, at(10)).await.unwrap());
+    store.insert_tenant(&tenant("acme"), 100).await.unwrap();
+    store.insert_token(&token("t-2", Some("acme"), 2)).await.unwrap();
+    store.delete_tenant(&name("acme")).await.unwrap();
+    assert!(store.token_epoch().await.unwrap() > e1, "deleting a tenant removes its tokens");
+}
+
+pub async fn a_new_tenant_with_an_old_name_sees_no_old_event_or_operation(store: Arc<dyn Store>) {
+    store.insert_tenant(&tenant("acme"), 100).await.unwrap();
+    store.insert_event(&event(Some("acme"), "instance/acme/old")).await.unwrap();
+    let op = Operation { tenant: Some(name("acme")), ..operation(None, 1) };
+    store.insert_operation(&op).await.unwrap();
+    assert_eq!(store.list_events(Some(&name("acme")), 10).await.unwrap().len(), 1);
+    assert_eq!(store.get_operation_of_tenant(op.id, &name("acme")).await.unwrap().map(|o| o.id), Some(op.id));
+    assert_eq!(store.get_operation_of_tenant(op.id, &name("other")).await.unwrap(), None);
+
+    store.delete_tenant(&name("acme")).await.unwrap();
+    store.insert_tenant(&tenant("acme"), 100).await.unwrap();
+    assert!(store.list_events(Some(&name("acme")), 10).await.unwrap().is_empty(), "the new acme sees the old one's events");
+    assert_eq!(store.get_operation_of_tenant(op.id, &name("acme")).await.unwrap(), None, "the new acme reads the old one's operation");
+    // Admins still see the history.
+    assert_eq!(store.list_events(None, 10).await.unwrap().len(), 1);
+    assert!(store.get_operation(op.id).await.unwrap().is_some());
+    store.insert_event(&event(Some("acme"), "instance/acme/new")).await.unwrap();
+    let mine = store.list_events(Some(&name("acme")), 10).await.unwrap();
+    assert_eq!(mine.iter().map(|e| e.object.as_str()).collect::<Vec<_>>(), ["instance/acme/new"]);
 }

@@ -108,6 +108,10 @@ pub struct TokenRecord {
     pub tenant: Option<Name>,
     pub description: Option<String>,
     pub created_at: OffsetDateTime,
+    /// None: never expires.
+    pub expires_at: Option<OffsetDateTime>,
+    /// Recorded at most about once a minute per token (see the hub's token cache).
+    pub last_used_at: Option<OffsetDateTime>,
 }
 
 /// A tenant's secret, sealed by the hub: the store never sees the value.
@@ -383,6 +387,30 @@ pub trait Store: BackupStore + Send + Sync + 'static {
     /// A tenant's keys, by name.
     async fn list_ssh_keys(&self, tenant: &Name) -> Result<Vec<hangar_types::api::SshKey>>;
     async fn delete_ssh_key(&self, tenant: &Name, name: &Name) -> Result<bool>;
+
+    // ---- control plane safety (issue 13): certificate renewal, expiries, revocation ----
+    /// Records `next` as the host's renewed certificate, only while its current one is
+    /// `current` (compare-and-swap); the current one keeps working until
+    /// [`Store::promote_host_cert`]. False if the host moved on or is gone.
+    async fn stage_host_cert(&self, id: HostId, current: &str, next: &str) -> Result<bool>;
+    /// The renewed certificate a host has not used yet.
+    async fn host_cert_next(&self, id: HostId) -> Result<Option<String>>;
+    /// Makes the staged certificate with fingerprint `next` the host's only one, in one
+    /// statement; returns the host, or None if no host has it staged.
+    async fn promote_host_cert(&self, next: &str) -> Result<Option<HostRecord>>;
+    /// Sets when the host's join token stops working (None: never).
+    async fn set_join_token_expiry(&self, id: HostId, at: Option<OffsetDateTime>) -> Result<()>;
+    async fn join_token_expiry(&self, id: HostId) -> Result<Option<OffsetDateTime>>;
+    /// A counter that [`Store::delete_token`] and [`Store::delete_tenant`] bump in the
+    /// transaction that removes tokens: caches of verified tokens are good only while it
+    /// has not moved.
+    async fn token_epoch(&self) -> Result<u64>;
+    /// Records a token's last use; false if it is gone.
+    async fn touch_token(&self, id: &TokenId, at: OffsetDateTime) -> Result<bool>;
+    /// The operation if it belongs to the tenant named `tenant` now (by the tenant's id:
+    /// an operation of an earlier tenant with that name is not found). Events are kept
+    /// the same way: [`Store::list_events`] of a tenant lists only the current one's.
+    async fn get_operation_of_tenant(&self, id: OperationId, tenant: &Name) -> Result<Option<Operation>>;
 }
 
 /// One snapshot of an instance's volume as the hub records it.

@@ -70,6 +70,8 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (10, "secrets and proxy tokens", include_str!("../migrations/0010_secrets_proxy_tokens.sql")),
     (11, "ssh keys", include_str!("../migrations/0011_ssh_keys.sql")),
     (9, "backups", include_str!("../migrations/0009_backups.sql")),
+    (12, "control safety", include_str!("../migrations/0012_control_safety.sql")),
+    (13, "tenant ids", include_str!("../migrations/0013_tenant_ids.sql")),
 ];
 
 /// The store on one SQLite database; cheap to clone (it is a connection pool).
@@ -234,6 +236,7 @@ impl Store for SqliteStore {
         }
         // A tenant made again under this name must not inherit the old one's SSH keys.
         sqlx::query("DELETE FROM ssh_keys WHERE tenant = ?1").bind(name.as_str()).execute(&mut *tx).await.map_err(backend(CONTEXT))?;
+        bump_token_epoch(&mut tx, CONTEXT).await?;
         let done = sqlx::query("DELETE FROM tenants WHERE name = ?1")
             .bind(name.as_str())
             .execute(&mut *tx)
@@ -528,7 +531,11 @@ impl Store for SqliteStore {
     }
 
     async fn insert_operation(&self, op: &Operation) -> Result<()> {
-        sqlx::query("INSERT INTO operations VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)")
+        // The tenant's id as of now: a later tenant of the same name is another tenant.
+        sqlx::query(
+            "INSERT INTO operations (id, kind, tenant, target, instance_id, target_state, status, error, created_at, updated_at, tenant_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, (SELECT id FROM tenants WHERE name = ?3))",
+        )
             .bind(op.id.to_string())
             .bind(&op.kind)
             .bind(op.tenant.as_ref().map(Name::as_str))
@@ -572,8 +579,8 @@ impl Store for SqliteStore {
     async fn insert_event(&self, event: &NewEvent) -> Result<Event> {
         let time = OffsetDateTime::now_utc();
         let rows = sqlx::query(
-            "INSERT INTO events (time, actor, tenant, object, action, result, message)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
+            "INSERT INTO events (time, actor, tenant, object, action, result, message, tenant_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, (SELECT id FROM tenants WHERE name = ?3)) RETURNING id",
         )
         .bind(Nanos(time))
         .bind(&event.actor)
@@ -605,7 +612,7 @@ impl Store for SqliteStore {
         // The inner query picks the newest `limit`; the outer one puts them oldest first.
         let q = sqlx::query(
             "SELECT * FROM (
-                 SELECT * FROM events WHERE (?1 IS NULL OR tenant = ?1) ORDER BY id DESC LIMIT ?2
+                 SELECT * FROM events WHERE (?1 IS NULL OR tenant_id = (SELECT id FROM tenants WHERE name = ?1)) ORDER BY id DESC LIMIT ?2
              ) ORDER BY id",
         )
         .bind(tenant.map(Name::as_str))
@@ -614,12 +621,14 @@ impl Store for SqliteStore {
     }
 
     async fn insert_token(&self, token: &TokenRecord) -> Result<()> {
-        sqlx::query("INSERT INTO tokens VALUES (?1, ?2, ?3, ?4, ?5)")
+        sqlx::query("INSERT INTO tokens (id, hash, tenant, description, created_at, expires_at, last_used_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
             .bind(token.id.as_str())
             .bind(&token.hash)
             .bind(token.tenant.as_ref().map(Name::as_str))
             .bind(token.description.as_deref())
             .bind(Nanos(token.created_at))
+            .bind(token.expires_at.map(Nanos))
+            .bind(token.last_used_at.map(Nanos))
             .execute(&self.pool)
             .await
             .map_err(unique("insert token", format!("token '{}'", token.id)))?;
@@ -636,7 +645,12 @@ impl Store for SqliteStore {
     }
 
     async fn delete_token(&self, id: &TokenId) -> Result<bool> {
-        self.delete(sqlx::query("DELETE FROM tokens WHERE id = ?1").bind(id.as_str()), "delete token").await
+        const CONTEXT: &str = "delete token";
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(backend(CONTEXT))?;
+        let done = sqlx::query("DELETE FROM tokens WHERE id = ?1").bind(id.as_str()).execute(&mut *tx).await.map_err(backend(CONTEXT))?;
+        bump_token_epoch(&mut tx, CONTEXT).await?;
+        tx.commit().await.map_err(backend(CONTEXT))?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn insert_image(&self, image: &Image) -> Result<()> {
@@ -840,6 +854,65 @@ impl Store for SqliteStore {
     async fn delete_ssh_key(&self, tenant: &Name, name: &Name) -> Result<bool> {
         self.delete(sqlx::query("DELETE FROM ssh_keys WHERE tenant = ?1 AND name = ?2").bind(tenant.as_str()).bind(name.as_str()), "delete ssh key").await
     }
+
+    async fn stage_host_cert(&self, id: HostId, current: &str, next: &str) -> Result<bool> {
+        let q = sqlx::query("UPDATE hosts SET cert_fingerprint_next = ?3 WHERE id = ?1 AND cert_fingerprint = ?2").bind(id.to_string()).bind(current).bind(next);
+        let done = q.execute(&self.pool).await.map_err(unique("stage a host certificate", format!("host with certificate fingerprint {next}")))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn host_cert_next(&self, id: HostId) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT cert_fingerprint_next FROM hosts WHERE id = ?1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend("read a staged host certificate"))?;
+        row.map(|r| Cols::new(&r, "hosts").get::<Option<String>>("cert_fingerprint_next")).transpose().map(Option::flatten)
+    }
+
+    async fn promote_host_cert(&self, next: &str) -> Result<Option<HostRecord>> {
+        let rows = sqlx::query("UPDATE hosts SET cert_fingerprint = cert_fingerprint_next, cert_fingerprint_next = NULL WHERE cert_fingerprint_next = ?1 RETURNING *")
+            .bind(next)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend("promote a host certificate"))?;
+        rows.first().map(host_row).transpose()
+    }
+
+    async fn set_join_token_expiry(&self, id: HostId, at: Option<OffsetDateTime>) -> Result<()> {
+        let q = sqlx::query("UPDATE hosts SET join_token_expires_at = ?2 WHERE id = ?1").bind(id.to_string()).bind(at.map(Nanos));
+        self.update_one(q, "set a join token's expiry", format!("host {id}")).await
+    }
+
+    async fn join_token_expiry(&self, id: HostId) -> Result<Option<OffsetDateTime>> {
+        let row = sqlx::query("SELECT join_token_expires_at FROM hosts WHERE id = ?1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend("read a join token's expiry"))?;
+        Ok(row.map(|r| Cols::new(&r, "hosts").get::<Option<Nanos>>("join_token_expires_at")).transpose()?.flatten().map(|n| n.0))
+    }
+
+    async fn get_operation_of_tenant(&self, id: OperationId, tenant: &Name) -> Result<Option<Operation>> {
+        let q = sqlx::query("SELECT * FROM operations WHERE id = ?1 AND tenant_id = (SELECT id FROM tenants WHERE name = ?2)").bind(id.to_string()).bind(tenant.as_str());
+        self.one(q, "get a tenant's operation", operation_row).await
+    }
+
+    async fn token_epoch(&self) -> Result<u64> {
+        let row = sqlx::query("SELECT value FROM meta WHERE key = 'token_epoch'").fetch_optional(&self.pool).await.map_err(backend("read the token epoch"))?;
+        let row = row.ok_or_else(|| StoreError::Corrupt { table: "meta", detail: "the 'token_epoch' counter row is missing".into() })?;
+        Ok(Cols::new(&row, "meta").get::<i64>("value")? as u64)
+    }
+
+    async fn touch_token(&self, id: &TokenId, at: OffsetDateTime) -> Result<bool> {
+        let done = sqlx::query("UPDATE tokens SET last_used_at = ?2 WHERE id = ?1")
+            .bind(id.as_str())
+            .bind(Nanos(at))
+            .execute(&self.pool)
+            .await
+            .map_err(backend("record a token's use"))?;
+        Ok(done.rows_affected() > 0)
+    }
 }
 
 /// Byte counts are INTEGER (i64); beyond it (never, for a volume) saturates.
@@ -863,7 +936,12 @@ fn snapshot_row(row: &SqliteRow) -> Result<SnapshotRecord> {
         scheduled: c.get("scheduled")?,
         deleted_at: deleted.map(|n| n.0),
     })
+}
 
+/// Moves the token epoch (see [`Store::token_epoch`]) inside a transaction that removes tokens.
+async fn bump_token_epoch(tx: &mut sqlx::Transaction<'_, Sqlite>, context: &'static str) -> Result<()> {
+    sqlx::query("UPDATE meta SET value = value + 1 WHERE key = 'token_epoch'").execute(&mut **tx).await.map_err(backend(context))?;
+    Ok(())
 }
 
 fn secret_row(row: &SqliteRow) -> Result<SecretRecord> {
@@ -1120,6 +1198,8 @@ fn token_row(row: &SqliteRow) -> Result<TokenRecord> {
         tenant: c.parse_opt("tenant")?,
         description: c.get("description")?,
         created_at: c.time("created_at")?,
+        expires_at: c.get::<Option<Nanos>>("expires_at")?.map(|n| n.0),
+        last_used_at: c.get::<Option<Nanos>>("last_used_at")?.map(|n| n.0),
     })
 }
 

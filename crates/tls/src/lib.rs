@@ -88,7 +88,7 @@ fn sans(names: &[String]) -> Result<Vec<SanType>, TlsError> {
         .collect()
 }
 
-fn leaf_params(common_name: &str, names: &[String], ekus: Vec<ExtendedKeyUsagePurpose>, days: i64) -> Result<CertificateParams, TlsError> {
+fn leaf_params(common_name: &str, names: &[String], ekus: Vec<ExtendedKeyUsagePurpose>, lifetime: time::Duration) -> Result<CertificateParams, TlsError> {
     let mut p = CertificateParams::default();
     p.distinguished_name = dn(common_name);
     p.subject_alt_names = sans(names)?;
@@ -97,9 +97,10 @@ fn leaf_params(common_name: &str, names: &[String], ekus: Vec<ExtendedKeyUsagePu
     p.extended_key_usages = ekus;
     p.use_authority_key_identifier_extension = true;
     let now = time::OffsetDateTime::now_utc();
-    // Backdated a little so hosts with a slightly slow clock accept it at once.
-    p.not_before = now - time::Duration::hours(1);
-    p.not_after = now + time::Duration::days(days);
+    // Backdated a little so hosts with a slightly slow clock accept it at once; by a
+    // tenth of a short lifetime at most, so renewal at a third left stays meaningful.
+    p.not_before = now - std::cmp::min(lifetime / 10_i32, time::Duration::hours(1));
+    p.not_after = now + lifetime;
     Ok(p)
 }
 
@@ -145,22 +146,44 @@ impl Ca {
 
     /// A server certificate for `names` (DNS names or IP literals).
     pub fn issue_server(&self, common_name: &str, names: &[String]) -> Result<CertifiedKey, TlsError> {
-        self.issue(leaf_params(common_name, names, vec![ExtendedKeyUsagePurpose::ServerAuth], 3650)?)
+        self.issue(leaf_params(common_name, names, vec![ExtendedKeyUsagePurpose::ServerAuth], time::Duration::days(3650))?)
     }
 
     /// A client certificate.
     pub fn issue_client(&self, common_name: &str) -> Result<CertifiedKey, TlsError> {
-        self.issue(leaf_params(common_name, &[], vec![ExtendedKeyUsagePurpose::ClientAuth], 3650)?)
+        self.issue(leaf_params(common_name, &[], vec![ExtendedKeyUsagePurpose::ClientAuth], time::Duration::days(3650))?)
     }
 
     /// Signs a host's CSR. Only its public key is taken from the request: the subject is
-    /// forced to `common_name` and the names to `names`, so a host cannot claim another
-    /// identity. Valid for client and server use (the agent calls the hub and serves).
-    pub fn sign_csr(&self, csr_pem: &str, common_name: &str, names: &[String]) -> Result<String, TlsError> {
+    /// forced to `host:<name>` and the names to `names`, so a host cannot claim another
+    /// identity. Client-auth usage only: the hub's clients (CLI, agents) verify server
+    /// certificates by usage and by this crate's [`client_config`], so a host's
+    /// certificate cannot pass for the hub's; the hub reaches an agent's endpoint with
+    /// the certificate pinned by fingerprint ([`pinned_client_config`]), not by usage.
+    /// The hosts' CA is not the one the hub's server certificate comes from either.
+    pub fn sign_host_csr(&self, csr_pem: &str, host: &str, names: &[String], lifetime: std::time::Duration) -> Result<String, TlsError> {
         let mut csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(rc("parse the CSR"))?;
-        csr.params = leaf_params(common_name, names, vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth], 365)?;
+        let lifetime = time::Duration::try_from(lifetime).unwrap_or(time::Duration::days(3650));
+        csr.params = leaf_params(&format!("{HOST_CN_PREFIX}{host}"), names, vec![ExtendedKeyUsagePurpose::ClientAuth], lifetime)?;
         Ok(csr.signed_by(&self.issuer).map_err(rc("sign the CSR"))?.pem())
     }
+}
+
+/// Every host certificate's common name starts with this; the hub's never does.
+pub const HOST_CN_PREFIX: &str = "host:";
+
+/// Whether a host certificate should be renewed now: less than a third of its lifetime
+/// left, or made by an older hub (server-auth usage, which host certificates no longer
+/// carry: those renew at once).
+pub fn renewal_due(cert_pem: &str, now: std::time::SystemTime) -> Result<bool, TlsError> {
+    let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|_| TlsError::Pem { what: "certificate" })?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).map_err(|_| TlsError::Pem { what: "certificate" })?;
+    let legacy = cert.extended_key_usage().ok().flatten().is_some_and(|e| e.value.server_auth);
+    let v = cert.validity();
+    let (from, to) = (v.not_before.timestamp(), v.not_after.timestamp());
+    let now = now.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let left = to - now;
+    Ok(legacy || left * 3 < to - from)
 }
 
 /// A fresh key pair and a CSR for it: `(csr_pem, key_pem)`.
@@ -180,6 +203,32 @@ pub fn fingerprint_der(der: &[u8]) -> String {
 pub fn fingerprint_pem(cert_pem: &str) -> Result<String, TlsError> {
     let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|_| TlsError::Pem { what: "certificate" })?;
     Ok(fingerprint_der(der.as_ref()))
+}
+
+/// The DNS names and IP addresses a PEM certificate is valid for, sorted.
+pub fn subject_alt_names(cert_pem: &str) -> Result<Vec<String>, TlsError> {
+    use x509_parser::extensions::GeneralName;
+    let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|_| TlsError::Pem { what: "certificate" })?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).map_err(|_| TlsError::Pem { what: "certificate" })?;
+    let mut names: Vec<String> = match cert.subject_alternative_name().ok().flatten() {
+        Some(san) => san
+            .value
+            .general_names
+            .iter()
+            .filter_map(|g| match g {
+                GeneralName::DNSName(d) => Some(d.to_string()),
+                GeneralName::IPAddress(b) => match b.len() {
+                    4 => Some(std::net::IpAddr::from(<[u8; 4]>::try_from(*b).ok()?).to_string()),
+                    16 => Some(std::net::IpAddr::from(<[u8; 16]>::try_from(*b).ok()?).to_string()),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect(),
+        None => vec![],
+    };
+    names.sort();
+    Ok(names)
 }
 
 /// The subject common name of a DER certificate.
@@ -229,15 +278,147 @@ pub fn server_config(cert_pem: &str, key_pem: &str, client_ca_pem: Option<&str>,
     Ok(Arc::new(cfg))
 }
 
-/// Client config trusting only `ca_pem`, optionally with a client identity.
+/// Client config for talking to the hub: trusts only `ca_pem`, and refuses a server
+/// certificate made for a host (common name `host:...`), so that a host certificate
+/// issued by an older hub (same CA, server-auth usage) cannot pose as the hub either.
+/// Optionally with a client identity.
 pub fn client_config(ca_pem: &str, identity: Option<(&str, &str)>) -> Result<rustls::ClientConfig, TlsError> {
-    let b = rustls::ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?.with_root_certificates(roots(ca_pem)?);
+    let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots(ca_pem)?), provider())
+        .build()
+        .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
+    let b = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Verifier { check: Check::NotAHost(webpki), provider: provider() }));
+    finish_client(b, identity)
+}
+
+/// Client config for the hub's calls to an agent's endpoint: the server certificate
+/// must be one of `fingerprints` (the host's registered certificate, and the renewed
+/// one it has not used yet), whatever CA or names it has. Handshake signatures are
+/// still checked.
+pub fn pinned_client_config(fingerprints: Vec<String>, identity: Option<(&str, &str)>) -> Result<rustls::ClientConfig, TlsError> {
+    let p = provider();
+    let b = rustls::ClientConfig::builder_with_provider(p.clone())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Verifier { check: Check::Pins(fingerprints), provider: p }));
+    finish_client(b, identity)
+}
+
+fn finish_client(
+    b: rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>,
+    identity: Option<(&str, &str)>,
+) -> Result<rustls::ClientConfig, TlsError> {
     let mut cfg = match identity {
         Some((c, k)) => b.with_client_auth_cert(certs(c)?, key(k)?)?,
         None => b.with_no_client_auth(),
     };
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(cfg)
+}
+
+/// How a client checks the server's certificate; handshake signatures are checked by
+/// the provider's algorithms in every case.
+#[derive(Debug)]
+struct Verifier {
+    check: Check,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+#[derive(Debug)]
+enum Check {
+    /// Any certificate (only for fetching the CA during a join).
+    Any,
+    /// One of these fingerprints, unexpired.
+    Pins(Vec<String>),
+    /// Web PKI verification, then: the certificate is not a host's.
+    NotAHost(Arc<rustls::client::WebPkiServerVerifier>),
+}
+
+impl rustls::client::danger::ServerCertVerifier for Verifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let fingerprints = match &self.check {
+            Check::Any => return Ok(rustls::client::danger::ServerCertVerified::assertion()),
+            Check::NotAHost(webpki) => {
+                let ok = webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
+                if common_name_der(end_entity.as_ref()).is_some_and(|cn| cn.starts_with(HOST_CN_PREFIX)) {
+                    return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure));
+                }
+                return Ok(ok);
+            }
+            Check::Pins(f) => f,
+        };
+        if !fingerprints.contains(&fingerprint_der(end_entity.as_ref())) {
+            return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure));
+        }
+        // A pinned certificate still expires.
+        let (_, cert) = x509_parser::parse_x509_certificate(end_entity.as_ref()).map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
+        if !cert.validity().is_valid_at(x509_parser::time::ASN1Time::from_timestamp(now.as_secs() as i64).map_err(|_| rustls::Error::General("bad clock".into()))?) {
+            return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Expired));
+        }
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A server certificate that can be replaced while serving (an agent's endpoint after
+/// its host certificate is renewed): new handshakes get the new one.
+#[derive(Debug)]
+pub struct SwappableCert(std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>);
+
+impl SwappableCert {
+    pub fn new(cert_pem: &str, key_pem: &str) -> Result<Arc<SwappableCert>, TlsError> {
+        Ok(Arc::new(SwappableCert(std::sync::RwLock::new(Self::load(cert_pem, key_pem)?))))
+    }
+    fn load(cert_pem: &str, key_pem: &str) -> Result<Arc<rustls::sign::CertifiedKey>, TlsError> {
+        Ok(Arc::new(rustls::sign::CertifiedKey::from_der(certs(cert_pem)?, key(key_pem)?, &provider())?))
+    }
+    pub fn replace(&self, cert_pem: &str, key_pem: &str) -> Result<(), TlsError> {
+        let k = Self::load(cert_pem, key_pem)?;
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = k;
+        Ok(())
+    }
+}
+
+impl rustls::server::ResolvesServerCert for SwappableCert {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.read().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+}
+
+/// Like [`server_config`], serving whatever `cert` holds at each handshake; client
+/// certificates are mandatory and verified against `client_ca_pem`.
+pub fn server_config_swappable(cert: Arc<SwappableCert>, client_ca_pem: &str) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let v = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots(client_ca_pem)?), provider()).build()?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?.with_client_cert_verifier(v).with_cert_resolver(cert);
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
 }
 
 /// Accepts any server certificate (signatures are still checked). Only for fetching the
@@ -249,45 +430,10 @@ pub fn insecure_fetch_config() -> rustls::ClientConfig {
         .with_safe_default_protocol_versions()
         .expect("aws-lc-rs supports the default protocol versions")
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAny(p)))
+        .with_custom_certificate_verifier(Arc::new(Verifier { check: Check::Any, provider: p }))
         .with_no_client_auth();
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     cfg
-}
-
-#[derive(Debug)]
-struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 /// Writes a secret file with mode 0600 from the start, replacing atomically.

@@ -3,12 +3,21 @@
 //! Each connection's verified client certificate (if any) is fingerprinted once at the
 //! handshake and attached to every request on that connection as [`PeerInfo`], so
 //! handlers can authorize hosts and the hub without parsing certificates.
+//!
+//! [`ServeLimits`] keep slow or idle clients from holding the listener: a cap on open
+//! connections (below the process's file limit), a cap per source address on
+//! connections that have not sent a first request yet, and deadlines for the handshake,
+//! the first request's header, and idleness. A connection over a cap is closed at once,
+//! so the kernel's accept queue never fills with them and clients already served
+//! (agents' long-lived connections) keep going.
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
@@ -39,22 +48,128 @@ pub async fn next_connection<F: std::future::Future<Output = ()>>(listener: &Tcp
     }
 }
 
+/// What one listener tolerates from its clients.
+#[derive(Clone, Debug)]
+pub struct ServeLimits {
+    /// Open connections at most (also held under half the process's file limit).
+    pub max_connections: usize,
+    /// Connections per source address that have not sent a complete first request.
+    pub max_pending_per_ip: usize,
+    /// The TLS handshake must finish within this.
+    pub handshake_timeout: Duration,
+    /// A connection's first request must arrive within this (later HTTP/1 requests'
+    /// headers within 75 s, the keep-alive timeout).
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        ServeLimits {
+            max_connections: 4096,
+            max_pending_per_ip: 256,
+            handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// How long an HTTP/1 connection may wait for (the header of) its next request.
+const KEEP_ALIVE_HEADER_TIMEOUT: Duration = Duration::from_secs(75);
+
+/// The soft limit on open files of this process, from /proc (None if unreadable).
+fn file_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// Serves `app` on `listener` with [`ServeLimits::default`] until `shutdown` resolves.
+pub async fn serve_router(listener: TcpListener, tls: Arc<rustls::ServerConfig>, app: axum::Router, shutdown: impl std::future::Future<Output = ()>) {
+    serve_router_with(listener, tls, app, ServeLimits::default(), shutdown).await
+}
+
+/// Counts of connections per source address still waiting for their first request.
+#[derive(Default)]
+struct Pending(Mutex<HashMap<IpAddr, usize>>);
+
+/// One slot in [`Pending`], given back on drop (or once a first request arrived).
+struct PendingSlot {
+    pending: Arc<Pending>,
+    ip: IpAddr,
+}
+
+impl Pending {
+    fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<PendingSlot> {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = g.entry(ip).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(PendingSlot { pending: self.clone(), ip })
+    }
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        let mut g = self.pending.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = g.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                g.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Gives back a connection slot on drop.
+struct Open(Arc<AtomicUsize>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` resolves. Connections still open at
 /// shutdown are left to finish on their own tasks.
-pub async fn serve_router(
+pub async fn serve_router_with(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     app: axum::Router,
+    limits: ServeLimits,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
+    let max_connections = match file_limit() {
+        Some(files) => limits.max_connections.min(files / 2).max(16),
+        None => limits.max_connections,
+    };
+    let open = Arc::new(AtomicUsize::new(0));
+    let pending = Arc::new(Pending::default());
+    let started = Instant::now();
     tokio::pin!(shutdown);
     while let Some((tcp, addr)) = next_connection(&listener, shutdown.as_mut()).await {
+        if open.fetch_add(1, Ordering::Relaxed) >= max_connections {
+            open.fetch_sub(1, Ordering::Relaxed);
+            tracing::debug!(%addr, max_connections, "connection refused: too many open");
+            continue;
+        }
+        let slot = Open(open.clone());
+        let Some(first) = pending.take(addr.ip(), limits.max_pending_per_ip) else {
+            tracing::debug!(%addr, "connection refused: too many from this address without a request");
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let app = app.clone();
+        let limits = limits.clone();
         tokio::spawn(async move {
-            let stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+            let _slot = slot;
+            let stream = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(%addr, error = %e, "tls handshake failed");
@@ -64,12 +179,59 @@ pub async fn serve_router(
             };
             let fingerprint = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| crate::fingerprint_der(c.as_ref()));
             let info = PeerInfo { fingerprint, addr };
-            let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(info.clone());
-                app.clone().oneshot(req)
-            });
-            if let Err(e) = auto::Builder::new(TokioExecutor::new()).serve_connection_with_upgrades(TokioIo::new(stream), svc).await {
-                tracing::debug!(%addr, error = %e, "connection ended with an error");
+            // Requests in flight, and when the last one started or ended (ms since `started`).
+            let in_flight = Arc::new(AtomicUsize::new(0));
+            let last = Arc::new(AtomicU64::new(started.elapsed().as_millis() as u64));
+            let first = Arc::new(Mutex::new(Some(first)));
+            let svc = {
+                let (in_flight, last, first) = (in_flight.clone(), last.clone(), first.clone());
+                hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    first.lock().unwrap_or_else(|e| e.into_inner()).take();
+                    in_flight.fetch_add(1, Ordering::Relaxed);
+                    last.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+                    req.extensions_mut().insert(info.clone());
+                    let (in_flight, last) = (in_flight.clone(), last.clone());
+                    let call = app.clone().oneshot(req);
+                    async move {
+                        let r = call.await;
+                        in_flight.fetch_sub(1, Ordering::Relaxed);
+                        last.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+                        r
+                    }
+                })
+            };
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            // hyper's header timer also runs while a keep-alive connection waits for its
+            // next request, so it doubles as HTTP/1's keep-alive timeout: long enough
+            // that clients reusing a pooled connection rarely race its close. The first
+            // request's deadline (`header_read_timeout`) is the watchdog's below.
+            builder.http1().timer(TokioTimer::new()).header_read_timeout(KEEP_ALIVE_HEADER_TIMEOUT.max(limits.header_read_timeout));
+            builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(30))).keep_alive_timeout(Duration::from_secs(20));
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            let accepted_at = Instant::now();
+            let mut tick = tokio::time::interval(Duration::from_secs(1).min(limits.header_read_timeout));
+            loop {
+                tokio::select! {
+                    r = &mut conn => {
+                        if let Err(e) = r {
+                            tracing::debug!(%addr, error = %e, "connection ended with an error");
+                        }
+                        return;
+                    }
+                    _ = tick.tick() => {
+                        let waiting_first = first.lock().unwrap_or_else(|e| e.into_inner()).is_some();
+                        if waiting_first && accepted_at.elapsed() > limits.header_read_timeout {
+                            tracing::debug!(%addr, "closing a connection that sent no request in time");
+                            return;
+                        }
+                        let idle_ms = (started.elapsed().as_millis() as u64).saturating_sub(last.load(Ordering::Relaxed));
+                        if in_flight.load(Ordering::Relaxed) == 0 && Duration::from_millis(idle_ms) > limits.idle_timeout {
+                            tracing::debug!(%addr, "closing an idle connection");
+                            return;
+                        }
+                    }
+                }
             }
         });
     }

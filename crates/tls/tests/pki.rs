@@ -84,16 +84,51 @@ async fn mtls_requires_a_certificate_from_the_fleet_ca_and_forces_the_cn() {
 
     // A host certificate signed from a CSR: accepted, fingerprint and forced CN visible.
     let (csr, key) = generate_csr("i-claim-to-be-the-hub").unwrap();
-    let cert = ca.sign_csr(&csr, "host:node-a", &names()).unwrap();
+    let cert = ca.sign_host_csr(&csr, "node-a", &names(), std::time::Duration::from_secs(3600)).unwrap();
     let (addr, task) = server(cfg).await;
     let got = connect(addr, client_config(ca.cert_pem(), Some((&cert, &key))).unwrap(), "localhost").await.unwrap();
     assert_eq!(got, format!("{}|host:node-a", fingerprint_pem(&cert).unwrap()));
     task.await.unwrap().unwrap();
 
-    // The same host certificate also serves (agents use it for their endpoint).
+    // The same host certificate serves the agent's endpoint, reached pinned by
+    // fingerprint; it cannot pose as the hub, even to a client trusting its CA.
     let (addr, task) = server(server_config(&cert, &key, None, false).unwrap()).await;
-    connect(addr, client_config(ca.cert_pem(), None).unwrap(), "127.0.0.1").await.unwrap();
+    connect(addr, pinned_client_config(vec![fingerprint_pem(&cert).unwrap()], None).unwrap(), "127.0.0.1").await.unwrap();
     task.await.unwrap().unwrap();
+    let (addr, _task) = server(server_config(&cert, &key, None, false).unwrap()).await;
+    let err = connect(addr, client_config(ca.cert_pem(), None).unwrap(), "127.0.0.1").await.unwrap_err();
+    assert!(err.contains("invalid peer certificate"), "{err}");
+}
+
+/// Regression for issue 13: a host certificate made by an older hub (server-auth usage,
+/// signed by the hub's own CA) must not pass for the hub; a pin refuses any other
+/// certificate, however well signed.
+#[tokio::test]
+async fn host_certificates_cannot_pose_as_the_hub_and_pins_refuse_strangers() {
+    install_crypto_provider();
+    let ca = Ca::generate("fleet").unwrap();
+    let legacy = ca.issue_server("host:node-a", &names()).unwrap();
+    let (addr, _task) = server(server_config(&legacy.cert_pem, &legacy.key_pem, None, false).unwrap()).await;
+    let err = connect(addr, client_config(ca.cert_pem(), None).unwrap(), "localhost").await.unwrap_err();
+    assert!(err.contains("invalid peer certificate"), "{err}");
+    let hub = ca.issue_server("hangar-hub", &names()).unwrap();
+    let (addr, _task) = server(server_config(&hub.cert_pem, &hub.key_pem, None, false).unwrap()).await;
+    let err = connect(addr, pinned_client_config(vec![fingerprint_pem(&legacy.cert_pem).unwrap()], None).unwrap(), "localhost").await.unwrap_err();
+    assert!(err.contains("invalid peer certificate"), "{err}");
+}
+
+#[test]
+fn renewal_is_due_at_a_third_of_the_lifetime_left_or_for_legacy_certificates() {
+    let ca = Ca::generate("hosts").unwrap();
+    let (csr, _) = generate_csr("x").unwrap();
+    let cert = ca.sign_host_csr(&csr, "a", &names(), std::time::Duration::from_secs(300)).unwrap();
+    let now = std::time::SystemTime::now();
+    let s = std::time::Duration::from_secs;
+    assert!(!renewal_due(&cert, now).unwrap());
+    assert!(!renewal_due(&cert, now + s(150)).unwrap());
+    assert!(renewal_due(&cert, now + s(250)).unwrap());
+    let legacy = ca.issue_server("host:a", &names()).unwrap();
+    assert!(renewal_due(&legacy.cert_pem, now).unwrap(), "server-auth host certificates renew at once");
 }
 
 #[tokio::test]
@@ -127,6 +162,6 @@ fn private_files_are_0600_and_bad_input_is_refused() {
     assert_eq!(std::fs::read_to_string(&p).unwrap(), "secret2");
     assert!(fingerprint_pem("not pem").is_err());
     let ca = Ca::generate("x").unwrap();
-    assert!(ca.sign_csr("garbage", "host:a", &[]).is_err());
+    assert!(ca.sign_host_csr("garbage", "a", &[], std::time::Duration::from_secs(60)).is_err());
     assert!(ca.issue_server("hub", &["bad name!".into()]).is_err());
 }

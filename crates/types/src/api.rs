@@ -13,16 +13,27 @@ use time::OffsetDateTime;
 #[serde(deny_unknown_fields)]
 pub struct Quotas {
     /// vCPUs held by starting, running and warm instances.
+    #[schema(minimum = 1, maximum = 1000000)]
     pub max_vcpus: u32,
     /// Memory (MiB) held by starting, running and warm instances.
+    #[schema(minimum = 1, maximum = 1099511627776_i64)]
     pub max_mem_mib: u64,
     /// Instances starting or running at once.
+    #[schema(minimum = 0, maximum = 1000000)]
     pub max_running: u32,
     /// Instances that exist.
+    #[schema(minimum = 1, maximum = 1000000)]
     pub max_instances: u32,
     /// Disk (GiB) of all instance volumes, and of their snapshots by the bytes only
     /// they hold.
+    #[schema(minimum = 1, maximum = 1073741824)]
     pub max_disk_gib: u64,
+}
+
+impl Quotas {
+    /// The largest value of each quota (the schema's maximums): far above any fleet,
+    /// small enough that sums of usage never overflow.
+    pub const MAX: Quotas = Quotas { max_vcpus: 1_000_000, max_mem_mib: 1 << 40, max_running: 1_000_000, max_instances: 1_000_000, max_disk_gib: 1 << 30 };
 }
 
 impl Default for Quotas {
@@ -44,6 +55,7 @@ pub struct TenantCreate {
     /// Prefix length of the tenant's subnet, 20 to 24 (default 24: 253 addresses; 22:
     /// 1,021; 20: 4,093).
     #[serde(default)]
+    #[schema(minimum = 20, maximum = 24)]
     pub net_prefix: Option<u8>,
 }
 
@@ -151,7 +163,7 @@ impl From<ImageRef> for String {
 
 /// What to run and with how much.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+// Part of the hub-agent protocol: unknown fields (a newer peer's optional ones) are ignored.
 pub struct InstanceSpec {
     /// `host` or the name of a registered image.
     #[schema(value_type = String, example = "host")]
@@ -541,7 +553,7 @@ impl std::str::FromStr for HostState {
 
 /// What a host can hold.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+// Part of the hub-agent protocol: unknown fields (a newer peer's optional ones) are ignored.
 pub struct Capacity {
     pub vcpus: u32,
     pub mem_mib: u64,
@@ -581,6 +593,10 @@ pub struct HostAdd {
     /// agent started by hand.
     #[serde(default)]
     pub provider: Option<String>,
+    /// Seconds the join token works (default: the hub's, one hour).
+    #[serde(default)]
+    #[schema(minimum = 60, maximum = 2592000)]
+    pub join_ttl_secs: Option<u64>,
 }
 
 /// What a host's agent says about itself (`GET /v1/hosts/{name}/status`, read live
@@ -629,7 +645,12 @@ pub struct TokenCreate {
     #[serde(default)]
     pub tenant: Option<Name>,
     #[serde(default)]
+    #[schema(max_length = 200)]
     pub description: Option<String>,
+    /// Seconds the token works; absent: until revoked.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 315360000)]
+    pub ttl_secs: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -639,11 +660,30 @@ pub struct TokenCreated {
     pub tenant: Option<Name>,
     /// Shown once; the hub keeps only its hash.
     pub token: String,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+/// An API token as `token list` shows it: never the secret.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Token {
+    #[schema(value_type = String)]
+    pub id: TokenId,
+    /// None: admin scope.
+    pub tenant: Option<Name>,
+    pub description: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_used_at: Option<OffsetDateTime>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExecRequest {
+    #[schema(min_items = 1)]
     pub command: Vec<String>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
@@ -849,6 +889,8 @@ impl std::str::FromStr for ImageKind {
 pub struct ImageCreate {
     pub name: Name,
     pub kind: ImageKind,
+    /// Absolute, without `..` components; the same on every host.
+    #[schema(pattern = "^(/(|\\.|\\.\\.[^/]+|\\.[^./][^/]*|[^./][^/]*))+$")]
     pub path: String,
 }
 

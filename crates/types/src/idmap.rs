@@ -18,7 +18,7 @@ pub const DEFAULT_FIRST_ID: u32 = 1 << 20;
 /// One sandbox's block of host ids: ids `0..size` inside are `base..base + size` outside,
 /// for uids and gids alike.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+// Part of the hub-agent protocol: unknown fields (a newer peer's optional ones) are ignored.
 pub struct IdRange {
     /// The host id of root inside.
     pub base: u32,

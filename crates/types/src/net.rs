@@ -145,7 +145,7 @@ pub fn veth_name(sandbox: &SandboxId) -> String {
 
 /// What a host needs to wire one instance to its tenant network.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+// Part of the hub-agent protocol: unknown fields (a newer peer's optional ones) are ignored.
 pub struct NetSpec {
     pub net_id: u32,
     /// The tenant's bridge on the host.
@@ -169,7 +169,7 @@ pub struct NetSpec {
 /// A tenant's VXLAN segment between hosts: the bridges of its subnet on every host it
 /// has instances on, joined into one L2 network.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+// Part of the hub-agent protocol: unknown fields (a newer peer's optional ones) are ignored.
 pub struct Overlay {
     /// The VXLAN network id: [`vni`] of the subnet.
     pub vni: u32,

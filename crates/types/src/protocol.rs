@@ -16,7 +16,7 @@ pub const PROTOCOL_VERSION: u32 = 1;
 
 /// Everything one host must make true.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+// Part of the hub-agent protocol: unknown fields (a newer peer's optional ones) are ignored.
 pub struct DesiredDoc {
     pub schema_version: u32,
     pub host: Name,
@@ -39,19 +39,41 @@ pub struct DesiredDoc {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+// Part of the hub-agent protocol: unknown fields (a newer peer's optional ones) are ignored.
 pub struct DesiredTenant {
     pub name: Name,
+    #[serde(deserialize_with = "known_fields_only")]
     pub quotas: Quotas,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+// Part of the hub-agent protocol: unknown fields (a newer peer's optional ones) are ignored.
 pub struct DesiredPool {
     pub tenant: Name,
     pub name: Name,
     pub role: Name,
+    #[serde(deserialize_with = "known_fields_only")]
     pub counts: PoolCounts,
+}
+
+/// Deserializes an API type that refuses unknown fields in requests (quotas, counts)
+/// inside a protocol document, where a newer peer's extra fields must be ignored: keys
+/// the type does not have are dropped first. Wrong types still fail, naming the field.
+fn known_fields_only<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned + Serialize + Default,
+{
+    use serde::de::Error;
+    let mut v = serde_json::Value::deserialize(d)?;
+    if let (Some(o), Ok(serde_json::Value::Object(known))) = (v.as_object_mut(), serde_json::to_value(T::default())) {
+        o.retain(|k, _| known.contains_key(k));
+    }
+    let de = serde_path_to_error::deserialize(v);
+    de.map_err(|e| {
+        let path = e.path().to_string();
+        D::Error::custom(format!("{path}: {}", e.into_inner()))
+    })
 }
 
 /// A document that cannot be converged to; `field` is its JSON path.
@@ -156,7 +178,7 @@ impl DesiredDoc {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+// Part of the hub-agent protocol: unknown fields (a newer peer's optional ones) are ignored.
 pub struct DesiredInstance {
     pub id: InstanceId,
     pub tenant: Name,
@@ -193,7 +215,7 @@ pub struct DesiredInstance {
 
 /// A registered image as a host needs it: what it is and where it lies on the host.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+// Part of the hub-agent protocol: unknown fields (a newer peer's optional ones) are ignored.
 pub struct ResolvedImage {
     pub kind: crate::api::ImageKind,
     pub path: String,
@@ -204,7 +226,7 @@ pub struct ResolvedImage {
 
 /// What a host observed: sent after every convergence pass and as the heartbeat.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+// Part of the hub-agent protocol: unknown fields (a newer peer's optional ones) are ignored.
 pub struct AgentReport {
     pub schema_version: u32,
     pub agent_version: String,
@@ -216,7 +238,7 @@ pub struct AgentReport {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+// Part of the hub-agent protocol: unknown fields (a newer peer's optional ones) are ignored.
 pub struct ObservedInstance {
     pub id: InstanceId,
     pub state: ObservedState,
@@ -251,6 +273,8 @@ pub struct ObservedSnapshot {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JoinRequest {
+    /// `hjt1.<secret>.<ca-pin>` as `hangar host add` prints it.
+    #[schema(pattern = "^hjt1\\.[0-9a-f]{1,128}\\.[0-9a-f]{16,64}$")]
     pub join_token: String,
     pub csr_pem: String,
     /// DNS names and IPs the agent's endpoint is reached at (its certificate's SANs).
@@ -266,6 +290,20 @@ pub struct JoinResponse {
     pub ca_pem: String,
     /// SHA-256 of the hub's client certificate: the only peer the agent's endpoint accepts.
     pub hub_client_fingerprint: String,
+}
+
+/// A joined host asks for a new certificate (over mTLS with its current one) when less
+/// than a third of the current one's lifetime is left.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RenewRequest {
+    pub csr_pem: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RenewResponse {
+    /// Client-auth only, from the hosts' CA; works once the agent presents it, and the
+    /// old one stops working then.
+    pub cert_pem: String,
 }
 
 #[cfg(test)]
@@ -291,11 +329,11 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let e = DesiredDoc::parse(&doc(r#","colour":"red""#, r#"{"running":1}"#, 2)).unwrap_err();
-        assert_eq!(e.field, "instances[0].spec.colour", "{e}");
-        assert!(e.message.contains("unknown field `colour`"), "{e}");
+        let e = DesiredDoc::parse(&doc("", r#"{"running":1}"#, 2).replace(r#""vcpus":1"#, r#""vcpus":"one""#)).unwrap_err();
+        assert_eq!(e.field, "instances[0].spec.vcpus", "{e}");
         let e = DesiredDoc::parse(&doc("", r#"{"running":-1}"#, 2)).unwrap_err();
-        assert_eq!(e.field, "pools[0].counts.running", "{e}");
+        assert_eq!(e.field, "pools[0].counts", "{e}");
+        assert!(e.message.starts_with("running:"), "{e}");
         let e = DesiredDoc::parse(&doc("", r#"{"running":11}"#, 2)).unwrap_err();
         assert_eq!(e.field, "pools[0].counts", "{e}");
         assert!(e.message.contains("max_instances"), "{e}");
@@ -303,6 +341,24 @@ mod tests {
         assert_eq!(e.field, "tenants[0].quotas.max_running", "{e}");
         let e = DesiredDoc::parse(&doc("", r#"{"running":1}"#, 2).replace("\"schema_version\":1", "\"schema_version\":9")).unwrap_err();
         assert_eq!(e.field, "schema_version", "{e}");
+    }
+
+    /// Regression for issue 13: a newer hub's optional field (anywhere in the document,
+    /// also inside quotas and counts, which API requests keep strict) is ignored, as the
+    /// versioning rule says; today's document still reads the same.
+    #[test]
+    fn unknown_fields_of_a_newer_peer_are_ignored() {
+        let newer = doc(r#","colour":"red""#, r#"{"running":1,"paused":0}"#, 2)
+            .replace(r#""max_disk_gib":10"#, r#""max_disk_gib":10,"max_gpus":1"#)
+            .replace(r#""generation":3,"#, r#""generation":3,"rollout":{"wave":2},"#);
+        let d = DesiredDoc::parse(&newer).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(d, DesiredDoc::parse(&doc("", r#"{"running":1}"#, 2)).unwrap());
+        let report = r#"{"schema_version":1,"agent_version":"9.9","capacity":{"vcpus":2,"mem_mib":1,"disk_mib":1,"gpus":1},"endpoint":"https://h:1",
+            "drivers":[],"instances":[{"id":"0190f0d2-7a34-7c3e-9b1a-0000000000a1","state":"running","generation":3,"error":null,"cpu_ms":5}],"uptime":1}"#;
+        let r: AgentReport = serde_json::from_str(report).unwrap();
+        assert_eq!(r.instances[0].generation, Generation::new(3));
+        // Wrong types still fail.
+        assert!(serde_json::from_str::<AgentReport>(&report.replace(r#""generation":3"#, r#""generation":"x""#)).is_err());
     }
 
     #[test]

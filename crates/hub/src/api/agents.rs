@@ -5,14 +5,14 @@ use crate::HubResult;
 use axum::extract::State;
 use axum::Json;
 use hangar_tls::serve::PeerInfo;
-use hangar_types::protocol::{AgentReport, DesiredDoc, JoinRequest, JoinResponse};
+use hangar_types::protocol::{AgentReport, DesiredDoc, JoinRequest, JoinResponse, RenewRequest, RenewResponse};
 use hangar_types::{ApiError, Generation};
 use serde::Deserialize;
 use std::time::Duration;
 use utoipa_axum::routes;
 
 pub(super) fn routes() -> ApiRoutes {
-    ApiRoutes::new().routes(routes!(agent_ca)).routes(routes!(agent_join)).routes(routes!(agent_desired)).routes(routes!(agent_report))
+    ApiRoutes::new().routes(routes!(agent_ca)).routes(routes!(agent_join)).routes(routes!(agent_desired)).routes(routes!(agent_report)).routes(routes!(agent_renew))
 }
 
 #[derive(serde::Serialize, utoipa::ToSchema)]
@@ -53,4 +53,12 @@ async fn agent_desired(State(hub): State<AppState>, HostCaller(host): HostCaller
 async fn agent_report(State(hub): State<AppState>, HostCaller(host): HostCaller, ApiJson(report): ApiJson<AgentReport>) -> HubResult<Json<serde_json::Value>> {
     hub.report(host, report).await?;
     Ok(Json(serde_json::json!({"ok": true})))
+}
+
+#[utoipa::path(post, path = "/v1/agent/renew", request_body = RenewRequest, description = "mTLS: host certificate required; a new certificate for a new key",
+    responses((status = 200, body = RenewResponse), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 409, body = ApiError)))]
+async fn agent_renew(State(hub): State<AppState>, conn: Option<axum::Extension<PeerInfo>>, HostCaller(host): HostCaller, ApiJson(req): ApiJson<RenewRequest>) -> HubResult<Json<RenewResponse>> {
+    // The certificate this call came with: the one the renewed certificate replaces.
+    let presented = conn.and_then(|c| c.fingerprint.clone()).unwrap_or_default();
+    Ok(Json(hub.renew_host_cert(&host, &presented, req).await?))
 }

@@ -15,8 +15,10 @@ pub(super) fn routes() -> ApiRoutes {
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 struct EventsQuery {
+    #[param(value_type = Option<hangar_types::Name>)]
     tenant: Option<String>,
     /// The newest N events (default 100).
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<u32>,
 }
 

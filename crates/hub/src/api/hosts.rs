@@ -22,7 +22,7 @@ pub(super) fn routes() -> ApiRoutes {
 }
 
 #[utoipa::path(post, path = "/v1/hosts", request_body = HostAdd, security(("token" = [])),
-    responses((status = 200, body = HostJoinToken), (status = 409, body = ApiError)))]
+    responses((status = 200, body = HostJoinToken), (status = 404, body = ApiError, description = "no such provider on this hub"), (status = 409, body = ApiError)))]
 async fn host_add(State(hub): State<AppState>, p: Principal, ApiJson(req): ApiJson<HostAdd>) -> HubResult<Json<HostJoinToken>> {
     Ok(Json(hub.host_add(&p, req).await?))
 }
@@ -60,7 +60,9 @@ async fn host_remove(State(hub): State<AppState>, p: Principal, Path(name): Path
 }
 
 #[utoipa::path(get, path = "/v1/hosts/{name}/status", security(("token" = [])), params(("name" = String, Path)),
-    responses((status = 200, body = NodeStatus, description = "read live from the host's agent"), (status = 503, body = ApiError)))]
+    responses((status = 200, body = NodeStatus, description = "read live from the host's agent"),
+        (status = 409, body = ApiError, description = "the host has not reported yet (joining, or never started): no agent to ask"),
+        (status = 503, body = ApiError, description = "the host's agent does not answer")))]
 async fn host_status(State(hub): State<AppState>, p: Principal, Path(name): Path<String>) -> HubResult<Json<NodeStatus>> {
     Ok(Json(hub.host_status(&p, &parse_name("host", &name)?).await?))
 }

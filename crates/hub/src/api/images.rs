@@ -13,7 +13,7 @@ pub(super) fn routes() -> ApiRoutes {
 }
 
 #[utoipa::path(post, path = "/v1/images", request_body = ImageCreate, security(("token" = [])),
-    responses((status = 200, body = Image), (status = 400, body = ApiError), (status = 403, body = ApiError), (status = 409, body = ApiError)))]
+    responses((status = 200, body = Image), (status = 400, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError, description = "nothing of that kind at the path"), (status = 409, body = ApiError)))]
 async fn image_add(State(hub): State<AppState>, p: Principal, ApiJson(req): ApiJson<ImageCreate>) -> HubResult<Json<Image>> {
     Ok(Json(hub.image_add(&p, req).await?))
 }

@@ -8,6 +8,7 @@
 
 mod agents;
 mod backups;
+mod contract;
 mod events;
 mod hosts;
 mod images;
@@ -24,7 +25,7 @@ mod ssh_keys;
 mod tenants;
 mod tokens;
 
-use crate::auth::{authenticate, authenticate_host, Principal};
+use crate::auth::Principal;
 use crate::error::{HubError, HubResult};
 use crate::Hub;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -46,7 +47,7 @@ impl FromRequestParts<AppState> for Principal {
     type Rejection = HubError;
     async fn from_request_parts(parts: &mut Parts, hub: &AppState) -> Result<Self, HubError> {
         let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        authenticate(hub.store.as_ref(), &hub.token_cache, header).await
+        hub.authenticate(header, parts.extensions.get::<PeerInfo>().map(|c| c.addr)).await
     }
 }
 
@@ -56,8 +57,9 @@ pub struct HostCaller(pub HostRecord);
 impl FromRequestParts<AppState> for HostCaller {
     type Rejection = HubError;
     async fn from_request_parts(parts: &mut Parts, hub: &AppState) -> Result<Self, HubError> {
-        let fp = parts.extensions.get::<PeerInfo>().and_then(|c| c.fingerprint.clone());
-        Ok(HostCaller(authenticate_host(hub.store.as_ref(), fp.as_deref()).await?))
+        let peer = parts.extensions.get::<PeerInfo>();
+        let fp = peer.and_then(|c| c.fingerprint.clone());
+        Ok(HostCaller(hub.authenticate_host(fp.as_deref(), peer.map(|c| c.addr)).await?))
     }
 }
 
@@ -67,8 +69,14 @@ pub struct ApiJson<T>(pub T);
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = HubError;
     async fn from_request(req: Request, state: &S) -> Result<Self, HubError> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(ApiJson(v)),
+        match Json::<serde_json::Value>::from_request(req, state).await {
+            // Every request body is an object (serde would also read a struct from an array).
+            Ok(Json(v)) if !v.is_object() => Err(HubError::invalid("request body: must be a JSON object")),
+            Ok(Json(v)) => serde_path_to_error::deserialize(v).map(ApiJson).map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                if path == "." { HubError::invalid(format!("request body: {inner}")) } else { HubError::invalid(format!("request body: {path}: {inner}")) }
+            }),
             Err(rej) => Err(HubError::invalid(format!("request body: {}", rej.body_text()))),
         }
     }
@@ -188,6 +196,7 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
             op.tags.get_or_insert_with(Vec::new);
         }
     }
+    contract::complete(&mut doc);
     doc
 }
 

@@ -2,18 +2,32 @@
 
 use super::{ApiJson, ApiRoutes, AppState};
 use crate::{HubResult, Principal};
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::Json;
-use hangar_types::api::{TokenCreate, TokenCreated};
+use hangar_types::api::{Token, TokenCreate, TokenCreated};
 use hangar_types::ApiError;
 use utoipa_axum::routes;
 
 pub(super) fn routes() -> ApiRoutes {
-    ApiRoutes::new().routes(routes!(token_create))
+    ApiRoutes::new().routes(routes!(token_create, token_list)).routes(routes!(token_revoke))
 }
 
 #[utoipa::path(post, path = "/v1/tokens", request_body = TokenCreate, security(("token" = [])),
-    responses((status = 200, body = TokenCreated), (status = 403, body = ApiError)))]
+    responses((status = 200, body = TokenCreated), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError),
+        (status = 404, body = ApiError, description = "no such tenant"), (status = 429, body = ApiError)))]
 async fn token_create(State(hub): State<AppState>, p: Principal, ApiJson(req): ApiJson<TokenCreate>) -> HubResult<Json<TokenCreated>> {
     Ok(Json(hub.token_create(&p, req).await?))
+}
+
+#[utoipa::path(get, path = "/v1/tokens", security(("token" = [])),
+    responses((status = 200, body = Vec<Token>), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 429, body = ApiError)))]
+async fn token_list(State(hub): State<AppState>, p: Principal) -> HubResult<Json<Vec<Token>>> {
+    Ok(Json(hub.token_list(&p).await?))
+}
+
+#[utoipa::path(delete, path = "/v1/tokens/{id}", params(("id" = String, Path, description = "the token's id (from `token list`)")), security(("token" = [])),
+    responses((status = 200, body = Token, description = "revoked: refused at once on every hub"), (status = 400, body = ApiError), (status = 401, body = ApiError),
+        (status = 403, body = ApiError), (status = 404, body = ApiError), (status = 429, body = ApiError)))]
+async fn token_revoke(State(hub): State<AppState>, p: Principal, Path(id): Path<String>) -> HubResult<Json<Token>> {
+    Ok(Json(hub.token_revoke(&p, &id).await?))
 }
