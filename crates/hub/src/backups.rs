@@ -4,8 +4,8 @@
 //! delayed purge of hard-deleted instances.
 //!
 //! Secrets (a target's S3 keys, a tenant's repository password) are sealed with
-//! AES-256-GCM under a key derived from the fleet CA's private key before they reach the
-//! store, and leave the hub only in the body of an mTLS call to an agent for one job, or
+//! AES-256-GCM under the hub's `secrets.key` (the one sealing, in `secrets`) before they
+//! reach the store, and leave the hub only in the body of an mTLS call to an agent for one job, or
 //! to an admin asking for `backup key`. They are in no event, log or operation.
 
 use crate::auth::Principal;
@@ -56,37 +56,16 @@ fn forbidden_as_not_found(p: &Principal, tenant: &Name) -> HubResult<()> {
 impl Hub {
     // ---- sealing ----
 
-    fn sealing_key(&self) -> aws_lc_rs::aead::LessSafeKey {
-        use sha2::Digest;
-        let mut h = sha2::Sha256::new();
-        h.update(b"hangar backup secrets v1\0");
-        h.update(self.keys.ca.key_pem().as_bytes());
-        let unbound = aws_lc_rs::aead::UnboundKey::new(&aws_lc_rs::aead::AES_256_GCM, &h.finalize()).expect("a 32-byte key");
-        aws_lc_rs::aead::LessSafeKey::new(unbound)
-    }
-
-    /// `plain` encrypted and authenticated, bound to `what` (so a sealed value cannot be
-    /// moved to another row), as hex of nonce and ciphertext.
-    fn seal(&self, what: &str, plain: &[u8]) -> String {
-        let nonce: [u8; 12] = rand::random();
-        let mut buf = plain.to_vec();
-        self.sealing_key()
-            .seal_in_place_append_tag(aws_lc_rs::aead::Nonce::assume_unique_for_key(nonce), aws_lc_rs::aead::Aad::from(what.as_bytes()), &mut buf)
-            .expect("sealing a small value cannot fail");
-        format!("{}{}", hex::encode(nonce), hex::encode(buf))
+    /// `plain` sealed with the hub's one sealing (see `secrets`), bound to `what` (so a
+    /// sealed value cannot be moved to another row), as hex.
+    fn seal(&self, what: &str, plain: &[u8]) -> HubResult<String> {
+        Ok(hex::encode(self.seal_value(&format!("hangar-backup-v1\0{what}"), plain)?))
     }
 
     fn unseal(&self, what: &str, sealed: &str) -> HubResult<Vec<u8>> {
-        let corrupt = || HubError::internal(format!("the sealed {what} cannot be opened (was the hub's CA key replaced?)"));
+        let corrupt = || HubError::internal(format!("the sealed {what} cannot be opened (was the hub's secrets.key replaced?)"));
         let bytes = hex::decode(sealed).map_err(|_| corrupt())?;
-        if bytes.len() < 12 {
-            return Err(corrupt());
-        }
-        let (nonce, rest) = bytes.split_at(12);
-        let mut buf = rest.to_vec();
-        let nonce = aws_lc_rs::aead::Nonce::try_assume_unique_for_key(nonce).map_err(|_| corrupt())?;
-        let plain = self.sealing_key().open_in_place(nonce, aws_lc_rs::aead::Aad::from(what.as_bytes()), &mut buf).map_err(|_| corrupt())?;
-        Ok(plain.to_vec())
+        self.open_value(&format!("hangar-backup-v1\0{what}"), &bytes)?.ok_or_else(corrupt)
     }
 
     async fn target_spec(&self, name: &Name) -> HubResult<TargetSpec> {
@@ -107,7 +86,7 @@ impl Hub {
             Some(s) => s,
             None => {
                 let password = hex::encode(rand::random::<[u8; 32]>());
-                self.store.init_backup_password(tenant, &self.seal(&what, password.as_bytes())).await?
+                self.store.init_backup_password(tenant, &self.seal(&what, password.as_bytes())?).await?
             }
         };
         let password = String::from_utf8(self.unseal(&what, &sealed)?).map_err(|_| HubError::internal("the backup password is unreadable"))?;
@@ -125,7 +104,7 @@ impl Hub {
         }
         preflight(spec.clone()).await?;
         let json = serde_json::to_vec(&spec).map_err(|e| HubError::internal(e.to_string()))?;
-        let rec = BackupTargetRecord { name: req.name.clone(), location: spec.to_string(), sealed_spec: self.seal(&format!("target:{}", req.name), &json), created_at: OffsetDateTime::now_utc() };
+        let rec = BackupTargetRecord { name: req.name.clone(), location: spec.to_string(), sealed_spec: self.seal(&format!("target:{}", req.name), &json)?, created_at: OffsetDateTime::now_utc() };
         self.store.insert_backup_target(&rec).await?;
         self.event(&p.actor(), None, format!("backup-target/{}", rec.name), "backup.target.add", "ok", Some(rec.location.clone())).await;
         Ok(target_view(rec))

@@ -76,29 +76,40 @@ fn sealing_key(k: [u8; 32]) -> HubResult<LessSafeKey> {
     Ok(LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &k).map_err(|_| HubError::internal("secrets key rejected by AES-256-GCM"))?))
 }
 
-/// Nonce followed by ciphertext and tag.
 fn seal(k: [u8; 32], tenant: &Name, name: &Name, value: &[u8]) -> HubResult<Vec<u8>> {
+    seal_with(k, &aad(tenant, name), value)
+}
+
+fn open(k: [u8; 32], rec: &SecretRecord) -> HubResult<Vec<u8>> {
+    open_with(k, &aad(&rec.tenant, &rec.name), &rec.sealed)
+        .ok_or_else(|| HubError::internal(format!("secret '{}/{}' does not open with this hub's key: was secrets.key replaced?", rec.tenant, rec.name)))
+}
+
+/// Nonce followed by ciphertext and tag of `value`, bound to `aad` (so a sealed value
+/// moved to another row does not open). The one sealing of the hub: tenant secrets
+/// here, backup passwords and target credentials in `backups`.
+fn seal_with(k: [u8; 32], aad: &[u8], value: &[u8]) -> HubResult<Vec<u8>> {
     let mut nonce = [0u8; NONCE_LEN];
     aws_lc_rs::rand::fill(&mut nonce).map_err(|_| HubError::internal("no randomness for a nonce"))?;
     let mut buf = value.to_vec();
     sealing_key(k)?
-        .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad(tenant, name)), &mut buf)
+        .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut buf)
         .map_err(|_| HubError::internal("sealing failed"))?;
     let mut out = nonce.to_vec();
     out.extend(buf);
     Ok(out)
 }
 
-fn open(k: [u8; 32], rec: &SecretRecord) -> HubResult<Vec<u8>> {
-    let bad = || HubError::internal(format!("secret '{}/{}' does not open with this hub's key: was secrets.key replaced?", rec.tenant, rec.name));
-    if rec.sealed.len() < NONCE_LEN {
-        return Err(bad());
+/// The plain value, or None if `sealed` was not made by [`seal_with`] with this key and `aad`.
+fn open_with(k: [u8; 32], aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+    if sealed.len() < NONCE_LEN {
+        return None;
     }
-    let (nonce, sealed) = rec.sealed.split_at(NONCE_LEN);
-    let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| bad())?;
+    let (nonce, sealed) = sealed.split_at(NONCE_LEN);
+    let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
     let mut buf = sealed.to_vec();
-    let plain = sealing_key(k)?.open_in_place(nonce, Aad::from(aad(&rec.tenant, &rec.name)), &mut buf).map_err(|_| bad())?;
-    Ok(plain.to_vec())
+    let plain = sealing_key(k).ok()?.open_in_place(nonce, Aad::from(aad), &mut buf).ok()?;
+    Some(plain.to_vec())
 }
 
 /// Instances that still count as using a secret: every one not on its way out.
@@ -107,6 +118,16 @@ fn users<'a>(instances: &'a [Instance], name: &Name) -> Vec<&'a Instance> {
 }
 
 impl Hub {
+    /// `value` sealed under the hub's key (`secrets.key`), bound to `aad`.
+    pub(crate) fn seal_value(&self, aad: &str, value: &[u8]) -> HubResult<Vec<u8>> {
+        seal_with(self.secret_key.bytes()?, aad.as_bytes(), value)
+    }
+
+    /// A value [`Hub::seal_value`] sealed with the same `aad`; None if it does not open.
+    pub(crate) fn open_value(&self, aad: &str, sealed: &[u8]) -> HubResult<Option<Vec<u8>>> {
+        Ok(open_with(self.secret_key.bytes()?, aad.as_bytes(), sealed))
+    }
+
     /// Where the sealing key is (made there on first use).
     pub fn use_secrets_key(&self, path: PathBuf) {
         let _ = self.secret_key.path.set(path);
