@@ -249,8 +249,11 @@ async fn scenario(r: &mut Run, name: &str) {
             r.step("tenant create", async {
                 // The second tenant gets a /23, so the network scenario checks a subnet
                 // wider than the default /24 too.
+                // Quotas above the defaults: every scenario's instances live in these two
+                // tenants until cleanup.
+                let quotas = Quotas { max_vcpus: 64, max_mem_mib: 65536, max_running: 32, max_instances: 64, max_disk_gib: 100 };
                 for (t, net_prefix) in [(&a, None), (&b, Some(23))] {
-                    c.tenant_create(&TenantCreate { name: t.parse()?, quotas: None, isolated: false, net_prefix }).await?;
+                    c.tenant_create(&TenantCreate { name: t.parse()?, quotas: Some(quotas), isolated: false, net_prefix }).await?;
                 }
                 Ok(())
             })
