@@ -211,7 +211,7 @@ impl Hub {
 
     async fn backup_start(self: &Arc<Self>, actor: &str, inst: Instance, apply_policy: bool) -> HubResult<Operation> {
         let (target, spec, password) = self.tenant_repo(&inst.tenant).await?;
-        let agent = self.agent_of(&inst).await?;
+        let agent = self.agent_for(&inst).await?.0;
         let op = self.backup_operation("backup.create", &inst.tenant, format!("{}/{}", inst.tenant, inst.name)).await?;
         let template = Backup {
             id: String::new(),
@@ -307,7 +307,7 @@ impl Hub {
                 },
                 None => dest,
             };
-            match hub.agent_of(&dest).await {
+            match hub.agent_for(&dest).await.map(|(a, _)| a) {
                 Ok(agent) => hub.run_job(op, agent, job, Done::Restore).await,
                 Err(e) => hub.finish(&op, OperationStatus::Failed, Some(e.0.message)).await,
             }
@@ -331,16 +331,11 @@ impl Hub {
     pub async fn backup_check(self: &Arc<Self>, p: &Principal, tenant: &Name, name: &Name, req: BackupCheck) -> HubResult<Operation> {
         let inst = self.instance_get(p, tenant, name).await?;
         let (_, spec, password) = self.tenant_repo(tenant).await?;
-        let agent = self.agent_of(&inst).await?;
+        let agent = self.agent_for(&inst).await?.0;
         let op = self.backup_operation("backup.check", tenant, format!("{tenant}/{name}")).await?;
         let job = JobRequest { id: job_id(op.id), target: spec, repo_path: repo_path(tenant), password, kind: JobKind::Check { read_data: req.read_data } };
         tokio::spawn(self.clone().run_job(op.clone(), agent, job, Done::Check));
         Ok(op)
-    }
-
-    /// The agent of the host an instance is placed on.
-    async fn agent_of(&self, inst: &Instance) -> HubResult<AgentClient> {
-        Ok(self.agent_for(inst).await?.0)
     }
 
     async fn finish(&self, op: &Operation, status: OperationStatus, error: Option<String>) {
