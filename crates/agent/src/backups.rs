@@ -249,12 +249,18 @@ async fn run(job: &Arc<Job>, req: JobRequest, volumes: Arc<dyn VolumeDriver>) ->
             let snap: SnapshotId = format!("{SNAPSHOT_PREFIX}{}", req.id).parse().map_err(|e| other(format!("snapshot: {e}")))?;
             let source = volumes.snapshot(&vol, &snap).await.map_err(|e| other(format!("cannot snapshot volume {vol}: {e}")))?;
             let (hostname, tags) = (hostname.clone(), tags.clone());
-            let (target, repo_path, password) = (req.target.clone(), req.repo_path.clone(), req.password.clone());
+            let (target, repo_path, password, key) = (req.target.clone(), req.repo_path.clone(), req.password.clone(), req.master_key.clone());
+            let job_id = req.id.clone();
             let result = blocking(move || {
-                let repo = Repo::open_or_init(&target, &repo_path, password.expose())?;
+                // Where a job's time goes, for `hangar bench --only backup`'s notes.
+                let t = Instant::now();
+                let repo = Repo::open_with(&target, &repo_path, password.expose(), key.as_ref())?;
+                let opened = t.elapsed();
                 let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
                 let summary = repo.backup(&source, &hostname, &tags, progress, &cancel)?;
+                let backed_up = t.elapsed();
                 let files = repo.ls(&summary.snapshot_id)?.collect::<Result<Vec<_>, _>>()?;
+                tracing::info!(job = %job_id, open_ms = opened.as_millis() as u64, backup_ms = (backed_up - opened).as_millis() as u64, index_ms = (t.elapsed() - backed_up).as_millis() as u64, files = files.len(), "backup job timings");
                 Ok((summary, files))
             })
             .await;
@@ -276,10 +282,10 @@ async fn run(job: &Arc<Job>, req: JobRequest, volumes: Arc<dyn VolumeDriver>) ->
             let into = safe_relative(into).ok_or_else(|| other(format!("restore destination '{into}' must be a relative path inside the volume")))?;
             let staging = root.join(format!("{RESTORE_STAGING_PREFIX}{}", req.id));
             let (snapshot, path) = (snapshot.clone(), path.clone());
-            let (target, repo_path, password) = (req.target.clone(), req.repo_path.clone(), req.password.clone());
+            let (target, repo_path, password, key) = (req.target.clone(), req.repo_path.clone(), req.password.clone(), req.master_key.clone());
             let staged = staging.clone();
             let result = blocking(move || {
-                let repo = Repo::open_or_init(&target, &repo_path, password.expose())?;
+                let repo = Repo::open_with(&target, &repo_path, password.expose(), key.as_ref())?;
                 // Only root may see a restore in progress.
                 std::fs::create_dir(&staged).map_err(|e| other(format!("cannot create {}: {e}", staged.display())))?;
                 std::os::unix::fs::chown(&staged, Some(0), Some(0)).map_err(|e| other(format!("cannot chown {}: {e}", staged.display())))?;
@@ -301,8 +307,8 @@ async fn run(job: &Arc<Job>, req: JobRequest, volumes: Arc<dyn VolumeDriver>) ->
             result
         }
         JobKind::Check { read_data } => {
-            let (target, repo_path, password) = (req.target.clone(), req.repo_path.clone(), req.password.clone());
-            let report = blocking(move || Ok(Repo::open_or_init(&target, &repo_path, password.expose())?.check(read_data)?)).await?;
+            let (target, repo_path, password, key) = (req.target.clone(), req.repo_path.clone(), req.password.clone(), req.master_key.clone());
+            let report = blocking(move || Ok(Repo::open_with(&target, &repo_path, password.expose(), key.as_ref())?.check(read_data)?)).await?;
             job.status.lock().unwrap_or_else(|e| e.into_inner()).check = Some(report);
             Ok(())
         }

@@ -74,7 +74,11 @@ pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output =
     let local = listener.local_addr()?;
     let advertise = opts.advertise.clone().unwrap_or_else(|| local.ip().to_string());
     let endpoint_url = format!("https://{}:{}", if advertise.contains(':') { format!("[{advertise}]") } else { advertise }, local.port());
-    let tls = hangar_tls::server_config_swappable(endpoint_cert.clone(), &ca_pem)?;
+    // Host-to-host transfers (crate::transfer): the endpoint also lets in the source
+    // hosts of the transfers it expects, by fingerprint.
+    let transfers = crate::transfer::Transfers::new(volumes.clone(), paths.clone(), identity.hub_client_fingerprint.clone());
+    transfers.sweep().await;
+    let tls = hangar_tls::server_config_swappable_with_peers(endpoint_cert.clone(), &ca_pem, transfers.peer_pins())?;
     let cap = capacity(volumes.as_ref()).await;
     let last_pass = Arc::new(std::sync::Mutex::new(endpoint::LastPass { host: identity.host.to_string(), capacity: cap, drivers: drivers.clone(), ..Default::default() }));
     // Secrets and the proxy (crate::secrets, crate::proxy): fed from each document.
@@ -93,7 +97,8 @@ pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output =
         execs_running: Default::default(),
         snapshots: snapshots.clone(),
     })
-    .merge(proxy);
+    .merge(proxy)
+    .merge(crate::transfer::router(transfers));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut endpoint_stop = stop_rx.clone();
     let server = tokio::spawn(hangar_tls::serve::serve_router(listener, tls, app, async move {
@@ -166,7 +171,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output =
         // Scheduled snapshots, then every instance's snapshots into the report.
         if let Some(d) = &doc {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|t| t.as_secs() as i64).unwrap_or(0);
-            snapshots.schedule_pass(d, now).await;
+            snapshots.schedule_pass(&hub, d, now).await;
             if let Some(mut held) = snapshots.observed().await {
                 for o in observed.iter_mut().filter(|o| d.instances.iter().any(|i| i.id == o.id && i.desired != hangar_types::DesiredState::Deleted)) {
                     o.snapshots = Some(held.remove(&hangar_types::VolumeId::from(&o.id.sandbox_id())).unwrap_or_default());

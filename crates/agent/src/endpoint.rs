@@ -134,6 +134,8 @@ pub fn router(st: EndpointState) -> Router {
         .route("/v1/network", get(network))
         .route("/v1/status", get(status))
         .merge(crate::snapshots::routes())
+        .merge(crate::copy::routes(st.volumes.clone()))
+        .merge(crate::moves::routes())
         .route("/v1/sandboxes/{id}/session", post(session))
         .with_state(st.clone())
         .merge(crate::backups::router(st.volumes, st.hub_fingerprint))

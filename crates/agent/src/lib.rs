@@ -10,6 +10,7 @@
 //! the hub's HTTP proxy.
 
 pub mod backups;
+pub mod copy;
 pub mod daemon;
 pub mod drivers;
 pub mod endpoint;
@@ -26,6 +27,8 @@ pub mod secrets;
 pub mod session;
 pub mod stopwatch;
 mod teardown;
+pub mod transfer;
+pub mod moves;
 
 pub use inventory::{inventory, Inventory, InventoryError};
 pub use teardown::{teardown, Teardown, TeardownReport};

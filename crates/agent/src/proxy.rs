@@ -7,6 +7,10 @@
 //! chain lets in from tenant bridges (`drivers::network::nft`): a sandbox still cannot
 //! open a connection to the host. Only addresses of this host's sandboxes desired
 //! running are reachable here, never an address the caller names.
+//!
+//! Connections to a sandbox's port that the workload keeps alive are kept idle for
+//! the next request to the same sandbox and port ([`hangar_tls::forward::Pool`]), so a
+//! request pays no TCP handshake; upgrades always get a connection of their own.
 
 use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, Uri};
@@ -51,6 +55,8 @@ impl ProxyTargets {
 struct ProxyState {
     targets: Arc<ProxyTargets>,
     hub_fingerprint: String,
+    /// Idle connections by sandbox, address and port.
+    pool: Arc<hangar_tls::forward::Pool>,
 }
 
 fn refuse(status: StatusCode, code: ErrorCode, message: String) -> Response {
@@ -61,7 +67,7 @@ pub fn router(targets: Arc<ProxyTargets>, hub_fingerprint: String) -> Router {
     Router::new()
         .route("/v1/sandboxes/{id}/proxy/{port}/", any(proxy))
         .route("/v1/sandboxes/{id}/proxy/{port}/{*rest}", any(proxy))
-        .with_state(ProxyState { targets, hub_fingerprint })
+        .with_state(ProxyState { targets, hub_fingerprint, pool: Default::default() })
 }
 
 async fn proxy(State(st): State<ProxyState>, Extension(peer): Extension<PeerInfo>, Path(p): Path<HashMap<String, String>>, mut req: Request) -> Response {
@@ -78,12 +84,6 @@ async fn proxy(State(st): State<ProxyState>, Extension(peer): Extension<PeerInfo
     let Some(addr) = st.targets.get(&sid) else {
         return refuse(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, format!("sandbox {sid} is not running on this host with an address"));
     };
-    let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect((addr, port))).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return refuse(StatusCode::BAD_GATEWAY, ErrorCode::Unavailable, format!("nothing answers on port {port} of the instance ({addr}:{port}): {e}")),
-        Err(_) => return refuse(StatusCode::BAD_GATEWAY, ErrorCode::Unavailable, format!("port {port} of the instance ({addr}:{port}) did not accept a connection within {}s", CONNECT_TIMEOUT.as_secs())),
-    };
-    let _ = tcp.set_nodelay(true);
     // The rest as it came, still percent-encoded.
     let rest = hangar_tls::forward::path_after(req.uri().path(), 5).to_string();
     let path = format!("/{rest}{}", req.uri().query().map(|q| format!("?{q}")).unwrap_or_default());
@@ -93,8 +93,48 @@ async fn proxy(State(st): State<ProxyState>, Extension(peer): Extension<PeerInfo
     }
     let upgrade = hangar_tls::forward::is_upgrade(req.headers());
     hangar_tls::forward::strip_hop_by_hop(req.headers_mut(), upgrade);
-    match hangar_tls::forward::send(tcp, req).await {
+    let key = format!("{sid}/{addr}:{port}");
+    let pooled = if upgrade { None } else { st.pool.take(&key) };
+    let fresh = pooled.is_none();
+    let mut sender = match pooled {
+        Some(s) => s,
+        None => match connect(addr, port).await {
+            Ok(s) => s,
+            Err(r) => return r,
+        },
+    };
+    let failed = |e: hangar_tls::forward::ForwardError| refuse(StatusCode::BAD_GATEWAY, ErrorCode::Unavailable, format!("port {port} of the instance ({addr}:{port}) did not answer over HTTP/1.1: {e}"));
+    let resp = match hangar_tls::forward::send_on(&mut sender, req).await {
         Ok(r) => r,
-        Err(e) => refuse(StatusCode::BAD_GATEWAY, ErrorCode::Unavailable, format!("port {port} of the instance ({addr}:{port}) did not answer over HTTP/1.1: {e}")),
+        // A kept connection the workload closed meanwhile: the request was not sent, so
+        // it goes again on a new one.
+        Err((_, Some(req))) if !fresh => {
+            sender = match connect(addr, port).await {
+                Ok(s) => s,
+                Err(r) => return r,
+            };
+            match hangar_tls::forward::send_on(&mut sender, req).await {
+                Ok(r) => r,
+                Err((e, _)) => return failed(e),
+            }
+        }
+        Err((e, _)) => return failed(e),
+    };
+    if !upgrade {
+        st.pool.put(&key, sender);
     }
+    resp
+}
+
+/// A new HTTP/1.1 connection to a sandbox's port, or the 502 that says why not.
+async fn connect(addr: Ipv4Addr, port: u16) -> Result<hangar_tls::forward::Sender, Response> {
+    let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect((addr, port))).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(refuse(StatusCode::BAD_GATEWAY, ErrorCode::Unavailable, format!("nothing answers on port {port} of the instance ({addr}:{port}): {e}"))),
+        Err(_) => return Err(refuse(StatusCode::BAD_GATEWAY, ErrorCode::Unavailable, format!("port {port} of the instance ({addr}:{port}) did not accept a connection within {}s", CONNECT_TIMEOUT.as_secs()))),
+    };
+    let _ = tcp.set_nodelay(true);
+    hangar_tls::forward::handshake(tcp)
+        .await
+        .map_err(|e| refuse(StatusCode::BAD_GATEWAY, ErrorCode::Unavailable, format!("port {port} of the instance ({addr}:{port}) did not answer over HTTP/1.1: {e}")))
 }

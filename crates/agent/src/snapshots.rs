@@ -37,6 +37,9 @@ pub struct Snapshots {
 struct Held {
     /// The last listing and when it was made; none: list again.
     listed: Option<(Instant, Vec<SnapshotInfo>)>,
+    /// When the hub last refused a scheduled snapshot of an instance (its tenant at the
+    /// disk quota): the schedule skips that slot instead of asking on every pass.
+    refused: HashMap<hangar_types::InstanceId, i64>,
 }
 
 impl Held {
@@ -152,7 +155,11 @@ impl Snapshots {
 
     /// Takes the scheduled snapshots that are due at `now` (Unix seconds) and prunes
     /// beyond each schedule's `keep`. Failures are logged and retried on the next pass.
-    pub async fn schedule_pass(&self, doc: &DesiredDoc, now: i64) {
+    /// Each snapshot is first admitted by the hub (the tenant's disk quota, which only
+    /// the hub knows); a refused slot is skipped (the hub records the event). A hub
+    /// that cannot be reached does not stop schedules: the snapshot is taken, and the
+    /// quota is checked again at the next slot.
+    pub async fn schedule_pass(&self, hub: &hangar_client::HostClient, doc: &DesiredDoc, now: i64) {
         let scheduled: Vec<_> = doc
             .instances
             .iter()
@@ -171,7 +178,24 @@ impl Snapshots {
             let r: Result<(), SnapshotError> = async {
                 let mut names: Vec<String> = held.of(self.volumes.as_ref(), &volume).await?.iter().map(|i| i.id.to_string()).collect();
                 let newest = names.iter().filter_map(|n| rules::scheduled_time(n)).max();
-                if schedule.due(newest, now) {
+                let last_slot = newest.max(held.refused.get(&d.id).copied());
+                let admitted = if schedule.due(last_slot, now) {
+                    match hub.snapshot_admission(d.id).await {
+                        Ok(_) => true,
+                        Err(hangar_client::ClientError::Api(e)) => {
+                            tracing::info!(instance = %d.id, reason = %e.message, "scheduled snapshot skipped");
+                            held.refused.insert(d.id, now);
+                            false
+                        }
+                        Err(e) => {
+                            tracing::warn!(instance = %d.id, error = %e, "the hub cannot admit a scheduled snapshot now; taking it");
+                            true
+                        }
+                    }
+                } else {
+                    false
+                };
+                if admitted {
                     let name: SnapshotId = rules::scheduled_name(now).parse().map_err(|e: hangar_types::IdError| VolumeError::NotFound(e.to_string()))?;
                     match self.create_locked(&mut held, &volume, &name).await {
                         Ok(_) | Err(SnapshotError::Exists(_)) => names.push(name.to_string()),

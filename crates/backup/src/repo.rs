@@ -6,7 +6,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
 use rustic_backend::LocalBackend;
-use rustic_core::repofile::{NodeType, SnapshotFile};
+use rustic_core::repofile::{MasterKey, NodeType, SnapshotFile};
 use rustic_core::{
     BackupOptions, CheckOptions, ConfigOptions, Credentials, ErrorKind, KeepOptions,
     LocalDestination, LocalSource, LocalSourceFilterOptions, LocalSourceSaveOptions, LsOptions,
@@ -21,7 +21,7 @@ use crate::operation::{
     Progress, ProgressRelay,
 };
 use crate::s3::{self, S3Backend};
-use crate::target::{TargetSpec, TargetSpecError, check_repo_path};
+use crate::target::{Secret, TargetSpec, TargetSpecError, check_repo_path};
 
 /// Why a repository operation failed; the variants callers map to distinct answers.
 #[derive(Debug, thiserror::Error)]
@@ -185,6 +185,57 @@ fn full_target_detail(err: &(dyn std::error::Error + 'static)) -> Option<String>
     None
 }
 
+/// The repository at `repo_path` in `target`, not opened yet, with the slot its
+/// operations report through and its location as `restic -r` takes it.
+fn unopened(
+    target: &TargetSpec,
+    repo_path: &str,
+) -> Result<(Repository<()>, OperationSlot, String), RepoError> {
+    check_repo_path(repo_path)?;
+    let location = target.restic_location(repo_path);
+    let rustic = |action| {
+        let location = location.clone();
+        move |source| rustic_error(action, location, source)
+    };
+    let inner: Arc<dyn WriteBackend> = match target {
+        TargetSpec::Dir { path } => Arc::new(
+            LocalBackend::new(path.join(repo_path).to_string_lossy(), [])
+                .map_err(rustic("opening the target"))?,
+        ),
+        TargetSpec::S3 { .. } => {
+            Arc::new(S3Backend::new(target, repo_path).map_err(rustic("opening the target"))?)
+        }
+    };
+    let slot = OperationSlot::default();
+    let backend = Arc::new(GuardedBackend { inner, slot: slot.clone() });
+    // No local cache: agents back up many tenants, and a cache per tenant on every
+    // host would be a second copy of the repository's metadata to keep and protect.
+    let opts = RepositoryOptions::default().no_cache(true);
+    let repo = Repository::new_with_progress(
+        &opts,
+        &RepositoryBackends::new(backend, None),
+        ProgressRelay(slot.clone()),
+    )
+    .map_err(rustic("opening the repository"))?;
+    Ok((repo, slot, location))
+}
+
+/// Opens an existing repository with its password; a password no key of the
+/// repository takes is `WrongPassword`.
+fn open_checked(
+    repo: Repository<()>,
+    password: &str,
+    location: &str,
+) -> Result<Repository<OpenStatus>, RepoError> {
+    repo.open(&Credentials::Password(password.to_string())).map_err(|source| {
+        if source.is_code("C002") {
+            RepoError::WrongPassword { location: location.to_string() }
+        } else {
+            rustic_error("opening the repository", location.to_string(), source)
+        }
+    })
+}
+
 impl Repo {
     /// Opens the repository at `repo_path` within `target`, creating it if the path holds
     /// none. The password is the repository's (per-tenant) key.
@@ -193,50 +244,67 @@ impl Repo {
         repo_path: &str,
         password: &str,
     ) -> Result<Self, RepoError> {
-        check_repo_path(repo_path)?;
-        let location = target.restic_location(repo_path);
+        Self::open_with(target, repo_path, password, None)
+    }
+
+    /// As `open_or_init`, but with the master key `unlock` returned when there is one:
+    /// opening then skips the password's key derivation (scrypt, made slow on purpose:
+    /// about half a second per open). A master key that no longer opens the repository
+    /// (it was deleted and made again) falls back to the password.
+    pub fn open_with(
+        target: &TargetSpec,
+        repo_path: &str,
+        password: &str,
+        master_key: Option<&Secret>,
+    ) -> Result<Self, RepoError> {
+        let (repo, slot, location) = unopened(target, repo_path)?;
         let rustic = |action| {
             let location = location.clone();
             move |source| rustic_error(action, location, source)
         };
-        let inner: Arc<dyn WriteBackend> = match target {
-            TargetSpec::Dir { path } => Arc::new(
-                LocalBackend::new(path.join(repo_path).to_string_lossy(), [])
-                    .map_err(rustic("opening the target"))?,
-            ),
-            TargetSpec::S3 { .. } => {
-                Arc::new(S3Backend::new(target, repo_path).map_err(rustic("opening the target"))?)
-            }
-        };
-        let slot = OperationSlot::default();
-        let backend = Arc::new(GuardedBackend { inner, slot: slot.clone() });
-        // No local cache: agents back up many tenants, and a cache per tenant on every
-        // host would be a second copy of the repository's metadata to keep and protect.
-        let opts = RepositoryOptions::default().no_cache(true);
-        let repo = Repository::new_with_progress(
-            &opts,
-            &RepositoryBackends::new(backend, None),
-            ProgressRelay(slot.clone()),
-        )
-        .map_err(rustic("opening the repository"))?;
-        let credentials = Credentials::Password(password.to_string());
         let base = repo.clone();
         let exists = repo.config_id().map_err(rustic("reading the repository config"))?.is_some();
-        let repo = if exists {
-            repo.open(&credentials).map_err(|source| {
-                if source.is_code("C002") {
-                    RepoError::WrongPassword { location: location.clone() }
-                } else {
-                    rustic("opening the repository")(source)
-                }
-            })?
-        } else {
-            // rustic_core's defaults are what restic >= 0.14 reads: version 2, zstd.
-            repo.init(&credentials, &Default::default(), &ConfigOptions::default())
-                .map_err(rustic("creating the repository"))?
+        let from_master = master_key
+            .filter(|_| exists)
+            .and_then(|k| serde_json::from_str::<MasterKey>(k.expose()).ok())
+            .and_then(|k| repo.clone().open(&Credentials::Masterkey(k)).ok());
+        let repo = match from_master {
+            Some(open) => open,
+            None if exists => open_checked(repo, password, &location)?,
+            None => {
+                let credentials = Credentials::Password(password.to_string());
+                // rustic_core's defaults are what restic >= 0.14 reads: version 2, zstd.
+                repo.init(&credentials, &Default::default(), &ConfigOptions::default())
+                    .map_err(rustic("creating the repository"))?
+            }
         };
         let master_key = Credentials::Masterkey(repo.key());
         Ok(Self { base, master_key, repo, location, slot, one_at_a_time: Mutex::new(()) })
+    }
+
+    /// The master key of the repository at `repo_path`, unlocked with `password` (so
+    /// this is the check that the password is the repository's), as a secret to hand to
+    /// `open_with`; `None` when there is no repository there yet. Writes nothing.
+    pub fn unlock(
+        target: &TargetSpec,
+        repo_path: &str,
+        password: &str,
+    ) -> Result<Option<Secret>, RepoError> {
+        let (repo, _, location) = unopened(target, repo_path)?;
+        let exists = repo
+            .config_id()
+            .map_err(|source| rustic_error("reading the repository config", location.clone(), source))?
+            .is_some();
+        if !exists {
+            return Ok(None);
+        }
+        let open = open_checked(repo, password, &location)?;
+        let key = serde_json::to_string(&open.key()).map_err(|e| RepoError::Rustic {
+            action: "keeping the master key",
+            location: location.clone(),
+            source: RusticError::with_source(ErrorKind::Internal, "serializing the key failed", e),
+        })?;
+        Ok(Some(Secret::new(key)))
     }
 
     /// The location as `restic -r` takes it.

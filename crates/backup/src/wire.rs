@@ -17,6 +17,10 @@ pub struct JobRequest {
     /// The tenant's repository within the target.
     pub repo_path: String,
     pub password: Secret,
+    /// The repository's master key, unlocked by the hub (`Repo::unlock`), so the agent
+    /// skips the password's key derivation; absent for a repository not made yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_key: Option<Secret>,
     pub kind: JobKind,
 }
 

@@ -15,6 +15,7 @@ pub async fn api(c: &HubClient, cmd: &Cmd, out: &Out) -> Result<i32> {
     let c = c.clone();
     match cmd {
         Cmd::SshKey(k) => crate::ssh::key_cmd(&c, k, out).await?,
+        Cmd::Cp { recursive, src, dst } => return crate::copy::cp(&c, out, src, dst, *recursive).await,
         Cmd::Ssh(SshCmd::KnownHosts) => crate::ssh::known_hosts(&c, out).await?,
         Cmd::Tenant(TenantCmd::Create { name, max_vcpus, max_mem, max_running, max_instances, max_disk, isolated, net_prefix }) => {
             let req = TenantCreate {
@@ -200,6 +201,7 @@ async fn instance(c: &HubClient, out: &Out, cmd: &InstanceCmd) -> Result<i32> {
                 cursor = l.cursor.or(cursor);
             }
         }
+        InstanceCmd::Move { instance, to, wait, keep_source } => return crate::moves::move_cmd(c, out, instance, to, *wait, *keep_source).await,
         InstanceCmd::Stats { instance } => {
             let r = parse_ref("instance", instance)?;
             out.stats(&c.instance_stats(r.tenant.as_str(), r.name.as_str()).await?);

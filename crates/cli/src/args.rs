@@ -107,6 +107,15 @@ pub enum Cmd {
     /// The hub's SSH gateway.
     #[command(subcommand)]
     Ssh(SshCmd),
+    /// Copy files to, from and between instances: each of SRC and DST is
+    /// TENANT/INSTANCE:/home/PATH (the instance's volume) or a local path.
+    Cp {
+        /// Copy directories (and merge into existing ones).
+        #[arg(short = 'r', long)]
+        recursive: bool,
+        src: String,
+        dst: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -577,6 +586,20 @@ pub enum InstanceCmd {
         follow: bool,
     },
     Stats { instance: String },
+    /// Move it to another host (admin): its volume is sent while it runs, then it stops,
+    /// the difference goes, and it starts there in the state it had, same address.
+    Move {
+        instance: String,
+        /// The host to move it to.
+        #[arg(long, value_name = "HOST")]
+        to: String,
+        /// Follow the move to its end, printing each phase, the bytes sent and the downtime.
+        #[arg(long)]
+        wait: bool,
+        /// Keep the source host's copy this long after the move (like 1h; at most 7d).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        keep_source: Option<Duration>,
+    },
     /// Log in through the SSH gateway with the system's `ssh` (right user, port and host
     /// key); `-- CMD` runs a command instead of a shell.
     Ssh {
@@ -714,6 +737,10 @@ pub enum PoolCmd {
         spec: SpecArgs,
         #[command(flatten)]
         counts: CountArgs,
+        /// A secret of the tenant every member sees read-only at /run/secrets/NAME
+        /// (repeat for more).
+        #[arg(long = "secret", value_name = "NAME")]
+        secrets: Vec<String>,
         #[command(flatten)]
         wait: PoolWait,
     },
@@ -990,8 +1017,7 @@ impl SmokeArgs {
 #[derive(Args, Clone)]
 pub struct BenchArgs {
     /// Comma-separated subset of: start, resume, burst (with density), api, reconcile, heartbeat,
-    /// snapshot, proxy, ssh.
-    /// Comma-separated subset of: start, resume, burst (with density), api, reconcile, heartbeat, backup.
+    /// snapshot, proxy, ssh, backup; `access` is proxy and ssh.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Samples for start and resume.
@@ -1021,11 +1047,14 @@ pub struct BenchArgs {
     /// MiB of the tree the backup benchmark generates.
     #[arg(long, default_value_t = 1024)]
     backup_mib: u64,
+    /// MiB of the file the copy benchmark copies across hosts.
+    #[arg(long, default_value_t = 1024)]
+    copy_mib: u64,
 }
 
 impl BenchArgs {
     pub fn options(&self, bin: PathBuf) -> BenchOptions {
         let a = self.clone();
-        BenchOptions { bin, only: a.only, runs: a.runs, burst: a.burst, heartbeat_runs: a.heartbeat_runs, api_secs: a.api_secs, reconcile_size: a.reconcile_size, out: a.out, proxy_requests: a.proxy_requests, proxy_mib: a.proxy_mib, backup_mib: a.backup_mib }
+        BenchOptions { bin, only: a.only, runs: a.runs, burst: a.burst, heartbeat_runs: a.heartbeat_runs, api_secs: a.api_secs, reconcile_size: a.reconcile_size, out: a.out, proxy_requests: a.proxy_requests, proxy_mib: a.proxy_mib, backup_mib: a.backup_mib, copy_mib: a.copy_mib }
     }
 }

@@ -8,6 +8,8 @@ mod access;
 mod api;
 mod args;
 mod backups;
+mod copy;
+mod moves;
 mod output;
 mod pools;
 mod snapshots;

@@ -36,9 +36,10 @@ async fn settle(c: &HubClient, out: &Out, info: PoolInfo, wait: &PoolWait) -> Re
 
 pub async fn pool_cmd(c: &HubClient, out: &Out, cmd: &PoolCmd) -> Result<i32> {
     match cmd {
-        PoolCmd::Create { pool, role, spec, counts: cn, wait } => {
+        PoolCmd::Create { pool, role, spec, counts: cn, secrets, wait } => {
             let r = parse_ref("pool", pool)?;
-            let spec = spec.spec()?;
+            let mut spec = spec.spec()?;
+            spec.secrets = crate::access::secret_names(secrets)?;
             let counts = PoolCounts { running: cn.running.unwrap_or(0), warm: cn.warm.unwrap_or(0), sleeping: cn.sleeping.unwrap_or(0) };
             let req = PoolCreate::new(r.name.clone(), parse_name("--role", role)?, spec, counts);
             let info = c.pool_create(r.tenant.as_str(), &req).await?;

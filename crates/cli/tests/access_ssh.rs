@@ -313,67 +313,141 @@ fn host_key_survives_a_hub_restart_and_instance_ssh_checks_the_way_in() {
     assert!(text(&o.stderr).contains("not running"), "{}", text(&o.stderr));
 }
 
+/// A workload for the fault test: `/slow` streams 1,000 bytes every 100 ms for 100 s
+/// (Content-Length set, so a cut is visible), anything else says `hello`.
+const SLOW_SERVER: &str = r#"
+import http.server, time
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = 'HTTP/1.1'
+    def log_message(self, *a): pass
+    def do_GET(self):
+        slow = self.path.startswith('/slow')
+        body = b'x' * 1000 if slow else b'hello\n'
+        self.send_response(200); self.send_header('Content-Length', str(len(body) * (1000 if slow else 1))); self.end_headers()
+        for _ in range(1000 if slow else 1):
+            self.wfile.write(body); self.wfile.flush()
+            if slow: time.sleep(0.1)
+http.server.ThreadingHTTPServer(('0.0.0.0', 8080), H).serve_forever()
+"#;
+
+/// Waits for a child for at most `within`; its exit status.
+fn wait_child(c: &mut std::process::Child, within: std::time::Duration, what: &str) -> std::process::ExitStatus {
+    let t = std::time::Instant::now();
+    loop {
+        if let Some(s) = c.try_wait().unwrap() {
+            return s;
+        }
+        assert!(t.elapsed() < within, "{what} still runs after {within:?}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Reads one line of a child's stdout.
+fn first_line(c: &mut std::process::Child) -> String {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(c.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    line
+}
+
 #[test]
-fn an_agent_killed_mid_session_disconnects_cleanly_and_the_gateway_serves_on() {
-    common::require_root();
-    common::block_on(async {
-        let (mut f, c) = hangar_harness::fleet::SplitFleet::start(Path::new(common::bin()), "hangar-ssh-split-", 3.0).await.unwrap();
-        for args in [&["tenant", "create", "acme"][..], &["instance", "create", "acme/web", "--start"]] {
-            let o = Command::new(common::bin()).args(args).env("HANGAR_CONFIG", f.dir.path().join("config.json")).env_remove("HANGAR_TOKEN").env_remove("HANGAR_HUB").output().unwrap();
-            assert!(o.status.success(), "{args:?}: {}", text(&o.stderr));
-        }
-        let key = f.dir.path().join("id");
-        let o = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key).output().unwrap();
-        assert!(o.status.success());
-        let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
-        c.ssh_key_add("acme", &hangar_types::api::SshKeyAdd { public_key: public, name: None }).await.unwrap();
-        let g = c.ssh_gateway().await.unwrap();
-        let port = g.port.expect("the split fleet's hub runs a gateway");
-        let known = f.dir.path().join("known_hosts");
-        std::fs::write(&known, format!("[127.0.0.1]:{port} {}\n", g.host_key.unwrap())).unwrap();
-        let ssh = |args: &[&str]| {
-            let mut cmd = Command::new("ssh");
-            cmd.args(opts(port, &known, &key, "-p")).args(args).stdin(std::process::Stdio::null());
-            cmd
+fn an_agent_killed_mid_session_or_request_disconnects_cleanly_and_other_hosts_are_served() {
+    // node-b (a `local` provider host: its agent a process of its own in a network
+    // namespace) is the one whose agent dies; the fleet's own host lives on.
+    let f = common::up_with(&["--stale-after", "4"]);
+    let out = f.run(&["host", "add", "node-b", "--provider", "local"]);
+    assert!(out.contains("ready"), "{out}");
+    let hosts = f.json(&["host", "list"]);
+    let first = hosts.as_array().unwrap().iter().map(|h| h["name"].as_str().unwrap().to_string()).find(|n| n != "node-b").unwrap();
+    let c = f.client().unwrap();
+    let (key, public) = keygen(&f, "id_faults");
+    let mut hub_header = vec![];
+    for (tenant, host) in [("acme", "node-b"), ("beta", first.as_str())] {
+        f.run(&["tenant", "create", tenant]);
+        let spec = hangar_types::api::InstanceSpec {
+            image: hangar_types::api::ImageRef::Host,
+            vcpus: 1,
+            mem_mib: 256,
+            disk_mib: 256,
+            command: vec!["python3".into(), "-c".into(), SLOW_SERVER.into()],
+            env: Default::default(),
+            secrets: vec![],
         };
-        // A session in progress when the agent dies.
-        let mut long = ssh(&["acme.web@127.0.0.1", "--", "echo started; sleep 120"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
-        let mut first = String::new();
-        {
-            use std::io::BufRead;
-            std::io::BufReader::new(long.stdout.as_mut().unwrap()).read_line(&mut first).unwrap();
-        }
-        assert_eq!(first, "started\n");
-        f.kill_agent();
-        let t = std::time::Instant::now();
-        let status = loop {
-            if let Some(s) = long.try_wait().unwrap() {
-                break s;
-            }
-            assert!(t.elapsed() < std::time::Duration::from_secs(30), "the ssh session outlived its agent by 30s");
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        };
-        let mut err = String::new();
-        std::io::Read::read_to_string(long.stderr.as_mut().unwrap(), &mut err).unwrap();
-        assert_eq!(status.code(), Some(255), "{err}");
-        assert!(err.contains("connection to the instance was lost"), "{err}");
-        // The gateway itself is fine: a new connection authenticates and says why the
-        // instance cannot be reached now...
-        let o = ssh(&["acme.web@127.0.0.1", "--", "true"]).output().unwrap();
-        assert_eq!(o.status.code(), Some(255));
-        assert!(text(&o.stderr).contains("hangar: "), "{}", text(&o.stderr));
-        // ...and serves again once the agent is back.
-        f.start_agent().await.unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        loop {
-            let o = ssh(&["acme.web@127.0.0.1", "--", "echo again"]).output().unwrap();
-            if text(&o.stdout) == "again\n" {
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline, "no session after the agent came back: {}", text(&o.stderr));
-            std::thread::sleep(std::time::Duration::from_millis(500));
-        }
-    });
+        let mut req = hangar_types::api::InstanceCreate::new("web".parse().unwrap(), spec, true);
+        req.host = Some(host.parse().unwrap());
+        common::block_on(async {
+            let op = c.instance_create(tenant, &req).await.unwrap();
+            c.operation_wait_final(op.id, std::time::Duration::from_secs(120)).await.unwrap();
+            c.ssh_key_add(tenant, &hangar_types::api::SshKeyAdd { public_key: public.clone(), name: None }).await.unwrap();
+            let t = c.proxy_token_create(tenant, "web", &hangar_types::access::ProxyTokenCreate { port: 8080, ttl_secs: Some(600) }).await.unwrap();
+            let header = f.dir.path().join(format!("{tenant}.header"));
+            std::fs::write(&header, format!("Authorization: Bearer {}\n", t.token)).unwrap();
+            hub_header.push((format!("{}{}", c.base_url(), t.path), format!("@{}", header.display())));
+        });
+        assert_eq!(f.json(&["instance", "info", &format!("{tenant}/web")])["host"], host);
+    }
+    let curl = |i: usize, path: &str, extra: &[&str]| {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sk", "--max-time", "120", "-H", &hub_header[i].1]).args(extra).arg(format!("{}{path}", hub_header[i].0));
+        cmd
+    };
+    let status_of = |i: usize| text(&curl(i, "hello", &["-o", "/dev/null", "-w", "%{http_code}"]).output().unwrap().stdout);
+    for i in [0, 1] {
+        common::wait_until("the servers in the sandboxes", || status_of(i) == "200");
+    }
+    let piped = |mut c: Command| c.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let ssh_cmd = |args: &[&str]| {
+        let mut cmd = Command::new("ssh");
+        cmd.args(ssh_opts(&f, &key, "-p")).args(args);
+        cmd
+    };
+    // In progress when node-b's agent dies: an SSH session and a streaming proxied
+    // download there, an SSH session on the other host.
+    let mut long = piped(ssh_cmd(&["acme.web@127.0.0.1", "--", "echo started; sleep 120"]));
+    let mut other = piped(ssh_cmd(&["beta.web@127.0.0.1", "--", "echo started; sleep 4; echo still here"]));
+    let mut stream = piped(curl(0, "slow", &["-o", "/dev/null", "-w", "%{http_code} %{size_download}"]));
+    assert_eq!(first_line(&mut long), "started\n");
+    assert_eq!(first_line(&mut other), "started\n");
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let pid = std::fs::read_to_string(f.data_dir().join("hosts/node-b/agent.pid")).unwrap().trim().to_string();
+    assert!(Command::new("kill").args(["-9", &pid]).status().unwrap().success());
+    // Both of node-b's clients see a clean disconnect, soon.
+    let status = wait_child(&mut long, std::time::Duration::from_secs(30), "the ssh session of the killed agent");
+    let mut err = String::new();
+    std::io::Read::read_to_string(long.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(255), "{err}");
+    assert!(err.contains("connection to the instance was lost"), "{err}");
+    let status = wait_child(&mut stream, std::time::Duration::from_secs(30), "the proxied download of the killed agent");
+    let mut got = String::new();
+    std::io::Read::read_to_string(stream.stdout.as_mut().unwrap(), &mut got).unwrap();
+    assert!(!status.success(), "a cut download must fail, not look complete: {got}");
+    let bytes: u64 = got.split_whitespace().nth(1).and_then(|b| b.parse().ok()).unwrap_or(0);
+    assert!(got.starts_with("200 ") && bytes > 0 && bytes < 1_000_000, "cut after some bytes: {got}");
+    // The other host's session goes on to its end, and its proxy answers, over HTTP/2
+    // between the client and the hub too (ALPN h2; HTTP/1.1 beyond).
+    let status = wait_child(&mut other, std::time::Duration::from_secs(30), "the other host's ssh session");
+    let mut out = String::new();
+    std::io::Read::read_to_string(other.stdout.as_mut().unwrap(), &mut out).unwrap();
+    assert!(status.success() && out == "still here\n", "{status:?} {out:?}");
+    assert_eq!(status_of(1), "200");
+    let o = curl(1, "hello", &["--http2", "-o", "/dev/null", "-w", "%{http_version} %{http_code}"]).output().unwrap();
+    assert_eq!(text(&o.stdout), "2 200");
+    // The gateway and the proxy say why node-b's instance cannot be reached now,
+    // quickly...
+    let o = ssh(&f, &key, &["acme.web@127.0.0.1", "--", "true"]);
+    assert_eq!(o.status.code(), Some(255));
+    assert!(text(&o.stderr).contains("hangar: "), "{}", text(&o.stderr));
+    let t0 = std::time::Instant::now();
+    let answer = text(&curl(0, "hello", &["-w", "\n%{http_code}"]).output().unwrap().stdout);
+    // 503 while the hub still takes the host for alive, 409 (observed unknown) once it
+    // is stale: either way `{code, message}` saying why.
+    assert!((answer.ends_with("\n503") || answer.ends_with("\n409")) && answer.contains("\"code\""), "{answer}");
+    assert!(t0.elapsed() < std::time::Duration::from_secs(10), "a dead agent took {:?} to refuse", t0.elapsed());
+    // ...and serve it again once the agent is back.
+    common::wait_until("node-b stale", || f.json(&["host", "info", "node-b"])["state"] != "ready");
+    f.run(&["host", "start", "node-b"]);
+    common::wait_until("an ssh session after the agent came back", || text(&ssh(&f, &key, &["acme.web@127.0.0.1", "--", "echo again"]).stdout) == "again\n");
+    common::wait_until("the proxy after the agent came back", || status_of(0) == "200");
 }
 
 #[test]

@@ -180,6 +180,26 @@ fn secrets_reach_run_secrets_read_only_change_in_place_and_leak_nowhere() {
     wait_until("the new value in the sandbox", || exec_out(&f, "acme/web", &["cat", "/run/secrets/db-password"]) == value2);
     assert!(t0.elapsed() < Duration::from_secs(10), "took {:?}", t0.elapsed());
 
+    // Pools name secrets too: every member sees them; a pool naming a secret keeps it
+    // from deletion even with no member; a missing one is refused at create.
+    let missing = f.fail(&["pool", "create", "acme/nope", "--secret", "nothing-here", "--running", "1"]);
+    assert!(missing.contains("nothing-here"), "{missing}");
+    let o = run_with_stdin(&f, &["secret", "set", "acme/pool-only", "--from-file", "-"], b"for the pool");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    f.run(&["pool", "create", "acme/workers", "--secret", "pool-only", "--secret", "db-password", "--running", "1"]);
+    let members = || -> Vec<String> {
+        f.json(&["instance", "list", "--tenant", "acme"]).as_array().unwrap().iter().filter(|i| i["pool"] == "workers" && i["state"] != "deleted").map(|i| format!("acme/{}", i["name"].as_str().unwrap())).collect()
+    };
+    let member = members().pop().expect("the pool has a member");
+    wait_until("the pool's secrets in its member", || exec(&f, &member, &["cat", "/run/secrets/pool-only"]).stdout == b"for the pool");
+    assert_eq!(exec_out(&f, &member, &["cat", "/run/secrets/db-password"]), value2);
+    f.run(&["pool", "scale", "acme/workers", "--running", "0"]);
+    wait_until("the pool emptied", || members().is_empty());
+    let refused = f.fail(&["secret", "delete", "acme/pool-only"]);
+    assert!(refused.contains("workers") && refused.contains("--force"), "{refused}");
+    f.run(&["pool", "delete", "acme/workers"]);
+    f.run(&["secret", "delete", "acme/pool-only"]);
+
     // Nowhere else: not in any file under the data dir (hub store, keys, agent dir,
     // bundles, desired document, logs), not in the fleet's log, not in events.
     let events = f.run(&["events", "acme", "--last", "200", "--json"]);

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::Fleet;
+use common::{exec, Fleet};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -35,9 +35,6 @@ fn restic_ok(f: &Fleet, tenant: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-fn exec(f: &Fleet, inst: &str, script: &str) -> String {
-    f.run(&["instance", "exec", inst, "--", "sh", "-c", script])
-}
 
 fn sha256(path: &Path) -> String {
     let o = Command::new("sha256sum").arg(path).output().unwrap();
@@ -141,17 +138,7 @@ fn dir_target_backup_browse_restore_check_purge() {
     assert!(list[1]["added_bytes"].as_u64().unwrap() < 1_000_000, "{list}");
     f.run(&["backup", "check", "acme/web", "--read-data"]);
 
-    // A flipped bit in a pack: check --read-data reports it.
-    let data = target.join("tenants/acme/data");
-    let pack = walk(&data).into_iter().max_by_key(|p| std::fs::metadata(p).unwrap().len()).expect("a pack file");
-    let mut bytes = std::fs::read(&pack).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x01;
-    std::fs::write(&pack, &bytes).unwrap();
-    let err = f.fail(&["backup", "check", "acme/web", "--read-data"]);
-    assert!(err.contains("error"), "{err}");
-    bytes[mid] ^= 0x01;
-    std::fs::write(&pack, &bytes).unwrap();
+    // A flipped bit in a pack: backups_faults.rs.
 
     // Hard delete schedules a purge; it is listed and can be cancelled.
     f.run(&["instance", "delete", "acme/web", "--hard"]);
@@ -165,18 +152,6 @@ fn dir_target_backup_browse_restore_check_purge() {
 
 fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = vec![];
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        if e.file_type().unwrap().is_dir() {
-            out.extend(walk(&e.path()));
-        } else {
-            out.push(e.path());
-        }
-    }
-    out
 }
 
 /// moto's S3 server on a free port (no IAM: any keys are accepted), with one bucket.
@@ -248,109 +223,8 @@ fn s3_target_backup_read_by_restic() {
     assert!(!shown.contains("very-secret-key"));
 }
 
-/// A small tmpfs as a "full disk" target; unmounted on drop, even after a failure.
-struct SmallDisk(std::path::PathBuf);
-
-impl SmallDisk {
-    fn mount(path: &Path, mib: u32) -> SmallDisk {
-        std::fs::create_dir_all(path).unwrap();
-        let ok = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"]).arg(path).status().unwrap().success();
-        assert!(ok, "cannot mount a tmpfs on {}", path.display());
-        SmallDisk(path.to_path_buf())
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
-#[test]
-fn a_full_target_fails_cleanly_and_records_nothing() {
-    let f = common::up();
-    workspace(&f);
-    exec(&f, "acme/web", "head -c 40000000 /dev/urandom > /home/src/big.bin");
-    let disk = SmallDisk::mount(&f.dir.path().join("small"), 8);
-    f.run(&["backup", "target", "add", "small", &format!("dir:{}", disk.0.display())]);
-    f.run(&["tenant", "update", "acme", "--backup-target", "small"]);
-    let err = f.fail(&["backup", "create", "acme/web", "--wait"]);
-    assert!(err.contains("full"), "{err}");
-    assert_eq!(f.json(&["backup", "list", "acme/web"]), Value::Array(vec![]));
-    // The repository is still valid for restic.
-    restic_ok(&f, "acme", &["check"]);
-}
-
-#[test]
-fn agent_killed_mid_backup_fails_the_operation_and_the_next_backup_succeeds() {
-    use hangar_types::api::{ExecRequest, ImageRef, InstanceCreate, InstanceSpec, OperationStatus, TenantCreate};
-    use hangar_types::backups::{BackupTargetAdd, BackupTargetSet};
-    common::require_root();
-    common::block_on(async {
-        let (mut f, c) = hangar_harness::fleet::SplitFleet::start(Path::new(common::bin()), "hangar-bk-kill-", 12.0).await.unwrap();
-        c.tenant_create(&TenantCreate { name: "acme".parse().unwrap(), quotas: None, isolated: false, net_prefix: None }).await.unwrap();
-        let spec = InstanceSpec { image: ImageRef::Host, vcpus: 1, mem_mib: 256, disk_mib: 1500, command: vec!["sleep".into(), "infinity".into()], env: Default::default(), secrets: vec![] };
-        let op = c.instance_create("acme", &InstanceCreate::new("web".parse().unwrap(), spec, true)).await.unwrap();
-        c.operation_wait_final(op.id, Duration::from_secs(120)).await.unwrap();
-        let write = ExecRequest { command: vec!["sh".into(), "-c".into(), "head -c 400000000 /dev/urandom > /home/big.bin".into()], env: Default::default(), timeout_secs: Some(120) };
-        assert_eq!(c.instance_exec("acme", "web", &write).await.unwrap().exit_code, 0);
-        let target = f.dir.path().join("backups");
-        std::fs::create_dir_all(&target).unwrap();
-        let add = BackupTargetAdd { name: "local".parse().unwrap(), location: format!("dir:{}", target.display()), endpoint: None, region: None, access_key: None, secret_key: None };
-        c.backup_target_add(&add).await.unwrap();
-        c.backup_target_set("acme", &BackupTargetSet { target: Some("local".parse().unwrap()) }).await.unwrap();
-
-        let op = c.backup_create("acme", "web").await.unwrap();
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let p = c.backup_progress(op.id).await.unwrap();
-            assert!(!p.operation.status.is_final(), "the backup ended before the agent was killed: {p:?}");
-            if p.bytes > 0 {
-                break;
-            }
-            assert!(Instant::now() < deadline, "no progress");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        f.kill_agent();
-        let ended = final_operation(&c, op.id, 90).await;
-        assert_eq!(ended.status, OperationStatus::Failed, "{ended:?}");
-        assert!(ended.error.as_deref().unwrap_or_default().contains("host"), "{ended:?}");
-        assert!(c.backup_list("acme", "web").await.unwrap().is_empty());
-
-        // restic finds the repository valid, with what was uploaded before the kill.
-        let key = c.backup_key("acme").await.unwrap();
-        let pw = f.dir.path().join("pw");
-        std::fs::write(&pw, &key.password).unwrap();
-        require("restic");
-        restic_check(&key.repository, &pw);
-
-        f.start_agent().await.unwrap();
-        hangar_harness::fleet::wait_host(&c, "node-a", hangar_types::api::HostState::Ready, Duration::from_secs(60)).await.unwrap();
-        let op = c.backup_create("acme", "web").await.unwrap();
-        let done = final_operation(&c, op.id, 300).await;
-        assert_eq!(done.status, OperationStatus::Succeeded, "{done:?}");
-        assert_eq!(c.backup_list("acme", "web").await.unwrap().len(), 1);
-        restic_check(&key.repository, &pw);
-    });
-}
-
-fn restic_check(repository: &str, password_file: &Path) {
-    let check = Command::new("restic").args(["-r", repository, "--no-cache", "check"]).arg("--password-file").arg(password_file).output().unwrap();
-    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
-}
-
-/// The operation once final, within `secs`.
-async fn final_operation(c: &hangar_client::HubClient, id: hangar_types::OperationId, secs: u64) -> hangar_types::api::Operation {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let p = c.backup_progress(id).await.unwrap();
-        if p.operation.status.is_final() {
-            return p.operation;
-        }
-        assert!(Instant::now() < deadline, "{} {} still running after {secs} s", p.operation.kind, p.operation.target);
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
+// Faults (a full target, a kill -9 mid-backup, a cancel, a repository under another
+// key, a corrupted restore) are in backups_faults.rs.
 
 #[test]
 fn scheduled_backups_keep_the_policy_and_hard_deletes_purge_after_the_delay() {

@@ -1,6 +1,7 @@
 //! Issue 13, identities: host certificates are short-lived and renewed by the agent over
-//! mTLS, and nothing a host holds can pose as the hub, to the CLI or to an agent. Real
-//! parts: `hangar up` (hub and agent) on loopback, real TLS.
+//! mTLS, nothing a host holds can pose as the hub, to the CLI or to an agent, and a
+//! removed host's certificate is refused at once. Real parts: `hangar up` (hub and
+//! agent) on loopback, real TLS.
 
 mod common;
 
@@ -97,5 +98,16 @@ fn host_keys_cannot_pose_as_the_hub_and_host_certificates_renew() {
         let fail = events.iter().rev().find(|e| e.action == "auth.fail").expect("an auth.fail event");
         assert!(fail.object.starts_with("peer/127.0.0.1"), "{fail:?}");
         assert!(!format!("{fail:?}").contains(bad), "the event holds the presented secret: {fail:?}");
+
+        // A removed host's certificate is refused at once: the same client, one
+        // request before and one after the remove, on every hub path it uses.
+        let (cert, key) = (read(&agent.join("host.pem")), read(&agent.join("host.key")));
+        let as_host = HostClient::new(&cfg.hub_url, &agent_ca, &cert, &key).unwrap();
+        as_host.desired(None, Duration::ZERO).await.expect("the host's current certificate works before the remove");
+        c.host_remove(&name).await.unwrap();
+        match as_host.desired(None, Duration::ZERO).await {
+            Err(ClientError::Api(e)) => assert_eq!(e.code, hangar_types::ErrorCode::Unauthenticated, "{e:?}"),
+            other => panic!("a removed host's certificate was accepted: {other:?}"),
+        }
     });
 }

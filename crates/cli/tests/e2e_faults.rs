@@ -49,7 +49,7 @@ fn bad_input_is_refused_with_code_and_message_and_changes_nothing() {
         ("POST", "/v1/tenants/acme/instances", json!({"name": "w", "image": "host", "vcpus": 0, "mem_mib": 64, "disk_mib": 64}), 400, "invalid_argument", "vcpus must be between 1 and 256"),
         ("POST", "/v1/tenants/acme/instances", json!({"name": "w", "image": "host", "vcpus": -1, "mem_mib": 64, "disk_mib": 64}), 400, "invalid_argument", "vcpus"),
         ("POST", "/v1/tenants/acme/instances", json!({"name": "w", "image": "No Image", "vcpus": 1, "mem_mib": 64, "disk_mib": 64}), 400, "invalid_argument", "image 'No Image' is not known"),
-        ("POST", "/v1/tenants/acme/instances", json!({"name": "w", "image": "nope", "vcpus": 1, "mem_mib": 64, "disk_mib": 64}), 400, "invalid_argument", "image: no image 'nope' is registered"),
+        ("POST", "/v1/tenants/acme/instances", json!({"name": "w", "image": "nope", "vcpus": 1, "mem_mib": 64, "disk_mib": 64}), 409, "conflict", "image: no image 'nope' is registered"),
         ("POST", "/v1/tenants/acme/instances", json!({"name": "w", "image": "dir:/etc", "vcpus": 1, "mem_mib": 64, "disk_mib": 64}), 400, "invalid_argument", "image: 'dir:/etc' is refused"),
         ("POST", "/v1/tenants/acme/instances", json!({"name": "w", "image": "host", "vcpus": 1, "mem_mib": 64}), 400, "invalid_argument", "missing field `disk_mib`"),
         ("POST", "/v1/tenants/acme/instances", json!({"name": "w", "image": "host", "vcpus": 1, "mem_mib": 64, "disk_mib": 64, "gpu": 1}), 400, "invalid_argument", "unknown field `gpu`"),

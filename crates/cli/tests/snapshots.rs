@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{block_on, Fleet};
+use common::{block_on, Fleet, api_error};
 use hangar_types::api::{SnapshotCreate, SnapshotRestore};
 use hangar_types::ErrorCode;
 use serde_json::Value;
@@ -48,12 +48,6 @@ fn names(list: &[Value]) -> Vec<String> {
     v
 }
 
-fn api_error<T: std::fmt::Debug>(r: Result<T, hangar_client::ClientError>) -> hangar_types::ApiError {
-    match r {
-        Err(hangar_client::ClientError::Api(e)) => e,
-        other => panic!("expected an API error, got {other:?}"),
-    }
-}
 
 #[test]
 fn create_list_restore_delete_and_quota() {
@@ -217,4 +211,37 @@ fn schedules_take_and_prune_and_a_crash_keeps_the_list_true() {
     let out = f.run(&["instance", "update", "acme/db", "--snapshot-schedule", "off"]);
     assert!(out.contains("no scheduled snapshots"), "{out}");
     assert!(desired(&f)["instances"][0].get("snapshot_schedule").is_none());
+}
+
+#[test]
+fn scheduled_snapshots_are_skipped_with_an_event_at_the_disk_quota() {
+    let f = common::up();
+    f.run(&["tenant", "create", "acme", "--max-vcpus", "8", "--max-mem", "8192", "--max-running", "4", "--max-instances", "10", "--max-disk", "1"]);
+    // 768 + 256 MiB: the tenant's whole GiB, no room for even a snapshot's metadata.
+    f.run(&["instance", "create", "acme/web", "--disk", "768", "--start", "--", "sleep", "infinity"]);
+    f.run(&["instance", "create", "acme/filler", "--disk", "256"]);
+    let sb = sandbox(&f, "acme/web");
+    f.run(&["instance", "update", "acme/web", "--snapshot-schedule", "every=1m,keep=2"]);
+    let skipped = || -> Vec<Value> {
+        let events = f.json(&["events", "acme", "--last", "200"]);
+        events.as_array().unwrap().iter().filter(|e| e["action"] == "snapshot.schedule" && e["result"] == "skipped").cloned().collect()
+    };
+    common::wait_until("a skipped scheduled snapshot's event", || !skipped().is_empty());
+    let event = &skipped()[0];
+    assert_eq!(event["object"], "instance/acme/web", "{event}");
+    assert!(event["message"].as_str().unwrap().contains("max_disk_gib"), "{event}");
+    // Skipped, not taken: nothing on the host, nothing listed; asked once per slot, not
+    // on every pass.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(on_disk(&f, &sb), Vec::<String>::new());
+    assert!(listed(&f, "acme/web").is_empty());
+    assert!(skipped().len() <= 2, "an event on every pass: {:?}", skipped());
+
+    // With room again, the next slot takes it.
+    f.run(&["instance", "delete", "acme/filler"]);
+    let deadline = Instant::now() + Duration::from_secs(150);
+    while !on_disk(&f, &sb).iter().any(|n| n.starts_with("auto-")) {
+        assert!(Instant::now() < deadline, "no scheduled snapshot once there was room");
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }

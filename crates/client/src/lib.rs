@@ -8,6 +8,9 @@ pub mod onboarding;
 pub mod session;
 
 mod backups;
+pub mod files;
+mod transfer;
+mod moves;
 
 use hangar_types::api::*;
 use hangar_types::protocol::{AgentReport, DesiredDoc, JoinRequest, JoinResponse};
@@ -450,6 +453,12 @@ impl HostClient {
 
     pub async fn report(&self, report: &AgentReport) -> Result<serde_json::Value> {
         self.t.call(reqwest::Method::POST, "/v1/agent/report", Some(report), Some(Duration::from_secs(30))).await
+    }
+
+    /// Whether this host may take a scheduled snapshot of `instance` now (a 422 when
+    /// its tenant is at its disk quota).
+    pub async fn snapshot_admission(&self, instance: hangar_types::InstanceId) -> Result<hangar_types::snapshots::SnapshotAdmission> {
+        self.t.call::<(), _>(reqwest::Method::POST, &format!("/v1/agent/instances/{instance}/snapshot-admission"), None, Some(Duration::from_secs(10))).await
     }
 
     /// The values of the secrets an instance placed on this host names.

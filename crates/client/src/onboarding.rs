@@ -42,6 +42,7 @@ pub fn sandbox_pools(workers: u32, warm: u32) -> [PoolCreate; 2] {
         command: vec![],
         env: BTreeMap::new(),
         counts,
+        secrets: vec![],
     };
     [
         pool("gateway", "gateway", 128, PoolCounts { running: 1, warm: 0, sleeping: 0 }),

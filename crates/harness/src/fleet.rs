@@ -125,6 +125,12 @@ impl Fleet {
         }
     }
 
+    /// Replaces the extra environment of the `hangar up` processes started from now on
+    /// (e.g. a test's failpoint for the next restart).
+    pub fn set_env(&mut self, env: Vec<(String, String)>) {
+        self.opts.env = env;
+    }
+
     /// kill -9 of hub and agent (one process).
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

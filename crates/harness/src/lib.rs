@@ -15,6 +15,7 @@
 pub mod bench;
 mod bench_ssh;
 pub mod bench_backup;
+mod bench_copy;
 pub mod fleet;
 pub mod smoke;
 pub mod soak;

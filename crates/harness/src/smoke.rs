@@ -41,7 +41,7 @@ pub struct SmokeOptions {
     pub cleanup: Option<String>,
 }
 
-const SCENARIOS: [(&str, &[&str]); 9] = [
+const SCENARIOS: [(&str, &[&str]); 10] = [
     ("fleet", &["host ready", "hosts join", "tenant create"]),
     ("lifecycle", &["instance create", "instance start", "sentinel write", "exec", "warm", "resume", "stop", "start again", "sentinel survives", "snapshot", "logs", "stats"]),
     ("network", &["instances on two tenants", "same-tenant reach", "cross-tenant isolation", "wide subnet wired", "cross-host reach", "net verify"]),
@@ -50,6 +50,7 @@ const SCENARIOS: [(&str, &[&str]); 9] = [
     ("hosts", &["members spread over hosts", "host stop keeps state", "host start persistence", "killed agent goes stale", "restarted agent adopts"]),
     ("access", &["secret set", "secret visible and read-only", "proxy denied without a token", "proxy allowed with a token", "access instance deleted", "ssh key add", "instance ssh --check", "ssh exec", "ssh instance delete"]),
     ("backup", &["backup target add", "backup sentinel", "backup create", "backup found in index", "restore into a new instance", "hard delete schedules a purge", "purge cancelled", "backup cleanup"]),
+    ("copy", &["copy upload", "copy across hosts", "copy download", "copy compare"]),
     ("cleanup", &["delete instances", "remove hosts", "destroy tenants"]),
 ];
 
@@ -894,6 +895,7 @@ async fn scenario(r: &mut Run, name: &str) {
             .await;
         }
         "backup" => backup_scenario(r).await,
+        "copy" => copy_scenario(r).await,
         "cleanup" => {
             r.step("delete instances", async {
                 for p in ["work", "spread"] {
@@ -955,6 +957,105 @@ async fn wait_backup_op(c: &HubClient, op: Operation) -> Result<()> {
 
 /// Backups to a directory target under the fleet's data dir: sentinel, backup, the
 /// index, a restore into a new instance, a hard delete's purge and its cancel.
+/// The files of a tar stream, by path (what a download brought back).
+#[derive(Default)]
+struct Collected(std::collections::BTreeMap<PathBuf, (hangar_agent::copy::Meta, Vec<u8>)>);
+
+impl hangar_agent::copy::Sink for Collected {
+    fn dir(&mut self, _: &std::path::Path, _: &hangar_agent::copy::Meta) -> Result<(), hangar_agent::copy::CopyError> {
+        Ok(())
+    }
+    fn file(&mut self, path: &std::path::Path, meta: &hangar_agent::copy::Meta, size: u64, data: hangar_agent::copy::Data<'_>) -> Result<(), hangar_agent::copy::CopyError> {
+        let mut v = Vec::with_capacity(size as usize);
+        if let hangar_agent::copy::Data::Stream(r) = data {
+            std::io::Read::read_to_end(&mut std::io::Read::take(r, size), &mut v).map_err(|e| hangar_agent::copy::CopyError::Io(e.to_string()))?;
+        }
+        self.0.insert(path.to_path_buf(), (*meta, v));
+        Ok(())
+    }
+    fn symlink(&mut self, _: &std::path::Path, _: &hangar_agent::copy::Meta, _: &std::path::Path) -> Result<(), hangar_agent::copy::CopyError> {
+        Ok(())
+    }
+}
+
+/// `hangar cp` through the API: a file uploaded into an instance on one host, copied
+/// to an instance on another (a host-to-host transfer), downloaded from there, and
+/// compared byte for byte with its mode and mtime.
+async fn copy_scenario(r: &mut Run) {
+    use hangar_agent::copy::{Data, Meta, Sink, TarSink};
+    use hangar_types::files::{CopyEnd, CopyRequest, CopyVia, FilesQuery};
+    let c = r.c.clone();
+    let a = r.tenant("a");
+    let data: Vec<u8> = (0..(4u32 << 20) + 7).map(|i| (i.wrapping_mul(2654435761) >> 11) as u8).collect();
+    let meta = Meta { mode: 0o640, uid: 0, gid: 0, mtime: 1_000_000_000, mtime_nsec: 0 };
+    let hosts: Vec<String> = match c.host_list().await {
+        Ok(h) => h.iter().filter(|h| h.state == HostState::Ready && h.endpoint.as_deref().and_then(hangar_types::net::underlay_of).is_some()).map(|h| h.name.to_string()).collect(),
+        Err(_) => vec![],
+    };
+    r.step("copy upload", async {
+        if hosts.len() < 2 {
+            bail!("{} ready host(s) with a routable agent endpoint; a copy across hosts needs two", hosts.len());
+        }
+        create_on(&c, &a, "cp1", true, Some(&hosts[0])).await?;
+        create_on(&c, &a, "cp2", true, Some(&hosts[1])).await?;
+        let mut tar = vec![];
+        let mut t = TarSink::new(&mut tar);
+        t.file(std::path::Path::new("smoke.bin"), &meta, data.len() as u64, Data::Stream(&mut &data[..]))?;
+        t.finish()?;
+        let stream: hangar_client::files::ByteStream = Box::pin(futures_util_once(tar));
+        let w = c.files_upload(&a, "cp1", &FilesQuery { path: "/home/".into(), recursive: false }, stream).await?;
+        if w.bytes != data.len() as u64 {
+            bail!("the upload wrote {} bytes of {}", w.bytes, data.len());
+        }
+        Ok(())
+    })
+    .await;
+    r.step("copy across hosts", async {
+        let res = exec(&c, &a, "cp2", "mkdir -p /home/in").await?;
+        if res.exit_code != 0 {
+            bail!("mkdir: {}", res.stderr);
+        }
+        let end = |i: &str, p: &str| -> Result<CopyEnd> { Ok(CopyEnd { tenant: a.parse()?, instance: i.parse()?, path: p.into() }) };
+        let done = c.files_copy(&CopyRequest { from: end("cp1", "/home/smoke.bin")?, to: end("cp2", "/home/in/")?, recursive: false }).await?;
+        if done.via != CopyVia::Transfer || done.written.bytes != data.len() as u64 {
+            bail!("the copy went {:?} with {} bytes", done.via, done.written.bytes);
+        }
+        Ok(())
+    })
+    .await;
+    let mut got = Collected::default();
+    r.step("copy download", async {
+        let stream = c.files_download(&a, "cp2", &FilesQuery { path: "/home/in/smoke.bin".into(), recursive: false }).await?;
+        let reader = hangar_client::files::ChannelReader::spawn(stream);
+        got = tokio::task::spawn_blocking(move || {
+            let mut got = Collected::default();
+            hangar_agent::copy::untar(reader, false, &mut got).map(|_| got)
+        })
+        .await??;
+        Ok(())
+    })
+    .await;
+    r.step("copy compare", async {
+        let Some((m, bytes)) = got.0.get(std::path::Path::new("smoke.bin")) else { bail!("the download holds {:?}", got.0.keys().collect::<Vec<_>>()) };
+        if *bytes != data {
+            bail!("the downloaded file differs from the uploaded one ({} bytes, {} expected)", bytes.len(), data.len());
+        }
+        if (m.mode, m.mtime, m.uid) != (0o640, 1_000_000_000, 0) {
+            bail!("mode, mtime or owner changed on the way: {m:?}");
+        }
+        for i in ["cp1", "cp2"] {
+            wait_op(&c, c.instance_delete(&a, i).await?).await?;
+        }
+        Ok(())
+    })
+    .await;
+}
+
+/// A stream of one chunk.
+fn futures_util_once(b: Vec<u8>) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send {
+    futures_util::stream::once(async move { Ok(bytes::Bytes::from(b)) })
+}
+
 async fn backup_scenario(r: &mut Run) {
     use hangar_types::backups::{BackupRestore, BackupTargetAdd, BackupTargetSet};
     let Some(data) = r.own_fleet.clone() else {

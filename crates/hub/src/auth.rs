@@ -155,18 +155,23 @@ pub(crate) struct CachedToken {
 /// Tokens already verified, by hash: good while the store's token epoch is the one they
 /// were read at (anything that removes tokens moves it, on any hub), so a removed token
 /// is refused at once everywhere. [`TokenCache::invalidate`] also empties it locally.
-#[derive(Default)]
-pub struct TokenCache {
-    inner: std::sync::Mutex<CacheInner>,
+/// The proxy keeps its proxy tokens in one too (`T` = the token's record).
+pub(crate) struct TokenCache<T = CachedToken> {
+    inner: std::sync::Mutex<CacheInner<T>>,
 }
 
-#[derive(Default)]
-struct CacheInner {
+impl<T> Default for TokenCache<T> {
+    fn default() -> Self {
+        TokenCache { inner: std::sync::Mutex::new(CacheInner { store_epoch: 0, local_epoch: 0, entries: Default::default() }) }
+    }
+}
+
+struct CacheInner<T> {
     /// The store's token epoch the entries were read at.
     store_epoch: u64,
     /// Local invalidations: a lookup that raced one does not enter the cache.
     local_epoch: u64,
-    entries: std::collections::HashMap<String, (CachedToken, std::time::Instant)>,
+    entries: std::collections::HashMap<String, (T, std::time::Instant)>,
 }
 
 /// More distinct tokens than this and the cache starts over.
@@ -174,12 +179,12 @@ const TOKEN_CACHE_MAX: usize = 4096;
 /// How often a token's last use is written at most.
 const TOUCH_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
-impl TokenCache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, CacheInner> {
+impl<T: Clone> TokenCache<T> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheInner<T>> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn get(&self, hash: &str, store_epoch: u64) -> Option<CachedToken> {
+    pub(crate) fn get(&self, hash: &str, store_epoch: u64) -> Option<T> {
         let mut g = self.lock();
         if g.store_epoch != store_epoch {
             g.store_epoch = store_epoch;
@@ -201,7 +206,7 @@ impl TokenCache {
         }
     }
 
-    fn insert(&self, hash: String, t: CachedToken, store_epoch: u64) {
+    pub(crate) fn insert(&self, hash: String, t: T, store_epoch: u64) {
         let mut g = self.lock();
         if g.store_epoch != store_epoch {
             return;

@@ -12,7 +12,7 @@ use crate::auth::Principal;
 use crate::error::{HubError, HubResult};
 use crate::Hub;
 use hangar_backup::wire::{IdShift, JobFailure, JobKind, JobRequest, JobState, JobStatus};
-use hangar_backup::{FileKind, KeepPolicy, PreflightError, Repo, S3Options, Secret, TargetSpec};
+use hangar_backup::{FileKind, KeepPolicy, PreflightError, Repo, RepoError, S3Options, Secret, TargetSpec};
 use hangar_client::{AgentClient, ClientError};
 use hangar_store::{BackupProgressRecord, BackupTargetRecord};
 use hangar_types::api::{Instance, InstanceCreate, Operation, OperationStatus};
@@ -21,6 +21,10 @@ use hangar_types::{ErrorCode, InstanceState, Name, ObservedState, OperationId};
 use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
+
+/// Master keys unlocked by this process, by repository location, with the password
+/// that unlocked them (see `Hub::repo_key`).
+static MASTER_KEYS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, (Secret, Secret)>>> = std::sync::LazyLock::new(Default::default);
 
 /// How often a running job is polled for progress.
 const POLL: Duration = Duration::from_millis(300);
@@ -93,6 +97,33 @@ impl Hub {
         Ok((target, spec, Secret::new(password)))
     }
 
+    /// The tenant's repository master key (`None` before its first backup), checked
+    /// against the tenant's password before any job starts: a repository that exists
+    /// under another key is refused here, before anything is written. Unlocked keys are
+    /// kept in this process's memory, so the key derivation runs once per repository.
+    async fn repo_key(&self, tenant: &Name, spec: &TargetSpec, password: &Secret) -> HubResult<Option<Secret>> {
+        let location = spec.restic_location(&repo_path(tenant));
+        if let Some((pw, key)) = MASTER_KEYS.lock().unwrap_or_else(|e| e.into_inner()).get(&location)
+            && pw == password
+        {
+            return Ok(Some(key.clone()));
+        }
+        let (spec2, path, pw) = (spec.clone(), repo_path(tenant), password.clone());
+        let unlocked = tokio::task::spawn_blocking(move || Repo::unlock(&spec2, &path, pw.expose())).await.map_err(|e| HubError::internal(e.to_string()))?;
+        match unlocked {
+            Ok(Some(key)) => {
+                MASTER_KEYS.lock().unwrap_or_else(|e| e.into_inner()).insert(location, (password.clone(), key.clone()));
+                Ok(Some(key))
+            }
+            Ok(None) => Ok(None),
+            Err(RepoError::WrongPassword { location }) => Err(HubError::new(
+                ErrorCode::IllegalTransition,
+                format!("password: the repository {location} exists under another key than tenant '{tenant}'s; nothing was written. Give the tenant another target (`hangar tenant update {tenant} --backup-target NAME`) or move that repository away"),
+            )),
+            Err(e) => Err(HubError::new(ErrorCode::Unavailable, format!("target: cannot open the repository: {e}"))),
+        }
+    }
+
     // ---- targets ----
 
     pub async fn backup_target_add(&self, p: &Principal, req: BackupTargetAdd) -> HubResult<BackupTarget> {
@@ -149,7 +180,7 @@ impl Hub {
         if let Some(t) = &req.target
             && self.store.get_backup_target(t).await?.is_none()
         {
-            return Err(HubError::not_found(format!("target: backup target '{t}' not found (see `hangar backup target list`)")));
+            return Err(HubError::new(ErrorCode::Conflict, format!("target: backup target '{t}' not found (see `hangar backup target list`)")));
         }
         self.store.set_backup_target(tenant, req.target.as_ref()).await?;
         self.event(&p.actor(), Some(tenant), format!("tenant/{tenant}"), "backup.target.set", "ok", req.target.as_ref().map(ToString::to_string)).await;
@@ -212,6 +243,7 @@ impl Hub {
     async fn backup_start(self: &Arc<Self>, actor: &str, inst: Instance, apply_policy: bool) -> HubResult<Operation> {
         let (target, spec, password) = self.tenant_repo(&inst.tenant).await?;
         let agent = self.agent_for(&inst).await?.0;
+        let master_key = self.repo_key(&inst.tenant, &spec, &password).await?;
         let op = self.backup_operation("backup.create", &inst.tenant, format!("{}/{}", inst.tenant, inst.name)).await?;
         let template = Backup {
             id: String::new(),
@@ -231,6 +263,7 @@ impl Hub {
             target: spec,
             repo_path: repo_path(&inst.tenant),
             password,
+            master_key,
             kind: JobKind::Backup { volume: inst.id.sandbox_id().to_string(), hostname: inst.id.to_string(), tags: vec![format!("{}/{}", inst.tenant, inst.name)] },
         };
         self.event(actor, Some(&inst.tenant), format!("instance/{}/{}", inst.tenant, inst.name), "backup.create", "accepted", Some(format!("operation {}", op.id))).await;
@@ -256,6 +289,7 @@ impl Hub {
             }
         };
         let (_, spec, password) = self.tenant_repo(tenant).await?;
+        let master_key = self.repo_key(tenant, &spec, &password).await?;
         let (dest, created) = match &req.as_instance {
             Some(new_name) => {
                 let create = InstanceCreate {
@@ -294,6 +328,7 @@ impl Hub {
             target: spec,
             repo_path: repo_path(tenant),
             password,
+            master_key,
             kind: JobKind::Restore { volume: dest.id.sandbox_id().to_string(), snapshot: backup.id.clone(), path, into, ids },
         };
         self.event(&p.actor(), Some(tenant), format!("instance/{}/{}", dest.tenant, dest.name), "backup.restore", "accepted", Some(format!("backup {} of {name}", short(&backup.id)))).await;
@@ -332,8 +367,9 @@ impl Hub {
         let inst = self.instance_get(p, tenant, name).await?;
         let (_, spec, password) = self.tenant_repo(tenant).await?;
         let agent = self.agent_for(&inst).await?.0;
+        let master_key = self.repo_key(tenant, &spec, &password).await?;
         let op = self.backup_operation("backup.check", tenant, format!("{tenant}/{name}")).await?;
-        let job = JobRequest { id: job_id(op.id), target: spec, repo_path: repo_path(tenant), password, kind: JobKind::Check { read_data: req.read_data } };
+        let job = JobRequest { id: job_id(op.id), target: spec, repo_path: repo_path(tenant), password, master_key, kind: JobKind::Check { read_data: req.read_data } };
         tokio::spawn(self.clone().run_job(op.clone(), agent, job, Done::Check));
         Ok(op)
     }
@@ -420,7 +456,9 @@ impl Hub {
             }
             Done::Backup { template, apply_policy } => {
                 let summary = status.backup.ok_or_else(|| failed("the host reported no backup summary".into()))?;
+                let t = std::time::Instant::now();
                 let files = agent.backup_job_files(&req.id).await.map_err(|e| failed(format!("cannot fetch the backup's file index: {e}")))?;
+                let fetched = t.elapsed();
                 let files: Vec<BackupFile> = files.into_iter().filter(|f| !f.path.is_empty()).map(index_entry).collect();
                 let backup = Backup {
                     id: summary.snapshot_id.clone(),
@@ -432,6 +470,7 @@ impl Hub {
                     ..template
                 };
                 self.store.insert_backup(&backup, &files).await.map_err(|e| failed(format!("cannot record the backup: {e}")))?;
+                tracing::info!(op = %op.id, files = files.len(), fetch_ms = fetched.as_millis() as u64, record_ms = (t.elapsed() - fetched).as_millis() as u64, "backup index recorded");
                 if apply_policy
                     && let Err(e) = self.apply_policy(&backup.tenant).await
                 {
@@ -452,8 +491,9 @@ impl Hub {
         }
         let (_, spec, password) = self.tenant_repo(tenant).await?;
         let keep = KeepPolicy { last: pol.keep_last, daily: pol.keep_daily, weekly: pol.keep_weekly, monthly: pol.keep_monthly };
+        let key = self.repo_key(tenant, &spec, &password).await?;
         let path = repo_path(tenant);
-        let removed = tokio::task::spawn_blocking(move || Repo::open_or_init(&spec, &path, password.expose())?.forget(&keep))
+        let removed = tokio::task::spawn_blocking(move || Repo::open_with(&spec, &path, password.expose(), key.as_ref())?.forget(&keep))
             .await
             .map_err(|e| HubError::internal(e.to_string()))?
             .map_err(|e| HubError::internal(format!("retention: {e}")))?;
@@ -551,9 +591,10 @@ impl Hub {
     async fn run_purge(&self, purge: &BackupPurge) -> HubResult<usize> {
         let backups = self.store.list_backups_of(purge.instance_id).await?;
         let (_, spec, password) = self.tenant_repo(&purge.tenant).await?;
+        let key = self.repo_key(&purge.tenant, &spec, &password).await?;
         let path = repo_path(&purge.tenant);
         let host = purge.instance_id.to_string();
-        tokio::task::spawn_blocking(move || Repo::open_or_init(&spec, &path, password.expose())?.purge_host(&host))
+        tokio::task::spawn_blocking(move || Repo::open_with(&spec, &path, password.expose(), key.as_ref())?.purge_host(&host))
             .await
             .map_err(|e| HubError::internal(e.to_string()))?
             .map_err(|e| HubError::internal(format!("purge: {e}")))?;

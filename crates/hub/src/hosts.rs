@@ -179,6 +179,17 @@ impl Hub {
         }
     }
 
+    /// Bumps every host's generation, once at start: each agent fetches its document
+    /// again, so a wake-up lost in a crash (another host's bump after an instance
+    /// write, e.g. a tenant's overlay peers) reaches its host now, not at some
+    /// unrelated later change.
+    pub async fn reannounce_hosts(&self) -> HubResult<()> {
+        for h in self.store.list_hosts().await? {
+            self.bump_host(&h.name).await?;
+        }
+        Ok(())
+    }
+
     /// Moves a host's state if `change` allows it, deciding and writing in one store
     /// call. The state it moved from, or None if the change did not apply or the host is
     /// gone.

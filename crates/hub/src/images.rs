@@ -74,7 +74,7 @@ impl Hub {
         image.check_requested().map_err(HubError::invalid)?;
         if let ImageRef::Named(n) = image {
             if self.store.get_image(n).await?.is_none() {
-                return Err(HubError::invalid(format!("image: no image '{n}' is registered: an admin adds it with `hangar image add {n} --dir PATH` (or --tar FILE)")));
+                return Err(HubError::new(ErrorCode::Conflict, format!("image: no image '{n}' is registered: an admin adds it with `hangar image add {n} --dir PATH` (or --tar FILE)")));
             }
         }
         Ok(())

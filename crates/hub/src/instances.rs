@@ -32,7 +32,7 @@ impl Hub {
     }
 
     /// The host a new instance goes to (see [`placement::choose`]).
-    async fn place(&self, spec: &InstanceSpec, pin: Option<&Name>) -> HubResult<HostRecord> {
+    pub(crate) async fn place(&self, spec: &InstanceSpec, pin: Option<&Name>) -> HubResult<HostRecord> {
         let mut hosts = self.store.list_hosts().await?;
         let all = self.store.list_instances(&InstanceFilter::default()).await?;
         let candidates: Vec<Candidate> = hosts
@@ -108,6 +108,7 @@ impl Hub {
         inst.generation = self.store.next_generation().await?;
         // One write: the instance and its host's new generation land together.
         let bumped = self.insert_with_uid_range(&mut inst, &host.name).await?;
+        crate::failpoint::hit("instance.create.after-write");
         self.host_bumped(bumped);
         self.tenant_hosts_changed(&t.name, &host.name).await?;
         let done_at = if target == InstanceState::Starting { InstanceState::Running } else { target };
@@ -198,6 +199,7 @@ impl Hub {
         // (Conflict otherwise: another hub's request won), in one write with its host's
         // new generation. The operations it supersedes are cancelled only once it landed.
         let bumped = self.store.update_instance_if(&inst, InstanceVersion::of(&read), inst.host.as_ref()).await?;
+        crate::failpoint::hit(&format!("instance.{t}.after-write"));
         self.cancel_operations(inst.id, &format!("superseded by {action}")).await?;
         self.host_bumped(bumped);
         let done_at = match to {

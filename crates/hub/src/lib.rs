@@ -18,6 +18,7 @@ pub mod coord;
 pub mod error;
 pub mod events;
 pub mod failpoint;
+pub mod files;
 pub mod hosts;
 pub mod images;
 pub mod instances;
@@ -33,6 +34,8 @@ pub mod sessions;
 pub mod ssh;
 pub mod tenants;
 pub mod tokens;
+pub mod transfer;
+pub mod moves;
 pub mod uid_ranges;
 
 pub use auth::Principal;

@@ -42,13 +42,19 @@ pub async fn run(hub: Arc<Hub>, tick: Duration) {
             tracing::warn!(error = ?e, "backup pass failed");
         }
     }));
+    // Moves a restarted hub (or a runner that gave up) left open (crate::moves).
+    let moves = tokio::spawn(led(hub.clone(), "moves", Duration::from_secs(2), false, |hub: Arc<Hub>| async move {
+        if let Err(e) = hub.move_resume().await {
+            tracing::warn!(error = ?e, "move resume failed");
+        }
+    }));
     struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
     impl Drop for AbortOnDrop {
         fn drop(&mut self) {
             self.0.iter().for_each(|t| t.abort());
         }
     }
-    let _tasks = AbortOnDrop(vec![pools, providers, backups]);
+    let _tasks = AbortOnDrop(vec![pools, providers, backups, moves]);
     let monitor = Arc::new(tokio::sync::Mutex::new(Monitor::default()));
     led(hub, "monitor", tick, false, move |hub: Arc<Hub>| {
         let monitor = monitor.clone();
@@ -152,6 +158,10 @@ impl Monitor {
                 hub.event("hub", op.tenant.as_ref(), format!("operation/{}", op.id), &op.kind, "error", Some(msg)).await;
                 hub.coord.notifier.operations_changed();
             }
+        }
+        // Transfer tickets no hub followed to their end (crate::transfer).
+        if let Err(e) = hub.transfer_expire().await {
+            tracing::warn!(error = %e.0.message, "cannot expire transfer tickets");
         }
         Ok(())
     }

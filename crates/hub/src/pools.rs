@@ -35,6 +35,7 @@ impl Hub {
         spec.validate().map_err(HubError::invalid)?;
         self.check_spec_fits(&t, &spec)?;
         self.check_requested_image(&spec.image).await?;
+        self.check_secrets_exist(&t.name, &spec.secrets).await?;
         let _tg = self.lock(LockKey::Tenant(t.name.clone())).await;
         // Again under the lock: a destroy (which decides under it) may have come first.
         let t = self.tenant_get(p, tenant).await.ok().filter(|now| now.id == t.id).ok_or_else(|| HubError::not_found(format!("tenant '{tenant}' not found")))?;
@@ -104,6 +105,7 @@ impl Hub {
             }
             Err(e) => return Err(e.into()),
         };
+        crate::failpoint::hit("pool.scale.after-counts");
         self.event(&p.actor(), Some(&t.name), object, "pool.scale", "ok", Some(format!("{} -> {}", counts_text(before), counts_text(counts)))).await;
         let actions = self.reconcile_pool_first_batch(&t, &pool).await;
         self.pool_info_of(&t.name, &pool.name, actions).await
@@ -225,7 +227,10 @@ impl Hub {
                 }
             };
             match r {
-                Ok(what) => done.push(what),
+                Ok(what) => {
+                    done.push(what);
+                    crate::failpoint::hit("pool.reconcile.after-step");
+                }
                 Err(e) => {
                     error = Some(e.0.message.clone());
                     break;

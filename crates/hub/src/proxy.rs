@@ -28,11 +28,35 @@ use time::OffsetDateTime;
 /// How long the hub waits for an agent's TCP and TLS handshake.
 const AGENT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What the proxy keeps between requests.
+/// How long a route (the instance, running, and its host's endpoint) read for one
+/// request serves the next ones. Short, and only a shortcut: the agent forwards only
+/// to sandboxes its last desired document wants running, so an instance stopped
+/// meanwhile is refused there (503), never reached; that refusal drops the route and
+/// the request is answered from the store (409 for a stopped instance).
+const ROUTE_TTL: Duration = Duration::from_secs(1);
+
+/// Routes kept at most; past it the map starts over.
+const ROUTES_MAX: usize = 4096;
+
+/// What the proxy keeps between requests: a request that finds all three pays one
+/// store read (the token epoch) and no handshake.
 #[derive(Default)]
 pub struct ProxyState {
     /// Idle connections to agents, by endpoint.
     pool: hangar_tls::forward::Pool,
+    /// Proxy tokens verified before, by hash, good while the store's token epoch has
+    /// not moved (revoking one moves it, on any hub), so a revocation is seen at once.
+    tokens: crate::auth::TokenCache<ProxyTokenRecord>,
+    /// Routes of running instances by (tenant, instance), each with when it was read.
+    routes: std::sync::Mutex<std::collections::HashMap<(Name, Name), Arc<Route>>>,
+}
+
+/// Where a running instance's proxied requests go.
+struct Route {
+    inst: Instance,
+    host: hangar_store::HostRecord,
+    endpoint: String,
+    read_at: std::time::Instant,
 }
 
 fn info(r: &ProxyTokenRecord) -> ProxyTokenInfo {
@@ -129,28 +153,66 @@ impl Hub {
         Ok(info(&rec))
     }
 
-    /// The instance a proxied request may reach with `token`, or why not.
-    async fn proxy_authorize(&self, t: &ProxyTarget, token: &str, from_header: bool) -> HubResult<Instance> {
+    /// A proxy token's record, from the cache while the token epoch stands.
+    async fn proxy_token_find(&self, token: &str) -> HubResult<ProxyTokenRecord> {
+        let hash = hash_secret(token);
+        let epoch = self.store.token_epoch().await?;
+        if let Some(rec) = self.proxy.tokens.get(&hash, epoch) {
+            return Ok(rec);
+        }
+        let rec = self.store.find_proxy_token(&hash).await?.ok_or_else(|| unauthenticated("invalid or revoked proxy token"))?;
+        self.proxy.tokens.insert(hash, rec.clone(), epoch);
+        Ok(rec)
+    }
+
+    /// Where a proxied request may go with `token`, or why not.
+    async fn proxy_authorize(&self, t: &ProxyTarget, token: &str, from_header: bool) -> HubResult<Arc<Route>> {
         if token.starts_with(PROXY_TOKEN_PREFIX) {
-            let rec = self.store.find_proxy_token(&hash_secret(token)).await?.ok_or_else(|| unauthenticated("invalid or revoked proxy token"))?;
+            let rec = self.proxy_token_find(token).await?;
             if rec.expires_at <= OffsetDateTime::now_utc() {
                 return Err(unauthenticated("this proxy token has expired: issue a new one with `hangar instance proxy-token`"));
             }
             if rec.tenant != t.tenant || rec.instance != t.instance || rec.port != t.port {
                 return Err(unauthenticated("this proxy token is for another instance or port"));
             }
-            return self
-                .store
-                .get_instance(&t.tenant, &t.instance)
-                .await?
-                .filter(|i| i.id == rec.instance_id)
-                .ok_or_else(|| unauthenticated("the instance this proxy token was issued for is gone"));
+            let gone = || unauthenticated("the instance this proxy token was issued for is gone");
+            let route = self.proxy_route(t, None).await.map_err(|e| if e.0.code == ErrorCode::NotFound { gone() } else { e })?;
+            return if route.inst.id == rec.instance_id { Ok(route) } else { Err(gone()) };
         }
         if !from_header {
             return Err(unauthenticated("only proxy tokens may be passed in ?token= or a cookie; send API tokens as `Authorization: Bearer`"));
         }
         let p = self.authenticate(Some(&format!("Bearer {token}")), None).await?;
-        self.instance_get(&p, &t.tenant, &t.instance).await
+        p.check_tenant(&t.tenant)?;
+        self.proxy_route(t, Some(&p)).await
+    }
+
+    /// The route to a running instance: kept for [`ROUTE_TTL`], else read (the instance
+    /// as `p` sees it, or as it is) and kept if it runs.
+    async fn proxy_route(&self, t: &ProxyTarget, p: Option<&Principal>) -> HubResult<Arc<Route>> {
+        let key = (t.tenant.clone(), t.instance.clone());
+        let routes = || self.proxy.routes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = routes().get(&key).filter(|r| r.read_at.elapsed() < ROUTE_TTL) {
+            return Ok(r.clone());
+        }
+        let inst = match p {
+            Some(p) => self.instance_get(p, &t.tenant, &t.instance).await?,
+            None => self.store.get_instance(&t.tenant, &t.instance).await?.ok_or_else(|| HubError::not_found(format!("instance '{}/{}' not found", t.tenant, t.instance)))?,
+        };
+        if !(inst.state == InstanceState::Running && inst.observed == ObservedState::Running) {
+            return Err(HubError::new(
+                ErrorCode::IllegalTransition,
+                format!("instance '{}/{}' is {} (observed {}): start it to reach port {}", inst.tenant, inst.name, inst.state, inst.observed, t.port),
+            ));
+        }
+        let (host, endpoint) = self.placed_host(&inst).await?;
+        let route = Arc::new(Route { inst, host, endpoint, read_at: std::time::Instant::now() });
+        let mut all = routes();
+        if all.len() >= ROUTES_MAX {
+            all.clear();
+        }
+        all.insert(key, route.clone());
+        Ok(route)
     }
 
     /// Forwards one proxied request; every refusal is `{code, message}`.
@@ -177,14 +239,9 @@ impl Hub {
             (None, None, Some(c)) => (c, false),
             (None, None, None) => return Err(unauthenticated("this proxy needs a token: `Authorization: Bearer TOKEN` or ?token=TOKEN (see `hangar instance proxy-token`)")),
         };
-        let inst = self.proxy_authorize(&t, &token, from_header).await?;
-        if !(inst.state == InstanceState::Running && inst.observed == ObservedState::Running) {
-            return Err(HubError::new(
-                ErrorCode::IllegalTransition,
-                format!("instance '{}/{}' is {} (observed {}): start it to reach port {}", inst.tenant, inst.name, inst.state, inst.observed, t.port),
-            ));
-        }
-        let (host, endpoint) = self.placed_host(&inst).await?;
+        let asked_at = std::time::Instant::now();
+        let route = self.proxy_authorize(&t, &token, from_header).await?;
+        let (inst, host, endpoint) = (&route.inst, &route.host, route.endpoint.as_str());
         let host_name = host.name.clone();
 
         let prefix = proxy_path(&t.tenant, &t.instance, t.port);
@@ -208,23 +265,30 @@ impl Hub {
         }
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
         let failed = |e: hangar_tls::forward::ForwardError| HubError::new(ErrorCode::Unavailable, format!("host '{host_name}' did not answer the proxied request: {e}"));
-        let pooled = if upgrade { None } else { self.proxy.pool.take(&endpoint) };
+        let pooled = if upgrade { None } else { self.proxy.pool.take(endpoint) };
         let (mut sender, fresh) = match pooled {
             Some(s) => (s, false),
-            None => (hangar_tls::forward::handshake(self.connect_agent(&host, &endpoint).await?).await.map_err(failed)?, true),
+            None => (hangar_tls::forward::handshake(self.connect_agent(host, endpoint).await?).await.map_err(failed)?, true),
         };
         let mut resp = match hangar_tls::forward::send_on(&mut sender, req).await {
             Ok(r) => r,
             // A kept connection the agent closed meanwhile: the request was not sent,
             // so it goes again on a new one.
             Err((_, Some(req))) if !fresh => {
-                sender = hangar_tls::forward::handshake(self.connect_agent(&host, &endpoint).await?).await.map_err(failed)?;
+                sender = hangar_tls::forward::handshake(self.connect_agent(host, endpoint).await?).await.map_err(failed)?;
                 hangar_tls::forward::send_on(&mut sender, req).await.map_err(|(e, _)| failed(e))?
             }
             Err((e, _)) => return Err(failed(e)),
         };
         if !upgrade {
-            self.proxy.pool.put(&endpoint, sender);
+            self.proxy.pool.put(endpoint, sender);
+        }
+        // A kept route may be older than a stop: the agent then refuses (503). The store
+        // says why (stopped: 409 "start it"); if it still has the instance running, the
+        // answer stands.
+        if resp.status() == StatusCode::SERVICE_UNAVAILABLE && route.read_at < asked_at {
+            self.proxy.routes.lock().unwrap_or_else(|e| e.into_inner()).remove(&(t.tenant.clone(), t.instance.clone()));
+            self.proxy_route(&t, None).await?;
         }
         if let (Some(q), false) = (query_tok, from_header) {
             let cookie = format!("{PROXY_COOKIE}={q}; Path={prefix}; HttpOnly; Secure; SameSite=Lax");

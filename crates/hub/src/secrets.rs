@@ -172,6 +172,14 @@ impl Hub {
                 format!("secret '{}/{name}' is used by instance(s) {}: delete them first, or pass force (--force) to delete it anyway", t.name, names.join(", ")),
             ));
         }
+        // A pool naming it would make members without it (even with no member now).
+        let pools: Vec<String> = self.store.list_pools(Some(&t.name)).await?.into_iter().filter(|pl| pl.spec.secrets.contains(name)).map(|pl| pl.name.to_string()).collect();
+        if !pools.is_empty() && !force {
+            return Err(HubError::new(
+                ErrorCode::Conflict,
+                format!("secret '{}/{name}' is named by pool(s) {}: delete them first, or pass force (--force) to delete it anyway", t.name, pools.join(", ")),
+            ));
+        }
         self.store.delete_secret(&t.name, name).await?;
         self.bump_hosts_of(&used).await;
         let note = (!used.is_empty()).then(|| format!("forced; was used by {}", used.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")));
@@ -183,7 +191,7 @@ impl Hub {
     pub(crate) async fn check_secrets_exist(&self, tenant: &Name, secrets: &[Name]) -> HubResult<()> {
         for n in secrets {
             if self.store.get_secret(tenant, n).await?.is_none() {
-                return Err(HubError::invalid(format!("secrets: tenant '{tenant}' has no secret '{n}': create it with `hangar secret set {tenant}/{n} --from-file FILE`")));
+                return Err(HubError::new(hangar_types::ErrorCode::Conflict, format!("secrets: tenant '{tenant}' has no secret '{n}': create it with `hangar secret set {tenant}/{n} --from-file FILE`")));
             }
         }
         Ok(())

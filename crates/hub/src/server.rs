@@ -15,6 +15,9 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// Serves until `shutdown` resolves.
 pub async fn serve(hub: Arc<Hub>, listener: TcpListener, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     hangar_tls::install_crypto_provider();
+    if let Err(e) = hub.reannounce_hosts().await {
+        tracing::warn!(error = %e.0.message, "cannot re-announce the hosts' generations at start");
+    }
     let k = &hub.keys;
     // Host certificates come from the hosts' CA; hosts joined before it existed hold
     // one from the fleet CA until they renew. Either way a certificate identifies a

@@ -134,6 +134,24 @@ impl Hub {
         r
     }
 
+    /// Whether `host` may take a scheduled snapshot of instance `id` now: the same quota
+    /// check as `snapshot_create`. A refusal leaves an event on the instance (the host
+    /// asks once per schedule slot), so a tenant sees why its schedule skipped.
+    pub async fn snapshot_admission(&self, host: &HostRecord, id: InstanceId) -> HubResult<()> {
+        let inst = match self.store.get_instance_by_id(id).await? {
+            Some(i) if i.host.as_ref() == Some(&host.name) => i,
+            _ => return Err(HubError::not_found(format!("instance {id} is not on host '{}'", host.name))),
+        };
+        let t = self.tenant_get(&Principal::Admin, &inst.tenant).await?;
+        let usage = self.usage(&t.name, None).await?;
+        if let Err(e) = quota::check(&t.quotas, &usage, &Demand::snapshot()) {
+            let msg = format!("scheduled snapshot skipped: {}", e.snapshot_message(t.name.as_str()));
+            self.event("hub", Some(&t.name), format!("instance/{}/{}", inst.tenant, inst.name), "snapshot.schedule", "skipped", Some(msg.clone())).await;
+            return Err(HubError::new(ErrorCode::QuotaExceeded, msg));
+        }
+        Ok(())
+    }
+
     pub async fn snapshot_create(&self, p: &Principal, tenant: &Name, instance: &Name, req: SnapshotCreate) -> HubResult<Snapshot> {
         let t = self.tenant_get(p, tenant).await?;
         let now = OffsetDateTime::now_utc();

@@ -89,6 +89,7 @@ impl Hub {
         for pool in self.store.list_pools(Some(&t.name)).await? {
             self.pool_delete(p, &t.name, &pool.name).await?;
         }
+        crate::failpoint::hit("tenant.destroy.after-pools");
         for i in self.store.list_instances(&InstanceFilter::tenant(&t.name)).await? {
             if i.state != hangar_types::InstanceState::Deleted {
                 match self.instance_request(p, &t.name, &i.name, hangar_types::Transition::Delete).await {
@@ -99,6 +100,7 @@ impl Hub {
                 }
             }
         }
+        crate::failpoint::hit("tenant.destroy.after-instances");
         self.event(&p.actor(), Some(&t.name), format!("tenant/{}", t.name), "tenant.destroy", "accepted", Some("deleting every pool and instance".into())).await;
         let deadline = tokio::time::Instant::now() + wait;
         loop {

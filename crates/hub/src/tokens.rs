@@ -8,7 +8,7 @@ use crate::error::{HubError, HubResult};
 use crate::Hub;
 use hangar_store::TokenRecord;
 use hangar_types::api::{Token, TokenCreate, TokenCreated};
-use hangar_types::TokenId;
+use hangar_types::{ErrorCode, TokenId};
 use time::OffsetDateTime;
 
 /// The longest `ttl_secs` a token may ask for (ten years).
@@ -56,9 +56,23 @@ impl Hub {
 
     /// Removes a token; it is refused at once on every hub sharing the store.
     pub async fn token_revoke(&self, p: &Principal, id: &str) -> HubResult<Token> {
+        self.token_revoke_by(p, id, None).await
+    }
+
+    /// Revokes a token, but not the one the request presents (`bearer`, the whole
+    /// `Authorization` header): a caller revoking its own token would lock itself out,
+    /// and with the last admin token everyone. Revoke it with another admin token.
+    pub async fn token_revoke_by(&self, p: &Principal, id: &str, bearer: Option<&str>) -> HubResult<Token> {
         p.require_admin()?;
         let id: TokenId = id.parse().map_err(|e| HubError::invalid(format!("id: {e}")))?;
         let rec = self.store.list_tokens().await?.into_iter().find(|t| t.id == id).ok_or_else(|| HubError::not_found(format!("token '{id}' not found")))?;
+        let presented = bearer.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim).map(hash_secret);
+        if presented.as_deref() == Some(rec.hash.as_str()) {
+            return Err(HubError::new(
+                ErrorCode::Conflict,
+                format!("token '{id}' is the one this request uses: create another admin token (`hangar token create`) and revoke this one with it"),
+            ));
+        }
         self.token_cache.invalidate();
         let removed = self.store.delete_token(&id).await?;
         self.token_cache.invalidate();

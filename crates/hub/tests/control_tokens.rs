@@ -97,3 +97,22 @@ async fn a_token_over_its_rate_gets_429_with_retry_after_and_others_do_not() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(get(&a, "/v1/tenants", &t1.token).await.0, StatusCode::OK, "the bucket refills");
 }
+
+/// DELETE `path` with `token` through `hub`'s router: the status.
+async fn delete(hub: &Arc<Hub>, path: &str, token: &str) -> StatusCode {
+    let req = Request::delete(path).header("authorization", format!("Bearer {token}")).body(Body::empty()).unwrap();
+    hangar_hub::api::router(hub.clone()).oneshot(req).await.unwrap().status()
+}
+
+/// A token cannot revoke itself (the caller would lock itself out, with the last admin
+/// token everyone); another admin token revokes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_cannot_revoke_itself() {
+    let (_dir, a, _b) = hubs(HubConfig::default()).await;
+    let (t, other) = (a.token_create(&Principal::Admin, create(None)).await.unwrap(), a.token_create(&Principal::Admin, create(None)).await.unwrap());
+    let path = format!("/v1/tokens/{}", t.id);
+    assert_eq!(delete(&a, &path, &t.token).await, StatusCode::CONFLICT);
+    assert_eq!(get(&a, "/v1/tenants", &t.token).await.0, StatusCode::OK, "the refused self-revocation revoked it");
+    assert_eq!(delete(&a, &path, &other.token).await, StatusCode::OK);
+    assert_eq!(get(&a, "/v1/tenants", &t.token).await.0, StatusCode::UNAUTHORIZED);
+}

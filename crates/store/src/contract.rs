@@ -70,6 +70,7 @@ macro_rules! store_contract_tests {
             secrets_put_replace_list_delete,
             proxy_tokens_insert_find_list_delete,
             deleting_a_tenant_deletes_its_secrets_and_proxy_tokens,
+            deleting_a_proxy_token_moves_the_token_epoch,
             ssh_keys_insert_list_delete_and_go_with_their_tenant,
             backup_targets_insert_get_list_delete,
             backup_settings_default_set_and_one_password,
@@ -82,6 +83,8 @@ macro_rules! store_contract_tests {
             join_token_expiries_round_trip,
             removing_tokens_moves_the_token_epoch_and_uses_are_recorded,
             a_new_tenant_with_an_old_name_sees_no_old_event_or_operation,
+            transfers_progress_only_up_and_finish_once,
+            moves_one_open_per_instance_and_the_switch_is_one_write,
         );
     };
     (@each $factory:expr; $($behaviour:ident),* $(,)?) => {
@@ -1100,6 +1103,15 @@ pub async fn proxy_tokens_insert_find_list_delete(store: Arc<dyn Store>) {
     assert_eq!(store.find_proxy_token(&a.hash).await.unwrap(), None);
 }
 
+pub async fn deleting_a_proxy_token_moves_the_token_epoch(store: Arc<dyn Store>) {
+    store.insert_proxy_token(&proxy_token("p1", "acme", "web", 8080, 1)).await.unwrap();
+    let e0 = store.token_epoch().await.unwrap();
+    store.insert_proxy_token(&proxy_token("p2", "acme", "web", 8080, 2)).await.unwrap();
+    assert_eq!(store.token_epoch().await.unwrap(), e0, "adding a proxy token invalidates nothing");
+    assert!(store.delete_proxy_token(&name("acme"), "p1").await.unwrap());
+    assert!(store.token_epoch().await.unwrap() > e0, "a revoked proxy token must leave every hub's cache at once");
+}
+
 pub async fn deleting_a_tenant_deletes_its_secrets_and_proxy_tokens(store: Arc<dyn Store>) {
     for t in ["acme", "other"] {
         store.insert_tenant(&tenant(t), 4000).await.unwrap();
@@ -1353,4 +1365,99 @@ pub async fn a_new_tenant_with_an_old_name_sees_no_old_event_or_operation(store:
     store.insert_event(&event(Some("acme"), "instance/acme/new")).await.unwrap();
     let mine = store.list_events(Some(&name("acme")), 10).await.unwrap();
     assert_eq!(mine.iter().map(|e| e.object.as_str()).collect::<Vec<_>>(), ["instance/acme/new"]);
+}
+
+// ---- host-to-host transfers (issue 15) ----
+
+pub async fn transfers_progress_only_up_and_finish_once(store: Arc<dyn Store>) {
+    use crate::TransferRecord;
+    use hangar_types::transfer::{TransferId, TransferObject, TransferState};
+    let now = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    let object = TransferObject::VolumeSnapshot { volume: "v1".parse().unwrap(), snapshot: "s1".parse().unwrap(), parent: None };
+    let t = TransferRecord::issued(TransferId::new(), HostId::new(), HostId::new(), object, now, now + time::Duration::seconds(120));
+    store.insert_transfer(&t).await.unwrap();
+    assert!(matches!(store.insert_transfer(&t).await, Err(StoreError::AlreadyExists(_))));
+    assert_eq!(store.get_transfer(t.id).await.unwrap().unwrap(), t);
+    assert_eq!(store.list_open_transfers().await.unwrap(), vec![t.clone()]);
+    // Progress only goes up, and makes it running.
+    assert!(store.set_transfer_progress(t.id, 500).await.unwrap());
+    assert!(store.set_transfer_progress(t.id, 300).await.unwrap());
+    let got = store.get_transfer(t.id).await.unwrap().unwrap();
+    assert_eq!((got.state, got.bytes), (TransferState::Running, 500));
+    // Ended once: a second end (another hub) and later progress change nothing.
+    assert!(store.finish_transfer(t.id, TransferState::Done, Some("abc"), None).await.unwrap());
+    assert!(!store.finish_transfer(t.id, TransferState::Failed, None, Some("late")).await.unwrap());
+    assert!(!store.set_transfer_progress(t.id, 900).await.unwrap());
+    let got = store.get_transfer(t.id).await.unwrap().unwrap();
+    assert_eq!((got.state, got.bytes, got.sha256.as_deref(), got.error), (TransferState::Done, 500, Some("abc"), None));
+    assert!(got.finished_at.is_some());
+    assert!(store.list_open_transfers().await.unwrap().is_empty());
+    assert!(store.get_transfer(TransferId::new()).await.unwrap().is_none());
+}
+
+// ---- moves of instances between hosts (issue 15) ----
+
+pub async fn moves_one_open_per_instance_and_the_switch_is_one_write(store: Arc<dyn Store>) {
+    use crate::{InstanceVersion, MoveRecord};
+    use hangar_types::moves::MovePhase;
+    use hangar_types::InstanceState;
+    let (a, b) = (fixtures::host("node-a"), fixtures::host("node-b"));
+    store.insert_host(&a).await.unwrap();
+    store.insert_host(&b).await.unwrap();
+    let inst = fixtures::instance("acme", "web", Some("node-a"));
+    store.insert_instance(&inst, None).await.unwrap();
+    let now = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    let m = MoveRecord {
+        id: "7f1c1d4e-0000-4000-8000-000000000001".into(),
+        instance: inst.id,
+        tenant: inst.tenant.clone(),
+        name: inst.name.clone(),
+        source: a.name.clone(),
+        target: b.name.clone(),
+        previous_state: InstanceState::Running,
+        phase: MovePhase::Sending,
+        bytes: 0,
+        downtime_ms: None,
+        keep_source_until: None,
+        error: None,
+        created_at: now,
+        finished_at: None,
+    };
+    store.insert_move(&m).await.unwrap();
+    assert_eq!(store.get_move(&m.id).await.unwrap().unwrap(), m);
+    // A second open move of the same instance is refused.
+    let second = MoveRecord { id: "7f1c1d4e-0000-4000-8000-000000000002".into(), ..m.clone() };
+    assert!(matches!(store.insert_move(&second).await, Err(StoreError::AlreadyExists(_))));
+    assert_eq!(store.list_open_moves().await.unwrap(), vec![m.clone()]);
+    // Phases move only from the phase named; bytes only up.
+    assert!(store.set_move_phase(&m.id, MovePhase::Sending, MovePhase::Stopping, 100, None, None).await.unwrap());
+    assert!(!store.set_move_phase(&m.id, MovePhase::Sending, MovePhase::Final, 50, None, None).await.unwrap());
+    assert!(store.set_move_phase(&m.id, MovePhase::Stopping, MovePhase::Final, 50, None, None).await.unwrap());
+    // The switch refused before `staged`: nothing written.
+    let mut next = inst.clone();
+    next.host = Some(b.name.clone());
+    next.generation = store.next_generation().await.unwrap();
+    assert!(matches!(store.switch_move(&m.id, &next, InstanceVersion::of(&inst), &a.name).await, Err(StoreError::Conflict(_))));
+    assert_eq!(store.get_instance_by_id(inst.id).await.unwrap().unwrap().host, Some(a.name.clone()));
+    assert!(store.set_move_phase(&m.id, MovePhase::Final, MovePhase::Staged, 150, None, None).await.unwrap());
+    // A stale instance version: refused, the move stays staged.
+    let stale = InstanceVersion { generation: hangar_types::Generation::new(12345), state: inst.state };
+    assert!(matches!(store.switch_move(&m.id, &next, stale, &a.name).await, Err(StoreError::Conflict(_))));
+    assert_eq!(store.get_move(&m.id).await.unwrap().unwrap().phase, MovePhase::Staged);
+    // The switch: instance on the target, both hosts bumped, move switched, at once.
+    let (ga, gb) = (store.get_host(&a.name).await.unwrap().unwrap().desired_generation, store.get_host(&b.name).await.unwrap().unwrap().desired_generation);
+    let bumped = store.switch_move(&m.id, &next, InstanceVersion::of(&inst), &a.name).await.unwrap();
+    assert_eq!(bumped.len(), 2);
+    assert_eq!(store.get_instance_by_id(inst.id).await.unwrap().unwrap().host, Some(b.name.clone()));
+    assert!(store.get_host(&a.name).await.unwrap().unwrap().desired_generation > ga);
+    assert!(store.get_host(&b.name).await.unwrap().unwrap().desired_generation > gb);
+    let got = store.get_move(&m.id).await.unwrap().unwrap();
+    assert_eq!((got.phase, got.bytes), (MovePhase::Switched, 150));
+    // Done: closed, and the instance may move again.
+    assert!(store.set_move_phase(&m.id, MovePhase::Switched, MovePhase::Done, 0, Some(1200), None).await.unwrap());
+    let got = store.latest_move(inst.id).await.unwrap().unwrap();
+    assert_eq!((got.phase, got.downtime_ms, got.finished_at.is_some()), (MovePhase::Done, Some(1200), true));
+    assert!(store.list_open_moves().await.unwrap().is_empty());
+    store.insert_move(&MoveRecord { created_at: now + time::Duration::seconds(1), ..second }).await.unwrap();
+    assert_eq!(store.latest_move(inst.id).await.unwrap().unwrap().id, "7f1c1d4e-0000-4000-8000-000000000002");
 }

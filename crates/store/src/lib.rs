@@ -26,7 +26,11 @@ use time::OffsetDateTime;
 mod sqlite;
 pub use sqlite::SqliteStore;
 mod backups;
+mod transfers;
 pub use backups::{BackupProgressRecord, BackupSettingsRecord, BackupStore, BackupTargetRecord};
+pub use transfers::{TransferRecord, TransferStore};
+mod moves;
+pub use moves::{MoveRecord, MoveStore};
 
 #[cfg(feature = "contract")]
 pub mod contract;
@@ -245,7 +249,7 @@ impl InstanceVersion {
 }
 
 #[async_trait]
-pub trait Store: BackupStore + Send + Sync + 'static {
+pub trait Store: BackupStore + TransferStore + MoveStore + Send + Sync + 'static {
     // ---- tenants ----
     /// Inserts a tenant, allocating atomically the smallest free aligned block of net
     /// ids in `1..=max_net_id` for its `net_prefix` (the given `net_id` is ignored).
@@ -379,6 +383,8 @@ pub trait Store: BackupStore + Send + Sync + 'static {
     async fn find_proxy_token(&self, hash: &str) -> Result<Option<ProxyTokenRecord>>;
     /// A tenant's proxy tokens (of one instance, if named), oldest first.
     async fn list_proxy_tokens(&self, tenant: &Name, instance: Option<&Name>) -> Result<Vec<ProxyTokenRecord>>;
+    /// Deletes a proxy token and moves the token epoch in the same transaction, so the
+    /// hubs' proxy caches drop it at once.
     async fn delete_proxy_token(&self, tenant: &Name, id: &str) -> Result<bool>;
 
     // ssh keys (the SSH gateway)

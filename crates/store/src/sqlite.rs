@@ -50,6 +50,8 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 mod backups;
+mod transfers;
+mod moves;
 
 /// How long a writer waits for another writer's lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -72,6 +74,8 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (9, "backups", include_str!("../migrations/0009_backups.sql")),
     (12, "control safety", include_str!("../migrations/0012_control_safety.sql")),
     (13, "tenant ids", include_str!("../migrations/0013_tenant_ids.sql")),
+    (14, "transfers", include_str!("../migrations/0014_transfers.sql")),
+    (19, "moves", include_str!("../migrations/0019_moves.sql")),
 ];
 
 /// The store on one SQLite database; cheap to clone (it is a connection pool).
@@ -397,20 +401,8 @@ impl Store for SqliteStore {
     async fn update_instance_if(&self, instance: &Instance, expected: InstanceVersion, bump: Option<&Name>) -> Result<Option<(HostId, Generation)>> {
         const CONTEXT: &str = "update instance";
         let what = format!("instance '{}/{}'", instance.tenant, instance.name);
-        // ?2, ?3 and ?11 (tenant, name, created_at) are bound but never written.
-        let q = bind_instance(
-            sqlx::query(
-                "UPDATE instances SET spec = ?4, host = ?5, state = ?6, desired = ?7, observed = ?8, generation = ?9,
-                 error = ?10, updated_at = ?12, address = ?13, pool = ?14, held_until = ?15
-                 WHERE id = ?1 AND generation = ?16 AND state = ?17",
-            ),
-            instance,
-        )
-        .bind(expected.generation.get())
-        .bind(expected.state.as_str());
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(backend(CONTEXT))?;
-        let done = q.execute(&mut *tx).await.map_err(unique(CONTEXT, what.clone()))?;
-        if done.rows_affected() == 0 {
+        if !update_instance_in(&mut tx, instance, expected, CONTEXT, &what).await? {
             // Rolled back on drop; the look that names the error reads committed state.
             drop(tx);
             let exists = sqlx::query("SELECT 1 FROM instances WHERE id = ?1").bind(instance.id.to_string());
@@ -829,7 +821,12 @@ impl Store for SqliteStore {
     }
 
     async fn delete_proxy_token(&self, tenant: &Name, id: &str) -> Result<bool> {
-        self.delete(sqlx::query("DELETE FROM proxy_tokens WHERE tenant = ?1 AND id = ?2").bind(tenant.as_str()).bind(id), "delete proxy token").await
+        const CONTEXT: &str = "delete proxy token";
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(backend(CONTEXT))?;
+        let done = sqlx::query("DELETE FROM proxy_tokens WHERE tenant = ?1 AND id = ?2").bind(tenant.as_str()).bind(id).execute(&mut *tx).await.map_err(backend(CONTEXT))?;
+        bump_token_epoch(&mut tx, CONTEXT).await?;
+        tx.commit().await.map_err(backend(CONTEXT))?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn insert_ssh_key(&self, key: &hangar_types::api::SshKey) -> Result<()> {
@@ -977,6 +974,24 @@ fn proxy_token_row(row: &SqliteRow) -> Result<ProxyTokenRecord> {
 /// inside `tx`, which must hold the write lock (`BEGIN IMMEDIATE`): no other writer can
 /// slip a bump in between counter and host, so the host's generation only grows. None,
 /// with the counter untouched, if no host has that name.
+/// The one conditional write of an instance row, inside `tx`: false when the row is not
+/// at `expected` (or gone). ?2, ?3 and ?11 (tenant, name, created_at) are bound but never
+/// written.
+pub(crate) async fn update_instance_in(tx: &mut sqlx::Transaction<'_, Sqlite>, instance: &Instance, expected: InstanceVersion, context: &'static str, what: &str) -> Result<bool> {
+    let q = bind_instance(
+        sqlx::query(
+            "UPDATE instances SET spec = ?4, host = ?5, state = ?6, desired = ?7, observed = ?8, generation = ?9,
+             error = ?10, updated_at = ?12, address = ?13, pool = ?14, held_until = ?15
+             WHERE id = ?1 AND generation = ?16 AND state = ?17",
+        ),
+        instance,
+    )
+    .bind(expected.generation.get())
+    .bind(expected.state.as_str());
+    let done = q.execute(&mut **tx).await.map_err(unique(context, what.to_string()))?;
+    Ok(done.rows_affected() == 1)
+}
+
 async fn bump_in(tx: &mut sqlx::Transaction<'_, Sqlite>, name: &Name) -> Result<Option<(HostId, Generation)>> {
     const CONTEXT: &str = "bump a host's desired generation";
     let host = sqlx::query("SELECT id FROM hosts WHERE name = ?1")

@@ -77,16 +77,6 @@ where
     Ok(sender)
 }
 
-/// Sends `req` (its URI already the far side's path and query) over a new connection
-/// on `io`: [`handshake`], then [`send_on`].
-pub async fn send<IO>(io: IO, req: Request<Body>) -> Result<Response<Body>, ForwardError>
-where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let mut sender = handshake(io).await?;
-    send_on(&mut sender, req).await.map_err(|(e, _)| e)
-}
-
 /// Sends `req` as HTTP/1.1 on `sender` and returns the answer with its body streaming.
 /// If the request was an upgrade and the far side switches protocols, the two upgraded
 /// connections are spliced on a task of their own. When the request was never sent

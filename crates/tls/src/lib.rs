@@ -359,11 +359,7 @@ impl rustls::client::danger::ServerCertVerifier for Verifier {
         if !fingerprints.contains(&fingerprint_der(end_entity.as_ref())) {
             return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure));
         }
-        // A pinned certificate still expires.
-        let (_, cert) = x509_parser::parse_x509_certificate(end_entity.as_ref()).map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
-        if !cert.validity().is_valid_at(x509_parser::time::ASN1Time::from_timestamp(now.as_secs() as i64).map_err(|_| rustls::Error::General("bad clock".into()))?) {
-            return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Expired));
-        }
+        unexpired(end_entity, now)?;
         Ok(rustls::client::danger::ServerCertVerified::assertion())
     }
     fn verify_tls12_signature(
@@ -446,4 +442,77 @@ pub fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     f.write_all(contents.as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)
+}
+
+/// A pinned certificate still expires.
+fn unexpired(end_entity: &CertificateDer<'_>, now: UnixTime) -> Result<(), rustls::Error> {
+    let (_, cert) = x509_parser::parse_x509_certificate(end_entity.as_ref()).map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
+    if !cert.validity().is_valid_at(x509_parser::time::ASN1Time::from_timestamp(now.as_secs() as i64).map_err(|_| rustls::Error::General("bad clock".into()))?) {
+        return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Expired));
+    }
+    Ok(())
+}
+
+/// Client certificates an agent's endpoint accepts besides those of its CA: the
+/// fingerprints of the source hosts of the transfers it expects (host certificates come
+/// from the hosts' CA, which agents do not trust). Counted, so two transfers from one
+/// host keep the pin until both are gone.
+#[derive(Debug, Default)]
+pub struct PeerPins(std::sync::RwLock<std::collections::HashMap<String, usize>>);
+
+impl PeerPins {
+    pub fn add(&self, fingerprint: &str) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()).entry(fingerprint.to_string()).or_insert(0) += 1;
+    }
+    pub fn remove(&self, fingerprint: &str) {
+        let mut m = self.0.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(fingerprint) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(fingerprint);
+            }
+        }
+    }
+    pub fn contains(&self, fingerprint: &str) -> bool {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).contains_key(fingerprint)
+    }
+}
+
+#[derive(Debug)]
+struct CaOrPeers {
+    ca: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    peers: Arc<PeerPins>,
+}
+
+impl rustls::server::danger::ClientCertVerifier for CaOrPeers {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.ca.root_hint_subjects()
+    }
+    fn verify_client_cert(&self, end_entity: &CertificateDer<'_>, intermediates: &[CertificateDer<'_>], now: UnixTime) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        if self.peers.contains(&fingerprint_der(end_entity.as_ref())) {
+            unexpired(end_entity, now)?;
+            return Ok(rustls::server::danger::ClientCertVerified::assertion());
+        }
+        self.ca.verify_client_cert(end_entity, intermediates, now)
+    }
+    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &rustls::DigitallySignedStruct) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.ca.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &rustls::DigitallySignedStruct) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.ca.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.ca.supported_verify_schemes()
+    }
+}
+
+/// Like [`server_config_swappable`], also accepting the client certificates `peers`
+/// pins (an agent's endpoint: the hub's certificate by its CA, the source hosts of
+/// expected transfers by fingerprint; handlers still check which one called).
+pub fn server_config_swappable_with_peers(cert: Arc<SwappableCert>, client_ca_pem: &str, peers: Arc<PeerPins>) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let ca = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots(client_ca_pem)?), provider()).build()?;
+    let v = Arc::new(CaOrPeers { ca, peers });
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?.with_client_cert_verifier(v).with_cert_resolver(cert);
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
 }

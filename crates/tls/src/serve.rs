@@ -191,11 +191,24 @@ pub async fn serve_router_with(
                     last.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
                     req.extensions_mut().insert(info.clone());
                     let (in_flight, last) = (in_flight.clone(), last.clone());
+                    // (HTTP/2 has no connection header: a stream's unread body ends that stream only.)
+                    let http1 = req.version() < hyper::Version::HTTP_2;
+                    let (req, body_read) = track_body(req);
                     let call = app.clone().oneshot(req);
                     async move {
-                        let r = call.await;
+                        let mut r = call.await;
                         in_flight.fetch_sub(1, Ordering::Relaxed);
                         last.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+                        // A body the handler left unread makes hyper close the connection
+                        // after this response; saying so keeps a client from sending its
+                        // next request on a connection that is going away (it would see
+                        // a bare EOF, schemathesis's "connection dropped").
+                        if let Ok(resp) = &mut r
+                            && http1
+                            && !body_read.load(Ordering::Relaxed)
+                        {
+                            resp.headers_mut().insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
+                        }
                         r
                     }
                 })
@@ -234,5 +247,46 @@ pub async fn serve_router_with(
                 }
             }
         });
+    }
+}
+
+/// Marks in the returned flag when the request's body has been read to its end (at
+/// once for a request without one).
+fn track_body(req: hyper::Request<hyper::body::Incoming>) -> (hyper::Request<TrackedBody>, Arc<std::sync::atomic::AtomicBool>) {
+    use hyper::body::Body as _;
+    let read = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let req = req.map(|inner| {
+        if inner.is_end_stream() {
+            read.store(true, Ordering::Relaxed);
+        }
+        TrackedBody { inner, read: read.clone() }
+    });
+    (req, read)
+}
+
+/// A request body that sets its flag once it has yielded its last frame.
+struct TrackedBody {
+    inner: hyper::body::Incoming,
+    read: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl hyper::body::Body for TrackedBody {
+    type Data = hyper::body::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, std::task::Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.read.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -241,7 +241,7 @@ pub struct InstanceCreate {
 impl PoolCreate {
     /// A pool of `spec`'s members held at `counts`.
     pub fn new(name: Name, role: Name, spec: InstanceSpec, counts: PoolCounts) -> Self {
-        PoolCreate { name, role, image: spec.image, vcpus: spec.vcpus, mem_mib: spec.mem_mib, disk_mib: spec.disk_mib, command: spec.command, env: spec.env, counts }
+        PoolCreate { name, role, image: spec.image, vcpus: spec.vcpus, mem_mib: spec.mem_mib, disk_mib: spec.disk_mib, command: spec.command, env: spec.env, counts, secrets: spec.secrets }
     }
 }
 
@@ -348,6 +348,10 @@ pub struct PoolCreate {
     pub env: BTreeMap<String, String>,
     #[serde(default)]
     pub counts: PoolCounts,
+    /// Secrets of the tenant every member sees at `/run/secrets/<name>`; each must
+    /// exist, and cannot be deleted while the pool names it (unless forced).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<Name>,
 }
 
 impl PoolCreate {
@@ -359,7 +363,7 @@ impl PoolCreate {
             disk_mib: self.disk_mib,
             command: self.command.clone(),
             env: self.env.clone(),
-            secrets: vec![],
+            secrets: self.secrets.clone(),
         }
     }
 }
@@ -736,6 +740,7 @@ pub struct HubInfo {
 /// Query of list and wait endpoints.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct WaitQuery {
     /// Seconds to wait for the operation to finish (max 300).
     pub timeout: Option<u64>,

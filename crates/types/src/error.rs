@@ -33,7 +33,11 @@ impl ErrorCode {
             ErrorCode::NotFound => 404,
             ErrorCode::AlreadyExists | ErrorCode::IllegalTransition | ErrorCode::Conflict => 409,
             ErrorCode::QuotaExceeded => 422,
-            ErrorCode::NoCapacity | ErrorCode::Unavailable => 503,
+            // A full fleet is its state, not the hub failing: a conflict the caller can
+            // resolve (add a host, free room), like a taken name. 503 stays for a host
+            // or service that cannot be reached.
+            ErrorCode::NoCapacity => 409,
+            ErrorCode::Unavailable => 503,
             ErrorCode::Timeout => 504,
             ErrorCode::Internal => 500,
             ErrorCode::TooManyRequests => 429,

@@ -7,6 +7,7 @@ pub mod access;
 pub mod api;
 pub mod backups;
 pub mod error;
+pub mod files;
 pub mod generation;
 pub mod ids;
 pub mod idmap;
@@ -19,6 +20,9 @@ pub mod quota;
 pub mod snapshots;
 pub mod session;
 pub mod state;
+pub mod failpoint;
+pub mod transfer;
+pub mod moves;
 
 pub use error::{ApiError, ErrorCode};
 pub use generation::Generation;

@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 /// Snapshots the backup capability takes for a consistent read; never listed here,
 /// never pruned by a schedule.
 pub const BACKUP_PREFIX: &str = "bk-";
+/// Snapshots a move takes to send the volume to the target host; never listed,
+/// never pruned by a schedule, gone with the source's copy.
+pub const MOVE_PREFIX: &str = "mv-";
 /// Snapshots the agent's schedule takes; the only ones retention removes.
 pub const SCHEDULED_PREFIX: &str = "auto-";
 /// The default name of a snapshot taken by hand without `--name`.
@@ -27,7 +30,7 @@ pub const MAX_KEEP: u32 = 1000;
 /// keeps for itself. The error names the field and says what to use.
 pub fn check_user_name(s: &str) -> Result<Name, String> {
     let name: Name = s.parse().map_err(|e| format!("name: {e}"))?;
-    for (prefix, owner) in [(BACKUP_PREFIX, "backups"), (SCHEDULED_PREFIX, "scheduled snapshots")] {
+    for (prefix, owner) in [(BACKUP_PREFIX, "backups"), (SCHEDULED_PREFIX, "scheduled snapshots"), (MOVE_PREFIX, "moves")] {
         if s.starts_with(prefix) {
             return Err(format!("name: '{s}' starts with '{prefix}', which hangar keeps for {owner}: choose another name"));
         }
@@ -37,7 +40,7 @@ pub fn check_user_name(s: &str) -> Result<Name, String> {
 
 /// Whether a snapshot held on a host is one users see (every one but backups' own).
 pub fn is_listed(name: &str) -> bool {
-    !name.starts_with(BACKUP_PREFIX)
+    !name.starts_with(BACKUP_PREFIX) && !name.starts_with(MOVE_PREFIX)
 }
 
 /// Whether a snapshot was taken by a schedule.
@@ -157,6 +160,13 @@ impl std::fmt::Display for SnapshotSchedule {
         }
         write!(f, ",keep={}", self.keep)
     }
+}
+
+/// The hub's answer to a host about to take a scheduled snapshot (`POST
+/// /v1/agent/instances/{id}/snapshot-admission`): a refusal is a 422 instead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SnapshotAdmission {
+    pub admitted: bool,
 }
 
 /// The hub asks an agent for a snapshot of a sandbox's volume (`POST

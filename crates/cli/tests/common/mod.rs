@@ -67,3 +67,17 @@ pub fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
 pub fn down(data_dir: &Path) {
     hangar_harness::fleet::down(Path::new(bin()), data_dir);
 }
+
+/// Runs `script` with `sh -c` in `instance` through `hangar instance exec`; its stdout.
+pub fn exec(f: &Fleet, instance: &str, script: &str) -> String {
+    f.run(&["instance", "exec", instance, "--", "sh", "-c", script])
+}
+
+/// The API error of a call that must be refused.
+pub fn api_error<T>(r: Result<T, hangar_client::ClientError>) -> hangar_types::ApiError {
+    match r {
+        Err(hangar_client::ClientError::Api(e)) => e,
+        Err(other) => panic!("expected an API error, got {other}"),
+        Ok(_) => panic!("expected an API error, got success"),
+    }
+}

@@ -34,6 +34,7 @@ async fn agent_join(State(hub): State<AppState>, conn: Option<axum::Extension<Pe
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct DesiredQuery {
     /// Answer once the host's generation is above this.
     #[param(value_type = Option<i64>)]

@@ -61,7 +61,8 @@ async fn target_check(State(hub): State<AppState>, p: Principal, Path(name): Pat
 }
 
 #[utoipa::path(put, path = "/v1/tenants/{tenant}/backup-target", request_body = BackupTargetSet, security(("token" = [])), params(("tenant" = String, Path)),
-    responses((status = 200, body = BackupSettings), (status = 400, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
+    responses((status = 200, body = BackupSettings), (status = 400, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError),
+        (status = 409, body = ApiError, description = "no backup target has that name")))]
 async fn tenant_target_set(State(hub): State<AppState>, p: Principal, Path(tenant): Path<String>, ApiJson(req): ApiJson<BackupTargetSet>) -> HubResult<Json<BackupSettings>> {
     Ok(Json(hub.backup_target_set(&p, &parse_name("tenant", &tenant)?, req).await?))
 }
@@ -101,6 +102,7 @@ async fn backup_list(State(hub): State<AppState>, p: Principal, Path(names): Pat
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct FilesQuery {
     /// A directory (its entries) or a file (itself), relative to the volume's root; the
     /// root if left out.
@@ -117,6 +119,7 @@ async fn backup_files(State(hub): State<AppState>, p: Principal, Path((tenant, n
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct FindQuery {
     /// A file name pattern (`*`, `?`, `[..]`), 1-255 characters, no `/`.
     name: String,

@@ -14,6 +14,7 @@ pub(super) fn routes() -> ApiRoutes {
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct EventsQuery {
     #[param(value_type = Option<hangar_types::Name>)]
     tenant: Option<String>,

@@ -26,7 +26,8 @@ pub(super) fn routes() -> ApiRoutes {
 
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/instances", request_body = InstanceCreate, security(("token" = [])),
     params(("tenant" = String, Path)),
-    responses((status = 202, body = Operation), (status = 400, body = ApiError), (status = 422, body = ApiError), (status = 503, body = ApiError)))]
+    responses((status = 202, body = Operation), (status = 400, body = ApiError),
+        (status = 409, body = ApiError, description = "the name is taken, the image or a secret it names does not exist, or no ready host has room (no_capacity)"), (status = 422, body = ApiError), (status = 503, body = ApiError)))]
 async fn instance_create(State(hub): State<AppState>, p: Principal, Path(tenant): Path<String>, ApiJson(req): ApiJson<InstanceCreate>) -> HubResult<Accepted> {
     let tenant = parse_name("tenant", &tenant)?;
     Ok(accepted(hub.instance_create(&p, &tenant, req).await?))
@@ -42,6 +43,7 @@ async fn instance_list_tenant(State(hub): State<AppState>, p: Principal, Path(te
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct InstanceQuery {
     /// Only members of this pool.
     pool: Option<String>,

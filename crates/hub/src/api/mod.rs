@@ -10,6 +10,7 @@ mod agents;
 mod backups;
 mod contract;
 mod events;
+mod files;
 mod hosts;
 mod images;
 mod instances;
@@ -18,6 +19,7 @@ mod network;
 mod operations;
 mod pools;
 mod snapshots;
+mod moves;
 mod proxy;
 mod secrets;
 mod sessions;
@@ -72,11 +74,14 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
         match Json::<serde_json::Value>::from_request(req, state).await {
             // Every request body is an object (serde would also read a struct from an array).
             Ok(Json(v)) if !v.is_object() => Err(HubError::invalid("request body: must be a JSON object")),
-            Ok(Json(v)) => serde_path_to_error::deserialize(v).map(ApiJson).map_err(|e| {
+            Ok(Json(mut v)) => {
+                contract::integral_numbers(&mut v);
+                serde_path_to_error::deserialize(v).map(ApiJson).map_err(|e| {
                 let path = e.path().to_string();
                 let inner = e.into_inner();
                 if path == "." { HubError::invalid(format!("request body: {inner}")) } else { HubError::invalid(format!("request body: {path}: {inner}")) }
-            }),
+                })
+            }
             Err(rej) => Err(HubError::invalid(format!("request body: {}", rej.body_text()))),
         }
     }
@@ -174,6 +179,8 @@ fn api() -> ApiRoutes {
         sessions::routes(),
         ssh_keys::routes(),
         backups::routes(),
+        files::routes(),
+        moves::routes(),
     ]
         .into_iter()
         .fold(ApiRoutes::new(), ApiRoutes::merge)

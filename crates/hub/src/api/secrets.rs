@@ -38,6 +38,7 @@ async fn secret_set(State(hub): State<AppState>, p: Principal, Path(names): Path
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct DeleteQuery {
     /// Delete it even if instances name it (they lose the file within one reconcile pass).
     #[serde(default)]

@@ -1,11 +1,12 @@
 //! /v1/tenants/{tenant}/instances/{name}/snapshots and .../snapshot-schedule
 
-use super::{tenant_and, ApiJson, ApiRoutes, AppState};
+use super::{tenant_and, ApiJson, ApiRoutes, AppState, HostCaller};
 use crate::{HubResult, Principal};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use hangar_types::api::{Snapshot, SnapshotCreate, SnapshotRestore, SnapshotRestored, SnapshotScheduleInfo, SnapshotScheduleSet};
+use hangar_types::snapshots::SnapshotAdmission;
 use hangar_types::ApiError;
 use utoipa_axum::routes;
 
@@ -15,6 +16,19 @@ pub(super) fn routes() -> ApiRoutes {
         .routes(routes!(snapshot_delete))
         .routes(routes!(snapshot_restore))
         .routes(routes!(snapshot_schedule_get, snapshot_schedule_set))
+        .routes(routes!(agent_snapshot_admission))
+}
+
+/// Asked by a host before each scheduled snapshot: refused (422, and an event on the
+/// instance) while the tenant is at its disk quota, as a snapshot by hand would be.
+#[utoipa::path(post, path = "/v1/agent/instances/{id}/snapshot-admission", params(("id" = String, Path)),
+    description = "mTLS: host certificate required. Whether the calling host may take a scheduled snapshot of an instance placed on it now.",
+    responses((status = 200, body = SnapshotAdmission), (status = 400, body = ApiError, description = "id is not an instance id"), (status = 401, body = ApiError),
+        (status = 404, body = ApiError, description = "no such instance on the calling host"), (status = 422, body = ApiError, description = "the tenant is at its disk quota: skip this slot")))]
+async fn agent_snapshot_admission(State(hub): State<AppState>, HostCaller(host): HostCaller, Path(id): Path<String>) -> HubResult<Json<SnapshotAdmission>> {
+    let id: hangar_types::InstanceId = id.parse().map_err(|_| crate::HubError::invalid(format!("id: '{id}' is not an instance id")))?;
+    hub.snapshot_admission(&host, id).await?;
+    Ok(Json(SnapshotAdmission { admitted: true }))
 }
 
 /// A read-only snapshot of the instance's volume, taken at once on its host.

@@ -32,6 +32,7 @@ async fn tenant_info(State(hub): State<AppState>, p: Principal, Path(tenant): Pa
 
 #[derive(serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct DestroyQuery {
     /// Delete the tenant's pools and instances first (waiting for their hosts), then the tenant.
     #[serde(default)]
@@ -47,8 +48,11 @@ struct DestroyQuery {
         (status = 503, body = ApiError, description = "force: hosts have not confirmed every deletion within the wait; run again")))]
 async fn tenant_destroy(State(hub): State<AppState>, p: Principal, Path(tenant): Path<String>, ApiQuery(q): ApiQuery<DestroyQuery>) -> HubResult<Json<Tenant>> {
     let tenant = parse_name("tenant", &tenant)?;
+    if q.wait_secs.is_some_and(|w| w > 600) {
+        return Err(crate::HubError::invalid("wait_secs: at most 600 seconds"));
+    }
     if q.force {
-        let wait = std::time::Duration::from_secs(q.wait_secs.unwrap_or(120).min(600));
+        let wait = std::time::Duration::from_secs(q.wait_secs.unwrap_or(120));
         return Ok(Json(hub.tenant_destroy_force(&p, &tenant, wait).await?));
     }
     Ok(Json(hub.tenant_destroy(&p, &tenant).await?))

@@ -27,7 +27,9 @@ async fn token_list(State(hub): State<AppState>, p: Principal) -> HubResult<Json
 
 #[utoipa::path(delete, path = "/v1/tokens/{id}", params(("id" = String, Path, description = "the token's id (from `token list`)")), security(("token" = [])),
     responses((status = 200, body = Token, description = "revoked: refused at once on every hub"), (status = 400, body = ApiError), (status = 401, body = ApiError),
-        (status = 403, body = ApiError), (status = 404, body = ApiError), (status = 429, body = ApiError)))]
-async fn token_revoke(State(hub): State<AppState>, p: Principal, Path(id): Path<String>) -> HubResult<Json<Token>> {
-    Ok(Json(hub.token_revoke(&p, &id).await?))
+        (status = 403, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError, description = "the token is the one this request uses"),
+        (status = 429, body = ApiError)))]
+async fn token_revoke(State(hub): State<AppState>, p: Principal, headers: axum::http::HeaderMap, Path(id): Path<String>) -> HubResult<Json<Token>> {
+    let bearer = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    Ok(Json(hub.token_revoke_by(&p, &id, bearer).await?))
 }

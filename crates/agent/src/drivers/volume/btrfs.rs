@@ -249,12 +249,7 @@ impl VolumeDriver for BtrfsPool {
         if tmp.exists() {
             delete_subvolume_tree(&tmp).await?;
         }
-        run("btrfs", &[a("subvolume"), a("snapshot"), src.as_os_str(), tmp.as_os_str()]).await?;
-        let limited = tmp.clone();
-        tokio::task::spawn_blocking(move || ioctl::limit_referenced(&limited, size_mib * 1024 * 1024))
-            .await
-            .map_err(|e| VolumeError::Io { context: "volume worker".into(), source: std::io::Error::other(e.to_string()) })?
-            .map_err(io(format!("cannot set the qgroup limit of {}", tmp.display())))?;
+        writable_snapshot(&src, &tmp, size_mib).await?;
         exchange(&tmp, &vol)?;
         delete_subvolume_tree(&tmp).await
     }
@@ -267,6 +262,32 @@ impl VolumeDriver for BtrfsPool {
         let list = run("env", &[a("TZ=UTC"), a("btrfs"), a("subvolume"), a("list"), a("-s"), self.mount.as_os_str()]).await?;
         let sizes = run("btrfs", &[a("qgroup"), a("show"), a("--raw"), self.mount.as_os_str()]).await?;
         Ok(parse_snapshot_infos(&list, &sizes))
+    }
+
+    fn snapshot_dir(&self, id: &VolumeId) -> Option<PathBuf> {
+        Some(self.snaps(id))
+    }
+
+    fn transfer_dir(&self) -> Option<PathBuf> {
+        Some(self.mount.join("transfers"))
+    }
+
+    async fn remove_staged(&self, path: &Path) -> Result<(), VolumeError> {
+        remove_staged(path.to_path_buf()).await
+    }
+
+    async fn is_sealed(&self, path: &Path) -> Result<bool, VolumeError> {
+        let out = run("btrfs", &[a("property"), a("get"), a("-ts"), path.as_os_str(), a("ro")]).await?;
+        Ok(out.trim() == "ro=true")
+    }
+
+    async fn adopt_staged(&self, id: &VolumeId, staged: &Path, size_mib: u64) -> Result<PathBuf, VolumeError> {
+        let vol = self.path(id);
+        if vol.exists() {
+            return Err(VolumeError::Io { context: format!("volume {id} exists already"), source: std::io::Error::from(std::io::ErrorKind::AlreadyExists) });
+        }
+        writable_snapshot(staged, &vol, size_mib).await?;
+        Ok(vol)
     }
 }
 
@@ -296,6 +317,35 @@ fn parse_snapshot_infos(list: &str, qgroups: &str) -> Vec<SnapshotInfo> {
         out.push(SnapshotInfo { volume, id: snap, created, referenced_bytes, exclusive_bytes });
     }
     out
+}
+
+/// A writable snapshot of `src` at `dst` (instant, sharing every block), limited to
+/// `size_mib` like a volume.
+async fn writable_snapshot(src: &Path, dst: &Path, size_mib: u64) -> Result<(), VolumeError> {
+    run("btrfs", &[a("subvolume"), a("snapshot"), src.as_os_str(), dst.as_os_str()]).await?;
+    let limited = dst.to_path_buf();
+    tokio::task::spawn_blocking(move || ioctl::limit_referenced(&limited, size_mib * 1024 * 1024))
+        .await
+        .map_err(|e| VolumeError::Io { context: "volume worker".into(), source: std::io::Error::other(e.to_string()) })?
+        .map_err(io(format!("cannot set the qgroup limit of {}", dst.display())))
+}
+
+/// A subvolume (with those nested in it), or a directory and everything in it.
+fn remove_staged(path: PathBuf) -> BoxFuture<'static, Result<(), VolumeError>> {
+    Box::pin(async move {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(md) = std::fs::symlink_metadata(&path) else { return Ok(()) };
+        if md.is_dir() && md.ino() == SUBVOLUME_ROOT_INO {
+            return delete_subvolume_tree(&path).await;
+        }
+        if !md.is_dir() {
+            return std::fs::remove_file(&path).map_err(io(format!("cannot remove {}", path.display())));
+        }
+        for e in std::fs::read_dir(&path).map_err(io(format!("cannot list {}", path.display())))?.flatten() {
+            remove_staged(e.path()).await?;
+        }
+        std::fs::remove_dir(&path).map_err(io(format!("cannot remove {}", path.display())))
+    })
 }
 
 /// btrfs gives the root directory of every subvolume inode 256 (`BTRFS_FIRST_FREE_OBJECTID`).

@@ -104,6 +104,33 @@ pub trait VolumeDriver: Send + Sync {
     /// Every snapshot of every volume, with its time and sizes as far as the driver
     /// can tell (one pass over the pool, not one per snapshot).
     async fn snapshot_infos(&self) -> Result<Vec<SnapshotInfo>, VolumeError>;
+
+    // Host-to-host transfers (`crate::transfer`): only drivers that can send and
+    // receive snapshots (btrfs) have these; the others refuse transfers.
+    /// Where volume `id`'s snapshots are (`<dir>/<snapshot>`).
+    fn snapshot_dir(&self, _id: &VolumeId) -> Option<PathBuf> {
+        None
+    }
+    /// Where transfers stage what they receive (`<dir>/<volume>/<snapshot>`), on the
+    /// pool's filesystem, so a volume is made from a staged snapshot in place.
+    fn transfer_dir(&self) -> Option<PathBuf> {
+        None
+    }
+    /// Removes what is at `path` under the transfer dir: a subvolume (with any nested
+    /// in it), or a directory and everything in it. Ok if absent.
+    async fn remove_staged(&self, _path: &std::path::Path) -> Result<(), VolumeError> {
+        Ok(())
+    }
+    /// Whether the subvolume at `path` is complete: read-only, as `btrfs receive`
+    /// leaves one only once it has received all of it.
+    async fn is_sealed(&self, _path: &std::path::Path) -> Result<bool, VolumeError> {
+        Ok(false)
+    }
+    /// Makes volume `id` a writable snapshot of the staged subvolume at `staged`
+    /// (instant, sharing every block), limited to `size_mib`. The volume must not exist.
+    async fn adopt_staged(&self, _id: &VolumeId, _staged: &std::path::Path, _size_mib: u64) -> Result<PathBuf, VolumeError> {
+        Err(VolumeError::NotFound("this volume driver cannot adopt transferred snapshots".into()))
+    }
 }
 
 /// One snapshot as a driver sees it.

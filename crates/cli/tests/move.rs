@@ -1,0 +1,133 @@
+//! `hangar instance move` end to end on a real fleet (root, runc, btrfs pools, two more
+//! hosts as network namespaces): a running instance with a sentinel moves to another
+//! host and back: same id, address and uid range, the sentinel's bytes intact, running
+//! there; the source holds nothing of it (no volume, no snapshots, no pinned
+//! namespaces) and the target no staging. A stopped one stays stopped. Refusals: the
+//! same host, an unknown or draining host, a tenant token, an instance with snapshots,
+//! a second move while one runs; each changes nothing.
+
+mod common;
+
+use common::{block_on, Fleet, exec, api_error};
+use hangar_types::moves::InstanceMove;
+use hangar_types::ErrorCode;
+use std::path::PathBuf;
+
+
+
+fn agent_dir(f: &Fleet, host: &str) -> PathBuf {
+    f.data_dir().join("hosts").join(host).join("agent")
+}
+
+fn sandbox(f: &Fleet, instance: &str) -> String {
+    let id: hangar_types::InstanceId = f.json(&["instance", "info", instance])["id"].as_str().unwrap().parse().unwrap();
+    id.sandbox_id().to_string()
+}
+
+/// What `host` holds of sandbox `sb`: volume, snapshots, staging, pinned namespaces.
+fn held(f: &Fleet, host: &str, sb: &str) -> Vec<String> {
+    let pool = agent_dir(f, host).join("storage/pool");
+    let mut out = vec![];
+    for p in [pool.join("volumes").join(sb), pool.join("snapshots").join(sb), pool.join("transfers").join(sb)] {
+        if p.exists() {
+            out.push(p.display().to_string());
+        }
+    }
+    let id: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(agent_dir(f, host).join("identity.json")).unwrap()).unwrap();
+    let hid = id["host_id"].as_str().unwrap().replace('-', "");
+    let pin = format!("hg-h{}-{sb}", &hid[hid.len() - 12..]);
+    for dir in ["/run/hangar/userns", "/run/netns"] {
+        if std::path::Path::new(dir).join(&pin).exists() {
+            out.push(format!("{dir}/{pin}"));
+        }
+    }
+    out
+}
+
+fn sha_in(f: &Fleet, instance: &str, path: &str) -> String {
+    exec(f, instance, &format!("sha256sum {path} | cut -d' ' -f1")).trim().to_string()
+}
+
+#[test]
+fn move_keeps_identity_and_bytes_and_leaves_nothing_behind() {
+    let f = common::up();
+    let c = f.client().unwrap();
+    for h in ["node-b", "node-c"] {
+        f.run(&["host", "add", h, "--provider", "local"]);
+    }
+    f.run(&["tenant", "create", "acme", "--max-running", "8", "--max-disk", "8"]);
+    f.run(&["host", "drain", "local"]);
+    f.run(&["host", "drain", "node-c"]);
+    for i in ["acme/web", "acme/cold"] {
+        f.run(&["instance", "create", i, "--disk", "512", "--start", "--", "sleep", "infinity"]);
+    }
+    f.run(&["host", "undrain", "node-c"]);
+    f.run(&["instance", "stop", "acme/cold"]);
+    let before = f.json(&["instance", "info", "acme/web"]);
+    assert_eq!(before["host"], "node-b");
+    let sb = sandbox(&f, "acme/web");
+    // A sentinel: 8 MiB of pseudo-random bytes and a small file, written while running.
+    exec(&f, "acme/web", "head -c 8388608 /dev/urandom > /home/sentinel.bin && echo hello > /home/hello.txt && sync");
+    let sha = sha_in(&f, "acme/web", "/home/sentinel.bin");
+    let uid = std::fs::metadata(agent_dir(&f, "node-b").join("storage/pool/volumes").join(&sb).join("sentinel.bin")).map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap();
+
+    // ---- refusals: nothing changes
+    let mv = |to: &str| InstanceMove { to: to.parse().unwrap(), keep_source_secs: 0 };
+    let e = api_error(block_on(c.instance_move("acme", "web", &mv("node-b"))));
+    assert_eq!(e.code, ErrorCode::InvalidArgument, "{}", e.message);
+    assert!(e.message.contains("to:"), "{}", e.message);
+    let e = api_error(block_on(c.instance_move("acme", "web", &mv("node-zz"))));
+    assert_eq!(e.code, ErrorCode::InvalidArgument, "{}", e.message);
+    assert!(e.message.contains("node-zz"), "{}", e.message);
+    let e = api_error(block_on(c.instance_move("acme", "web", &mv("local"))));
+    assert_eq!(e.code, ErrorCode::NoCapacity, "a draining host: {}", e.message);
+    assert!(e.message.contains("draining"), "{}", e.message);
+    let e = api_error(block_on(c.instance_move("acme", "web", &InstanceMove { to: "node-c".parse().unwrap(), keep_source_secs: 10 * 86400 })));
+    assert_eq!(e.code, ErrorCode::InvalidArgument, "{}", e.message);
+    let tok: hangar_types::api::TokenCreated = block_on(c.token_create(&serde_json::from_value(serde_json::json!({"tenant": "acme"})).unwrap())).unwrap();
+    let e = api_error(block_on(c.with_token(&tok.token).instance_move("acme", "web", &mv("node-c"))));
+    assert_eq!(e.code, ErrorCode::Forbidden, "{}", e.message);
+    f.run(&["snapshot", "create", "acme/web", "--name", "keep"]);
+    let e = api_error(block_on(c.instance_move("acme", "web", &mv("node-c"))));
+    assert_eq!(e.code, ErrorCode::Conflict, "{}", e.message);
+    assert!(e.message.contains("snapshots (keep)"), "{}", e.message);
+    f.run(&["snapshot", "delete", "acme/web", "keep"]);
+    let err = f.fail(&["instance", "move", "acme/web", "--to", "node-b"]);
+    assert!(err.contains("to:"), "{err}");
+    assert_eq!(f.json(&["instance", "info", "acme/web"])["host"], "node-b");
+
+    // ---- the move
+    let out = f.run(&["instance", "move", "acme/web", "--to", "node-c", "--wait"]);
+    assert!(out.contains("moved acme/web from host node-b to node-c") && out.contains("downtime"), "{out}");
+    let after = f.json(&["instance", "info", "acme/web"]);
+    assert_eq!(after["host"], "node-c");
+    for k in ["id", "address", "name", "tenant"] {
+        assert_eq!(after[k], before[k], "{k} changed");
+    }
+    assert_eq!(after["state"], "running");
+    assert_eq!(sha_in(&f, "acme/web", "/home/sentinel.bin"), sha);
+    assert_eq!(exec(&f, "acme/web", "cat /home/hello.txt"), "hello\n");
+    let on_c = agent_dir(&f, "node-c").join("storage/pool/volumes").join(&sb);
+    assert_eq!(std::fs::metadata(on_c.join("sentinel.bin")).map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap(), uid, "the files changed owner");
+    common::wait_until("the source holds nothing of the moved instance", || held(&f, "node-b", &sb).is_empty());
+    assert!(!agent_dir(&f, "node-c").join("storage/pool/transfers").join(&sb).exists(), "staging left on the target");
+    let st = f.json(&["instance", "move", "acme/web", "--to", "node-b"]);
+    assert_eq!(st["phase"], "sending");
+    // ---- a second move while one runs: refused
+    let e = api_error(block_on(c.instance_move("acme", "web", &mv("node-b"))));
+    assert_eq!(e.code, ErrorCode::Conflict, "{}", e.message);
+    common::wait_until("the move back ends", || block_on(c.instance_move_status("acme", "web")).is_ok_and(|m| m.phase.is_final()));
+    let m = block_on(c.instance_move_status("acme", "web")).unwrap();
+    assert_eq!(m.phase, hangar_types::moves::MovePhase::Done, "{m:?}");
+    assert_eq!(f.json(&["instance", "info", "acme/web"])["host"], "node-b");
+    assert_eq!(sha_in(&f, "acme/web", "/home/sentinel.bin"), sha);
+    common::wait_until("node-c holds nothing of the instance moved back", || held(&f, "node-c", &sb).is_empty());
+
+    // ---- a stopped instance stays stopped
+    let cold = sandbox(&f, "acme/cold");
+    f.run(&["instance", "move", "acme/cold", "--to", "node-c", "--wait"]);
+    let i = f.json(&["instance", "info", "acme/cold"]);
+    assert_eq!((i["host"].as_str(), i["state"].as_str()), (Some("node-c"), Some("stopped")));
+    assert!(agent_dir(&f, "node-c").join("storage/pool/volumes").join(&cold).is_dir());
+    common::wait_until("node-b holds nothing of the stopped instance", || held(&f, "node-b", &cold).is_empty());
+}

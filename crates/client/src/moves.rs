@@ -1,0 +1,30 @@
+//! Moves of instances between hosts (`hangar_types::moves`): the users' calls to the
+//! hub, and the hub's call to a move's source agent to remove what is left there.
+
+use crate::{AgentClient, HubClient, Result};
+use hangar_types::moves::{InstanceMove, MoveStatus};
+use hangar_types::SandboxId;
+
+impl HubClient {
+    /// Starts moving `tenant/name` (the answer comes at once; follow it with
+    /// [`HubClient::instance_move_status`]).
+    pub async fn instance_move(&self, tenant: &str, name: &str, req: &InstanceMove) -> Result<MoveStatus> {
+        self.t.post(&format!("/v1/tenants/{tenant}/instances/{name}/move"), req).await
+    }
+    /// The instance's newest move.
+    pub async fn instance_move_status(&self, tenant: &str, name: &str) -> Result<MoveStatus> {
+        self.t.get(&format!("/v1/tenants/{tenant}/instances/{name}/move")).await
+    }
+}
+
+impl AgentClient {
+    /// Source: removes a moved instance's volume, once this agent applied `generation`
+    /// (or later) without the instance. 409 while it is still placed there.
+    pub async fn moved_remove(&self, sandbox: &SandboxId, generation: i64) -> Result<()> {
+        self.t.delete::<serde_json::Value>(&format!("/v1/moved/{sandbox}?generation={generation}")).await.map(drop)
+    }
+    /// Removes the snapshots moves took of the sandbox's volume (`mv-`).
+    pub async fn moved_snapshots_remove(&self, sandbox: &SandboxId) -> Result<()> {
+        self.t.delete::<serde_json::Value>(&format!("/v1/moved/{sandbox}/snapshots")).await.map(drop)
+    }
+}

@@ -1,0 +1,47 @@
+//! What the store keeps about moves of instances between hosts
+//! (`hangar_types::moves`): one row per move, its phase, and the one transaction that
+//! switches an instance's placement.
+
+use crate::{InstanceVersion, Result};
+use async_trait::async_trait;
+use hangar_types::api::Instance;
+use hangar_types::moves::MovePhase;
+use hangar_types::{Generation, HostId, InstanceId, InstanceState, Name};
+use time::OffsetDateTime;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MoveRecord {
+    /// UUID text.
+    pub id: String,
+    pub instance: InstanceId,
+    pub tenant: Name,
+    pub name: Name,
+    pub source: Name,
+    pub target: Name,
+    pub previous_state: InstanceState,
+    pub phase: MovePhase,
+    pub bytes: u64,
+    pub downtime_ms: Option<u64>,
+    pub keep_source_until: Option<OffsetDateTime>,
+    pub error: Option<String>,
+    pub created_at: OffsetDateTime,
+    pub finished_at: Option<OffsetDateTime>,
+}
+
+#[async_trait]
+pub trait MoveStore: Send + Sync {
+    /// AlreadyExists if the instance has an open move.
+    async fn insert_move(&self, m: &MoveRecord) -> Result<()>;
+    async fn get_move(&self, id: &str) -> Result<Option<MoveRecord>>;
+    /// The instance's newest move, open or not.
+    async fn latest_move(&self, instance: InstanceId) -> Result<Option<MoveRecord>>;
+    /// Moves not final, oldest first.
+    async fn list_open_moves(&self) -> Result<Vec<MoveRecord>>;
+    /// Moves the move from phase `from` to `to` (final phases set `finished_at`), with
+    /// its bytes (only up), downtime and error. False if it was not in `from`.
+    async fn set_move_phase(&self, id: &str, from: MovePhase, to: MovePhase, bytes: u64, downtime_ms: Option<u64>, error: Option<&str>) -> Result<bool>;
+    /// The switch, in one transaction: the move goes from `staged` to `switched`,
+    /// `instance` (its host now the target) is written if it is still at `expected`,
+    /// and both hosts' generations are bumped. Conflict if either moved.
+    async fn switch_move(&self, id: &str, instance: &Instance, expected: InstanceVersion, source: &Name) -> Result<Vec<(HostId, Generation)>>;
+}

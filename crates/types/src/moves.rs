@@ -1,0 +1,124 @@
+//! Moving an instance to another host (`hangar instance move`): the phases a move goes
+//! through, each recorded by the hub before it acts on it, so a restarted hub continues
+//! or rolls back from the last one; the request and the status users see.
+
+use crate::names::Name;
+use crate::state::InstanceState;
+use serde::{Deserialize, Serialize};
+
+/// Where a move is. Before `switched` the source owns the instance (a failure rolls
+/// back: the instance returns to its state on the source, the target's copy is
+/// dropped); from `switched` on the target owns it (a failure only leaves cleanup).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MovePhase {
+    /// A read-only snapshot of the running instance's volume goes to the target.
+    Sending,
+    /// The instance is being stopped on the source.
+    Stopping,
+    /// The final snapshot's difference goes to the target.
+    Final,
+    /// The target holds the final snapshot, checked, and made the volume from it.
+    Staged,
+    /// The store places the instance on the target (one transaction).
+    Switched,
+    /// The target reports the instance in its previous state; the source copy goes.
+    Started,
+    Done,
+    /// Failed before the switch: the target's copy and the move's snapshots are being
+    /// removed and the instance put back in its state on the source (retried until done).
+    RollingBack,
+    /// Ended before the switch: the instance is back as it was on the source.
+    RolledBack,
+}
+
+impl MovePhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MovePhase::Sending => "sending",
+            MovePhase::Stopping => "stopping",
+            MovePhase::Final => "final",
+            MovePhase::Staged => "staged",
+            MovePhase::Switched => "switched",
+            MovePhase::Started => "started",
+            MovePhase::Done => "done",
+            MovePhase::RollingBack => "rolling_back",
+            MovePhase::RolledBack => "rolled_back",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<MovePhase> {
+        [
+            MovePhase::Sending,
+            MovePhase::Stopping,
+            MovePhase::Final,
+            MovePhase::Staged,
+            MovePhase::Switched,
+            MovePhase::Started,
+            MovePhase::Done,
+            MovePhase::RollingBack,
+            MovePhase::RolledBack,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == s)
+    }
+
+    /// Whether the move has ended (done or rolled back).
+    pub fn is_final(self) -> bool {
+        matches!(self, MovePhase::Done | MovePhase::RolledBack)
+    }
+
+    /// Whether the target owns the instance.
+    pub fn switched(self) -> bool {
+        matches!(self, MovePhase::Switched | MovePhase::Started | MovePhase::Done)
+    }
+}
+
+impl std::fmt::Display for MovePhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The longest a source copy may be kept after a move (`keep_source_secs`).
+pub const KEEP_SOURCE_MAX_SECS: u64 = 7 * 24 * 3600;
+
+/// Body of `POST /v1/tenants/{tenant}/instances/{name}/move`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceMove {
+    /// The host to move to: another active, reporting host with room for the instance.
+    #[schema(value_type = String, example = "node-b")]
+    pub to: Name,
+    /// Keep the source's copy this long after the move (at most 604800 s); default 0.
+    #[serde(default)]
+    pub keep_source_secs: u64,
+}
+
+/// A move as the hub records it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct MoveStatus {
+    /// The move's id (UUID).
+    pub id: String,
+    #[schema(value_type = String)]
+    pub tenant: Name,
+    #[schema(value_type = String)]
+    pub instance: Name,
+    #[schema(value_type = String)]
+    pub source: Name,
+    #[schema(value_type = String)]
+    pub target: Name,
+    pub phase: MovePhase,
+    /// The state the instance had when the move began, and has again on the target.
+    #[schema(value_type = String)]
+    pub previous_state: InstanceState,
+    /// Bytes sent to the target so far (both passes); never goes down.
+    pub bytes: u64,
+    /// From the stop on the source to the report from the target, once known.
+    pub downtime_ms: Option<u64>,
+    /// Why it rolled back or what its cleanup still waits for.
+    pub error: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+    pub finished_at: Option<String>,
+}
