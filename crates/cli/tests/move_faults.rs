@@ -79,7 +79,12 @@ fn a_move_killed_at_any_phase_leaves_the_instance_on_exactly_one_host() {
         let sha = sha_in(&f, "acme/web");
 
         let c = f.client().unwrap();
-        block_on(c.instance_move("acme", "web", &InstanceMove { to: "node-c".parse().unwrap(), keep_source_secs: 0 })).unwrap();
+        // The hub's failpoint may fire before it has answered (its runner races the
+        // handler's reply on a busy machine): the move is recorded before any failpoint,
+        // so a connection the aborting hub drops is not a failure of the move.
+        if let Err(e) = block_on(c.instance_move("acme", "web", &InstanceMove { to: "node-c".parse().unwrap(), keep_source_secs: 0 })) {
+            assert!(who == Who::Hub, "{step}: the move was refused: {e}");
+        }
         let t = Instant::now();
         while !once.exists() {
             assert!(t.elapsed() < Duration::from_secs(90), "{step}: the failpoint did not fire");
