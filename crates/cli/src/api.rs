@@ -62,6 +62,7 @@ pub async fn api(c: &HubClient, cmd: &Cmd, out: &Out) -> Result<i32> {
             let h = c.host_action(name, "drain").await?;
             out.item(&h, &format!("host '{}' is draining: nothing new lands there; pools move their members off", h.name));
         }
+        Cmd::Host(HostCmd::Evacuate { name, parallel, wait }) => return crate::moves::evacuate_cmd(&c, out, name, *parallel, *wait).await,
         Cmd::Host(HostCmd::Undrain { name }) => {
             let h = c.host_action(name, "undrain").await?;
             out.item(&h, &format!("host '{}' is {}", h.name, h.state.as_str()));

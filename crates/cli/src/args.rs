@@ -715,6 +715,17 @@ pub enum HostCmd {
     /// Place nothing new there; pools move their members elsewhere.
     Drain { name: String },
     Undrain { name: String },
+    /// Move every instance off the host (admin): drains it, then moves each instance in
+    /// its state to the host the placement picks, a few at once; prints each outcome.
+    Evacuate {
+        name: String,
+        /// How many instances move at once (1 to 16).
+        #[arg(long, default_value_t = 2)]
+        parallel: u32,
+        /// Follow it to its end and print where each instance went (exit 1 if any stayed).
+        #[arg(long)]
+        wait: bool,
+    },
     /// Stop the host's agent and instances (provider hosts); volumes, addresses and
     /// states persist.
     Stop { name: String },

@@ -8,41 +8,11 @@
 
 mod common;
 
+use common::moves::{agent_dir, held, sandbox};
 use common::{block_on, Fleet, exec, api_error};
 use hangar_types::moves::InstanceMove;
 use hangar_types::ErrorCode;
-use std::path::PathBuf;
 
-
-
-fn agent_dir(f: &Fleet, host: &str) -> PathBuf {
-    f.data_dir().join("hosts").join(host).join("agent")
-}
-
-fn sandbox(f: &Fleet, instance: &str) -> String {
-    let id: hangar_types::InstanceId = f.json(&["instance", "info", instance])["id"].as_str().unwrap().parse().unwrap();
-    id.sandbox_id().to_string()
-}
-
-/// What `host` holds of sandbox `sb`: volume, snapshots, staging, pinned namespaces.
-fn held(f: &Fleet, host: &str, sb: &str) -> Vec<String> {
-    let pool = agent_dir(f, host).join("storage/pool");
-    let mut out = vec![];
-    for p in [pool.join("volumes").join(sb), pool.join("snapshots").join(sb), pool.join("transfers").join(sb)] {
-        if p.exists() {
-            out.push(p.display().to_string());
-        }
-    }
-    let id: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(agent_dir(f, host).join("identity.json")).unwrap()).unwrap();
-    let hid = id["host_id"].as_str().unwrap().replace('-', "");
-    let pin = format!("hg-h{}-{sb}", &hid[hid.len() - 12..]);
-    for dir in ["/run/hangar/userns", "/run/netns"] {
-        if std::path::Path::new(dir).join(&pin).exists() {
-            out.push(format!("{dir}/{pin}"));
-        }
-    }
-    out
-}
 
 fn sha_in(f: &Fleet, instance: &str, path: &str) -> String {
     exec(f, instance, &format!("sha256sum {path} | cut -d' ' -f1")).trim().to_string()

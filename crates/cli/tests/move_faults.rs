@@ -8,16 +8,12 @@
 
 mod common;
 
+use common::moves::volume;
 use common::{bin, block_on, wait_until, Fleet, exec};
 use hangar_harness::fleet::FleetOptions;
 use hangar_types::moves::{InstanceMove, MovePhase};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-
-fn volume(f: &Fleet, host: &str, sb: &str) -> PathBuf {
-    f.data_dir().join("hosts").join(host).join("agent/storage/pool/volumes").join(sb)
-}
 
 fn host_state(f: &Fleet, host: &str) -> String {
     f.json(&["host", "info", host])["state"].as_str().unwrap_or_default().to_string()

@@ -2,7 +2,7 @@
 //! hub, and the hub's call to a move's source agent to remove what is left there.
 
 use crate::{AgentClient, HubClient, Result};
-use hangar_types::moves::{InstanceMove, MoveStatus};
+use hangar_types::moves::{Evacuation, HostEvacuate, InstanceMove, MoveStatus};
 use hangar_types::SandboxId;
 
 impl HubClient {
@@ -14,6 +14,14 @@ impl HubClient {
     /// The instance's newest move.
     pub async fn instance_move_status(&self, tenant: &str, name: &str) -> Result<MoveStatus> {
         self.t.get(&format!("/v1/tenants/{tenant}/instances/{name}/move")).await
+    }
+    /// Drains `host` and starts moving every instance off it.
+    pub async fn host_evacuate(&self, host: &str, req: &HostEvacuate) -> Result<Evacuation> {
+        self.t.post(&format!("/v1/hosts/{host}/evacuate"), req).await
+    }
+    /// The host's newest evacuation, instance by instance.
+    pub async fn host_evacuation(&self, host: &str) -> Result<Evacuation> {
+        self.t.get(&format!("/v1/hosts/{host}/evacuate")).await
     }
 }
 

@@ -38,7 +38,7 @@ const OBSERVE_MAX: Duration = Duration::from_secs(120);
 /// How long the source may take to apply its new document before its copy is removed.
 const CLEANUP_MAX: Duration = Duration::from_secs(300);
 /// How long a pool member stays held: longer than any move; cleared at its end.
-const HOLD: time::Duration = time::Duration::days(1);
+pub(crate) const HOLD: time::Duration = time::Duration::days(1);
 
 const FIRST: &str = "mv-1";
 const LAST: &str = "mv-2";
@@ -167,14 +167,14 @@ impl Hub {
     }
 
     /// Runs every open move no runner of this process follows (after a restart: from
-    /// its recorded phase). Called by the monitor.
+    /// its recorded phase), and every open evacuation (`evacuate`). Called by the monitor.
     pub async fn move_resume(self: &Arc<Self>) -> HubResult<usize> {
         let open = self.store.list_open_moves().await?;
         let n = open.len();
         for m in open {
             self.move_spawn(m);
         }
-        Ok(n)
+        Ok(n + self.evacuate_resume().await?)
     }
 
     fn move_spawn(self: &Arc<Self>, m: MoveRecord) {
@@ -451,13 +451,6 @@ impl Hub {
 
     /// Lets the pool reconciler see the instance again.
     async fn move_unhold(&self, m: &MoveRecord) {
-        for _ in 0..5 {
-            let Ok(Some(read)) = self.store.get_instance_by_id(m.instance).await else { return };
-            let mut next = read.clone();
-            next.held_until = None;
-            if self.store.update_instance_if(&next, InstanceVersion::of(&read), None).await.is_ok() {
-                return;
-            }
-        }
+        self.set_held(m.instance, None).await;
     }
 }
