@@ -202,7 +202,7 @@ async fn instance(c: &HubClient, out: &Out, cmd: &InstanceCmd) -> Result<i32> {
                 cursor = l.cursor.or(cursor);
             }
         }
-        InstanceCmd::Move { instance, to, wait, keep_source } => return crate::moves::move_cmd(c, out, instance, to, *wait, *keep_source).await,
+        InstanceCmd::Move { instance, to, via, wait, keep_source } => return crate::moves::move_cmd(c, out, instance, to, *via, *wait, *keep_source).await,
         InstanceCmd::Stats { instance } => {
             let r = parse_ref("instance", instance)?;
             out.stats(&c.instance_stats(r.tenant.as_str(), r.name.as_str()).await?);

@@ -6,7 +6,7 @@ use crate::output::Out;
 use anyhow::{bail, Result};
 use hangar_client::HubClient;
 use hangar_types::api::OperationStatus;
-use hangar_types::moves::{Evacuation, EvacuationOutcome, HostEvacuate, InstanceMove, MovePhase, MoveStatus};
+use hangar_types::moves::{Evacuation, EvacuationOutcome, HostEvacuate, InstanceMove, MovePhase, MoveStatus, MoveVia};
 use hangar_types::Name;
 use std::time::{Duration, Instant};
 
@@ -14,10 +14,10 @@ fn mib(b: u64) -> String {
     format!("{:.1} MiB", b as f64 / 1048576.0)
 }
 
-pub async fn move_cmd(c: &HubClient, out: &Out, instance: &str, to: &str, wait: bool, keep_source: Option<Duration>) -> Result<i32> {
+pub async fn move_cmd(c: &HubClient, out: &Out, instance: &str, to: &str, via: MoveVia, wait: bool, keep_source: Option<Duration>) -> Result<i32> {
     let r = parse_ref("instance", instance)?;
     let to: Name = to.parse().map_err(|e| anyhow::anyhow!("--to '{to}': {e}"))?;
-    let req = InstanceMove { to, keep_source_secs: keep_source.map(|d| d.as_secs()).unwrap_or(0) };
+    let req = InstanceMove { to, keep_source_secs: keep_source.map(|d| d.as_secs()).unwrap_or(0), via };
     let started = Instant::now();
     let mut m = c.instance_move(r.tenant.as_str(), r.name.as_str(), &req).await?;
     if !wait {
@@ -50,7 +50,7 @@ fn report(out: &Out, r: &str, m: &MoveStatus, took: Duration) -> Result<i32> {
         bail!("the move of {r} to host {} failed and was rolled back: it stays on host {}, {}: {}", m.target, m.source, m.previous_state, m.error.as_deref().unwrap_or("no reason recorded"));
     }
     let down = m.downtime_ms.map(|d| format!("{:.2} s", d as f64 / 1000.0)).unwrap_or_else(|| "not measured (the hub restarted during it)".into());
-    out.item(m, &format!("moved {r} from host {} to {} in {:.1} s: {} sent, downtime {down}; it is {} there", m.source, m.target, took.as_secs_f64(), mib(m.bytes), m.previous_state));
+    out.item(m, &format!("moved {r} from host {} to {} via {} in {:.1} s: {} sent, downtime {down}; it is {} there", m.source, m.target, m.via, took.as_secs_f64(), mib(m.bytes), m.previous_state));
     Ok(0)
 }
 

@@ -42,7 +42,7 @@ fn move_keeps_identity_and_bytes_and_leaves_nothing_behind() {
     let uid = std::fs::metadata(agent_dir(&f, "node-b").join("storage/pool/volumes").join(&sb).join("sentinel.bin")).map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap();
 
     // ---- refusals: nothing changes
-    let mv = |to: &str| InstanceMove { to: to.parse().unwrap(), keep_source_secs: 0 };
+    let mv = |to: &str| InstanceMove::to(to.parse().unwrap());
     let e = api_error(block_on(c.instance_move("acme", "web", &mv("node-b"))));
     assert_eq!(e.code, ErrorCode::InvalidArgument, "{}", e.message);
     assert!(e.message.contains("to:"), "{}", e.message);
@@ -52,7 +52,7 @@ fn move_keeps_identity_and_bytes_and_leaves_nothing_behind() {
     let e = api_error(block_on(c.instance_move("acme", "web", &mv("local"))));
     assert_eq!(e.code, ErrorCode::NoCapacity, "a draining host: {}", e.message);
     assert!(e.message.contains("draining"), "{}", e.message);
-    let e = api_error(block_on(c.instance_move("acme", "web", &InstanceMove { to: "node-c".parse().unwrap(), keep_source_secs: 10 * 86400 })));
+    let e = api_error(block_on(c.instance_move("acme", "web", &InstanceMove { keep_source_secs: 10 * 86400, ..mv("node-c") })));
     assert_eq!(e.code, ErrorCode::InvalidArgument, "{}", e.message);
     let tok: hangar_types::api::TokenCreated = block_on(c.token_create(&serde_json::from_value(serde_json::json!({"tenant": "acme"})).unwrap())).unwrap();
     let e = api_error(block_on(c.with_token(&tok.token).instance_move("acme", "web", &mv("node-c"))));

@@ -31,6 +31,11 @@ impl AgentClient {
     pub async fn moved_remove(&self, sandbox: &SandboxId, generation: i64) -> Result<()> {
         self.t.delete::<serde_json::Value>(&format!("/v1/moved/{sandbox}?generation={generation}")).await.map(drop)
     }
+    /// Target of a move through a backup: makes the sandbox's (empty) volume, limited
+    /// to `size_mib`, for the restore to fill.
+    pub async fn moved_volume_create(&self, sandbox: &SandboxId, size_mib: u64) -> Result<()> {
+        self.t.post::<_, serde_json::Value>(&format!("/v1/moved/{sandbox}/volume?size_mib={size_mib}"), &serde_json::json!({})).await.map(drop)
+    }
     /// Removes the snapshots moves took of the sandbox's volume (`mv-`).
     pub async fn moved_snapshots_remove(&self, sandbox: &SandboxId) -> Result<()> {
         self.t.delete::<serde_json::Value>(&format!("/v1/moved/{sandbox}/snapshots")).await.map(drop)

@@ -109,8 +109,9 @@ impl Hub {
             self.set_held(i.id, Some(now + crate::moves::HOLD)).await;
         }
         self.event(&p.actor(), None, format!("host/{host}"), KIND, "accepted", Some(format!("{} instance(s), {} at once; operation {}", items.len(), req.parallel, op.id))).await;
+        let view = self.evacuation_view(op.id).await;
         self.evacuate_spawn(op.id);
-        self.evacuation_view(op.id).await
+        view
     }
 
     /// The host's newest evacuation.
@@ -256,7 +257,7 @@ impl Hub {
             if to.name == e.host {
                 return Err(HubError::new(ErrorCode::Conflict, format!("the placement picked host {} itself", e.host)));
             }
-            let st = self.move_start(&Principal::Admin, &inst.tenant, &inst.name, InstanceMove { to: to.name.clone(), keep_source_secs: 0 }).await?;
+            let st = self.move_start(&Principal::Admin, &inst.tenant, &inst.name, InstanceMove::to(to.name.clone())).await?;
             // Started, not yet recorded here: a restart finds it by the instance's move.
             crate::failpoint::hit("evacuate-hub-move-started");
             Ok(Some(st))

@@ -1,3 +1,7 @@
+-- Issue 15: how a move carries the volume (`transfer`, or `backup` through the tenant's
+-- backup target).
+ALTER TABLE moves ADD COLUMN via TEXT NOT NULL DEFAULT 'transfer';
+
 -- Issue 15: evacuations of hosts (`hangar host evacuate`). One row per evacuation, keyed
 -- by the operation that tracks it, and one row per instance that was on the host when it
 -- began: which move carries it, to where, and how it ended. The moves themselves are in

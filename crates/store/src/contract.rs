@@ -1417,6 +1417,7 @@ pub async fn moves_one_open_per_instance_and_the_switch_is_one_write(store: Arc<
         target: b.name.clone(),
         previous_state: InstanceState::Running,
         phase: MovePhase::Sending,
+        via: hangar_types::moves::MoveVia::Backup,
         bytes: 0,
         downtime_ms: None,
         keep_source_until: None,

@@ -5,7 +5,7 @@
 use crate::{InstanceVersion, Result};
 use async_trait::async_trait;
 use hangar_types::api::Instance;
-use hangar_types::moves::{EvacuationOutcome, MovePhase};
+use hangar_types::moves::{EvacuationOutcome, MovePhase, MoveVia};
 use hangar_types::{Generation, HostId, InstanceId, InstanceState, Name, OperationId};
 use time::OffsetDateTime;
 
@@ -20,6 +20,7 @@ pub struct MoveRecord {
     pub target: Name,
     pub previous_state: InstanceState,
     pub phase: MovePhase,
+    pub via: MoveVia,
     pub bytes: u64,
     pub downtime_ms: Option<u64>,
     pub keep_source_until: Option<OffsetDateTime>,

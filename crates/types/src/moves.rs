@@ -83,6 +83,37 @@ impl std::fmt::Display for MovePhase {
 /// The longest a source copy may be kept after a move (`keep_source_secs`).
 pub const KEEP_SOURCE_MAX_SECS: u64 = 7 * 24 * 3600;
 
+/// How a move carries the volume to the target.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MoveVia {
+    /// Straight from the source agent to the target agent (btrfs send over mutual TLS).
+    #[default]
+    Transfer,
+    /// Through the tenant's backup target: a backup on the source, a restore on the
+    /// target (for hosts that cannot reach each other).
+    Backup,
+}
+
+impl MoveVia {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MoveVia::Transfer => "transfer",
+            MoveVia::Backup => "backup",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<MoveVia> {
+        [MoveVia::Transfer, MoveVia::Backup].into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for MoveVia {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Body of `POST /v1/tenants/{tenant}/instances/{name}/move`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -93,6 +124,17 @@ pub struct InstanceMove {
     /// Keep the source's copy this long after the move (at most 604800 s); default 0.
     #[serde(default)]
     pub keep_source_secs: u64,
+    /// How the volume travels; default `transfer`. `backup` needs the tenant's backup
+    /// target.
+    #[serde(default)]
+    pub via: MoveVia,
+}
+
+impl InstanceMove {
+    /// A move to `to` the default way, the source's copy removed at once.
+    pub fn to(to: Name) -> InstanceMove {
+        InstanceMove { to, keep_source_secs: 0, via: MoveVia::Transfer }
+    }
 }
 
 /// A move as the hub records it.
@@ -109,6 +151,7 @@ pub struct MoveStatus {
     #[schema(value_type = String)]
     pub target: Name,
     pub phase: MovePhase,
+    pub via: MoveVia,
     /// The state the instance had when the move began, and has again on the target.
     #[schema(value_type = String)]
     pub previous_state: InstanceState,

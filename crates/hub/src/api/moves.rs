@@ -16,15 +16,17 @@ pub(super) fn routes() -> ApiRoutes {
 /// Moves the instance to another host (admin only): its volume is sent while it runs,
 /// it is stopped, the difference is sent, the placement switches in one transaction
 /// (same id, name, address, volume, secrets and tokens) and it starts on the target in
-/// the state it had; the source's copy is removed once the target reports it. Answers
-/// at once; `GET` on the same path follows the phases.
+/// the state it had; the source's copy is removed once the target reports it. With
+/// `via: backup` the volume goes through the tenant's backup target instead (a backup
+/// on the source, a restore on the target), for hosts that cannot reach each other.
+/// Answers at once; `GET` on the same path follows the phases.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/instances/{name}/move", request_body = InstanceMove, security(("token" = [])),
     params(("tenant" = String, Path), ("name" = String, Path)),
     responses((status = 202, body = MoveStatus, description = "the move started"),
         (status = 400, body = ApiError, description = "`to` names the host the instance is on or no host, or `keep_source_secs` is over 604800"),
         (status = 403, body = ApiError, description = "not an admin token"),
         (status = 404, body = ApiError, description = "no such tenant or instance"),
-        (status = 409, body = ApiError, description = "the instance is being moved already, is not settled (starting, stopping, failed, deleted), or has snapshots; or host `to` is draining, stale or offline or has no room for the instance (no_capacity)"),
+        (status = 409, body = ApiError, description = "the instance is being moved already, is not settled (starting, stopping, failed, deleted), or has snapshots; or host `to` is draining, stale or offline or has no room for the instance (no_capacity); or `via` is `backup` and the tenant has no backup target"),
         (status = 503, body = ApiError, description = "the source or `to` has no endpoint (unavailable)")))]
 async fn move_start(State(hub): State<AppState>, p: Principal, Path(names): Path<(String, String)>, ApiJson(req): ApiJson<InstanceMove>) -> HubResult<(StatusCode, Json<MoveStatus>)> {
     let (tenant, name) = tenant_and("instance", names)?;

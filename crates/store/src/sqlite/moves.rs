@@ -4,7 +4,7 @@ use super::{backend, bump_in, unique, update_instance_in, Cols, Nanos, SqliteSto
 use crate::{EvacuationItemRecord, EvacuationRecord, InstanceVersion, MoveRecord, MoveStore, Result, StoreError};
 use async_trait::async_trait;
 use hangar_types::api::Instance;
-use hangar_types::moves::{EvacuationOutcome, MovePhase};
+use hangar_types::moves::{EvacuationOutcome, MovePhase, MoveVia};
 use hangar_types::{Generation, HostId, InstanceId, Name, OperationId};
 use sqlx::sqlite::SqliteRow;
 use time::OffsetDateTime;
@@ -13,6 +13,8 @@ fn move_row(row: &SqliteRow) -> Result<MoveRecord> {
     let c = Cols::new(row, "moves");
     let phase: String = c.get("phase")?;
     let phase = MovePhase::parse(&phase).ok_or_else(|| c.corrupt("phase", format!("unknown move phase '{phase}'")))?;
+    let via: String = c.get("via")?;
+    let via = MoveVia::parse(&via).ok_or_else(|| c.corrupt("via", format!("unknown move way '{via}'")))?;
     let bytes: i64 = c.get("bytes")?;
     let downtime: Option<i64> = c.get("downtime_ms")?;
     let keep: Option<Nanos> = c.get("keep_source_until")?;
@@ -26,6 +28,7 @@ fn move_row(row: &SqliteRow) -> Result<MoveRecord> {
         target: c.parse("target_host")?,
         previous_state: c.parse("previous_state")?,
         phase,
+        via,
         bytes: u64::try_from(bytes).map_err(|e| c.corrupt("bytes", e))?,
         downtime_ms: downtime.map(|d| u64::try_from(d).unwrap_or(0)),
         keep_source_until: keep.map(|n| n.0),
@@ -65,8 +68,8 @@ fn evacuation_item_row(row: &SqliteRow) -> Result<EvacuationItemRecord> {
 impl MoveStore for SqliteStore {
     async fn insert_move(&self, m: &MoveRecord) -> Result<()> {
         sqlx::query(
-            "INSERT INTO moves (id, instance_id, tenant, name, source_host, target_host, previous_state, phase, bytes, downtime_ms, keep_source_until, error, created_at, finished_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            "INSERT INTO moves (id, instance_id, tenant, name, source_host, target_host, previous_state, phase, bytes, downtime_ms, keep_source_until, error, created_at, finished_at, via) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         )
         .bind(&m.id)
         .bind(m.instance.to_string())
@@ -82,6 +85,7 @@ impl MoveStore for SqliteStore {
         .bind(&m.error)
         .bind(Nanos(m.created_at))
         .bind(m.finished_at.map(Nanos))
+        .bind(m.via.as_str())
         .execute(&self.pool)
         .await
         .map_err(unique("insert move", format!("a move of instance '{}/{}'", m.tenant, m.name)))?;
