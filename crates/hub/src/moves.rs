@@ -251,6 +251,9 @@ impl Hub {
                     continue;
                 }
                 MovePhase::Started => {
+                    // The route gate opened: peers now lead to the target (again after a
+                    // restart, so no host keeps the old ones).
+                    self.move_routes_changed(&m.tenant).await?;
                     self.move_cleanup(&m).await?;
                     self.step(&mut m, MovePhase::Done, None).await?;
                     self.move_unhold(&m).await;
@@ -427,7 +430,6 @@ impl Hub {
         for b in bumped {
             self.host_bumped(Some(b));
         }
-        self.tenant_hosts_changed(&m.tenant, &m.target).await?;
         Ok(())
     }
 
@@ -507,6 +509,26 @@ impl Hub {
         next.updated_at = OffsetDateTime::now_utc();
         let bumped = self.store.update_instance_if(&next, InstanceVersion::of(&read), Some(&m.source)).await?;
         self.host_bumped(bumped);
+        Ok(())
+    }
+
+    /// The route gate: instances whose placement switched to a move's target that has
+    /// not reported them there yet, and the host routes still lead to (the source).
+    /// Overlay peers follow these until the move reaches `started`.
+    pub(crate) async fn move_routes(&self) -> HubResult<std::collections::HashMap<hangar_types::InstanceId, Name>> {
+        Ok(self.store.list_open_moves().await?.into_iter().filter(|m| m.phase == MovePhase::Switched).map(|m| (m.instance, m.source)).collect())
+    }
+
+    /// Every host with an instance of the tenant gets a new document: the route gate
+    /// opened (or closed), so their overlay peers changed.
+    async fn move_routes_changed(&self, tenant: &Name) -> HubResult<()> {
+        let all = self.store.list_instances(&hangar_store::InstanceFilter::tenant(tenant)).await?;
+        let mut hosts: Vec<&Name> = all.iter().filter_map(|i| i.host.as_ref()).collect();
+        hosts.sort();
+        hosts.dedup();
+        for h in hosts {
+            self.bump_host(h).await?;
+        }
         Ok(())
     }
 
