@@ -8,8 +8,8 @@
 
 mod common;
 
-use common::moves::{fleet_with_web, volume, wait_fired, wait_move_final};
-use common::{block_on, wait_until, Fleet, exec};
+use common::moves::{fleet_with_web, start_move_may_die, volume, wait_fired, wait_move_final};
+use common::{wait_until, Fleet, exec};
 use hangar_types::moves::{InstanceMove, MovePhase};
 use std::time::Duration;
 
@@ -56,8 +56,7 @@ fn a_move_killed_at_any_phase_leaves_the_instance_on_exactly_one_host() {
         let sb = id.sandbox_id().to_string();
         let sha = sha_in(&f, "acme/web");
 
-        let c = f.client().unwrap();
-        block_on(c.instance_move("acme", "web", &InstanceMove::to("node-c".parse().unwrap()))).unwrap();
+        start_move_may_die(&f, &InstanceMove::to("node-c".parse().unwrap()), step);
         wait_fired(&once, step);
         match who {
             Who::Hub => {

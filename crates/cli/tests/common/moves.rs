@@ -99,3 +99,12 @@ pub fn fleet_with_web(prefix: &str, failpoint: Option<(&str, &std::path::Path)>)
     super::exec(&f, "acme/web", "head -c 8388608 /dev/urandom > /home/sentinel.bin && sync");
     f
 }
+
+/// Starts a move of acme/web with a failpoint armed: the hub may die before its answer
+/// is written (a failpoint at the move's first phase), and the move is recorded then.
+pub fn start_move_may_die(f: &Fleet, req: &hangar_types::moves::InstanceMove, step: &str) {
+    match super::block_on(f.client().unwrap().instance_move("acme", "web", req)) {
+        Ok(_) | Err(hangar_client::ClientError::Transport { .. }) => {}
+        Err(e) => panic!("{step}: {e}"),
+    }
+}
