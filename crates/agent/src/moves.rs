@@ -3,10 +3,14 @@
 //! its snapshots, logs). Refused (409) unless this agent has applied a desired document
 //! of generation `G` or later that does not hold the instance and no sandbox of it
 //! runs: an instance still placed here is never removed, whatever the caller says.
+//!
+//! The target's side of a move through a backup (`--via backup`):
+//! `POST /v1/moved/{sandbox}/volume?size_mib=N` makes the (empty) volume the hub's
+//! restore job then fills; a move that rolls back removes it with the `DELETE` above.
 
 use crate::endpoint::{check_peer, sandbox_id, EndpointState, EpError};
 use axum::extract::{Path, Query, State};
-use axum::routing::delete;
+use axum::routing::{delete, post};
 use axum::{Extension, Json, Router};
 use hangar_tls::serve::PeerInfo;
 use hangar_types::{ApiError, ErrorCode, VolumeId};
@@ -17,7 +21,26 @@ struct After {
 }
 
 pub fn routes() -> Router<EndpointState> {
-    Router::new().route("/v1/moved/{id}", delete(remove)).route("/v1/moved/{id}/snapshots", delete(remove_snapshots))
+    Router::new()
+        .route("/v1/moved/{id}", delete(remove))
+        .route("/v1/moved/{id}/snapshots", delete(remove_snapshots))
+        .route("/v1/moved/{id}/volume", post(make_volume))
+}
+
+#[derive(serde::Deserialize)]
+struct Size {
+    size_mib: u64,
+}
+
+/// Makes the sandbox's volume (empty, limited to `size_mib`) if it is not here yet.
+async fn make_volume(State(st): State<EndpointState>, Extension(peer): Extension<PeerInfo>, Path(id): Path<String>, Query(q): Query<Size>) -> Result<Json<serde_json::Value>, EpError> {
+    check_peer(&st, &peer)?;
+    let volume = VolumeId::from(&sandbox_id(id)?);
+    if q.size_mib == 0 {
+        return Err(EpError(ApiError::new(ErrorCode::InvalidArgument, "size_mib: must be at least 1")));
+    }
+    st.volumes.ensure(&volume, q.size_mib).await.map_err(|e| EpError(ApiError::internal(format!("cannot make volume {volume}: {e}"))))?;
+    Ok(Json(serde_json::json!({ "volume": volume.to_string() })))
 }
 
 /// Removes the snapshots a move took of the sandbox's volume (`mv-`): what a move that

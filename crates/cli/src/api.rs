@@ -62,6 +62,7 @@ pub async fn api(c: &HubClient, cmd: &Cmd, out: &Out) -> Result<i32> {
             let h = c.host_action(name, "drain").await?;
             out.item(&h, &format!("host '{}' is draining: nothing new lands there; pools move their members off", h.name));
         }
+        Cmd::Host(HostCmd::Evacuate { name, parallel, wait }) => return crate::moves::evacuate_cmd(&c, out, name, *parallel, *wait).await,
         Cmd::Host(HostCmd::Undrain { name }) => {
             let h = c.host_action(name, "undrain").await?;
             out.item(&h, &format!("host '{}' is {}", h.name, h.state.as_str()));
@@ -201,7 +202,7 @@ async fn instance(c: &HubClient, out: &Out, cmd: &InstanceCmd) -> Result<i32> {
                 cursor = l.cursor.or(cursor);
             }
         }
-        InstanceCmd::Move { instance, to, wait, keep_source } => return crate::moves::move_cmd(c, out, instance, to, *wait, *keep_source).await,
+        InstanceCmd::Move { instance, to, via, wait, keep_source } => return crate::moves::move_cmd(c, out, instance, to, *via, *wait, *keep_source).await,
         InstanceCmd::Stats { instance } => {
             let r = parse_ref("instance", instance)?;
             out.stats(&c.instance_stats(r.tenant.as_str(), r.name.as_str()).await?);

@@ -593,6 +593,10 @@ pub enum InstanceCmd {
         /// The host to move it to.
         #[arg(long, value_name = "HOST")]
         to: String,
+        /// How the volume travels: `transfer` (host to host) or `backup` (through the
+        /// tenant's backup target, for hosts that cannot reach each other).
+        #[arg(long, value_name = "WAY", default_value = "transfer", value_parser = parse_via)]
+        via: hangar_types::moves::MoveVia,
         /// Follow the move to its end, printing each phase, the bytes sent and the downtime.
         #[arg(long)]
         wait: bool,
@@ -715,6 +719,17 @@ pub enum HostCmd {
     /// Place nothing new there; pools move their members elsewhere.
     Drain { name: String },
     Undrain { name: String },
+    /// Move every instance off the host (admin): drains it, then moves each instance in
+    /// its state to the host the placement picks, a few at once; prints each outcome.
+    Evacuate {
+        name: String,
+        /// How many instances move at once (1 to 16).
+        #[arg(long, default_value_t = 2)]
+        parallel: u32,
+        /// Follow it to its end and print where each instance went (exit 1 if any stayed).
+        #[arg(long)]
+        wait: bool,
+    },
     /// Stop the host's agent and instances (provider hosts); volumes, addresses and
     /// states persist.
     Stop { name: String },
@@ -818,6 +833,11 @@ pub enum TokenCmd {
     List,
     /// Revoke a token: refused at once on every hub.
     Revoke { id: String },
+}
+
+/// `transfer` or `backup` (`instance move --via`).
+fn parse_via(s: &str) -> Result<hangar_types::moves::MoveVia, String> {
+    hangar_types::moves::MoveVia::parse(s).ok_or_else(|| format!("'{s}': write transfer or backup"))
 }
 
 /// `90s`, `15m`, `12h`, `30d` (a bare number is seconds).

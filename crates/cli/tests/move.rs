@@ -8,41 +8,11 @@
 
 mod common;
 
+use common::moves::{agent_dir, held, sandbox};
 use common::{block_on, Fleet, exec, api_error};
 use hangar_types::moves::InstanceMove;
 use hangar_types::ErrorCode;
-use std::path::PathBuf;
 
-
-
-fn agent_dir(f: &Fleet, host: &str) -> PathBuf {
-    f.data_dir().join("hosts").join(host).join("agent")
-}
-
-fn sandbox(f: &Fleet, instance: &str) -> String {
-    let id: hangar_types::InstanceId = f.json(&["instance", "info", instance])["id"].as_str().unwrap().parse().unwrap();
-    id.sandbox_id().to_string()
-}
-
-/// What `host` holds of sandbox `sb`: volume, snapshots, staging, pinned namespaces.
-fn held(f: &Fleet, host: &str, sb: &str) -> Vec<String> {
-    let pool = agent_dir(f, host).join("storage/pool");
-    let mut out = vec![];
-    for p in [pool.join("volumes").join(sb), pool.join("snapshots").join(sb), pool.join("transfers").join(sb)] {
-        if p.exists() {
-            out.push(p.display().to_string());
-        }
-    }
-    let id: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(agent_dir(f, host).join("identity.json")).unwrap()).unwrap();
-    let hid = id["host_id"].as_str().unwrap().replace('-', "");
-    let pin = format!("hg-h{}-{sb}", &hid[hid.len() - 12..]);
-    for dir in ["/run/hangar/userns", "/run/netns"] {
-        if std::path::Path::new(dir).join(&pin).exists() {
-            out.push(format!("{dir}/{pin}"));
-        }
-    }
-    out
-}
 
 fn sha_in(f: &Fleet, instance: &str, path: &str) -> String {
     exec(f, instance, &format!("sha256sum {path} | cut -d' ' -f1")).trim().to_string()
@@ -72,7 +42,7 @@ fn move_keeps_identity_and_bytes_and_leaves_nothing_behind() {
     let uid = std::fs::metadata(agent_dir(&f, "node-b").join("storage/pool/volumes").join(&sb).join("sentinel.bin")).map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap();
 
     // ---- refusals: nothing changes
-    let mv = |to: &str| InstanceMove { to: to.parse().unwrap(), keep_source_secs: 0 };
+    let mv = |to: &str| InstanceMove::to(to.parse().unwrap());
     let e = api_error(block_on(c.instance_move("acme", "web", &mv("node-b"))));
     assert_eq!(e.code, ErrorCode::InvalidArgument, "{}", e.message);
     assert!(e.message.contains("to:"), "{}", e.message);
@@ -82,7 +52,7 @@ fn move_keeps_identity_and_bytes_and_leaves_nothing_behind() {
     let e = api_error(block_on(c.instance_move("acme", "web", &mv("local"))));
     assert_eq!(e.code, ErrorCode::NoCapacity, "a draining host: {}", e.message);
     assert!(e.message.contains("draining"), "{}", e.message);
-    let e = api_error(block_on(c.instance_move("acme", "web", &InstanceMove { to: "node-c".parse().unwrap(), keep_source_secs: 10 * 86400 })));
+    let e = api_error(block_on(c.instance_move("acme", "web", &InstanceMove { keep_source_secs: 10 * 86400, ..mv("node-c") })));
     assert_eq!(e.code, ErrorCode::InvalidArgument, "{}", e.message);
     let tok: hangar_types::api::TokenCreated = block_on(c.token_create(&serde_json::from_value(serde_json::json!({"tenant": "acme"})).unwrap())).unwrap();
     let e = api_error(block_on(c.with_token(&tok.token).instance_move("acme", "web", &mv("node-c"))));

@@ -8,16 +8,11 @@
 
 mod common;
 
-use common::{bin, block_on, wait_until, Fleet, exec};
-use hangar_harness::fleet::FleetOptions;
+use common::moves::{fleet_with_web, start_move_may_die, volume, wait_fired, wait_move_final};
+use common::{wait_until, Fleet, exec};
 use hangar_types::moves::{InstanceMove, MovePhase};
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-
-fn volume(f: &Fleet, host: &str, sb: &str) -> PathBuf {
-    f.data_dir().join("hosts").join(host).join("agent/storage/pool/volumes").join(sb)
-}
 
 fn host_state(f: &Fleet, host: &str) -> String {
     f.json(&["host", "info", host])["state"].as_str().unwrap_or_default().to_string()
@@ -54,42 +49,15 @@ fn sha_in(f: &Fleet, instance: &str) -> String {
 fn a_move_killed_at_any_phase_leaves_the_instance_on_exactly_one_host() {
     let only = std::env::var("MOVE_FAULT_STEP").ok();
     for &(step, who) in STEPS.iter().filter(|(s, _)| only.as_deref().is_none_or(|o| o == *s)) {
-        common::require_root();
         let once = tempfile::NamedTempFile::new().unwrap().into_temp_path();
         std::fs::remove_file(&once).unwrap();
-        let mut opts = FleetOptions::new(bin(), "hangar-movefault-");
-        opts.pool_size_mib = 2048;
-        opts.env = vec![
-            ("HANGAR_LOG".into(), "info".into()),
-            ("HANGAR_FAILPOINT".into(), step.into()),
-            ("HANGAR_FAILPOINT_ONCE".into(), once.to_str().unwrap().into()),
-        ];
-        let mut f = block_on(Fleet::start(opts)).unwrap_or_else(|e| panic!("{e:#}"));
-        for h in ["node-b", "node-c"] {
-            f.run(&["host", "add", h, "--provider", "local"]);
-        }
-        f.run(&["tenant", "create", "acme", "--max-running", "8", "--max-disk", "8"]);
-        f.run(&["host", "drain", "local"]);
-        f.run(&["host", "drain", "node-c"]);
-        f.run(&["instance", "create", "acme/web", "--disk", "512", "--start", "--", "sleep", "infinity"]);
-        f.run(&["host", "undrain", "node-c"]);
+        let mut f = fleet_with_web("hangar-movefault-", Some((step, &once)));
         let id: hangar_types::InstanceId = f.json(&["instance", "info", "acme/web"])["id"].as_str().unwrap().parse().unwrap();
         let sb = id.sandbox_id().to_string();
-        exec(&f, "acme/web", "head -c 8388608 /dev/urandom > /home/sentinel.bin && sync");
         let sha = sha_in(&f, "acme/web");
 
-        let c = f.client().unwrap();
-        // The hub's failpoint may fire before it has answered (its runner races the
-        // handler's reply on a busy machine): the move is recorded before any failpoint,
-        // so a connection the aborting hub drops is not a failure of the move.
-        if let Err(e) = block_on(c.instance_move("acme", "web", &InstanceMove { to: "node-c".parse().unwrap(), keep_source_secs: 0 })) {
-            assert!(who == Who::Hub, "{step}: the move was refused: {e}");
-        }
-        let t = Instant::now();
-        while !once.exists() {
-            assert!(t.elapsed() < Duration::from_secs(90), "{step}: the failpoint did not fire");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        start_move_may_die(&f, &InstanceMove::to("node-c".parse().unwrap()), step);
+        wait_fired(&once, step);
         match who {
             Who::Hub => {
                 std::thread::sleep(Duration::from_millis(300));
@@ -102,17 +70,7 @@ fn a_move_killed_at_any_phase_leaves_the_instance_on_exactly_one_host() {
                 wait_until(&format!("{step}: {host} back"), || host_state(&f, host) == "ready");
             }
         }
-        let c = f.client().unwrap();
-        let t = Instant::now();
-        let m = loop {
-            if let Ok(m) = block_on(c.instance_move_status("acme", "web"))
-                && m.phase.is_final()
-            {
-                break m;
-            }
-            assert!(t.elapsed() < Duration::from_secs(180), "{step}: the move did not end: {:?}\nlog:\n{}", block_on(c.instance_move_status("acme", "web")), hangar_harness::fleet::tail(&f.log(), 60));
-            std::thread::sleep(Duration::from_millis(250));
-        };
+        let m = wait_move_final(&f, step);
         let (owner, other) = match m.phase {
             MovePhase::Done => ("node-c", "node-b"),
             _ => ("node-b", "node-c"),

@@ -108,6 +108,9 @@ impl Hub {
                 .filter(|h| h.state != HostState::Stopped)
                 .filter_map(|h| Some((h.name, h.endpoint.as_deref().and_then(hangar_types::net::underlay_of)?)))
                 .collect();
+            // The route gate: a moved instance is routed to its new host only once that
+            // host reported it there (crate::moves::route_hosts).
+            let routes = self.move_routes().await?;
             for t in &names {
                 let Some(tenant) = tenants.get(*t) else { continue };
                 let mut peers: Vec<std::net::Ipv4Addr> = self
@@ -115,8 +118,9 @@ impl Hub {
                     .list_instances(&InstanceFilter::tenant(t))
                     .await?
                     .iter()
-                    .filter(|i| i.host.as_ref() != Some(&host.name))
-                    .filter_map(|i| underlay.get(i.host.as_ref()?).copied())
+                    .filter_map(|i| routes.get(&i.id).or(i.host.as_ref()))
+                    .filter(|h| **h != host.name)
+                    .filter_map(|h| underlay.get(h).copied())
                     .filter(|ip| *ip != local)
                     .collect();
                 peers.sort();

@@ -215,22 +215,9 @@ impl Hub {
     // ---- operations ----
 
     async fn backup_operation(&self, kind: &str, tenant: &Name, target: String) -> HubResult<Operation> {
-        let now = OffsetDateTime::now_utc();
         // No instance id: instance requests cancel their instance's operations when
         // superseded, and a backup is not superseded by a start or stop.
-        let op = Operation {
-            id: OperationId::new(),
-            kind: kind.to_string(),
-            tenant: Some(tenant.clone()),
-            target,
-            instance_id: None,
-            target_state: None,
-            status: OperationStatus::Running,
-            error: None,
-            created_at: now,
-            updated_at: now,
-        };
-        self.store.insert_operation(&op).await?;
+        let op = self.operation_unbound(kind, Some(tenant), target).await?;
         self.store.set_backup_progress(op.id, &BackupProgressRecord::default()).await?;
         Ok(op)
     }
@@ -240,7 +227,9 @@ impl Hub {
         self.backup_start(&p.actor(), inst, false).await
     }
 
-    async fn backup_start(self: &Arc<Self>, actor: &str, inst: Instance, apply_policy: bool) -> HubResult<Operation> {
+    /// Starts a backup of `inst` on the host it is placed on (users' backups, the
+    /// schedule, and moves through a backup).
+    pub(crate) async fn backup_start(self: &Arc<Self>, actor: &str, inst: Instance, apply_policy: bool) -> HubResult<Operation> {
         let (target, spec, password) = self.tenant_repo(&inst.tenant).await?;
         let agent = self.agent_for(&inst).await?.0;
         let master_key = self.repo_key(&inst.tenant, &spec, &password).await?;
@@ -318,10 +307,7 @@ impl Hub {
                 (inst.clone(), None)
             }
         };
-        let ids = match (backup.id_base, dest.ids) {
-            (Some(from_base), Some(to)) => Some(IdShift { from_base, to_base: to.base, size: to.size }),
-            _ => None,
-        };
+        let ids = id_shift(&backup, &dest);
         let op = self.backup_operation("backup.restore", tenant, format!("{}/{}", dest.tenant, dest.name)).await?;
         let job = JobRequest {
             id: job_id(op.id),
@@ -348,6 +334,25 @@ impl Hub {
             }
         });
         Ok(accepted)
+    }
+
+    /// Restores all of `backup` into `inst`'s volume on the host `agent` runs on,
+    /// whether or not the instance is placed there: the target of a move through a
+    /// backup fills its volume before the switch. The same job as `backup_restore`.
+    pub(crate) async fn backup_restore_on(self: &Arc<Self>, agent: AgentClient, inst: &Instance, backup: &Backup) -> HubResult<Operation> {
+        let (_, spec, password) = self.tenant_repo(&inst.tenant).await?;
+        let master_key = self.repo_key(&inst.tenant, &spec, &password).await?;
+        let op = self.backup_operation("backup.restore", &inst.tenant, format!("{}/{}", inst.tenant, inst.name)).await?;
+        let job = JobRequest {
+            id: job_id(op.id),
+            target: spec,
+            repo_path: repo_path(&inst.tenant),
+            password,
+            master_key,
+            kind: JobKind::Restore { volume: inst.id.sandbox_id().to_string(), snapshot: backup.id.clone(), path: None, into: String::new(), ids: id_shift(backup, inst) },
+        };
+        tokio::spawn(self.clone().run_job(op.clone(), agent, job, Done::Restore));
+        Ok(op)
     }
 
     async fn wait_created(&self, inst: &Instance, create_op: OperationId) -> Result<Instance, String> {
@@ -650,6 +655,14 @@ impl Hub {
 /// The preflight of a target, on a blocking thread.
 async fn preflight(spec: TargetSpec) -> HubResult<()> {
     tokio::task::spawn_blocking(move || hangar_backup::preflight(&spec)).await.map_err(|e| HubError::internal(e.to_string()))?.map_err(preflight_error)
+}
+
+/// How file owners shift from the backed-up instance's id range to `dest`'s.
+fn id_shift(backup: &Backup, dest: &Instance) -> Option<IdShift> {
+    match (backup.id_base, dest.ids) {
+        (Some(from_base), Some(to)) => Some(IdShift { from_base, to_base: to.base, size: to.size }),
+        _ => None,
+    }
 }
 
 fn target_view(rec: BackupTargetRecord) -> BackupTarget {

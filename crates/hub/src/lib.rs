@@ -36,6 +36,7 @@ pub mod tenants;
 pub mod tokens;
 pub mod transfer;
 pub mod moves;
+pub mod evacuate;
 pub mod uid_ranges;
 
 pub use auth::Principal;

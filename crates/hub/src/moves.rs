@@ -23,9 +23,10 @@ use crate::error::{HubError, HubResult};
 use crate::{Hub, LockKey};
 use hangar_store::{HostRecord, InstanceVersion, MoveRecord};
 use hangar_types::api::Instance;
-use hangar_types::moves::{InstanceMove, MovePhase, MoveStatus, KEEP_SOURCE_MAX_SECS};
+use hangar_types::api::OperationStatus;
+use hangar_types::moves::{InstanceMove, MovePhase, MoveStatus, MoveVia, KEEP_SOURCE_MAX_SECS};
 use hangar_types::transfer::{StagedAdopt, TransferObject};
-use hangar_types::{ErrorCode, InstanceState, Name, ObservedState, SnapshotId, Transition, VolumeId};
+use hangar_types::{ErrorCode, InstanceState, Name, ObservedState, OperationId, SnapshotId, Transition, VolumeId};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -38,7 +39,7 @@ const OBSERVE_MAX: Duration = Duration::from_secs(120);
 /// How long the source may take to apply its new document before its copy is removed.
 const CLEANUP_MAX: Duration = Duration::from_secs(300);
 /// How long a pool member stays held: longer than any move; cleared at its end.
-const HOLD: time::Duration = time::Duration::days(1);
+pub(crate) const HOLD: time::Duration = time::Duration::days(1);
 
 const FIRST: &str = "mv-1";
 const LAST: &str = "mv-2";
@@ -60,6 +61,7 @@ pub fn status(m: &MoveRecord) -> MoveStatus {
         source: m.source.clone(),
         target: m.target.clone(),
         phase: m.phase,
+        via: m.via,
         previous_state: m.previous_state,
         bytes: m.bytes,
         downtime_ms: m.downtime_ms,
@@ -115,6 +117,12 @@ impl Hub {
             return Err(HubError::new(ErrorCode::Conflict, format!("instance '{tenant}/{name}' has snapshots ({}), which a move does not carry yet: delete them first (`hangar snapshot delete`)", names.join(", "))));
         }
         self.check_move_target(&inst, &req.to).await?;
+        if req.via == MoveVia::Backup && self.store.get_backup_settings(&inst.tenant).await?.target.is_none() {
+            return Err(HubError::new(
+                ErrorCode::Conflict,
+                format!("backup target: tenant '{tenant}' has none, and a move --via backup goes through it: set one with `hangar tenant update {tenant} --backup-target NAME`"),
+            ));
+        }
         let src = self.store.get_host(&source).await?.ok_or_else(|| HubError::new(ErrorCode::Unavailable, format!("host '{source}' is not known")))?;
         if src.endpoint.is_none() {
             return Err(HubError::new(ErrorCode::Unavailable, format!("host '{source}' has not reported an endpoint: the source must be reachable to send the volume")));
@@ -129,6 +137,7 @@ impl Hub {
             target: req.to.clone(),
             previous_state: inst.state,
             phase: MovePhase::Sending,
+            via: req.via,
             bytes: 0,
             downtime_ms: None,
             keep_source_until: (req.keep_source_secs > 0).then(|| now + time::Duration::seconds(req.keep_source_secs as i64)),
@@ -144,7 +153,7 @@ impl Hub {
         let mut held = inst.clone();
         held.held_until = Some(now + HOLD);
         self.store.update_instance_if(&held, InstanceVersion::of(&inst), None).await?;
-        self.event(&p.actor(), Some(&inst.tenant), format!("instance/{}/{}", inst.tenant, inst.name), "instance.move", "accepted", Some(format!("from host {} to {}", m.source, m.target))).await;
+        self.event(&p.actor(), Some(&inst.tenant), format!("instance/{}/{}", inst.tenant, inst.name), "instance.move", "accepted", Some(format!("from host {} to {} via {}", m.source, m.target, m.via))).await;
         self.move_spawn(m.clone());
         Ok(status(&m))
     }
@@ -167,14 +176,14 @@ impl Hub {
     }
 
     /// Runs every open move no runner of this process follows (after a restart: from
-    /// its recorded phase). Called by the monitor.
+    /// its recorded phase), and every open evacuation (`evacuate`). Called by the monitor.
     pub async fn move_resume(self: &Arc<Self>) -> HubResult<usize> {
         let open = self.store.list_open_moves().await?;
         let n = open.len();
         for m in open {
             self.move_spawn(m);
         }
-        Ok(n)
+        Ok(n + self.evacuate_resume().await?)
     }
 
     fn move_spawn(self: &Arc<Self>, m: MoveRecord) {
@@ -223,11 +232,13 @@ impl Hub {
         loop {
             crate::failpoint::hit(&format!("move-hub-{}", m.phase));
             let r = match m.phase {
+                MovePhase::Sending if m.via == MoveVia::Backup => self.move_backup(&mut m).await.map(|_| MovePhase::Stopping),
                 MovePhase::Sending => self.move_send(&mut m, FIRST, None).await.map(|_| MovePhase::Stopping),
                 MovePhase::Stopping => {
                     stopped_at = Some(Instant::now());
                     self.move_stop(&m).await.map(|_| MovePhase::Final)
                 }
+                MovePhase::Final if m.via == MoveVia::Backup => self.move_backup(&mut m).await.map(|_| MovePhase::Staged),
                 MovePhase::Final => self.move_send(&mut m, LAST, Some(FIRST)).await.map(|_| MovePhase::Staged),
                 MovePhase::Staged => match self.move_switch(&mut m).await {
                     Ok(()) => continue,
@@ -240,6 +251,9 @@ impl Hub {
                     continue;
                 }
                 MovePhase::Started => {
+                    // The route gate opened: peers now lead to the target (again after a
+                    // restart, so no host keeps the old ones).
+                    self.move_routes_changed(&m.tenant).await?;
                     self.move_cleanup(&m).await?;
                     self.step(&mut m, MovePhase::Done, None).await?;
                     self.move_unhold(&m).await;
@@ -280,7 +294,7 @@ impl Hub {
             // A fresh start: nothing of an earlier attempt stays on the target (a volume
             // left by one would be taken for this one's by the adopt).
             da.transfer_discard(&volume).await?;
-            da.moved_remove(&sandbox, dst.desired_generation.get()).await?;
+            self.move_remove_copy(&dst.name, m, OBSERVE_MAX).await?;
         }
         let staged = da.transfer_staged(&volume).await?;
         if staged.contains(&snap(name)) {
@@ -304,6 +318,41 @@ impl Hub {
             .await?;
         m.bytes = last.max(base + st.bytes);
         Ok(())
+    }
+
+    /// A backup of the volume on the source (the tenant's target), while the instance
+    /// runs (`sending`) or once it is stopped (`final`: only what changed is uploaded).
+    async fn move_backup(self: &Arc<Self>, m: &mut MoveRecord) -> HubResult<()> {
+        let inst = self.store.get_instance_by_id(m.instance).await?.ok_or_else(|| HubError::not_found(format!("instance {} is gone", m.instance)))?;
+        let op = self.backup_start("hub", inst, false).await?;
+        self.move_job(op.id).await?;
+        crate::failpoint::hit(&format!("move-hub-backed-up-{}", m.phase));
+        let b = self.store.list_backups_of(m.instance).await?.pop().ok_or_else(|| HubError::internal("the backup succeeded but is not recorded"))?;
+        m.bytes += b.added_bytes;
+        Ok(())
+    }
+
+    /// The target's volume made afresh (anything an earlier attempt left goes first)
+    /// and filled from the instance's newest backup, the one taken once it was stopped.
+    async fn move_restore_target(self: &Arc<Self>, m: &MoveRecord, dst: &HostRecord, da: &hangar_client::AgentClient, inst: &Instance) -> HubResult<()> {
+        let sandbox = m.instance.sandbox_id();
+        let backup = self.store.list_backups_of(m.instance).await?.pop().ok_or_else(|| HubError::new(ErrorCode::Conflict, "no backup of the instance to restore on the target"))?;
+        self.move_remove_copy(&dst.name, m, OBSERVE_MAX).await?;
+        da.moved_volume_create(&sandbox, inst.spec.disk_mib).await?;
+        let op = self.backup_restore_on(da.clone(), inst, &backup).await?;
+        self.move_job(op.id).await
+    }
+
+    /// Until the backup operation `id` ends; an error unless it succeeded.
+    async fn move_job(&self, id: OperationId) -> HubResult<()> {
+        loop {
+            let op = self.store.get_operation(id).await?.ok_or_else(|| HubError::internal(format!("operation {id} is gone")))?;
+            match op.status {
+                OperationStatus::Running => tokio::time::sleep(Duration::from_millis(300)).await,
+                OperationStatus::Succeeded => return Ok(()),
+                _ => return Err(HubError::new(ErrorCode::Unavailable, format!("{} ({id}) {}: {}", op.kind, op.status.as_str(), op.error.unwrap_or_default()))),
+            }
+        }
     }
 
     /// Stops a running instance on the source through the state machine, until its
@@ -347,13 +396,21 @@ impl Hub {
         let sandbox = m.instance.sandbox_id();
         let volume = VolumeId::from(&sandbox);
         let inst = self.store.get_instance_by_id(m.instance).await?.ok_or_else(|| HubError::not_found(format!("instance {} is gone", m.instance)))?;
-        let staged = da.transfer_staged(&volume).await?;
-        if staged.contains(&snap(LAST)) {
-            da.transfer_adopt(&volume, &StagedAdopt { snapshot: snap(LAST), size_mib: inst.spec.disk_mib }).await?;
+        match m.via {
+            MoveVia::Transfer => {
+                let staged = da.transfer_staged(&volume).await?;
+                if staged.contains(&snap(LAST)) {
+                    da.transfer_adopt(&volume, &StagedAdopt { snapshot: snap(LAST), size_mib: inst.spec.disk_mib }).await?;
+                }
+                // Adopted now or by an earlier attempt (adopt drops the staging): the
+                // target's volume must exist before it is told to run the instance.
+                crate::failpoint::hit("move-hub-adopted");
+            }
+            MoveVia::Backup => {
+                self.move_restore_target(m, &dst, &da, &inst).await?;
+                crate::failpoint::hit("move-hub-restored");
+            }
         }
-        // Adopted now or by an earlier attempt (adopt drops the staging): the target's
-        // volume must exist before it is told to run the instance.
-        crate::failpoint::hit("move-hub-adopted");
         let (to_state, _) = restored(m.previous_state);
         let _ig = self.lock(LockKey::Instance(inst.id)).await;
         let read = self.store.get_instance_by_id(m.instance).await?.ok_or_else(|| HubError::not_found(format!("instance {} is gone", m.instance)))?;
@@ -373,7 +430,6 @@ impl Hub {
         for b in bumped {
             self.host_bumped(Some(b));
         }
-        self.tenant_hosts_changed(&m.tenant, &m.target).await?;
         Ok(())
     }
 
@@ -393,11 +449,18 @@ impl Hub {
                 tokio::time::sleep(Duration::try_from(wait).unwrap_or_default()).await;
             }
         }
+        self.move_remove_copy(&m.source, m, CLEANUP_MAX).await
+    }
+
+    /// Removes what `host` holds of the moved instance once its agent has applied the
+    /// host's current document without it (an agent that just restarted has not yet:
+    /// retried for up to `max`).
+    async fn move_remove_copy(&self, host: &Name, m: &MoveRecord, max: Duration) -> HubResult<()> {
         let sandbox = m.instance.sandbox_id();
-        let deadline = Instant::now() + CLEANUP_MAX;
+        let deadline = Instant::now() + max;
         loop {
-            let src = self.host_named(&m.source).await?;
-            let r = async { self.agent_of(&src).await?.moved_remove(&sandbox, src.desired_generation.get()).await.map_err(HubError::from) }.await;
+            let h = self.host_named(host).await?;
+            let r = async { self.agent_of(&h).await?.moved_remove(&sandbox, h.desired_generation.get()).await.map_err(HubError::from) }.await;
             match r {
                 Ok(()) => return Ok(()),
                 Err(e) if Instant::now() > deadline => return Err(e),
@@ -449,15 +512,28 @@ impl Hub {
         Ok(())
     }
 
+    /// The route gate: instances whose placement switched to a move's target that has
+    /// not reported them there yet, and the host routes still lead to (the source).
+    /// Overlay peers follow these until the move reaches `started`.
+    pub(crate) async fn move_routes(&self) -> HubResult<std::collections::HashMap<hangar_types::InstanceId, Name>> {
+        Ok(self.store.list_open_moves().await?.into_iter().filter(|m| m.phase == MovePhase::Switched).map(|m| (m.instance, m.source)).collect())
+    }
+
+    /// Every host with an instance of the tenant gets a new document: the route gate
+    /// opened (or closed), so their overlay peers changed.
+    async fn move_routes_changed(&self, tenant: &Name) -> HubResult<()> {
+        let all = self.store.list_instances(&hangar_store::InstanceFilter::tenant(tenant)).await?;
+        let mut hosts: Vec<&Name> = all.iter().filter_map(|i| i.host.as_ref()).collect();
+        hosts.sort();
+        hosts.dedup();
+        for h in hosts {
+            self.bump_host(h).await?;
+        }
+        Ok(())
+    }
+
     /// Lets the pool reconciler see the instance again.
     async fn move_unhold(&self, m: &MoveRecord) {
-        for _ in 0..5 {
-            let Ok(Some(read)) = self.store.get_instance_by_id(m.instance).await else { return };
-            let mut next = read.clone();
-            next.held_until = None;
-            if self.store.update_instance_if(&next, InstanceVersion::of(&read), None).await.is_ok() {
-                return;
-            }
-        }
+        self.set_held(m.instance, None).await;
     }
 }

@@ -6,7 +6,7 @@ use crate::auth::Principal;
 use crate::error::{HubError, HubResult};
 use crate::Hub;
 use hangar_types::api::{Instance, Operation, OperationStatus};
-use hangar_types::{InstanceId, InstanceState, ObservedState, OperationId};
+use hangar_types::{InstanceId, InstanceState, Name, ObservedState, OperationId};
 use std::time::Duration;
 use time::OffsetDateTime;
 
@@ -30,6 +30,26 @@ impl Hub {
             target: format!("{}/{}", inst.tenant, inst.name),
             instance_id: Some(inst.id),
             target_state: Some(target),
+            status: OperationStatus::Running,
+            error: None,
+            created_at: now,
+            updated_at: now,
+        };
+        self.store.insert_operation(&op).await?;
+        Ok(op)
+    }
+
+    /// An operation that no instance request supersedes (no instance id): backups,
+    /// evacuations. Its runner finishes it.
+    pub(crate) async fn operation_unbound(&self, kind: &str, tenant: Option<&Name>, target: String) -> HubResult<Operation> {
+        let now = OffsetDateTime::now_utc();
+        let op = Operation {
+            id: OperationId::new(),
+            kind: kind.to_string(),
+            tenant: tenant.cloned(),
+            target,
+            instance_id: None,
+            target_state: None,
             status: OperationStatus::Running,
             error: None,
             created_at: now,

@@ -85,6 +85,7 @@ macro_rules! store_contract_tests {
             a_new_tenant_with_an_old_name_sees_no_old_event_or_operation,
             transfers_progress_only_up_and_finish_once,
             moves_one_open_per_instance_and_the_switch_is_one_write,
+            evacuations_record_items_and_ended_items_stay,
         );
     };
     (@each $factory:expr; $($behaviour:ident),* $(,)?) => {
@@ -1416,6 +1417,7 @@ pub async fn moves_one_open_per_instance_and_the_switch_is_one_write(store: Arc<
         target: b.name.clone(),
         previous_state: InstanceState::Running,
         phase: MovePhase::Sending,
+        via: hangar_types::moves::MoveVia::Backup,
         bytes: 0,
         downtime_ms: None,
         keep_source_until: None,
@@ -1460,4 +1462,45 @@ pub async fn moves_one_open_per_instance_and_the_switch_is_one_write(store: Arc<
     assert!(store.list_open_moves().await.unwrap().is_empty());
     store.insert_move(&MoveRecord { created_at: now + time::Duration::seconds(1), ..second }).await.unwrap();
     assert_eq!(store.latest_move(inst.id).await.unwrap().unwrap().id, "7f1c1d4e-0000-4000-8000-000000000002");
+}
+
+pub async fn evacuations_record_items_and_ended_items_stay(store: Arc<dyn Store>) {
+    use crate::{EvacuationItemRecord, EvacuationRecord};
+    use hangar_types::moves::EvacuationOutcome;
+    let now = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    let host: Name = "node-a".parse().unwrap();
+    let (web, db) = (fixtures::instance("acme", "web", Some("node-a")), fixtures::instance("acme", "db", Some("node-a")));
+    let item = |i: &hangar_types::api::Instance| EvacuationItemRecord {
+        instance: i.id,
+        tenant: i.tenant.clone(),
+        name: i.name.clone(),
+        state: InstanceState::Running,
+        outcome: EvacuationOutcome::Waiting,
+        target: None,
+        move_id: None,
+        error: None,
+    };
+    let e = EvacuationRecord { operation: OperationId::new(), host: host.clone(), parallel: 2, created_at: now };
+    assert!(store.latest_evacuation(&host).await.unwrap().is_none());
+    store.insert_evacuation(&e, &[item(&web), item(&db)]).await.unwrap();
+    let (got, items) = store.get_evacuation(e.operation).await.unwrap().unwrap();
+    assert_eq!(got, e);
+    // By name: db first.
+    assert_eq!(items, vec![item(&db), item(&web)]);
+    assert_eq!(store.latest_evacuation(&host).await.unwrap(), Some(e.operation));
+    let later = EvacuationRecord { operation: OperationId::new(), created_at: now + time::Duration::seconds(1), ..e.clone() };
+    store.insert_evacuation(&later, &[]).await.unwrap();
+    assert_eq!(store.latest_evacuation(&host).await.unwrap(), Some(later.operation));
+    // An item moves on until it ends; then it stays as it ended.
+    let moving = EvacuationItemRecord { outcome: EvacuationOutcome::Moving, target: Some("node-b".parse().unwrap()), move_id: Some("m1".into()), ..item(&web) };
+    assert!(store.set_evacuation_item(e.operation, &moving).await.unwrap());
+    let moved = EvacuationItemRecord { outcome: EvacuationOutcome::Moved, ..moving.clone() };
+    assert!(store.set_evacuation_item(e.operation, &moved).await.unwrap());
+    let failed = EvacuationItemRecord { outcome: EvacuationOutcome::Failed, error: Some("late".into()), ..moving };
+    assert!(!store.set_evacuation_item(e.operation, &failed).await.unwrap());
+    let (_, items) = store.get_evacuation(e.operation).await.unwrap().unwrap();
+    assert_eq!(items[1], moved);
+    // An instance that is not in the evacuation: nothing written.
+    assert!(!store.set_evacuation_item(later.operation, &moved).await.unwrap());
+    assert!(store.get_evacuation(OperationId::new()).await.unwrap().is_none());
 }

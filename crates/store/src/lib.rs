@@ -30,7 +30,7 @@ mod transfers;
 pub use backups::{BackupProgressRecord, BackupSettingsRecord, BackupStore, BackupTargetRecord};
 pub use transfers::{TransferRecord, TransferStore};
 mod moves;
-pub use moves::{MoveRecord, MoveStore};
+pub use moves::{EvacuationItemRecord, EvacuationRecord, MoveRecord, MoveStore};
 
 #[cfg(feature = "contract")]
 pub mod contract;

@@ -76,6 +76,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (13, "tenant ids", include_str!("../migrations/0013_tenant_ids.sql")),
     (14, "transfers", include_str!("../migrations/0014_transfers.sql")),
     (19, "moves", include_str!("../migrations/0019_moves.sql")),
+    (20, "evacuations", include_str!("../migrations/0020_evacuations.sql")),
 ];
 
 /// The store on one SQLite database; cheap to clone (it is a connection pool).

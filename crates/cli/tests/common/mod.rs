@@ -3,6 +3,8 @@
 //! Dropping a fleet kills its processes and runs `hangar down --purge`.
 #![allow(dead_code)]
 
+pub mod moves;
+
 pub use hangar_harness::fleet::{free_port as try_free_port, Fleet, FleetOptions};
 use std::path::Path;
 use std::process::Command;

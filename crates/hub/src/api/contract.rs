@@ -137,6 +137,7 @@ const PROPERTY_LIMITS: &[(&str, &str, &str)] = &[
     ),
     ("InstanceMove", "to", r#"{"pattern": "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$"}"#),
     ("InstanceMove", "keep_source_secs", r#"{"minimum": 0, "maximum": 604800}"#),
+    ("HostEvacuate", "parallel", r#"{"minimum": 1, "maximum": 16}"#),
     // A secret named twice is refused (400): the list is a set.
     ("*", "secrets", r#"{"uniqueItems": true}"#),
     ("CopyEnd", "tenant", r#"{"pattern": "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$"}"#),

@@ -1,11 +1,11 @@
 //! [`MoveStore`] on SQLite.
 
 use super::{backend, bump_in, unique, update_instance_in, Cols, Nanos, SqliteStore};
-use crate::{InstanceVersion, MoveRecord, MoveStore, Result, StoreError};
+use crate::{EvacuationItemRecord, EvacuationRecord, InstanceVersion, MoveRecord, MoveStore, Result, StoreError};
 use async_trait::async_trait;
 use hangar_types::api::Instance;
-use hangar_types::moves::MovePhase;
-use hangar_types::{Generation, HostId, InstanceId, Name};
+use hangar_types::moves::{EvacuationOutcome, MovePhase, MoveVia};
+use hangar_types::{Generation, HostId, InstanceId, Name, OperationId};
 use sqlx::sqlite::SqliteRow;
 use time::OffsetDateTime;
 
@@ -13,6 +13,8 @@ fn move_row(row: &SqliteRow) -> Result<MoveRecord> {
     let c = Cols::new(row, "moves");
     let phase: String = c.get("phase")?;
     let phase = MovePhase::parse(&phase).ok_or_else(|| c.corrupt("phase", format!("unknown move phase '{phase}'")))?;
+    let via: String = c.get("via")?;
+    let via = MoveVia::parse(&via).ok_or_else(|| c.corrupt("via", format!("unknown move way '{via}'")))?;
     let bytes: i64 = c.get("bytes")?;
     let downtime: Option<i64> = c.get("downtime_ms")?;
     let keep: Option<Nanos> = c.get("keep_source_until")?;
@@ -26,6 +28,7 @@ fn move_row(row: &SqliteRow) -> Result<MoveRecord> {
         target: c.parse("target_host")?,
         previous_state: c.parse("previous_state")?,
         phase,
+        via,
         bytes: u64::try_from(bytes).map_err(|e| c.corrupt("bytes", e))?,
         downtime_ms: downtime.map(|d| u64::try_from(d).unwrap_or(0)),
         keep_source_until: keep.map(|n| n.0),
@@ -35,12 +38,38 @@ fn move_row(row: &SqliteRow) -> Result<MoveRecord> {
     })
 }
 
+fn evacuation_row(row: &SqliteRow) -> Result<EvacuationRecord> {
+    let c = Cols::new(row, "evacuations");
+    let parallel: i64 = c.get("parallel")?;
+    Ok(EvacuationRecord {
+        operation: c.parse("operation_id")?,
+        host: c.parse("host")?,
+        parallel: u32::try_from(parallel).map_err(|e| c.corrupt("parallel", e))?,
+        created_at: c.time("created_at")?,
+    })
+}
+
+fn evacuation_item_row(row: &SqliteRow) -> Result<EvacuationItemRecord> {
+    let c = Cols::new(row, "evacuation_items");
+    let outcome: String = c.get("outcome")?;
+    Ok(EvacuationItemRecord {
+        instance: c.parse("instance_id")?,
+        tenant: c.parse("tenant")?,
+        name: c.parse("name")?,
+        state: c.parse("state")?,
+        outcome: EvacuationOutcome::parse(&outcome).ok_or_else(|| c.corrupt("outcome", format!("unknown evacuation outcome '{outcome}'")))?,
+        target: c.parse_opt("target_host")?,
+        move_id: c.get("move_id")?,
+        error: c.get("error")?,
+    })
+}
+
 #[async_trait]
 impl MoveStore for SqliteStore {
     async fn insert_move(&self, m: &MoveRecord) -> Result<()> {
         sqlx::query(
-            "INSERT INTO moves (id, instance_id, tenant, name, source_host, target_host, previous_state, phase, bytes, downtime_ms, keep_source_until, error, created_at, finished_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            "INSERT INTO moves (id, instance_id, tenant, name, source_host, target_host, previous_state, phase, bytes, downtime_ms, keep_source_until, error, created_at, finished_at, via) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         )
         .bind(&m.id)
         .bind(m.instance.to_string())
@@ -56,6 +85,7 @@ impl MoveStore for SqliteStore {
         .bind(&m.error)
         .bind(Nanos(m.created_at))
         .bind(m.finished_at.map(Nanos))
+        .bind(m.via.as_str())
         .execute(&self.pool)
         .await
         .map_err(unique("insert move", format!("a move of instance '{}/{}'", m.tenant, m.name)))?;
@@ -114,5 +144,70 @@ impl MoveStore for SqliteStore {
         }
         tx.commit().await.map_err(backend(CONTEXT))?;
         Ok(bumped)
+    }
+
+    async fn insert_evacuation(&self, e: &EvacuationRecord, items: &[EvacuationItemRecord]) -> Result<()> {
+        const CONTEXT: &str = "insert an evacuation";
+        let mut tx = self.pool.begin().await.map_err(backend(CONTEXT))?;
+        sqlx::query("INSERT INTO evacuations (operation_id, host, parallel, created_at) VALUES (?1, ?2, ?3, ?4)")
+            .bind(e.operation.to_string())
+            .bind(e.host.as_str())
+            .bind(i64::from(e.parallel))
+            .bind(Nanos(e.created_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(unique(CONTEXT, format!("evacuation {}", e.operation)))?;
+        for i in items {
+            sqlx::query(
+                "INSERT INTO evacuation_items (operation_id, instance_id, tenant, name, state, outcome, target_host, move_id, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )
+            .bind(e.operation.to_string())
+            .bind(i.instance.to_string())
+            .bind(i.tenant.as_str())
+            .bind(i.name.as_str())
+            .bind(i.state.as_str())
+            .bind(i.outcome.as_str())
+            .bind(i.target.as_ref().map(Name::as_str))
+            .bind(&i.move_id)
+            .bind(&i.error)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend(CONTEXT))?;
+        }
+        tx.commit().await.map_err(backend(CONTEXT))
+    }
+
+    async fn get_evacuation(&self, operation: OperationId) -> Result<Option<(EvacuationRecord, Vec<EvacuationItemRecord>)>> {
+        let Some(e) = self.one(sqlx::query("SELECT * FROM evacuations WHERE operation_id = ?1").bind(operation.to_string()), "get an evacuation", evacuation_row).await? else {
+            return Ok(None);
+        };
+        let rows = sqlx::query("SELECT * FROM evacuation_items WHERE operation_id = ?1 ORDER BY tenant, name")
+            .bind(operation.to_string())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend("list an evacuation's instances"))?;
+        Ok(Some((e, rows.iter().map(evacuation_item_row).collect::<Result<_>>()?)))
+    }
+
+    async fn latest_evacuation(&self, host: &Name) -> Result<Option<OperationId>> {
+        let q = sqlx::query("SELECT * FROM evacuations WHERE host = ?1 ORDER BY created_at DESC LIMIT 1").bind(host.as_str());
+        Ok(self.one(q, "get a host's evacuation", evacuation_row).await?.map(|e| e.operation))
+    }
+
+    async fn set_evacuation_item(&self, operation: OperationId, item: &EvacuationItemRecord) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE evacuation_items SET outcome = ?3, target_host = ?4, move_id = ?5, error = ?6 \
+             WHERE operation_id = ?1 AND instance_id = ?2 AND outcome NOT IN ('moved', 'failed')",
+        )
+        .bind(operation.to_string())
+        .bind(item.instance.to_string())
+        .bind(item.outcome.as_str())
+        .bind(item.target.as_ref().map(Name::as_str))
+        .bind(&item.move_id)
+        .bind(&item.error)
+        .execute(&self.pool)
+        .await
+        .map_err(backend("set an evacuation's instance"))?;
+        Ok(done.rows_affected() == 1)
     }
 }
