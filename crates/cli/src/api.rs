@@ -75,6 +75,15 @@ pub async fn api(c: &HubClient, cmd: &Cmd, out: &Out) -> Result<i32> {
             let h = wait_host_ready(&c, name, Duration::from_secs(120)).await?;
             out.item(&h, &format!("host '{}' is {}", h.name, h.state.as_str()));
         }
+        Cmd::Host(HostCmd::RotateCert { name, no_wait }) => {
+            let asked = c.host_action(name, "rotate-cert").await?;
+            if *no_wait {
+                out.item(&asked, &format!("host '{}': certificate rotation asked; its agent renews at once", asked.name));
+            } else {
+                let h = wait_cert_rotated(&c, &asked, Duration::from_secs(120)).await?;
+                out.item(&h, &format!("host '{}' has a new certificate ({}); the old one is refused", h.name, h.cert_fingerprint.as_deref().unwrap_or("-")));
+            }
+        }
         Cmd::Host(HostCmd::Remove { name }) => {
             let h = c.host_remove(name).await?;
             out.item(&h, &format!("host '{}' removed", h.name));
@@ -257,6 +266,23 @@ pub async fn finish(c: &HubClient, out: &Out, op: Operation, wait: &WaitArgs, do
 }
 
 /// Waits until a host is ready (its agent reported in full).
+/// Waits until a host presents a certificate other than the one `asked` had, with no
+/// rotation pending.
+async fn wait_cert_rotated(c: &HubClient, asked: &Host, timeout: Duration) -> Result<Host> {
+    let deadline = std::time::Instant::now() + timeout;
+    let name = asked.name.as_str();
+    loop {
+        let h = c.host_get(name).await?;
+        if h.cert_fingerprint != asked.cert_fingerprint && !h.cert_rotation_pending {
+            return Ok(h);
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("host '{name}' still uses its old certificate after {}s: is its agent running (`hangar host info {name}`, its agent.log)? The rotation stays asked", timeout.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn wait_host_ready(c: &HubClient, name: &str, timeout: Duration) -> Result<Host> {
     let deadline = std::time::Instant::now() + timeout;
     loop {

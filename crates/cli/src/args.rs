@@ -722,6 +722,14 @@ pub enum HostCmd {
     Start { name: String },
     /// Remove a host that holds no instances (and what its provider made).
     Remove { name: String },
+    /// Have the host's agent renew its certificate now; waits until the new one is in
+    /// use (from then on the old one is refused).
+    RotateCert {
+        name: String,
+        /// Return once asked, without waiting for the agent.
+        #[arg(long)]
+        no_wait: bool,
+    },
 }
 
 #[derive(Subcommand)]

@@ -259,6 +259,7 @@ impl Out {
         println!("drivers: {}", h.drivers.join(", "));
         println!("agent: {}", h.agent_version.as_deref().unwrap_or("-"));
         println!("last heartbeat: {}", ago(h.last_heartbeat));
+        println!("certificate: {}{}", h.cert_fingerprint.as_deref().unwrap_or("-"), if h.cert_rotation_pending { " (rotation asked)" } else { "" });
     }
 
     pub fn net_verify(&self, r: &hangar_types::net::NetVerifyReport) {

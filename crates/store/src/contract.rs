@@ -80,6 +80,7 @@ macro_rules! store_contract_tests {
             backup_progress_and_cancel_requests,
             backup_purges_schedule_list_take,
             host_certificates_renew_through_a_staged_fingerprint,
+            a_cert_rotation_request_ends_with_the_promoted_renewal,
             join_token_expiries_round_trip,
             removing_tokens_moves_the_token_epoch_and_uses_are_recorded,
             a_new_tenant_with_an_old_name_sees_no_old_event_or_operation,
@@ -1317,6 +1318,23 @@ pub async fn host_certificates_renew_through_a_staged_fingerprint(store: Arc<dyn
     assert_eq!(store.get_host_by_fingerprint("fp-1").await.unwrap(), None);
     assert_eq!(store.promote_host_cert("fp-2").await.unwrap(), None);
     assert_eq!(store.host_cert_next(HostId::new()).await.unwrap(), None);
+}
+
+pub async fn a_cert_rotation_request_ends_with_the_promoted_renewal(store: Arc<dyn Store>) {
+    let h = host("node-a");
+    store.insert_host(&h).await.unwrap();
+    store.consume_join_token("join-node-a", "fp-1").await.unwrap().unwrap();
+    assert_eq!(store.cert_rotation(h.id).await.unwrap(), None);
+    // Only the current certificate can be asked to go.
+    assert!(!store.request_cert_rotation(h.id, "fp-x").await.unwrap());
+    assert!(!store.request_cert_rotation(HostId::new(), "fp-1").await.unwrap());
+    assert!(store.request_cert_rotation(h.id, "fp-1").await.unwrap());
+    assert_eq!(store.cert_rotation(h.id).await.unwrap().as_deref(), Some("fp-1"));
+    // Staged: still asked (the agent has not used the new one yet); promoted: done.
+    assert!(store.stage_host_cert(h.id, "fp-1", "fp-2").await.unwrap());
+    assert_eq!(store.cert_rotation(h.id).await.unwrap().as_deref(), Some("fp-1"));
+    store.promote_host_cert("fp-2").await.unwrap().unwrap();
+    assert_eq!(store.cert_rotation(h.id).await.unwrap(), None);
 }
 
 pub async fn join_token_expiries_round_trip(store: Arc<dyn Store>) {

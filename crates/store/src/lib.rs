@@ -404,6 +404,12 @@ pub trait Store: BackupStore + TransferStore + MoveStore + Send + Sync + 'static
     /// Makes the staged certificate with fingerprint `next` the host's only one, in one
     /// statement; returns the host, or None if no host has it staged.
     async fn promote_host_cert(&self, next: &str) -> Result<Option<HostRecord>>;
+    /// Asks for the host's certificate `current` to be replaced (`host rotate-cert`),
+    /// only while it is the host's current one; false if it is not (or the host is gone).
+    async fn request_cert_rotation(&self, id: HostId, current: &str) -> Result<bool>;
+    /// The fingerprint of the certificate the host was asked to replace, while it is
+    /// still the current one (a promoted renewal ends the request by itself).
+    async fn cert_rotation(&self, id: HostId) -> Result<Option<String>>;
     /// Sets when the host's join token stops working (None: never).
     async fn set_join_token_expiry(&self, id: HostId, at: Option<OffsetDateTime>) -> Result<()>;
     async fn join_token_expiry(&self, id: HostId) -> Result<Option<OffsetDateTime>>;

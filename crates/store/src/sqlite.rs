@@ -76,6 +76,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (13, "tenant ids", include_str!("../migrations/0013_tenant_ids.sql")),
     (14, "transfers", include_str!("../migrations/0014_transfers.sql")),
     (19, "moves", include_str!("../migrations/0019_moves.sql")),
+    (21, "cert rotation and viewer tokens", include_str!("../migrations/0021_cert_rotation_viewer.sql")),
 ];
 
 /// The store on one SQLite database; cheap to clone (it is a connection pool).
@@ -874,6 +875,20 @@ impl Store for SqliteStore {
             .await
             .map_err(backend("promote a host certificate"))?;
         rows.first().map(host_row).transpose()
+    }
+
+    async fn request_cert_rotation(&self, id: HostId, current: &str) -> Result<bool> {
+        let q = sqlx::query("UPDATE hosts SET cert_rotate_from = ?2 WHERE id = ?1 AND cert_fingerprint = ?2").bind(id.to_string()).bind(current);
+        Ok(q.execute(&self.pool).await.map_err(backend("request a host certificate rotation"))?.rows_affected() > 0)
+    }
+
+    async fn cert_rotation(&self, id: HostId) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT cert_rotate_from FROM hosts WHERE id = ?1 AND cert_rotate_from = cert_fingerprint")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend("read a host certificate rotation"))?;
+        row.map(|r| Cols::new(&r, "hosts").get::<Option<String>>("cert_rotate_from")).transpose().map(Option::flatten)
     }
 
     async fn set_join_token_expiry(&self, id: HostId, at: Option<OffsetDateTime>) -> Result<()> {

@@ -584,6 +584,13 @@ pub struct Host {
     /// The provider that made the host (`local`), or none for a host joined by hand.
     #[serde(default)]
     pub provider: Option<String>,
+    /// SHA-256 fingerprint of the host's current certificate (none before it joined).
+    #[serde(default)]
+    pub cert_fingerprint: Option<String>,
+    /// A `host rotate-cert` the agent has not completed yet (it has not used a new
+    /// certificate since).
+    #[serde(default)]
+    pub cert_rotation_pending: bool,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
 }
