@@ -95,9 +95,9 @@ pub async fn api(c: &HubClient, cmd: &Cmd, out: &Out) -> Result<i32> {
         Cmd::Pool(pc) => return crate::pools::pool_cmd(&c, out, pc).await,
         Cmd::New(NewCmd::Sandbox { name, workers, warm, wait }) => return crate::pools::new_sandbox(&c, out, name, *workers, *warm, wait).await,
         Cmd::Connect { tenant } => return crate::pools::connect(&c, out, tenant).await,
-        Cmd::Token(TokenCmd::Create { tenant, description, ttl }) => {
+        Cmd::Token(TokenCmd::Create { tenant, role, description, ttl }) => {
             let tenant = tenant.as_deref().map(|t| parse_name("tenant", t)).transpose()?;
-            let t = c.token_create(&TokenCreate { tenant, description: description.clone(), ttl_secs: ttl.map(|t| t.as_secs()) }).await?;
+            let t = c.token_create(&TokenCreate { tenant, role: *role, description: description.clone(), ttl_secs: ttl.map(|t| t.as_secs()) }).await?;
             out.item(&t, &t.token);
         }
         Cmd::Token(TokenCmd::List) => out.tokens(&c.token_list().await?),

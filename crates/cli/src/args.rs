@@ -816,6 +816,10 @@ pub enum TokenCmd {
     Create {
         #[arg(long)]
         tenant: Option<String>,
+        /// admin, tenant or viewer (read-only, over every tenant or over --tenant);
+        /// default: admin without --tenant, tenant with it.
+        #[arg(long)]
+        role: Option<hangar_types::api::TokenRole>,
         #[arg(long)]
         description: Option<String>,
         /// How long the token works (`90s`, `15m`, `12h`, `30d`); default: until revoked.

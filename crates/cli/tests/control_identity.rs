@@ -134,7 +134,7 @@ fn rotate_cert_replaces_the_host_certificate_and_refuses_the_old_one() {
 
         // A tenant token may not ask; an unknown host is not found.
         c.tenant_create(&serde_json::from_value(serde_json::json!({"name": "rot"})).unwrap()).await.unwrap();
-        let tt = c.token_create(&hangar_types::api::TokenCreate { tenant: Some("rot".parse().unwrap()), description: None, ttl_secs: None }).await.unwrap();
+        let tt = c.token_create(&hangar_types::api::TokenCreate { tenant: Some("rot".parse().unwrap()), role: None, description: None, ttl_secs: None }).await.unwrap();
         let as_tenant = HubClient::new(&cfg.hub_url, &cfg.ca_pem, &tt.token).unwrap();
         assert_eq!(api_error(as_tenant.host_action(&name, "rotate-cert").await).code, hangar_types::ErrorCode::Forbidden);
         assert_eq!(api_error(c.host_action("no-such-host", "rotate-cert").await).code, hangar_types::ErrorCode::NotFound);

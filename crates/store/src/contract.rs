@@ -81,6 +81,7 @@ macro_rules! store_contract_tests {
             backup_purges_schedule_list_take,
             host_certificates_renew_through_a_staged_fingerprint,
             a_cert_rotation_request_ends_with_the_promoted_renewal,
+            token_roles_round_trip,
             join_token_expiries_round_trip,
             removing_tokens_moves_the_token_epoch_and_uses_are_recorded,
             a_new_tenant_with_an_old_name_sees_no_old_event_or_operation,
@@ -202,6 +203,7 @@ pub mod fixtures {
             id: id.parse().expect("a valid token id"),
             hash: format!("hash-{id}"),
             tenant: tenant.map(name),
+            role: if tenant.is_some() { hangar_types::api::TokenRole::Tenant } else { hangar_types::api::TokenRole::Admin },
             description: Some(format!("token {id}")),
             created_at: at(created),
             expires_at: None,
@@ -1478,4 +1480,17 @@ pub async fn moves_one_open_per_instance_and_the_switch_is_one_write(store: Arc<
     assert!(store.list_open_moves().await.unwrap().is_empty());
     store.insert_move(&MoveRecord { created_at: now + time::Duration::seconds(1), ..second }).await.unwrap();
     assert_eq!(store.latest_move(inst.id).await.unwrap().unwrap().id, "7f1c1d4e-0000-4000-8000-000000000002");
+}
+
+pub async fn token_roles_round_trip(store: Arc<dyn Store>) {
+    use hangar_types::api::TokenRole;
+    store.insert_tenant(&tenant("acme"), 100).await.unwrap();
+    let admin_viewer = TokenRecord { role: TokenRole::Viewer, ..token("t-view", None, 1) };
+    let tenant_viewer = TokenRecord { role: TokenRole::Viewer, ..token("t-view-acme", Some("acme"), 2) };
+    let plain = token("t-acme", Some("acme"), 3);
+    for t in [&admin_viewer, &tenant_viewer, &plain] {
+        store.insert_token(t).await.unwrap();
+        assert_eq!(store.find_token(&t.hash).await.unwrap().as_ref(), Some(t));
+    }
+    assert_eq!(store.list_tokens().await.unwrap(), vec![admin_viewer, tenant_viewer, plain]);
 }

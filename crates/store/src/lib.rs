@@ -110,6 +110,8 @@ pub struct TokenRecord {
     pub hash: String,
     /// None: admin scope.
     pub tenant: Option<Name>,
+    /// What it may do within that scope (`viewer`: read-only).
+    pub role: hangar_types::api::TokenRole,
     pub description: Option<String>,
     pub created_at: OffsetDateTime,
     /// None: never expires.

@@ -614,7 +614,7 @@ impl Store for SqliteStore {
     }
 
     async fn insert_token(&self, token: &TokenRecord) -> Result<()> {
-        sqlx::query("INSERT INTO tokens (id, hash, tenant, description, created_at, expires_at, last_used_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
+        sqlx::query("INSERT INTO tokens (id, hash, tenant, description, created_at, expires_at, last_used_at, role) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")
             .bind(token.id.as_str())
             .bind(&token.hash)
             .bind(token.tenant.as_ref().map(Name::as_str))
@@ -622,6 +622,7 @@ impl Store for SqliteStore {
             .bind(Nanos(token.created_at))
             .bind(token.expires_at.map(Nanos))
             .bind(token.last_used_at.map(Nanos))
+            .bind(token.role.as_str())
             .execute(&self.pool)
             .await
             .map_err(unique("insert token", format!("token '{}'", token.id)))?;
@@ -1222,10 +1223,17 @@ fn event_row(row: &SqliteRow) -> Result<Event> {
 
 fn token_row(row: &SqliteRow) -> Result<TokenRecord> {
     let c = Cols::new(row, "tokens");
+    let tenant: Option<Name> = c.parse_opt("tenant")?;
     Ok(TokenRecord {
         id: c.parse("id")?,
         hash: c.get("hash")?,
-        tenant: c.parse_opt("tenant")?,
+        // Tokens made before roles: admin, or their tenant's.
+        role: match c.parse_opt("role")? {
+            Some(r) => r,
+            None if tenant.is_some() => hangar_types::api::TokenRole::Tenant,
+            None => hangar_types::api::TokenRole::Admin,
+        },
+        tenant,
         description: c.get("description")?,
         created_at: c.time("created_at")?,
         expires_at: c.get::<Option<Nanos>>("expires_at")?.map(|n| n.0),

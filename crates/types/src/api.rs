@@ -655,6 +655,10 @@ pub struct TokenCreate {
     /// The tenant the token is scoped to; absent means an admin token.
     #[serde(default)]
     pub tenant: Option<Name>,
+    /// What it may do; absent: `admin` without a tenant, `tenant` with one. `viewer` is
+    /// read-only, over every tenant or over its tenant.
+    #[serde(default)]
+    pub role: Option<TokenRole>,
     #[serde(default)]
     #[schema(max_length = 200)]
     pub description: Option<String>,
@@ -669,10 +673,44 @@ pub struct TokenCreated {
     #[schema(value_type = String)]
     pub id: TokenId,
     pub tenant: Option<Name>,
+    pub role: TokenRole,
     /// Shown once; the hub keeps only its hash.
     pub token: String,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub expires_at: Option<OffsetDateTime>,
+}
+
+/// What a token may do. `admin`: everything; `tenant`: everything within its tenant;
+/// `viewer`: read-only (every GET within its scope but workload files and backup keys;
+/// no change, exec, session or proxy), over every tenant or over its tenant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenRole {
+    Admin,
+    Tenant,
+    Viewer,
+}
+
+impl TokenRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenRole::Admin => "admin",
+            TokenRole::Tenant => "tenant",
+            TokenRole::Viewer => "viewer",
+        }
+    }
+}
+
+impl std::str::FromStr for TokenRole {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "admin" => Ok(TokenRole::Admin),
+            "tenant" => Ok(TokenRole::Tenant),
+            "viewer" => Ok(TokenRole::Viewer),
+            other => Err(format!("unknown token role '{other}': admin, tenant or viewer")),
+        }
+    }
 }
 
 /// An API token as `token list` shows it: never the secret.
@@ -682,6 +720,7 @@ pub struct Token {
     pub id: TokenId,
     /// None: admin scope.
     pub tenant: Option<Name>,
+    pub role: TokenRole,
     pub description: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
