@@ -33,8 +33,17 @@ pub async fn api(c: &HubClient, cmd: &Cmd, out: &Out) -> Result<i32> {
         }
         Cmd::Tenant(TenantCmd::List) => out.tenants(&c.tenant_list().await?),
         Cmd::Tenant(TenantCmd::Info { name }) => out.tenant_info(&c.tenant_info(name).await?),
-        Cmd::Tenant(TenantCmd::Destroy { name, force }) => {
-            let t = if *force { c.tenant_destroy_force(name, Duration::from_secs(120)).await? } else { c.tenant_destroy(name).await? };
+        Cmd::Tenant(TenantCmd::Destroy { name, force: true, no_wait }) => {
+            let op = c.tenant_destroy_start(name).await?;
+            if *no_wait {
+                out.item(&op, &format!("destroying tenant '{name}': operation {}", op.id));
+            } else {
+                let op = follow_progress(&c, out, op, Duration::from_secs(600)).await?;
+                out.item(&op, &format!("tenant '{name}' destroyed with everything in it"));
+            }
+        }
+        Cmd::Tenant(TenantCmd::Destroy { name, force: false, .. }) => {
+            let t = c.tenant_destroy(name).await?;
             out.item(&t, &format!("tenant '{}' destroyed", t.name));
         }
         Cmd::Instance(ic) => return instance(&c, out, ic).await,
@@ -266,6 +275,28 @@ pub async fn finish(c: &HubClient, out: &Out, op: Operation, wait: &WaitArgs, do
 }
 
 /// Waits until a host is ready (its agent reported in full).
+/// Follows a multi-step operation to its end, printing its progress as it moves (to
+/// stderr, so `--json` output stays one document); fails if it fails or outlasts
+/// `timeout`.
+async fn follow_progress(c: &HubClient, out: &Out, mut op: Operation, timeout: Duration) -> Result<Operation> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut shown = None;
+    loop {
+        if let Some(p) = op.progress.as_ref().filter(|p| !out.json && shown.as_ref() != Some(*p)) {
+            eprintln!("{} {}: {}/{} {}", op.kind, op.target, p.done, p.total, p.what);
+            shown = Some(p.clone());
+        }
+        match op.status {
+            OperationStatus::Succeeded => return Ok(op),
+            OperationStatus::Running if std::time::Instant::now() < deadline => {}
+            OperationStatus::Running => bail!("{} {} still running after {}s (operation {}); it goes on: see `hangar events` and `hangar tenant info`", op.kind, op.target, timeout.as_secs(), op.id),
+            s => bail!("{} {} {}: {}", op.kind, op.target, s.as_str(), op.error.as_deref().unwrap_or("no reason given")),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        op = c.operation_get(op.id).await?;
+    }
+}
+
 /// Waits until a host presents a certificate other than the one `asked` had, with no
 /// rotation pending.
 async fn wait_cert_rotated(c: &HubClient, asked: &Host, timeout: Duration) -> Result<Host> {

@@ -470,8 +470,13 @@ pub enum TenantCmd {
     /// instances first (volumes, addresses, network), waiting for the hosts.
     Destroy {
         name: String,
+        /// Delete its pools and instances first (one operation, with progress; it goes
+        /// on if the hub restarts).
         #[arg(long)]
         force: bool,
+        /// With --force: return the operation at once instead of following its progress.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// Change a tenant's settings.
     Update {

@@ -215,21 +215,9 @@ impl Hub {
     // ---- operations ----
 
     async fn backup_operation(&self, kind: &str, tenant: &Name, target: String) -> HubResult<Operation> {
-        let now = OffsetDateTime::now_utc();
         // No instance id: instance requests cancel their instance's operations when
         // superseded, and a backup is not superseded by a start or stop.
-        let op = Operation {
-            id: OperationId::new(),
-            kind: kind.to_string(),
-            tenant: Some(tenant.clone()),
-            target,
-            instance_id: None,
-            target_state: None,
-            status: OperationStatus::Running,
-            error: None,
-            created_at: now,
-            updated_at: now,
-        };
+        let op = Operation::running(kind, Some(tenant.clone()), target);
         self.store.insert_operation(&op).await?;
         self.store.set_backup_progress(op.id, &BackupProgressRecord::default()).await?;
         Ok(op)

@@ -34,6 +34,7 @@ impl Hub {
             error: None,
             created_at: now,
             updated_at: now,
+            progress: None,
         };
         self.store.insert_operation(&op).await?;
         Ok(op)

@@ -82,6 +82,7 @@ macro_rules! store_contract_tests {
             host_certificates_renew_through_a_staged_fingerprint,
             a_cert_rotation_request_ends_with_the_promoted_renewal,
             token_roles_round_trip,
+            a_tenant_destroy_is_marked_once_and_its_progress_kept,
             join_token_expiries_round_trip,
             removing_tokens_moves_the_token_epoch_and_uses_are_recorded,
             a_new_tenant_with_an_old_name_sees_no_old_event_or_operation,
@@ -194,6 +195,7 @@ pub mod fixtures {
             error: None,
             created_at: at(created),
             updated_at: at(created),
+            progress: None,
         }
     }
 
@@ -1493,4 +1495,24 @@ pub async fn token_roles_round_trip(store: Arc<dyn Store>) {
         assert_eq!(store.find_token(&t.hash).await.unwrap().as_ref(), Some(t));
     }
     assert_eq!(store.list_tokens().await.unwrap(), vec![admin_viewer, tenant_viewer, plain]);
+}
+
+pub async fn a_tenant_destroy_is_marked_once_and_its_progress_kept(store: Arc<dyn Store>) {
+    use hangar_types::api::OperationProgress;
+    store.insert_tenant(&tenant("acme"), 100).await.unwrap();
+    store.insert_tenant(&tenant("beta"), 101).await.unwrap();
+    let op = Operation { tenant: Some(name("acme")), kind: "tenant.destroy".into(), instance_id: None, target_state: None, ..operation(None, 1) };
+    store.insert_operation(&op).await.unwrap();
+    assert_eq!(store.tenant_destroys().await.unwrap(), vec![]);
+    assert_eq!(store.mark_tenant_destroy(&name("acme"), op.id).await.unwrap(), Some(op.id));
+    // A second destroy finds the first one's operation.
+    assert_eq!(store.mark_tenant_destroy(&name("acme"), OperationId::new()).await.unwrap(), Some(op.id));
+    assert_eq!(store.mark_tenant_destroy(&name("nope"), OperationId::new()).await.unwrap(), None);
+    assert_eq!(store.tenant_destroys().await.unwrap(), vec![(name("acme"), op.id)]);
+    let p = OperationProgress { done: 2, total: 5, what: "pools and instances removed".into() };
+    store.set_operation_progress(op.id, &p).await.unwrap();
+    assert_eq!(store.get_operation(op.id).await.unwrap().unwrap().progress, Some(p));
+    // The mark goes with the row.
+    assert!(store.delete_tenant(&name("acme")).await.unwrap());
+    assert_eq!(store.tenant_destroys().await.unwrap(), vec![]);
 }

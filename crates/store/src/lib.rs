@@ -261,6 +261,12 @@ pub trait Store: BackupStore + TransferStore + MoveStore + Send + Sync + 'static
     async fn list_tenants(&self) -> Result<Vec<Tenant>>;
     /// Deletes a tenant and its tokens. Returns false if it did not exist.
     async fn delete_tenant(&self, name: &Name) -> Result<bool>;
+    /// Marks the tenant as being destroyed by operation `op`, unless a destroy is marked
+    /// already; the operation in effect (None: no such tenant).
+    async fn mark_tenant_destroy(&self, name: &Name, op: OperationId) -> Result<Option<OperationId>>;
+    /// Tenants marked by [`Store::mark_tenant_destroy`], with their operations.
+    async fn tenant_destroys(&self) -> Result<Vec<(Name, OperationId)>>;
+    async fn set_operation_progress(&self, id: OperationId, progress: &hangar_types::api::OperationProgress) -> Result<()>;
 
     // ---- hosts ----
     async fn insert_host(&self, host: &HostRecord) -> Result<()>;

@@ -485,6 +485,39 @@ pub struct Operation {
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+    /// How far a multi-step operation got (`tenant.destroy`: its pools and instances
+    /// removed); none for one-step operations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<OperationProgress>,
+}
+
+impl Operation {
+    /// A running operation on no one instance (a backup, a tenant destroy), made now.
+    pub fn running(kind: &str, tenant: Option<Name>, target: String) -> Operation {
+        let now = OffsetDateTime::now_utc();
+        Operation {
+            id: OperationId::new(),
+            kind: kind.to_string(),
+            tenant,
+            target,
+            instance_id: None,
+            target_state: None,
+            status: OperationStatus::Running,
+            error: None,
+            created_at: now,
+            updated_at: now,
+            progress: None,
+        }
+    }
+}
+
+/// Steps done of a multi-step operation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OperationProgress {
+    pub done: u32,
+    pub total: u32,
+    /// What is counted, e.g. `pools and instances removed`.
+    pub what: String,
 }
 
 /// Who did what to which object, when, and how it ended.
