@@ -194,7 +194,8 @@ pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output =
         if let Err(e) = hub.report(&report).await {
             tracing::warn!(error = %e, "cannot report to the hub; will retry");
         }
-        if let Some(renewed) = renewal.check(&hub).await {
+        let rotate = doc.as_ref().and_then(|d| d.rotate_cert.as_deref());
+        if let Some(renewed) = renewal.check(&hub, rotate).await {
             hub = renewed;
             hub_tx.send_replace(hub.clone());
         }
@@ -209,7 +210,8 @@ pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output =
 }
 
 /// Renews the host certificate when less than a third of its lifetime is left (or it
-/// was made by an older hub), over mTLS with the current one.
+/// was made by an older hub), or at once when the hub's document asks to replace this
+/// very certificate (`host rotate-cert`), over mTLS with the current one.
 struct Renewal {
     paths: AgentPaths,
     hub_url: String,
@@ -222,12 +224,16 @@ struct Renewal {
 
 impl Renewal {
     /// A client with the renewed certificate, if one was installed now.
-    async fn check(&mut self, hub: &HostClient) -> Option<HostClient> {
+    async fn check(&mut self, hub: &HostClient, rotate: Option<&str>) -> Option<HostClient> {
         if self.retry_at.is_some_and(|t| tokio::time::Instant::now() < t) {
             return None;
         }
+        // Asked to replace the certificate it holds: once renewed, the document's
+        // fingerprint no longer matches, so one request makes one renewal.
+        let asked = rotate.is_some_and(|fp| hangar_tls::fingerprint_pem(&self.cert_pem).is_ok_and(|mine| mine == fp));
         match hangar_tls::renewal_due(&self.cert_pem, std::time::SystemTime::now()) {
             Ok(true) => {}
+            Ok(false) if asked => {}
             Ok(false) => return None,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the host certificate's validity");

@@ -33,8 +33,17 @@ pub async fn api(c: &HubClient, cmd: &Cmd, out: &Out) -> Result<i32> {
         }
         Cmd::Tenant(TenantCmd::List) => out.tenants(&c.tenant_list().await?),
         Cmd::Tenant(TenantCmd::Info { name }) => out.tenant_info(&c.tenant_info(name).await?),
-        Cmd::Tenant(TenantCmd::Destroy { name, force }) => {
-            let t = if *force { c.tenant_destroy_force(name, Duration::from_secs(120)).await? } else { c.tenant_destroy(name).await? };
+        Cmd::Tenant(TenantCmd::Destroy { name, force: true, no_wait }) => {
+            let op = c.tenant_destroy_start(name).await?;
+            if *no_wait {
+                out.item(&op, &format!("destroying tenant '{name}': operation {}", op.id));
+            } else {
+                let op = follow_progress(&c, out, op, Duration::from_secs(600)).await?;
+                out.item(&op, &format!("tenant '{name}' destroyed with everything in it"));
+            }
+        }
+        Cmd::Tenant(TenantCmd::Destroy { name, force: false, .. }) => {
+            let t = c.tenant_destroy(name).await?;
             out.item(&t, &format!("tenant '{}' destroyed", t.name));
         }
         Cmd::Instance(ic) => return instance(&c, out, ic).await,
@@ -76,6 +85,15 @@ pub async fn api(c: &HubClient, cmd: &Cmd, out: &Out) -> Result<i32> {
             let h = wait_host_ready(&c, name, Duration::from_secs(120)).await?;
             out.item(&h, &format!("host '{}' is {}", h.name, h.state.as_str()));
         }
+        Cmd::Host(HostCmd::RotateCert { name, no_wait }) => {
+            let asked = c.host_action(name, "rotate-cert").await?;
+            if *no_wait {
+                out.item(&asked, &format!("host '{}': certificate rotation asked; its agent renews at once", asked.name));
+            } else {
+                let h = wait_cert_rotated(&c, &asked, Duration::from_secs(120)).await?;
+                out.item(&h, &format!("host '{}' has a new certificate ({}); the old one is refused", h.name, h.cert_fingerprint.as_deref().unwrap_or("-")));
+            }
+        }
         Cmd::Host(HostCmd::Remove { name }) => {
             let h = c.host_remove(name).await?;
             out.item(&h, &format!("host '{}' removed", h.name));
@@ -87,9 +105,9 @@ pub async fn api(c: &HubClient, cmd: &Cmd, out: &Out) -> Result<i32> {
         Cmd::Pool(pc) => return crate::pools::pool_cmd(&c, out, pc).await,
         Cmd::New(NewCmd::Sandbox { name, workers, warm, wait }) => return crate::pools::new_sandbox(&c, out, name, *workers, *warm, wait).await,
         Cmd::Connect { tenant } => return crate::pools::connect(&c, out, tenant).await,
-        Cmd::Token(TokenCmd::Create { tenant, description, ttl }) => {
+        Cmd::Token(TokenCmd::Create { tenant, role, description, ttl }) => {
             let tenant = tenant.as_deref().map(|t| parse_name("tenant", t)).transpose()?;
-            let t = c.token_create(&TokenCreate { tenant, description: description.clone(), ttl_secs: ttl.map(|t| t.as_secs()) }).await?;
+            let t = c.token_create(&TokenCreate { tenant, role: *role, description: description.clone(), ttl_secs: ttl.map(|t| t.as_secs()) }).await?;
             out.item(&t, &t.token);
         }
         Cmd::Token(TokenCmd::List) => out.tokens(&c.token_list().await?),
@@ -258,6 +276,45 @@ pub async fn finish(c: &HubClient, out: &Out, op: Operation, wait: &WaitArgs, do
 }
 
 /// Waits until a host is ready (its agent reported in full).
+/// Follows a multi-step operation to its end, printing its progress as it moves (to
+/// stderr, so `--json` output stays one document); fails if it fails or outlasts
+/// `timeout`.
+async fn follow_progress(c: &HubClient, out: &Out, mut op: Operation, timeout: Duration) -> Result<Operation> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut shown = None;
+    loop {
+        if let Some(p) = op.progress.as_ref().filter(|p| !out.json && shown.as_ref() != Some(*p)) {
+            eprintln!("{} {}: {}/{} {}", op.kind, op.target, p.done, p.total, p.what);
+            shown = Some(p.clone());
+        }
+        match op.status {
+            OperationStatus::Succeeded => return Ok(op),
+            OperationStatus::Running if std::time::Instant::now() < deadline => {}
+            OperationStatus::Running => bail!("{} {} still running after {}s (operation {}); it goes on: see `hangar events` and `hangar tenant info`", op.kind, op.target, timeout.as_secs(), op.id),
+            s => bail!("{} {} {}: {}", op.kind, op.target, s.as_str(), op.error.as_deref().unwrap_or("no reason given")),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        op = c.operation_get(op.id).await?;
+    }
+}
+
+/// Waits until a host presents a certificate other than the one `asked` had, with no
+/// rotation pending.
+async fn wait_cert_rotated(c: &HubClient, asked: &Host, timeout: Duration) -> Result<Host> {
+    let deadline = std::time::Instant::now() + timeout;
+    let name = asked.name.as_str();
+    loop {
+        let h = c.host_get(name).await?;
+        if h.cert_fingerprint != asked.cert_fingerprint && !h.cert_rotation_pending {
+            return Ok(h);
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("host '{name}' still uses its old certificate after {}s: is its agent running (`hangar host info {name}`, its agent.log)? The rotation stays asked", timeout.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn wait_host_ready(c: &HubClient, name: &str, timeout: Duration) -> Result<Host> {
     let deadline = std::time::Instant::now() + timeout;
     loop {

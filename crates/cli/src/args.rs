@@ -470,8 +470,13 @@ pub enum TenantCmd {
     /// instances first (volumes, addresses, network), waiting for the hosts.
     Destroy {
         name: String,
+        /// Delete its pools and instances first (one operation, with progress; it goes
+        /// on if the hub restarts).
         #[arg(long)]
         force: bool,
+        /// With --force: return the operation at once instead of following its progress.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// Change a tenant's settings.
     Update {
@@ -737,6 +742,14 @@ pub enum HostCmd {
     Start { name: String },
     /// Remove a host that holds no instances (and what its provider made).
     Remove { name: String },
+    /// Have the host's agent renew its certificate now; waits until the new one is in
+    /// use (from then on the old one is refused).
+    RotateCert {
+        name: String,
+        /// Return once asked, without waiting for the agent.
+        #[arg(long)]
+        no_wait: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -823,6 +836,10 @@ pub enum TokenCmd {
     Create {
         #[arg(long)]
         tenant: Option<String>,
+        /// admin, tenant or viewer (read-only, over every tenant or over --tenant);
+        /// default: admin without --tenant, tenant with it.
+        #[arg(long)]
+        role: Option<hangar_types::api::TokenRole>,
         #[arg(long)]
         description: Option<String>,
         /// How long the token works (`90s`, `15m`, `12h`, `30d`); default: until revoked.

@@ -232,12 +232,13 @@ impl Out {
         }
         let opt = |t: Option<time::OffsetDateTime>, none: &str| t.map(ts).unwrap_or_else(|| none.into());
         self.table(
-            &["ID", "SCOPE", "DESCRIPTION", "CREATED", "EXPIRES", "LAST USED"],
+            &["ID", "SCOPE", "ROLE", "DESCRIPTION", "CREATED", "EXPIRES", "LAST USED"],
             list.iter()
                 .map(|t| {
                     vec![
                         t.id.to_string(),
                         t.tenant.as_ref().map(|n| format!("tenant {n}")).unwrap_or_else(|| "admin".into()),
+                        t.role.as_str().to_string(),
                         t.description.clone().unwrap_or_default(),
                         ts(t.created_at),
                         opt(t.expires_at, "never"),
@@ -259,6 +260,7 @@ impl Out {
         println!("drivers: {}", h.drivers.join(", "));
         println!("agent: {}", h.agent_version.as_deref().unwrap_or("-"));
         println!("last heartbeat: {}", ago(h.last_heartbeat));
+        println!("certificate: {}{}", h.cert_fingerprint.as_deref().unwrap_or("-"), if h.cert_rotation_pending { " (rotation asked)" } else { "" });
     }
 
     pub fn net_verify(&self, r: &hangar_types::net::NetVerifyReport) {

@@ -1,7 +1,8 @@
 //! Issue 13, crash windows: the hub killed (abort, like kill -9) at each step of `init`,
 //! of instance create, stop, start and delete, of pool scale, reconcile and delete and
 //! of `tenant destroy --force`, through test-only failpoints (`HANGAR_FAILPOINT`), then
-//! run again: nothing is lost, duplicated or left half-done.
+//! run again: nothing is lost, duplicated or left half-done; a tenant destroy goes on
+//! by itself after the restart.
 
 mod common;
 
@@ -172,17 +173,25 @@ fn lifecycle_killed_after_every_committed_step_converges_within_30s() {
 
     f.run(&["instance", "create", "acme/solo", "--cpus", "1", "--mem", "64", "--disk", "64", "--start"]);
     converges(&f, "solo", Instant::now(), 6, |l| count(l, Running) == 6);
-    let r = crash_at(&mut f, dir.path(), "tenant.destroy.after-pools", &["tenant", "destroy", "acme", "--force"]);
-    // The pool is gone with its members; the instance outside it is untouched so far.
-    converges(&f, "tenant destroy after pools", r, 6, |l| named(l, "solo", Running));
-    let c = f.client().unwrap();
-    assert!(block_on(c.pool_list("acme")).unwrap().is_empty(), "the pool came back");
-    let r = crash_at(&mut f, dir.path(), "tenant.destroy.after-instances", &["tenant", "destroy", "acme", "--force"]);
-    converges(&f, "tenant destroy after instances", r, 1, |l| l.is_empty());
-    // What was done stays done; the destroy run again finishes it.
-    f.run(&["tenant", "destroy", "acme", "--force"]);
-    let c = f.client().unwrap();
-    assert!(block_on(c.tenant_list()).unwrap().iter().all(|t| t.name.as_str() != "acme"));
-    let inv = block_on(hangar_agent::inventory(&hangar_agent::identity::AgentPaths::new(f.data_dir().join("agent")), &[])).unwrap();
-    assert_eq!(inv, hangar_agent::Inventory::default(), "left on the host after the destroy");
+    // `tenant destroy --force`, killed at each of its steps: the destroy goes on after
+    // the restart (the tenant is marked with its operation) until the tenant is gone
+    // with everything it had.
+    let steps = ["tenant.destroy.accepted", "tenant.destroy.after-pools", "tenant.destroy.after-instances", "tenant.destroy.before-row"];
+    for (i, step) in steps.into_iter().enumerate() {
+        if i > 0 {
+            f.run(&["tenant", "create", "acme", "--max-running", "8", "--max-instances", "8", "--max-mem", "4096"]);
+            f.run(&["pool", "create", "acme/workers", "--cpus", "1", "--mem", "64", "--disk", "64", "--running", "1"]);
+            f.run(&["instance", "create", "acme/solo", "--cpus", "1", "--mem", "64", "--disk", "64", "--start"]);
+            converges(&f, step, Instant::now(), 2, |l| count(l, Running) == 2);
+        }
+        let r = crash_at(&mut f, dir.path(), step, &["tenant", "destroy", "acme", "--force"]);
+        converges(&f, step, r, if i == 0 { 6 } else { 2 }, |l| l.is_empty());
+        let c = f.client().unwrap();
+        wait_until(&format!("{step}: the tenant row goes after the restart"), || block_on(c.tenant_list()).is_ok_and(|l| l.iter().all(|t| t.name.as_str() != "acme")));
+        assert!(r.elapsed() < Duration::from_secs(30), "{step}: the tenant was gone only {:?} after the restart", r.elapsed());
+        let inv = block_on(hangar_agent::inventory(&hangar_agent::identity::AgentPaths::new(f.data_dir().join("agent")), &[])).unwrap();
+        assert_eq!(inv, hangar_agent::Inventory::default(), "{step}: left on the host after the destroy");
+        let ok = block_on(c.events(None, 500)).unwrap().into_iter().filter(|e| e.action == "tenant.destroy" && e.result == "ok").count();
+        assert_eq!(ok, i + 1, "{step}: every destroy ends once");
+    }
 }

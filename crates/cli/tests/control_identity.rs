@@ -111,3 +111,55 @@ fn host_keys_cannot_pose_as_the_hub_and_host_certificates_renew() {
         }
     });
 }
+
+/// `host rotate-cert`: the agent renews at once (not at a third of the lifetime left),
+/// the host stays ready and reachable through the new pin, and the old certificate and
+/// key are refused from the moment the new certificate is in use.
+#[test]
+fn rotate_cert_replaces_the_host_certificate_and_refuses_the_old_one() {
+    let f = up();
+    let cfg = hangar_node::config::load(&f.config()).unwrap();
+    let agent = f.data_dir().join("agent");
+    let (cert0, key0, agent_ca) = (read(&agent.join("host.pem")), read(&agent.join("host.key")), read(&agent.join("ca.pem")));
+    let fp = |pem: &str| hangar_tls::fingerprint_pem(pem).unwrap();
+    block_on(async {
+        hangar_tls::install_crypto_provider();
+        let c = f.client().unwrap();
+        let name = c.host_list().await.unwrap().remove(0).name.to_string();
+        let before = c.host_get(&name).await.unwrap();
+        assert_eq!(before.cert_fingerprint.as_deref(), Some(fp(&cert0).as_str()));
+        assert!(!before.cert_rotation_pending);
+        let old = HostClient::new(&cfg.hub_url, &agent_ca, &cert0, &key0).unwrap();
+        old.desired(None, Duration::ZERO).await.expect("the current certificate works before the rotation");
+
+        // A tenant token may not ask; an unknown host is not found.
+        c.tenant_create(&serde_json::from_value(serde_json::json!({"name": "rot"})).unwrap()).await.unwrap();
+        let tt = c.token_create(&hangar_types::api::TokenCreate { tenant: Some("rot".parse().unwrap()), role: None, description: None, ttl_secs: None }).await.unwrap();
+        let as_tenant = HubClient::new(&cfg.hub_url, &cfg.ca_pem, &tt.token).unwrap();
+        assert_eq!(api_error(as_tenant.host_action(&name, "rotate-cert").await).code, hangar_types::ErrorCode::Forbidden);
+        assert_eq!(api_error(c.host_action("no-such-host", "rotate-cert").await).code, hangar_types::ErrorCode::NotFound);
+
+        for round in 1..=2 {
+            let prev = c.host_get(&name).await.unwrap().cert_fingerprint.unwrap();
+            let t = Instant::now();
+            let after: hangar_types::api::Host = serde_json::from_value(f.json(&["host", "rotate-cert", &name])).unwrap();
+            eprintln!("rotation {round}: {} ms", t.elapsed().as_millis());
+            let now = after.cert_fingerprint.clone().expect("a fingerprint");
+            assert_ne!(now, prev, "round {round}: the fingerprint did not change");
+            assert!(!after.cert_rotation_pending, "round {round}: still pending after the wait");
+            assert_eq!(fp(&read(&agent.join("host.pem"))), now, "round {round}: the agent holds another certificate than the hub pins");
+            assert_eq!(after.state, hangar_types::api::HostState::Ready, "round {round}");
+            c.host_status(&name).await.unwrap_or_else(|e| panic!("round {round}: the hub cannot reach the agent through the new pin: {e}"));
+        }
+        // The first certificate is refused on the same client that worked before.
+        match old.desired(None, Duration::ZERO).await {
+            Err(ClientError::Api(e)) => assert_eq!(e.code, hangar_types::ErrorCode::Unauthenticated, "{e:?}"),
+            other => panic!("a rotated-out host certificate was accepted: {other:?}"),
+        }
+        // Ready still after a few more reports with the new certificate.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(c.host_get(&name).await.unwrap().state, hangar_types::api::HostState::Ready);
+        let events = c.events(None, 200).await.unwrap();
+        assert_eq!(events.iter().filter(|e| e.action == "host.rotate-cert").count(), 2, "each rotation is an event");
+    });
+}

@@ -29,7 +29,10 @@ fn destroy_force_leaves_nothing_and_a_reused_name_sees_no_history() {
 
     let err = f.fail(&["tenant", "destroy", "acme"]);
     assert!(err.contains("--force"), "{err}");
-    f.run(&["tenant", "destroy", "acme", "--force"]);
+    // One operation, followed to its end: 2 members, the pool and solo removed.
+    let op = f.json(&["tenant", "destroy", "acme", "--force"]);
+    assert_eq!((op["kind"].as_str(), op["status"].as_str()), (Some("tenant.destroy"), Some("succeeded")), "{op}");
+    assert_eq!((op["progress"]["done"].as_u64(), op["progress"]["total"].as_u64()), (Some(4), Some(4)), "{op}");
 
     assert!(block_on(c.tenant_list()).unwrap().iter().all(|t| t.name.as_str() != "acme"));
     assert!(block_on(c.instance_list(None)).unwrap().is_empty());

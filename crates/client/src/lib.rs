@@ -233,10 +233,16 @@ impl HubClient {
     pub async fn tenant_destroy(&self, tenant: &str) -> Result<Tenant> {
         self.t.delete(&format!("/v1/tenants/{tenant}")).await
     }
-    /// Deletes the tenant's pools and instances (waiting up to `wait` for the hosts), then the tenant.
-    pub async fn tenant_destroy_force(&self, tenant: &str, wait: Duration) -> Result<Tenant> {
-        let path = format!("/v1/tenants/{tenant}?force=true&wait_secs={}", wait.as_secs());
-        self.t.call::<(), _>(reqwest::Method::DELETE, &path, None, Some(wait + Duration::from_secs(30))).await
+    /// Starts `tenant destroy --force`: deletes the tenant's pools and instances, then
+    /// the tenant, as one operation (`tenant.destroy`, with progress).
+    pub async fn tenant_destroy_start(&self, tenant: &str) -> Result<Operation> {
+        self.t.delete(&format!("/v1/tenants/{tenant}?force=true")).await
+    }
+    /// [`HubClient::tenant_destroy_start`], then waits up to `wait` for its end: the
+    /// operation as it is then (succeeded, or still running).
+    pub async fn tenant_destroy_force(&self, tenant: &str, wait: Duration) -> Result<Operation> {
+        let op = self.tenant_destroy_start(tenant).await?;
+        self.operation_wait_final(op.id, wait).await
     }
 
     // ---- instances ----

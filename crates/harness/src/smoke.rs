@@ -425,7 +425,7 @@ async fn scenario(r: &mut Run, name: &str) {
         }
         "security" => {
             r.step("tenant token scoped", async {
-                let tok = c.token_create(&TokenCreate { tenant: Some(a.parse()?), description: Some("smoke".into()), ttl_secs: None }).await?;
+                let tok = c.token_create(&TokenCreate { tenant: Some(a.parse()?), role: None, description: Some("smoke".into()), ttl_secs: None }).await?;
                 let scoped = c.with_token(&tok.token);
                 match scoped.tenant_info(&b).await {
                     Err(e) if e.code() == Some(hangar_types::ErrorCode::NotFound) => {}
@@ -532,7 +532,7 @@ async fn scenario(r: &mut Run, name: &str) {
             .await;
             // Volumes, files and images (issue 12).
             r.step("dir image refused for a tenant", async {
-                let tok = c.token_create(&TokenCreate { tenant: Some(a.parse()?), description: Some("smoke images".into()), ttl_secs: None }).await?;
+                let tok = c.token_create(&TokenCreate { tenant: Some(a.parse()?), role: None, description: Some("smoke images".into()), ttl_secs: None }).await?;
                 let body = serde_json::json!({"name": "evil", "image": "dir:/etc", "vcpus": 1, "mem_mib": 64, "disk_mib": 64});
                 let (st, v) = c.with_token(&tok.token).raw("POST", &format!("/v1/tenants/{a}/instances"), Some(&body)).await?;
                 if st != 400 || !v["message"].as_str().is_some_and(|m| m.starts_with("image:")) {
@@ -599,7 +599,7 @@ async fn scenario(r: &mut Run, name: &str) {
             .await;
             // ---- control plane safety (issue 13): revocation at once, destroy --force
             r.step("token revoke", async {
-                let tok = c.token_create(&TokenCreate { tenant: Some(a.parse()?), description: Some("smoke revoke".into()), ttl_secs: Some(600) }).await?;
+                let tok = c.token_create(&TokenCreate { tenant: Some(a.parse()?), role: None, description: Some("smoke revoke".into()), ttl_secs: Some(600) }).await?;
                 let scoped = c.with_token(&tok.token);
                 scoped.tenant_info(&a).await?;
                 c.token_revoke(tok.id.as_str()).await?;

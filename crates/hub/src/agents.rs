@@ -147,6 +147,7 @@ impl Hub {
             host_id: host.id,
             generation: host.desired_generation,
             cluster_range: Some(self.config.cluster_range.to_string()),
+            rotate_cert: self.store.cert_rotation(host.id).await?,
             instances: list
                 .into_iter()
                 .map(|i| DesiredInstance {

@@ -1,9 +1,11 @@
 //! Who is calling: bearer tokens for users (admin or one tenant), client certificates
 //! for hosts. Tokens are stored hashed; a token scoped to one tenant sees other tenants
-//! as not found, so names do not leak.
+//! as not found, so names do not leak. A token's role is checked here, once for every
+//! route ([`Access`]): a `viewer` token may only read, whatever handler a request reaches.
 
 use crate::error::{HubError, HubResult};
 use hangar_store::HostRecord;
+use hangar_types::api::TokenRole;
 use hangar_types::{ErrorCode, Name, TokenId};
 use time::OffsetDateTime;
 use rand::RngCore;
@@ -42,6 +44,41 @@ impl Principal {
     }
 }
 
+/// What a request would do, for the role check in [`crate::Hub::authenticate`].
+#[derive(Clone, Copy, Debug)]
+pub enum Access<'a> {
+    /// An API route: its method and its route template, e.g.
+    /// `/v1/tenants/{tenant}/instances/{name}/files`.
+    Route(&'a axum::http::Method, &'a str),
+    /// The HTTP proxy into a workload (whatever it does there is the workload's to say).
+    Proxy,
+}
+
+/// GET routes a viewer may not use: they hand out a workload's data or keys, not the
+/// control plane's state.
+pub const VIEWER_DENIED_READS: &[&str] = &[
+    "/v1/tenants/{tenant}/instances/{name}/files",
+    "/v1/tenants/{tenant}/backup-key",
+];
+
+impl Access<'_> {
+    /// Whether a read-only (`viewer`) token may do this: GET and HEAD, but not
+    /// [`VIEWER_DENIED_READS`]; never the proxy.
+    pub fn read_only(&self) -> bool {
+        match self {
+            Access::Route(m, route) => (**m == axum::http::Method::GET || **m == axum::http::Method::HEAD) && !VIEWER_DENIED_READS.contains(route),
+            Access::Proxy => false,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Access::Route(m, route) => format!("{m} {route}"),
+            Access::Proxy => "reach a workload through the proxy".into(),
+        }
+    }
+}
+
 /// SHA-256 hex of a secret: what the store keeps instead of the secret.
 pub fn hash_secret(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
@@ -60,11 +97,18 @@ impl crate::Hub {
     /// when the token was verified before and no token was removed since (on any hub:
     /// the store's token epoch says), else from the store. Expired tokens are refused at
     /// once; failures leave a rate-limited `auth.fail` event with the source address,
-    /// never the presented secret; each token is held to its request rate.
-    pub async fn authenticate(&self, header: Option<&str>, peer: Option<std::net::SocketAddr>) -> HubResult<Principal> {
+    /// never the presented secret; each token is held to its request rate. A `viewer`
+    /// token is refused (403, naming its role) anything `access` says is not a read.
+    pub async fn authenticate(&self, header: Option<&str>, peer: Option<std::net::SocketAddr>, access: Access<'_>) -> HubResult<Principal> {
         match self.authenticate_token(header).await {
-            Ok((id, p)) => {
+            Ok((id, p, role)) => {
                 self.auth_guard.admit(&id)?;
+                if role == TokenRole::Viewer && !access.read_only() {
+                    return Err(HubError::new(
+                        ErrorCode::Forbidden,
+                        format!("this token's role is viewer (read-only): it may not {}; use a tenant or admin token", access.describe()),
+                    ));
+                }
                 Ok(p)
             }
             Err(e) => {
@@ -76,7 +120,7 @@ impl crate::Hub {
         }
     }
 
-    async fn authenticate_token(&self, header: Option<&str>) -> HubResult<(TokenId, Principal)> {
+    async fn authenticate_token(&self, header: Option<&str>) -> HubResult<(TokenId, Principal, TokenRole)> {
         let token = header
             .and_then(|h| h.strip_prefix("Bearer "))
             .map(str::trim)
@@ -94,7 +138,7 @@ impl crate::Hub {
             if cache.due_for_touch(&hash) {
                 let _ = self.store.touch_token(&hit.id, now).await;
             }
-            return Ok((hit.id, hit.principal));
+            return Ok((hit.id, hit.principal, hit.role));
         }
         match self.store.find_token(&hash).await? {
             Some(rec) => {
@@ -106,8 +150,8 @@ impl crate::Hub {
                     Some(t) => Principal::Tenant(t),
                 };
                 let _ = self.store.touch_token(&rec.id, now).await;
-                cache.insert(hash, CachedToken { id: rec.id.clone(), principal: p.clone(), expires_at: rec.expires_at }, epoch);
-                Ok((rec.id, p))
+                cache.insert(hash, CachedToken { id: rec.id.clone(), principal: p.clone(), role: rec.role, expires_at: rec.expires_at }, epoch);
+                Ok((rec.id, p, rec.role))
             }
             None => Err(HubError::new(ErrorCode::Unauthenticated, "invalid token")),
         }
@@ -149,6 +193,7 @@ impl crate::Hub {
 pub(crate) struct CachedToken {
     id: TokenId,
     principal: Principal,
+    role: TokenRole,
     expires_at: Option<OffsetDateTime>,
 }
 

@@ -145,6 +145,8 @@ impl Hub {
             instances: list.len() as u32,
             active: list.iter().filter(|i| i.state.holds_resources()).count() as u32,
             provider: h.provider.clone(),
+            cert_fingerprint: h.cert_fingerprint.clone(),
+            cert_rotation_pending: self.store.cert_rotation(h.id).await?.is_some(),
             created_at: h.created_at,
         })
     }
@@ -301,6 +303,25 @@ impl Hub {
         }
         self.touch_host(&n);
         let h = self.store.get_host(&n).await?.ok_or_else(|| HubError::not_found(format!("host '{n}' not found")))?;
+        self.host_view(&h).await
+    }
+
+    /// `host rotate-cert`: asks the host's agent to renew its certificate now. The host's
+    /// document carries the fingerprint to replace (its generation is bumped, so the
+    /// agent hears at once); the agent renews over mTLS, and the new certificate becomes
+    /// the host's only one when the agent first presents it: from then on the old one is
+    /// refused, by the hub's listener and by the pin the hub reaches the agent with.
+    /// Asking again before that is harmless (the same request).
+    pub async fn host_rotate_cert(&self, p: &Principal, n: &Name) -> HubResult<Host> {
+        p.require_admin()?;
+        let h = self.store.get_host(n).await?.ok_or_else(|| HubError::not_found(format!("host '{n}' not found")))?;
+        let not_joined = || HubError::new(ErrorCode::IllegalTransition, format!("host '{n}' has not joined yet: it has no certificate to rotate"));
+        let current = h.cert_fingerprint.clone().ok_or_else(not_joined)?;
+        if !self.store.request_cert_rotation(h.id, &current).await? {
+            return Err(HubError::new(ErrorCode::Conflict, format!("host '{n}' changed its certificate meanwhile: ask again")));
+        }
+        self.bump_host(n).await?;
+        self.event(&p.actor(), None, format!("host/{n}"), "host.rotate-cert", "accepted", Some(format!("replacing certificate {}", &current[..current.len().min(16)]))).await;
         self.host_view(&h).await
     }
 

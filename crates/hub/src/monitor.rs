@@ -150,8 +150,9 @@ impl Monitor {
         let op_timeout = time::Duration::try_from(hub.config.operation_timeout).unwrap_or(time::Duration::minutes(5));
         for op in hub.store.running_operations(None).await? {
             // Backup operations run as long as their data needs; the backup loop fails
-            // those whose progress stopped. Evacuations end with their moves.
-            if !op.kind.starts_with("backup.") && op.kind != crate::evacuate::KIND && now - op.created_at > op_timeout {
+            // those whose progress stopped. Evacuations end with their moves; a tenant
+            // destroy runs until its hosts confirm.
+            if !op.kind.starts_with("backup.") && op.kind != crate::evacuate::KIND && op.kind != "tenant.destroy" && now - op.created_at > op_timeout {
                 let msg = format!("timed out after {}s waiting for the host to confirm", op_timeout.whole_seconds());
                 hub.store.finish_operation(op.id, OperationStatus::Failed, Some(&msg)).await?;
                 hub.op_waiters.wake(op.id);

@@ -34,6 +34,7 @@ impl Hub {
             error: None,
             created_at: now,
             updated_at: now,
+            progress: None,
         };
         self.store.insert_operation(&op).await?;
         Ok(op)
@@ -42,19 +43,7 @@ impl Hub {
     /// An operation that no instance request supersedes (no instance id): backups,
     /// evacuations. Its runner finishes it.
     pub(crate) async fn operation_unbound(&self, kind: &str, tenant: Option<&Name>, target: String) -> HubResult<Operation> {
-        let now = OffsetDateTime::now_utc();
-        let op = Operation {
-            id: OperationId::new(),
-            kind: kind.to_string(),
-            tenant: tenant.cloned(),
-            target,
-            instance_id: None,
-            target_state: None,
-            status: OperationStatus::Running,
-            error: None,
-            created_at: now,
-            updated_at: now,
-        };
+        let op = Operation::running(kind, tenant.cloned(), target);
         self.store.insert_operation(&op).await?;
         Ok(op)
     }

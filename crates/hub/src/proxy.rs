@@ -182,7 +182,7 @@ impl Hub {
         if !from_header {
             return Err(unauthenticated("only proxy tokens may be passed in ?token= or a cookie; send API tokens as `Authorization: Bearer`"));
         }
-        let p = self.authenticate(Some(&format!("Bearer {token}")), None).await?;
+        let p = self.authenticate(Some(&format!("Bearer {token}")), None, crate::auth::Access::Proxy).await?;
         p.check_tenant(&t.tenant)?;
         self.proxy_route(t, Some(&p)).await
     }

@@ -18,6 +18,9 @@ pub async fn serve(hub: Arc<Hub>, listener: TcpListener, shutdown: impl std::fut
     if let Err(e) = hub.reannounce_hosts().await {
         tracing::warn!(error = %e.0.message, "cannot re-announce the hosts' generations at start");
     }
+    if let Err(e) = hub.resume_tenant_destroys().await {
+        tracing::warn!(error = %e.0.message, "cannot resume the tenant destroys under way");
+    }
     let k = &hub.keys;
     // Host certificates come from the hosts' CA; hosts joined before it existed hold
     // one from the fleet CA until they renew. Either way a certificate identifies a

@@ -1,11 +1,13 @@
-//! Tenants: create, list, info with quota usage, destroy.
+//! Tenants: create, list, info with quota usage, destroy (of an empty tenant at once;
+//! `--force` as a tracked, resumable operation).
 
 use crate::auth::Principal;
 use crate::error::{HubError, HubResult};
 use crate::{Hub, LockKey};
 use hangar_store::InstanceFilter;
-use hangar_types::api::{Tenant, TenantCreate, TenantInfo, Usage};
-use hangar_types::{quota, ErrorCode, InstanceId, Name, TenantId};
+use hangar_types::api::{Operation, OperationProgress, OperationStatus, Tenant, TenantCreate, TenantInfo, Usage};
+use hangar_types::{quota, ErrorCode, InstanceId, Name, OperationId, TenantId};
+use std::sync::Arc;
 use time::OffsetDateTime;
 
 impl Hub {
@@ -77,22 +79,82 @@ impl Hub {
         Ok(t)
     }
 
-    /// `tenant destroy --force`: deletes the tenant's pools and instances through the
-    /// same paths as a user (pool delete, instance delete), waits up to `wait` for the
-    /// agents to confirm every instance gone (sandboxes, volumes, addresses; a host's
-    /// tenant network goes with its last instance), then destroys the tenant and its
-    /// tokens. Progress is in the events (`tenant.destroy` with what is left). Run
-    /// again if the wait ran out: what was done stays done.
-    pub async fn tenant_destroy_force(&self, p: &Principal, tenant: &Name, wait: std::time::Duration) -> HubResult<Tenant> {
+    /// `tenant destroy --force`, as one operation (`tenant.destroy`, answered at once):
+    /// the tenant is marked with it in the store first, then
+    /// [`Hub::tenant_destroy_steps`] runs in the background. A destroy asked while one
+    /// is under way answers that one's operation.
+    pub async fn tenant_destroy_force(self: &Arc<Self>, p: &Principal, tenant: &Name) -> HubResult<Operation> {
         p.require_admin()?;
+        let _g = self.lock(LockKey::Tenant(tenant.clone())).await;
         let t = self.tenant_get(p, tenant).await?;
-        for pool in self.store.list_pools(Some(&t.name)).await? {
-            self.pool_delete(p, &t.name, &pool.name).await?;
+        let op = Operation { progress: Some(self.destroy_progress(&t.name, None).await?), ..Operation::running("tenant.destroy", Some(t.name.clone()), t.name.to_string()) };
+        self.store.insert_operation(&op).await?;
+        let marked = self.store.mark_tenant_destroy(&t.name, op.id).await?.ok_or_else(|| HubError::not_found(format!("tenant '{}' not found", t.name)))?;
+        if marked != op.id {
+            self.store.finish_operation(op.id, OperationStatus::Cancelled, Some("another destroy of this tenant is under way")).await?;
+            return self.store.get_operation(marked).await?.ok_or_else(|| HubError::internal(format!("tenant '{}' is marked by a missing operation {marked}", t.name)));
+        }
+        crate::failpoint::hit("tenant.destroy.accepted");
+        self.event(&p.actor(), Some(&t.name), format!("tenant/{}", t.name), "tenant.destroy", "accepted", Some(format!("operation {}", op.id))).await;
+        tokio::spawn(self.clone().tenant_destroy_run(op.id, t.name.clone()));
+        Ok(op)
+    }
+
+    /// Resumes, at start, every destroy a previous run of a hub left marked, and settles
+    /// the operations of destroys that ended (the tenant row gone) just before a crash.
+    pub async fn resume_tenant_destroys(self: &Arc<Self>) -> HubResult<()> {
+        let marked = self.store.tenant_destroys().await?;
+        for op in self.store.running_operations(None).await?.into_iter().filter(|o| o.kind == "tenant.destroy") {
+            if !marked.iter().any(|(_, id)| *id == op.id) {
+                self.store.finish_operation(op.id, OperationStatus::Succeeded, None).await?;
+            }
+        }
+        for (tenant, op) in marked {
+            tokio::spawn(self.clone().tenant_destroy_run(op, tenant));
+        }
+        Ok(())
+    }
+
+    /// Runs the steps until they finish; a failed step is tried again (its host may be
+    /// back), with the error in the log.
+    async fn tenant_destroy_run(self: Arc<Self>, op: OperationId, tenant: Name) {
+        loop {
+            match self.tenant_destroy_steps(op, &tenant).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(tenant = %tenant, error = %e.0.message, "tenant destroy: a step failed; trying again");
+                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                }
+            }
+        }
+        if let Err(e) = self.store.finish_operation(op, OperationStatus::Succeeded, None).await {
+            tracing::warn!(tenant = %tenant, error = %e, "tenant destroy: cannot finish its operation");
+        }
+        self.op_waiters.wake(op);
+        self.coord.notifier.operations_changed();
+    }
+
+    /// The steps of a destroy, each safe to run again after a crash (a failpoint after
+    /// each): delete the pools, then the instances, through the user paths; wait for the
+    /// agents to confirm every instance gone (sandboxes, volumes, addresses; a host's
+    /// tenant network goes with its last instance), counting progress; then the tenant
+    /// row, its tokens and its mark, in one store write.
+    async fn tenant_destroy_steps(&self, op: OperationId, tenant: &Name) -> HubResult<()> {
+        let p = &Principal::Admin;
+        if self.store.get_tenant(tenant).await?.is_none() {
+            return Ok(());
+        }
+        for pool in self.store.list_pools(Some(tenant)).await? {
+            match self.pool_delete(p, tenant, &pool.name).await {
+                Ok(_) => {}
+                Err(e) if e.0.code == ErrorCode::NotFound => {}
+                Err(e) => return Err(e),
+            }
         }
         crate::failpoint::hit("tenant.destroy.after-pools");
-        for i in self.store.list_instances(&InstanceFilter::tenant(&t.name)).await? {
+        for i in self.store.list_instances(&InstanceFilter::tenant(tenant)).await? {
             if i.state != hangar_types::InstanceState::Deleted {
-                match self.instance_request(p, &t.name, &i.name, hangar_types::Transition::Delete).await {
+                match self.instance_request(p, tenant, &i.name, hangar_types::Transition::Delete).await {
                     // Gone meanwhile, or already being deleted: either way on its way out.
                     Ok(_) => {}
                     Err(e) if matches!(e.0.code, ErrorCode::NotFound | ErrorCode::IllegalTransition | ErrorCode::Conflict) => {}
@@ -101,22 +163,36 @@ impl Hub {
             }
         }
         crate::failpoint::hit("tenant.destroy.after-instances");
-        self.event(&p.actor(), Some(&t.name), format!("tenant/{}", t.name), "tenant.destroy", "accepted", Some("deleting every pool and instance".into())).await;
-        let deadline = tokio::time::Instant::now() + wait;
+        let mut last = None;
         loop {
-            let left = self.store.list_instances(&InstanceFilter::tenant(&t.name)).await?.len();
-            if left == 0 {
-                break;
+            let progress = self.destroy_progress(tenant, Some(op)).await?;
+            if last.as_ref() != Some(&progress) {
+                self.store.set_operation_progress(op, &progress).await?;
+                self.op_waiters.wake(op);
+                last = Some(progress);
             }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(HubError::new(
-                    ErrorCode::Unavailable,
-                    format!("tenant '{}': {left} instance(s) still being deleted (their hosts have not confirmed): run the destroy again", t.name),
-                ));
+            if self.store.list_instances(&InstanceFilter::tenant(tenant)).await?.is_empty() {
+                break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(250)).await;
         }
-        self.tenant_destroy(p, tenant).await
+        crate::failpoint::hit("tenant.destroy.before-row");
+        match self.tenant_destroy(p, tenant).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.0.code == ErrorCode::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Pools and instances removed of those the tenant had when the destroy began (the
+    /// operation's first count, kept across restarts).
+    async fn destroy_progress(&self, tenant: &Name, op: Option<OperationId>) -> HubResult<OperationProgress> {
+        let left = (self.store.list_pools(Some(tenant)).await?.len() + self.store.list_instances(&InstanceFilter::tenant(tenant)).await?.len()) as u32;
+        let total = match op {
+            Some(id) => self.store.get_operation(id).await?.and_then(|o| o.progress).map(|p| p.total).unwrap_or(left).max(left),
+            None => left,
+        };
+        Ok(OperationProgress { done: total - left, total, what: "pools and instances removed".into() })
     }
 
     /// Refuses an instance or pool spec that alone passes a quota of the tenant's (it

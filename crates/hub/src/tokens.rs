@@ -1,4 +1,5 @@
-//! API tokens: an admin token, or one scoped to a tenant, optionally expiring. Only the
+//! API tokens: an admin token, or one scoped to a tenant, either of them possibly
+//! read-only (role `viewer`, checked in [`crate::auth`]), optionally expiring. Only the
 //! hash is stored; the secret is shown once, at creation. Revoking removes the token
 //! and moves the store's token epoch in one transaction, so every hub's cache drops it
 //! at once (see [`crate::auth::TokenCache`]).
@@ -7,7 +8,7 @@ use crate::auth::{hash_secret, new_secret, Principal};
 use crate::error::{HubError, HubResult};
 use crate::Hub;
 use hangar_store::TokenRecord;
-use hangar_types::api::{Token, TokenCreate, TokenCreated};
+use hangar_types::api::{Token, TokenCreate, TokenCreated, TokenRole};
 use hangar_types::{ErrorCode, TokenId};
 use time::OffsetDateTime;
 
@@ -19,6 +20,15 @@ pub const TOKEN_DESCRIPTION_MAX: usize = 200;
 impl Hub {
     pub async fn token_create(&self, p: &Principal, req: TokenCreate) -> HubResult<TokenCreated> {
         p.require_admin()?;
+        let role = match (req.role, &req.tenant) {
+            (None | Some(TokenRole::Admin), None) => TokenRole::Admin,
+            (None | Some(TokenRole::Tenant), Some(_)) => TokenRole::Tenant,
+            (Some(TokenRole::Viewer), _) => TokenRole::Viewer,
+            (Some(TokenRole::Admin), Some(_)) => {
+                return Err(HubError::invalid("role: an admin token has no tenant: leave out tenant, or ask for role tenant or viewer"))
+            }
+            (Some(TokenRole::Tenant), None) => return Err(HubError::invalid("tenant: a tenant token needs the tenant it is for")),
+        };
         if let Some(t) = &req.tenant {
             self.tenant_get(p, t).await?;
         }
@@ -34,6 +44,7 @@ impl Hub {
             id: TokenId::new(),
             hash: hash_secret(&secret),
             tenant: req.tenant.clone(),
+            role,
             description: req.description,
             created_at: now,
             expires_at: req.ttl_secs.map(|s| now + time::Duration::seconds(s as i64)),
@@ -41,11 +52,12 @@ impl Hub {
         };
         self.store.insert_token(&rec).await?;
         let mut scope = req.tenant.as_ref().map(|t| format!("tenant {t}")).unwrap_or_else(|| "admin".into());
+        scope.push_str(&format!(", role {}", role.as_str()));
         if let Some(s) = req.ttl_secs {
             scope.push_str(&format!(", expires in {s}s"));
         }
         self.event(&p.actor(), req.tenant.as_ref(), format!("token/{}", rec.id), "token.create", "ok", Some(scope)).await;
-        Ok(TokenCreated { id: rec.id, tenant: req.tenant, token: secret, expires_at: rec.expires_at })
+        Ok(TokenCreated { id: rec.id, tenant: req.tenant, role, token: secret, expires_at: rec.expires_at })
     }
 
     /// Every token (admins), never a secret or hash; expired ones too, until revoked.
@@ -85,5 +97,5 @@ impl Hub {
 }
 
 fn token_view(t: TokenRecord) -> Token {
-    Token { id: t.id, tenant: t.tenant, description: t.description, created_at: t.created_at, expires_at: t.expires_at, last_used_at: t.last_used_at }
+    Token { id: t.id, tenant: t.tenant, role: t.role, description: t.description, created_at: t.created_at, expires_at: t.expires_at, last_used_at: t.last_used_at }
 }

@@ -26,7 +26,7 @@ async fn get(hub: &Arc<Hub>, path: &str, token: &str) -> (StatusCode, Option<Str
 }
 
 fn create(ttl: Option<u64>) -> TokenCreate {
-    TokenCreate { tenant: None, description: Some("test".into()), ttl_secs: ttl }
+    TokenCreate { tenant: None, role: None, description: Some("test".into()), ttl_secs: ttl }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,4 +115,84 @@ async fn a_token_cannot_revoke_itself() {
     assert_eq!(get(&a, "/v1/tenants", &t.token).await.0, StatusCode::OK, "the refused self-revocation revoked it");
     assert_eq!(delete(&a, &path, &other.token).await, StatusCode::OK);
     assert_eq!(get(&a, "/v1/tenants", &t.token).await.0, StatusCode::UNAUTHORIZED);
+}
+
+/// A request through the router: status and `{code, message}` (empty if not JSON).
+async fn call(hub: &Arc<Hub>, method: &str, path: &str, token: &str) -> (StatusCode, String, String) {
+    let body = if method == "GET" || method == "DELETE" { Body::empty() } else { Body::from("{}") };
+    let req = Request::builder().method(method).uri(path).header("authorization", format!("Bearer {token}")).header("content-type", "application/json").body(body).unwrap();
+    let resp = hangar_hub::api::router(hub.clone()).oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or_default().to_string();
+    (status, s("code"), s("message"))
+}
+
+/// Issue 13, roles: a `viewer` token reads what a token of the same scope reads (every
+/// tenant, or its own) and is refused, 403 naming its role, every write and the reads
+/// that hand out workload data or keys. The check sits in authentication, so the table
+/// is every route the router serves, not a list someone kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewer_tokens_read_within_their_scope_and_write_nothing() {
+    use hangar_types::api::{TenantCreate, TokenRole};
+    let (_dir, a, _b) = hubs(HubConfig { token_rate: 0.0, ..HubConfig::default() }).await;
+    for t in ["acme", "other"] {
+        a.tenant_create(&Principal::Admin, TenantCreate { name: t.parse().unwrap(), quotas: None, isolated: false, net_prefix: None }).await.unwrap();
+    }
+    let token = |tenant: Option<&str>, role: Option<TokenRole>| {
+        let a = a.clone();
+        let req = TokenCreate { tenant: tenant.map(|t| t.parse().unwrap()), role, description: None, ttl_secs: None };
+        async move { a.token_create(&Principal::Admin, req).await.unwrap() }
+    };
+    let admin = token(None, None).await;
+    let admin_viewer = token(None, Some(TokenRole::Viewer)).await;
+    let acme = token(Some("acme"), None).await;
+    let acme_viewer = token(Some("acme"), Some(TokenRole::Viewer)).await;
+    assert_eq!((admin.role, acme.role, admin_viewer.role, acme_viewer.role), (TokenRole::Admin, TokenRole::Tenant, TokenRole::Viewer, TokenRole::Viewer));
+    // Roles that contradict the scope are refused, naming the field.
+    let e = a.token_create(&Principal::Admin, TokenCreate { tenant: Some("acme".parse().unwrap()), role: Some(TokenRole::Admin), description: None, ttl_secs: None }).await.unwrap_err();
+    assert!(e.0.message.starts_with("role:"), "{:?}", e.0);
+    let e = a.token_create(&Principal::Admin, TokenCreate { tenant: None, role: Some(TokenRole::Tenant), description: None, ttl_secs: None }).await.unwrap_err();
+    assert!(e.0.message.starts_with("tenant:"), "{:?}", e.0);
+
+    let fill = |p: &str| {
+        p.replace("{tenant}", "acme").replace("{name}", "web").replace("{backup}", "b1").replace("{snapshot}", "s1").replace("{id}", "00000000-0000-4000-8000-000000000001")
+    };
+    let (mut reads, mut refused) = (0, 0);
+    for (method, route) in hangar_hub::api::route_table() {
+        // Host routes answer only a host certificate, never a bearer token.
+        if route.starts_with("/v1/agent/") {
+            continue;
+        }
+        let path = fill(&route);
+        let read = method == "GET" && !hangar_hub::auth::VIEWER_DENIED_READS.contains(&route.as_str());
+        for (viewer, peer, scope) in [(&admin_viewer, &admin, "admin"), (&acme_viewer, &acme, "acme")] {
+            let (status, code, message) = call(&a, &method, &path, &viewer.token).await;
+            if read {
+                // The same answer as a writing token of the same scope gets.
+                let (peer_status, peer_code, _) = call(&a, &method, &path, &peer.token).await;
+                assert_eq!((status, code.as_str()), (peer_status, peer_code.as_str()), "{scope} viewer {method} {route}: {message}");
+                assert!(!message.contains("viewer"), "{scope} viewer {method} {route} refused for its role: {message}");
+                reads += 1;
+            } else {
+                assert_eq!((status, code.as_str()), (StatusCode::FORBIDDEN, "forbidden"), "{scope} viewer {method} {route}: {message}");
+                assert!(message.contains("role is viewer") && message.contains(&route), "{scope} viewer {method} {route}: {message}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(reads >= 40 && refused >= 100, "reads {reads}, refused {refused}: the route table shrank?");
+    // The proxy is not a read either.
+    let (status, _, message) = call(&a, "GET", "/proxy/acme/web/8080/", &acme_viewer.token).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{message}");
+    assert!(message.contains("role is viewer"), "{message}");
+    // Scope still holds for viewers: another tenant is not found, admin routes need admin.
+    assert_eq!(call(&a, "GET", "/v1/tenants/other", &acme_viewer.token).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(call(&a, "GET", "/v1/tenants/other", &admin_viewer.token).await.0, StatusCode::OK);
+    assert_eq!(call(&a, "GET", "/v1/hosts", &acme_viewer.token).await.0, StatusCode::FORBIDDEN);
+    // Nothing the refused writes asked for happened.
+    let tenants: Vec<String> = a.tenant_list(&Principal::Admin).await.unwrap().into_iter().map(|t| t.name.to_string()).collect();
+    assert_eq!(tenants, ["acme", "other"]);
+    assert_eq!(a.token_list(&Principal::Admin).await.unwrap().len(), 4);
 }

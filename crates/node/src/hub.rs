@@ -152,7 +152,7 @@ pub async fn init(data_dir: &Path, listen: &SocketAddr, extra_names: &[String], 
     let keys = hp.load_keys()?;
     let hub = Hub::new(store, keys, HubConfig::default());
     hub.set_hosts_ca(Arc::new(hosts_ca));
-    let admin = hub.token_create(&hangar_hub::Principal::Admin, hangar_types::api::TokenCreate { tenant: None, description: Some("created by hangar init".into()), ttl_secs: None }).await.map_err(|e| anyhow::anyhow!("{}", e.0.message))?;
+    let admin = hub.token_create(&hangar_hub::Principal::Admin, hangar_types::api::TokenCreate { tenant: None, role: None, description: Some("created by hangar init".into()), ttl_secs: None }).await.map_err(|e| anyhow::anyhow!("{}", e.0.message))?;
     hangar_hub::failpoint::hit("init.after-token");
     config::save(config_path, &ClientConfig { hub_url: hub_url(listen), ca_pem: ca.cert_pem().to_string(), token: admin.token })?;
     hangar_hub::failpoint::hit("init.after-config");

@@ -80,6 +80,9 @@ macro_rules! store_contract_tests {
             backup_progress_and_cancel_requests,
             backup_purges_schedule_list_take,
             host_certificates_renew_through_a_staged_fingerprint,
+            a_cert_rotation_request_ends_with_the_promoted_renewal,
+            token_roles_round_trip,
+            a_tenant_destroy_is_marked_once_and_its_progress_kept,
             join_token_expiries_round_trip,
             removing_tokens_moves_the_token_epoch_and_uses_are_recorded,
             a_new_tenant_with_an_old_name_sees_no_old_event_or_operation,
@@ -193,6 +196,7 @@ pub mod fixtures {
             error: None,
             created_at: at(created),
             updated_at: at(created),
+            progress: None,
         }
     }
 
@@ -202,6 +206,7 @@ pub mod fixtures {
             id: id.parse().expect("a valid token id"),
             hash: format!("hash-{id}"),
             tenant: tenant.map(name),
+            role: if tenant.is_some() { hangar_types::api::TokenRole::Tenant } else { hangar_types::api::TokenRole::Admin },
             description: Some(format!("token {id}")),
             created_at: at(created),
             expires_at: None,
@@ -1320,6 +1325,23 @@ pub async fn host_certificates_renew_through_a_staged_fingerprint(store: Arc<dyn
     assert_eq!(store.host_cert_next(HostId::new()).await.unwrap(), None);
 }
 
+pub async fn a_cert_rotation_request_ends_with_the_promoted_renewal(store: Arc<dyn Store>) {
+    let h = host("node-a");
+    store.insert_host(&h).await.unwrap();
+    store.consume_join_token("join-node-a", "fp-1").await.unwrap().unwrap();
+    assert_eq!(store.cert_rotation(h.id).await.unwrap(), None);
+    // Only the current certificate can be asked to go.
+    assert!(!store.request_cert_rotation(h.id, "fp-x").await.unwrap());
+    assert!(!store.request_cert_rotation(HostId::new(), "fp-1").await.unwrap());
+    assert!(store.request_cert_rotation(h.id, "fp-1").await.unwrap());
+    assert_eq!(store.cert_rotation(h.id).await.unwrap().as_deref(), Some("fp-1"));
+    // Staged: still asked (the agent has not used the new one yet); promoted: done.
+    assert!(store.stage_host_cert(h.id, "fp-1", "fp-2").await.unwrap());
+    assert_eq!(store.cert_rotation(h.id).await.unwrap().as_deref(), Some("fp-1"));
+    store.promote_host_cert("fp-2").await.unwrap().unwrap();
+    assert_eq!(store.cert_rotation(h.id).await.unwrap(), None);
+}
+
 pub async fn join_token_expiries_round_trip(store: Arc<dyn Store>) {
     let h = host("node-a");
     store.insert_host(&h).await.unwrap();
@@ -1503,4 +1525,35 @@ pub async fn evacuations_record_items_and_ended_items_stay(store: Arc<dyn Store>
     // An instance that is not in the evacuation: nothing written.
     assert!(!store.set_evacuation_item(later.operation, &moved).await.unwrap());
     assert!(store.get_evacuation(OperationId::new()).await.unwrap().is_none());
+pub async fn token_roles_round_trip(store: Arc<dyn Store>) {
+    use hangar_types::api::TokenRole;
+    store.insert_tenant(&tenant("acme"), 100).await.unwrap();
+    let admin_viewer = TokenRecord { role: TokenRole::Viewer, ..token("t-view", None, 1) };
+    let tenant_viewer = TokenRecord { role: TokenRole::Viewer, ..token("t-view-acme", Some("acme"), 2) };
+    let plain = token("t-acme", Some("acme"), 3);
+    for t in [&admin_viewer, &tenant_viewer, &plain] {
+        store.insert_token(t).await.unwrap();
+        assert_eq!(store.find_token(&t.hash).await.unwrap().as_ref(), Some(t));
+    }
+    assert_eq!(store.list_tokens().await.unwrap(), vec![admin_viewer, tenant_viewer, plain]);
+}
+
+pub async fn a_tenant_destroy_is_marked_once_and_its_progress_kept(store: Arc<dyn Store>) {
+    use hangar_types::api::OperationProgress;
+    store.insert_tenant(&tenant("acme"), 100).await.unwrap();
+    store.insert_tenant(&tenant("beta"), 101).await.unwrap();
+    let op = Operation { tenant: Some(name("acme")), kind: "tenant.destroy".into(), instance_id: None, target_state: None, ..operation(None, 1) };
+    store.insert_operation(&op).await.unwrap();
+    assert_eq!(store.tenant_destroys().await.unwrap(), vec![]);
+    assert_eq!(store.mark_tenant_destroy(&name("acme"), op.id).await.unwrap(), Some(op.id));
+    // A second destroy finds the first one's operation.
+    assert_eq!(store.mark_tenant_destroy(&name("acme"), OperationId::new()).await.unwrap(), Some(op.id));
+    assert_eq!(store.mark_tenant_destroy(&name("nope"), OperationId::new()).await.unwrap(), None);
+    assert_eq!(store.tenant_destroys().await.unwrap(), vec![(name("acme"), op.id)]);
+    let p = OperationProgress { done: 2, total: 5, what: "pools and instances removed".into() };
+    store.set_operation_progress(op.id, &p).await.unwrap();
+    assert_eq!(store.get_operation(op.id).await.unwrap().unwrap().progress, Some(p));
+    // The mark goes with the row.
+    assert!(store.delete_tenant(&name("acme")).await.unwrap());
+    assert_eq!(store.tenant_destroys().await.unwrap(), vec![]);
 }

@@ -110,6 +110,8 @@ pub struct TokenRecord {
     pub hash: String,
     /// None: admin scope.
     pub tenant: Option<Name>,
+    /// What it may do within that scope (`viewer`: read-only).
+    pub role: hangar_types::api::TokenRole,
     pub description: Option<String>,
     pub created_at: OffsetDateTime,
     /// None: never expires.
@@ -259,6 +261,12 @@ pub trait Store: BackupStore + TransferStore + MoveStore + Send + Sync + 'static
     async fn list_tenants(&self) -> Result<Vec<Tenant>>;
     /// Deletes a tenant and its tokens. Returns false if it did not exist.
     async fn delete_tenant(&self, name: &Name) -> Result<bool>;
+    /// Marks the tenant as being destroyed by operation `op`, unless a destroy is marked
+    /// already; the operation in effect (None: no such tenant).
+    async fn mark_tenant_destroy(&self, name: &Name, op: OperationId) -> Result<Option<OperationId>>;
+    /// Tenants marked by [`Store::mark_tenant_destroy`], with their operations.
+    async fn tenant_destroys(&self) -> Result<Vec<(Name, OperationId)>>;
+    async fn set_operation_progress(&self, id: OperationId, progress: &hangar_types::api::OperationProgress) -> Result<()>;
 
     // ---- hosts ----
     async fn insert_host(&self, host: &HostRecord) -> Result<()>;
@@ -404,6 +412,12 @@ pub trait Store: BackupStore + TransferStore + MoveStore + Send + Sync + 'static
     /// Makes the staged certificate with fingerprint `next` the host's only one, in one
     /// statement; returns the host, or None if no host has it staged.
     async fn promote_host_cert(&self, next: &str) -> Result<Option<HostRecord>>;
+    /// Asks for the host's certificate `current` to be replaced (`host rotate-cert`),
+    /// only while it is the host's current one; false if it is not (or the host is gone).
+    async fn request_cert_rotation(&self, id: HostId, current: &str) -> Result<bool>;
+    /// The fingerprint of the certificate the host was asked to replace, while it is
+    /// still the current one (a promoted renewal ends the request by itself).
+    async fn cert_rotation(&self, id: HostId) -> Result<Option<String>>;
     /// Sets when the host's join token stops working (None: never).
     async fn set_join_token_expiry(&self, id: HostId, at: Option<OffsetDateTime>) -> Result<()>;
     async fn join_token_expiry(&self, id: HostId) -> Result<Option<OffsetDateTime>>;

@@ -77,6 +77,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (14, "transfers", include_str!("../migrations/0014_transfers.sql")),
     (19, "moves", include_str!("../migrations/0019_moves.sql")),
     (20, "evacuations", include_str!("../migrations/0020_evacuations.sql")),
+    (21, "cert rotation and viewer tokens", include_str!("../migrations/0021_cert_rotation_viewer.sql")),
 ];
 
 /// The store on one SQLite database; cheap to clone (it is a connection pool).
@@ -526,8 +527,8 @@ impl Store for SqliteStore {
     async fn insert_operation(&self, op: &Operation) -> Result<()> {
         // The tenant's id as of now: a later tenant of the same name is another tenant.
         sqlx::query(
-            "INSERT INTO operations (id, kind, tenant, target, instance_id, target_state, status, error, created_at, updated_at, tenant_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, (SELECT id FROM tenants WHERE name = ?3))",
+            "INSERT INTO operations (id, kind, tenant, target, instance_id, target_state, status, error, created_at, updated_at, tenant_id, progress)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, (SELECT id FROM tenants WHERE name = ?3), ?11)",
         )
             .bind(op.id.to_string())
             .bind(&op.kind)
@@ -539,6 +540,7 @@ impl Store for SqliteStore {
             .bind(op.error.as_deref())
             .bind(Nanos(op.created_at))
             .bind(Nanos(op.updated_at))
+            .bind(op.progress.as_ref().map(|p| serde_json::to_string(p).unwrap_or_default()))
             .execute(&self.pool)
             .await
             .map_err(unique("insert operation", format!("operation {}", op.id)))?;
@@ -614,7 +616,7 @@ impl Store for SqliteStore {
     }
 
     async fn insert_token(&self, token: &TokenRecord) -> Result<()> {
-        sqlx::query("INSERT INTO tokens (id, hash, tenant, description, created_at, expires_at, last_used_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
+        sqlx::query("INSERT INTO tokens (id, hash, tenant, description, created_at, expires_at, last_used_at, role) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")
             .bind(token.id.as_str())
             .bind(&token.hash)
             .bind(token.tenant.as_ref().map(Name::as_str))
@@ -622,6 +624,7 @@ impl Store for SqliteStore {
             .bind(Nanos(token.created_at))
             .bind(token.expires_at.map(Nanos))
             .bind(token.last_used_at.map(Nanos))
+            .bind(token.role.as_str())
             .execute(&self.pool)
             .await
             .map_err(unique("insert token", format!("token '{}'", token.id)))?;
@@ -875,6 +878,41 @@ impl Store for SqliteStore {
             .await
             .map_err(backend("promote a host certificate"))?;
         rows.first().map(host_row).transpose()
+    }
+
+    async fn mark_tenant_destroy(&self, name: &Name, op: OperationId) -> Result<Option<OperationId>> {
+        let q = sqlx::query("UPDATE tenants SET destroy_operation = COALESCE(destroy_operation, ?2) WHERE name = ?1 RETURNING destroy_operation").bind(name.as_str()).bind(op.to_string());
+        let row = q.fetch_optional(&self.pool).await.map_err(backend("mark a tenant destroy"))?;
+        row.map(|r| Cols::new(&r, "tenants").parse("destroy_operation")).transpose()
+    }
+
+    async fn tenant_destroys(&self) -> Result<Vec<(Name, OperationId)>> {
+        let q = sqlx::query("SELECT name, destroy_operation FROM tenants WHERE destroy_operation IS NOT NULL ORDER BY name");
+        self.all(q, "list tenant destroys", |r| {
+            let c = Cols::new(r, "tenants");
+            Ok((c.parse("name")?, c.parse("destroy_operation")?))
+        })
+        .await
+    }
+
+    async fn set_operation_progress(&self, id: OperationId, progress: &hangar_types::api::OperationProgress) -> Result<()> {
+        let json = serde_json::to_string(progress).map_err(|e| StoreError::Corrupt { table: "operations", detail: e.to_string() })?;
+        let q = sqlx::query("UPDATE operations SET progress = ?2, updated_at = ?3 WHERE id = ?1").bind(id.to_string()).bind(json).bind(Nanos(OffsetDateTime::now_utc()));
+        self.update_one(q, "set an operation's progress", format!("operation {id}")).await
+    }
+
+    async fn request_cert_rotation(&self, id: HostId, current: &str) -> Result<bool> {
+        let q = sqlx::query("UPDATE hosts SET cert_rotate_from = ?2 WHERE id = ?1 AND cert_fingerprint = ?2").bind(id.to_string()).bind(current);
+        Ok(q.execute(&self.pool).await.map_err(backend("request a host certificate rotation"))?.rows_affected() > 0)
+    }
+
+    async fn cert_rotation(&self, id: HostId) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT cert_rotate_from FROM hosts WHERE id = ?1 AND cert_rotate_from = cert_fingerprint")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend("read a host certificate rotation"))?;
+        row.map(|r| Cols::new(&r, "hosts").get::<Option<String>>("cert_rotate_from")).transpose().map(Option::flatten)
     }
 
     async fn set_join_token_expiry(&self, id: HostId, at: Option<OffsetDateTime>) -> Result<()> {
@@ -1189,6 +1227,7 @@ fn operation_row(row: &SqliteRow) -> Result<Operation> {
         error: c.get("error")?,
         created_at: c.time("created_at")?,
         updated_at: c.time("updated_at")?,
+        progress: c.get::<Option<String>>("progress")?.map(|t| serde_json::from_str(&t).map_err(|e| c.corrupt("progress", e))).transpose()?,
     })
 }
 
@@ -1208,10 +1247,17 @@ fn event_row(row: &SqliteRow) -> Result<Event> {
 
 fn token_row(row: &SqliteRow) -> Result<TokenRecord> {
     let c = Cols::new(row, "tokens");
+    let tenant: Option<Name> = c.parse_opt("tenant")?;
     Ok(TokenRecord {
         id: c.parse("id")?,
         hash: c.get("hash")?,
-        tenant: c.parse_opt("tenant")?,
+        // Tokens made before roles: admin, or their tenant's.
+        role: match c.parse_opt("role")? {
+            Some(r) => r,
+            None if tenant.is_some() => hangar_types::api::TokenRole::Tenant,
+            None => hangar_types::api::TokenRole::Admin,
+        },
+        tenant,
         description: c.get("description")?,
         created_at: c.time("created_at")?,
         expires_at: c.get::<Option<Nanos>>("expires_at")?.map(|n| n.0),

@@ -485,6 +485,39 @@ pub struct Operation {
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+    /// How far a multi-step operation got (`tenant.destroy`: its pools and instances
+    /// removed); none for one-step operations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<OperationProgress>,
+}
+
+impl Operation {
+    /// A running operation on no one instance (a backup, a tenant destroy), made now.
+    pub fn running(kind: &str, tenant: Option<Name>, target: String) -> Operation {
+        let now = OffsetDateTime::now_utc();
+        Operation {
+            id: OperationId::new(),
+            kind: kind.to_string(),
+            tenant,
+            target,
+            instance_id: None,
+            target_state: None,
+            status: OperationStatus::Running,
+            error: None,
+            created_at: now,
+            updated_at: now,
+            progress: None,
+        }
+    }
+}
+
+/// Steps done of a multi-step operation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OperationProgress {
+    pub done: u32,
+    pub total: u32,
+    /// What is counted, e.g. `pools and instances removed`.
+    pub what: String,
 }
 
 /// Who did what to which object, when, and how it ended.
@@ -584,6 +617,13 @@ pub struct Host {
     /// The provider that made the host (`local`), or none for a host joined by hand.
     #[serde(default)]
     pub provider: Option<String>,
+    /// SHA-256 fingerprint of the host's current certificate (none before it joined).
+    #[serde(default)]
+    pub cert_fingerprint: Option<String>,
+    /// A `host rotate-cert` the agent has not completed yet (it has not used a new
+    /// certificate since).
+    #[serde(default)]
+    pub cert_rotation_pending: bool,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
 }
@@ -648,6 +688,10 @@ pub struct TokenCreate {
     /// The tenant the token is scoped to; absent means an admin token.
     #[serde(default)]
     pub tenant: Option<Name>,
+    /// What it may do; absent: `admin` without a tenant, `tenant` with one. `viewer` is
+    /// read-only, over every tenant or over its tenant.
+    #[serde(default)]
+    pub role: Option<TokenRole>,
     #[serde(default)]
     #[schema(max_length = 200)]
     pub description: Option<String>,
@@ -662,10 +706,44 @@ pub struct TokenCreated {
     #[schema(value_type = String)]
     pub id: TokenId,
     pub tenant: Option<Name>,
+    pub role: TokenRole,
     /// Shown once; the hub keeps only its hash.
     pub token: String,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub expires_at: Option<OffsetDateTime>,
+}
+
+/// What a token may do. `admin`: everything; `tenant`: everything within its tenant;
+/// `viewer`: read-only (every GET within its scope but workload files and backup keys;
+/// no change, exec, session or proxy), over every tenant or over its tenant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenRole {
+    Admin,
+    Tenant,
+    Viewer,
+}
+
+impl TokenRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenRole::Admin => "admin",
+            TokenRole::Tenant => "tenant",
+            TokenRole::Viewer => "viewer",
+        }
+    }
+}
+
+impl std::str::FromStr for TokenRole {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "admin" => Ok(TokenRole::Admin),
+            "tenant" => Ok(TokenRole::Tenant),
+            "viewer" => Ok(TokenRole::Viewer),
+            other => Err(format!("unknown token role '{other}': admin, tenant or viewer")),
+        }
+    }
 }
 
 /// An API token as `token list` shows it: never the secret.
@@ -675,6 +753,7 @@ pub struct Token {
     pub id: TokenId,
     /// None: admin scope.
     pub tenant: Option<Name>,
+    pub role: TokenRole,
     pub description: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,

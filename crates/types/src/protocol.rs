@@ -36,6 +36,10 @@ pub struct DesiredDoc {
     /// The pools the instances below belong to, with the fleet-wide desired counts.
     #[serde(default)]
     pub pools: Vec<DesiredPool>,
+    /// The fingerprint of a host certificate an admin asked to have replaced (`hangar
+    /// host rotate-cert`): an agent still presenting it renews now, whatever its expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotate_cert: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -19,6 +19,7 @@ pub(super) fn routes() -> ApiRoutes {
         .routes(routes!(host_start))
         .routes(routes!(host_status))
         .routes(routes!(host_desired))
+        .routes(routes!(host_rotate_cert))
 }
 
 #[utoipa::path(post, path = "/v1/hosts", request_body = HostAdd, security(("token" = [])),
@@ -71,4 +72,12 @@ async fn host_status(State(hub): State<AppState>, p: Principal, Path(name): Path
     responses((status = 200, body = DesiredDoc), (status = 404, body = ApiError)))]
 async fn host_desired(State(hub): State<AppState>, p: Principal, Path(name): Path<String>) -> HubResult<Json<DesiredDoc>> {
     Ok(Json(hub.host_desired(&p, &parse_name("host", &name)?).await?))
+}
+
+#[utoipa::path(post, path = "/v1/hosts/{name}/rotate-cert", security(("token" = [])), params(("name" = String, Path)),
+    description = "Asks the host's agent to renew its certificate now. The answer comes at once (`cert_rotation_pending`); the rotation is done when `cert_fingerprint` changes: from then on the old certificate is refused.",
+    responses((status = 200, body = Host, description = "asked: the host's document tells its agent to renew"),
+        (status = 404, body = ApiError), (status = 409, body = ApiError, description = "the host has not joined, or its certificate changed meanwhile")))]
+async fn host_rotate_cert(State(hub): State<AppState>, p: Principal, Path(name): Path<String>) -> HubResult<Json<Host>> {
+    Ok(Json(hub.host_rotate_cert(&p, &parse_name("host", &name)?).await?))
 }

@@ -49,7 +49,9 @@ impl FromRequestParts<AppState> for Principal {
     type Rejection = HubError;
     async fn from_request_parts(parts: &mut Parts, hub: &AppState) -> Result<Self, HubError> {
         let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        hub.authenticate(header, parts.extensions.get::<PeerInfo>().map(|c| c.addr)).await
+        // The route's template, so the role check sees `{tenant}`, not a tenant's name.
+        let route = parts.extensions.get::<axum::extract::MatchedPath>().map(|m| m.as_str()).unwrap_or(parts.uri.path());
+        hub.authenticate(header, parts.extensions.get::<PeerInfo>().map(|c| c.addr), crate::auth::Access::Route(&parts.method, route)).await
     }
 }
 

@@ -4,7 +4,7 @@ use super::{ApiJson, ApiQuery, ApiRoutes, AppState};
 use crate::{parse_name, HubResult, Principal};
 use axum::extract::{Path, State};
 use axum::Json;
-use hangar_types::api::{Tenant, TenantCreate, TenantInfo};
+use hangar_types::api::{Operation, Tenant, TenantCreate, TenantInfo};
 use hangar_types::ApiError;
 use utoipa_axum::routes;
 
@@ -34,26 +34,21 @@ async fn tenant_info(State(hub): State<AppState>, p: Principal, Path(tenant): Pa
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 struct DestroyQuery {
-    /// Delete the tenant's pools and instances first (waiting for their hosts), then the tenant.
+    /// Delete the tenant's pools and instances first, then the tenant, as one operation.
     #[serde(default)]
     force: bool,
-    /// With force: how long to wait for the hosts, in seconds (default 120, at most 600).
-    #[param(maximum = 600)]
-    wait_secs: Option<u64>,
 }
 
 #[utoipa::path(delete, path = "/v1/tenants/{tenant}", security(("token" = [])), params(("tenant" = String, Path), DestroyQuery),
-    responses((status = 200, body = Tenant), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError),
-        (status = 404, body = ApiError), (status = 409, body = ApiError, description = "not empty (without force)"), (status = 429, body = ApiError),
-        (status = 503, body = ApiError, description = "force: hosts have not confirmed every deletion within the wait; run again")))]
-async fn tenant_destroy(State(hub): State<AppState>, p: Principal, Path(tenant): Path<String>, ApiQuery(q): ApiQuery<DestroyQuery>) -> HubResult<Json<Tenant>> {
+    responses((status = 200, body = Tenant, description = "destroyed (an empty tenant, without force)"),
+        (status = 202, body = Operation, description = "force: the destroy's operation (`tenant.destroy`); its progress counts pools and instances removed, and it goes on after a hub restart"),
+        (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError),
+        (status = 404, body = ApiError), (status = 409, body = ApiError, description = "not empty (without force)"), (status = 429, body = ApiError)))]
+async fn tenant_destroy(State(hub): State<AppState>, p: Principal, Path(tenant): Path<String>, ApiQuery(q): ApiQuery<DestroyQuery>) -> HubResult<axum::response::Response> {
+    use axum::response::IntoResponse;
     let tenant = parse_name("tenant", &tenant)?;
-    if q.wait_secs.is_some_and(|w| w > 600) {
-        return Err(crate::HubError::invalid("wait_secs: at most 600 seconds"));
-    }
     if q.force {
-        let wait = std::time::Duration::from_secs(q.wait_secs.unwrap_or(120));
-        return Ok(Json(hub.tenant_destroy_force(&p, &tenant, wait).await?));
+        return Ok(super::accepted(hub.tenant_destroy_force(&p, &tenant).await?).into_response());
     }
-    Ok(Json(hub.tenant_destroy(&p, &tenant).await?))
+    Ok(Json(hub.tenant_destroy(&p, &tenant).await?).into_response())
 }
