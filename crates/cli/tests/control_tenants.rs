@@ -59,3 +59,29 @@ fn destroy_force_leaves_nothing_and_a_reused_name_sees_no_history() {
     let err = block_on(as_acme.operation_get(op_id.parse().unwrap())).unwrap_err();
     assert_eq!(err.code(), Some(hangar_types::ErrorCode::NotFound), "the new acme reads the old one's operation");
 }
+
+/// A tenant that `destroy --force` is emptying takes nothing new: a create under way
+/// would otherwise keep the destroy waiting for the newcomer forever. The destroy is
+/// held open by an instance on a stopped host (its removal waits for the host).
+#[test]
+fn a_tenant_being_destroyed_takes_nothing_new() {
+    let f = up();
+    f.run(&["host", "add", "node-b", "--provider", "local"]);
+    f.run(&["tenant", "create", "beta"]);
+    f.run(&["instance", "create", "beta/held", "--host", "node-b", "--start", "--", "sleep", "infinity"]);
+    let c = f.client().unwrap();
+    wait_until("beta/held running", || block_on(c.instance_get("beta", "held")).is_ok_and(|i| i.state == InstanceState::Running));
+    f.run(&["host", "stop", "node-b"]);
+    let op = f.json(&["tenant", "destroy", "beta", "--force", "--no-wait"]);
+    assert_eq!(op["kind"], "tenant.destroy", "{op}");
+    let err = f.fail(&["instance", "create", "beta/late", "--start"]);
+    assert!(err.contains("being destroyed"), "{err}");
+    let err = f.fail(&["pool", "create", "beta/late", "--running", "1"]);
+    assert!(err.contains("being destroyed"), "{err}");
+    // The host back, the destroy ends and nothing of beta is left.
+    f.run(&["host", "start", "node-b"]);
+    let id: hangar_types::OperationId = op["id"].as_str().unwrap().parse().unwrap();
+    wait_until("the destroy ends", || block_on(c.operation_get(id)).is_ok_and(|o| o.status == hangar_types::api::OperationStatus::Succeeded));
+    assert!(block_on(c.tenant_list()).unwrap().iter().all(|t| t.name.as_str() != "beta"));
+    assert!(block_on(c.instance_list(None)).unwrap().is_empty());
+}

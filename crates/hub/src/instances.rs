@@ -60,7 +60,7 @@ impl Hub {
         self.check_secrets_exist(&t.name, &spec.secrets).await?;
         let _tg = self.lock(LockKey::Tenant(t.name.clone())).await;
         // Again under the lock: a destroy (which decides under it) may have come first.
-        let t = self.tenant_get(p, tenant).await.ok().filter(|now| now.id == t.id).ok_or_else(|| HubError::not_found(format!("tenant '{tenant}' not found")))?;
+        let t = self.tenant_for_create(p, &t).await?;
         let target = if req.start { transition(InstanceState::Created, Transition::Start)? } else { InstanceState::Created };
         self.create_locked(&p.actor(), &t, req.name, spec, target, None, req.host.as_ref()).await
     }

@@ -38,7 +38,7 @@ impl Hub {
         self.check_secrets_exist(&t.name, &spec.secrets).await?;
         let _tg = self.lock(LockKey::Tenant(t.name.clone())).await;
         // Again under the lock: a destroy (which decides under it) may have come first.
-        let t = self.tenant_get(p, tenant).await.ok().filter(|now| now.id == t.id).ok_or_else(|| HubError::not_found(format!("tenant '{tenant}' not found")))?;
+        let t = self.tenant_for_create(p, &t).await?;
         let now = OffsetDateTime::now_utc();
         let pool = Pool { tenant: t.name.clone(), name: req.name, role: req.role, spec, counts: PoolCounts::default(), last_error: None, created_at: now, updated_at: now };
         self.check_pool_fits(&t, &pool, req.counts).await?;

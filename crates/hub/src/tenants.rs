@@ -79,6 +79,18 @@ impl Hub {
         Ok(t)
     }
 
+    /// The tenant `expected` as it stands under its lock, for a create that the caller
+    /// decided on before taking the lock: gone or replaced (a destroy came first) is
+    /// 404, and a tenant a `destroy --force` is emptying takes nothing new (409), or the
+    /// destroy would wait for the newcomer forever. The caller holds the tenant lock.
+    pub(crate) async fn tenant_for_create(&self, p: &Principal, expected: &Tenant) -> HubResult<Tenant> {
+        let t = self.tenant_get(p, &expected.name).await.ok().filter(|now| now.id == expected.id).ok_or_else(|| HubError::not_found(format!("tenant '{}' not found", expected.name)))?;
+        if let Some((_, op)) = self.store.tenant_destroys().await?.into_iter().find(|(n, _)| *n == t.name) {
+            return Err(HubError::new(ErrorCode::IllegalTransition, format!("tenant '{}' is being destroyed (operation {op}): nothing new can be created in it", t.name)));
+        }
+        Ok(t)
+    }
+
     /// `tenant destroy --force`, as one operation (`tenant.destroy`, answered at once):
     /// the tenant is marked with it in the store first, then
     /// [`Hub::tenant_destroy_steps`] runs in the background. A destroy asked while one

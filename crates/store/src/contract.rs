@@ -1525,6 +1525,8 @@ pub async fn evacuations_record_items_and_ended_items_stay(store: Arc<dyn Store>
     // An instance that is not in the evacuation: nothing written.
     assert!(!store.set_evacuation_item(later.operation, &moved).await.unwrap());
     assert!(store.get_evacuation(OperationId::new()).await.unwrap().is_none());
+}
+
 pub async fn token_roles_round_trip(store: Arc<dyn Store>) {
     use hangar_types::api::TokenRole;
     store.insert_tenant(&tenant("acme"), 100).await.unwrap();
