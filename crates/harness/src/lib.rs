@@ -17,6 +17,7 @@ pub mod bench;
 mod bench_ssh;
 pub mod bench_backup;
 mod bench_copy;
+mod bench_move;
 pub mod fleet;
 pub mod smoke;
 pub mod soak;
