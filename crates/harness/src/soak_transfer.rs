@@ -212,9 +212,17 @@ async fn placed_once(c: &HubClient, data: &Path, name: &str) -> Result<String> {
     Ok(owner)
 }
 
+/// What the round's steps look at: the hub, the fleet's data dir, the hub's store.
+struct Env<'a> {
+    c: &'a HubClient,
+    data: &'a Path,
+    st: &'a hangar_store::SqliteStore,
+}
+
 /// Follows the move to its end, sampling its bytes and the tickets' every 100 ms;
 /// `kill` (host, after) is carried out at that moment, then the host restarted.
-async fn follow_move(c: &HubClient, data: &Path, st: &hangar_store::SqliteStore, kill: Option<(&str, Duration)>, s: &mut TxState) -> Result<MoveStatus> {
+async fn follow_move(e: &Env<'_>, kill: Option<(&str, Duration)>, s: &mut TxState) -> Result<MoveStatus> {
+    let (c, data, st) = (e.c, e.data, e.st);
     let t = Instant::now();
     let mut last = 0u64;
     let mut kill = kill;
@@ -226,15 +234,15 @@ async fn follow_move(c: &HubClient, data: &Path, st: &hangar_store::SqliteStore,
         }
         last = m.bytes;
         progress.sample(st).await?;
-        if let Some((host, after)) = kill {
-            if t.elapsed() >= after {
-                if !m.phase.is_final() {
-                    s.kills_mid_flight += 1;
-                }
-                kill_and_restart(c, data, host).await?;
-                kill = None;
-                continue;
+        if let Some((host, after)) = kill
+            && t.elapsed() >= after
+        {
+            if !m.phase.is_final() {
+                s.kills_mid_flight += 1;
             }
+            kill_and_restart(c, data, host).await?;
+            kill = None;
+            continue;
         }
         if m.phase.is_final() && kill.is_none() {
             return Ok(m);
@@ -249,7 +257,8 @@ async fn follow_move(c: &HubClient, data: &Path, st: &hangar_store::SqliteStore,
 /// Copies `from`'s `/home/<file>` into `to`'s `/home/<as_name>`; `kill` (host,
 /// after) lands during it. A copy cut by the kill must leave nothing partial in place,
 /// and the retry must work.
-async fn copy(c: &HubClient, data: &Path, st: &hangar_store::SqliteStore, from: &str, to: &str, as_name: &str, kill: Option<(&str, Duration)>, s: &mut TxState) -> Result<()> {
+async fn copy(e: &Env<'_>, (from, to, as_name): (&str, &str, &str), kill: Option<(&str, Duration)>, s: &mut TxState) -> Result<()> {
+    let (c, data, st) = (e.c, e.data, e.st);
     exec(c, to, &format!("rm -f /home/{as_name}")).await?;
     let end = |i: &str, p: String| -> Result<CopyEnd> { Ok(CopyEnd { tenant: TENANT.parse()?, instance: i.parse()?, path: p }) };
     let req = CopyRequest { from: end(from, "/home/tx.bin".into())?, to: end(to, format!("/home/{as_name}"))?, recursive: false };
@@ -263,12 +272,12 @@ async fn copy(c: &HubClient, data: &Path, st: &hangar_store::SqliteStore, from: 
             r = &mut call => break r,
             _ = tokio::time::sleep(Duration::from_millis(100)) => {
                 progress.sample(st).await?;
-                if let Some((host, after)) = kill.filter(|_| !killed) {
-                    if t.elapsed() >= after {
-                        killed = true;
-                        s.kills_mid_flight += 1;
-                        kill_and_restart(c, data, host).await?;
-                    }
+                if let Some((host, after)) = kill.filter(|_| !killed)
+                    && t.elapsed() >= after
+                {
+                    killed = true;
+                    s.kills_mid_flight += 1;
+                    kill_and_restart(c, data, host).await?;
                 }
             }
         }
@@ -322,7 +331,8 @@ pub async fn round(fleet: &Fleet, c: &HubClient, state: &mut Option<TxState>, rn
         .map(|h| (h, Duration::from_millis(rng() % s.last_move_ms.max(500))));
         let t = Instant::now();
         c.instance_move(TENANT, MOVED, &InstanceMove { to: dst.parse()?, keep_source_secs: 0 }).await?;
-        let m = follow_move(c, &data, &st, kill_move, s).await?;
+        let env = Env { c, data: &data, st: &st };
+        let m = follow_move(&env, kill_move, s).await?;
         if kill_move.is_none() {
             s.last_move_ms = t.elapsed().as_millis() as u64;
         }
@@ -351,8 +361,8 @@ pub async fn round(fleet: &Fleet, c: &HubClient, state: &mut Option<TxState>, rn
             _ => None,
         }
         .map(|h| (h, Duration::from_millis(rng() % (s.mib * 40).max(500))));
-        copy(c, &data, &st, MOVED, peer, "tx.bin", kill_copy, s).await?;
-        copy(c, &data, &st, peer, MOVED, "back.bin", None, s).await?;
+        copy(&env, (MOVED, peer, "tx.bin"), kill_copy, s).await?;
+        copy(&env, (peer, MOVED, "back.bin"), None, s).await?;
         placed_once(c, &data, MOVED).await?;
         no_open_tickets(&st).await?;
         let who = |k: Option<(&str, Duration)>| k.map(|(h, d)| format!("{h} at {} ms", d.as_millis())).unwrap_or_else(|| "none".into());
