@@ -31,8 +31,10 @@ pub struct TxState {
     mib: u64,
     /// SHA-256 of `/home/tx.bin` in the moved instance.
     sha: String,
-    /// How long the last move took: kills land at a random moment inside it.
+    /// How long the last move and copy with no fault took: kills land at a random
+    /// moment inside the next ones.
     last_move_ms: u64,
+    last_copy_ms: u64,
     /// Kills that landed while a move or copy was still running (for the error text).
     pub kills_mid_flight: u64,
 }
@@ -87,7 +89,7 @@ async fn setup(c: &HubClient) -> Result<TxState> {
     }
     exec(c, MOVED, &format!("head -c {} /dev/urandom > /home/tx.bin && sync", mib << 20)).await?;
     let sha = sha(c, MOVED, "/home/tx.bin").await?;
-    Ok(TxState { mib, sha, last_move_ms: 3000, kills_mid_flight: 0 })
+    Ok(TxState { mib, sha, last_move_ms: 3000, last_copy_ms: 1000, kills_mid_flight: 0 })
 }
 
 fn agent_dir(data: &Path, host: &str) -> PathBuf {
@@ -288,7 +290,11 @@ async fn copy(e: &Env<'_>, (from, to, as_name): (&str, &str, &str), kill: Option
     }
     let size = s.mib << 20;
     match r {
-        Ok(done) if done.written.bytes == size => {}
+        Ok(done) if done.written.bytes == size => {
+            if kill.is_none() {
+                s.last_copy_ms = t.elapsed().as_millis() as u64;
+            }
+        }
         Ok(done) => bail!("copy {from} -> {to} wrote {} bytes of {size}", done.written.bytes),
         Err(e) if killed => {
             // Cut by the kill: nothing partial in place, then the retry works.
@@ -360,7 +366,7 @@ pub async fn round(fleet: &Fleet, c: &HubClient, state: &mut Option<TxState>, rn
             1 => Some(peer_host),
             _ => None,
         }
-        .map(|h| (h, Duration::from_millis(rng() % (s.mib * 40).max(500))));
+        .map(|h| (h, Duration::from_millis(rng() % s.last_copy_ms.max(200))));
         copy(&env, (MOVED, peer, "tx.bin"), kill_copy, s).await?;
         copy(&env, (peer, MOVED, "back.bin"), None, s).await?;
         placed_once(c, &data, MOVED).await?;
