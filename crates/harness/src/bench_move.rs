@@ -131,7 +131,9 @@ pub async fn run(c: &HubClient, fleet: &Fleet, tenant: &str, mib: u64) -> Result
             // The first pass's snapshot exists: the write lands after it.
             let (c, tenant) = (c.clone(), tenant.to_string());
             delta = Some(tokio::spawn(async move {
-                let cmd = format!("head -c {DELTA} /dev/urandom > /home/delta.bin && sync");
+                // `sync FILE`: a plain `sync` waits on every filesystem of the (shared)
+                // machine and, still running at the stop, held it for a second.
+                let cmd = format!("head -c {DELTA} /dev/urandom > /home/delta.bin && sync /home/delta.bin");
                 let r = c.instance_exec(&tenant, "mvsrc", &ExecRequest { command: vec!["sh".into(), "-c".into(), cmd], env: Default::default(), timeout_secs: Some(60) }).await?;
                 // Still in the first pass once written?
                 let after = c.instance_move_status(&tenant, "mvsrc").await?;
