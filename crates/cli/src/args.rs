@@ -1054,7 +1054,7 @@ impl SmokeArgs {
 #[derive(Args, Clone)]
 pub struct BenchArgs {
     /// Comma-separated subset of: start, resume, burst (with density), api, reconcile, heartbeat,
-    /// snapshot, proxy, ssh, backup; `access` is proxy and ssh.
+    /// snapshot, proxy, ssh, backup, copy, move; `access` is proxy and ssh.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Samples for start and resume.
@@ -1087,11 +1087,14 @@ pub struct BenchArgs {
     /// MiB of the file the copy benchmark copies across hosts.
     #[arg(long, default_value_t = 1024)]
     copy_mib: u64,
+    /// MiB of the workspace the move benchmark moves between hosts.
+    #[arg(long, default_value_t = 1024)]
+    move_mib: u64,
 }
 
 impl BenchArgs {
     pub fn options(&self, bin: PathBuf) -> BenchOptions {
         let a = self.clone();
-        BenchOptions { bin, only: a.only, runs: a.runs, burst: a.burst, heartbeat_runs: a.heartbeat_runs, api_secs: a.api_secs, reconcile_size: a.reconcile_size, out: a.out, proxy_requests: a.proxy_requests, proxy_mib: a.proxy_mib, backup_mib: a.backup_mib, copy_mib: a.copy_mib }
+        BenchOptions { bin, only: a.only, runs: a.runs, burst: a.burst, heartbeat_runs: a.heartbeat_runs, api_secs: a.api_secs, reconcile_size: a.reconcile_size, out: a.out, proxy_requests: a.proxy_requests, proxy_mib: a.proxy_mib, backup_mib: a.backup_mib, copy_mib: a.copy_mib, move_mib: a.move_mib }
     }
 }

@@ -9,19 +9,26 @@ fn bench_runs_and_reports() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("b.json");
     let o = std::process::Command::new(common::bin())
-        .args(["bench", "--only", "start,resume,api,proxy", "--runs", "3", "--api-secs", "1", "--proxy-requests", "5", "--proxy-mib", "1", "--out"])
+        .args(["bench", "--only", "start,resume,api,proxy,move", "--runs", "3", "--api-secs", "1", "--proxy-requests", "5", "--proxy-mib", "1", "--move-mib", "32", "--out"])
         .arg(&out)
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     let results = v["results"].as_array().unwrap();
-    for bench in ["start", "resume", "api", "proxy"] {
+    for bench in ["start", "resume", "api", "proxy", "move"] {
         let r = results.iter().find(|r| r["bench"] == bench).unwrap_or_else(|| panic!("no {bench} result in {v:#}"));
         assert!(r["hangar"].as_f64().unwrap() > 0.0, "{r}");
     }
     let start = results.iter().find(|r| r["bench"] == "start").unwrap();
     assert!(start["raw"].as_f64().unwrap() > 0.0 && start["ratio"].as_f64().unwrap() > 0.0, "{start}");
+    // The move next to btrfs send | receive, and the downtime it reported.
+    let mv: Vec<&serde_json::Value> = results.iter().filter(|r| r["bench"] == "move").collect();
+    assert!(mv[0]["raw"].as_f64().unwrap() > 0.0 && mv[0]["ratio"].as_f64().unwrap() > 0.0, "{mv:?}");
+    let down = mv.iter().find(|r| r["metric"].as_str().unwrap().starts_with("downtime")).unwrap_or_else(|| panic!("no downtime row in {mv:?}"));
+    assert!(down["hangar"].as_f64().unwrap() > 0.0, "{down}");
+    assert!(mv.iter().any(|r| r["metric"] == "phase final"), "{mv:?}");
+    assert!(v["failed"].as_array().unwrap().is_empty(), "{v:#}");
     assert!(v["machine"]["nproc"].as_u64().unwrap() >= 1);
     let bad = std::process::Command::new(common::bin()).args(["bench", "--only", "warp"]).output().unwrap();
     assert!(!bad.status.success());

@@ -19,7 +19,7 @@ fn smoke_passes_on_a_local_fleet_and_writes_results() {
     assert_eq!(summary["ok"], true, "{summary:#}");
     assert!(summary["passed"].as_u64().unwrap() >= 30, "{summary:#}");
     assert_eq!(summary["skipped"], 0, "{summary:#}");
-    for s in ["fleet", "lifecycle", "network", "security", "pools", "hosts", "access", "backup", "copy", "cleanup"] {
+    for s in ["fleet", "lifecycle", "network", "security", "pools", "hosts", "access", "backup", "copy", "move", "cleanup"] {
         let v: Value = serde_json::from_str(&std::fs::read_to_string(run.join(format!("{s}.json"))).unwrap()).unwrap();
         for step in v["steps"].as_array().unwrap() {
             assert_eq!(step["status"], "PASS", "{step}");

@@ -72,3 +72,36 @@ fn a_killed_runner_is_detected_and_bad_input_refused() {
     let fleet = std::path::PathBuf::from(s["fleet_dir"].as_str().expect("the runner recorded its fleet"));
     assert!(!fleet.exists(), "the dead runner's fleet is still there");
 }
+
+/// The `transfer` scenario: moves and cross-host copies with the source or target agent
+/// killed at random moments; every round checks its invariants (one host per
+/// instance, checksums, progress only up, no staging, no open tickets).
+#[test]
+fn a_transfer_soak_run_keeps_its_invariants_under_kill_9() {
+    common::require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path();
+    let o = soak(base, &["start", "300", "--scenario", "transfer"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while status(base)["rounds"].as_u64().unwrap_or(0) < 3 {
+        let s = status(base);
+        assert_eq!(s["state"], "running", "{s}");
+        assert_eq!(s["errors"], 0, "{s}");
+        assert!(Instant::now() < deadline, "no progress: {s}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let o = soak(base, &["stop"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s = status(base);
+    assert_eq!(s["errors"], 0, "{s}");
+    let run = std::path::PathBuf::from(std::fs::read_to_string(base.join("current")).unwrap().trim());
+    let rounds = std::fs::read_to_string(run.join("rounds.tsv")).unwrap();
+    assert!(rounds.lines().skip(1).all(|l| l.contains("\ttransfer\tok\t")), "{rounds}");
+    // The runner logs each round: moves ended, and agents were killed (a round without
+    // any kill is one in ten; three in a row one in a thousand).
+    let log = std::fs::read_to_string(run.join("runner.log")).unwrap();
+    let lines: Vec<&str> = log.lines().filter(|l| l.starts_with("transfer: move")).collect();
+    assert!(lines.len() >= 3, "{log}");
+    assert!(lines.iter().any(|l| l.contains("(kill tx-")), "no agent was killed in {} rounds:\n{log}", lines.len());
+}

@@ -40,6 +40,8 @@ pub struct BenchOptions {
     pub backup_mib: u64,
     /// MiB of the file the copy benchmark copies across hosts.
     pub copy_mib: u64,
+    /// MiB of the workspace the move benchmark moves between hosts.
+    pub move_mib: u64,
 }
 
 const ALL: &[&str] = &[
@@ -54,6 +56,7 @@ const ALL: &[&str] = &[
     "ssh",
     "backup",
     "copy",
+    "move",
 ];
 
 /// Names for several benchmarks at once (`--only access`: the name for both
@@ -586,6 +589,31 @@ pub async fn run(a: &BenchOptions) -> Result<Report> {
         }
         .await;
         record(&mut failed, "copy", r);
+    }
+    if which.contains(&"move") {
+        let r: Result<()> = async {
+            eprintln!("bench move: a {} MiB workspace moved between two hosts, next to btrfs send | receive over TCP", a.move_mib);
+            let s = crate::bench_move::run(&c, &fleet, "bench", a.move_mib).await?;
+            let ratio = s.move_secs / s.raw_secs;
+            rows.push(row("move", &format!("{} MiB: request to done", s.bytes >> 20), s.move_secs, Some(s.raw_secs), "s", "ratio <= 1.2", Some(ratio <= 1.2)));
+            rows.push(row("move", "request to running on the target", s.started_secs, Some(s.raw_secs), "s", "", None));
+            let changed = if s.delta_in_first_pass { "10 MiB changed since the first pass" } else { "10 MiB NOT written during the first pass" };
+            rows.push(row("move", &format!("downtime, {changed}"), s.downtime_ms as f64, None, "ms", "< 2000 ms", Some(s.downtime_ms < 2000)));
+            let mib = |b: u64| b as f64 / 1048576.0;
+            rows.push(row("move", "sent: first pass", mib(s.first_pass_bytes), None, "MiB", "", None));
+            rows.push(row("move", "sent: final pass", mib(s.sent_bytes.saturating_sub(s.first_pass_bytes)), None, "MiB", "", None));
+            // Where the time goes: each phase's length as the polls saw it.
+            for (i, (p, at)) in s.phases.iter().enumerate() {
+                let until = s.phases.get(i + 1).map(|n| n.1).unwrap_or(s.move_secs);
+                rows.push(row("move", &format!("phase {p}"), until - at, None, "s", "", None));
+            }
+            for line in fleet.log().lines().filter(|l| l.contains("move phase")) {
+                eprintln!("bench move: {line}");
+            }
+            Ok(())
+        }
+        .await;
+        record(&mut failed, "move", r);
     }
     let machine = serde_json::json!({
         "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),

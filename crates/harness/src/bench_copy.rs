@@ -21,7 +21,7 @@ pub struct CopyBench {
 
 const HOSTS: [&str; 2] = ["bcp-a", "bcp-b"];
 
-async fn instance_on(c: &HubClient, tenant: &str, name: &str, host: &str, disk_mib: u64) -> Result<Instance> {
+pub(crate) async fn instance_on(c: &HubClient, tenant: &str, name: &str, host: &str, disk_mib: u64) -> Result<Instance> {
     let spec = InstanceSpec { image: ImageRef::Host, vcpus: 1, mem_mib: 64, disk_mib, command: vec![], env: Default::default(), secrets: vec![] };
     let mut req = InstanceCreate::new(name.parse()?, spec, true);
     req.host = Some(host.parse()?);
@@ -34,7 +34,7 @@ async fn instance_on(c: &HubClient, tenant: &str, name: &str, host: &str, disk_m
 }
 
 /// The network namespace the `local` provider runs `host` in.
-fn netns_of(host: &str) -> Result<String> {
+pub(crate) fn netns_of(host: &str) -> Result<String> {
     let out = Command::new("ip").args(["netns", "list"]).output()?;
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -44,7 +44,19 @@ fn netns_of(host: &str) -> Result<String> {
         .with_context(|| format!("no network namespace for host {host}"))
 }
 
-fn sh(ns: &str, script: &str) -> Command {
+/// Starts `script` in `ns` (a TCP listener) and waits until its first line of
+/// output says `ready`.
+pub(crate) fn listening(ns: &str, script: &str) -> Result<std::process::Child> {
+    let mut rx = sh(ns, script).stdout(std::process::Stdio::piped()).spawn()?;
+    let mut ready = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(rx.stdout.as_mut().context("listener output")?), &mut ready)?;
+    if ready.trim() != "ready" {
+        bail!("the raw listener in {ns} did not start: {ready:?}");
+    }
+    Ok(rx)
+}
+
+pub(crate) fn sh(ns: &str, script: &str) -> Command {
     let mut c = Command::new("ip");
     c.args(["netns", "exec", ns, "bash", "-c", script]);
     c
@@ -88,9 +100,7 @@ pub async fn run(c: &HubClient, fleet: &Fleet, tenant: &str, mib: u64) -> Result
         "exec python3 -c 'import socket,shutil; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((\"{addr}\", {port})); s.listen(1); print(\"ready\", flush=True); c,_=s.accept(); f=open(\"{}\",\"wb\"); shutil.copyfileobj(c.makefile(\"rb\"), f, 1<<20); f.close()'",
         raw_file.display()
     );
-    let mut rx = sh(&ns_b, &listener).stdout(std::process::Stdio::piped()).spawn()?;
-    let mut ready = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(rx.stdout.as_mut().context("listener stdout")?), &mut ready)?;
+    let mut rx = listening(&ns_b, &listener)?;
     let t = Instant::now();
     let sent = sh(&ns_a, &format!("cat {} > /dev/tcp/{addr}/{port}", src_file.display())).status()?;
     let got = rx.wait()?;
@@ -107,7 +117,7 @@ pub async fn run(c: &HubClient, fleet: &Fleet, tenant: &str, mib: u64) -> Result
     Ok(CopyBench { bytes, hangar_secs, raw_secs })
 }
 
-fn same_bytes(a: &Path, b: &Path) -> Result<()> {
+pub(crate) fn same_bytes(a: &Path, b: &Path) -> Result<()> {
     let sum = |p: &PathBuf| -> Result<String> {
         let o = Command::new("sha256sum").arg(p).output()?;
         Ok(String::from_utf8_lossy(&o.stdout).split_whitespace().next().unwrap_or_default().to_string())

@@ -3,7 +3,8 @@
 //!
 //! - [`fleet`]: throwaway fleets (`hangar up` in a temp dir; hub and agent split);
 //! - [`smoke`]: the whole lifecycle as a PASS/FAIL matrix;
-//! - [`soak`]: long background runs and their triage;
+//! - [`soak`]: long background runs and their triage (`soak_transfer`: its moves and
+//!   copies under kill -9);
 //! - [`bench`]: hangar measured against the raw tools underneath.
 //!
 //! The binary's path is always a parameter: the tools pass their own executable, the
@@ -16,9 +17,11 @@ pub mod bench;
 mod bench_ssh;
 pub mod bench_backup;
 mod bench_copy;
+mod bench_move;
 pub mod fleet;
 pub mod smoke;
 pub mod soak;
+mod soak_transfer;
 
 /// What a tool has to show: a JSON document (for `--json`), the same for people, and
 /// the exit code.

@@ -41,7 +41,7 @@ pub struct SmokeOptions {
     pub cleanup: Option<String>,
 }
 
-const SCENARIOS: [(&str, &[&str]); 10] = [
+const SCENARIOS: [(&str, &[&str]); 11] = [
     ("fleet", &["host ready", "hosts join", "tenant create"]),
     ("lifecycle", &["instance create", "instance start", "sentinel write", "exec", "warm", "resume", "stop", "start again", "sentinel survives", "snapshot", "logs", "stats"]),
     ("network", &["instances on two tenants", "same-tenant reach", "cross-tenant isolation", "wide subnet wired", "cross-host reach", "net verify"]),
@@ -51,6 +51,7 @@ const SCENARIOS: [(&str, &[&str]); 10] = [
     ("access", &["secret set", "secret visible and read-only", "proxy denied without a token", "proxy allowed with a token", "access instance deleted", "ssh key add", "instance ssh --check", "ssh exec", "ssh instance delete"]),
     ("backup", &["backup target add", "backup sentinel", "backup create", "backup found in index", "restore into a new instance", "hard delete schedules a purge", "purge cancelled", "backup cleanup"]),
     ("copy", &["copy upload", "copy across hosts", "copy download", "copy compare"]),
+    ("move", &["move sentinel", "move to the second host", "same address and id", "sentinel moved", "source holds nothing", "copy after move", "copy back", "move compare"]),
     ("cleanup", &["delete instances", "remove hosts", "destroy tenants"]),
 ];
 
@@ -896,6 +897,7 @@ async fn scenario(r: &mut Run, name: &str) {
         }
         "backup" => backup_scenario(r).await,
         "copy" => copy_scenario(r).await,
+        "move" => move_scenario(r).await,
         "cleanup" => {
             r.step("delete instances", async {
                 for p in ["work", "spread"] {
@@ -903,7 +905,7 @@ async fn scenario(r: &mut Run, name: &str) {
                         c.pool_delete(&a, p).await?;
                     }
                 }
-                for (t, n) in [(&a, "life"), (&a, "n1"), (&a, "n2"), (&b, "n3"), (&a, "sec")] {
+                for (t, n) in [(&a, "life"), (&a, "n1"), (&a, "n2"), (&b, "n3"), (&a, "sec"), (&a, "cp1"), (&a, "cp2"), (&a, "mv1"), (&a, "mvpeer")] {
                     if c.instance_get(t, n).await.is_ok() {
                         wait_op(&c, c.instance_delete(t, n).await?).await?;
                     }
@@ -1044,6 +1046,167 @@ async fn copy_scenario(r: &mut Run) {
             bail!("mode, mtime or owner changed on the way: {m:?}");
         }
         for i in ["cp1", "cp2"] {
+            wait_op(&c, c.instance_delete(&a, i).await?).await?;
+        }
+        Ok(())
+    })
+    .await;
+}
+
+/// Follows the newest move of `tenant/name` to its end (what `instance move --wait`
+/// does); fails if its reported bytes ever go down or it does not end `done`.
+async fn wait_move(c: &HubClient, tenant: &str, name: &str) -> Result<hangar_types::moves::MoveStatus> {
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let mut last = 0u64;
+    loop {
+        let m = c.instance_move_status(tenant, name).await?;
+        if m.bytes < last {
+            bail!("the move's progress went back from {last} to {} bytes", m.bytes);
+        }
+        last = m.bytes;
+        if m.phase.is_final() {
+            if m.phase != hangar_types::moves::MovePhase::Done {
+                bail!("the move ended {}: {}", m.phase, m.error.unwrap_or_default());
+            }
+            return Ok(m);
+        }
+        if Instant::now() > deadline {
+            bail!("the move is still {} after 150 s ({last} bytes sent)", m.phase);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// `hangar instance move` and `hangar cp` after it: a sentinel written on one host,
+/// the instance moved to another with the same id and address, the sentinel intact,
+/// nothing of it left on the source; then a file copied from the moved instance to
+/// one on the first host (a cross-host copy after the move) and back, compared.
+async fn move_scenario(r: &mut Run) {
+    use hangar_types::files::{CopyEnd, CopyRequest, CopyVia};
+    let c = r.c.clone();
+    let a = r.tenant("a");
+    // Hosts that can take part in a host-to-host transfer (a routable agent endpoint);
+    // with the harness's own fleet, the two it added.
+    let mut hosts: Vec<String> = match c.host_list().await {
+        Ok(h) => h.iter().filter(|h| h.state == HostState::Ready && h.endpoint.as_deref().and_then(hangar_types::net::underlay_of).is_some()).map(|h| h.name.to_string()).collect(),
+        Err(_) => vec![],
+    };
+    let own = [r.host(1), r.host(2)];
+    if own.iter().all(|h| hosts.contains(h)) {
+        hosts = own.to_vec();
+    }
+    let sum = "sha256sum /home/mv-sentinel.bin | cut -d' ' -f1";
+    let mut before: Option<Instance> = None;
+    let mut sha = String::new();
+    r.step("move sentinel", async {
+        if hosts.len() < 2 {
+            bail!("{} ready host(s) with a routable agent endpoint; a move needs two", hosts.len());
+        }
+        create_on(&c, &a, "mv1", true, Some(&hosts[0])).await?;
+        create_on(&c, &a, "mvpeer", true, Some(&hosts[0])).await?;
+        let res = exec(&c, &a, "mv1", &format!("head -c 4194304 /dev/urandom > /home/mv-sentinel.bin && echo moved > /home/mv-hello.txt && sync && {sum}")).await?;
+        if res.exit_code != 0 || res.stdout.trim().len() != 64 {
+            bail!("sentinel write: exit {}: {} {}", res.exit_code, res.stdout, res.stderr);
+        }
+        sha = res.stdout.trim().to_string();
+        before = Some(c.instance_get(&a, "mv1").await?);
+        Ok(())
+    })
+    .await;
+    r.step("move to the second host", async {
+        let req = hangar_types::moves::InstanceMove { to: hosts[1].parse()?, keep_source_secs: 0 };
+        c.instance_move(&a, "mv1", &req).await?;
+        let m = wait_move(&c, &a, "mv1").await?;
+        let down = m.downtime_ms.ok_or_else(|| anyhow!("the move reports no downtime"))?;
+        eprintln!("    moved {a}/mv1 from {} to {}: {} bytes sent, {down} ms down", m.source, m.target, m.bytes);
+        Ok(())
+    })
+    .await;
+    r.step("same address and id", async {
+        let b = before.as_ref().ok_or_else(|| anyhow!("no record from before the move"))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let i = loop {
+            let i = c.instance_get(&a, "mv1").await?;
+            if i.observed == ObservedState::Running || Instant::now() > deadline {
+                break i;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        if i.host.as_ref().map(|h| h.as_str()) != Some(hosts[1].as_str()) {
+            bail!("mv1 is on host {:?}, expected {}", i.host, hosts[1]);
+        }
+        if (i.id, i.address) != (b.id, b.address) {
+            bail!("id or address changed: {} {:?} -> {} {:?}", b.id, b.address, i.id, i.address);
+        }
+        if (i.state, i.observed) != (hangar_types::InstanceState::Running, ObservedState::Running) {
+            bail!("mv1 is {} (observed {}) on the target, expected running", i.state, i.observed);
+        }
+        Ok(())
+    })
+    .await;
+    r.step("sentinel moved", async {
+        let res = exec(&c, &a, "mv1", &format!("{sum}; cat /home/mv-hello.txt")).await?;
+        if res.stdout != format!("{sha}\nmoved\n") {
+            bail!("after the move the sentinel reads {:?}, expected {sha} and moved", res.stdout);
+        }
+        Ok(())
+    })
+    .await;
+    let own_fleet = r.own_fleet.clone();
+    r.step("source holds nothing", async {
+        let b = before.as_ref().ok_or_else(|| anyhow!("no record from before the move"))?;
+        let sb = b.id.sandbox_id().to_string();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut left = vec![];
+            if c.host_status(&hosts[0]).await?.instances.iter().any(|i| i.id == b.id) {
+                left.push(format!("host {} still reports the instance", hosts[0]));
+            }
+            // On the harness's own fleet the hosts' pools can be looked at.
+            if let Some(data) = &own_fleet {
+                let pool = |h: &str| data.join("hosts").join(h).join("agent/storage/pool");
+                for d in ["volumes", "snapshots", "transfers"] {
+                    let p = pool(&hosts[0]).join(d).join(&sb);
+                    if p.exists() {
+                        left.push(p.display().to_string());
+                    }
+                }
+                let staged = pool(&hosts[1]).join("transfers").join(&sb);
+                if staged.exists() {
+                    left.push(format!("staging on the target: {}", staged.display()));
+                }
+            }
+            if left.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("30 s after the move: {}", left.join(", "));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })
+    .await;
+    let end = |i: &str, p: &str| -> Result<CopyEnd> { Ok(CopyEnd { tenant: a.parse()?, instance: i.parse()?, path: p.into() }) };
+    let copy = |from: Result<CopyEnd>, to: Result<CopyEnd>| {
+        let c = c.clone();
+        async move {
+            let done = c.files_copy(&CopyRequest { from: from?, to: to?, recursive: false }).await?;
+            if done.via != CopyVia::Transfer || done.written.bytes != 4 << 20 {
+                bail!("the copy went {:?} with {} bytes, expected a transfer of {}", done.via, done.written.bytes, 4 << 20);
+            }
+            anyhow::Ok(())
+        }
+    };
+    // The moved instance (second host) to one on the first host, and back.
+    r.step("copy after move", copy(end("mv1", "/home/mv-sentinel.bin"), end("mvpeer", "/home/"))).await;
+    r.step("copy back", copy(end("mvpeer", "/home/mv-sentinel.bin"), end("mv1", "/home/back.bin"))).await;
+    r.step("move compare", async {
+        let peer = exec(&c, &a, "mvpeer", sum).await?.stdout;
+        let back = exec(&c, &a, "mv1", "sha256sum /home/back.bin | cut -d' ' -f1").await?.stdout;
+        if peer.trim() != sha || back.trim() != sha {
+            bail!("checksums differ: sentinel {sha}, on the first host {}, copied back {}", peer.trim(), back.trim());
+        }
+        for i in ["mv1", "mvpeer"] {
             wait_op(&c, c.instance_delete(&a, i).await?).await?;
         }
         Ok(())

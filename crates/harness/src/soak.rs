@@ -19,7 +19,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-pub const SCENARIOS: [&str; 5] = ["lifecycle", "churn", "integrity", "concurrency", "restart"];
+pub const SCENARIOS: [&str; 6] = ["lifecycle", "churn", "integrity", "concurrency", "restart", "transfer"];
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
 struct State {
@@ -345,6 +345,8 @@ struct Watch {
     baseline: Option<(u64, usize)>,
     /// Sandbox ids of every instance seen so far.
     seen: HashSet<SandboxId>,
+    /// The transfer scenario's hosts, instances and checksum, once made.
+    tx: Option<crate::soak_transfer::TxState>,
 }
 
 /// What a host still holds for instances the store no longer has: sandboxes, volumes
@@ -506,6 +508,8 @@ async fn one_round(fleet: &mut Fleet, c: &mut HubClient, sc: &str, round: u64, r
             }
             wait_op(c, c.instance_delete("soak", &n).await?).await
         }
+        // Moves and cross-host copies with agents killed (soak_transfer.rs).
+        "transfer" => crate::soak_transfer::round(fleet, c, &mut watch.tx, &mut || next_rand(rng)).await,
         _ => unreachable!("checked up front"),
     }
 }
