@@ -35,6 +35,10 @@ const AGENT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// the request is answered from the store (409 for a stopped instance).
 const ROUTE_TTL: Duration = Duration::from_secs(1);
 
+/// A connection to an agent's endpoint, its socket read a buffer at a time
+/// ([`hangar_tls::stream`]), not 4 KiB at a time.
+type AgentStream = tokio_rustls::client::TlsStream<tokio::io::BufReader<tokio::net::TcpStream>>;
+
 /// Routes kept at most; past it the map starts over.
 const ROUTES_MAX: usize = 4096;
 
@@ -299,7 +303,7 @@ impl Hub {
         Ok(resp)
     }
 
-    async fn connect_agent(&self, agent_host: &hangar_store::HostRecord, endpoint: &str) -> HubResult<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    async fn connect_agent(&self, agent_host: &hangar_store::HostRecord, endpoint: &str) -> HubResult<AgentStream> {
         let unavailable = |m: String| HubError::new(ErrorCode::Unavailable, m);
         let uri: Uri = endpoint.parse().map_err(|e| unavailable(format!("agent endpoint '{endpoint}': {e}")))?;
         let host = uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_string();
@@ -311,7 +315,7 @@ impl Hub {
         let connect = async {
             let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
             let _ = tcp.set_nodelay(true);
-            connector.connect(server_name, tcp).await
+            connector.connect(server_name, hangar_tls::stream::buffered(tcp)).await
         };
         match tokio::time::timeout(AGENT_CONNECT_TIMEOUT, connect).await {
             Ok(Ok(s)) => Ok(s),

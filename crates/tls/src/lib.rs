@@ -6,6 +6,7 @@
 
 pub mod forward;
 pub mod serve;
+pub mod stream;
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,

@@ -169,7 +169,7 @@ pub async fn serve_router_with(
         let limits = limits.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let stream = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
+            let stream = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(crate::stream::buffered(tcp))).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(%addr, error = %e, "tls handshake failed");
