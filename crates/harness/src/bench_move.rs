@@ -113,7 +113,7 @@ pub async fn run(c: &HubClient, fleet: &Fleet, tenant: &str, mib: u64) -> Result
 
     // The move, with 10 MiB written in the instance while the first pass runs.
     let t = Instant::now();
-    c.instance_move(tenant, "mvsrc", &InstanceMove { to: HOSTS[1].parse()?, keep_source_secs: 0 }).await?;
+    c.instance_move(tenant, "mvsrc", &InstanceMove::to(HOSTS[1].parse()?)).await?;
     let mut phases: Vec<(MovePhase, f64)> = vec![];
     let mut first_pass_bytes = 0u64;
     let mut delta: Option<tokio::task::JoinHandle<Result<bool>>> = None;

@@ -1114,7 +1114,7 @@ async fn move_scenario(r: &mut Run) {
     })
     .await;
     r.step("move to the second host", async {
-        let req = hangar_types::moves::InstanceMove { to: hosts[1].parse()?, keep_source_secs: 0 };
+        let req = hangar_types::moves::InstanceMove::to(hosts[1].parse()?);
         c.instance_move(&a, "mv1", &req).await?;
         let m = wait_move(&c, &a, "mv1").await?;
         let down = m.downtime_ms.ok_or_else(|| anyhow!("the move reports no downtime"))?;

@@ -336,7 +336,7 @@ pub async fn round(fleet: &Fleet, c: &HubClient, state: &mut Option<TxState>, rn
         }
         .map(|h| (h, Duration::from_millis(rng() % s.last_move_ms.max(500))));
         let t = Instant::now();
-        c.instance_move(TENANT, MOVED, &InstanceMove { to: dst.parse()?, keep_source_secs: 0 }).await?;
+        c.instance_move(TENANT, MOVED, &InstanceMove::to(dst.parse()?)).await?;
         let env = Env { c, data: &data, st: &st };
         let m = follow_move(&env, kill_move, s).await?;
         if kill_move.is_none() {
