@@ -311,12 +311,30 @@ impl Hub {
         }
         crate::failpoint::hit(&format!("move-hub-snapshot-{name}"));
         let parent = parent.map(snap).filter(|p| staged.contains(p));
+        // The pass's bytes reach the move's record about every second while it runs (so
+        // `instance move --wait` shows a rate, not 0 until the pass ends), through the
+        // phase write with the phase unchanged: bytes only go up there, and a runner
+        // that lost the move writes nothing.
         let base = m.bytes;
-        let mut last = base;
-        let st = self
-            .transfer(&src, &dst, TransferObject::VolumeSnapshot { volume, snapshot: snap(name), parent }, &mut |s| last = base + s.bytes)
-            .await?;
-        m.bytes = last.max(base + st.bytes);
+        let live = std::sync::atomic::AtomicU64::new(base);
+        let mut on_progress = |s: &hangar_types::transfer::TransferStatus| live.store(base + s.bytes, std::sync::atomic::Ordering::Relaxed);
+        let pass = self.transfer(&src, &dst, TransferObject::VolumeSnapshot { volume, snapshot: snap(name), parent }, &mut on_progress);
+        tokio::pin!(pass);
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        let mut written = base;
+        let st = loop {
+            tokio::select! {
+                r = &mut pass => break r?,
+                _ = tick.tick() => {
+                    let now = live.load(std::sync::atomic::Ordering::Relaxed);
+                    if now > written {
+                        self.store.set_move_phase(&m.id, m.phase, m.phase, now, None, None).await?;
+                        written = now;
+                    }
+                }
+            }
+        };
+        m.bytes = live.load(std::sync::atomic::Ordering::Relaxed).max(base + st.bytes);
         Ok(())
     }
 
