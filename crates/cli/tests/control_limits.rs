@@ -16,7 +16,7 @@ fn up_pid(f: &Fleet) -> u32 {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
         let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let args: Vec<String> = cmd.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
-        if args.iter().any(|a| a == "up") && args.iter().any(|a| *a == dir) {
+        if args.iter().any(|a| a == "up") && args.contains(&dir) {
             return pid;
         }
     }

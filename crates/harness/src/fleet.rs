@@ -113,11 +113,10 @@ impl Fleet {
     pub async fn wait_ready(&self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
-            if let Ok(c) = self.client() {
-                if c.host_list().await.is_ok_and(|h| h.iter().any(|h| h.state == HostState::Ready)) {
+            if let Ok(c) = self.client()
+                && c.host_list().await.is_ok_and(|h| h.iter().any(|h| h.state == HostState::Ready)) {
                     return Ok(());
                 }
-            }
             if Instant::now() > deadline {
                 bail!("the local fleet did not come up within 90s: see {}; its log ends:\n{}", self.log_path().display(), tail(&self.log(), 40));
             }

@@ -132,11 +132,10 @@ impl Soak {
     pub async fn start(&self, secs: u64, scenario: &[String]) -> Result<Report> {
         let (bin, base) = (&self.bin, &self.base);
         check_scenarios(scenario)?;
-        if let Ok((dir, s)) = current_state(base, bin) {
-            if s.state == "running" {
+        if let Ok((dir, s)) = current_state(base, bin)
+            && s.state == "running" {
                 bail!("soak run {} is still running (pid {}) in {}: stop it with `hangar soak stop`", s.run_id, s.pid, dir.display());
             }
-        }
         let run_id = format!("soak-{}", time::OffsetDateTime::now_utc().unix_timestamp());
         let dir = std::path::absolute(base.join(&run_id))?;
         std::fs::create_dir_all(&dir)?;
@@ -390,7 +389,7 @@ async fn one_round(fleet: &mut Fleet, c: &mut HubClient, sc: &str, round: u64, r
             let pick = |rng: &mut u64| list.get(next_rand(rng) as usize % list.len().max(1)).cloned();
             match next_rand(rng) % 5 {
                 0 | 1 if list.len() < MAX_POPULATION => {
-                    wait_op(c, c.instance_create("soak", &InstanceCreate::new(format!("ch{round}").parse()?, spec(), next_rand(rng) % 2 == 0)).await?).await
+                    wait_op(c, c.instance_create("soak", &InstanceCreate::new(format!("ch{round}").parse()?, spec(), next_rand(rng).is_multiple_of(2))).await?).await
                 }
                 2 => match pick(rng) {
                     Some(i) if matches!(i.state, InstanceState::Created | InstanceState::Stopped) => wait_op(c, c.instance_action("soak", i.name.as_str(), "start").await?).await,
@@ -422,11 +421,10 @@ async fn one_round(fleet: &mut Fleet, c: &mut HubClient, sc: &str, round: u64, r
                 if !ids.insert(i.id) {
                     bail!("duplicate instance id {}", i.id);
                 }
-                if let Some(a) = i.address {
-                    if !addrs.insert((i.tenant.clone(), a)) {
+                if let Some(a) = i.address
+                    && !addrs.insert((i.tenant.clone(), a)) {
                         bail!("duplicate address {a} in tenant {}", i.tenant);
                     }
-                }
                 // Settled states must be confirmed by the host.
                 let settled_ok = match i.state {
                     InstanceState::Running => i.observed == ObservedState::Running,

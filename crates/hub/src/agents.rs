@@ -177,7 +177,7 @@ impl Hub {
     /// The desired-state document of a host, as its agent would get it.
     pub async fn host_desired(&self, p: &Principal, n: &Name) -> HubResult<DesiredDoc> {
         p.require_admin()?;
-        let h = self.store.get_host(&n).await?.ok_or_else(|| HubError::not_found(format!("host '{n}' not found")))?;
+        let h = self.store.get_host(n).await?.ok_or_else(|| HubError::not_found(format!("host '{n}' not found")))?;
         self.desired_doc(&h).await
     }
 
@@ -315,6 +315,31 @@ impl Hub {
     }
 }
 
+/// The names a renewed host certificate carries: the endpoint's host as reported, and
+/// localhost (the same kind of names a join gives).
+fn host_cert_names(host: &HostRecord) -> Vec<String> {
+    let mut names = vec!["localhost".to_string()];
+    if let Some(h) = host.endpoint.as_deref().and_then(|e| e.strip_prefix("https://")).and_then(|e| e.rsplit_once(':')).map(|(h, _)| h.trim_matches(['[', ']'])) {
+        names.push(h.to_string());
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Whether applying `obs` to `inst` as stored would change nothing: a stale
+/// generation, or the same observation the store already holds. [`Hub::observe`]
+/// decides with it, and reports use it to skip unchanged instances without a read each.
+fn observation_is_noop(inst: &Instance, obs: &hangar_types::protocol::ObservedInstance) -> bool {
+    if obs.generation != inst.generation {
+        return true; // stale: observe ignores it too
+    }
+    if inst.state == InstanceState::Deleted && obs.state == ObservedState::Gone {
+        return false;
+    }
+    inst.observed == obs.state && inst.error == obs.error && transition(inst.state, Transition::Observed(obs.state)).is_ok_and(|to| to == inst.state)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,29 +382,4 @@ mod tests {
             assert_eq!(h.desired_generation, latest, "a report wrote back an old desired generation");
         }
     }
-}
-
-/// The names a renewed host certificate carries: the endpoint's host as reported, and
-/// localhost (the same kind of names a join gives).
-fn host_cert_names(host: &HostRecord) -> Vec<String> {
-    let mut names = vec!["localhost".to_string()];
-    if let Some(h) = host.endpoint.as_deref().and_then(|e| e.strip_prefix("https://")).and_then(|e| e.rsplit_once(':')).map(|(h, _)| h.trim_matches(['[', ']'])) {
-        names.push(h.to_string());
-    }
-    names.sort();
-    names.dedup();
-    names
-}
-
-/// Whether applying `obs` to `inst` as stored would change nothing: a stale
-/// generation, or the same observation the store already holds. [`Hub::observe`]
-/// decides with it, and reports use it to skip unchanged instances without a read each.
-fn observation_is_noop(inst: &Instance, obs: &hangar_types::protocol::ObservedInstance) -> bool {
-    if obs.generation != inst.generation {
-        return true; // stale: observe ignores it too
-    }
-    if inst.state == InstanceState::Deleted && obs.state == ObservedState::Gone {
-        return false;
-    }
-    inst.observed == obs.state && inst.error == obs.error && transition(inst.state, Transition::Observed(obs.state)).is_ok_and(|to| to == inst.state)
 }

@@ -162,7 +162,7 @@ impl Hub {
 
     pub async fn host_get(&self, p: &Principal, n: &Name) -> HubResult<Host> {
         p.require_admin()?;
-        let h = self.store.get_host(&n).await?.ok_or_else(|| HubError::not_found(format!("host '{n}' not found")))?;
+        let h = self.store.get_host(n).await?.ok_or_else(|| HubError::not_found(format!("host '{n}' not found")))?;
         self.host_view(&h).await
     }
 
@@ -252,7 +252,7 @@ impl Hub {
     pub async fn host_drain(&self, p: &Principal, n: &Name, drain: bool) -> HubResult<Host> {
         p.require_admin()?;
         let not_found = || HubError::not_found(format!("host '{n}' not found"));
-        let h = self.store.get_host(&n).await?.ok_or_else(not_found)?;
+        let h = self.store.get_host(n).await?.ok_or_else(not_found)?;
         let to = if drain { HostState::Draining } else { HostState::Ready };
         let change = HostStateChange::to(to).from(&[HostState::Ready, HostState::Draining]);
         let Some(from) = self.change_host_state(h.id, &change).await? else {
@@ -264,7 +264,7 @@ impl Hub {
             ));
         };
         let h = HostRecord { state: to, ..h };
-        self.touch_host(&n);
+        self.touch_host(n);
         let action = if drain { "host.drain" } else { "host.undrain" };
         self.event(&p.actor(), None, format!("host/{n}"), action, "ok", Some(format!("{} -> {}", from.as_str(), h.state.as_str()))).await;
         self.host_view(&h).await
@@ -274,17 +274,17 @@ impl Hub {
     /// really stopped; a start asked meanwhile waits for that.
     pub async fn host_stop(&self, p: &Principal, n: &Name) -> HubResult<Host> {
         p.require_admin()?;
-        let (_, prov) = self.host_provider(&n).await?;
+        let (_, prov) = self.host_provider(n).await?;
         let _pg = self.lock(LockKey::Provider(n.clone())).await;
-        self.touch_host(&n);
-        self.set_host_state(&n, HostState::Stopped, &p.actor(), "host.stop").await?;
-        if let Err(e) = prov.stop(&n).await {
+        self.touch_host(n);
+        self.set_host_state(n, HostState::Stopped, &p.actor(), "host.stop").await?;
+        if let Err(e) = prov.stop(n).await {
             self.event(&p.actor(), None, format!("host/{n}"), "host.stop", "error", Some(format!("{e:#}"))).await;
-            return Err(provider_error("stop", &n, e));
+            return Err(provider_error("stop", n, e));
         }
-        self.mark_unknown(&n).await?;
-        self.touch_host(&n);
-        let h = self.store.get_host(&n).await?.ok_or_else(|| HubError::not_found(format!("host '{n}' not found")))?;
+        self.mark_unknown(n).await?;
+        self.touch_host(n);
+        let h = self.store.get_host(n).await?.ok_or_else(|| HubError::not_found(format!("host '{n}' not found")))?;
         self.host_view(&h).await
     }
 
@@ -292,17 +292,17 @@ impl Hub {
     /// first full report (every instance, converged), not on any earlier signal.
     pub async fn host_start(&self, p: &Principal, n: &Name) -> HubResult<Host> {
         p.require_admin()?;
-        let (_, prov) = self.host_provider(&n).await?;
+        let (_, prov) = self.host_provider(n).await?;
         // Held by a stop still in progress: a start waits until the stop finished.
         let _pg = self.lock(LockKey::Provider(n.clone())).await;
-        self.touch_host(&n);
-        self.set_host_state(&n, HostState::Offline, &p.actor(), "host.start").await?;
-        if let Err(e) = prov.start(&n).await {
+        self.touch_host(n);
+        self.set_host_state(n, HostState::Offline, &p.actor(), "host.start").await?;
+        if let Err(e) = prov.start(n).await {
             self.event(&p.actor(), None, format!("host/{n}"), "host.start", "error", Some(format!("{e:#}"))).await;
-            return Err(provider_error("start", &n, e));
+            return Err(provider_error("start", n, e));
         }
-        self.touch_host(&n);
-        let h = self.store.get_host(&n).await?.ok_or_else(|| HubError::not_found(format!("host '{n}' not found")))?;
+        self.touch_host(n);
+        let h = self.store.get_host(n).await?.ok_or_else(|| HubError::not_found(format!("host '{n}' not found")))?;
         self.host_view(&h).await
     }
 
@@ -328,8 +328,8 @@ impl Hub {
     /// Removes a host that holds no instances (its provider removes what it made).
     pub async fn host_remove(&self, p: &Principal, n: &Name) -> HubResult<Host> {
         p.require_admin()?;
-        let h = self.store.get_host(&n).await?.ok_or_else(|| HubError::not_found(format!("host '{n}' not found")))?;
-        let left = self.store.list_instances(&InstanceFilter::host(&n)).await?.len();
+        let h = self.store.get_host(n).await?.ok_or_else(|| HubError::not_found(format!("host '{n}' not found")))?;
+        let left = self.store.list_instances(&InstanceFilter::host(n)).await?.len();
         if left > 0 {
             return Err(HubError::new(
                 ErrorCode::IllegalTransition,
@@ -339,7 +339,7 @@ impl Hub {
         if let Some(pv) = &h.provider {
             let prov = self.provider(pv)?;
             let _pg = self.lock(LockKey::Provider(n.clone())).await;
-            prov.remove(&n).await.map_err(|e| provider_error("remove", &n, e))?;
+            prov.remove(n).await.map_err(|e| provider_error("remove", n, e))?;
         }
         self.store.delete_host(h.id).await?;
         self.event(&p.actor(), None, format!("host/{n}"), "host.remove", "ok", None).await;
@@ -351,7 +351,7 @@ impl Hub {
     /// The agent's own view of its host, read live over mTLS.
     pub async fn host_status(&self, p: &Principal, n: &Name) -> HubResult<NodeStatus> {
         p.require_admin()?;
-        let h = self.store.get_host(&n).await?.ok_or_else(|| HubError::not_found(format!("host '{n}' not found")))?;
+        let h = self.store.get_host(n).await?.ok_or_else(|| HubError::not_found(format!("host '{n}' not found")))?;
         // Not an outage: nothing to ask yet (a 409 the caller can wait out, not a 5xx).
         let endpoint = h
             .endpoint

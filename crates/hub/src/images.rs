@@ -72,11 +72,10 @@ impl Hub {
     /// errors name the `image` field and say what to do.
     pub(crate) async fn check_requested_image(&self, image: &ImageRef) -> HubResult<()> {
         image.check_requested().map_err(HubError::invalid)?;
-        if let ImageRef::Named(n) = image {
-            if self.store.get_image(n).await?.is_none() {
+        if let ImageRef::Named(n) = image
+            && self.store.get_image(n).await?.is_none() {
                 return Err(HubError::new(ErrorCode::Conflict, format!("image: no image '{n}' is registered: an admin adds it with `hangar image add {n} --dir PATH` (or --tar FILE)")));
             }
-        }
         Ok(())
     }
 

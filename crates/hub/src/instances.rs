@@ -180,12 +180,11 @@ impl Hub {
             }
         };
         // Only moves that take more resources are checked against the quotas.
-        if matches!(t, Transition::Start | Transition::Resume) {
-            if let Err(e) = self.check_quota(ten, &inst, to).await {
+        if matches!(t, Transition::Start | Transition::Resume)
+            && let Err(e) = self.check_quota(ten, &inst, to).await {
                 self.event(actor, Some(&ten.name), object, &action, "error", Some(e.0.message.clone())).await;
                 return Err(e);
             }
-        }
         inst.state = to;
         inst.desired = to.desired();
         inst.observed = ObservedState::Unknown;

@@ -52,11 +52,10 @@ pub async fn start(data_dir: &Path, args: &[String], config_path: &Path) -> Resu
         if live_pid(data_dir).is_none() {
             bail!("the daemon exited during startup: see {}", log_file(data_dir).display());
         }
-        if let Ok(cfg) = config::load(config_path) {
-            if hub_answers(&cfg).await {
+        if let Ok(cfg) = config::load(config_path)
+            && hub_answers(&cfg).await {
                 return Ok(Started { pid: child.id(), hub_url: cfg.hub_url });
             }
-        }
     }
     bail!("the daemon did not answer within 30s: see {}", log_file(data_dir).display())
 }

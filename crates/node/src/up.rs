@@ -33,12 +33,11 @@ pub async fn up(data_dir: &Path, listen: SocketAddr, agent: AgentArgs, config_pa
     let url = hub_url(&run.addr);
     // The client config follows the port actually bound (--listen :0 picks a free one).
     let mut cfg = config::load(config_path).ok();
-    if let Some(c) = cfg.as_mut() {
-        if c.hub_url != url {
+    if let Some(c) = cfg.as_mut()
+        && c.hub_url != url {
             c.hub_url = url.clone();
             config::save(config_path, c)?;
         }
-    }
     let paths = AgentPaths::new(data_dir.join("agent"));
     if !paths.is_joined() {
         let name: hangar_types::Name = "local".parse()?;

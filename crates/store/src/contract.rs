@@ -1284,26 +1284,6 @@ pub async fn backup_purges_schedule_list_take(store: Arc<dyn Store>) {
     assert_eq!(store.list_backup_purges().await.unwrap(), vec![early]);
 }
 
-#[cfg(test)]
-mod tests {
-    /// Every behaviour is listed in `store_contract_tests!`: one left out would silently
-    /// never run against any implementation.
-    #[test]
-    fn every_behaviour_is_in_the_test_macro() {
-        let src = include_str!("contract.rs");
-        let (macro_body, rest) = src.split_once("pub mod fixtures").unwrap();
-        let behaviours: Vec<&str> = rest
-            .lines()
-            .filter_map(|l| l.strip_prefix("pub async fn "))
-            .map(|l| l.split('(').next().unwrap())
-            .collect();
-        assert!(behaviours.len() > 20, "{behaviours:?}");
-        for b in behaviours {
-            assert!(macro_body.contains(&format!("            {b},\n")), "{b} is missing from store_contract_tests!");
-        }
-    }
-}
-
 // ---- control plane safety (issue 13) ----
 
 pub async fn host_certificates_renew_through_a_staged_fingerprint(store: Arc<dyn Store>) {
@@ -1558,4 +1538,24 @@ pub async fn a_tenant_destroy_is_marked_once_and_its_progress_kept(store: Arc<dy
     // The mark goes with the row.
     assert!(store.delete_tenant(&name("acme")).await.unwrap());
     assert_eq!(store.tenant_destroys().await.unwrap(), vec![]);
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every behaviour is listed in `store_contract_tests!`: one left out would silently
+    /// never run against any implementation.
+    #[test]
+    fn every_behaviour_is_in_the_test_macro() {
+        let src = include_str!("contract.rs");
+        let (macro_body, rest) = src.split_once("pub mod fixtures").unwrap();
+        let behaviours: Vec<&str> = rest
+            .lines()
+            .filter_map(|l| l.strip_prefix("pub async fn "))
+            .map(|l| l.split('(').next().unwrap())
+            .collect();
+        assert!(behaviours.len() > 20, "{behaviours:?}");
+        for b in behaviours {
+            assert!(macro_body.contains(&format!("            {b},\n")), "{b} is missing from store_contract_tests!");
+        }
+    }
 }

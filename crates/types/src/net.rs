@@ -325,7 +325,7 @@ mod tests {
             for (k, p) in [24u8, 22, 24, 23, 24, 21, 24, 24, 22].into_iter().enumerate() {
                 let got = first_free_net_id(&taken, p, max);
                 let size = net_ids_per_subnet(p);
-                let fits = |s: u32| s >= 1 && s % size == 0 && s + size - 1 <= max && taken.iter().all(|&(id, tp)| !overlaps(s, p, id, tp));
+                let fits = |s: u32| s >= 1 && s.is_multiple_of(size) && s + size - 1 <= max && taken.iter().all(|&(id, tp)| !overlaps(s, p, id, tp));
                 let want = (1..=max).find(|&s| fits(s));
                 assert_eq!(got, want, "max {max} step {k} taken {taken:?}");
                 if let Some(s) = got {

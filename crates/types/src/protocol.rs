@@ -115,14 +115,13 @@ impl DesiredDoc {
             if !self.tenants.is_empty() && !self.tenants.iter().any(|t| t.name == p.tenant) {
                 return err(format!("pools[{i}].tenant"), format!("tenant '{}' is not in `tenants`", p.tenant));
             }
-            if let Some(t) = self.tenants.iter().find(|t| t.name == p.tenant) {
-                if p.counts.total() > t.quotas.max_instances {
+            if let Some(t) = self.tenants.iter().find(|t| t.name == p.tenant)
+                && p.counts.total() > t.quotas.max_instances {
                     return err(
                         format!("pools[{i}].counts"),
                         format!("running + warm + sleeping is {}, over tenant '{}' quota max_instances {}", p.counts.total(), t.name, t.quotas.max_instances),
                     );
                 }
-            }
         }
         let mut ids = std::collections::HashSet::new();
         let mut names = std::collections::HashSet::new();
@@ -149,11 +148,10 @@ impl DesiredDoc {
             if !self.tenants.is_empty() && !self.tenants.iter().any(|t| t.name == d.tenant) {
                 return err(format!("instances[{i}].tenant"), format!("tenant '{}' is not in `tenants`", d.tenant));
             }
-            if let Some(p) = &d.pool {
-                if !self.pools.iter().any(|x| &x.name == p && x.tenant == d.tenant) {
+            if let Some(p) = &d.pool
+                && !self.pools.iter().any(|x| &x.name == p && x.tenant == d.tenant) {
                     return err(format!("instances[{i}].pool"), format!("pool '{}/{p}' is not in `pools`", d.tenant));
                 }
-            }
         }
         for (ti, t) in self.tenants.iter().enumerate() {
             let mine: Vec<&DesiredInstance> = self.instances.iter().filter(|d| d.tenant == t.name).collect();

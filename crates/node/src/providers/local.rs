@@ -160,11 +160,10 @@ impl LocalProvider {
             let Ok(name) = h.parse::<Name>() else { continue };
             if !stopped.contains(&name) && self.agent_dir(&h).join("identity.json").exists() {
                 // An agent still talking to this hub's previous address is restarted.
-                if let Some(pid) = self.agent_pid(&h) {
-                    if !crate::proc::is(pid, |a| a.iter().any(|x| x.contains(&self.hub_url()))) {
+                if let Some(pid) = self.agent_pid(&h)
+                    && !crate::proc::is(pid, |a| a.iter().any(|x| x.contains(&self.hub_url()))) {
                         let _ = self.stop_agent(&h).await;
                     }
-                }
                 if let Err(e) = self.ensure_netns(&h).and_then(|_| self.spawn_agent(&h)) {
                     tracing::error!(host = %h, error = %e, "cannot restart a provider host's agent");
                 }
@@ -205,12 +204,11 @@ impl LocalProvider {
         }
         ip(&["link", "set", b, "up"])?;
         nft(&self.net.guard_rules(self.hub_port)).context("cannot guard the hub's machine from the host network")?;
-        if !self.serving.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            if let Err(e) = (self.serve_on)(std::net::SocketAddr::new(self.net.gateway.into(), self.hub_port)) {
+        if !self.serving.swap(true, std::sync::atomic::Ordering::SeqCst)
+            && let Err(e) = (self.serve_on)(std::net::SocketAddr::new(self.net.gateway.into(), self.hub_port)) {
                 self.serving.store(false, std::sync::atomic::Ordering::SeqCst);
                 return Err(e);
             }
-        }
         Ok(())
     }
 
@@ -395,20 +393,18 @@ pub async fn remove_host_dir(net: &HostNet, dir: &Path, host: &str, purge: bool)
     let r = hangar_agent::teardown(&AgentPaths::new(dir.join("agent")), hangar_agent::Teardown::Everything(hangar_agent::drivers::HostNetwork::Separate)).await;
     errors.extend(r.errors);
     let ns = net.netns(host);
-    if Path::new("/run/netns").join(&ns).exists() {
-        if let Err(e) = ip(&["netns", "del", &ns]) {
+    if Path::new("/run/netns").join(&ns).exists()
+        && let Err(e) = ip(&["netns", "del", &ns]) {
             errors.push(format!("namespace {ns}: {e}"));
         }
-    }
     let (outer, _) = net.uplink(host);
     if link_exists(&outer) {
         let _ = ip(&["link", "del", &outer]);
     }
-    if errors.is_empty() && purge {
-        if let Err(e) = std::fs::remove_dir_all(dir) {
+    if errors.is_empty() && purge
+        && let Err(e) = std::fs::remove_dir_all(dir) {
             errors.push(format!("{}: {e}", dir.display()));
         }
-    }
     errors
 }
 

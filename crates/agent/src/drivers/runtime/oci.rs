@@ -208,11 +208,10 @@ impl OciRuntime {
             Err(e) => return Err(e),
         };
         let key = (meta.modified()?, meta.len());
-        if let Some((k, st)) = self.state_cache.lock().expect("state cache").get(dir) {
-            if *k == key {
+        if let Some((k, st)) = self.state_cache.lock().expect("state cache").get(dir)
+            && *k == key {
                 return Ok(Some(st.clone()));
             }
-        }
         let raw = match std::fs::read(&path) {
             Ok(r) => r,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -314,15 +313,12 @@ impl Runtime for OciRuntime {
 
     async fn resume(&self, id: &SandboxId) -> Result<(), RuntimeError> {
         // runc: thaw the freezer cgroup directly, which is all `runc resume` does.
-        if self.flavor == Flavor::Runc {
-            if let Some(state) = self.runc_state(id) {
-                if let Some((file, _, thawed)) = freezer_file(&state) {
-                    if std::fs::write(&file, thawed).is_ok() {
+        if self.flavor == Flavor::Runc
+            && let Some(state) = self.runc_state(id)
+                && let Some((file, _, thawed)) = freezer_file(&state)
+                    && std::fs::write(&file, thawed).is_ok() {
                         return Ok(());
                     }
-                }
-            }
-        }
         match self.run("resume", id.as_str(), &["resume", id.as_str()]).await {
             Ok(_) => Ok(()),
             // Not paused (already running): nothing to do. One spawn instead of two.
@@ -332,11 +328,10 @@ impl Runtime for OciRuntime {
     }
 
     async fn status(&self, id: &SandboxId) -> Result<Option<SandboxStatus>, RuntimeError> {
-        if self.flavor == Flavor::Runc {
-            if let Ok(st) = self.status_from_files(&self.state_root.join(id)) {
+        if self.flavor == Flavor::Runc
+            && let Ok(st) = self.status_from_files(&self.state_root.join(id)) {
                 return Ok(st);
             }
-        }
         match self.run("state", id.as_str(), &["state", id.as_str()]).await {
             Ok(out) => {
                 let v: serde_json::Value = serde_json::from_slice(&out)

@@ -133,12 +133,11 @@ impl BtrfsPool {
     /// image file (and so the data) in place.
     pub async fn teardown(root: &Path) -> Result<(), VolumeError> {
         let mount = mount_point(root);
-        if is_mounted(&mount) {
-            if run("umount", &[mount.as_os_str()]).await.is_err() {
+        if is_mounted(&mount)
+            && run("umount", &[mount.as_os_str()]).await.is_err() {
                 // Busy (a sandbox still holds a bind): detach lazily so it goes when freed.
                 run("umount", &[a("-l"), mount.as_os_str()]).await?;
             }
-        }
         let img = image(root);
         if img.exists() {
             for dev in loops_of(&img).await? {
