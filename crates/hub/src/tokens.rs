@@ -25,9 +25,9 @@ impl Hub {
             (None | Some(TokenRole::Tenant), Some(_)) => TokenRole::Tenant,
             (Some(TokenRole::Viewer), _) => TokenRole::Viewer,
             (Some(TokenRole::Admin), Some(_)) => {
-                return Err(HubError::invalid("role: an admin token has no tenant: leave out tenant, or ask for role tenant or viewer"))
+                return Err(HubError::new(ErrorCode::Unprocessable, "role: an admin token has no tenant: leave out tenant, or ask for role tenant or viewer"))
             }
-            (Some(TokenRole::Tenant), None) => return Err(HubError::invalid("tenant: a tenant token needs the tenant it is for")),
+            (Some(TokenRole::Tenant), None) => return Err(HubError::new(ErrorCode::Unprocessable, "tenant: a tenant token needs the tenant it is for")),
         };
         if let Some(t) = &req.tenant {
             self.tenant_get(p, t).await?;

@@ -150,11 +150,12 @@ async fn viewer_tokens_read_within_their_scope_and_write_nothing() {
     let acme = token(Some("acme"), None).await;
     let acme_viewer = token(Some("acme"), Some(TokenRole::Viewer)).await;
     assert_eq!((admin.role, acme.role, admin_viewer.role, acme_viewer.role), (TokenRole::Admin, TokenRole::Tenant, TokenRole::Viewer, TokenRole::Viewer));
-    // Roles that contradict the scope are refused, naming the field.
+    // Roles that contradict the scope are refused (422: each field alone is valid),
+    // naming the field.
     let e = a.token_create(&Principal::Admin, TokenCreate { tenant: Some("acme".parse().unwrap()), role: Some(TokenRole::Admin), description: None, ttl_secs: None }).await.unwrap_err();
-    assert!(e.0.message.starts_with("role:"), "{:?}", e.0);
+    assert!(e.0.message.starts_with("role:") && e.0.code == hangar_types::ErrorCode::Unprocessable, "{:?}", e.0);
     let e = a.token_create(&Principal::Admin, TokenCreate { tenant: None, role: Some(TokenRole::Tenant), description: None, ttl_secs: None }).await.unwrap_err();
-    assert!(e.0.message.starts_with("tenant:"), "{:?}", e.0);
+    assert!(e.0.message.starts_with("tenant:") && e.0.code == hangar_types::ErrorCode::Unprocessable, "{:?}", e.0);
 
     let fill = |p: &str| {
         p.replace("{tenant}", "acme").replace("{name}", "web").replace("{backup}", "b1").replace("{snapshot}", "s1").replace("{id}", "00000000-0000-4000-8000-000000000001")

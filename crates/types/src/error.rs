@@ -22,6 +22,9 @@ pub enum ErrorCode {
     Internal,
     /// A per-object limit of concurrent requests is reached: retry when one finished.
     TooManyRequests,
+    /// Every field is well-formed but they contradict each other (say a tenant token
+    /// without its tenant): change one of the fields named.
+    Unprocessable,
 }
 
 impl ErrorCode {
@@ -32,7 +35,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::AlreadyExists | ErrorCode::IllegalTransition | ErrorCode::Conflict => 409,
-            ErrorCode::QuotaExceeded => 422,
+            ErrorCode::QuotaExceeded | ErrorCode::Unprocessable => 422,
             // A full fleet is its state, not the hub failing: a conflict the caller can
             // resolve (add a host, free room), like a taken name. 503 stays for a host
             // or service that cannot be reached.
@@ -59,6 +62,7 @@ impl ErrorCode {
             ErrorCode::Timeout => "timeout",
             ErrorCode::Internal => "internal",
             ErrorCode::TooManyRequests => "too_many_requests",
+            ErrorCode::Unprocessable => "unprocessable",
         }
     }
 }

@@ -14,7 +14,8 @@ pub(super) fn routes() -> ApiRoutes {
 
 #[utoipa::path(post, path = "/v1/tokens", request_body = TokenCreate, security(("token" = [])),
     responses((status = 200, body = TokenCreated), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError),
-        (status = 404, body = ApiError, description = "no such tenant"), (status = 429, body = ApiError)))]
+        (status = 404, body = ApiError, description = "no such tenant"),
+        (status = 422, body = ApiError, description = "role and tenant contradict each other (a tenant token without its tenant, an admin token with one)"), (status = 429, body = ApiError)))]
 async fn token_create(State(hub): State<AppState>, p: Principal, ApiJson(req): ApiJson<TokenCreate>) -> HubResult<Json<TokenCreated>> {
     Ok(Json(hub.token_create(&p, req).await?))
 }
