@@ -321,6 +321,23 @@ fn a_tenant_network_spans_hosts_and_stays_its_own() {
     let v = f.json(&["net", "verify"]);
     assert_eq!(v["ok"], true, "{v:#}");
 
+    // A stalled agent (stopped, its TCP still accepting) costs its own checks, not the
+    // report: hosts are probed in parallel and every hub-to-agent call has a deadline.
+    let pid = std::fs::read_to_string(f.data_dir().join("hosts/node-c/agent.pid")).unwrap().trim().to_string();
+    let signal = |sig: &str| assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success(), "kill {sig} {pid}");
+    signal("-STOP");
+    let t = Instant::now();
+    let out = f.try_run(&["net", "verify", "--json"]);
+    let took = t.elapsed();
+    signal("-CONT");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("net verify with a stalled host: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(v["ok"], false, "a stalled host verified: {v:#}");
+    let checks = v["checks"].as_array().unwrap();
+    assert!(checks.iter().any(|c| c["host"] == "node-c" && c["ok"] == false), "no failed check for the stalled host: {v:#}");
+    assert!(checks.iter().filter(|c| c["host"] == "node-b").count() > 1 && checks.iter().filter(|c| c["host"] == "node-b").all(|c| c["ok"] == true), "the other host's checks suffered: {v:#}");
+    assert!(took < Duration::from_secs(120), "net verify waited {took:?} for a stalled host");
+    wait_until("node-c answers again", || f.json(&["net", "verify"])["ok"] == true);
+
     // acme's last instance on node-c goes: node-b's acme overlay device goes too.
     let dev = |host: &str| {
         let out = Command::new("nsenter").arg(format!("--net={}", netns_of(&f, host))).args(["ip", "-br", "link"]).output().unwrap();
