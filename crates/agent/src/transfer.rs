@@ -136,6 +136,11 @@ impl Transfers {
             hangar_types::failpoint::hit("transfer-target-adopt");
             self.volumes.adopt_staged(volume, &staged, size_mib).await.map_err(|e| err(ErrorCode::Internal, e.to_string()))?;
         }
+        // The user's snapshots the move carried become the volume's snapshots; the
+        // move's own (`mv-`) go with the staging.
+        for s in self.staged(volume).await.into_iter().filter(|s| !s.as_str().starts_with(hangar_types::snapshots::MOVE_PREFIX)) {
+            self.volumes.adopt_staged_snapshot(volume, &dir.join(&s), &s).await.map_err(|e| err(ErrorCode::Internal, e.to_string()))?;
+        }
         self.discard(volume).await
     }
 

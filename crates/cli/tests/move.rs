@@ -57,11 +57,13 @@ fn move_keeps_identity_and_bytes_and_leaves_nothing_behind() {
     let tok: hangar_types::api::TokenCreated = block_on(c.token_create(&serde_json::from_value(serde_json::json!({"tenant": "acme"})).unwrap())).unwrap();
     let e = api_error(block_on(c.with_token(&tok.token).instance_move("acme", "web", &mv("node-c"))));
     assert_eq!(e.code, ErrorCode::Forbidden, "{}", e.message);
+    // A snapshot goes with the instance (a backup cannot carry one: refused that way).
+    exec(&f, "acme/web", "echo before > /home/snap.txt && sync");
     f.run(&["snapshot", "create", "acme/web", "--name", "keep"]);
-    let e = api_error(block_on(c.instance_move("acme", "web", &mv("node-c"))));
+    exec(&f, "acme/web", "echo after > /home/snap.txt && sync");
+    let e = api_error(block_on(c.instance_move("acme", "web", &InstanceMove { via: hangar_types::moves::MoveVia::Backup, ..mv("node-c") })));
     assert_eq!(e.code, ErrorCode::Conflict, "{}", e.message);
     assert!(e.message.contains("snapshots (keep)"), "{}", e.message);
-    f.run(&["snapshot", "delete", "acme/web", "keep"]);
     let err = f.fail(&["instance", "move", "acme/web", "--to", "node-b"]);
     assert!(err.contains("to:"), "{err}");
     assert_eq!(f.json(&["instance", "info", "acme/web"])["host"], "node-b");
@@ -77,6 +79,13 @@ fn move_keeps_identity_and_bytes_and_leaves_nothing_behind() {
     assert_eq!(after["state"], "running");
     assert_eq!(sha_in(&f, "acme/web", "/home/sentinel.bin"), sha);
     assert_eq!(exec(&f, "acme/web", "cat /home/hello.txt"), "hello\n");
+    // Its snapshot came along: listed on the target, and it restores what it held.
+    let snaps = f.json(&["snapshot", "list", "acme/web"]);
+    assert!(snaps.as_array().unwrap().iter().any(|s| s["name"] == "keep"), "{snaps}");
+    assert!(agent_dir(&f, "node-c").join("storage/pool/snapshots").join(&sb).join("keep").is_dir(), "the snapshot is not on the target");
+    f.run(&["snapshot", "restore", "acme/web", "keep", "--force"]);
+    common::wait_until("running after the restore", || f.json(&["instance", "info", "acme/web"])["state"] == "running");
+    assert_eq!(exec(&f, "acme/web", "cat /home/snap.txt"), "before\n");
     let on_c = agent_dir(&f, "node-c").join("storage/pool/volumes").join(&sb);
     assert_eq!(std::fs::metadata(on_c.join("sentinel.bin")).map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap(), uid, "the files changed owner");
     common::wait_until("the source holds nothing of the moved instance", || held(&f, "node-b", &sb).is_empty());
@@ -108,6 +117,7 @@ fn move_keeps_identity_and_bytes_and_leaves_nothing_behind() {
     assert_eq!(f.json(&["instance", "info", "acme/web"])["host"], "node-b");
     assert_eq!(sha_in(&f, "acme/web", "/home/sentinel.bin"), sha);
     common::wait_until("node-c holds nothing of the instance moved back", || held(&f, "node-c", &sb).is_empty());
+    assert!(agent_dir(&f, "node-b").join("storage/pool/snapshots").join(&sb).join("keep").is_dir(), "the snapshot did not come back");
 
     // ---- a stopped instance stays stopped
     let cold = sandbox(&f, "acme/cold");

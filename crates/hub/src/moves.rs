@@ -21,7 +21,7 @@
 use crate::auth::Principal;
 use crate::error::{HubError, HubResult};
 use crate::{Hub, LockKey};
-use hangar_store::{HostRecord, InstanceVersion, MoveRecord};
+use hangar_store::{HostRecord, InstanceVersion, MoveRecord, SnapshotFilter};
 use hangar_types::api::Instance;
 use hangar_types::api::OperationStatus;
 use hangar_types::moves::{InstanceMove, MovePhase, MoveStatus, MoveVia, KEEP_SOURCE_MAX_SECS};
@@ -110,11 +110,12 @@ impl Hub {
         if let Some(m) = self.store.latest_move(inst.id).await?.filter(|m| !m.phase.is_final()) {
             return Err(HubError::new(ErrorCode::Conflict, format!("instance '{tenant}/{name}' is being moved already (move {}, {} to {}, {})", m.id, m.source, m.target, m.phase)));
         }
-        // Snapshots live beside the source's volume and would go with it: not moved yet.
+        // A move through the transfer carries the snapshots (btrfs sends them); a backup
+        // holds only the volume's tree.
         let snaps = self.snapshot_list(p, tenant, name).await?;
-        if !snaps.is_empty() {
+        if req.via == MoveVia::Backup && !snaps.is_empty() {
             let names: Vec<&str> = snaps.iter().map(|s| s.name.as_str()).collect();
-            return Err(HubError::new(ErrorCode::Conflict, format!("instance '{tenant}/{name}' has snapshots ({}), which a move does not carry yet: delete them first (`hangar snapshot delete`)", names.join(", "))));
+            return Err(HubError::new(ErrorCode::Conflict, format!("instance '{tenant}/{name}' has snapshots ({}), which a move --via backup cannot carry: move it without --via, or delete them first (`hangar snapshot delete`)", names.join(", "))));
         }
         self.check_move_target(&inst, &req.to).await?;
         if req.via == MoveVia::Backup && self.store.get_backup_settings(&inst.tenant).await?.target.is_none() {
@@ -233,13 +234,13 @@ impl Hub {
             crate::failpoint::hit(&format!("move-hub-{}", m.phase));
             let r = match m.phase {
                 MovePhase::Sending if m.via == MoveVia::Backup => self.move_backup(&mut m).await.map(|_| MovePhase::Stopping),
-                MovePhase::Sending => self.move_send(&mut m, FIRST, None).await.map(|_| MovePhase::Stopping),
+                MovePhase::Sending => self.move_send_first(&mut m).await.map(|_| MovePhase::Stopping),
                 MovePhase::Stopping => {
                     stopped_at = Some(Instant::now());
                     self.move_stop(&m).await.map(|_| MovePhase::Final)
                 }
                 MovePhase::Final if m.via == MoveVia::Backup => self.move_backup(&mut m).await.map(|_| MovePhase::Staged),
-                MovePhase::Final => self.move_send(&mut m, LAST, Some(FIRST)).await.map(|_| MovePhase::Staged),
+                MovePhase::Final => self.move_send_final(&mut m).await.map(|_| MovePhase::Staged),
                 MovePhase::Staged => match self.move_switch(&mut m).await {
                     Ok(()) => continue,
                     Err(e) => Err(e),
@@ -283,8 +284,36 @@ impl Hub {
         }
     }
 
+    /// The user's snapshots of the moved instance (they go with it), oldest first.
+    async fn move_user_snapshots(&self, m: &MoveRecord) -> HubResult<Vec<String>> {
+        let mut rows = self.store.list_snapshots(&SnapshotFilter { instance: Some(m.instance), ..Default::default() }).await?;
+        rows.sort_by(|a, b| (a.created_at, &a.name).cmp(&(b.created_at, &b.name)));
+        Ok(rows.into_iter().map(|r| r.name.to_string()).filter(|n| !n.starts_with(hangar_types::snapshots::MOVE_PREFIX)).collect())
+    }
+
+    /// The first pass, while the instance runs: the user's snapshots, each from the one
+    /// before (the first in full), then `mv-1` from the newest of them.
+    async fn move_send_first(&self, m: &mut MoveRecord) -> HubResult<()> {
+        let mut parent: Option<String> = None;
+        for s in self.move_user_snapshots(m).await? {
+            self.move_send(m, &s, parent.as_deref()).await?;
+            parent = Some(s);
+        }
+        self.move_send(m, FIRST, parent.as_deref()).await
+    }
+
+    /// The final pass, the instance stopped: snapshots taken since the first pass (a
+    /// schedule's), then `mv-2`, each from `mv-1`.
+    async fn move_send_final(&self, m: &mut MoveRecord) -> HubResult<()> {
+        for s in self.move_user_snapshots(m).await? {
+            self.move_send(m, &s, Some(FIRST)).await?;
+        }
+        self.move_send(m, LAST, Some(FIRST)).await
+    }
+
     /// A snapshot `name` of the volume on the source, sent to the target (from
-    /// `parent` when the target holds it staged, in full otherwise).
+    /// `parent` when the target holds it staged, in full otherwise): the move's own
+    /// (`mv-`, taken here) or one of the user's. Already staged: nothing to do.
     async fn move_send(&self, m: &mut MoveRecord, name: &str, parent: Option<&str>) -> HubResult<()> {
         let (src, dst) = (self.host_named(&m.source).await?, self.host_named(&m.target).await?);
         let (sa, da) = (self.agent_of(&src).await?, self.agent_of(&dst).await?);
@@ -302,12 +331,14 @@ impl Hub {
         }
         // Snapshots an interrupted attempt took may hold less than now: taken again.
         // The final one, once taken, is current: the instance stays stopped until the switch.
-        if parent.is_none() {
+        if name == FIRST {
             sa.moved_snapshots_remove(&sandbox).await?;
         }
-        match sa.snapshot_create(&sandbox, &hangar_types::snapshots::AgentSnapshotCreate { name: snap(name) }).await {
-            Err(hangar_client::ClientError::Api(e)) if parent.is_some() && matches!(e.code, ErrorCode::AlreadyExists | ErrorCode::Conflict) => {}
-            r => r.map(drop)?,
+        if name.starts_with(hangar_types::snapshots::MOVE_PREFIX) {
+            match sa.snapshot_create(&sandbox, &hangar_types::snapshots::AgentSnapshotCreate { name: snap(name) }).await {
+                Err(hangar_client::ClientError::Api(e)) if name == LAST && matches!(e.code, ErrorCode::AlreadyExists | ErrorCode::Conflict) => {}
+                r => r.map(drop)?,
+            }
         }
         crate::failpoint::hit(&format!("move-hub-snapshot-{name}"));
         let parent = parent.map(snap).filter(|p| staged.contains(p));

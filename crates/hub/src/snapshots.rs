@@ -164,6 +164,11 @@ impl Hub {
         if matches!(inst.state, InstanceState::Deleted) {
             return Err(HubError::new(ErrorCode::IllegalTransition, format!("instance '{}/{}' is being deleted", inst.tenant, inst.name)));
         }
+        // A move sends the snapshots that exist when it passes: one made while it runs
+        // could miss the target and go with the source's copy.
+        if let Some(m) = self.store.latest_move(inst.id).await?.filter(|m| !m.phase.is_final()) {
+            return Err(HubError::new(ErrorCode::Conflict, format!("instance '{}/{}' is being moved (move {}, {}): take the snapshot once it ended", inst.tenant, inst.name, m.id, m.phase)));
+        }
         if self.snapshot_row(&inst, name.as_str()).await.is_ok() {
             return Err(HubError::new(ErrorCode::AlreadyExists, format!("snapshot '{name}' of instance '{}/{}' already exists: choose another --name", inst.tenant, inst.name)));
         }

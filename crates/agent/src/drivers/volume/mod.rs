@@ -131,6 +131,12 @@ pub trait VolumeDriver: Send + Sync {
     async fn adopt_staged(&self, _id: &VolumeId, _staged: &std::path::Path, _size_mib: u64) -> Result<PathBuf, VolumeError> {
         Err(VolumeError::NotFound("this volume driver cannot adopt transferred snapshots".into()))
     }
+    /// Makes the staged (sealed, read-only) subvolume at `staged` volume `id`'s snapshot
+    /// `snapshot`, as it is (a user's snapshot carried by a move). Ok if that snapshot
+    /// exists already (a retry).
+    async fn adopt_staged_snapshot(&self, _id: &VolumeId, _staged: &std::path::Path, _snapshot: &SnapshotId) -> Result<(), VolumeError> {
+        Err(VolumeError::NotFound("this volume driver cannot adopt transferred snapshots".into()))
+    }
 }
 
 /// One snapshot as a driver sees it.
