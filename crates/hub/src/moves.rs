@@ -21,7 +21,7 @@
 use crate::auth::Principal;
 use crate::error::{HubError, HubResult};
 use crate::{Hub, LockKey};
-use hangar_store::{HostRecord, InstanceVersion, MoveRecord, SnapshotFilter};
+use hangar_store::{HostRecord, InstanceVersion, MoveRecord};
 use hangar_types::api::Instance;
 use hangar_types::api::OperationStatus;
 use hangar_types::moves::{InstanceMove, MovePhase, MoveStatus, MoveVia, KEEP_SOURCE_MAX_SECS};
@@ -284,11 +284,13 @@ impl Hub {
         }
     }
 
-    /// The user's snapshots of the moved instance (they go with it), oldest first.
+    /// The user's snapshots of the moved instance (they go with it), oldest first, as
+    /// the source holds them now (a schedule's newest may not be in the store yet).
     async fn move_user_snapshots(&self, m: &MoveRecord) -> HubResult<Vec<String>> {
-        let mut rows = self.store.list_snapshots(&SnapshotFilter { instance: Some(m.instance), ..Default::default() }).await?;
-        rows.sort_by(|a, b| (a.created_at, &a.name).cmp(&(b.created_at, &b.name)));
-        Ok(rows.into_iter().map(|r| r.name.to_string()).filter(|n| !n.starts_with(hangar_types::snapshots::MOVE_PREFIX)).collect())
+        let src = self.host_named(&m.source).await?;
+        let mut held = self.agent_of(&src).await?.snapshot_list(&m.instance.sandbox_id()).await?;
+        held.sort_by(|a, b| (a.created_unix, &a.name).cmp(&(b.created_unix, &b.name)));
+        Ok(held.into_iter().map(|s| s.name.to_string()).filter(|n| !n.starts_with(hangar_types::snapshots::MOVE_PREFIX)).collect())
     }
 
     /// The first pass, while the instance runs: the user's snapshots, each from the one
