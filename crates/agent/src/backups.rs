@@ -390,7 +390,8 @@ fn shift_ids(path: &std::path::Path, ids: IdShift) -> std::io::Result<()> {
             None
         }
     };
-    let (uid, gid) = (map(meta.uid()), map(meta.gid()));
+    // Owners already in place (a restore into the instance it came from) stay untouched.
+    let (uid, gid) = (map(meta.uid()).filter(|&u| u != meta.uid()), map(meta.gid()).filter(|&g| g != meta.gid()));
     if uid.is_some() || gid.is_some() {
         std::os::unix::fs::lchown(path, uid, gid)?;
         if !meta.file_type().is_symlink() && meta.mode() & 0o6000 != 0 {
