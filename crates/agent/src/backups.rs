@@ -323,7 +323,7 @@ async fn run(job: &Arc<Job>, req: JobRequest, volumes: Arc<dyn VolumeDriver>) ->
                 let dest = root.join(&into);
                 std::fs::create_dir_all(&dest).map_err(|e| other(format!("cannot create {}: {e}", dest.display())))?;
                 merge_into(&staged, &dest).map_err(|e| other(format!("cannot move the restored files into place: {e}")))?;
-                tracing::info!(job = %job_id, open_ms = opened.as_millis() as u64, restore_ms = (restored - opened).as_millis() as u64, shift_ms = (shifted - restored).as_millis() as u64, move_ms = (t.elapsed() - shifted).as_millis() as u64, "restore job timings");
+                tracing::info!(job = %job_id, open_ms = opened.as_millis() as u64, restore_ms = (restored - opened).as_millis() as u64, shift_ms = (shifted - restored).as_millis() as u64, move_ms = (t.elapsed() - shifted).as_millis() as u64, "backup job timings (restore)");
                 Ok(())
             })
             .await;
