@@ -28,8 +28,9 @@ static MASTER_KEYS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashM
 
 /// Per repository location: backups that ended uncleanly (failed, cancelled, lost) since
 /// this process started, and how many of them a repairing backup that succeeded had
-/// seen when it started (see `Hub::needs_repair`).
-static UNCLEAN: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, (u64, Option<u64>)>>> = std::sync::LazyLock::new(Default::default);
+/// seen when it started (see `needs_repair`).
+static UNCLEAN: std::sync::LazyLock<std::sync::Mutex<UncleanEnds>> = std::sync::LazyLock::new(Default::default);
+type UncleanEnds = std::collections::HashMap<String, (u64, Option<u64>)>;
 
 /// How long one long-poll of a running job waits for its end; the job's progress (and a
 /// cancel request) is relayed at least this often.
@@ -45,7 +46,7 @@ const STALE_JOB: time::Duration = time::Duration::seconds(30);
 /// What to do when a job succeeded.
 enum Done {
     /// `repair`: (location, unclean count it started after) when it repairs the index.
-    Backup { template: Backup, apply_policy: bool, repair: Option<(String, u64)> },
+    Backup { template: Box<Backup>, apply_policy: bool, repair: Option<(String, u64)> },
     Restore,
     Check,
 }
@@ -278,7 +279,7 @@ impl Hub {
             kind: JobKind::Backup { volume: inst.id.sandbox_id().to_string(), hostname: inst.id.to_string(), tags: vec![format!("{}/{}", inst.tenant, inst.name)], repair_index: repair.is_some() },
         };
         self.event(actor, Some(&inst.tenant), format!("instance/{}/{}", inst.tenant, inst.name), "backup.create", "accepted", Some(format!("operation {}", op.id))).await;
-        tokio::spawn(self.clone().run_job(op.clone(), agent, req, Done::Backup { template, apply_policy, repair }));
+        tokio::spawn(self.clone().run_job(op.clone(), agent, req, Done::Backup { template: Box::new(template), apply_policy, repair }));
         Ok(op)
     }
 
@@ -490,7 +491,7 @@ impl Hub {
                     files: summary.files,
                     dirs: summary.dirs,
                     added_bytes: summary.added_bytes,
-                    ..template
+                    ..*template
                 };
                 self.store.insert_backup(&backup, &files).await.map_err(|e| failed(format!("cannot record the backup: {e}")))?;
                 tracing::info!(op = %op.id, files = files.len(), fetch_ms = fetched.as_millis() as u64, record_ms = (t.elapsed() - fetched).as_millis() as u64, "backup index recorded");
