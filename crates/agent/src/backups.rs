@@ -10,7 +10,7 @@
 //! and leftovers of a killed agent are deleted when the agent starts.
 
 use crate::drivers::volume::VolumeDriver;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -33,6 +33,8 @@ const FINISHED_JOB_TTL: Duration = Duration::from_secs(3600);
 
 struct Job {
     status: Mutex<JobStatus>,
+    /// Flips to true when the job ends: wakes the hub's long-polls.
+    done: tokio::sync::watch::Sender<bool>,
     cancel: CancelToken,
     files: Mutex<Option<Vec<FileEntry>>>,
     finished_at: Mutex<Option<Instant>>,
@@ -131,6 +133,7 @@ async fn job_start(State(st): State<Backups>, Extension(peer): Extension<PeerInf
         }
         let job = Arc::new(Job {
             status: Mutex::new(JobStatus { id: req.id.clone(), state: JobState::Running, progress: Progress::default(), failure: None, error: None, backup: None, check: None }),
+            done: tokio::sync::watch::channel(false).0,
             cancel: CancelToken::new(),
             files: Mutex::new(None),
             finished_at: Mutex::new(None),
@@ -154,14 +157,29 @@ async fn job_start(State(st): State<Backups>, Extension(peer): Extension<PeerInf
                 s.error = Some(msg);
             }
         }
+        drop(s);
         *job.finished_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        job.done.send_replace(true);
     });
     Ok(Json(status))
 }
 
-async fn job_get(State(st): State<Backups>, Extension(peer): Extension<PeerInfo>, Path(id): Path<String>) -> Result<Json<JobStatus>, JobError> {
+/// `?wait_ms=N` (at most `MAX_WAIT`): a long-poll, answered as soon as the job ends or
+/// after N ms with its progress, so the hub sees a finished job at once.
+#[derive(serde::Deserialize)]
+struct Wait {
+    wait_ms: Option<u64>,
+}
+
+const MAX_WAIT: Duration = Duration::from_secs(10);
+
+async fn job_get(State(st): State<Backups>, Extension(peer): Extension<PeerInfo>, Path(id): Path<String>, Query(w): Query<Wait>) -> Result<Json<JobStatus>, JobError> {
     check_peer(&st, &peer)?;
     let job = st.job(&id)?;
+    if let Some(ms) = w.wait_ms {
+        let mut done = job.done.subscribe();
+        let _ = tokio::time::timeout(Duration::from_millis(ms).min(MAX_WAIT), done.wait_for(|d| *d)).await;
+    }
     Ok(Json(status_of(&job)))
 }
 
@@ -244,7 +262,7 @@ async fn run(job: &Arc<Job>, req: JobRequest, volumes: Arc<dyn VolumeDriver>) ->
     };
     let cancel = job.cancel.clone();
     match req.kind {
-        JobKind::Backup { ref volume, ref hostname, ref tags } => {
+        JobKind::Backup { ref volume, ref hostname, ref tags, repair_index } => {
             let vol: VolumeId = volume.parse().map_err(|e| other(format!("volume: {e}")))?;
             let snap: SnapshotId = format!("{SNAPSHOT_PREFIX}{}", req.id).parse().map_err(|e| other(format!("snapshot: {e}")))?;
             let source = volumes.snapshot(&vol, &snap).await.map_err(|e| other(format!("cannot snapshot volume {vol}: {e}")))?;
@@ -257,10 +275,10 @@ async fn run(job: &Arc<Job>, req: JobRequest, volumes: Arc<dyn VolumeDriver>) ->
                 let repo = Repo::open_with(&target, &repo_path, password.expose(), key.as_ref())?;
                 let opened = t.elapsed();
                 let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
-                let summary = repo.backup(&source, &hostname, &tags, progress, &cancel)?;
+                let summary = repo.backup_after(repair_index, &source, &hostname, &tags, progress, &cancel)?;
                 let backed_up = t.elapsed();
                 let files = repo.ls(&summary.snapshot_id)?.collect::<Result<Vec<_>, _>>()?;
-                tracing::info!(job = %job_id, open_ms = opened.as_millis() as u64, backup_ms = (backed_up - opened).as_millis() as u64, index_ms = (t.elapsed() - backed_up).as_millis() as u64, files = files.len(), "backup job timings");
+                tracing::info!(job = %job_id, open_ms = opened.as_millis() as u64, repair_index, backup_ms = (backed_up - opened).as_millis() as u64, index_ms = (t.elapsed() - backed_up).as_millis() as u64, files = files.len(), "backup job timings");
                 Ok((summary, files))
             })
             .await;
@@ -284,8 +302,11 @@ async fn run(job: &Arc<Job>, req: JobRequest, volumes: Arc<dyn VolumeDriver>) ->
             let (snapshot, path) = (snapshot.clone(), path.clone());
             let (target, repo_path, password, key) = (req.target.clone(), req.repo_path.clone(), req.password.clone(), req.master_key.clone());
             let staged = staging.clone();
+            let job_id = req.id.clone();
             let result = blocking(move || {
+                let t = Instant::now();
                 let repo = Repo::open_with(&target, &repo_path, password.expose(), key.as_ref())?;
+                let opened = t.elapsed();
                 // Only root may see a restore in progress.
                 std::fs::create_dir(&staged).map_err(|e| other(format!("cannot create {}: {e}", staged.display())))?;
                 std::os::unix::fs::chown(&staged, Some(0), Some(0)).map_err(|e| other(format!("cannot chown {}: {e}", staged.display())))?;
@@ -294,12 +315,15 @@ async fn run(job: &Arc<Job>, req: JobRequest, volumes: Arc<dyn VolumeDriver>) ->
                     return Err(Failed::Cancelled);
                 }
                 repo.restore(&snapshot, path.as_deref(), &staged)?;
+                let restored = t.elapsed();
                 if let Some(ids) = ids {
                     shift_ids(&staged, ids).map_err(|e| other(format!("cannot shift the restored files' owners: {e}")))?;
                 }
+                let shifted = t.elapsed();
                 let dest = root.join(&into);
                 std::fs::create_dir_all(&dest).map_err(|e| other(format!("cannot create {}: {e}", dest.display())))?;
                 merge_into(&staged, &dest).map_err(|e| other(format!("cannot move the restored files into place: {e}")))?;
+                tracing::info!(job = %job_id, open_ms = opened.as_millis() as u64, restore_ms = (restored - opened).as_millis() as u64, shift_ms = (shifted - restored).as_millis() as u64, move_ms = (t.elapsed() - shifted).as_millis() as u64, "backup job timings (restore)");
                 Ok(())
             })
             .await;
@@ -366,7 +390,8 @@ fn shift_ids(path: &std::path::Path, ids: IdShift) -> std::io::Result<()> {
             None
         }
     };
-    let (uid, gid) = (map(meta.uid()), map(meta.gid()));
+    // Owners already in place (a restore into the instance it came from) stay untouched.
+    let (uid, gid) = (map(meta.uid()).filter(|&u| u != meta.uid()), map(meta.gid()).filter(|&g| g != meta.gid()));
     if uid.is_some() || gid.is_some() {
         std::os::unix::fs::lchown(path, uid, gid)?;
         if !meta.file_type().is_symlink() && meta.mode() & 0o6000 != 0 {

@@ -340,16 +340,32 @@ impl Repo {
         progress: impl Fn(&Progress) + Send + Sync + 'static,
         cancel: &CancelToken,
     ) -> Result<BackupSummary, RepoError> {
+        self.backup_after(true, source_dir, hostname, tags, progress, cancel)
+    }
+
+    /// As `backup`; `repair` first indexes the packs an interrupted backup uploaded
+    /// without indexing them (it lists every pack and reads the index once more), so
+    /// this backup re-uses them instead of uploading the same data again. Skip it only
+    /// when every backup of this repository since the last repair ended cleanly:
+    /// skipping it otherwise loses no data, but uploads again what was uploaded.
+    pub fn backup_after(
+        &self,
+        repair: bool,
+        source_dir: &Path,
+        hostname: &str,
+        tags: &[&str],
+        progress: impl Fn(&Progress) + Send + Sync + 'static,
+        cancel: &CancelToken,
+    ) -> Result<BackupSummary, RepoError> {
         let _one = self.lock();
         if !source_dir.is_dir() {
             return Err(RepoError::SourceNotDirectory { path: source_dir.to_path_buf() });
         }
-        // Packs uploaded by a backup that was killed before it wrote its index are not
-        // in the index yet: index them so this backup re-uses them instead of
-        // uploading the same data again.
-        self.repo
-            .repair_index(&RepairIndexOptions::default(), false)
-            .map_err(self.rustic("indexing packs of an interrupted backup"))?;
+        if repair {
+            self.repo
+                .repair_index(&RepairIndexOptions::default(), false)
+                .map_err(self.rustic("indexing packs of an interrupted backup"))?;
+        }
 
         let mut snap_opts = SnapshotOptions::default().host(hostname.to_string());
         for tag in tags {

@@ -36,7 +36,15 @@ pub struct IdShift {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum JobKind {
     /// Back up the volume from a temporary read-only snapshot of it.
-    Backup { volume: String, hostname: String, tags: Vec<String> },
+    /// `repair_index`: index the packs an interrupted backup left first (see
+    /// `Repo::backup_after`); a hub that does not say so gets the safe answer, yes.
+    Backup {
+        volume: String,
+        hostname: String,
+        tags: Vec<String>,
+        #[serde(default = "yes")]
+        repair_index: bool,
+    },
     /// Restore `snapshot` (or `path` in it) into the volume: its tree (or the directory
     /// at `path`, or the file at `path`) lands in `into` (relative to the volume's root).
     Restore { volume: String, snapshot: String, path: Option<String>, into: String, ids: Option<IdShift> },
@@ -75,4 +83,8 @@ pub struct JobStatus {
     pub error: Option<String>,
     pub backup: Option<BackupSummary>,
     pub check: Option<CheckReport>,
+}
+
+fn yes() -> bool {
+    true
 }

@@ -284,6 +284,11 @@ fn kill_9_mid_backup_keeps_the_repository_valid() {
     assert_eq!(done.files, 12);
     assert!(done.added_bytes < 96 * 1024 * 1024 - 8 * 1024 * 1024, "nothing re-used after the kill: {done:?}");
     restic(&location, None, &["check"]);
+    // After a clean backup, the next may skip the repair and still de-duplicate.
+    let again = repo.backup_after(false, &src, "acme-web", &[], no_progress, &CancelToken::new()).unwrap();
+    assert_eq!(again.files, 12);
+    assert!(again.added_bytes < 1024 * 1024, "the index was not read without the repair: {again:?}");
+    restic(&location, None, &["check"]);
 }
 
 /// A full disk: the backup fails saying so and records no snapshot, preflight names

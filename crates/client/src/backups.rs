@@ -80,6 +80,10 @@ impl AgentClient {
     pub async fn backup_job(&self, id: &str) -> Result<JobStatus> {
         self.t.call::<(), _>(reqwest::Method::GET, &format!("/v1/backup-jobs/{id}"), None, Some(Duration::from_secs(20))).await
     }
+    /// The job's status once it ends, or after `wait` (a long-poll; at most 10 s).
+    pub async fn backup_job_wait(&self, id: &str, wait: Duration) -> Result<JobStatus> {
+        self.t.call::<(), _>(reqwest::Method::GET, &format!("/v1/backup-jobs/{id}?wait_ms={}", wait.as_millis()), None, Some(Duration::from_secs(20) + wait)).await
+    }
     pub async fn backup_job_files(&self, id: &str) -> Result<Vec<FileEntry>> {
         self.t.call_capped::<(), _>(reqwest::Method::GET, &format!("/v1/backup-jobs/{id}/files"), None, Some(Duration::from_secs(300)), MAX_INDEX_BODY).await
     }

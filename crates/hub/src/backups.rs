@@ -26,7 +26,16 @@ use time::OffsetDateTime;
 /// that unlocked them (see `Hub::repo_key`).
 static MASTER_KEYS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, (Secret, Secret)>>> = std::sync::LazyLock::new(Default::default);
 
-/// How often a running job is polled for progress.
+/// Per repository location: backups that ended uncleanly (failed, cancelled, lost) since
+/// this process started, and how many of them a repairing backup that succeeded had
+/// seen when it started (see `needs_repair`).
+static UNCLEAN: std::sync::LazyLock<std::sync::Mutex<UncleanEnds>> = std::sync::LazyLock::new(Default::default);
+type UncleanEnds = std::collections::HashMap<String, (u64, Option<u64>)>;
+
+/// How long one long-poll of a running job waits for its end; the job's progress (and a
+/// cancel request) is relayed at least this often.
+const JOB_WAIT: Duration = Duration::from_millis(500);
+/// How long to wait before polling again after a failed poll, or for a created instance.
 const POLL: Duration = Duration::from_millis(300);
 /// Failed polls in a row (about 15 s) before the host counts as lost for the job.
 const MAX_MISSED_POLLS: u32 = 50;
@@ -36,7 +45,8 @@ const STALE_JOB: time::Duration = time::Duration::seconds(30);
 
 /// What to do when a job succeeded.
 enum Done {
-    Backup { template: Backup, apply_policy: bool },
+    /// `repair`: (location, unclean count it started after) when it repairs the index.
+    Backup { template: Box<Backup>, apply_policy: bool, repair: Option<(String, u64)> },
     Restore,
     Check,
 }
@@ -247,16 +257,18 @@ impl Hub {
             added_bytes: 0,
             id_base: inst.ids.map(|r| r.base),
         };
+        let location = spec.restic_location(&repo_path(&inst.tenant));
+        let repair = needs_repair(&location).map(|seen| (location, seen));
         let req = JobRequest {
             id: job_id(op.id),
             target: spec,
             repo_path: repo_path(&inst.tenant),
             password,
             master_key,
-            kind: JobKind::Backup { volume: inst.id.sandbox_id().to_string(), hostname: inst.id.to_string(), tags: vec![format!("{}/{}", inst.tenant, inst.name)] },
+            kind: JobKind::Backup { volume: inst.id.sandbox_id().to_string(), hostname: inst.id.to_string(), tags: vec![format!("{}/{}", inst.tenant, inst.name)], repair_index: repair.is_some() },
         };
         self.event(actor, Some(&inst.tenant), format!("instance/{}/{}", inst.tenant, inst.name), "backup.create", "accepted", Some(format!("operation {}", op.id))).await;
-        tokio::spawn(self.clone().run_job(op.clone(), agent, req, Done::Backup { template, apply_policy }));
+        tokio::spawn(self.clone().run_job(op.clone(), agent, req, Done::Backup { template: Box::new(template), apply_policy, repair }));
         Ok(op)
     }
 
@@ -357,12 +369,15 @@ impl Hub {
 
     async fn wait_created(&self, inst: &Instance, create_op: OperationId) -> Result<Instance, String> {
         let deadline = tokio::time::Instant::now() + self.config.operation_timeout;
+        let mut changed = self.coord.notifier.watch_operations();
         loop {
+            changed.mark_unchanged();
             match self.store.get_operation(create_op).await {
                 Ok(Some(op)) if op.status == OperationStatus::Succeeded => break,
                 Ok(Some(op)) if op.status.is_final() => return Err(format!("creating {}/{} failed: {}", inst.tenant, inst.name, op.error.unwrap_or_default())),
                 _ if tokio::time::Instant::now() > deadline => return Err(format!("{}/{} was not created in time", inst.tenant, inst.name)),
-                _ => tokio::time::sleep(POLL).await,
+                // Woken when an operation ends; the timeout covers one ended by another hub.
+                _ => drop(tokio::time::timeout(POLL, changed.changed()).await),
             }
         }
         self.store.get_instance_by_id(inst.id).await.ok().flatten().ok_or_else(|| format!("{}/{} is gone", inst.tenant, inst.name))
@@ -395,10 +410,16 @@ impl Hub {
     /// Starts the job on the agent, relays its progress to the store until it ends,
     /// passes a cancel on, and records the outcome.
     async fn run_job(self: Arc<Self>, op: Operation, agent: AgentClient, req: JobRequest, done: Done) {
+        let backup_location = matches!(done, Done::Backup { .. }).then(|| req.target.restic_location(&req.repo_path));
         let (status, error) = match self.drive_job(&op, &agent, &req, done).await {
             Ok(()) => (OperationStatus::Succeeded, None),
             Err((status, msg)) => (status, Some(msg)),
         };
+        if let Some(location) = backup_location
+            && status != OperationStatus::Succeeded
+        {
+            ended_unclean(location);
+        }
         let _ = agent.backup_job_forget(&req.id).await;
         self.finish(&op, status, error).await;
     }
@@ -409,12 +430,11 @@ impl Hub {
         let mut missed = 0;
         let mut cancel_sent = false;
         let status: JobStatus = loop {
-            tokio::time::sleep(POLL).await;
             let cancel = self.store.get_backup_progress(op.id).await.ok().flatten().is_some_and(|p| p.cancel_requested);
             if cancel && !cancel_sent {
                 cancel_sent = agent.backup_job_cancel(&req.id).await.is_ok();
             }
-            match agent.backup_job(&req.id).await {
+            match agent.backup_job_wait(&req.id, JOB_WAIT).await {
                 Ok(st) => {
                     missed = 0;
                     let p = BackupProgressRecord { files: st.progress.files, bytes: st.progress.bytes, total_bytes: st.progress.total_bytes, ..Default::default() };
@@ -431,6 +451,7 @@ impl Hub {
                     if missed >= MAX_MISSED_POLLS {
                         return Err(failed(format!("lost contact with the host during the job: {e}")));
                     }
+                    tokio::time::sleep(POLL).await;
                 }
             }
         };
@@ -459,7 +480,10 @@ impl Hub {
                     Err(failed(format!("check found {} error(s): {}", report.errors.len(), report.errors.join("; "))))
                 }
             }
-            Done::Backup { template, apply_policy } => {
+            Done::Backup { template, apply_policy, repair } => {
+                if let Some((location, seen)) = repair {
+                    repaired(location, seen);
+                }
                 let summary = status.backup.ok_or_else(|| failed("the host reported no backup summary".into()))?;
                 let t = std::time::Instant::now();
                 let files = agent.backup_job_files(&req.id).await.map_err(|e| failed(format!("cannot fetch the backup's file index: {e}")))?;
@@ -472,7 +496,7 @@ impl Hub {
                     files: summary.files,
                     dirs: summary.dirs,
                     added_bytes: summary.added_bytes,
-                    ..template
+                    ..*template
                 };
                 self.store.insert_backup(&backup, &files).await.map_err(|e| failed(format!("cannot record the backup: {e}")))?;
                 tracing::info!(op = %op.id, files = files.len(), fetch_ms = fetched.as_millis() as u64, record_ms = (t.elapsed() - fetched).as_millis() as u64, "backup index recorded");
@@ -652,6 +676,33 @@ impl Hub {
     }
 }
 
+/// Whether a backup of the repository at `location` must first index the packs an
+/// interrupted backup left (`Repo::backup_after`): `Some(unclean count now)` unless a
+/// backup that repaired and succeeded started after every unclean end this process
+/// saw. A new process knows of none, so its first backup of each repository repairs.
+/// A backup still running when another starts needs no repair for it: it indexes its
+/// own packs when it succeeds, and counts as unclean when it does not.
+fn needs_repair(location: &str) -> Option<u64> {
+    let map = UNCLEAN.lock().unwrap_or_else(|e| e.into_inner());
+    match map.get(location) {
+        Some(&(unclean, Some(repaired))) if repaired == unclean => None,
+        Some(&(unclean, _)) => Some(unclean),
+        None => Some(0),
+    }
+}
+
+/// A backup of `location` ended without its snapshot (its packs may be unindexed).
+fn ended_unclean(location: String) {
+    UNCLEAN.lock().unwrap_or_else(|e| e.into_inner()).entry(location).or_default().0 += 1;
+}
+
+/// A backup that repaired when the unclean count was `seen` succeeded.
+fn repaired(location: String, seen: u64) {
+    let mut map = UNCLEAN.lock().unwrap_or_else(|e| e.into_inner());
+    let entry = map.entry(location).or_default();
+    entry.1 = Some(entry.1.map_or(seen, |r| r.max(seen)));
+}
+
 /// The preflight of a target, on a blocking thread.
 async fn preflight(spec: TargetSpec) -> HubResult<()> {
     tokio::task::spawn_blocking(move || hangar_backup::preflight(&spec)).await.map_err(|e| HubError::internal(e.to_string()))?.map_err(preflight_error)
@@ -685,4 +736,30 @@ fn index_entry(f: hangar_backup::FileEntry) -> BackupFile {
         FileKind::Other => BackupFileKind::Other,
     };
     BackupFile { path: f.path, size: f.size, mtime: f.mtime, kind }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unclean_end_makes_the_next_backups_repair_until_one_that_repaired_succeeds() {
+        let loc = "dir:/tests/unclean-ends".to_string();
+        // Unknown to this process: repair.
+        let first = needs_repair(&loc).expect("a repository this process has not seen is repaired");
+        repaired(loc.clone(), first);
+        assert_eq!(needs_repair(&loc), None, "after a clean repairing backup, none");
+        ended_unclean(loc.clone());
+        let started_after = needs_repair(&loc).expect("an unclean end makes the next backup repair");
+        // A backup that started before a second unclean end succeeds: not enough.
+        ended_unclean(loc.clone());
+        repaired(loc.clone(), started_after);
+        let again = needs_repair(&loc).expect("the second unclean end is not repaired yet");
+        repaired(loc.clone(), again);
+        assert_eq!(needs_repair(&loc), None);
+        // A late success of an older repairing backup does not undo a newer one.
+        repaired(loc.clone(), started_after);
+        assert_eq!(needs_repair(&loc), None);
+        assert!(needs_repair("dir:/tests/other").is_some(), "repositories are apart");
+    }
 }
