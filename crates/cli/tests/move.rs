@@ -90,28 +90,27 @@ fn move_keeps_identity_and_bytes_and_leaves_nothing_behind() {
     assert_eq!(std::fs::metadata(on_c.join("sentinel.bin")).map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap(), uid, "the files changed owner");
     common::wait_until("the source holds nothing of the moved instance", || held(&f, "node-b", &sb).is_empty());
     assert!(!agent_dir(&f, "node-c").join("storage/pool/transfers").join(&sb).exists(), "staging left on the target");
-    // The move back carries 256 MiB more, so its first pass lasts seconds: its bytes
-    // must show while it runs, not only when the pass ends, and never go down.
-    exec(&f, "acme/web", "head -c 268435456 /dev/urandom > /home/big.bin && sync");
+    // The move back carries 64 MiB more: its bytes never go down while it runs (that
+    // they show during a pass, not only at its end, is move_netcut.rs's: it slows the
+    // stream so a pass lasts long enough to watch).
+    exec(&f, "acme/web", "head -c 67108864 /dev/urandom > /home/big.bin && sync");
     let st = f.json(&["instance", "move", "acme/web", "--to", "node-b"]);
     assert_eq!(st["phase"], "sending");
     // ---- a second move while one runs: refused
     let e = api_error(block_on(c.instance_move("acme", "web", &mv("node-b"))));
     assert_eq!(e.code, ErrorCode::Conflict, "{}", e.message);
-    let (t, mut seen, mut bytes_while_sending) = (std::time::Instant::now(), 0, false);
+    let (t, mut seen) = (std::time::Instant::now(), 0);
     loop {
         let m = block_on(c.instance_move_status("acme", "web")).unwrap();
         assert!(m.bytes >= seen, "the move's bytes went down: {} after {seen}", m.bytes);
         seen = m.bytes;
-        bytes_while_sending |= m.phase == hangar_types::moves::MovePhase::Sending && m.bytes > 0;
         if m.phase.is_final() {
             break;
         }
         assert!(t.elapsed() < std::time::Duration::from_secs(180), "the move back did not end: {m:?}");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    assert!(bytes_while_sending, "the first pass's bytes never showed while it ran");
-    assert!(seen >= 256 << 20, "the move reports {seen} bytes");
+    assert!(seen >= 64 << 20, "the move reports {seen} bytes");
     let m = block_on(c.instance_move_status("acme", "web")).unwrap();
     assert_eq!(m.phase, hangar_types::moves::MovePhase::Done, "{m:?}");
     assert_eq!(f.json(&["instance", "info", "acme/web"])["host"], "node-b");

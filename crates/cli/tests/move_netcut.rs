@@ -47,6 +47,7 @@ fn a_move_cut_by_the_network_rolls_back_and_the_next_one_works() {
 
     let c = f.client().unwrap();
     block_on(c.instance_move("acme", "web", &InstanceMove::to("node-c".parse().unwrap()))).unwrap();
+    // The move's bytes show while its first pass runs (not only once it ended).
     wait_until("the first pass is moving bytes", || block_on(c.instance_move_status("acme", "web")).is_ok_and(|m| m.phase == MovePhase::Sending && m.bytes > 0));
     // The cut: nothing from the source reaches the target any more, either way.
     nft_in(&f, "node-c", &format!("flush table inet {TABLE}\ntable inet {TABLE} {{\n chain input {{\n type filter hook input priority -5; policy accept;\n ip saddr {src} drop\n }}\n chain output {{\n type filter hook output priority -5; policy accept;\n ip daddr {src} drop\n }}\n}}\n"));
