@@ -74,6 +74,8 @@ fn a_tenant_being_destroyed_takes_nothing_new() {
     f.run(&["host", "stop", "node-b"]);
     let op = f.json(&["tenant", "destroy", "beta", "--force", "--no-wait"]);
     assert_eq!(op["kind"], "tenant.destroy", "{op}");
+    let err = f.fail(&["tenant", "info", "beta"]);
+    assert!(err.contains("being destroyed"), "a tenant being destroyed is still readable: {err}");
     let err = f.fail(&["instance", "create", "beta/late", "--start"]);
     assert!(err.contains("being destroyed"), "{err}");
     let err = f.fail(&["pool", "create", "beta/late", "--running", "1"]);

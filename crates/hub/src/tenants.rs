@@ -48,8 +48,14 @@ impl Hub {
         self.store.get_tenant(name).await?.ok_or_else(|| HubError::not_found(format!("tenant '{name}' not found")))
     }
 
+    /// The tenant and its usage. One that a `destroy --force` is emptying is gone to its
+    /// readers at once (404 naming the operation that is removing it), as a DELETE
+    /// answered 202 promises; its progress is the operation's.
     pub async fn tenant_info(&self, p: &Principal, tenant: &Name) -> HubResult<TenantInfo> {
         let t = self.tenant_get(p, tenant).await?;
+        if let Some((_, op)) = self.store.tenant_destroys().await?.into_iter().find(|(n, _)| *n == t.name) {
+            return Err(HubError::not_found(format!("tenant '{}' is being destroyed (operation {op})", t.name)));
+        }
         let usage = self.usage(&t.name, None).await?;
         Ok(TenantInfo { tenant: t, usage })
     }

@@ -24,7 +24,7 @@ async fn tenant_list(State(hub): State<AppState>, p: Principal) -> HubResult<Jso
 }
 
 #[utoipa::path(get, path = "/v1/tenants/{tenant}", security(("token" = [])), params(("tenant" = String, Path)),
-    responses((status = 200, body = TenantInfo), (status = 404, body = ApiError)))]
+    responses((status = 200, body = TenantInfo), (status = 404, body = ApiError, description = "no such tenant, or it is being destroyed (`destroy --force` under way)")))]
 async fn tenant_info(State(hub): State<AppState>, p: Principal, Path(tenant): Path<String>) -> HubResult<Json<TenantInfo>> {
     let tenant = parse_name("tenant", &tenant)?;
     Ok(Json(hub.tenant_info(&p, &tenant).await?))
