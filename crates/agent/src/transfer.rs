@@ -420,6 +420,21 @@ impl Transfers {
         let Some((bytes, sha)) = end else {
             return Err(format!("the stream ended after {total} bytes without its end frame"));
         };
+        // The body is read to its end before the answer: an answer to a body still
+        // unread closes the connection, and a sender still writing the body's last
+        // chunk then sees a broken pipe instead of the receipt.
+        if !buf.is_empty() {
+            return Err(format!("{} bytes came after the end frame", buf.len()));
+        }
+        loop {
+            match tokio::time::timeout(IDLE_MAX, stream.next()).await {
+                Ok(None) => break,
+                Ok(Some(Ok(c))) if c.is_empty() => {}
+                Ok(Some(Ok(c))) => return Err(format!("{} bytes came after the end frame", c.len())),
+                Ok(Some(Err(e))) => return Err(format!("the stream was cut after its end frame: {e}")),
+                Err(_) => return Err(format!("the stream did not end within {} s of its end frame", IDLE_MAX.as_secs())),
+            }
+        }
         let got: [u8; 32] = hash.finalize().into();
         if bytes != total || sha != got {
             return Err(format!("the stream does not check: {total} bytes with SHA-256 {} arrived, {bytes} with {} were sent", hex::encode(got), hex::encode(sha)));
@@ -463,12 +478,24 @@ impl Transfers {
             answer(hangar_tls::forward::send_on(&mut sender, request("stream", body)?).await.map_err(|(e, _)| e), &s.target_endpoint).await
         };
         tokio::pin!(exchange);
+        tokio::pin!(conn);
+        // When the request fails, the connection's own error says more, unless the target
+        // answered with a refusal: a refused client certificate (TLS 1.3 refuses it after
+        // the client's side of the handshake ended) fails the request as "not ready" or a
+        // broken pipe while the connection's error names the alert.
+        let ended = |e: String, c: Option<hyper::Error>| match c {
+            Some(c) if !e.contains("the target refused") => format!("the connection to {} ended: {}", s.target_endpoint, with_cause(&c)),
+            _ => e,
+        };
         tokio::select! {
-            r = &mut exchange => r,
-            // A target that refuses the stream answers and closes while the body is
-            // still going out: its answer may be read already; it says more than the close.
-            r = conn => match tokio::time::timeout(std::time::Duration::from_secs(2), exchange).await {
-                Ok(Err(e)) if e.contains("before message completed") || e.contains("connection closed") => Err(format!("the connection to {} ended: {}", s.target_endpoint, r.err().map(|e| with_cause(&e)).unwrap_or(e))),
+            r = &mut exchange => match r {
+                Err(e) => Err(ended(e, tokio::time::timeout(std::time::Duration::from_secs(2), &mut conn).await.ok().and_then(Result::err))),
+                ok => ok,
+            },
+            // A target that refuses the stream answers and closes while the body is still
+            // going out: its answer may be read already.
+            r = &mut conn => match tokio::time::timeout(std::time::Duration::from_secs(2), exchange).await {
+                Ok(Err(e)) => Err(ended(e, r.err())),
                 Ok(answered) => answered,
                 Err(_) => Err(format!("the connection to {} ended: {}", s.target_endpoint, r.err().map(|e| with_cause(&e)).unwrap_or_default())),
             },
@@ -506,17 +533,35 @@ impl Transfers {
         Ok(Some(x))
     }
 
+    /// Target: the staging dir and the path snapshot `volume/snapshot` is received at,
+    /// refused if a complete copy of it is staged here already.
+    async fn receive_dest(&self, volume: &VolumeId, snapshot: &SnapshotId) -> Result<(PathBuf, PathBuf), String> {
+        let dir = self.staging(volume)?;
+        let dest = dir.join(snapshot);
+        if dest.exists() && self.volumes.is_sealed(&dest).await.unwrap_or(false) {
+            return Err(format!("snapshot {volume}/{snapshot} is staged here already"));
+        }
+        Ok((dir, dest))
+    }
+
+    /// Target: what the stream of `id` would be refused for before its first byte
+    /// (besides its ticket): said to the sender's `check`, since an answer to a body
+    /// still being sent is lost when the connection closes.
+    async fn precheck(&self, id: &TransferId) -> Result<(), TransferError> {
+        let object = self.with(id, |e| e.expect.as_ref().map(|x| x.object.clone())).flatten();
+        if let Some(TransferObject::VolumeSnapshot { volume, snapshot, .. }) = object {
+            self.receive_dest(&volume, &snapshot).await.map_err(|m| err(ErrorCode::Conflict, m))?;
+        }
+        Ok(())
+    }
+
     async fn receive(&self, x: &TransferExpect, body: axum::body::Body) -> Result<TransferReceipt, String> {
         let (volume, snapshot) = match &x.object {
             TransferObject::VolumeSnapshot { volume, snapshot, .. } => (volume, snapshot),
             TransferObject::Files { .. } => return self.receive_files(x, body).await,
         };
-        let dir = self.staging(volume)?;
-        let dest = dir.join(snapshot);
+        let (dir, dest) = self.receive_dest(volume, snapshot).await?;
         if dest.exists() {
-            if self.volumes.is_sealed(&dest).await.unwrap_or(false) {
-                return Err(format!("snapshot {volume}/{snapshot} is staged here already"));
-            }
             // What a receive cut off by a kill left.
             self.volumes.remove_staged(&dest).await.map_err(|e| e.to_string())?;
         }
@@ -720,6 +765,7 @@ async fn adopt(State(t): State<Transfers>, Extension(peer): Extension<PeerInfo>,
 async fn check(State(t): State<Transfers>, Extension(peer): Extension<PeerInfo>, Path(id): Path<String>, headers: axum::http::HeaderMap) -> Result<Json<serde_json::Value>, TransferError> {
     let id = transfer_id(&id)?;
     t.accept(id, &peer, headers.get(SECRET_HEADER).and_then(|v| v.to_str().ok()), false)?;
+    t.precheck(&id).await?;
     Ok(Json(serde_json::json!({})))
 }
 

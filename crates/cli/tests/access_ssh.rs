@@ -434,11 +434,12 @@ fn an_agent_killed_mid_session_or_request_disconnects_cleanly_and_other_hosts_ar
     // so a log shows it while the cause is looked for (see ARCHITECTURE, proxy).
     let t = std::time::Instant::now();
     loop {
-        let got = status_of(1);
+        let out = curl(1, "hello", &["-S", "-o", "/dev/null", "-w", "%{http_code}"]).output().unwrap();
+        let got = text(&out.stdout);
         if got == "200" {
             break;
         }
-        eprintln!("the other host's proxy answered {got} {:?} after the kill", t.elapsed());
+        eprintln!("the other host's proxy answered {got} {:?} after the kill: {}", t.elapsed(), text(&out.stderr));
         assert!(t.elapsed() < std::time::Duration::from_secs(30), "the other host's proxy is not served: {got}");
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
