@@ -33,6 +33,9 @@ pub struct AgentOptions {
     pub hub_url: Option<String>,
     /// What one exec may ask (timeout, concurrency).
     pub exec: endpoint::ExecLimits,
+    /// Set when the hub runs in this process (`hangar up`): the endpoint is also
+    /// served there, straight to the hub (the proxy's bytes then skip a TLS leg).
+    pub local_endpoints: Option<hangar_tls::serve::LocalEndpoints>,
 }
 
 /// What this host offers, reported with every heartbeat.
@@ -99,6 +102,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output =
     })
     .merge(proxy)
     .merge(crate::transfer::router(transfers));
+    let _served_locally = opts.local_endpoints.as_ref().map(|l| l.serve(&endpoint_url, app.clone(), &identity.hub_client_fingerprint));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut endpoint_stop = stop_rx.clone();
     let server = tokio::spawn(hangar_tls::serve::serve_router(listener, tls, app, async move {

@@ -29,7 +29,7 @@ use axum::{Extension, Json, Router};
 use futures_util::StreamExt;
 use hangar_tls::serve::PeerInfo;
 use hangar_tls::PeerPins;
-use hangar_types::transfer::{rate, Frame, StagedAdopt, TransferExpect, TransferId, TransferObject, TransferReceipt, TransferSend, TransferState, TransferStatus, FRAME_MAX, SECRET_HEADER};
+use hangar_types::transfer::{rate, Frame, FrameDecoder, Piece, StagedAdopt, TransferExpect, TransferId, TransferObject, TransferReceipt, TransferSend, TransferState, TransferStatus, FRAME_MAX, SECRET_HEADER};
 use hangar_types::{ApiError, ErrorCode, SnapshotId, VolumeId};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -42,6 +42,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// network would otherwise hold both for the TCP retransmission timeout, minutes).
 pub const IDLE_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// Frames read ahead of the connection (each up to [`FRAME_MAX`]).
+const FRAMES_IN_FLIGHT: usize = 4;
+
+/// The longest long-poll of a transfer's status.
+const MAX_STATUS_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A transfer this agent takes part in.
 struct Entry {
     status: TransferStatus,
@@ -51,6 +57,8 @@ struct Entry {
     /// Source: the sending task; target: set to stop the receive.
     task: Option<tokio::task::AbortHandle>,
     cancelled: Arc<std::sync::atomic::AtomicBool>,
+    /// Set once the status is final, for long-polls of it.
+    done: tokio::sync::watch::Sender<bool>,
 }
 
 /// Both halves of this host's transfers; cheap to clone.
@@ -178,6 +186,7 @@ impl Transfers {
                     e.status.error = Some(m);
                 }
             }
+            e.done.send_replace(true);
         });
     }
 
@@ -199,7 +208,7 @@ impl Transfers {
             self.pins.add(f);
         }
         let status = TransferStatus::new(x.id, TransferState::Expected);
-        m.insert(x.id, Entry { status: status.clone(), started: Instant::now(), expect: Some(x), task: None, cancelled: Default::default() });
+        m.insert(x.id, Entry { status: status.clone(), started: Instant::now(), expect: Some(x), task: None, cancelled: Default::default(), done: tokio::sync::watch::channel(false).0 });
         Ok(status)
     }
 
@@ -229,8 +238,16 @@ impl Transfers {
             }
             me.finish(&id, r);
         });
-        m.insert(id, Entry { status: status.clone(), started: Instant::now(), expect: None, task: Some(task.abort_handle()), cancelled: Default::default() });
+        m.insert(id, Entry { status: status.clone(), started: Instant::now(), expect: None, task: Some(task.abort_handle()), cancelled: Default::default(), done: tokio::sync::watch::channel(false).0 });
         Ok(status)
+    }
+
+    /// [`Transfers::status`] once the transfer ends, or after `wait` (a long-poll: the
+    /// hub sees a pass end at once without polling often).
+    pub async fn status_wait(&self, id: &TransferId, wait: std::time::Duration) -> Option<TransferStatus> {
+        let mut done = self.with(id, |e| e.done.subscribe())?;
+        let _ = tokio::time::timeout(wait.min(MAX_STATUS_WAIT), done.wait_for(|d| *d)).await;
+        self.status(id)
     }
 
     pub fn status(&self, id: &TransferId) -> Option<TransferStatus> {
@@ -297,8 +314,9 @@ impl Transfers {
             .spawn()
             .map_err(|e| format!("cannot run btrfs send: {e}"))?;
         let mut out = child.stdout.take().ok_or("btrfs send has no stdout")?;
+        widen_pipe(&out);
         let mut errout = child.stderr.take().ok_or("btrfs send has no stderr")?;
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(8);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(FRAMES_IN_FLIGHT);
         let me = self.clone();
         let id = s.id;
         // Reads the tool's output into frames; an error ends the body, so the target
@@ -306,9 +324,12 @@ impl Transfers {
         let producer = tokio::spawn(async move {
             let mut hash = Sha256::new();
             let mut total = 0u64;
-            let mut buf = vec![0u8; 256 << 10];
             loop {
-                let n = match out.read(&mut buf).await {
+                // Read into the bytes after a data frame's header: the frame goes out as
+                // read, no copy.
+                let mut frame = Vec::with_capacity(5 + FRAME_MAX);
+                frame.extend_from_slice(&Frame::data_header(0));
+                let n = match out.read_buf(&mut frame).await {
                     Ok(0) => break,
                     Ok(n) => n,
                     Err(e) => {
@@ -316,10 +337,11 @@ impl Transfers {
                         return Err("cannot read btrfs send's output".to_string());
                     }
                 };
-                hash.update(&buf[..n]);
+                frame[..5].copy_from_slice(&Frame::data_header(n));
+                hash.update(&frame[5..]);
                 total += n as u64;
                 hangar_types::failpoint::hit("transfer-source-sending");
-                if tx.send(Ok(Frame::Data(buf[..n].to_vec()).encode())).await.is_err() {
+                if tx.send(Ok(frame)).await.is_err() {
                     return Err("the target stopped reading".to_string());
                 }
                 me.progress(&id, n as u64);
@@ -382,11 +404,14 @@ impl Transfers {
     async fn pump_frames<W: tokio::io::AsyncWrite + Unpin>(&self, x: &TransferExpect, body: axum::body::Body, cancelled: &std::sync::atomic::AtomicBool, sink: &mut W, what: &str) -> Result<TransferReceipt, String> {
         let mut hash = Sha256::new();
         let mut total = 0u64;
-        let mut buf: Vec<u8> = Vec::with_capacity(2 * FRAME_MAX);
+        let mut frames = FrameDecoder::default();
         let mut stream = body.into_data_stream();
         let mut end = None;
         let mut idle = std::time::Duration::ZERO;
-        'read: loop {
+        // Read to the body's end, past the end frame: an answer to a body left unread
+        // closes the connection under the sender's last write (a broken pipe instead of
+        // the receipt); the decoder refuses any byte after the end frame.
+        loop {
             if cancelled.load(std::sync::atomic::Ordering::SeqCst) {
                 return Err("the transfer was stopped".into());
             }
@@ -399,42 +424,24 @@ impl Transfers {
             };
             idle = std::time::Duration::ZERO;
             let Some(chunk) = next else { break };
-            buf.extend_from_slice(&chunk.map_err(|e| format!("the stream was cut after {total} bytes: {e}"))?);
-            while let Some((frame, n)) = Frame::decode(&buf)? {
-                buf.drain(..n);
-                match frame {
-                    Frame::Data(d) => {
-                        hash.update(&d);
+            let chunk = chunk.map_err(|e| format!("the stream was cut after {total} bytes: {e}"))?;
+            let mut input = &chunk[..];
+            while let Some(piece) = frames.next(&mut input)? {
+                match piece {
+                    Piece::Data(d) => {
+                        hash.update(d);
                         total += d.len() as u64;
                         hangar_types::failpoint::hit("transfer-target-receiving");
-                        sink.write_all(&d).await.map_err(|e| format!("{what} stopped reading: {e}"))?;
+                        sink.write_all(d).await.map_err(|e| format!("{what} stopped reading: {e}"))?;
                         self.progress(&x.id, d.len() as u64);
                     }
-                    Frame::End { bytes, sha256 } => {
-                        end = Some((bytes, sha256));
-                        break 'read;
-                    }
+                    Piece::End { bytes, sha256 } => end = Some((bytes, sha256)),
                 }
             }
         }
         let Some((bytes, sha)) = end else {
             return Err(format!("the stream ended after {total} bytes without its end frame"));
         };
-        // The body is read to its end before the answer: an answer to a body still
-        // unread closes the connection, and a sender still writing the body's last
-        // chunk then sees a broken pipe instead of the receipt.
-        if !buf.is_empty() {
-            return Err(format!("{} bytes came after the end frame", buf.len()));
-        }
-        loop {
-            match tokio::time::timeout(IDLE_MAX, stream.next()).await {
-                Ok(None) => break,
-                Ok(Some(Ok(c))) if c.is_empty() => {}
-                Ok(Some(Ok(c))) => return Err(format!("{} bytes came after the end frame", c.len())),
-                Ok(Some(Err(e))) => return Err(format!("the stream was cut after its end frame: {e}")),
-                Err(_) => return Err(format!("the stream did not end within {} s of its end frame", IDLE_MAX.as_secs())),
-            }
-        }
         let got: [u8; 32] = hash.finalize().into();
         if bytes != total || sha != got {
             return Err(format!("the stream does not check: {total} bytes with SHA-256 {} arrived, {bytes} with {} were sent", hex::encode(got), hex::encode(sha)));
@@ -592,6 +599,7 @@ impl Transfers {
             .spawn()
             .map_err(|e| format!("cannot run btrfs receive: {e}"))?;
         let mut stdin = child.stdin.take().ok_or("btrfs receive has no stdin")?;
+        widen_pipe(&stdin);
         let receipt = self.pump_frames(x, body, cancelled, &mut stdin, "btrfs receive").await?;
         drop(stdin);
         let out = child.wait_with_output().await.map_err(|e| e.to_string())?;
@@ -608,7 +616,7 @@ impl Transfers {
         let TransferObject::Files { from, recursive, .. } = &s.object else { return Err("not a files transfer".into()) };
         let root = self.volumes.path(&VolumeId::from(&from.sandbox));
         let (rel, recursive, ids) = (PathBuf::from(&from.path), *recursive, hangar_types::idmap::IdRange::at(from.uid_base));
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(8);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(FRAMES_IN_FLIGHT);
         let w = FrameWriter { tx: tx.clone(), hash: Sha256::new(), total: 0, transfers: self.clone(), id: s.id };
         let producer = tokio::task::spawn_blocking(move || {
             let mut buffered = std::io::BufWriter::with_capacity(256 << 10, w);
@@ -688,6 +696,14 @@ fn with_cause(e: &dyn std::error::Error) -> String {
     }
 }
 
+/// Widens the pipe to or from a stream's tool to [`FRAME_MAX`]: one system call moves
+/// a frame's worth instead of the default 64 KiB (the kernel may refuse: then it stays).
+fn widen_pipe(pipe: &impl std::os::fd::AsFd) {
+    if let Err(e) = rustix::pipe::fcntl_setpipe_size(pipe, FRAME_MAX) {
+        tracing::debug!(error = %e, "cannot widen a transfer's pipe");
+    }
+}
+
 /// The target's answer to one request, its `{code, message}` refusal as the error.
 async fn answer<T: serde::de::DeserializeOwned>(r: Result<axum::http::Response<axum::body::Body>, hangar_tls::forward::ForwardError>, endpoint: &str) -> Result<T, String> {
     let resp = r.map_err(|e| format!("the stream to {endpoint} failed: {}", with_cause(&e)))?;
@@ -726,10 +742,20 @@ async fn send(State(t): State<Transfers>, Extension(peer): Extension<PeerInfo>, 
     Ok(Json(t.send(s)?))
 }
 
-async fn status(State(t): State<Transfers>, Extension(peer): Extension<PeerInfo>, Path(id): Path<String>) -> Result<Json<TransferStatus>, TransferError> {
+/// `?wait_ms=N`: answered as soon as the transfer ends, or after N ms (at most 10 s).
+#[derive(serde::Deserialize)]
+struct StatusWait {
+    wait_ms: Option<u64>,
+}
+
+async fn status(State(t): State<Transfers>, Extension(peer): Extension<PeerInfo>, Path(id): Path<String>, axum::extract::Query(w): axum::extract::Query<StatusWait>) -> Result<Json<TransferStatus>, TransferError> {
     t.check_hub(&peer)?;
     let id = transfer_id(&id)?;
-    t.status(&id).map(Json).ok_or_else(|| err(ErrorCode::NotFound, format!("no transfer {id} here")))
+    let st = match w.wait_ms {
+        Some(ms) => t.status_wait(&id, std::time::Duration::from_millis(ms)).await,
+        None => t.status(&id),
+    };
+    st.map(Json).ok_or_else(|| err(ErrorCode::NotFound, format!("no transfer {id} here")))
 }
 
 async fn forget(State(t): State<Transfers>, Extension(peer): Extension<PeerInfo>, Path(id): Path<String>) -> Result<Json<serde_json::Value>, TransferError> {
@@ -803,7 +829,10 @@ impl std::io::Write for FrameWriter {
         self.hash.update(b);
         self.total += b.len() as u64;
         hangar_types::failpoint::hit("transfer-source-sending");
-        self.tx.blocking_send(Ok(Frame::Data(b.to_vec()).encode())).map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the target stopped reading"))?;
+        let mut frame = Vec::with_capacity(5 + b.len());
+        frame.extend_from_slice(&Frame::data_header(b.len()));
+        frame.extend_from_slice(b);
+        self.tx.blocking_send(Ok(frame)).map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the target stopped reading"))?;
         self.transfers.progress(&self.id, b.len() as u64);
         Ok(b.len())
     }

@@ -433,7 +433,7 @@ async fn a_cut_network_fails_cleanly_and_the_next_attempt_works() {
     let f = fleet(2).await;
     let v: VolumeId = "tv2".parse().unwrap();
     let vol = f.hosts[0].pool.ensure(&v, 256).await.unwrap();
-    let data: Vec<u8> = (0..32u32 << 20).map(|i| (i.wrapping_mul(2246822519) >> 11) as u8).collect();
+    let data: Vec<u8> = (0..96u32 << 20).map(|i| (i.wrapping_mul(2246822519) >> 11) as u8).collect();
     std::fs::write(vol.join("data.bin"), &data).unwrap();
     f.hosts[0].pool.snapshot(&v, &"s1".parse::<SnapshotId>().unwrap()).await.unwrap();
     let port: u16 = f.hosts[1].endpoint.rsplit(':').next().unwrap().parse().unwrap();
@@ -445,7 +445,7 @@ async fn a_cut_network_fails_cleanly_and_the_next_attempt_works() {
     let st = f.run(0, 1, &x, &s).await;
     assert_eq!(st.state, TransferState::Failed, "{st:?}");
     assert!(st.error.as_deref().unwrap().contains("cut"), "{st:?}");
-    assert!(st.bytes > 0 && st.bytes < 32 << 20, "{st:?}");
+    assert!(st.bytes > 0 && st.bytes < 96 << 20, "{st:?}");
     let target = wait_final(&f, 1, &x.id).await;
     assert_eq!(target.state, TransferState::Failed, "{target:?}");
     assert!(started.elapsed() < hangar_agent::transfer::IDLE_MAX * 3, "took {:?}", started.elapsed());

@@ -17,6 +17,10 @@ impl AgentClient {
     pub async fn transfer_status(&self, id: &TransferId) -> Result<TransferStatus> {
         self.t.get(&format!("/v1/transfers/{id}")).await
     }
+    /// The transfer's status once it ends, or after `wait` (a long-poll; at most 10 s).
+    pub async fn transfer_status_wait(&self, id: &TransferId, wait: std::time::Duration) -> Result<TransferStatus> {
+        self.t.call::<(), _>(reqwest::Method::GET, &format!("/v1/transfers/{id}?wait_ms={}", wait.as_millis()), None, Some(std::time::Duration::from_secs(20) + wait)).await
+    }
     /// Stops the transfer on this agent and removes what it staged; Ok if unknown.
     pub async fn transfer_forget(&self, id: &TransferId) -> Result<()> {
         self.t.delete::<serde_json::Value>(&format!("/v1/transfers/{id}")).await.map(drop)

@@ -435,7 +435,8 @@ impl Hub {
             if Instant::now() > deadline {
                 return Err(HubError::new(ErrorCode::Timeout, format!("host {host} did not report the instance {want} within {} s", OBSERVE_MAX.as_secs())));
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            // Often: the instance is down for as long as this waits (a store read each).
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 

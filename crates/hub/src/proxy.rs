@@ -53,6 +53,8 @@ pub struct ProxyState {
     tokens: crate::auth::TokenCache<ProxyTokenRecord>,
     /// Routes of running instances by (tenant, instance), each with when it was read.
     routes: std::sync::Mutex<std::collections::HashMap<(Name, Name), Arc<Route>>>,
+    /// Agents' endpoints served in this process (`hangar up`'s own host), by URL.
+    local: hangar_tls::serve::LocalEndpoints,
 }
 
 /// Where a running instance's proxied requests go.
@@ -246,7 +248,6 @@ impl Hub {
         let asked_at = std::time::Instant::now();
         let route = self.proxy_authorize(&t, &token, from_header).await?;
         let (inst, host, endpoint) = (&route.inst, &route.host, route.endpoint.as_str());
-        let host_name = host.name.clone();
 
         let prefix = proxy_path(&t.tenant, &t.instance, t.port);
         // The rest of the path as it came (still percent-encoded), not as decoded.
@@ -268,25 +269,10 @@ impl Hub {
             h.insert("x-forwarded-prefix", v);
         }
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-        let failed = |e: hangar_tls::forward::ForwardError| HubError::new(ErrorCode::Unavailable, format!("host '{host_name}' did not answer the proxied request: {e}"));
-        let pooled = if upgrade { None } else { self.proxy.pool.take(endpoint) };
-        let (mut sender, fresh) = match pooled {
-            Some(s) => (s, false),
-            None => (hangar_tls::forward::handshake(self.connect_agent(host, endpoint).await?).await.map_err(failed)?, true),
+        let mut resp = match self.proxy.local.get(endpoint) {
+            Some(local) => local.call(req).await,
+            None => self.proxy_over_tls(host, endpoint, req, upgrade).await?,
         };
-        let mut resp = match hangar_tls::forward::send_on(&mut sender, req).await {
-            Ok(r) => r,
-            // A kept connection the agent closed meanwhile: the request was not sent,
-            // so it goes again on a new one.
-            Err((_, Some(req))) if !fresh => {
-                sender = hangar_tls::forward::handshake(self.connect_agent(host, endpoint).await?).await.map_err(failed)?;
-                hangar_tls::forward::send_on(&mut sender, req).await.map_err(|(e, _)| failed(e))?
-            }
-            Err((e, _)) => return Err(failed(e)),
-        };
-        if !upgrade {
-            self.proxy.pool.put(endpoint, sender);
-        }
         // A kept route may be older than a stop: the agent then refuses (503). The store
         // says why (stopped: 409 "start it"); if it still has the instance running, the
         // answer stands.
@@ -301,6 +287,36 @@ impl Hub {
             }
         }
         Ok(resp)
+    }
+
+    /// The proxied request sent to the agent at `endpoint` on a kept connection (or a
+    /// new one), its answer streamed back.
+    async fn proxy_over_tls(&self, host: &hangar_store::HostRecord, endpoint: &str, req: Request<Body>, upgrade: bool) -> HubResult<Response<Body>> {
+        let failed = |e: hangar_tls::forward::ForwardError| HubError::new(ErrorCode::Unavailable, format!("host '{}' did not answer the proxied request: {e}", host.name));
+        let pooled = if upgrade { None } else { self.proxy.pool.take(endpoint) };
+        let (mut sender, fresh) = match pooled {
+            Some(s) => (s, false),
+            None => (hangar_tls::forward::handshake(self.connect_agent(host, endpoint).await?).await.map_err(failed)?, true),
+        };
+        let resp = match hangar_tls::forward::send_on(&mut sender, req).await {
+            Ok(r) => r,
+            // A kept connection the agent closed meanwhile: the request was not sent,
+            // so it goes again on a new one.
+            Err((_, Some(req))) if !fresh => {
+                sender = hangar_tls::forward::handshake(self.connect_agent(host, endpoint).await?).await.map_err(failed)?;
+                hangar_tls::forward::send_on(&mut sender, req).await.map_err(|(e, _)| failed(e))?
+            }
+            Err((e, _)) => return Err(failed(e)),
+        };
+        if !upgrade {
+            self.proxy.pool.put(endpoint, sender);
+        }
+        Ok(resp)
+    }
+
+    /// The registry `hangar up`'s agent serves its endpoint in, for this hub.
+    pub fn local_endpoints(&self) -> hangar_tls::serve::LocalEndpoints {
+        self.proxy.local.clone()
     }
 
     async fn connect_agent(&self, agent_host: &hangar_store::HostRecord, endpoint: &str) -> HubResult<AgentStream> {

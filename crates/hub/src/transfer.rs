@@ -125,8 +125,14 @@ impl Hub {
         let mut heard = tokio::time::Instant::now();
         let mut moved = heard;
         let st = loop {
-            tokio::time::sleep(POLL).await;
-            let st = match src.transfer_status(&tk.id).await {
+            // A long-poll: a pass that ends is seen at once; an agent that answers early
+            // (one that does not wait) is asked again only after POLL.
+            let asked = tokio::time::Instant::now();
+            let st = match src.transfer_status_wait(&tk.id, POLL).await {
+                Ok(st) if !st.state.is_final() && asked.elapsed() < POLL => {
+                    tokio::time::sleep_until(asked + POLL).await;
+                    st
+                }
                 Ok(st) => st,
                 Err(hangar_client::ClientError::Api(e)) if e.code == ErrorCode::NotFound => {
                     return Err(unavailable(format!("host '{}' no longer runs transfer {} (its agent restarted)", source.name, tk.id)));
@@ -135,6 +141,7 @@ impl Hub {
                     if heard.elapsed() > SOURCE_SILENT_MAX {
                         return Err(unavailable(format!("host '{}' has not answered for {} s: {e}", source.name, SOURCE_SILENT_MAX.as_secs())));
                     }
+                    tokio::time::sleep_until(asked + POLL).await;
                     continue;
                 }
             };

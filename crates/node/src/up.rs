@@ -22,7 +22,7 @@ pub struct AgentArgs {
 }
 
 pub fn agent_options(paths: AgentPaths, a: &AgentArgs, hub_url: Option<String>) -> AgentOptions {
-    AgentOptions { paths, drivers: a.drivers.clone(), listen: a.listen, advertise: a.advertise.clone(), interval: a.interval, hub_url, exec: a.exec }
+    AgentOptions { paths, drivers: a.drivers.clone(), listen: a.listen, advertise: a.advertise.clone(), interval: a.interval, hub_url, exec: a.exec, local_endpoints: None }
 }
 
 /// `hangar up`: hub and a local agent in one process, on SQLite.
@@ -51,7 +51,9 @@ pub async fn up(data_dir: &Path, listen: SocketAddr, agent: AgentArgs, config_pa
         config_path.display()
     );
     let mut agent_stop = stop_rx.clone();
-    let mut agent_task = tokio::spawn(hangar_agent::daemon::run(agent_options(paths, &agent, Some(url.clone())), async move {
+    // The hub reaches this agent's endpoint in process (see hangar_tls::serve::LocalEndpoints).
+    let opts = AgentOptions { local_endpoints: Some(run.hub.local_endpoints()), ..agent_options(paths, &agent, Some(url.clone())) };
+    let mut agent_task = tokio::spawn(hangar_agent::daemon::run(opts, async move {
         let _ = agent_stop.wait_for(|s| *s).await;
     }));
     tokio::select! {

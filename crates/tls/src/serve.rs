@@ -30,6 +30,65 @@ pub struct PeerInfo {
     pub addr: SocketAddr,
 }
 
+/// Endpoints this very process serves, by URL. A caller in the same process (the hub
+/// of `hangar up` and its own host's agent) calls the router straight, as the peer it
+/// is, with no socket, TLS or HTTP framing between them; a caller elsewhere connects
+/// as always.
+#[derive(Clone, Default)]
+pub struct LocalEndpoints(Arc<std::sync::RwLock<HashMap<String, LocalEndpoint>>>);
+
+impl std::fmt::Debug for LocalEndpoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.read().unwrap_or_else(|e| e.into_inner()).keys()).finish()
+    }
+}
+
+/// One in-process endpoint: its router and who calls it.
+#[derive(Clone)]
+pub struct LocalEndpoint {
+    app: axum::Router,
+    caller: PeerInfo,
+}
+
+impl LocalEndpoints {
+    /// Serves `app` at `url` to the one caller whose client certificate has
+    /// `caller_fingerprint` (the only holder of this registry besides the server),
+    /// until the returned guard is dropped.
+    #[must_use = "the endpoint is served until this is dropped"]
+    pub fn serve(&self, url: &str, app: axum::Router, caller_fingerprint: &str) -> LocalServed {
+        let caller = PeerInfo { fingerprint: Some(caller_fingerprint.to_string()), addr: SocketAddr::from(([127, 0, 0, 1], 0)) };
+        self.0.write().unwrap_or_else(|e| e.into_inner()).insert(url.to_string(), LocalEndpoint { app, caller });
+        LocalServed { endpoints: self.clone(), url: url.to_string() }
+    }
+
+    pub fn get(&self, url: &str) -> Option<LocalEndpoint> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).get(url).cloned()
+    }
+}
+
+/// An endpoint served in process; served no more once dropped.
+pub struct LocalServed {
+    endpoints: LocalEndpoints,
+    url: String,
+}
+
+impl Drop for LocalServed {
+    fn drop(&mut self) {
+        self.endpoints.0.write().unwrap_or_else(|e| e.into_inner()).remove(&self.url);
+    }
+}
+
+impl LocalEndpoint {
+    /// One request, answered by the router as if it came over a connection.
+    pub async fn call(&self, mut req: axum::http::Request<axum::body::Body>) -> axum::response::Response {
+        req.extensions_mut().insert(self.caller.clone());
+        match self.app.clone().oneshot(req).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        }
+    }
+}
+
 /// The next connection on `listener`, or None once `shutdown` resolves. A failed accept
 /// (out of file descriptors and the like) backs off instead of spinning. Shared by every
 /// listener of hangar's (API, agent endpoint, SSH gateway).

@@ -191,43 +191,121 @@ pub enum Frame {
 const KIND_DATA: u8 = 1;
 const KIND_END: u8 = 2;
 
+const HEADER: usize = 5;
+const END_PAYLOAD: usize = 40;
+
 impl Frame {
     pub fn encode(&self) -> Vec<u8> {
-        let (kind, payload): (u8, Vec<u8>) = match self {
-            Frame::Data(d) => (KIND_DATA, d.clone()),
-            Frame::End { bytes, sha256 } => (KIND_END, bytes.to_be_bytes().iter().chain(sha256.iter()).copied().collect()),
-        };
-        let mut out = Vec::with_capacity(5 + payload.len());
-        out.push(kind);
-        out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-        out.extend_from_slice(&payload);
-        out
+        match self {
+            Frame::Data(d) => {
+                let mut out = Vec::with_capacity(HEADER + d.len());
+                out.extend_from_slice(&Frame::data_header(d.len()));
+                out.extend_from_slice(d);
+                out
+            }
+            Frame::End { bytes, sha256 } => {
+                let mut out = Vec::with_capacity(HEADER + END_PAYLOAD);
+                out.push(KIND_END);
+                out.extend_from_slice(&(END_PAYLOAD as u32).to_be_bytes());
+                out.extend_from_slice(&bytes.to_be_bytes());
+                out.extend_from_slice(sha256);
+                out
+            }
+        }
     }
 
-    /// The first whole frame in `buf` and its encoded length; `Ok(None)` if `buf` holds
-    /// only part of one.
-    pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, String> {
-        if buf.len() < 5 {
-            return Ok(None);
-        }
-        let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
-        if len > FRAME_MAX {
-            return Err(format!("a frame of {len} bytes is over the limit of {FRAME_MAX}"));
-        }
-        if buf.len() < 5 + len {
-            return Ok(None);
-        }
-        let payload = &buf[5..5 + len];
-        let frame = match buf[0] {
-            KIND_DATA => Frame::Data(payload.to_vec()),
-            KIND_END if len == 40 => {
-                let bytes = u64::from_be_bytes(payload[..8].try_into().map_err(|_| "short end frame")?);
-                let sha256: [u8; 32] = payload[8..].try_into().map_err(|_| "short end frame")?;
-                Frame::End { bytes, sha256 }
+    /// The header of a data frame of `len` bytes: a sender that reads its data into the
+    /// bytes after the header sends the frame without copying it.
+    pub fn data_header(len: usize) -> [u8; HEADER] {
+        let l = (len as u32).to_be_bytes();
+        [KIND_DATA, l[0], l[1], l[2], l[3]]
+    }
+}
+
+/// What a [`FrameDecoder`] finds in the bytes it is fed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Piece<'a> {
+    /// Some of a data frame's bytes, borrowed from the input: a frame split across
+    /// inputs comes as several pieces.
+    Data(&'a [u8]),
+    End { bytes: u64, sha256: [u8; 32] },
+}
+
+/// Where a [`FrameDecoder`] is in the stream.
+#[derive(Debug)]
+enum DecodeAt {
+    Header { got: [u8; HEADER], n: usize },
+    Data { left: usize },
+    End { got: [u8; END_PAYLOAD], n: usize },
+    Ended,
+}
+
+/// Reads a stream of frames as it arrives, in inputs of any size, handing out data
+/// without copying it; nothing may follow the end frame.
+#[derive(Debug)]
+pub struct FrameDecoder(DecodeAt);
+
+impl Default for FrameDecoder {
+    fn default() -> Self {
+        FrameDecoder(DecodeAt::Header { got: [0; HEADER], n: 0 })
+    }
+}
+
+impl FrameDecoder {
+    /// The next piece at the front of `input`, which is advanced past it; `Ok(None)`
+    /// once `input` is used up (a frame's rest comes with the next input).
+    pub fn next<'a>(&mut self, input: &mut &'a [u8]) -> Result<Option<Piece<'a>>, String> {
+        loop {
+            if input.is_empty() {
+                return Ok(None);
             }
-            k => return Err(format!("unknown frame kind {k} (length {len})")),
-        };
-        Ok(Some((frame, 5 + len)))
+            match &mut self.0 {
+                DecodeAt::Header { got, n } => {
+                    let k = (HEADER - *n).min(input.len());
+                    got[*n..*n + k].copy_from_slice(&input[..k]);
+                    *n += k;
+                    *input = &input[k..];
+                    if *n < HEADER {
+                        continue;
+                    }
+                    let len = u32::from_be_bytes([got[1], got[2], got[3], got[4]]) as usize;
+                    if len > FRAME_MAX {
+                        return Err(format!("a frame of {len} bytes is over the limit of {FRAME_MAX}"));
+                    }
+                    self.0 = match got[0] {
+                        KIND_DATA if len == 0 => DecodeAt::Header { got: [0; HEADER], n: 0 },
+                        KIND_DATA => DecodeAt::Data { left: len },
+                        KIND_END if len == END_PAYLOAD => DecodeAt::End { got: [0; END_PAYLOAD], n: 0 },
+                        KIND_END => return Err(format!("an end frame of {len} bytes ({END_PAYLOAD} expected)")),
+                        k => return Err(format!("unknown frame kind {k} (length {len})")),
+                    };
+                }
+                DecodeAt::Data { left } => {
+                    let k = (*left).min(input.len());
+                    let (piece, rest) = input.split_at(k);
+                    *input = rest;
+                    *left -= k;
+                    if *left == 0 {
+                        self.0 = DecodeAt::Header { got: [0; HEADER], n: 0 };
+                    }
+                    return Ok(Some(Piece::Data(piece)));
+                }
+                DecodeAt::End { got, n } => {
+                    let k = (END_PAYLOAD - *n).min(input.len());
+                    got[*n..*n + k].copy_from_slice(&input[..k]);
+                    *n += k;
+                    *input = &input[k..];
+                    if *n < END_PAYLOAD {
+                        continue;
+                    }
+                    let bytes = u64::from_be_bytes(got[..8].try_into().expect("8 bytes"));
+                    let sha256: [u8; 32] = got[8..].try_into().expect("32 bytes");
+                    self.0 = DecodeAt::Ended;
+                    return Ok(Some(Piece::End { bytes, sha256 }));
+                }
+                DecodeAt::Ended => return Err(format!("{} bytes came after the end frame", input.len())),
+            }
+        }
     }
 }
 
@@ -240,30 +318,53 @@ pub fn rate(bytes: u64, elapsed_ms: u64) -> u64 {
 mod tests {
     use super::*;
 
-    #[test]
-    fn frames_round_trip_and_partial_input_waits() {
-        let frames = [Frame::Data(b"hello".to_vec()), Frame::Data(vec![]), Frame::End { bytes: 5, sha256: [7; 32] }];
-        let wire: Vec<u8> = frames.iter().flat_map(Frame::encode).collect();
-        let mut at = 0;
-        let mut got = vec![];
-        while at < wire.len() {
-            // Every prefix shorter than the next frame is "not yet".
-            let (f, n) = Frame::decode(&wire[at..]).unwrap().unwrap();
-            for cut in 0..n {
-                assert_eq!(Frame::decode(&wire[at..at + cut]).unwrap(), None);
+    /// Everything `input` decodes to, fed in inputs of `size` bytes, data pieces joined
+    /// back into frames.
+    fn decode_in(input: &[u8], size: usize) -> Result<Vec<Frame>, String> {
+        let mut d = FrameDecoder::default();
+        let mut out: Vec<Frame> = vec![];
+        let mut data: Option<Vec<u8>> = None;
+        for chunk in input.chunks(size.max(1)) {
+            let mut rest = chunk;
+            while let Some(p) = d.next(&mut rest)? {
+                match p {
+                    Piece::Data(b) => data.get_or_insert_with(Vec::new).extend_from_slice(b),
+                    Piece::End { bytes, sha256 } => {
+                        out.extend(data.take().map(Frame::Data));
+                        out.push(Frame::End { bytes, sha256 });
+                    }
+                }
             }
-            got.push(f);
-            at += n;
         }
-        assert_eq!(got, frames);
+        out.extend(data.take().map(Frame::Data));
+        Ok(out)
+    }
+
+    #[test]
+    fn frames_round_trip_in_inputs_of_every_size() {
+        let frames = [Frame::Data(b"hello".to_vec()), Frame::Data(vec![]), Frame::Data(b" world".to_vec()), Frame::End { bytes: 11, sha256: [7; 32] }];
+        let wire: Vec<u8> = frames.iter().flat_map(Frame::encode).collect();
+        // Data pieces come back joined (frame boundaries are not data).
+        let want = vec![Frame::Data(b"hello world".to_vec()), Frame::End { bytes: 11, sha256: [7; 32] }];
+        for size in 1..=wire.len() {
+            assert_eq!(decode_in(&wire, size).unwrap(), want, "inputs of {size} bytes");
+        }
+        assert_eq!(&Frame::Data(vec![1, 2]).encode()[..5], &Frame::data_header(2));
     }
 
     #[test]
     fn bad_frames_are_refused() {
-        assert!(Frame::decode(&[9, 0, 0, 0, 0]).is_err());
-        assert!(Frame::decode(&[KIND_END, 0, 0, 0, 1, 0]).is_err());
+        assert!(decode_in(&[9, 0, 0, 0, 0], 5).is_err());
+        assert!(decode_in(&[KIND_END, 0, 0, 0, 1, 0], 6).is_err());
         let huge = ((FRAME_MAX + 1) as u32).to_be_bytes();
-        assert!(Frame::decode(&[KIND_DATA, huge[0], huge[1], huge[2], huge[3]]).is_err());
+        assert!(decode_in(&[KIND_DATA, huge[0], huge[1], huge[2], huge[3]], 5).is_err());
+        // Nothing after the end frame, in the same input or a later one.
+        let mut wire = Frame::End { bytes: 0, sha256: [0; 32] }.encode();
+        wire.push(0);
+        for size in [1, 7, wire.len()] {
+            let e = decode_in(&wire, size).unwrap_err();
+            assert!(e.contains("after the end frame"), "{e}");
+        }
     }
 
     #[test]
