@@ -91,23 +91,8 @@ pub async fn run(c: &HubClient, fleet: &Fleet, tenant: &str, mib: u64) -> Result
 
     // Raw: the same bytes over plain TCP between the same two namespaces, into a file
     // in the target's pool.
-    let (ns_a, ns_b) = (netns_of(HOSTS[0])?, netns_of(HOSTS[1])?);
-    let b = c.host_get(HOSTS[1]).await?;
-    let addr = b.endpoint.as_deref().and_then(hangar_types::net::underlay_of).with_context(|| format!("host {} has no routable endpoint", HOSTS[1]))?;
-    let port = crate::fleet::free_port()?;
     let raw_file = pool(HOSTS[1]).join("raw-copy.bin");
-    let listener = format!(
-        "exec python3 -c 'import socket,shutil; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((\"{addr}\", {port})); s.listen(1); print(\"ready\", flush=True); c,_=s.accept(); f=open(\"{}\",\"wb\"); shutil.copyfileobj(c.makefile(\"rb\"), f, 1<<20); f.close()'",
-        raw_file.display()
-    );
-    let mut rx = listening(&ns_b, &listener)?;
-    let t = Instant::now();
-    let sent = sh(&ns_a, &format!("cat {} > /dev/tcp/{addr}/{port}", src_file.display())).status()?;
-    let got = rx.wait()?;
-    let raw_secs = t.elapsed().as_secs_f64();
-    if !sent.success() || !got.success() {
-        bail!("the raw stream failed: sender {sent}, receiver {got}");
-    }
+    let raw_secs = raw_stream(c, &format!("cat {}", src_file.display()), RawSink::File(&raw_file)).await?;
     same_bytes(&src_file, &raw_file)?;
     let _ = std::fs::remove_file(&raw_file);
     for i in ["cpsrc", "cpdst"] {
@@ -115,6 +100,41 @@ pub async fn run(c: &HubClient, fleet: &Fleet, tenant: &str, mib: u64) -> Result
         c.operation_wait_final(op.id, Duration::from_secs(120)).await?;
     }
     Ok(CopyBench { bytes, hangar_secs, raw_secs })
+}
+
+/// Where [`raw_stream`]'s receiver puts the bytes.
+pub(crate) enum RawSink<'a> {
+    File(&'a Path),
+    /// A shell command reading them on its stdin.
+    Command(String),
+}
+
+/// The raw baseline of a host-to-host stream: `send` (a shell command writing the
+/// stream on its stdout) run in the first host's namespace into plain TCP, received in
+/// the second's by one Python copy loop into `sink`; the seconds from the first byte
+/// asked to the receiver's end.
+pub(crate) async fn raw_stream(c: &HubClient, send: &str, sink: RawSink<'_>) -> Result<f64> {
+    let (ns_a, ns_b) = (netns_of(HOSTS[0])?, netns_of(HOSTS[1])?);
+    let b = c.host_get(HOSTS[1]).await?;
+    let addr = b.endpoint.as_deref().and_then(hangar_types::net::underlay_of).with_context(|| format!("host {} has no routable endpoint", HOSTS[1]))?;
+    let port = crate::fleet::free_port()?;
+    let (out, pipe) = match &sink {
+        RawSink::File(p) => (format!("open(\"{}\",\"wb\")", p.display()), String::new()),
+        RawSink::Command(cmd) => ("sys.stdout.buffer".to_string(), format!(" | {cmd}")),
+    };
+    // `ready` (on stderr: stdout may be the stream) comes out as the first line.
+    let receiver = format!(
+        "{{ python3 -c 'import socket,shutil,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((\"{addr}\", {port})); s.listen(1); print(\"ready\", file=sys.stderr, flush=True); c,_=s.accept(); f={out}; shutil.copyfileobj(c.makefile(\"rb\"), f, 1<<20); f.close()'{pipe}; }} 2>&1 >/dev/null"
+    );
+    let mut rx = listening(&ns_b, &receiver)?;
+    let t = Instant::now();
+    let sent = sh(&ns_a, &format!("{send} > /dev/tcp/{addr}/{port}")).status()?;
+    let got = rx.wait()?;
+    let secs = t.elapsed().as_secs_f64();
+    if !sent.success() || !got.success() {
+        bail!("the raw stream failed: sender {sent}, receiver {got}");
+    }
+    Ok(secs)
 }
 
 pub(crate) fn same_bytes(a: &Path, b: &Path) -> Result<()> {

@@ -6,7 +6,7 @@
 //! instance, so its final pass (and the downtime: stopped on the source until running
 //! on the target, as the move reports it) carries them.
 
-use crate::bench_copy::{instance_on, listening, netns_of, sh};
+use crate::bench_copy::{instance_on, raw_stream, RawSink};
 use crate::fleet::{wait_host, Fleet};
 use anyhow::{bail, Context, Result};
 use hangar_client::HubClient;
@@ -45,30 +45,6 @@ fn btrfs_delete(path: &std::path::Path) {
     }
 }
 
-/// `btrfs send` of `snap` from `host_a`'s namespace over plain TCP into `btrfs
-/// receive` of `into` in `host_b`'s; the time from the first byte asked to the
-/// receive's end.
-async fn raw_send_receive(c: &HubClient, snap: &std::path::Path, into: &std::path::Path) -> Result<f64> {
-    let (ns_a, ns_b) = (netns_of(HOSTS[0])?, netns_of(HOSTS[1])?);
-    let b = c.host_get(HOSTS[1]).await?;
-    let addr = b.endpoint.as_deref().and_then(hangar_types::net::underlay_of).with_context(|| format!("host {} has no routable endpoint", HOSTS[1]))?;
-    let port = crate::fleet::free_port()?;
-    // `ready` (on stderr, stdout being the stream) comes out as the first line.
-    let receiver = format!(
-        "{{ python3 -c 'import socket,shutil,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((\"{addr}\", {port})); s.listen(1); print(\"ready\", file=sys.stderr, flush=True); c,_=s.accept(); shutil.copyfileobj(c.makefile(\"rb\"), sys.stdout.buffer, 1<<20)' | btrfs receive -q {}; }} 2>&1 >/dev/null",
-        into.display()
-    );
-    let mut rx = listening(&ns_b, &receiver)?;
-    let t = Instant::now();
-    let sent = sh(&ns_a, &format!("btrfs send -q {} > /dev/tcp/{addr}/{port}", snap.display())).status()?;
-    let got = rx.wait()?;
-    let secs = t.elapsed().as_secs_f64();
-    if !sent.success() || !got.success() {
-        bail!("the raw btrfs send | receive failed: sender {sent}, receiver {got}");
-    }
-    Ok(secs)
-}
-
 pub async fn run(c: &HubClient, fleet: &Fleet, tenant: &str, mib: u64) -> Result<MoveBench> {
     for h in HOSTS {
         c.host_add(&HostAdd { name: h.parse()?, provider: Some("local".into()), join_ttl_secs: None }).await?;
@@ -100,7 +76,7 @@ pub async fn run(c: &HubClient, fleet: &Fleet, tenant: &str, mib: u64) -> Result
         bail!("cannot snapshot {}", vol.display());
     }
     std::fs::create_dir_all(&into)?;
-    let raw = raw_send_receive(c, &snap, &into).await;
+    let raw = raw_stream(c, &format!("btrfs send -q {}", snap.display()), RawSink::Command(format!("btrfs receive -q {}", into.display()))).await;
     let received = into.join("raw-bench-snap").join("big.bin");
     let raw_same = raw.is_ok() && sum(&received).is_ok_and(|s| s == sha);
     btrfs_delete(&into.join("raw-bench-snap"));

@@ -259,14 +259,8 @@ impl Hub {
         };
         let location = spec.restic_location(&repo_path(&inst.tenant));
         let repair = needs_repair(&location).map(|seen| (location, seen));
-        let req = JobRequest {
-            id: job_id(op.id),
-            target: spec,
-            repo_path: repo_path(&inst.tenant),
-            password,
-            master_key,
-            kind: JobKind::Backup { volume: inst.id.sandbox_id().to_string(), hostname: inst.id.to_string(), tags: vec![format!("{}/{}", inst.tenant, inst.name)], repair_index: repair.is_some() },
-        };
+        let kind = JobKind::Backup { volume: inst.id.sandbox_id().to_string(), hostname: inst.id.to_string(), tags: vec![format!("{}/{}", inst.tenant, inst.name)], repair_index: repair.is_some() };
+        let req = job_request(&op, &inst.tenant, spec, password, master_key, kind);
         self.event(actor, Some(&inst.tenant), format!("instance/{}/{}", inst.tenant, inst.name), "backup.create", "accepted", Some(format!("operation {}", op.id))).await;
         tokio::spawn(self.clone().run_job(op.clone(), agent, req, Done::Backup { template: Box::new(template), apply_policy, repair }));
         Ok(op)
@@ -321,14 +315,7 @@ impl Hub {
         };
         let ids = id_shift(&backup, &dest);
         let op = self.backup_operation("backup.restore", tenant, format!("{}/{}", dest.tenant, dest.name)).await?;
-        let job = JobRequest {
-            id: job_id(op.id),
-            target: spec,
-            repo_path: repo_path(tenant),
-            password,
-            master_key,
-            kind: JobKind::Restore { volume: dest.id.sandbox_id().to_string(), snapshot: backup.id.clone(), path, into, ids },
-        };
+        let job = job_request(&op, tenant, spec, password, master_key, JobKind::Restore { volume: dest.id.sandbox_id().to_string(), snapshot: backup.id.clone(), path, into, ids });
         self.event(&p.actor(), Some(tenant), format!("instance/{}/{}", dest.tenant, dest.name), "backup.restore", "accepted", Some(format!("backup {} of {name}", short(&backup.id)))).await;
         let (hub, accepted) = (self.clone(), op.clone());
         tokio::spawn(async move {
@@ -355,14 +342,8 @@ impl Hub {
         let (_, spec, password) = self.tenant_repo(&inst.tenant).await?;
         let master_key = self.repo_key(&inst.tenant, &spec, &password).await?;
         let op = self.backup_operation("backup.restore", &inst.tenant, format!("{}/{}", inst.tenant, inst.name)).await?;
-        let job = JobRequest {
-            id: job_id(op.id),
-            target: spec,
-            repo_path: repo_path(&inst.tenant),
-            password,
-            master_key,
-            kind: JobKind::Restore { volume: inst.id.sandbox_id().to_string(), snapshot: backup.id.clone(), path: None, into: String::new(), ids: id_shift(backup, inst) },
-        };
+        let kind = JobKind::Restore { volume: inst.id.sandbox_id().to_string(), snapshot: backup.id.clone(), path: None, into: String::new(), ids: id_shift(backup, inst) };
+        let job = job_request(&op, &inst.tenant, spec, password, master_key, kind);
         tokio::spawn(self.clone().run_job(op.clone(), agent, job, Done::Restore));
         Ok(op)
     }
@@ -389,7 +370,7 @@ impl Hub {
         let agent = self.agent_for(&inst).await?.0;
         let master_key = self.repo_key(tenant, &spec, &password).await?;
         let op = self.backup_operation("backup.check", tenant, format!("{tenant}/{name}")).await?;
-        let job = JobRequest { id: job_id(op.id), target: spec, repo_path: repo_path(tenant), password, master_key, kind: JobKind::Check { read_data: req.read_data } };
+        let job = job_request(&op, tenant, spec, password, master_key, JobKind::Check { read_data: req.read_data });
         tokio::spawn(self.clone().run_job(op.clone(), agent, job, Done::Check));
         Ok(op)
     }
@@ -718,6 +699,11 @@ fn id_shift(backup: &Backup, dest: &Instance) -> Option<IdShift> {
 
 fn target_view(rec: BackupTargetRecord) -> BackupTarget {
     BackupTarget { name: rec.name, location: rec.location, created_at: rec.created_at }
+}
+
+/// The agent's job for operation `op` on `tenant`'s repository in `target`.
+fn job_request(op: &Operation, tenant: &Name, target: TargetSpec, password: Secret, master_key: Option<Secret>, kind: JobKind) -> JobRequest {
+    JobRequest { id: job_id(op.id), target, repo_path: repo_path(tenant), password, master_key, kind }
 }
 
 fn job_id(op: OperationId) -> String {

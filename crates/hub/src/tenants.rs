@@ -53,7 +53,7 @@ impl Hub {
     /// answered 202 promises; its progress is the operation's.
     pub async fn tenant_info(&self, p: &Principal, tenant: &Name) -> HubResult<TenantInfo> {
         let t = self.tenant_get(p, tenant).await?;
-        if let Some((_, op)) = self.store.tenant_destroys().await?.into_iter().find(|(n, _)| *n == t.name) {
+        if let Some(op) = self.store.tenant_destroy_of(&t.name).await? {
             return Err(HubError::not_found(format!("tenant '{}' is being destroyed (operation {op})", t.name)));
         }
         let usage = self.usage(&t.name, None).await?;
@@ -91,7 +91,7 @@ impl Hub {
     /// destroy would wait for the newcomer forever. The caller holds the tenant lock.
     pub(crate) async fn tenant_for_create(&self, p: &Principal, expected: &Tenant) -> HubResult<Tenant> {
         let t = self.tenant_get(p, &expected.name).await.ok().filter(|now| now.id == expected.id).ok_or_else(|| HubError::not_found(format!("tenant '{}' not found", expected.name)))?;
-        if let Some((_, op)) = self.store.tenant_destroys().await?.into_iter().find(|(n, _)| *n == t.name) {
+        if let Some(op) = self.store.tenant_destroy_of(&t.name).await? {
             return Err(HubError::new(ErrorCode::IllegalTransition, format!("tenant '{}' is being destroyed (operation {op}): nothing new can be created in it", t.name)));
         }
         Ok(t)

@@ -1532,6 +1532,9 @@ pub async fn a_tenant_destroy_is_marked_once_and_its_progress_kept(store: Arc<dy
     assert_eq!(store.mark_tenant_destroy(&name("acme"), OperationId::new()).await.unwrap(), Some(op.id));
     assert_eq!(store.mark_tenant_destroy(&name("nope"), OperationId::new()).await.unwrap(), None);
     assert_eq!(store.tenant_destroys().await.unwrap(), vec![(name("acme"), op.id)]);
+    assert_eq!(store.tenant_destroy_of(&name("acme")).await.unwrap(), Some(op.id));
+    assert_eq!(store.tenant_destroy_of(&name("beta")).await.unwrap(), None);
+    assert_eq!(store.tenant_destroy_of(&name("nope")).await.unwrap(), None);
     let p = OperationProgress { done: 2, total: 5, what: "pools and instances removed".into() };
     store.set_operation_progress(op.id, &p).await.unwrap();
     assert_eq!(store.get_operation(op.id).await.unwrap().unwrap().progress, Some(p));

@@ -266,6 +266,8 @@ pub trait Store: BackupStore + TransferStore + MoveStore + Send + Sync + 'static
     async fn mark_tenant_destroy(&self, name: &Name, op: OperationId) -> Result<Option<OperationId>>;
     /// Tenants marked by [`Store::mark_tenant_destroy`], with their operations.
     async fn tenant_destroys(&self) -> Result<Vec<(Name, OperationId)>>;
+    /// The operation destroying tenant `name`, if one is marked.
+    async fn tenant_destroy_of(&self, name: &Name) -> Result<Option<OperationId>>;
     async fn set_operation_progress(&self, id: OperationId, progress: &hangar_types::api::OperationProgress) -> Result<()>;
 
     // ---- hosts ----

@@ -895,6 +895,11 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn tenant_destroy_of(&self, name: &Name) -> Result<Option<OperationId>> {
+        let q = sqlx::query("SELECT destroy_operation FROM tenants WHERE name = ?1 AND destroy_operation IS NOT NULL").bind(name.as_str());
+        self.one(q, "read a tenant's destroy", |r| Cols::new(r, "tenants").parse("destroy_operation")).await
+    }
+
     async fn set_operation_progress(&self, id: OperationId, progress: &hangar_types::api::OperationProgress) -> Result<()> {
         let json = serde_json::to_string(progress).map_err(|e| StoreError::Corrupt { table: "operations", detail: e.to_string() })?;
         let q = sqlx::query("UPDATE operations SET progress = ?2, updated_at = ?3 WHERE id = ?1").bind(id.to_string()).bind(json).bind(Nanos(OffsetDateTime::now_utc()));
