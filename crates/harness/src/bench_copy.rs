@@ -92,7 +92,7 @@ pub async fn run(c: &HubClient, fleet: &Fleet, tenant: &str, mib: u64) -> Result
     // Raw: the same bytes over plain TCP between the same two namespaces, into a file
     // in the target's pool.
     let raw_file = pool(HOSTS[1]).join("raw-copy.bin");
-    let raw_secs = raw_stream(c, &format!("cat {}", src_file.display()), RawSink::File(&raw_file)).await?;
+    let raw_secs = raw_stream(c, HOSTS, &format!("cat {}", src_file.display()), RawSink::File(&raw_file)).await?;
     same_bytes(&src_file, &raw_file)?;
     let _ = std::fs::remove_file(&raw_file);
     for i in ["cpsrc", "cpdst"] {
@@ -110,13 +110,13 @@ pub(crate) enum RawSink<'a> {
 }
 
 /// The raw baseline of a host-to-host stream: `send` (a shell command writing the
-/// stream on its stdout) run in the first host's namespace into plain TCP, received in
-/// the second's by one Python copy loop into `sink`; the seconds from the first byte
+/// stream on its stdout) run in host `from`'s namespace into plain TCP, received in
+/// host `to`'s by one Python copy loop into `sink`; the seconds from the first byte
 /// asked to the receiver's end.
-pub(crate) async fn raw_stream(c: &HubClient, send: &str, sink: RawSink<'_>) -> Result<f64> {
-    let (ns_a, ns_b) = (netns_of(HOSTS[0])?, netns_of(HOSTS[1])?);
-    let b = c.host_get(HOSTS[1]).await?;
-    let addr = b.endpoint.as_deref().and_then(hangar_types::net::underlay_of).with_context(|| format!("host {} has no routable endpoint", HOSTS[1]))?;
+pub(crate) async fn raw_stream(c: &HubClient, [from, to]: [&str; 2], send: &str, sink: RawSink<'_>) -> Result<f64> {
+    let (ns_a, ns_b) = (netns_of(from)?, netns_of(to)?);
+    let b = c.host_get(to).await?;
+    let addr = b.endpoint.as_deref().and_then(hangar_types::net::underlay_of).with_context(|| format!("host {to} has no routable endpoint"))?;
     let port = crate::fleet::free_port()?;
     let (out, pipe) = match &sink {
         RawSink::File(p) => (format!("open(\"{}\",\"wb\")", p.display()), String::new()),

@@ -76,7 +76,7 @@ pub async fn run(c: &HubClient, fleet: &Fleet, tenant: &str, mib: u64) -> Result
         bail!("cannot snapshot {}", vol.display());
     }
     std::fs::create_dir_all(&into)?;
-    let raw = raw_stream(c, &format!("btrfs send -q {}", snap.display()), RawSink::Command(format!("btrfs receive -q {}", into.display()))).await;
+    let raw = raw_stream(c, HOSTS, &format!("btrfs send -q {}", snap.display()), RawSink::Command(format!("btrfs receive -q {}", into.display()))).await;
     let received = into.join("raw-bench-snap").join("big.bin");
     let raw_same = raw.is_ok() && sum(&received).is_ok_and(|s| s == sha);
     btrfs_delete(&into.join("raw-bench-snap"));
