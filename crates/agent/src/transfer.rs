@@ -29,7 +29,7 @@ use axum::{Extension, Json, Router};
 use futures_util::StreamExt;
 use hangar_tls::serve::PeerInfo;
 use hangar_tls::PeerPins;
-use hangar_types::transfer::{rate, Frame, FrameDecoder, Piece, StagedAdopt, TransferExpect, TransferId, TransferObject, TransferReceipt, TransferSend, TransferState, TransferStatus, FRAME_MAX, SECRET_HEADER};
+use hangar_types::transfer::{rate, Checksum, Frame, FrameDecoder, Piece, CHECKSUM_HEADER, StagedAdopt, TransferExpect, TransferId, TransferObject, TransferReceipt, TransferSend, TransferState, TransferStatus, FRAME_MAX, SECRET_HEADER};
 use hangar_types::{ApiError, ErrorCode, SnapshotId, VolumeId};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -41,6 +41,37 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// A stream that moves no byte for this long has failed, on either side (a cut
 /// network would otherwise hold both for the TCP retransmission timeout, minutes).
 pub const IDLE_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A stream's running digest, by its [`Checksum`].
+enum StreamHash {
+    Sha256(Sha256),
+    Blake3(Box<blake3::Hasher>),
+}
+
+impl StreamHash {
+    fn new(c: Checksum) -> StreamHash {
+        match c {
+            Checksum::Sha256 => StreamHash::Sha256(Sha256::new()),
+            Checksum::Blake3 => StreamHash::Blake3(Box::new(blake3::Hasher::new())),
+        }
+    }
+
+    fn update(&mut self, b: &[u8]) {
+        match self {
+            StreamHash::Sha256(h) => h.update(b),
+            StreamHash::Blake3(h) => {
+                h.update(b);
+            }
+        }
+    }
+
+    fn finalize(self) -> [u8; 32] {
+        match self {
+            StreamHash::Sha256(h) => h.finalize().into(),
+            StreamHash::Blake3(h) => h.finalize().into(),
+        }
+    }
+}
 
 /// Frames read ahead of the connection (each up to [`FRAME_MAX`]).
 const FRAMES_IN_FLIGHT: usize = 4;
@@ -207,7 +238,8 @@ impl Transfers {
         for f in &x.source_fingerprints {
             self.pins.add(f);
         }
-        let status = TransferStatus::new(x.id, TransferState::Expected);
+        // What this target verifies: the hub picks the source's checksum from it.
+        let status = TransferStatus { checksums: vec![Checksum::Blake3, Checksum::Sha256], ..TransferStatus::new(x.id, TransferState::Expected) };
         m.insert(x.id, Entry { status: status.clone(), started: Instant::now(), expect: Some(x), task: None, cancelled: Default::default(), done: tokio::sync::watch::channel(false).0 });
         Ok(status)
     }
@@ -318,11 +350,11 @@ impl Transfers {
         let mut errout = child.stderr.take().ok_or("btrfs send has no stderr")?;
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(FRAMES_IN_FLIGHT);
         let me = self.clone();
-        let id = s.id;
+        let (id, checksum) = (s.id, s.checksum);
         // Reads the tool's output into frames; an error ends the body, so the target
         // never sees an end frame and keeps nothing.
         let producer = tokio::spawn(async move {
-            let mut hash = Sha256::new();
+            let mut hash = StreamHash::new(checksum);
             let mut total = 0u64;
             loop {
                 // Read into the bytes after a data frame's header: the frame goes out as
@@ -353,9 +385,9 @@ impl Transfers {
                 let _ = tx.send(Err(std::io::Error::other("btrfs send failed"))).await;
                 return Err(format!("btrfs send failed: {}", e.trim()));
             }
-            let sha: [u8; 32] = hash.finalize().into();
-            let _ = tx.send(Ok(Frame::End { bytes: total, sha256: sha }.encode())).await;
-            Ok((total, hex::encode(sha)))
+            let digest = hash.finalize();
+            let _ = tx.send(Ok(Frame::End { bytes: total, digest }.encode())).await;
+            Ok((total, checksum.show(&digest)))
         });
         self.deliver(s, rx, producer).await
     }
@@ -380,7 +412,7 @@ impl Transfers {
         let sent = producer.await.map_err(|e| e.to_string())?;
         let (bytes, sha) = sent?;
         if receipt.bytes != bytes || receipt.sha256 != sha {
-            return Err(format!("the target received {} bytes with SHA-256 {}, {bytes} bytes with {sha} were sent", receipt.bytes, receipt.sha256));
+            return Err(format!("the target received {} bytes with digest {}, {bytes} bytes with {sha} were sent", receipt.bytes, receipt.sha256));
         }
         Ok(sha)
     }
@@ -401,8 +433,9 @@ impl Transfers {
 
     /// Target: writes the data frames of `body` into `sink` (`what` names it in errors)
     /// up to the end frame, which must check: byte count and SHA-256 of the data.
-    async fn pump_frames<W: tokio::io::AsyncWrite + Unpin>(&self, x: &TransferExpect, body: axum::body::Body, cancelled: &std::sync::atomic::AtomicBool, sink: &mut W, what: &str) -> Result<TransferReceipt, String> {
-        let mut hash = Sha256::new();
+    async fn pump_frames<W: tokio::io::AsyncWrite + Unpin>(&self, x: &TransferExpect, body: Incoming, cancelled: &std::sync::atomic::AtomicBool, sink: &mut W, what: &str) -> Result<TransferReceipt, String> {
+        let Incoming { body, checksum } = body;
+        let mut hash = StreamHash::new(checksum);
         let mut total = 0u64;
         let mut frames = FrameDecoder::default();
         let mut stream = body.into_data_stream();
@@ -435,18 +468,18 @@ impl Transfers {
                         sink.write_all(d).await.map_err(|e| format!("{what} stopped reading: {e}"))?;
                         self.progress(&x.id, d.len() as u64);
                     }
-                    Piece::End { bytes, sha256 } => end = Some((bytes, sha256)),
+                    Piece::End { bytes, digest } => end = Some((bytes, digest)),
                 }
             }
         }
         let Some((bytes, sha)) = end else {
             return Err(format!("the stream ended after {total} bytes without its end frame"));
         };
-        let got: [u8; 32] = hash.finalize().into();
+        let got = hash.finalize();
         if bytes != total || sha != got {
-            return Err(format!("the stream does not check: {total} bytes with SHA-256 {} arrived, {bytes} with {} were sent", hex::encode(got), hex::encode(sha)));
+            return Err(format!("the stream does not check: {total} bytes with {} arrived, {bytes} with {} were sent", checksum.show(&got), checksum.show(&sha)));
         }
-        Ok(TransferReceipt { bytes: total, sha256: hex::encode(got) })
+        Ok(TransferReceipt { bytes: total, sha256: checksum.show(&got) })
     }
 
     /// One POST of the stream to the target's endpoint, as this host (its current
@@ -476,6 +509,7 @@ impl Transfers {
             axum::http::Request::post(format!("/v1/transfers/{}/{what}", s.id))
                 .header(axum::http::header::HOST, format!("{host}:{port}"))
                 .header(SECRET_HEADER, &s.secret)
+                .header(CHECKSUM_HEADER, s.checksum.as_str())
                 .header(axum::http::header::CONTENT_TYPE, "application/octet-stream")
                 .body(body)
                 .map_err(|e| e.to_string())
@@ -562,7 +596,7 @@ impl Transfers {
         Ok(())
     }
 
-    async fn receive(&self, x: &TransferExpect, body: axum::body::Body) -> Result<TransferReceipt, String> {
+    async fn receive(&self, x: &TransferExpect, body: Incoming) -> Result<TransferReceipt, String> {
         let (volume, snapshot) = match &x.object {
             TransferObject::VolumeSnapshot { volume, snapshot, .. } => (volume, snapshot),
             TransferObject::Files { .. } => return self.receive_files(x, body).await,
@@ -585,7 +619,7 @@ impl Transfers {
         r
     }
 
-    async fn receive_into(&self, x: &TransferExpect, dir: &std::path::Path, body: axum::body::Body, cancelled: &std::sync::atomic::AtomicBool) -> Result<TransferReceipt, String> {
+    async fn receive_into(&self, x: &TransferExpect, dir: &std::path::Path, body: Incoming, cancelled: &std::sync::atomic::AtomicBool) -> Result<TransferReceipt, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot make the staging dir {}: {e}", dir.display()))?;
         // `-e`: stop at the stream's end command rather than at EOF.
         let mut child = tokio::process::Command::new("btrfs")
@@ -617,16 +651,17 @@ impl Transfers {
         let root = self.volumes.path(&VolumeId::from(&from.sandbox));
         let (rel, recursive, ids) = (PathBuf::from(&from.path), *recursive, hangar_types::idmap::IdRange::at(from.uid_base));
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(FRAMES_IN_FLIGHT);
-        let w = FrameWriter { tx: tx.clone(), hash: Sha256::new(), total: 0, transfers: self.clone(), id: s.id };
+        let checksum = s.checksum;
+        let w = FrameWriter { tx: tx.clone(), hash: StreamHash::new(checksum), total: 0, transfers: self.clone(), id: s.id };
         let producer = tokio::task::spawn_blocking(move || {
             let mut buffered = std::io::BufWriter::with_capacity(256 << 10, w);
             let sent = crate::copy::send_tar(&root, &rel, recursive, ids, &mut buffered).map_err(|e| e.to_string());
             let w = buffered.into_inner().map_err(|e| e.to_string());
             match (sent, w) {
                 (Ok(()), Ok(w)) => {
-                    let sha: [u8; 32] = w.hash.finalize().into();
-                    let _ = tx.blocking_send(Ok(Frame::End { bytes: w.total, sha256: sha }.encode()));
-                    Ok((w.total, hex::encode(sha)))
+                    let digest = w.hash.finalize();
+                    let _ = tx.blocking_send(Ok(Frame::End { bytes: w.total, digest }.encode()));
+                    Ok((w.total, checksum.show(&digest)))
                 }
                 // An error ends the body: the target never sees an end frame, keeps nothing.
                 (Err(e), _) | (_, Err(e)) => {
@@ -640,7 +675,7 @@ impl Transfers {
 
     /// `hangar cp` across hosts, target side: data frames feed `copy::receive_tar`,
     /// which stages the files and puts them in place only once the end frame checked.
-    async fn receive_files(&self, x: &TransferExpect, body: axum::body::Body) -> Result<TransferReceipt, String> {
+    async fn receive_files(&self, x: &TransferExpect, body: Incoming) -> Result<TransferReceipt, String> {
         let TransferObject::Files { to, recursive, .. } = &x.object else { return Err("not a files transfer".into()) };
         let root = self.volumes.path(&VolumeId::from(&to.sandbox));
         let (rel, recursive, ids) = (PathBuf::from(&to.path), *recursive, hangar_types::idmap::IdRange::at(to.uid_base));
@@ -798,8 +833,14 @@ async fn check(State(t): State<Transfers>, Extension(peer): Extension<PeerInfo>,
 async fn stream(State(t): State<Transfers>, Extension(peer): Extension<PeerInfo>, Path(id): Path<String>, req: axum::extract::Request) -> Result<Json<TransferReceipt>, TransferError> {
     let id = transfer_id(&id)?;
     let secret = req.headers().get(SECRET_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
+    // Sources before BLAKE3 name no checksum: theirs is SHA-256.
+    let checksum = match req.headers().get(CHECKSUM_HEADER).map(|v| v.to_str().map_err(|e| e.to_string()).and_then(Checksum::parse)) {
+        None => Checksum::Sha256,
+        Some(Ok(c)) => c,
+        Some(Err(m)) => return Err(err(ErrorCode::InvalidArgument, format!("{CHECKSUM_HEADER}: {m}"))),
+    };
     let x = t.accept(id, &peer, secret.as_deref(), true)?.expect("taken");
-    let r = t.receive(&x, req.into_body()).await;
+    let r = t.receive(&x, Incoming { body: req.into_body(), checksum }).await;
     t.finish(&id, r.as_ref().map(|r| r.sha256.clone()).map_err(Clone::clone));
     match r {
         Ok(receipt) => Ok(Json(receipt)),
@@ -810,11 +851,17 @@ async fn stream(State(t): State<Transfers>, Extension(peer): Extension<PeerInfo>
     }
 }
 
+/// A stream's body as the target receives it, with the checksum its sender named.
+struct Incoming {
+    body: axum::body::Body,
+    checksum: Checksum,
+}
+
 /// The source side's writer of a files transfer: each write is a data frame, hashed and
 /// counted (buffered above, so frames are large).
 struct FrameWriter {
     tx: tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
-    hash: Sha256,
+    hash: StreamHash,
     total: u64,
     transfers: Transfers,
     id: TransferId,

@@ -9,7 +9,7 @@ use hangar_agent::identity::AgentPaths;
 use hangar_agent::transfer::Transfers;
 use hangar_client::AgentClient;
 use hangar_tls::{Ca, CertifiedKey};
-use hangar_types::transfer::{Frame, TransferExpect, TransferId, TransferObject, TransferSend, TransferState, TransferStatus, SECRET_HEADER};
+use hangar_types::transfer::{Checksum, Frame, TransferExpect, TransferId, TransferObject, TransferSend, TransferState, TransferStatus, SECRET_HEADER};
 use hangar_types::{SnapshotId, VolumeId};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -119,7 +119,7 @@ impl Fleet {
             source_fingerprints: vec![self.hosts[from].fingerprint.clone()],
             expires_unix: now + expires_in,
         };
-        let s = TransferSend { id, object, target_endpoint: self.hosts[to].endpoint.clone(), target_fingerprints: vec![self.hosts[to].fingerprint.clone()], secret };
+        let s = TransferSend { id, object, target_endpoint: self.hosts[to].endpoint.clone(), target_fingerprints: vec![self.hosts[to].fingerprint.clone()], secret, checksum: Checksum::Blake3 };
         (x, s)
     }
 
@@ -175,6 +175,7 @@ async fn snapshots_move_between_hosts_and_bad_tickets_are_refused() {
     let st = f.run(0, 1, &x, &s).await;
     assert_eq!(st.state, TransferState::Done, "{st:?}");
     assert!(st.bytes > 24 << 20, "{st:?}");
+    assert!(st.sha256.as_deref().is_some_and(|d| d.starts_with("blake3:")), "the source's checksum was BLAKE3: {st:?}");
     let target = f.agent(1).transfer_status(&s.id).await.unwrap();
     assert_eq!((target.state, target.bytes, &target.sha256), (TransferState::Done, st.bytes, &st.sha256));
     let got = f.hosts[1].pool.transfer_dir().unwrap().join(&v).join("s1");
@@ -247,7 +248,7 @@ async fn snapshots_move_between_hosts_and_bad_tickets_are_refused() {
         f.agent(2).transfer_expect(&x).await.unwrap();
         let mut body: Vec<u8> = stream_bytes.chunks(1 << 16).flat_map(|c| Frame::Data(c.to_vec()).encode()).collect();
         if bad == "checksum" {
-            body.extend(Frame::End { bytes: stream_bytes.len() as u64, sha256: [0; 32] }.encode());
+            body.extend(Frame::End { bytes: stream_bytes.len() as u64, digest: [0; 32] }.encode());
         }
         let (status, answer) = post_raw(&f, 0, 2, &s, body).await;
         assert_eq!(status, 400, "{bad}: {answer}");
@@ -261,9 +262,11 @@ async fn snapshots_move_between_hosts_and_bad_tickets_are_refused() {
     let (x, s) = f.ticket(0, 2, snap(&v, "s3", None), 60);
     f.agent(2).transfer_expect(&x).await.unwrap();
     let mut body: Vec<u8> = stream_bytes.chunks(1 << 16).flat_map(|c| Frame::Data(c.to_vec()).encode()).collect();
-    body.extend(Frame::End { bytes: stream_bytes.len() as u64, sha256: Sha256::digest(&stream_bytes).into() }.encode());
+    body.extend(Frame::End { bytes: stream_bytes.len() as u64, digest: Sha256::digest(&stream_bytes).into() }.encode());
     let (status, answer) = post_raw(&f, 0, 2, &s, body).await;
     assert_eq!(status, 200, "{answer}");
+    // It named no checksum, as agents before BLAKE3 do: checked by SHA-256.
+    assert!(answer.contains(&format!("\"{}\"", hex::encode(Sha256::digest(&stream_bytes)))), "{answer}");
     assert_eq!(std::fs::read_to_string(s3.join("sentinel")).unwrap(), "changed on host 0");
 
     // The target makes the volume from a staged snapshot; the staging goes.

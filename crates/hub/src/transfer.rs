@@ -13,7 +13,7 @@
 use crate::error::{HubError, HubResult};
 use crate::Hub;
 use hangar_store::{HostRecord, TransferRecord};
-use hangar_types::transfer::{TransferExpect, TransferId, TransferObject, TransferSend, TransferState, TransferStatus, TransferTicket, TICKET_TTL_SECS};
+use hangar_types::transfer::{Checksum, TransferExpect, TransferId, TransferObject, TransferSend, TransferState, TransferStatus, TransferTicket, TICKET_TTL_SECS};
 use hangar_types::ErrorCode;
 use sha2::{Digest, Sha256};
 use std::time::Duration;
@@ -108,7 +108,8 @@ impl Hub {
         let (target_endpoint, target_pins) = self.transfer_peer(&target).await?;
         let src = self.agent_client(&source, &source_endpoint).await?;
         let dst = self.agent_client(&target, &target_endpoint).await?;
-        dst.transfer_expect(&TransferExpect {
+        let expected = dst
+            .transfer_expect(&TransferExpect {
             id: tk.id,
             object: tk.object.clone(),
             secret_sha256: hex::encode(Sha256::digest(t.secret.as_bytes())),
@@ -118,7 +119,10 @@ impl Hub {
         .await
         .map_err(|e| unavailable(format!("host '{}' cannot receive {}: {e}", target.name, tk.object)))?;
         crate::failpoint::hit("transfer-hub-expected");
-        src.transfer_send(&TransferSend { id: tk.id, object: tk.object.clone(), target_endpoint, target_fingerprints: target_pins, secret: t.secret.clone() })
+        // The faster checksum when the target verifies it (an agent before BLAKE3 says
+        // nothing: SHA-256; a source before it ignores the choice and says so itself).
+        let checksum = if expected.checksums.contains(&Checksum::Blake3) { Checksum::Blake3 } else { Checksum::Sha256 };
+        src.transfer_send(&TransferSend { id: tk.id, object: tk.object.clone(), target_endpoint, target_fingerprints: target_pins, secret: t.secret.clone(), checksum })
             .await
             .map_err(|e| unavailable(format!("host '{}' cannot send {}: {e}", source.name, tk.object)))?;
         let mut bytes = 0u64;

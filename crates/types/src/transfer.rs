@@ -111,6 +111,54 @@ pub struct TransferSend {
     /// source accepts there.
     pub target_fingerprints: Vec<String>,
     pub secret: String,
+    /// How the stream is checked end to end: one the target said it verifies.
+    #[serde(default)]
+    pub checksum: Checksum,
+}
+
+/// How a stream's data is checked end to end: its end frame carries the digest, and
+/// the stream's request names the algorithm in [`CHECKSUM_HEADER`] (absent: SHA-256,
+/// what agents before BLAKE3 send). TLS protects each connection already; this checks
+/// the whole stream, frames and order included, from the tool's output on the source
+/// to the tool's input on the target.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Checksum {
+    /// What every agent verifies.
+    #[default]
+    Sha256,
+    /// Several times faster a core (SIMD); used when the target offers it.
+    Blake3,
+}
+
+/// The stream request's header naming its [`Checksum`].
+pub const CHECKSUM_HEADER: &str = "x-hangar-checksum";
+
+impl Checksum {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Checksum::Sha256 => "sha256",
+            Checksum::Blake3 => "blake3",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Checksum, String> {
+        match s {
+            "sha256" => Ok(Checksum::Sha256),
+            "blake3" => Ok(Checksum::Blake3),
+            other => Err(format!("unknown checksum '{other}' (sha256 or blake3)")),
+        }
+    }
+
+    /// A digest as transfers report it: SHA-256 as plain hex (as before BLAKE3), others
+    /// prefixed with their name, so digests of two algorithms never compare equal.
+    pub fn show(self, digest: &[u8; 32]) -> String {
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        match self {
+            Checksum::Sha256 => hex,
+            c => format!("{}:{hex}", c.as_str()),
+        }
+    }
 }
 
 impl fmt::Debug for TransferSend {
@@ -151,14 +199,19 @@ pub struct TransferStatus {
     /// Bytes a second since the stream started.
     pub rate_bps: u64,
     pub elapsed_ms: u64,
-    /// SHA-256 (hex) of the whole stream's data, once done.
+    /// The digest of the whole stream's data, once done ([`Checksum::show`]: SHA-256
+    /// as plain hex, else `blake3:` and hex).
     pub sha256: Option<String>,
     pub error: Option<String>,
+    /// The checksums this agent verifies as a target (empty from agents before
+    /// BLAKE3: SHA-256 only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checksums: Vec<Checksum>,
 }
 
 impl TransferStatus {
     pub fn new(id: TransferId, state: TransferState) -> TransferStatus {
-        TransferStatus { id, state, bytes: 0, rate_bps: 0, elapsed_ms: 0, sha256: None, error: None }
+        TransferStatus { id, state, bytes: 0, rate_bps: 0, elapsed_ms: 0, sha256: None, error: None, checksums: vec![] }
     }
 }
 
@@ -184,8 +237,9 @@ pub const FRAME_MAX: usize = 1 << 20;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Frame {
     Data(Vec<u8>),
-    /// Last: the number of data bytes and the SHA-256 of all of them.
-    End { bytes: u64, sha256: [u8; 32] },
+    /// Last: the number of data bytes and the digest of all of them (by the stream's
+    /// [`Checksum`]).
+    End { bytes: u64, digest: [u8; 32] },
 }
 
 const KIND_DATA: u8 = 1;
@@ -203,12 +257,12 @@ impl Frame {
                 out.extend_from_slice(d);
                 out
             }
-            Frame::End { bytes, sha256 } => {
+            Frame::End { bytes, digest } => {
                 let mut out = Vec::with_capacity(HEADER + END_PAYLOAD);
                 out.push(KIND_END);
                 out.extend_from_slice(&(END_PAYLOAD as u32).to_be_bytes());
                 out.extend_from_slice(&bytes.to_be_bytes());
-                out.extend_from_slice(sha256);
+                out.extend_from_slice(digest);
                 out
             }
         }
@@ -228,7 +282,7 @@ pub enum Piece<'a> {
     /// Some of a data frame's bytes, borrowed from the input: a frame split across
     /// inputs comes as several pieces.
     Data(&'a [u8]),
-    End { bytes: u64, sha256: [u8; 32] },
+    End { bytes: u64, digest: [u8; 32] },
 }
 
 /// Where a [`FrameDecoder`] is in the stream.
@@ -299,9 +353,9 @@ impl FrameDecoder {
                         continue;
                     }
                     let bytes = u64::from_be_bytes(got[..8].try_into().expect("8 bytes"));
-                    let sha256: [u8; 32] = got[8..].try_into().expect("32 bytes");
+                    let digest: [u8; 32] = got[8..].try_into().expect("32 bytes");
                     self.0 = DecodeAt::Ended;
-                    return Ok(Some(Piece::End { bytes, sha256 }));
+                    return Ok(Some(Piece::End { bytes, digest }));
                 }
                 DecodeAt::Ended => return Err(format!("{} bytes came after the end frame", input.len())),
             }
@@ -329,9 +383,9 @@ mod tests {
             while let Some(p) = d.next(&mut rest)? {
                 match p {
                     Piece::Data(b) => data.get_or_insert_with(Vec::new).extend_from_slice(b),
-                    Piece::End { bytes, sha256 } => {
+                    Piece::End { bytes, digest } => {
                         out.extend(data.take().map(Frame::Data));
-                        out.push(Frame::End { bytes, sha256 });
+                        out.push(Frame::End { bytes, digest });
                     }
                 }
             }
@@ -342,10 +396,10 @@ mod tests {
 
     #[test]
     fn frames_round_trip_in_inputs_of_every_size() {
-        let frames = [Frame::Data(b"hello".to_vec()), Frame::Data(vec![]), Frame::Data(b" world".to_vec()), Frame::End { bytes: 11, sha256: [7; 32] }];
+        let frames = [Frame::Data(b"hello".to_vec()), Frame::Data(vec![]), Frame::Data(b" world".to_vec()), Frame::End { bytes: 11, digest: [7; 32] }];
         let wire: Vec<u8> = frames.iter().flat_map(Frame::encode).collect();
         // Data pieces come back joined (frame boundaries are not data).
-        let want = vec![Frame::Data(b"hello world".to_vec()), Frame::End { bytes: 11, sha256: [7; 32] }];
+        let want = vec![Frame::Data(b"hello world".to_vec()), Frame::End { bytes: 11, digest: [7; 32] }];
         for size in 1..=wire.len() {
             assert_eq!(decode_in(&wire, size).unwrap(), want, "inputs of {size} bytes");
         }
@@ -359,12 +413,29 @@ mod tests {
         let huge = ((FRAME_MAX + 1) as u32).to_be_bytes();
         assert!(decode_in(&[KIND_DATA, huge[0], huge[1], huge[2], huge[3]], 5).is_err());
         // Nothing after the end frame, in the same input or a later one.
-        let mut wire = Frame::End { bytes: 0, sha256: [0; 32] }.encode();
+        let mut wire = Frame::End { bytes: 0, digest: [0; 32] }.encode();
         wire.push(0);
         for size in [1, 7, wire.len()] {
             let e = decode_in(&wire, size).unwrap_err();
             assert!(e.contains("after the end frame"), "{e}");
         }
+    }
+
+    #[test]
+    fn checksums_name_themselves_and_old_peers_mean_sha256() {
+        let d = [0xab; 32];
+        assert_eq!(Checksum::Sha256.show(&d), "ab".repeat(32));
+        assert_eq!(Checksum::Blake3.show(&d), format!("blake3:{}", "ab".repeat(32)));
+        for c in [Checksum::Sha256, Checksum::Blake3] {
+            assert_eq!(Checksum::parse(c.as_str()), Ok(c));
+            assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
+        }
+        assert!(Checksum::parse("md5").unwrap_err().contains("md5"));
+        // A send from a hub before BLAKE3, a status from an agent before it.
+        let send: TransferSend = serde_json::from_value(serde_json::json!({"id": TransferId::new(), "object": {"kind": "volume_snapshot", "volume": "v1", "snapshot": "s1", "parent": null}, "target_endpoint": "https://x:1", "target_fingerprints": [], "secret": "s"})).unwrap();
+        assert_eq!(send.checksum, Checksum::Sha256);
+        let st: TransferStatus = serde_json::from_value(serde_json::json!({"id": TransferId::new(), "state": "expected", "bytes": 0, "rate_bps": 0, "elapsed_ms": 0, "sha256": null, "error": null})).unwrap();
+        assert!(st.checksums.is_empty());
     }
 
     #[test]
