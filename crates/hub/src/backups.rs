@@ -203,6 +203,9 @@ impl Hub {
             if v == Some(0) {
                 return Err(HubError::invalid(format!("{field}: must be at least 1 (leave it out to keep no backups by that rule)")));
             }
+            if v.is_some_and(|n| n > hangar_types::backups::KEEP_MAX) {
+                return Err(HubError::invalid(format!("{field}: at most {} backups", hangar_types::backups::KEEP_MAX)));
+            }
         }
         self.store.set_backup_policy(tenant, &policy).await?;
         self.event(&p.actor(), Some(tenant), format!("tenant/{tenant}"), "backup.policy.set", "ok", None).await;

@@ -83,6 +83,10 @@ impl std::str::FromStr for BackupSchedule {
     }
 }
 
+/// The most backups one keep-* rule may keep (a count, not a size: 100,000 daily
+/// backups are 273 years of them).
+pub const KEEP_MAX: u32 = 100_000;
+
 /// Which backups retention keeps, per instance (restic's keep-* rules).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -123,10 +123,11 @@ const PROPERTY_LIMITS: &[(&str, &str, &str)] = &[
     ("ExecRequest", "timeout_secs", r#"{"minimum": 1}"#),
     ("ProxyTokenCreate", "port", r#"{"minimum": 1, "maximum": 65535}"#),
     ("ProxyTokenCreate", "ttl_secs", r#"{"minimum": 1, "maximum": 2592000}"#),
-    ("BackupPolicy", "keep_last", r#"{"minimum": 1}"#),
-    ("BackupPolicy", "keep_daily", r#"{"minimum": 1}"#),
-    ("BackupPolicy", "keep_weekly", r#"{"minimum": 1}"#),
-    ("BackupPolicy", "keep_monthly", r#"{"minimum": 1}"#),
+    // types::backups::KEEP_MAX.
+    ("BackupPolicy", "keep_last", r#"{"minimum": 1, "maximum": 100000}"#),
+    ("BackupPolicy", "keep_daily", r#"{"minimum": 1, "maximum": 100000}"#),
+    ("BackupPolicy", "keep_weekly", r#"{"minimum": 1, "maximum": 100000}"#),
+    ("BackupPolicy", "keep_monthly", r#"{"minimum": 1, "maximum": 100000}"#),
     // Canonical base64 (the decoder refuses stray trailing bits) of at most 64 KiB.
     ("SecretSet", "value_b64", r#"{"maxLength": 87384, "pattern": "^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$"}"#),
     ("SshKeyAdd", "name", r#"{"pattern": "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$"}"#),
