@@ -18,6 +18,9 @@ pub struct TransferRecord {
     pub state: TransferState,
     /// Bytes sent so far as last seen; never goes down.
     pub bytes: u64,
+    /// The stream's digest once done, as `types::transfer::Checksum::show` writes it
+    /// (SHA-256 as plain hex; BLAKE3 as `blake3:` and hex). The name is the column's,
+    /// from before BLAKE3.
     pub sha256: Option<String>,
     pub error: Option<String>,
     pub created_at: OffsetDateTime,
