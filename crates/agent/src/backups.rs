@@ -164,22 +164,10 @@ async fn job_start(State(st): State<Backups>, Extension(peer): Extension<PeerInf
     Ok(Json(status))
 }
 
-/// `?wait_ms=N` (at most `MAX_WAIT`): a long-poll, answered as soon as the job ends or
-/// after N ms with its progress, so the hub sees a finished job at once.
-#[derive(serde::Deserialize)]
-struct Wait {
-    wait_ms: Option<u64>,
-}
-
-const MAX_WAIT: Duration = Duration::from_secs(10);
-
-async fn job_get(State(st): State<Backups>, Extension(peer): Extension<PeerInfo>, Path(id): Path<String>, Query(w): Query<Wait>) -> Result<Json<JobStatus>, JobError> {
+async fn job_get(State(st): State<Backups>, Extension(peer): Extension<PeerInfo>, Path(id): Path<String>, Query(w): Query<crate::endpoint::LongPoll>) -> Result<Json<JobStatus>, JobError> {
     check_peer(&st, &peer)?;
     let job = st.job(&id)?;
-    if let Some(ms) = w.wait_ms {
-        let mut done = job.done.subscribe();
-        let _ = tokio::time::timeout(Duration::from_millis(ms).min(MAX_WAIT), done.wait_for(|d| *d)).await;
-    }
+    w.until(job.done.subscribe()).await;
     Ok(Json(status_of(&job)))
 }
 

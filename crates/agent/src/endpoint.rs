@@ -115,6 +115,25 @@ impl From<RuntimeError> for EpError {
     }
 }
 
+/// `?wait_ms=N` on a status route: a long-poll, answered as soon as the work ends or
+/// after N ms (at most 10 s) with its progress, so the hub sees a finished job or
+/// transfer at once without polling often. Without it, at once.
+#[derive(serde::Deserialize)]
+pub(crate) struct LongPoll {
+    wait_ms: Option<u64>,
+}
+
+impl LongPoll {
+    const MAX: std::time::Duration = std::time::Duration::from_secs(10);
+
+    /// Until `done` is set, or the wait asked for is over.
+    pub(crate) async fn until(&self, mut done: tokio::sync::watch::Receiver<bool>) {
+        if let Some(ms) = self.wait_ms {
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(ms).min(Self::MAX), done.wait_for(|d| *d)).await;
+        }
+    }
+}
+
 pub(crate) fn check_peer(st: &EndpointState, peer: &PeerInfo) -> Result<(), EpError> {
     if peer.fingerprint.as_deref() == Some(st.hub_fingerprint.as_str()) {
         return Ok(());

@@ -76,9 +76,6 @@ impl StreamHash {
 /// Frames read ahead of the connection (each up to [`FRAME_MAX`]).
 const FRAMES_IN_FLIGHT: usize = 4;
 
-/// The longest long-poll of a transfer's status.
-const MAX_STATUS_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// A transfer this agent takes part in.
 struct Entry {
     status: TransferStatus,
@@ -272,14 +269,6 @@ impl Transfers {
         });
         m.insert(id, Entry { status: status.clone(), started: Instant::now(), expect: None, task: Some(task.abort_handle()), cancelled: Default::default(), done: tokio::sync::watch::channel(false).0 });
         Ok(status)
-    }
-
-    /// [`Transfers::status`] once the transfer ends, or after `wait` (a long-poll: the
-    /// hub sees a pass end at once without polling often).
-    pub async fn status_wait(&self, id: &TransferId, wait: std::time::Duration) -> Option<TransferStatus> {
-        let mut done = self.with(id, |e| e.done.subscribe())?;
-        let _ = tokio::time::timeout(wait.min(MAX_STATUS_WAIT), done.wait_for(|d| *d)).await;
-        self.status(id)
     }
 
     pub fn status(&self, id: &TransferId) -> Option<TransferStatus> {
@@ -777,20 +766,12 @@ async fn send(State(t): State<Transfers>, Extension(peer): Extension<PeerInfo>, 
     Ok(Json(t.send(s)?))
 }
 
-/// `?wait_ms=N`: answered as soon as the transfer ends, or after N ms (at most 10 s).
-#[derive(serde::Deserialize)]
-struct StatusWait {
-    wait_ms: Option<u64>,
-}
-
-async fn status(State(t): State<Transfers>, Extension(peer): Extension<PeerInfo>, Path(id): Path<String>, axum::extract::Query(w): axum::extract::Query<StatusWait>) -> Result<Json<TransferStatus>, TransferError> {
+async fn status(State(t): State<Transfers>, Extension(peer): Extension<PeerInfo>, Path(id): Path<String>, axum::extract::Query(w): axum::extract::Query<crate::endpoint::LongPoll>) -> Result<Json<TransferStatus>, TransferError> {
     t.check_hub(&peer)?;
     let id = transfer_id(&id)?;
-    let st = match w.wait_ms {
-        Some(ms) => t.status_wait(&id, std::time::Duration::from_millis(ms)).await,
-        None => t.status(&id),
-    };
-    st.map(Json).ok_or_else(|| err(ErrorCode::NotFound, format!("no transfer {id} here")))
+    let done = t.with(&id, |e| e.done.subscribe()).ok_or_else(|| err(ErrorCode::NotFound, format!("no transfer {id} here")))?;
+    w.until(done).await;
+    t.status(&id).map(Json).ok_or_else(|| err(ErrorCode::NotFound, format!("no transfer {id} here")))
 }
 
 async fn forget(State(t): State<Transfers>, Extension(peer): Extension<PeerInfo>, Path(id): Path<String>) -> Result<Json<serde_json::Value>, TransferError> {
