@@ -28,6 +28,13 @@ fn bench_runs_and_reports() {
     let down = mv.iter().find(|r| r["metric"].as_str().unwrap().starts_with("downtime")).unwrap_or_else(|| panic!("no downtime row in {mv:?}"));
     assert!(down["hangar"].as_f64().unwrap() > 0.0, "{down}");
     assert!(mv.iter().any(|r| r["metric"] == "phase final"), "{mv:?}");
+    // The peers a user would pick, in the same run: nginx for the proxy, OpenSSH for the move.
+    let peer = |bench: &str, metric: &str| {
+        let r = results.iter().find(|r| r["bench"] == bench && r["metric"].as_str().unwrap().starts_with(metric)).unwrap_or_else(|| panic!("no {bench} '{metric}' row in {v:#}"));
+        assert!(r["raw"].as_f64().unwrap() > 0.0, "{r}");
+    };
+    peer("proxy", "download vs nginx");
+    peer("move", "vs the peer: btrfs send | ssh");
     assert!(v["failed"].as_array().unwrap().is_empty(), "{v:#}");
     assert!(v["machine"]["nproc"].as_u64().unwrap() >= 1);
     let bad = std::process::Command::new(common::bin()).args(["bench", "--only", "warp"]).output().unwrap();

@@ -17,6 +17,8 @@ pub struct CopyBench {
     pub bytes: u64,
     pub hangar_secs: f64,
     pub raw_secs: f64,
+    /// The peer: the same file through OpenSSH (`cat | ssh 'cat > FILE'`).
+    pub ssh_secs: f64,
 }
 
 const HOSTS: [&str; 2] = ["bcp-a", "bcp-b"];
@@ -95,11 +97,14 @@ pub async fn run(c: &HubClient, fleet: &Fleet, tenant: &str, mib: u64) -> Result
     let raw_secs = raw_stream(c, HOSTS, &format!("cat {}", src_file.display()), RawSink::File(&raw_file)).await?;
     same_bytes(&src_file, &raw_file)?;
     let _ = std::fs::remove_file(&raw_file);
+    let ssh_secs = ssh_stream(c, HOSTS, &format!("cat {}", src_file.display()), RawSink::File(&raw_file), fleet.dir.path()).await?;
+    same_bytes(&src_file, &raw_file)?;
+    let _ = std::fs::remove_file(&raw_file);
     for i in ["cpsrc", "cpdst"] {
         let op = c.instance_delete(tenant, i).await?;
         c.operation_wait_final(op.id, Duration::from_secs(120)).await?;
     }
-    Ok(CopyBench { bytes, hangar_secs, raw_secs })
+    Ok(CopyBench { bytes, hangar_secs, raw_secs, ssh_secs })
 }
 
 /// Where [`raw_stream`]'s receiver puts the bytes.
@@ -133,6 +138,40 @@ pub(crate) async fn raw_stream(c: &HubClient, [from, to]: [&str; 2], send: &str,
     let secs = t.elapsed().as_secs_f64();
     if !sent.success() || !got.success() {
         bail!("the raw stream failed: sender {sent}, receiver {got}");
+    }
+    Ok(secs)
+}
+
+/// The peer a user would pick for a host-to-host stream: `send` run in host `from`'s
+/// namespace piped into OpenSSH (`ssh`, AES-128-GCM, its fastest cipher with AES-NI) to
+/// a throwaway sshd in host `to`'s namespace, which writes into `sink`; the seconds from
+/// the first byte asked to the end. Encrypted and authenticated like hangar's transfers,
+/// so it prices that work on this machine.
+pub(crate) async fn ssh_stream(c: &HubClient, [from, to]: [&str; 2], send: &str, sink: RawSink<'_>, dir: &Path) -> Result<f64> {
+    let (ns_a, ns_b) = (netns_of(from)?, netns_of(to)?);
+    let b = c.host_get(to).await?;
+    let addr = b.endpoint.as_deref().and_then(hangar_types::net::underlay_of).with_context(|| format!("host {to} has no routable endpoint"))?;
+    let dir = tempfile::tempdir_in(dir)?;
+    let key = dir.path().join("id_peer");
+    let public = crate::bench_ssh::keygen(&key)?;
+    let port = crate::fleet::free_port()?;
+    let (_sshd, known) = crate::bench_ssh::start_sshd_at(dir.path(), &public, &addr.to_string(), port, Some(&ns_b))?;
+    let remote = match &sink {
+        RawSink::File(p) => format!("cat > {}", p.display()),
+        RawSink::Command(cmd) => cmd.clone(),
+    };
+    // SHLVL=1: Debian's bash sources root's ~/.bashrc for commands sshd starts at
+    // level 1, which is the machine owner's, not ssh's, cost (see bench_ssh).
+    let ssh = format!(
+        "ssh -p {port} -i {} -c aes128-gcm@openssh.com -o SetEnv=SHLVL=1 -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=yes -o GlobalKnownHostsFile=/dev/null -o UserKnownHostsFile={} root@{addr} '{remote}'",
+        key.display(),
+        known.display()
+    );
+    let t = Instant::now();
+    let o = sh(&ns_a, &format!("set -o pipefail; {send} | {ssh}")).output()?;
+    let secs = t.elapsed().as_secs_f64();
+    if !o.status.success() {
+        bail!("the ssh stream failed ({}): {}", o.status, String::from_utf8_lossy(&o.stderr).trim());
     }
     Ok(secs)
 }

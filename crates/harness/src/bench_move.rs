@@ -2,11 +2,12 @@
 //! (network namespaces of this machine) by `hangar instance move`, next to the raw
 //! tool in the same run: a read-only snapshot of the same volume sent with
 //! `btrfs send` over plain TCP from the source host's namespace into `btrfs receive`
-//! in the target's pool. While the move's first pass runs, 10 MiB are written in the
+//! in the target's pool, and the peer a user would pick: the same through OpenSSH
+//! (`btrfs send | ssh 'btrfs receive'`). While the move's first pass runs, 10 MiB are written in the
 //! instance, so its final pass (and the downtime: stopped on the source until running
 //! on the target, as the move reports it) carries them.
 
-use crate::bench_copy::{instance_on, raw_stream, RawSink};
+use crate::bench_copy::{instance_on, raw_stream, ssh_stream, RawSink};
 use crate::fleet::{wait_host, Fleet};
 use anyhow::{bail, Context, Result};
 use hangar_client::HubClient;
@@ -24,6 +25,8 @@ pub struct MoveBench {
     pub started_secs: f64,
     /// `btrfs send | btrfs receive` of the same subvolume between the same hosts.
     pub raw_secs: f64,
+    /// The peer: the same, through OpenSSH (`btrfs send | ssh 'btrfs receive'`).
+    pub ssh_secs: f64,
     pub downtime_ms: u64,
     /// Bytes the move sent in all, and in its first pass.
     pub sent_bytes: u64,
@@ -76,15 +79,24 @@ pub async fn run(c: &HubClient, fleet: &Fleet, tenant: &str, mib: u64) -> Result
         bail!("cannot snapshot {}", vol.display());
     }
     std::fs::create_dir_all(&into)?;
-    let raw = raw_stream(c, HOSTS, &format!("btrfs send -q {}", snap.display()), RawSink::Command(format!("btrfs receive -q {}", into.display()))).await;
+    let (send, receive) = (format!("btrfs send -q {}", snap.display()), format!("btrfs receive -q {}", into.display()));
+    let raw = raw_stream(c, HOSTS, &send, RawSink::Command(receive.clone())).await;
     let received = into.join("raw-bench-snap").join("big.bin");
     let raw_same = raw.is_ok() && sum(&received).is_ok_and(|s| s == sha);
+    btrfs_delete(&into.join("raw-bench-snap"));
+    // The peer, the same through OpenSSH.
+    let ssh = if raw_same { ssh_stream(c, HOSTS, &send, RawSink::Command(receive), fleet.dir.path()).await } else { Ok(0.0) };
+    let ssh_same = ssh.is_ok() && sum(&received).is_ok_and(|s| s == sha);
     btrfs_delete(&into.join("raw-bench-snap"));
     let _ = std::fs::remove_dir(&into);
     btrfs_delete(&snap);
     let raw_secs = raw?;
     if !raw_same {
         bail!("the raw receive does not hold the volume's bytes");
+    }
+    let ssh_secs = ssh?;
+    if !ssh_same {
+        bail!("the receive through ssh does not hold the volume's bytes");
     }
 
     // The move, with 10 MiB written in the instance while the first pass runs.
@@ -147,6 +159,7 @@ pub async fn run(c: &HubClient, fleet: &Fleet, tenant: &str, mib: u64) -> Result
         move_secs,
         started_secs,
         raw_secs,
+        ssh_secs,
         downtime_ms: m.downtime_ms.context("the move reported no downtime")?,
         sent_bytes: m.bytes,
         first_pass_bytes,

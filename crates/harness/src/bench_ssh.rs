@@ -19,7 +19,7 @@ pub struct SshBench {
 }
 
 /// sshd, killed when dropped.
-struct Sshd(Child);
+pub(crate) struct Sshd(Child);
 
 impl Drop for Sshd {
     fn drop(&mut self) {
@@ -28,7 +28,7 @@ impl Drop for Sshd {
     }
 }
 
-fn keygen(path: &Path) -> Result<String> {
+pub(crate) fn keygen(path: &Path) -> Result<String> {
     let o = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(path).output().context("ssh-keygen (openssh-client)")?;
     if !o.status.success() {
         bail!("ssh-keygen: {}", String::from_utf8_lossy(&o.stderr));
@@ -84,16 +84,24 @@ fn first_byte(mut c: Command) -> Result<f64> {
 
 /// Starts sshd on a free loopback port, root logging in with `public`; its port.
 fn start_sshd(dir: &Path, public: &str) -> Result<(Sshd, u16, PathBuf)> {
+    let port = free_port()?;
+    let (sshd, known) = start_sshd_at(dir, public, "127.0.0.1", port, None)?;
+    Ok((sshd, port, known))
+}
+
+/// Starts sshd on `addr:port` (in network namespace `netns`, when given) with a throwaway
+/// config and host key in `dir`, root logging in with `public`; the sshd and a
+/// known_hosts file naming its key.
+pub(crate) fn start_sshd_at(dir: &Path, public: &str, addr: &str, port: u16, netns: Option<&str>) -> Result<(Sshd, PathBuf)> {
     let host_key = dir.join("sshd_host_key");
     let host_public = keygen(&host_key)?;
     let authorized = dir.join("authorized_keys");
     std::fs::write(&authorized, public)?;
-    let port = free_port()?;
     let config = dir.join("sshd_config");
     std::fs::write(
         &config,
         format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\nPidFile none\nUsePAM no\nStrictModes no\n\
+            "Port {port}\nListenAddress {addr}\nHostKey {}\nAuthorizedKeysFile {}\nPidFile none\nUsePAM no\nStrictModes no\n\
              PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\nPrintMotd no\nAcceptEnv SHLVL\n",
             host_key.display(),
             authorized.display()
@@ -101,7 +109,16 @@ fn start_sshd(dir: &Path, public: &str) -> Result<(Sshd, u16, PathBuf)> {
     )?;
     // sshd's privilege separation needs this directory (the ssh service makes it).
     std::fs::create_dir_all("/run/sshd")?;
-    let child = Command::new("/usr/sbin/sshd")
+    let mut cmd = match netns {
+        // `ip netns exec` execs sshd in place: killing the child kills sshd.
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "/usr/sbin/sshd"]);
+            c
+        }
+        None => Command::new("/usr/sbin/sshd"),
+    };
+    let child = cmd
         .args(["-D", "-e", "-f"])
         .arg(&config)
         .stdin(Stdio::null())
@@ -111,15 +128,15 @@ fn start_sshd(dir: &Path, public: &str) -> Result<(Sshd, u16, PathBuf)> {
         .context("cannot start /usr/sbin/sshd: install openssh-server")?;
     let sshd = Sshd(child);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while std::net::TcpStream::connect((addr, port)).is_err() {
         if Instant::now() > deadline {
-            bail!("sshd did not listen on {port}: {}", std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default());
+            bail!("sshd did not listen on {addr}:{port}: {}", std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     let known = dir.join("known_hosts_sshd");
-    std::fs::write(&known, format!("[127.0.0.1]:{port} {}", host_public.split_whitespace().take(2).collect::<Vec<_>>().join(" ")))?;
-    Ok((sshd, port, known))
+    std::fs::write(&known, format!("[{addr}]:{port} {}", host_public.split_whitespace().take(2).collect::<Vec<_>>().join(" ")))?;
+    Ok((sshd, known))
 }
 
 /// `runs` sessions each way, alternating, on `tenant/name` (running).

@@ -18,6 +18,7 @@ mod bench_ssh;
 pub mod bench_backup;
 mod bench_copy;
 mod bench_move;
+mod bench_nginx;
 pub mod fleet;
 pub mod smoke;
 pub mod soak;
