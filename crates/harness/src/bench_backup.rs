@@ -86,6 +86,16 @@ fn change(root: &Path, mib: u64) -> Result<()> {
     Ok(())
 }
 
+/// Writes the generator's dirty pages out (`syncfs` of the volume's filesystem), so that
+/// neither tool pays for them: whichever went first would (hangar's read-only snapshot
+/// commits the filesystem, and restic reads through the page cache after it).
+fn settle(vol: &Path) -> Result<()> {
+    if !Command::new("sync").arg("-f").arg(vol).status()?.success() {
+        bail!("sync -f {} failed", vol.display());
+    }
+    Ok(())
+}
+
 fn restic(repo: &Path, args: &[&str]) -> Result<Duration> {
     let pw = repo.with_extension("pw");
     std::fs::write(&pw, PASSWORD)?;
@@ -119,6 +129,7 @@ pub async fn run(c: &HubClient, data: &Path, work: &Path, mib: u64) -> Result<Ve
     let inst = c.instance_get("bench", "bk").await?;
     let vol = volume_path(data, inst.id.sandbox_id().as_str())?;
     let bytes = generate(&vol, mib, 1)?;
+    settle(&vol)?;
     let (hangar_target, restic_repo) = (work.join("hangar-target"), work.join("restic-repo"));
     std::fs::create_dir_all(&hangar_target)?;
     let req = BackupTargetAdd { name: "bench-dir".parse()?, location: format!("dir:{}", hangar_target.display()), endpoint: None, region: None, access_key: None, secret_key: None };
@@ -133,6 +144,7 @@ pub async fn run(c: &HubClient, data: &Path, work: &Path, mib: u64) -> Result<Ve
     out.push(Sample { metric: "first backup", hangar_secs: first.as_secs_f64(), restic_secs: r_first.as_secs_f64(), bytes });
 
     change(&vol, mib)?;
+    settle(&vol)?;
     let incr = finish(c, c.backup_create("bench", "bk").await?.id).await?;
     let r_incr = restic(&restic_repo, &["backup", &vol_s])?;
     out.push(Sample { metric: "incremental backup (5% changed)", hangar_secs: incr.as_secs_f64(), restic_secs: r_incr.as_secs_f64(), bytes });
