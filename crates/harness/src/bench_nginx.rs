@@ -7,10 +7,12 @@
 use crate::fleet::free_port;
 use anyhow::{bail, Context, Result};
 use std::path::Path;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// nginx in the foreground, killed when dropped.
+/// nginx in the foreground in a process group of its own, killed with its workers when
+/// dropped (killing the master alone leaves its workers running).
 pub struct Nginx {
     child: Child,
     pub port: u16,
@@ -18,7 +20,8 @@ pub struct Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let group = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
         let _ = self.child.wait();
     }
 }
@@ -62,6 +65,7 @@ pub fn start(dir: &Path, upstream: &str) -> Result<Nginx> {
         ),
     )?;
     let child = Command::new("nginx")
+        .process_group(0)
         .arg("-c")
         .arg(&conf)
         .arg("-e")
