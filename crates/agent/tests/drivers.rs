@@ -118,6 +118,18 @@ fn mounted(p: &Path) -> bool {
 async fn btrfs_pool_volumes_snapshots_reopen_and_teardown() {
     let env = Env::new();
     let pool = env.pool().await;
+    // The loop device reads and writes its image with direct I/O wherever the image's
+    // filesystem has O_DIRECT (not through that filesystem's page cache as well).
+    let img = env.root().join("storage/pool.img");
+    let dev = loops_of(&img).split(':').next().unwrap().trim().to_string();
+    let dio = std::fs::read_to_string(format!("/sys/block/{}/loop/dio", dev.trim_start_matches("/dev/"))).unwrap();
+    let probe = env.root().join("storage/odirect-probe");
+    let has_odirect = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new().write(true).create(true).custom_flags(nix::libc::O_DIRECT).open(&probe).is_ok()
+    };
+    let _ = std::fs::remove_file(&probe);
+    assert_eq!(dio.trim(), if has_odirect { "1" } else { "0" }, "{dev} direct I/O (O_DIRECT available here: {has_odirect})");
     let v = pool.ensure(&vol("vol-a"), 64).await.unwrap();
     std::fs::write(v.join("marker"), "kept").unwrap();
     assert_eq!(pool.ensure(&vol("vol-a"), 64).await.unwrap(), v, "ensure is idempotent");
