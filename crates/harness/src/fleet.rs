@@ -54,13 +54,23 @@ pub struct Fleet {
 impl Fleet {
     /// Starts it and waits until its host is ready.
     pub async fn start(opts: FleetOptions) -> Result<Fleet> {
-        let dir = tempfile::Builder::new().prefix(&opts.prefix).tempdir()?;
-        let listen = format!("127.0.0.1:{}", free_port()?);
-        let ssh_port = free_port()?;
-        let mut f = Fleet { dir, range_octet: free_range_octet(), extra_env: vec![], opts, listen, ssh_port, child: None };
-        f.spawn()?;
-        f.wait_ready().await?;
-        Ok(f)
+        // A port that was free when picked can be taken by another test's process
+        // before `hangar up` binds it: such a start is tried again, on new ports and in
+        // a new directory (the failed one is torn down as the fleet is dropped).
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let dir = tempfile::Builder::new().prefix(&opts.prefix).tempdir()?;
+            let listen = format!("127.0.0.1:{}", free_port()?);
+            let ssh_port = free_port()?;
+            let mut f = Fleet { dir, range_octet: free_range_octet(), extra_env: vec![], opts: opts.clone(), listen, ssh_port, child: None };
+            f.spawn()?;
+            match f.wait_ready().await {
+                Ok(()) => return Ok(f),
+                Err(e) if attempts < 3 && f.log().contains("Address already in use") => eprintln!("fleet: starting again on other ports: {e:#}"),
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -109,14 +119,18 @@ impl Fleet {
         Ok(())
     }
 
-    /// Waits until the API answers and a host is ready (90 s at most).
-    pub async fn wait_ready(&self) -> Result<()> {
+    /// Waits until the API answers and a host is ready (90 s at most; at once an error
+    /// when `hangar up` has ended).
+    pub async fn wait_ready(&mut self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             if let Ok(c) = self.client()
                 && c.host_list().await.is_ok_and(|h| h.iter().any(|h| h.state == HostState::Ready)) {
                     return Ok(());
                 }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                bail!("the local fleet's `hangar up` ended ({status}): see {}; its log ends:\n{}", self.log_path().display(), tail(&self.log(), 40));
+            }
             if Instant::now() > deadline {
                 bail!("the local fleet did not come up within 90s: see {}; its log ends:\n{}", self.log_path().display(), tail(&self.log(), 40));
             }
