@@ -492,16 +492,6 @@ fn idle_connections_are_closed_and_a_tenant_gets_its_session_limit() {
     common::wait_until("the session slot is free again", || ssh(&f, &key, &["acme.web@127.0.0.1", "--", "true"]).status.success());
 }
 
-/// Every host process's command line, NULs as spaces.
-fn host_command_lines() -> Vec<String> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_str().is_some_and(|n| n.chars().all(|c| c.is_ascii_digit())))
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " "))
-        .collect()
-}
 
 #[test]
 fn sessions_hold_an_exec_slot_and_keep_their_env_out_of_argv() {
@@ -522,7 +512,7 @@ fn sessions_hold_an_exec_slot_and_keep_their_env_out_of_argv() {
     }
     assert_eq!(line.trim(), secret, "the env reached the sandbox");
     let ours = format!("HANGAR_TEST_SECRET={secret}");
-    assert!(!host_command_lines().iter().any(|l| l.contains(secret) && !l.contains(&ours)), "the secret is on a host command line");
+    assert!(!common::host_command_lines().iter().any(|(_, l)| l.contains(secret) && !l.contains(&ours)), "the secret is on a host command line");
     // The session holds the instance's only exec slot: another exec is refused (429).
     let err = f.fail(&["instance", "exec", "acme/web", "--", "true"]);
     assert!(err.contains("already run"), "{err}");

@@ -8,7 +8,7 @@ fn bench_runs_and_reports() {
     common::require_root();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("b.json");
-    let nginx_before = processes_named("nginx");
+    let nginx_before = nginx_processes();
     let o = std::process::Command::new(common::bin())
         .args(["bench", "--only", "start,resume,api,proxy,move", "--runs", "3", "--api-secs", "1", "--proxy-requests", "5", "--proxy-mib", "1", "--move-mib", "32", "--out"])
         .arg(&out)
@@ -38,18 +38,14 @@ fn bench_runs_and_reports() {
     peer("move", "vs the peer: btrfs send | ssh");
     assert!(v["failed"].as_array().unwrap().is_empty(), "{v:#}");
     // The peers' servers went with the bench, workers too.
-    assert!(processes_named("nginx") <= nginx_before, "the proxy bench left nginx processes running");
+    assert!(nginx_processes() <= nginx_before, "the proxy bench left nginx processes running");
     assert!(v["machine"]["nproc"].as_u64().unwrap() >= 1);
     let bad = std::process::Command::new(common::bin()).args(["bench", "--only", "warp"]).output().unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown benchmark 'warp'"));
 }
 
-/// How many processes run with this command name.
-fn processes_named(name: &str) -> usize {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|e| std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == name))
-        .count()
+/// How many nginx processes run (master: `nginx -c ...`, workers: `nginx: worker process`).
+fn nginx_processes() -> usize {
+    common::host_command_lines().iter().filter(|(_, l)| l.starts_with("nginx")).count()
 }

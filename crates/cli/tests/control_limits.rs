@@ -12,11 +12,9 @@ use std::time::{Duration, Instant};
 /// The pid of the fleet's `hangar up` process (its command line names the data dir).
 fn up_pid(f: &Fleet) -> u32 {
     let dir = f.data_dir().display().to_string();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let args: Vec<String> = cmd.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
-        if args.iter().any(|a| a == "up") && args.contains(&dir) {
+    for (pid, line) in common::host_command_lines() {
+        let args: Vec<&str> = line.split(' ').collect();
+        if args.contains(&"up") && args.contains(&dir.as_str()) {
             return pid;
         }
     }

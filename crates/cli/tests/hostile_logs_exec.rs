@@ -6,7 +6,7 @@ mod common;
 use hangar_types::api::ExecRequest;
 use hangar_types::{ErrorCode, InstanceId};
 use std::io::BufRead;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// A fleet with a tenant `acme` and a running instance `acme/<name>` running `command`.
@@ -45,18 +45,6 @@ fn exec(command: &[&str], env: &[(&str, &str)], timeout_secs: u64) -> ExecReques
     }
 }
 
-/// Every host process's command line, NULs as spaces.
-fn host_command_lines() -> Vec<(u32, String)> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| {
-            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-            let raw = std::fs::read(Path::new("/proc").join(pid.to_string()).join("cmdline")).ok()?;
-            Some((pid, String::from_utf8_lossy(&raw).replace('\0', " ")))
-        })
-        .collect()
-}
 
 #[test]
 fn yes_in_a_sandbox_cannot_fill_the_host_disk_with_its_log() {
@@ -156,7 +144,7 @@ fn exec_flood_past_the_per_instance_limit_is_refused_with_429() {
         }
         // While they sleep: host-side helpers (runc exec) are bounded by the limit too.
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let helpers = host_command_lines().into_iter().filter(|(_, l)| l.contains(" exec ") && l.contains(&sandbox)).count();
+        let helpers = common::host_command_lines().into_iter().filter(|(_, l)| l.contains(" exec ") && l.contains(&sandbox)).count();
         assert!(helpers <= 8, "{helpers} host processes exec into the sandbox, past the limit of 8");
         let mut out = vec![];
         while let Some(r) = set.join_next().await {
@@ -183,7 +171,7 @@ fn exec_env_is_not_visible_in_any_host_process_command_line() {
         let run = c.instance_exec("acme", "box", &req);
         let look = async {
             tokio::time::sleep(Duration::from_millis(1500)).await;
-            host_command_lines().into_iter().filter(|(_, l)| l.contains(&secret)).collect::<Vec<_>>()
+            common::host_command_lines().into_iter().filter(|(_, l)| l.contains(&secret)).collect::<Vec<_>>()
         };
         tokio::join!(run, look)
     });
@@ -238,7 +226,7 @@ fn fork_bomb_in_an_exec_is_stopped_by_the_sandbox_pids_limit() {
     // The exec's children are in the sandbox's cgroup (else pids would stay near 1) and
     // the limit held.
     assert!(pids + 10 >= limit && pids <= limit, "pids {pids}, limit {limit}");
-    let sleeping = host_command_lines().into_iter().filter(|(_, l)| l.trim() == "sleep 20").count() as u64;
+    let sleeping = common::host_command_lines().into_iter().filter(|(_, l)| l.trim() == "sleep 20").count() as u64;
     assert!(sleeping <= limit, "{sleeping} forked processes on the host, past the limit {limit}");
     f.run(&["instance", "stop", "acme/box"]);
 }

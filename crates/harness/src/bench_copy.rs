@@ -114,14 +114,20 @@ pub(crate) enum RawSink<'a> {
     Command(String),
 }
 
+/// A stream's two ends: host `from`'s and host `to`'s network namespaces, and the
+/// address `to` is reached at from `from`.
+async fn stream_ends(c: &HubClient, [from, to]: [&str; 2]) -> Result<(String, String, std::net::Ipv4Addr)> {
+    let b = c.host_get(to).await?;
+    let addr = b.endpoint.as_deref().and_then(hangar_types::net::underlay_of).with_context(|| format!("host {to} has no routable endpoint"))?;
+    Ok((netns_of(from)?, netns_of(to)?, addr))
+}
+
 /// The raw baseline of a host-to-host stream: `send` (a shell command writing the
 /// stream on its stdout) run in host `from`'s namespace into plain TCP, received in
 /// host `to`'s by one Python copy loop into `sink`; the seconds from the first byte
 /// asked to the receiver's end.
-pub(crate) async fn raw_stream(c: &HubClient, [from, to]: [&str; 2], send: &str, sink: RawSink<'_>) -> Result<f64> {
-    let (ns_a, ns_b) = (netns_of(from)?, netns_of(to)?);
-    let b = c.host_get(to).await?;
-    let addr = b.endpoint.as_deref().and_then(hangar_types::net::underlay_of).with_context(|| format!("host {to} has no routable endpoint"))?;
+pub(crate) async fn raw_stream(c: &HubClient, hosts: [&str; 2], send: &str, sink: RawSink<'_>) -> Result<f64> {
+    let (ns_a, ns_b, addr) = stream_ends(c, hosts).await?;
     let port = crate::fleet::free_port()?;
     let (out, pipe) = match &sink {
         RawSink::File(p) => (format!("open(\"{}\",\"wb\")", p.display()), String::new()),
@@ -147,10 +153,8 @@ pub(crate) async fn raw_stream(c: &HubClient, [from, to]: [&str; 2], send: &str,
 /// a throwaway sshd in host `to`'s namespace, which writes into `sink`; the seconds from
 /// the first byte asked to the end. Encrypted and authenticated like hangar's transfers,
 /// so it prices that work on this machine.
-pub(crate) async fn ssh_stream(c: &HubClient, [from, to]: [&str; 2], send: &str, sink: RawSink<'_>, dir: &Path) -> Result<f64> {
-    let (ns_a, ns_b) = (netns_of(from)?, netns_of(to)?);
-    let b = c.host_get(to).await?;
-    let addr = b.endpoint.as_deref().and_then(hangar_types::net::underlay_of).with_context(|| format!("host {to} has no routable endpoint"))?;
+pub(crate) async fn ssh_stream(c: &HubClient, hosts: [&str; 2], send: &str, sink: RawSink<'_>, dir: &Path) -> Result<f64> {
+    let (ns_a, ns_b, addr) = stream_ends(c, hosts).await?;
     let dir = tempfile::tempdir_in(dir)?;
     let key = dir.path().join("id_peer");
     let public = crate::bench_ssh::keygen(&key)?;
